@@ -7,8 +7,21 @@
 //! It is the core every binary shares. It does no I/O: no Kubernetes client,
 //! no network, no files. Its logic is tested without root or a network.
 
+pub mod annotations;
+pub mod cidr;
 mod cluster;
 mod error;
+mod identity;
+pub mod labels;
+pub mod merge;
+pub mod proto;
+pub mod records;
 
 pub use cluster::{ClusterId, ClusterName, NodeName, dns_label_problem, dns_subdomain_problem};
 pub use error::{Error, Result};
+pub use identity::{Identity, ReservedIdentity};
+pub use labels::{LabelSelector, LabelSet, SelectorOperator, SelectorRequirement};
+pub use records::{
+    Affinity, Backend, EndpointRecord, IdentityRecord, Kind, NamedPort, NodeRecord, Protocol,
+    Record, ServiceMeshOptions, ServicePort, ServiceRecord, WireGuardKey,
+};
