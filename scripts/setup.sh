@@ -10,6 +10,7 @@ say() { printf 'setup: %s\n' "$*"; }
 DEB_PACKAGES=(
   clang llvm libbpf-dev linux-libc-dev bpftool    # eBPF programs in C, bpftool for map dumps
   iproute2 iptables ethtool tcpdump iperf3        # namespaces, veth, bridges; captures; benchmarks
+  iputils-ping socat                              # test clients inside namespaces
   openssl                                         # independent certificate verifier in tests
   protobuf-compiler                               # etcd-client's build script needs protoc
   etcd-server                                     # the real store for component tests and the lab
