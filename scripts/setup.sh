@@ -12,12 +12,15 @@ DEB_PACKAGES=(
   iproute2 iptables ethtool tcpdump iperf3        # namespaces, veth, bridges; captures; benchmarks
   iputils-ping socat                              # test clients inside namespaces
   openssl                                         # independent certificate verifier in tests
+  shellcheck                                      # the kind scripts are shellcheck-clean (tested)
   protobuf-compiler                               # etcd-client's build script needs protoc
   etcd-server                                     # the real store for component tests and the lab
   wireguard-tools wireguard-go                    # `wg` and an independent WireGuard peer
 )
 # Python packages (PyPI).
-PIP_PACKAGES=()
+PIP_PACKAGES=(
+  helm-python-sdk                                 # Helm v4 engine as a library: render and lint the chart in tests
+)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
