@@ -70,7 +70,11 @@ impl Cluster {
                 .collect();
             anyhow::bail!(
                 "context {context:?} is not in the kubeconfig; known contexts: {}",
-                known.join(", ")
+                if known.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    known.join(", ")
+                }
             );
         }
         let options = KubeConfigOptions {
