@@ -10,7 +10,12 @@
 //! What it is not for: programming any datapath (the node-agent does that)
 //! or issuing certificates (mesh-certs and meshctl do).
 
+pub mod client;
 mod error;
+pub mod export;
+pub mod import;
+pub mod leader;
+pub mod state;
 pub mod store;
 
 #[cfg(feature = "test-util")]

@@ -146,3 +146,109 @@ pub fn init() {
         .with_test_writer()
         .try_init();
 }
+
+/// A throw-away mesh CA and the certificates component tests need.
+#[derive(Debug)]
+pub struct Pki {
+    /// The CA.
+    pub ca: mesh_certs::CertificateAuthority,
+}
+
+impl Pki {
+    /// A new CA for trust domain `meshwork.local`.
+    pub fn new() -> Pki {
+        Pki {
+            ca: mesh_certs::CertificateAuthority::create(
+                mesh_certs::TrustDomain::default(),
+                mesh_certs::Validity::days(30).unwrap(),
+            )
+            .expect("create CA"),
+        }
+    }
+
+    /// The trust bundle of this CA.
+    pub fn bundle(&self) -> mesh_certs::TrustBundle {
+        mesh_certs::TrustBundle::from_pem(self.ca.cert_pem(), "test CA").unwrap()
+    }
+
+    /// A server certificate for 127.0.0.1 and `localhost`.
+    pub fn server(&self) -> mesh_certs::IssuedCert {
+        self.ca
+            .issue_server(
+                &["127.0.0.1".to_string(), "localhost".to_string()],
+                mesh_certs::Validity::days(30).unwrap(),
+            )
+            .unwrap()
+    }
+
+    /// A cluster client certificate.
+    pub fn cluster(&self, name: &str) -> mesh_certs::IssuedCert {
+        self.client(mesh_certs::SpiffeId::cluster(
+            mesh_certs::TrustDomain::default(),
+            mesh_api::ClusterName::new(name).unwrap(),
+        ))
+    }
+
+    /// A node-agent client certificate.
+    pub fn node(&self, cluster: &str, node: &str) -> mesh_certs::IssuedCert {
+        self.client(mesh_certs::SpiffeId::node(
+            mesh_certs::TrustDomain::default(),
+            mesh_api::ClusterName::new(cluster).unwrap(),
+            mesh_api::NodeName::new(node).unwrap(),
+        ))
+    }
+
+    /// A client certificate for any id.
+    pub fn client(&self, id: mesh_certs::SpiffeId) -> mesh_certs::IssuedCert {
+        self.ca
+            .issue_client(&id, mesh_certs::Validity::days(30).unwrap())
+            .unwrap()
+    }
+
+    /// A rustls client config presenting `cert`.
+    pub fn client_config(&self, cert: &mesh_certs::IssuedCert) -> rustls::ClientConfig {
+        let id = mesh_certs::TlsIdentity::from_pem(&cert.cert_pem, &cert.key_pem, "cert", "key")
+            .unwrap();
+        mesh_certs::tls::client_config(id, &self.bundle()).unwrap()
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A `meshwork-clustermesh` entry (YAML) for a remote.
+pub fn remote_entry(
+    name: &str,
+    id: u8,
+    endpoints: &[String],
+    ca_pem: &str,
+    client: &mesh_certs::IssuedCert,
+    pod_cidrs: &[&str],
+) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "kebab-case")]
+    struct Y<'a> {
+        name: &'a str,
+        id: u8,
+        endpoints: &'a [String],
+        server_name: &'a str,
+        ca: &'a str,
+        cert: &'a str,
+        key: &'a str,
+        pod_cidrs: &'a [&'a str],
+    }
+    serde_yaml::to_string(&Y {
+        name,
+        id,
+        endpoints,
+        server_name: "127.0.0.1",
+        ca: ca_pem,
+        cert: &client.cert_pem,
+        key: &client.key_pem,
+        pod_cidrs,
+    })
+    .unwrap()
+}
