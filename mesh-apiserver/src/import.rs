@@ -65,7 +65,7 @@ struct RemoteYaml {
 }
 
 /// An entry that was refused, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refused {
     /// The entry.
     pub entry: String,

@@ -11,11 +11,15 @@
 //! or issuing certificates (mesh-certs and meshctl do).
 
 pub mod client;
+pub mod config;
 mod error;
 pub mod export;
 pub mod import;
+pub mod kube_feed;
 pub mod leader;
+pub mod server;
 pub mod state;
+pub mod status;
 pub mod store;
 
 #[cfg(feature = "test-util")]
