@@ -12,6 +12,7 @@ DEB_PACKAGES=(
   iproute2 iptables ethtool tcpdump iperf3        # namespaces, veth, bridges; captures; benchmarks
   iputils-ping socat                              # test clients inside namespaces
   openssl                                         # independent certificate verifier in tests
+  curl                                            # mesh-apiserver tests read /status and /metrics over HTTP
   protobuf-compiler libprotobuf-dev               # etcd-client's build script needs protoc and the well-known .proto files
   etcd-server                                     # the real store for component tests and the lab
   wireguard-tools wireguard-go                    # `wg` and an independent WireGuard peer

@@ -381,12 +381,12 @@ impl Importer {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             let names: Vec<ClusterName> = running.keys().cloned().collect();
             for name in names {
-                if wanted.get(&name) != running.get(&name).map(|r| &r.config) {
-                    if let Some(r) = running.remove(&name) {
-                        r.task.abort();
-                        if !wanted.contains_key(&name) {
-                            removed.push(name);
-                        }
+                if wanted.get(&name) != running.get(&name).map(|r| &r.config)
+                    && let Some(r) = running.remove(&name)
+                {
+                    r.task.abort();
+                    if !wanted.contains_key(&name) {
+                        removed.push(name);
                     }
                 }
             }

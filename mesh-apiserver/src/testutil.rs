@@ -252,3 +252,12 @@ pub fn remote_entry(
     })
     .unwrap()
 }
+
+impl Pki {
+    /// A client config presenting `cert` (issued by any CA) and trusting this CA.
+    pub fn client_config_with_bundle(&self, cert: &mesh_certs::IssuedCert) -> rustls::ClientConfig {
+        let id = mesh_certs::TlsIdentity::from_pem(&cert.cert_pem, &cert.key_pem, "cert", "key")
+            .unwrap();
+        mesh_certs::tls::client_config(id, &self.bundle()).unwrap()
+    }
+}
