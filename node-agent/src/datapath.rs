@@ -248,3 +248,77 @@ impl Datapath for MemoryDatapath {
         Ok(self.policies.clone())
     }
 }
+
+/// A [`MemoryDatapath`] that fails chosen operations, for tests of what the
+/// logic does when the kernel refuses an update.
+#[cfg(test)]
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FaultyDatapath {
+    /// The state.
+    pub inner: MemoryDatapath,
+    /// Upserts of this endpoint fail.
+    pub fail_endpoint: Option<EndpointId>,
+    /// Every dump fails.
+    pub fail_dumps: bool,
+}
+
+#[cfg(test)]
+impl FaultyDatapath {
+    fn fault(what: &str) -> crate::Error {
+        crate::Error::Datapath {
+            op: "test fault",
+            target: what.to_string(),
+            source: "injected failure".into(),
+        }
+    }
+
+    fn dump<T>(&self, f: impl FnOnce(&MemoryDatapath) -> Result<T>) -> Result<T> {
+        if self.fail_dumps {
+            return Err(Self::fault("dump"));
+        }
+        f(&self.inner)
+    }
+}
+
+#[cfg(test)]
+impl Datapath for FaultyDatapath {
+    fn kind(&self) -> &'static str {
+        "faulty"
+    }
+    fn upsert_endpoint(&mut self, endpoint: &DatapathEndpoint) -> Result<()> {
+        if self.fail_endpoint == Some(endpoint.id) {
+            return Err(Self::fault("endpoint"));
+        }
+        self.inner.upsert_endpoint(endpoint)
+    }
+    fn remove_endpoint(&mut self, id: EndpointId) -> Result<()> {
+        self.inner.remove_endpoint(id)
+    }
+    fn endpoints(&self) -> Result<Vec<DatapathEndpoint>> {
+        self.dump(|d| d.endpoints())
+    }
+    fn upsert_service(&mut self, service: &ServiceEntry) -> Result<()> {
+        self.inner.upsert_service(service)
+    }
+    fn remove_service(&mut self, frontend: &Frontend) -> Result<()> {
+        self.inner.remove_service(frontend)
+    }
+    fn services(&self) -> Result<Vec<ServiceEntry>> {
+        self.dump(|d| d.services())
+    }
+    fn upsert_ipcache(&mut self, entry: &IpcacheEntry) -> Result<()> {
+        self.inner.upsert_ipcache(entry)
+    }
+    fn remove_ipcache(&mut self, cidr: &IpNet) -> Result<()> {
+        self.inner.remove_ipcache(cidr)
+    }
+    fn ipcache(&self) -> Result<Vec<IpcacheEntry>> {
+        self.dump(|d| d.ipcache())
+    }
+    fn set_policy(&mut self, endpoint: EndpointId, policy: &EndpointPolicy) -> Result<()> {
+        self.inner.set_policy(endpoint, policy)
+    }
+    fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>> {
+        self.dump(|d| d.policies())
+    }
+}

@@ -83,7 +83,7 @@ fn bad_values_name_the_flag_and_what_is_allowed() {
         (
             "cluster-name",
             "Bad_Name",
-            &["--cluster-name", "DNS", "lowercase"],
+            &["--cluster-name", "lowercase letters"],
         ),
         (
             "lb-algorithm",
