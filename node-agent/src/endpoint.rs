@@ -281,6 +281,29 @@ impl<D: Datapath> EndpointManager<D> {
         Ok(Some(ep))
     }
 
+    /// Forgets the endpoints for which `alive` is false (e.g. their host
+    /// veth is gone after a reboot, or was deleted while the agent was down)
+    /// and returns them. The caller decides what "alive" means; the manager
+    /// stays free of kernel access.
+    pub fn prune(&mut self, alive: impl Fn(&Endpoint) -> bool) -> Result<Vec<Endpoint>> {
+        let dead: Vec<Endpoint> = self
+            .endpoints
+            .values()
+            .filter(|e| !alive(e))
+            .cloned()
+            .collect();
+        for ep in &dead {
+            self.unpersist(ep)?;
+            self.endpoints.remove(&key(&ep.registration));
+            self.reconciler.remove_endpoint(ep.id);
+        }
+        if !dead.is_empty() {
+            self.push_ipcache();
+            log_failures(&self.reconciler.reconcile());
+        }
+        Ok(dead)
+    }
+
     /// One reconcile pass (periodic retry of failed updates).
     pub fn reconcile(&mut self) -> ReconcileReport {
         self.reconciler.reconcile()

@@ -633,26 +633,98 @@ fn agent_down_is_try_again_later_and_nothing_leaks() {
 #[test]
 fn restarted_agent_recovers_endpoints_from_its_state_dir() {
     let mut node = Node::with_agent("10.65.0.0/24");
-    let (a, b) = (Pod::new(), Pod::new());
-    let (ra, rb) = (node.add(&a), node.add(&b));
+    let (a, b, gone) = (Pod::new(), Pod::new(), Pod::new());
+    let rb = node.add(&b);
+    node.add(&a);
+    node.add(&gone);
     let before = node.client().endpoints().expect("endpoints");
-    assert_eq!(before.len(), 2);
+    assert_eq!(before.len(), 3);
 
     node.kill_agent(); // crash: the socket file stays behind
     assert!(node.socket().exists());
+    // While the agent is down, one pod's veth disappears (pod deleted, or
+    // lost in a reboot).
+    node.ns
+        .run_ok("ip", &["link", "del", &host_ifname(&gone.id, "eth0")]);
     node.start_agent();
     let after = node.client().endpoints().expect("endpoints");
+    let expected: Vec<_> = before
+        .iter()
+        .filter(|e| e.registration.container_id != gone.id)
+        .cloned()
+        .collect();
     assert_eq!(
-        after, before,
-        "endpoints (ids, ifindexes, IPs) must survive a restart"
+        after, expected,
+        "endpoints (ids, ifindexes, IPs) must survive a restart; the dead one is dropped"
     );
-    assert!(node.log_text().contains("endpoints restored"));
+    let log = node.log_text();
+    assert!(log.contains("endpoints restored"), "{log}");
+    assert!(log.contains("endpoint dropped"), "{log}");
 
     // Pods kept working through it, and DEL works against the new agent.
     assert!(a.ping(&pod_ip(&rb)));
     assert!(node.del(&b).0);
     assert_eq!(node.client().endpoints().expect("endpoints").len(), 1);
-    let _ = ra;
+}
+
+#[test]
+fn local_api_refuses_bad_requests_and_counts_them() {
+    let node = Node::with_agent("10.67.0.0/24");
+    let client = node.client();
+    assert_eq!(
+        client.request("GET", "/healthz", None).expect("healthz"),
+        (200, b"ok".to_vec())
+    );
+    let status = client.status().expect("status");
+    assert_eq!(status.cluster_name, "c1");
+    assert_eq!(status.pod_cidr, Some("10.67.0.0/24".parse().expect("cidr")));
+    assert_eq!(status.datapath, "memory");
+
+    let (code, body) = client
+        .request("POST", "/v1/endpoints", Some(b"{\"container_id\": 5}"))
+        .expect("post");
+    assert_eq!(code, 400);
+    let body: Value = serde_json::from_slice(&body).expect("json error");
+    assert_eq!(body["reason"], "bad-request");
+
+    let foreign = json!({
+        "container_id": "x1", "ifname": "eth0", "netns": "/var/run/netns/x1",
+        "host_ifname": "mwx1", "host_ifindex": 7, "ips": ["10.99.0.5"],
+    });
+    let (code, body) = client
+        .request(
+            "POST",
+            "/v1/endpoints",
+            Some(foreign.to_string().as_bytes()),
+        )
+        .expect("post");
+    assert_eq!(code, 400);
+    let body: Value = serde_json::from_slice(&body).expect("json error");
+    assert_eq!(body["reason"], "invalid-endpoint");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("outside this node's pod CIDR 10.67.0.0/24"),
+        "{body}"
+    );
+
+    assert!(
+        !client
+            .deregister("never-registered", "eth0")
+            .expect("delete unknown")
+    );
+    assert!(client.endpoints().expect("endpoints").is_empty());
+    let metrics = node.metrics();
+    assert!(
+        metrics.contains("meshwork_errors_total{reason=\"bad-request\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshwork_errors_total{reason=\"invalid-endpoint\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("meshwork_endpoints 0"), "{metrics}");
 }
 
 #[test]

@@ -55,8 +55,20 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let datapath: Box<dyn Datapath> = Box::new(MemoryDatapath::default());
     let (manager, report) = EndpointManager::open(&config.state_dir, config.pod_cidr, datapath)
         .context("cannot open the endpoint state")?;
+    let mut manager = manager;
+    let gone = manager
+        .prune(host_veth_alive)
+        .context("cannot prune endpoints whose interfaces are gone")?;
+    for ep in &gone {
+        tracing::warn!(
+            container = %ep.registration.container_id, ifname = %ep.registration.ifname,
+            host_ifname = %ep.registration.host_ifname,
+            "endpoint dropped: its host veth no longer exists (pod deleted while the agent was down, or reboot)"
+        );
+    }
     tracing::info!(
         endpoints = manager.list().len(),
+        pruned = gone.len(),
         upserted = report.upserted.len(),
         removed = report.removed.len(),
         failed = report.failed.len(),
@@ -96,6 +108,16 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("node-agent stopped");
     result
+}
+
+/// Whether an endpoint's host veth still exists in this namespace with the
+/// same ifindex (/sys/class/net reflects the agent's network namespace).
+fn host_veth_alive(ep: &node_agent::endpoint::Endpoint) -> bool {
+    let path = format!("/sys/class/net/{}/ifindex", ep.registration.host_ifname);
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .is_some_and(|i| i == ep.registration.host_ifindex)
 }
 
 async fn shutdown_signal() {

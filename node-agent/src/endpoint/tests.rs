@@ -198,3 +198,21 @@ fn names_are_short_stable_and_distinct() {
     assert!(ifname_problem(&a).is_none());
     let _ = IpAddr::from([0, 0, 0, 0]);
 }
+
+#[test]
+fn prune_forgets_endpoints_whose_interfaces_are_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut mgr = open(dir.path(), MemoryDatapath::default());
+    mgr.register(reg("a", "10.1.0.2")).expect("a");
+    mgr.register(reg("b", "10.1.0.3")).expect("b");
+    let gone = mgr
+        .prune(|e| e.registration.container_id == "a")
+        .expect("prune");
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].registration.container_id, "b");
+    assert_eq!(mgr.list().len(), 1);
+    assert_eq!(mgr.datapath().endpoints.len(), 1);
+    assert_eq!(mgr.datapath().ipcache.len(), 1);
+    drop(mgr);
+    assert_eq!(open(dir.path(), MemoryDatapath::default()).list().len(), 1);
+}
