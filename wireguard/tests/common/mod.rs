@@ -24,6 +24,8 @@ pub const PORT: u16 = 51871;
 pub struct Node {
     /// The device (dropped first: it closes the TUN and removes the socket).
     pub dev: Option<Device>,
+    /// Or a wireguard-go process.
+    pub go: Option<WireguardGo>,
     pub ns: NetNs,
     pub underlay: Ipv4Addr,
     pub tunnel: Ipv4Addr,
@@ -64,7 +66,75 @@ impl Node {
     }
 
     pub fn public_key(&self) -> WireGuardKey {
-        self.dev().public_key()
+        match &self.go {
+            Some(go) => go.public_key,
+            None => self.dev().public_key(),
+        }
+    }
+
+    /// Starts wireguard-go (the reference userspace implementation) in the
+    /// node's namespace, with a key and the WireGuard port set by `wg set`.
+    pub fn start_wireguard_go(&mut self) {
+        let sock =
+            PathBuf::from(mesh_wireguard::DEFAULT_UAPI_DIR).join(format!("{}.sock", self.ifname));
+        let child = self
+            .ns
+            .command("wireguard-go")
+            .args(["-f", &self.ifname])
+            // wireguard-go refuses to run on Linux without this.
+            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wireguard-go");
+        let key = mesh_wireguard::PrivateKey::generate().unwrap();
+        let key_file = self.state.path().join("go.key");
+        self.store().store(&key).unwrap();
+        std::fs::rename(self.store().path(), &key_file).unwrap();
+        let go = WireguardGo {
+            child,
+            sock: sock.clone(),
+            public_key: key.public_key(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "wireguard-go did not create {}",
+                sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.go = Some(go);
+        self.ns.run_ok(
+            "wg",
+            &[
+                "set",
+                &self.ifname,
+                "private-key",
+                key_file.to_str().unwrap(),
+                "listen-port",
+                &PORT.to_string(),
+            ],
+        );
+        self.ns.addr(&self.ifname, &format!("{}/24", self.tunnel));
+    }
+
+    /// Adds `peer` to this node's device with the stock `wg` tool.
+    pub fn wg_set_peer(&self, peer: &Node) {
+        self.ns.run_ok(
+            "wg",
+            &[
+                "set",
+                &self.ifname,
+                "peer",
+                &peer.public_key().to_string(),
+                "endpoint",
+                &format!("{}:{PORT}", peer.underlay),
+                "allowed-ips",
+                &format!("{}/32", peer.tunnel),
+            ],
+        );
     }
 
     /// This node as a peer of another node.
@@ -93,6 +163,31 @@ impl Node {
     }
 }
 
+/// A wireguard-go process, stopped (and its socket removed) on drop.
+pub struct WireguardGo {
+    child: Child,
+    sock: PathBuf,
+    pub public_key: WireGuardKey,
+}
+
+impl Drop for WireguardGo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}
+
 /// Two nodes on one bridge underlay 192.168.90.0/24, tunnel net 10.90.0.0/24.
 pub struct Pair {
     pub a: Node,
@@ -112,6 +207,7 @@ impl Pair {
             let bridge_port = bridge.attach(&ns, "u0", &format!("192.168.90.{i}/24"));
             Node {
                 dev: None,
+                go: None,
                 ns,
                 underlay: Ipv4Addr::new(192, 168, 90, i),
                 tunnel: Ipv4Addr::new(10, 90, 0, i),
