@@ -144,10 +144,10 @@ impl Cluster {
         let id: ClusterId = get("cluster-id")?
             .parse()
             .with_context(|| format!("context {}", self.context))?;
-        let pod_cidrs = get("cluster-pod-cidrs")?
+        let pod_cidrs = get("pod-cidrs")?
             .split(',')
             .filter(|s| !s.trim().is_empty())
-            .map(|s| mesh_api::cidr::parse_cidr("cluster-pod-cidrs", s))
+            .map(|s| mesh_api::cidr::parse_cidr("pod-cidrs", s))
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("context {}", self.context))?;
         Ok(ClusterInfo {
