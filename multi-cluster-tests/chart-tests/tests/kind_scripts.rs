@@ -86,7 +86,8 @@ fn dry_run_prints_the_commands_in_order_and_changes_nothing() {
         "--dry-run must not write kind configs"
     );
 
-    let test = dry_run(&["test", "--clusters", "2"]);
+    // Lines are shell-quoted (printf %q), so they can be pasted back as they are.
+    let test = dry_run(&["test", "--clusters", "2"]).replace("\\,", ",");
     assert!(
         test.contains("MESHWORK_E2E_CONTEXTS=kind-meshwork-c1,kind-meshwork-c2"),
         "{test}"
