@@ -575,4 +575,3 @@ impl EndpointSliceController {
         }
     }
 }
-
