@@ -366,3 +366,91 @@ pub fn crd_types(crd: &Value) -> Result<Vec<ResourceType>, String> {
     }
     Ok(out)
 }
+
+impl Registry {
+    fn group_versions(&self) -> Vec<(String, String)> {
+        let mut gvs: Vec<(String, String)> = self
+            .types
+            .values()
+            .map(|t| (t.group.clone(), t.version.clone()))
+            .collect();
+        gvs.dedup();
+        gvs
+    }
+
+    /// `/openapi/v3`: one entry per group/version. `revision` changes the
+    /// URLs' hash whenever the set of types changes, so clients refetch.
+    pub fn openapi_v3_root(&self, revision: u64) -> Value {
+        let mut paths = serde_json::Map::new();
+        for (g, v) in self.group_versions() {
+            let key = if g.is_empty() {
+                format!("api/{v}")
+            } else {
+                format!("apis/{g}/{v}")
+            };
+            paths.insert(
+                key.clone(),
+                json!({ "serverRelativeURL": format!("/openapi/v3/{key}?hash={revision:016X}") }),
+            );
+        }
+        json!({ "paths": paths })
+    }
+
+    /// `/openapi/v3/<api/v1|apis/g/v>`: the operations of each resource,
+    /// tagged with their GVK and the query parameters they accept, so
+    /// kubectl sees that the server validates fields itself. No schemas:
+    /// this server does not validate against OpenAPI.
+    pub fn openapi_v3_gv(&self, group: &str, version: &str) -> Option<Value> {
+        let mut paths = serde_json::Map::new();
+        for t in self
+            .types
+            .values()
+            .filter(|t| t.group == group && t.version == version)
+        {
+            let gvk = json!({ "group": t.group, "version": t.version, "kind": t.kind });
+            let param =
+                |name: &str| json!({ "name": name, "in": "query", "schema": { "type": "string" } });
+            let op = |id: &str| {
+                json!({
+                    "operationId": format!("{id}{}", t.kind),
+                    "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation")],
+                    "responses": { "200": { "description": "OK" } },
+                    "x-kubernetes-group-version-kind": gvk,
+                })
+            };
+            let prefix = if group.is_empty() {
+                format!("/api/{version}")
+            } else {
+                format!("/apis/{group}/{version}")
+            };
+            let (collection, item) = if t.namespaced {
+                (
+                    format!("{prefix}/namespaces/{{namespace}}/{}", t.plural),
+                    format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", t.plural),
+                )
+            } else {
+                (
+                    format!("{prefix}/{}", t.plural),
+                    format!("{prefix}/{}/{{name}}", t.plural),
+                )
+            };
+            paths.insert(
+                collection,
+                json!({ "post": op("create"), "get": op("list") }),
+            );
+            paths.insert(
+                item,
+                json!({ "get": op("read"), "put": op("replace"), "patch": op("patch"), "delete": op("delete") }),
+            );
+        }
+        if paths.is_empty() {
+            return None;
+        }
+        Some(json!({
+            "openapi": "3.0.0",
+            "info": { "title": "mesh-test-apiserver", "version": "v1.34.0" },
+            "paths": paths,
+            "components": { "schemas": {} },
+        }))
+    }
+}

@@ -180,6 +180,24 @@ fn route(
                 .map(|v| json_response(200, &v))
                 .ok_or_else(|| ApiError::no_route(path));
         }
+        ["openapi", "v3"] => {
+            return Ok(json_response(
+                200,
+                &registry.openapi_v3_root(app.store.registry_revision()),
+            ));
+        }
+        ["openapi", "v3", "api", v] => {
+            return registry
+                .openapi_v3_gv("", v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(|| ApiError::no_route(path));
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            return registry
+                .openapi_v3_gv(g, v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(|| ApiError::no_route(path));
+        }
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (g, v, rest),
         _ => return Err(ApiError::no_route(path)),

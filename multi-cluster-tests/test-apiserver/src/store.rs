@@ -227,6 +227,26 @@ impl Store {
         self.lock().registry.clone()
     }
 
+    /// A number that changes whenever the served types change (CRDs).
+    pub fn registry_revision(&self) -> u64 {
+        let inner = self.lock();
+        inner
+            .objects
+            .get(&(
+                "apiextensions.k8s.io".to_string(),
+                "customresourcedefinitions".to_string(),
+            ))
+            .map(|m| {
+                m.values()
+                    .filter_map(|o| meta_str(o, "resourceVersion")?.parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(0)
+                    .wrapping_mul(31)
+                    .wrapping_add(m.len() as u64)
+            })
+            .unwrap_or(0)
+    }
+
     /// Current revision.
     pub fn revision(&self) -> u64 {
         self.lock().rv

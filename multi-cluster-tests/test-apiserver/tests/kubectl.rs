@@ -150,7 +150,7 @@ fn kubectl_get_apply_annotate_watch_delete() {
     assert!(ns.contains("default") && ns.contains("kube-system"), "{ns}");
 
     let m = lab.write("m.yaml", &MANIFESTS.replace("IMAGE", "echo:1"));
-    let out = lab.ok(&["apply", "--validate=false", "-f", s(&m)]);
+    let out = lab.ok(&["apply", "-f", s(&m)]);
     for want in [
         "namespace/demo created",
         "customresourcedefinition.apiextensions.k8s.io/widgets.example.com created",
@@ -162,7 +162,7 @@ fn kubectl_get_apply_annotate_watch_delete() {
     }
     let w = lab.write("w.yaml", WIDGET);
     assert!(
-        lab.ok(&["apply", "--validate=false", "-f", s(&w)])
+        lab.ok(&["apply", "-f", s(&w)])
             .contains("widget.example.com/w1 created")
     );
     assert!(
@@ -194,14 +194,46 @@ fn kubectl_get_apply_annotate_watch_delete() {
         "{slices}"
     );
 
+    // Server-side apply through kubectl.
+    let w2 = lab.write("w2.yaml", &WIDGET.replace("size: 3", "size: 4"));
+    assert!(
+        lab.ok(&["apply", "--server-side", "-f", s(&w2)])
+            .contains("serverside-applied")
+    );
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "widget",
+            "w1",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.size}"
+        ]),
+        "4"
+    );
+
+    // A bad name is refused by the server with its reason; nothing else changes.
+    let bad = lab.write(
+        "bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name, namespace: demo}\n",
+    );
+    let out = lab.kubectl(&["apply", "-f", s(&bad)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is invalid") && err.contains("metadata.name"),
+        "{err}"
+    );
+
     // Re-apply unchanged, then changed (strategic merge patch from kubectl).
     assert!(
-        lab.ok(&["apply", "--validate=false", "-f", s(&m)])
+        lab.ok(&["apply", "-f", s(&m)])
             .contains("pod/web-1 unchanged")
     );
     let m2 = lab.write("m2.yaml", &MANIFESTS.replace("IMAGE", "echo:2"));
     assert!(
-        lab.ok(&["apply", "--validate=false", "-f", s(&m2)])
+        lab.ok(&["apply", "-f", s(&m2)])
             .contains("pod/web-1 configured")
     );
     assert_eq!(
@@ -281,7 +313,7 @@ fn kubectl_get_apply_annotate_watch_delete() {
         "p2.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: web-2, namespace: demo}\nspec: {containers: [{name: c, image: x}]}\n",
     );
-    lab.ok(&["create", "--validate=false", "-f", s(&p2)]);
+    lab.ok(&["create", "-f", s(&p2)]);
     let second = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(10))
