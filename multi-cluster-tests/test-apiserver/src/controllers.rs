@@ -575,3 +575,6 @@ impl EndpointSliceController {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

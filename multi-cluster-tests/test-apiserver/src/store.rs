@@ -1164,3 +1164,6 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
