@@ -28,6 +28,8 @@ pub struct ResourceType {
     pub custom: bool,
     /// Whether this version is the storage (preferred) version of the group.
     pub preferred: bool,
+    /// Discovery categories (`all` makes `kubectl get all` include it).
+    pub categories: Vec<String>,
 }
 
 impl ResourceType {
@@ -66,8 +68,8 @@ impl ResourceType {
         if !self.short_names.is_empty() {
             main["shortNames"] = json!(self.short_names);
         }
-        if self.custom {
-            main["categories"] = json!(["all"]);
+        if !self.categories.is_empty() {
+            main["categories"] = json!(self.categories);
         }
         let mut out = vec![main];
         if self.status {
@@ -102,6 +104,11 @@ fn builtin(
         status,
         custom: false,
         preferred: true,
+        categories: if matches!(plural, "pods" | "services") {
+            vec!["all".to_string()]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -148,6 +155,7 @@ impl Registry {
                 false,
             ),
             builtin("coordination.k8s.io", "leases", "Lease", true, &[], false),
+            builtin("events.k8s.io", "events", "Event", true, &["ev"], false),
             builtin(
                 "apiextensions.k8s.io",
                 "customresourcedefinitions",
@@ -323,6 +331,15 @@ pub fn crd_types(crd: &Value) -> Result<Vec<ResourceType>, String> {
                 .collect()
         })
         .unwrap_or_default();
+    let categories: Vec<String> = names
+        .get("categories")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     let namespaced = match spec.get("scope").and_then(Value::as_str) {
         Some("Namespaced") => true,
         Some("Cluster") => false,
@@ -362,6 +379,7 @@ pub fn crd_types(crd: &Value) -> Result<Vec<ResourceType>, String> {
             status: v.pointer("/subresources/status").is_some(),
             custom: true,
             preferred: v.get("storage").and_then(Value::as_bool) == Some(true),
+            categories: categories.clone(),
         });
     }
     Ok(out)

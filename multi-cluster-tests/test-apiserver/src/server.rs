@@ -264,6 +264,11 @@ fn route(
             )));
         }
     };
+    if query.get("dryRun").is_some_and(|d| !d.is_empty()) && *method != Method::GET {
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by this test API server: send the request without dryRun (kubectl: drop --dry-run=server)",
+        ));
+    }
     let store = &app.store;
     let rt = &target.rt;
     let ns = target.namespace.as_deref().unwrap_or("");

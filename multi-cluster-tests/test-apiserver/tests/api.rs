@@ -512,3 +512,44 @@ async fn services_get_cluster_ips_and_endpointslices_follow_pod_readiness() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_runtime_recorder_publishes_events_k8s_io_events() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let (_server, client) = common::start(|_| {}).await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": { "name": "bad-annotation" }, "spec": { "ports": [ { "port": 80 } ] }
+    }))
+    .unwrap();
+    let svc = svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "node-agent".into(),
+            instance: Some("n1".into()),
+        },
+    );
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "InvalidAnnotation".into(),
+        note: Some(
+            "service.meshwork.io/affinity: \"sideways\" is not one of local, remote, none".into(),
+        ),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&svc, &());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, "default");
+    let list = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1, "the repeat is folded into a series");
+    let e = &list.items[0];
+    assert_eq!(e.reason.as_deref(), Some("InvalidAnnotation"));
+    assert_eq!(
+        e.regarding.as_ref().unwrap().name.as_deref(),
+        Some("bad-annotation")
+    );
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
+}

@@ -326,3 +326,36 @@ async fn label_and_field_selectors_on_list_and_watch() {
         other => panic!("expected DELETED for a, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_watcher_gets_initial_events_and_the_end_bookmark() {
+    let (_server, client) =
+        common::start(|c| c.bookmark_interval = Duration::from_millis(200)).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    for i in 0..20 {
+        let c: ConfigMap = serde_json::from_value(json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": format!("c{i}") } })).unwrap();
+        cms.create(&PostParams::default(), &c).await.unwrap();
+    }
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let stream = watcher(cms.clone(), watcher::Config::default().streaming_lists())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let driver = tokio::spawn(async move {
+        let mut s = std::pin::pin!(stream);
+        while s.next().await.is_some() {}
+    });
+    // Ready only after the initial-events-end bookmark.
+    tokio::time::timeout(Duration::from_secs(10), reader.wait_until_ready())
+        .await
+        .expect("streaming list completes")
+        .unwrap();
+    assert_eq!(reader.state().len(), 20);
+    cms.delete("c0", &DeleteParams::default()).await.unwrap();
+    common::eventually("delete reaches the store", Duration::from_secs(10), || {
+        let n = reader.state().len();
+        async move { n == 19 }
+    })
+    .await;
+    driver.abort();
+}
