@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use mesh_chart_tests::{Object, config_map, helm, render};
+use mesh_chart::{Object, config_map, helm, render};
 use serde_json::{Value, json};
 
 /// The value sets the issue names, each with what must render.

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use mesh_chart_tests::repo;
+use mesh_chart::repo;
 
 #[test]
 fn scripts_pass_shellcheck() {

@@ -2,7 +2,9 @@
 //! `helm/render.py` and the PyPI package helm-python-sdk that `make setup`
 //! installs) and splitting the result into objects.
 //!
-//! What it is for: the chart tests. What it is not for: installing anything.
+//! What it is for: the chart tests, and the lab, which installs each
+//! cluster's configuration from the rendered objects. What it is not for:
+//! talking to a cluster.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
