@@ -725,6 +725,63 @@ fn local_api_refuses_bad_requests_and_counts_them() {
         "{metrics}"
     );
     assert!(metrics.contains("meshwork_endpoints 0"), "{metrics}");
+
+    // Desired services from the local source go through the reconciler into the datapath.
+    let svc = |port: u16, backend_port: u16| {
+        json!({
+            "frontend": {"ip": "10.96.0.10", "port": port, "protocol": "TCP", "kind": "cluster-ip"},
+            "backends": [{"ip": "10.67.0.5", "port": backend_port}],
+            "affinity_timeout": null,
+        })
+    };
+    let put = |body: Value| {
+        let (code, body) = client
+            .request("PUT", "/v1/services", Some(body.to_string().as_bytes()))
+            .expect("put services");
+        (code, serde_json::from_slice::<Value>(&body).expect("json"))
+    };
+    let (code, report) = put(json!([svc(53, 5353)]));
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["upserted"], json!(["service 10.96.0.10:53/TCP"]));
+    let (code, body) = client
+        .request("GET", "/v1/services", None)
+        .expect("get services");
+    assert_eq!(code, 200);
+    let installed: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(installed, json!([svc(53, 5353)]));
+    // A bad port is refused with the reason, and what was installed stays.
+    for (bad, wanted) in [
+        (json!([svc(0, 80)]), "port 0"),
+        (json!([svc(80, 0)]), "backend 10.67.0.5 has port 0"),
+        (
+            serde_json::from_str(&json!([svc(53, 80)]).to_string().replace(":53,", ":70000,"))
+                .expect("json"),
+            "70000",
+        ),
+    ] {
+        let (code, body) = put(bad);
+        assert_eq!(code, 400, "{body}");
+        assert!(
+            body["error"].as_str().expect("error").contains(wanted),
+            "{wanted:?}: {body}"
+        );
+    }
+    let (_, body) = client
+        .request("GET", "/v1/services", None)
+        .expect("get services");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json"),
+        json!([svc(53, 5353)])
+    );
+    let metrics = node.metrics();
+    assert!(
+        metrics.contains("meshwork_datapath_services 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshwork_errors_total{reason=\"invalid-service\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[test]
