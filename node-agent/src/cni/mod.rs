@@ -265,9 +265,7 @@ pub fn error_code(err: &Error) -> u32 {
         Error::CniInvalidConfig { .. } => 7,
         Error::AgentUnreachable { .. } => 11,
         Error::PodCidrExhausted { .. } => CODE_POD_CIDR_EXHAUSTED,
-        Error::Command { .. } | Error::CommandStart { .. } | Error::CommandOutput { .. } => {
-            CODE_LINK_SETUP
-        }
+        Error::Netlink { .. } | Error::LinkMissing { .. } => CODE_LINK_SETUP,
         Error::AgentRefused { .. } | Error::AgentProtocol { .. } => CODE_AGENT_REFUSED,
         Error::CniCheckFailed { .. } => CODE_CHECK_FAILED,
         _ => 5,
