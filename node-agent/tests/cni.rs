@@ -817,3 +817,34 @@ fn pods_on_two_nodes_reach_each_other_with_native_routing() {
     );
     assert!(a.ping("192.168.66.2"), "pod cannot reach the other node");
 }
+
+#[test]
+fn del_succeeds_for_unknown_containers_and_vanished_namespaces() {
+    let node = Node::with_agent("10.68.0.0/24");
+    // Never added: success, nothing to do.
+    let (ok, out) = node.cni(
+        "DEL",
+        "never-added",
+        None,
+        node.conf(true).to_string().as_bytes(),
+    );
+    assert!(ok, "DEL of an unknown container must succeed: {out}");
+
+    // The pod's namespace is gone before DEL (the runtime tore it down).
+    let pod = Pod::new();
+    let id = pod.id.clone();
+    let path = pod.path();
+    let ip: Ipv4Addr = pod_ip(&node.add(&pod)).parse().expect("ip");
+    drop(pod);
+    assert!(!path.exists());
+    let (ok, out) = node.cni(
+        "DEL",
+        &id,
+        Some(&path),
+        node.conf(true).to_string().as_bytes(),
+    );
+    assert!(ok, "DEL after the netns vanished must succeed: {out}");
+    assert!(!node.ipam_files().contains(&ip), "address not released");
+    assert!(node.pod_links().is_empty());
+    assert!(node.client().endpoints().expect("endpoints").is_empty());
+}
