@@ -419,5 +419,10 @@ pub fn bind_unix(path: &std::path::Path) -> crate::Result<tokio::net::UnixListen
         std::fs::remove_file(path)
             .map_err(Error::io("remove stale socket", PathBuf::from(path)))?;
     }
-    tokio::net::UnixListener::bind(path).map_err(listen_err)
+    let listener = tokio::net::UnixListener::bind(path).map_err(listen_err)?;
+    // Only root (the CNI plugin, meshctl) may talk to the agent.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(Error::io("set permissions of", PathBuf::from(path)))?;
+    Ok(listener)
 }

@@ -111,6 +111,14 @@ impl Node {
         }
     }
 
+    /// Stops the agent with SIGTERM, as the kubelet does; returns its exit status.
+    fn stop_agent(&mut self) -> std::process::ExitStatus {
+        let mut child = self.agent.take().expect("agent running");
+        let pid = child.id().to_string();
+        mesh_testbed::run_ok("kill", &["-TERM", &pid]);
+        child.wait().expect("wait for node-agent")
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
@@ -639,6 +647,44 @@ fn restarted_agent_recovers_endpoints_from_its_state_dir() {
     node.add(&gone);
     let before = node.client().endpoints().expect("endpoints");
     assert_eq!(before.len(), 3);
+
+    // A second agent may not steal the socket of a live one.
+    let second = node
+        .ns
+        .command(AGENT)
+        .args([
+            "--cluster-name=c1",
+            "--cluster-id=1",
+            "--node-name=second",
+            &format!("--state-dir={}", node.state_dir().display()),
+            &format!("--agent-socket={}", node.socket().display()),
+            "--metrics-address=127.0.0.1:0",
+        ])
+        .output()
+        .expect("run a second agent");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another node-agent is serving this socket"),
+        "{stderr}"
+    );
+    assert_eq!(
+        node.client()
+            .endpoints()
+            .expect("first agent still serves")
+            .len(),
+        3
+    );
+
+    // Graceful stop (SIGTERM): exit 0, socket removed; then start again.
+    let status = node.stop_agent();
+    assert!(status.success(), "SIGTERM exit: {status}");
+    assert!(
+        !node.socket().exists(),
+        "socket left behind after a graceful stop"
+    );
+    node.start_agent();
+    assert_eq!(node.client().endpoints().expect("endpoints"), before);
 
     node.kill_agent(); // crash: the socket file stays behind
     assert!(node.socket().exists());
