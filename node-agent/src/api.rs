@@ -122,53 +122,6 @@ impl AgentState {
     }
 }
 
-impl<T: Datapath + ?Sized> Datapath for Box<T> {
-    fn kind(&self) -> &'static str {
-        (**self).kind()
-    }
-    fn upsert_endpoint(&mut self, e: &crate::datapath::DatapathEndpoint) -> crate::Result<()> {
-        (**self).upsert_endpoint(e)
-    }
-    fn remove_endpoint(&mut self, id: crate::datapath::EndpointId) -> crate::Result<()> {
-        (**self).remove_endpoint(id)
-    }
-    fn endpoints(&self) -> crate::Result<Vec<crate::datapath::DatapathEndpoint>> {
-        (**self).endpoints()
-    }
-    fn upsert_service(&mut self, s: &crate::datapath::ServiceEntry) -> crate::Result<()> {
-        (**self).upsert_service(s)
-    }
-    fn remove_service(&mut self, f: &crate::datapath::Frontend) -> crate::Result<()> {
-        (**self).remove_service(f)
-    }
-    fn services(&self) -> crate::Result<Vec<crate::datapath::ServiceEntry>> {
-        (**self).services()
-    }
-    fn upsert_ipcache(&mut self, e: &crate::datapath::IpcacheEntry) -> crate::Result<()> {
-        (**self).upsert_ipcache(e)
-    }
-    fn remove_ipcache(&mut self, c: &IpNet) -> crate::Result<()> {
-        (**self).remove_ipcache(c)
-    }
-    fn ipcache(&self) -> crate::Result<Vec<crate::datapath::IpcacheEntry>> {
-        (**self).ipcache()
-    }
-    fn set_policy(
-        &mut self,
-        id: crate::datapath::EndpointId,
-        p: &crate::datapath::EndpointPolicy,
-    ) -> crate::Result<()> {
-        (**self).set_policy(id, p)
-    }
-    fn policies(
-        &self,
-    ) -> crate::Result<
-        std::collections::BTreeMap<crate::datapath::EndpointId, crate::datapath::EndpointPolicy>,
-    > {
-        (**self).policies()
-    }
-}
-
 /// An API error: status, reason word, message.
 struct ApiError(StatusCode, &'static str, String);
 
