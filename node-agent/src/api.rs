@@ -8,6 +8,14 @@
 //! | GET | `/v1/endpoints` | list of [`Endpoint`] |
 //! | POST | `/v1/endpoints` | register an [`EndpointRegistration`]; 201 + the endpoint |
 //! | DELETE | `/v1/endpoints/{container_id}/{ifname}` | 200 + the endpoint, 404 when unknown |
+//! | GET | `/v1/services` | the service frontends + backends the datapath holds |
+//! | PUT | `/v1/services` | replace the services of the `local-api` source ([`ServiceEntry`] list) |
+//! | GET | `/v1/ipcache` | the ipcache entries the datapath holds |
+//! | PUT | `/v1/ipcache` | replace the ipcache entries of the `local-api` source |
+//!
+//! The `local-api` source is how desired state gets in before the
+//! Kubernetes and mesh feeds exist (and for tests and debugging); it goes
+//! through the same reconciler as every other source.
 //!
 //! Errors are JSON `{"error": <message>, "reason": <kebab-case word>}`.
 
@@ -25,10 +33,11 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AgentConfig;
-use crate::datapath::Datapath;
+use crate::datapath::{Datapath, IpcacheEntry, ServiceEntry};
 use crate::endpoint::{Endpoint, EndpointManager, EndpointRegistration};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::reconcile::ReconcileReport;
 
 /// What `GET /v1/status` returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,53 +122,6 @@ impl AgentState {
     }
 }
 
-impl<T: Datapath + ?Sized> Datapath for Box<T> {
-    fn kind(&self) -> &'static str {
-        (**self).kind()
-    }
-    fn upsert_endpoint(&mut self, e: &crate::datapath::DatapathEndpoint) -> crate::Result<()> {
-        (**self).upsert_endpoint(e)
-    }
-    fn remove_endpoint(&mut self, id: crate::datapath::EndpointId) -> crate::Result<()> {
-        (**self).remove_endpoint(id)
-    }
-    fn endpoints(&self) -> crate::Result<Vec<crate::datapath::DatapathEndpoint>> {
-        (**self).endpoints()
-    }
-    fn upsert_service(&mut self, s: &crate::datapath::ServiceEntry) -> crate::Result<()> {
-        (**self).upsert_service(s)
-    }
-    fn remove_service(&mut self, f: &crate::datapath::Frontend) -> crate::Result<()> {
-        (**self).remove_service(f)
-    }
-    fn services(&self) -> crate::Result<Vec<crate::datapath::ServiceEntry>> {
-        (**self).services()
-    }
-    fn upsert_ipcache(&mut self, e: &crate::datapath::IpcacheEntry) -> crate::Result<()> {
-        (**self).upsert_ipcache(e)
-    }
-    fn remove_ipcache(&mut self, c: &IpNet) -> crate::Result<()> {
-        (**self).remove_ipcache(c)
-    }
-    fn ipcache(&self) -> crate::Result<Vec<crate::datapath::IpcacheEntry>> {
-        (**self).ipcache()
-    }
-    fn set_policy(
-        &mut self,
-        id: crate::datapath::EndpointId,
-        p: &crate::datapath::EndpointPolicy,
-    ) -> crate::Result<()> {
-        (**self).set_policy(id, p)
-    }
-    fn policies(
-        &self,
-    ) -> crate::Result<
-        std::collections::BTreeMap<crate::datapath::EndpointId, crate::datapath::EndpointPolicy>,
-    > {
-        (**self).policies()
-    }
-}
-
 /// An API error: status, reason word, message.
 struct ApiError(StatusCode, &'static str, String);
 
@@ -190,6 +152,8 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/endpoints", get(list).post(register))
         .route("/v1/endpoints/{container_id}/{ifname}", delete(deregister))
+        .route("/v1/services", get(services).put(put_services))
+        .route("/v1/ipcache", get(ipcache).put(put_ipcache))
         .with_state(state)
 }
 
@@ -213,14 +177,7 @@ async fn register(
     State(state): State<Arc<AgentState>>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
-    let reg: EndpointRegistration = serde_json::from_slice(&body).map_err(|e| {
-        state.metrics.error("bad-request");
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!("body is not an endpoint registration: {e}"),
-        )
-    })?;
+    let reg: EndpointRegistration = decode(&state, "an endpoint registration", &body)?;
     let result = state
         .manager
         .lock()
@@ -266,11 +223,131 @@ async fn deregister(
     }
 }
 
+/// The source name of desired state set through this API.
+pub const LOCAL_API_SOURCE: &str = "local-api";
+
+/// What a PUT of desired state answers: how the reconcile went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// Objects written.
+    pub upserted: Vec<String>,
+    /// Objects removed.
+    pub removed: Vec<String>,
+    /// Objects the datapath refused, with the reason (retried periodically).
+    pub failed: Vec<String>,
+}
+
+impl From<&ReconcileReport> for ApplyReport {
+    fn from(r: &ReconcileReport) -> Self {
+        ApplyReport {
+            upserted: r.upserted.iter().map(ToString::to_string).collect(),
+            removed: r.removed.iter().map(ToString::to_string).collect(),
+            failed: r.failed.iter().map(|(o, e)| format!("{o}: {e}")).collect(),
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    state: &AgentState,
+    what: &str,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        state.metrics.error("bad-request");
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("body is not {what}: {e}"),
+        )
+    })
+}
+
+fn invalid(state: &AgentState, message: String) -> ApiError {
+    state.metrics.error("invalid-service");
+    ApiError(StatusCode::BAD_REQUEST, "invalid-service", message)
+}
+
+async fn services(
+    State(state): State<Arc<AgentState>>,
+) -> Result<Json<Vec<ServiceEntry>>, ApiError> {
+    let mgr = state.manager.lock().expect("manager lock");
+    mgr.datapath()
+        .services()
+        .map(Json)
+        .map_err(|e| api_error(&state, &e))
+}
+
+async fn put_services(
+    State(state): State<Arc<AgentState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<ApplyReport>, ApiError> {
+    let services: Vec<ServiceEntry> =
+        decode(&state, "a list of services (frontend, backends)", &body)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &services {
+        let fe = &s.frontend;
+        let name = format!("service {}:{}/{}", fe.ip, fe.port, fe.protocol);
+        if fe.port == 0 {
+            return Err(invalid(
+                &state,
+                format!("{name}: port 0 is not a service port; use 1-65535"),
+            ));
+        }
+        if !seen.insert(*fe) {
+            return Err(invalid(
+                &state,
+                format!("{name} is listed twice; give each frontend once"),
+            ));
+        }
+        if let Some(b) = s.backends.iter().find(|b| b.port == 0) {
+            return Err(invalid(
+                &state,
+                format!("{name}: backend {} has port 0; use 1-65535", b.ip),
+            ));
+        }
+    }
+    let mut mgr = state.manager.lock().expect("manager lock");
+    mgr.reconciler().set_services(LOCAL_API_SOURCE, services);
+    let report = mgr.reconcile();
+    state.metrics.reconcile();
+    Ok(Json(ApplyReport::from(&report)))
+}
+
+async fn ipcache(
+    State(state): State<Arc<AgentState>>,
+) -> Result<Json<Vec<IpcacheEntry>>, ApiError> {
+    let mgr = state.manager.lock().expect("manager lock");
+    mgr.datapath()
+        .ipcache()
+        .map(Json)
+        .map_err(|e| api_error(&state, &e))
+}
+
+async fn put_ipcache(
+    State(state): State<Arc<AgentState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<ApplyReport>, ApiError> {
+    let entries: Vec<IpcacheEntry> = decode(&state, "a list of ipcache entries", &body)?;
+    let mut mgr = state.manager.lock().expect("manager lock");
+    mgr.reconciler().set_ipcache(LOCAL_API_SOURCE, entries);
+    let report = mgr.reconcile();
+    state.metrics.reconcile();
+    Ok(Json(ApplyReport::from(&report)))
+}
+
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    let endpoints = state.manager.lock().expect("manager lock").list().len();
+    let gauges = {
+        let mgr = state.manager.lock().expect("manager lock");
+        let dp = mgr.datapath();
+        crate::metrics::Gauges {
+            endpoints: mgr.list().len(),
+            services: dp.services().map(|v| v.len()).unwrap_or(0),
+            ipcache_entries: dp.ipcache().map(|v| v.len()).unwrap_or(0),
+        }
+    };
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(endpoints),
+        state.metrics.render(&gauges),
     )
 }
 
@@ -295,5 +372,10 @@ pub fn bind_unix(path: &std::path::Path) -> crate::Result<tokio::net::UnixListen
         std::fs::remove_file(path)
             .map_err(Error::io("remove stale socket", PathBuf::from(path)))?;
     }
-    tokio::net::UnixListener::bind(path).map_err(listen_err)
+    let listener = tokio::net::UnixListener::bind(path).map_err(listen_err)?;
+    // Only root (the CNI plugin, meshctl) may talk to the agent.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(Error::io("set permissions of", PathBuf::from(path)))?;
+    Ok(listener)
 }

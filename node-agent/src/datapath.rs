@@ -167,6 +167,46 @@ pub trait Datapath: Send + 'static {
     fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>>;
 }
 
+/// A boxed datapath is a datapath (the agent picks the implementation at start-up).
+impl<T: Datapath + ?Sized> Datapath for Box<T> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn upsert_endpoint(&mut self, e: &DatapathEndpoint) -> Result<()> {
+        (**self).upsert_endpoint(e)
+    }
+    fn remove_endpoint(&mut self, id: EndpointId) -> Result<()> {
+        (**self).remove_endpoint(id)
+    }
+    fn endpoints(&self) -> Result<Vec<DatapathEndpoint>> {
+        (**self).endpoints()
+    }
+    fn upsert_service(&mut self, s: &ServiceEntry) -> Result<()> {
+        (**self).upsert_service(s)
+    }
+    fn remove_service(&mut self, f: &Frontend) -> Result<()> {
+        (**self).remove_service(f)
+    }
+    fn services(&self) -> Result<Vec<ServiceEntry>> {
+        (**self).services()
+    }
+    fn upsert_ipcache(&mut self, e: &IpcacheEntry) -> Result<()> {
+        (**self).upsert_ipcache(e)
+    }
+    fn remove_ipcache(&mut self, c: &IpNet) -> Result<()> {
+        (**self).remove_ipcache(c)
+    }
+    fn ipcache(&self) -> Result<Vec<IpcacheEntry>> {
+        (**self).ipcache()
+    }
+    fn set_policy(&mut self, id: EndpointId, p: &EndpointPolicy) -> Result<()> {
+        (**self).set_policy(id, p)
+    }
+    fn policies(&self) -> Result<std::collections::BTreeMap<EndpointId, EndpointPolicy>> {
+        (**self).policies()
+    }
+}
+
 /// A [`Datapath`] in memory: the same operations on plain maps, with a count
 /// of the write operations so tests can tell "updated in place" from
 /// "flushed and re-added".

@@ -48,32 +48,24 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// An external command (iproute2, nsenter) could not be started.
-    #[error("cannot run {command}: {source}")]
-    CommandStart {
-        /// The command line.
-        command: String,
-        /// The error.
+    /// A netlink request failed.
+    #[error("netlink: {op} {target}: {source}")]
+    Netlink {
+        /// The operation ("create veth", "add route", ...).
+        op: &'static str,
+        /// What it was about.
+        target: String,
+        /// The netlink error (the kernel's errno).
         #[source]
-        source: std::io::Error,
+        source: rtnetlink::Error,
     },
-    /// An external command failed.
-    #[error("{command} failed ({status}): {stderr}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Its exit status.
-        status: String,
-        /// What it printed on stderr.
-        stderr: String,
-    },
-    /// The output of an external command was not what we expected.
-    #[error("{command}: unexpected output: {reason}")]
-    CommandOutput {
-        /// The command line.
-        command: String,
-        /// What was wrong.
-        reason: String,
+    /// A link that should exist (just created) is missing.
+    #[error("interface {name} is missing in {netns}")]
+    LinkMissing {
+        /// The interface.
+        name: String,
+        /// The namespace it was looked up in.
+        netns: String,
     },
     /// No address left in the node's pod CIDR.
     #[error(

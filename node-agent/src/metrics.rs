@@ -5,6 +5,17 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Values read from their owner at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Endpoints registered on this node.
+    pub endpoints: usize,
+    /// Service frontends in the datapath.
+    pub services: usize,
+    /// ipcache entries in the datapath.
+    pub ipcache_entries: usize,
+}
+
 /// The agent's counters. Gauges (endpoint count) are passed in at render
 /// time from their owner, so they cannot go stale.
 #[derive(Debug, Default)]
@@ -52,7 +63,7 @@ impl Metrics {
     }
 
     /// Prometheus text format (version 0.0.4).
-    pub fn render(&self, endpoints: usize) -> String {
+    pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -64,7 +75,19 @@ impl Metrics {
             "meshwork_endpoints",
             "gauge",
             "Endpoints registered on this node.",
-            endpoints as u64,
+            gauges.endpoints as u64,
+        );
+        metric(
+            "meshwork_datapath_services",
+            "gauge",
+            "Service frontends in the datapath.",
+            gauges.services as u64,
+        );
+        metric(
+            "meshwork_datapath_ipcache_entries",
+            "gauge",
+            "ipcache entries in the datapath.",
+            gauges.ipcache_entries as u64,
         );
         metric(
             "meshwork_cni_registrations_total",

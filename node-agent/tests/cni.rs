@@ -111,6 +111,14 @@ impl Node {
         }
     }
 
+    /// Stops the agent with SIGTERM, as the kubelet does; returns its exit status.
+    fn stop_agent(&mut self) -> std::process::ExitStatus {
+        let mut child = self.agent.take().expect("agent running");
+        let pid = child.id().to_string();
+        mesh_testbed::run_ok("kill", &["-TERM", &pid]);
+        child.wait().expect("wait for node-agent")
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
@@ -640,6 +648,44 @@ fn restarted_agent_recovers_endpoints_from_its_state_dir() {
     let before = node.client().endpoints().expect("endpoints");
     assert_eq!(before.len(), 3);
 
+    // A second agent may not steal the socket of a live one.
+    let second = node
+        .ns
+        .command(AGENT)
+        .args([
+            "--cluster-name=c1",
+            "--cluster-id=1",
+            "--node-name=second",
+            &format!("--state-dir={}", node.state_dir().display()),
+            &format!("--agent-socket={}", node.socket().display()),
+            "--metrics-address=127.0.0.1:0",
+        ])
+        .output()
+        .expect("run a second agent");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another node-agent is serving this socket"),
+        "{stderr}"
+    );
+    assert_eq!(
+        node.client()
+            .endpoints()
+            .expect("first agent still serves")
+            .len(),
+        3
+    );
+
+    // Graceful stop (SIGTERM): exit 0, socket removed; then start again.
+    let status = node.stop_agent();
+    assert!(status.success(), "SIGTERM exit: {status}");
+    assert!(
+        !node.socket().exists(),
+        "socket left behind after a graceful stop"
+    );
+    node.start_agent();
+    assert_eq!(node.client().endpoints().expect("endpoints"), before);
+
     node.kill_agent(); // crash: the socket file stays behind
     assert!(node.socket().exists());
     // While the agent is down, one pod's veth disappears (pod deleted, or
@@ -725,6 +771,63 @@ fn local_api_refuses_bad_requests_and_counts_them() {
         "{metrics}"
     );
     assert!(metrics.contains("meshwork_endpoints 0"), "{metrics}");
+
+    // Desired services from the local source go through the reconciler into the datapath.
+    let svc = |port: u16, backend_port: u16| {
+        json!({
+            "frontend": {"ip": "10.96.0.10", "port": port, "protocol": "TCP", "kind": "cluster-ip"},
+            "backends": [{"ip": "10.67.0.5", "port": backend_port}],
+            "affinity_timeout": null,
+        })
+    };
+    let put = |body: Value| {
+        let (code, body) = client
+            .request("PUT", "/v1/services", Some(body.to_string().as_bytes()))
+            .expect("put services");
+        (code, serde_json::from_slice::<Value>(&body).expect("json"))
+    };
+    let (code, report) = put(json!([svc(53, 5353)]));
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["upserted"], json!(["service 10.96.0.10:53/TCP"]));
+    let (code, body) = client
+        .request("GET", "/v1/services", None)
+        .expect("get services");
+    assert_eq!(code, 200);
+    let installed: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(installed, json!([svc(53, 5353)]));
+    // A bad port is refused with the reason, and what was installed stays.
+    for (bad, wanted) in [
+        (json!([svc(0, 80)]), "port 0"),
+        (json!([svc(80, 0)]), "backend 10.67.0.5 has port 0"),
+        (
+            serde_json::from_str(&json!([svc(53, 80)]).to_string().replace(":53,", ":70000,"))
+                .expect("json"),
+            "70000",
+        ),
+    ] {
+        let (code, body) = put(bad);
+        assert_eq!(code, 400, "{body}");
+        assert!(
+            body["error"].as_str().expect("error").contains(wanted),
+            "{wanted:?}: {body}"
+        );
+    }
+    let (_, body) = client
+        .request("GET", "/v1/services", None)
+        .expect("get services");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json"),
+        json!([svc(53, 5353)])
+    );
+    let metrics = node.metrics();
+    assert!(
+        metrics.contains("meshwork_datapath_services 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshwork_errors_total{reason=\"invalid-service\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -759,4 +862,35 @@ fn pods_on_two_nodes_reach_each_other_with_native_routing() {
         "across-nodes"
     );
     assert!(a.ping("192.168.66.2"), "pod cannot reach the other node");
+}
+
+#[test]
+fn del_succeeds_for_unknown_containers_and_vanished_namespaces() {
+    let node = Node::with_agent("10.68.0.0/24");
+    // Never added: success, nothing to do.
+    let (ok, out) = node.cni(
+        "DEL",
+        "never-added",
+        None,
+        node.conf(true).to_string().as_bytes(),
+    );
+    assert!(ok, "DEL of an unknown container must succeed: {out}");
+
+    // The pod's namespace is gone before DEL (the runtime tore it down).
+    let pod = Pod::new();
+    let id = pod.id.clone();
+    let path = pod.path();
+    let ip: Ipv4Addr = pod_ip(&node.add(&pod)).parse().expect("ip");
+    drop(pod);
+    assert!(!path.exists());
+    let (ok, out) = node.cni(
+        "DEL",
+        &id,
+        Some(&path),
+        node.conf(true).to_string().as_bytes(),
+    );
+    assert!(ok, "DEL after the netns vanished must succeed: {out}");
+    assert!(!node.ipam_files().contains(&ip), "address not released");
+    assert!(node.pod_links().is_empty());
+    assert!(node.client().endpoints().expect("endpoints").is_empty());
 }

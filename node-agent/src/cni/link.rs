@@ -1,29 +1,38 @@
-//! Pod networking with iproute2: the veth pair, addresses, routes and the
+//! Pod networking over rtnetlink: the veth pair, addresses, routes and the
 //! static neighbour of the gateway.
 //!
-//! The node side runs `ip` in the plugin's own namespace (the node's); the
-//! pod side runs `nsenter --net=<CNI_NETNS> ip -batch -`, one process for all
-//! of the pod's settings. (iproute2 rather than netlink sockets: a process
-//! per namespace keeps namespace switching out of this program.)
+//! Netlink sockets belong to the network namespace of the thread that
+//! creates them. The node side uses a socket made in the plugin's own
+//! namespace (the node's); the pod side uses a socket made by a dedicated
+//! short-lived thread that first `setns`es into `CNI_NETNS`, so the rest of
+//! the process never changes namespace.
 //!
-//! Layout (as Calico/Cilium do): the pod gets `<ip>/32` on its interface, a
-//! link route to the gateway [`GATEWAY`] and a default route via it; the
+//! Layout (as Calico and Cilium do): the pod gets `<ip>/32` on its interface,
+//! a link route to the gateway [`GATEWAY`] and a default route via it; the
 //! gateway's MAC is pinned as a permanent neighbour entry to the host veth's
 //! MAC, so no ARP proxy is needed and the host veth needs no address. The
-//! node gets `<ip>/32 dev <host veth>`, and forwarding is enabled.
+//! node gets `<ip>/32 dev <host veth>` (scope link), and forwarding is on.
 
-use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use serde::Deserialize;
+use futures::TryStreamExt as _;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
 
 /// The pods' default gateway: a link-local address answered (by a pinned
 /// neighbour entry) by the host side of each veth.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+const ENODEV: i32 = 19;
+const ESRCH: i32 = 3;
 
 /// What setup created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,180 +47,265 @@ pub struct Links {
     pub pod_mac: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct LinkJson {
-    ifindex: u32,
-    address: Option<String>,
-    #[serde(default)]
-    flags: Vec<String>,
+/// Netlink connections: the node's, and on demand one per pod namespace.
+struct Netlink {
+    rt: tokio::runtime::Runtime,
+    node: Handle,
 }
 
-#[derive(Debug, Deserialize)]
-struct AddrJson {
-    #[serde(default)]
-    addr_info: Vec<AddrInfo>,
+fn nl_err(op: &'static str, target: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let target = target.into();
+    move |source| Error::Netlink { op, target, source }
 }
 
-#[derive(Debug, Deserialize)]
-struct AddrInfo {
-    local: String,
-    prefixlen: u8,
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
+        _ => None,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-struct RouteJson {
-    dst: String,
-    gateway: Option<String>,
-    dev: Option<String>,
-}
-
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy())
+fn mac_text(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(":")
 }
 
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
-    let command = describe(cmd);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| Error::CommandStart {
-        command: command.clone(),
-        source,
-    })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|source| Error::CommandStart {
-                command: command.clone(),
-                source,
-            })?;
+fn link_mac(link: &LinkMessage) -> Vec<u8> {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn is_up(link: &LinkMessage) -> bool {
+    link.header.flags.contains(LinkFlags::Up)
+}
+
+impl Netlink {
+    fn new() -> Result<Netlink> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(Error::io("start netlink runtime", "/proc/self"))?;
+        let node = {
+            let _enter = rt.enter();
+            let (conn, handle, _) = rtnetlink::new_connection()
+                .map_err(Error::io("open netlink socket", "/proc/self/ns/net"))?;
+            rt.spawn(conn);
+            handle
+        };
+        Ok(Netlink { rt, node })
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| Error::CommandStart {
-            command: command.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(Error::Command {
-            command,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+
+    /// A connection whose socket lives in the namespace at `netns`, made by
+    /// a dedicated thread that enters it.
+    fn pod(&self, netns: &Path) -> Result<Handle> {
+        let file = File::open(netns).map_err(Error::io("open netns", netns))?;
+        let rt = self.rt.handle().clone();
+        let path = netns.to_path_buf();
+        let made = std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::io("enter netns", &path)(std::io::Error::from(e)))?;
+            let _enter = rt.enter();
+            rtnetlink::new_connection().map_err(Error::io("open netlink socket in", &path))
+        })
+        .join()
+        .expect("netns thread does not panic")?;
+        let (conn, handle, _) = made;
+        self.rt.spawn(conn);
+        Ok(handle)
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
-fn ip(args: &[&str]) -> Result<String> {
-    run(Command::new("ip").args(args), None)
-}
-
-fn ip_in(netns: &Path, args: &[&str]) -> Result<String> {
-    let ns = format!("--net={}", netns.display());
-    run(Command::new("nsenter").arg(ns).arg("ip").args(args), None)
-}
-
-fn batch_in(netns: &Path, script: &str) -> Result<String> {
-    let ns = format!("--net={}", netns.display());
-    run(
-        Command::new("nsenter").arg(ns).args(["ip", "-batch", "-"]),
-        Some(script),
-    )
-}
-
-fn parse<T: serde::de::DeserializeOwned>(command: &str, text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| Error::CommandOutput {
-        command: command.to_string(),
-        reason: format!("not the JSON iproute2 prints: {e}"),
-    })
-}
-
-fn link(netns: Option<&Path>, dev: &str) -> Result<Option<LinkJson>> {
-    let args = ["-j", "link", "show", "dev", dev];
-    let out = match netns {
-        None => ip(&args),
-        Some(ns) => ip_in(ns, &args),
-    };
-    match out {
-        Ok(text) => {
-            let mut links: Vec<LinkJson> = parse("ip -j link show", &text)?;
-            Ok(links.pop())
+    fn link(&self, handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+        let got = self.rt.block_on(
+            handle
+                .link()
+                .get()
+                .match_name(name.to_string())
+                .execute()
+                .try_next(),
+        );
+        match got {
+            Ok(link) => Ok(link),
+            Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+            Err(e) => Err(nl_err("get link", name)(e)),
         }
-        Err(Error::Command { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
-        Err(e) => Err(e),
+    }
+
+    fn routes(&self, handle: &Handle) -> Result<Vec<RouteMessage>> {
+        self.rt
+            .block_on(
+                handle
+                    .route()
+                    .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                    .execute()
+                    .try_collect(),
+            )
+            .map_err(nl_err("dump routes", "ipv4"))
     }
 }
 
-/// Whether a link exists in the node's namespace.
-pub fn host_link_exists(dev: &str) -> Result<bool> {
-    Ok(link(None, dev)?.is_some())
+fn route_dst(r: &RouteMessage) -> Option<(Ipv4Addr, u8)> {
+    let len = r.header.destination_prefix_length;
+    let dst = r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    });
+    match (dst, len) {
+        (Some(ip), len) => Some((ip, len)),
+        (None, 0) => Some((Ipv4Addr::UNSPECIFIED, 0)),
+        (None, _) => None,
+    }
+}
+
+fn route_gateway(r: &RouteMessage) -> Option<Ipv4Addr> {
+    r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+fn route_oif(r: &RouteMessage) -> Option<u32> {
+    r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    })
 }
 
 /// Creates and configures the pod's veth pair. On error the caller tears
 /// down the host side (which removes the pair).
 pub fn setup(host: &str, netns: &Path, ifname: &str, addr: Ipv4Addr, mtu: u32) -> Result<Links> {
-    let mtu = mtu.to_string();
-    let ns = netns.to_string_lossy();
-    // The pod end is created directly inside the pod's namespace: its name
-    // (e.g. eth0) may exist in the node's namespace.
-    ip(&[
-        "link", "add", host, "mtu", &mtu, "type", "veth", "peer", "name", ifname, "mtu", &mtu,
-        "netns", &ns,
-    ])?;
-    ip(&["link", "set", host, "up"])?;
-    enable_forwarding()?;
-    let host_link = link(None, host)?.ok_or_else(|| Error::CommandOutput {
-        command: format!("ip link show dev {host}"),
-        reason: "the host veth just created is missing".into(),
+    let nl = Netlink::new()?;
+    let ns_file = File::open(netns).map_err(Error::io("open netns", netns))?;
+    // The pod end is created directly inside the pod's namespace with its
+    // final name (e.g. eth0, which may exist in the node's namespace).
+    use std::os::fd::AsRawFd as _;
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(ifname.to_string())
+        .mtu(mtu)
+        .setns_by_fd(ns_file.as_raw_fd())
+        .build();
+    let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(host.to_string())
+        .mtu(mtu)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    nl.rt
+        .block_on(nl.node.link().add(veth).execute())
+        .map_err(nl_err(
+            "create veth",
+            format!("{host} / {ifname} in {}", netns.display()),
+        ))?;
+    drop(ns_file);
+
+    let host_link = nl.link(&nl.node, host)?.ok_or_else(|| Error::LinkMissing {
+        name: host.to_string(),
+        netns: "the node's namespace".into(),
     })?;
-    let host_mac = host_link.address.clone().unwrap_or_default();
-    let script = format!(
-        "link set {ifname} up\n\
-         addr add {addr}/32 dev {ifname}\n\
-         route add {GATEWAY} dev {ifname} scope link\n\
-         route add default via {GATEWAY} dev {ifname}\n\
-         neigh replace {GATEWAY} lladdr {host_mac} dev {ifname} nud permanent\n"
-    );
-    batch_in(netns, &script)?;
-    ip(&[
-        "route",
-        "replace",
-        &format!("{addr}/32"),
-        "dev",
-        host,
-        "scope",
-        "link",
-    ])?;
-    let pod_link = link(Some(netns), ifname)?.ok_or_else(|| Error::CommandOutput {
-        command: format!("nsenter --net={ns} ip link show dev {ifname}"),
-        reason: "the pod interface just created is missing".into(),
+    let host_index = host_link.header.index;
+    let host_mac = link_mac(&host_link);
+    nl.rt
+        .block_on(
+            nl.node
+                .link()
+                .set(LinkUnspec::new_with_index(host_index).up().build())
+                .execute(),
+        )
+        .map_err(nl_err("set up", host))?;
+    enable_forwarding()?;
+
+    let pod = nl.pod(netns)?;
+    let pod_link = nl.link(&pod, ifname)?.ok_or_else(|| Error::LinkMissing {
+        name: ifname.to_string(),
+        netns: netns.display().to_string(),
+    })?;
+    let pod_index = pod_link.header.index;
+    let target = format!("{ifname} in {}", netns.display());
+    nl.rt.block_on(async {
+        pod.link()
+            .set(LinkUnspec::new_with_index(pod_index).up().build())
+            .execute()
+            .await
+            .map_err(nl_err("set up", target.clone()))?;
+        pod.address()
+            .add(pod_index, IpAddr::V4(addr), 32)
+            .execute()
+            .await
+            .map_err(nl_err("add address", format!("{addr}/32 to {target}")))?;
+        pod.route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(GATEWAY, 32)
+                    .output_interface(pod_index)
+                    .scope(RouteScope::Link)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl_err("add route", format!("{GATEWAY}/32 dev {target}")))?;
+        pod.route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(GATEWAY)
+                    .output_interface(pod_index)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl_err(
+                "add route",
+                format!("default via {GATEWAY} dev {target}"),
+            ))?;
+        pod.neighbours()
+            .add(pod_index, IpAddr::V4(GATEWAY))
+            .link_layer_address(&host_mac)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl_err("add neighbour", format!("{GATEWAY} on {target}")))?;
+        nl.node
+            .route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(addr, 32)
+                    .output_interface(host_index)
+                    .scope(RouteScope::Link)
+                    .build(),
+            )
+            .replace()
+            .execute()
+            .await
+            .map_err(nl_err("add route", format!("{addr}/32 dev {host}")))
     })?;
     Ok(Links {
-        host_ifindex: host_link.ifindex,
-        host_mac,
-        pod_ifindex: pod_link.ifindex,
-        pod_mac: pod_link.address.unwrap_or_default(),
+        host_ifindex: host_index,
+        host_mac: mac_text(&host_mac),
+        pod_ifindex: pod_index,
+        pod_mac: mac_text(&link_mac(&pod_link)),
     })
 }
 
 /// Deletes the host veth (and with it the pod end and the host route);
 /// `false` when it did not exist.
 pub fn teardown(host: &str) -> Result<bool> {
-    match ip(&["link", "del", host]) {
-        Ok(_) => Ok(true),
-        Err(Error::Command { stderr, .. })
-            if stderr.contains("Cannot find device") || stderr.contains("does not exist") =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(e),
+    let nl = Netlink::new()?;
+    let Some(link) = nl.link(&nl.node, host)? else {
+        return Ok(false);
+    };
+    match nl
+        .rt
+        .block_on(nl.node.link().del(link.header.index).execute())
+    {
+        Ok(()) => Ok(true),
+        // Deleted meanwhile (a concurrent DEL).
+        Err(e) if matches!(errno(&e), Some(ENODEV) | Some(ESRCH)) => Ok(false),
+        Err(e) => Err(nl_err("delete link", host)(e)),
     }
 }
 
@@ -236,47 +330,54 @@ pub fn check(
     ifname: &str,
     addr: Ipv4Addr,
 ) -> Result<std::result::Result<(), String>> {
-    let Some(host_link) = link(None, host)? else {
+    let nl = Netlink::new()?;
+    let Some(host_link) = nl.link(&nl.node, host)? else {
         return Ok(Err(format!("host veth {host} is missing")));
     };
-    if !host_link.flags.iter().any(|f| f == "UP") {
+    if !is_up(&host_link) {
         return Ok(Err(format!("host veth {host} is down")));
     }
-    let routes: Vec<RouteJson> = parse(
-        "ip -j route show",
-        &ip(&["-j", "route", "show", &format!("{addr}/32")])?,
-    )?;
-    if !routes.iter().any(|r| r.dev.as_deref() == Some(host)) {
+    let host_route = nl
+        .routes(&nl.node)?
+        .iter()
+        .any(|r| route_dst(r) == Some((addr, 32)) && route_oif(r) == Some(host_link.header.index));
+    if !host_route {
         return Ok(Err(format!("node route {addr}/32 dev {host} is missing")));
     }
-    let Some(pod_link) = link(Some(netns), ifname)? else {
+    let pod = nl.pod(netns)?;
+    let Some(pod_link) = nl.link(&pod, ifname)? else {
         return Ok(Err(format!(
             "interface {ifname} is missing in {}",
             netns.display()
         )));
     };
-    if !pod_link.flags.iter().any(|f| f == "UP") {
+    if !is_up(&pod_link) {
         return Ok(Err(format!("interface {ifname} is down")));
     }
-    let addrs: Vec<AddrJson> = parse(
-        "ip -j addr show",
-        &ip_in(netns, &["-j", "-4", "addr", "show", "dev", ifname])?,
-    )?;
-    let has_addr = addrs
-        .iter()
-        .flat_map(|a| &a.addr_info)
-        .any(|i| i.local == addr.to_string() && i.prefixlen == 32);
+    let index = pod_link.header.index;
+    let addrs = nl
+        .rt
+        .block_on(
+            pod.address()
+                .get()
+                .set_link_index_filter(index)
+                .execute()
+                .try_collect::<Vec<_>>(),
+        )
+        .map_err(nl_err("dump addresses", ifname))?;
+    let has_addr = addrs.iter().any(|a| {
+        a.header.prefix_len == 32
+            && a.attributes
+                .iter()
+                .any(|at| matches!(at, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == addr))
+    });
     if !has_addr {
         return Ok(Err(format!("address {addr}/32 is missing on {ifname}")));
     }
-    let routes: Vec<RouteJson> = parse(
-        "ip -j route show",
-        &ip_in(netns, &["-j", "-4", "route", "show"])?,
-    )?;
-    let default_ok = routes.iter().any(|r| {
-        r.dst == "default"
-            && r.gateway.as_deref() == Some(&GATEWAY.to_string())
-            && r.dev.as_deref() == Some(ifname)
+    let default_ok = nl.routes(&pod)?.iter().any(|r| {
+        route_dst(r) == Some((Ipv4Addr::UNSPECIFIED, 0))
+            && route_gateway(r) == Some(GATEWAY)
+            && route_oif(r) == Some(index)
     });
     if !default_ok {
         return Ok(Err(format!(

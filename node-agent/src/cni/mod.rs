@@ -13,6 +13,14 @@
 //! | `podCIDR` | asked from the agent | the node's pod CIDR (IPv4) |
 //! | `mtu` | 1500 | MTU of both veth ends |
 //!
+//! A conflist as the chart installs it (`/etc/cni/net.d/05-meshwork.conflist`):
+//!
+//! ```json
+//! { "cniVersion": "1.0.0", "name": "meshwork",
+//!   "plugins": [ { "type": "mesh-cni", "agentSocket": "/var/run/meshwork/agent.sock",
+//!                  "stateDir": "/var/lib/meshwork", "mtu": 1500 } ] }
+//! ```
+//!
 //! Error codes: the spec's 1 (incompatible version), 4 (invalid environment
 //! variable, including an unknown `CNI_COMMAND`), 5 (I/O failure), 6
 //! (decoding failure), 7 (invalid network configuration), 11 (try again
@@ -265,9 +273,7 @@ pub fn error_code(err: &Error) -> u32 {
         Error::CniInvalidConfig { .. } => 7,
         Error::AgentUnreachable { .. } => 11,
         Error::PodCidrExhausted { .. } => CODE_POD_CIDR_EXHAUSTED,
-        Error::Command { .. } | Error::CommandStart { .. } | Error::CommandOutput { .. } => {
-            CODE_LINK_SETUP
-        }
+        Error::Netlink { .. } | Error::LinkMissing { .. } => CODE_LINK_SETUP,
         Error::AgentRefused { .. } | Error::AgentProtocol { .. } => CODE_AGENT_REFUSED,
         Error::CniCheckFailed { .. } => CODE_CHECK_FAILED,
         _ => 5,

@@ -1,4 +1,4 @@
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use mesh_api::{ClusterId, Identity, Protocol, ReservedIdentity};
 
@@ -214,5 +214,4 @@ fn policy_changes_write_only_the_endpoint_concerned() {
     let report = r.reconcile();
     assert_eq!(report.removed, vec![ObjectRef::Endpoint(2)]);
     assert!(!r.datapath().policies.contains_key(&2));
-    let _ = Ipv4Addr::LOCALHOST;
 }
