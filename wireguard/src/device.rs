@@ -240,7 +240,6 @@ impl Device {
         let ifname = config.ifname.clone();
         let queues = config.queues.max(1);
         let uapi_path = config.uapi_dir.join(format!("{ifname}.sock"));
-        let listener = uapi_server::bind(&uapi_path)?;
 
         let tun_err = |op, source| Error::Tun {
             ifname: ifname.clone(),
@@ -276,6 +275,8 @@ impl Device {
             }
         }
 
+        // Last, so a failure above leaves no socket behind for `wg` to trip on.
+        let listener = uapi_server::bind(&uapi_path)?;
         let shared = Arc::new(Shared {
             ifname: ifname.clone(),
             listen_port: port,
