@@ -7,12 +7,13 @@
 # cgroup of their own). Prints one table with ratios. Not a test: nothing
 # here passes or fails on a number. Needs root.
 #
-# Env: BENCH_SECONDS (default 5), MESH_WG_QUEUES (ours: TUN queues, default 2).
+# The last row turns off our TUN offload and UDP GSO/GRO, to show what they pay.
+# Env: BENCH_SECONDS (default 5), MESH_WG_QUEUES (ours: TUN queues, default 1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" -eq 0 ] || { echo "wireguard bench: needs root" >&2; exit 1; }
 SECS=${BENCH_SECONDS:-5}
-QUEUES=${MESH_WG_QUEUES:-2}
+QUEUES=${MESH_WG_QUEUES:-1}
 for t in iperf3 wireguard-go wg python3; do
   command -v "$t" >/dev/null || { echo "wireguard bench: $t missing (run scripts/setup.sh)" >&2; exit 1; }
 done
@@ -58,8 +59,10 @@ cg_usec() { awk '/^usage_usec/ {print $2}' "$CG/cpu.stat"; }
 start_dev() { # kind ns ifname statedir
   local kind=$1 ns=$2 ifn=$3 sd=$4
   mkdir -p "$sd"
-  if [ "$kind" = ours ]; then
-    in_cg "$ns" "$OURS" --ifname "$ifn" --port 51871 --state-dir "$sd" --queues "$QUEUES" 2>"$sd/log" &
+  if [ "$kind" = ours ] || [ "$kind" = ours-nooff ]; then
+    local extra=()
+    [ "$kind" = ours-nooff ] && extra=(--no-offload)
+    in_cg "$ns" "$OURS" --ifname "$ifn" --port 51871 --state-dir "$sd" --queues "$QUEUES" "${extra[@]}" 2>"$sd/log" &
   else
     WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 in_cg "$ns" wireguard-go -f "$ifn" >"$sd/log" 2>&1 &
   fi
@@ -119,13 +122,15 @@ measure plaintext 192.168.95.2
 setup_pair go go;     measure go-go 10.95.0.2;     stop_devs
 setup_pair ours ours; measure ours-ours 10.95.0.2; stop_devs
 setup_pair ours go;   measure ours-go 10.95.0.2;   stop_devs
+setup_pair ours-nooff ours-nooff; measure ours-nooff 10.95.0.2; stop_devs
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 
 printf '\n%-34s %10s %10s %12s %12s %10s %10s\n' "path (iperf3 TCP, ${SECS}s)" "1 stream" "4 streams" "cores/Gb 1s" "cores/Gb 4s" "vs go 1s" "vs go 4s"
-for l in plaintext go-go ours-ours ours-go; do
+for l in plaintext go-go ours-ours ours-go ours-nooff; do
   case $l in
     plaintext) name="plaintext veth (limit)";; go-go) name="wireguard-go <-> wireguard-go";;
     ours-ours) name="mesh-wg <-> mesh-wg (queues=$QUEUES)";; ours-go) name="mesh-wg <-> wireguard-go";;
+    ours-nooff) name="mesh-wg <-> mesh-wg, offload off";;
   esac
   r1=$(python3 -c "print(f'{${GBPS[$l,1]}/max(${GBPS[go-go,1]},0.001):.2f}x')")
   r4=$(python3 -c "print(f'{${GBPS[$l,4]}/max(${GBPS[go-go,4]},0.001):.2f}x')")

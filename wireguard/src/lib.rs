@@ -19,6 +19,7 @@ mod device;
 mod error;
 mod key;
 pub mod netns;
+pub mod offload;
 mod sys;
 pub mod uapi;
 mod uapi_server;

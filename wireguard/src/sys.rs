@@ -30,18 +30,31 @@ impl IfReq {
 /// Opens one queue of TUN interface `name` (IFF_TUN | IFF_NO_PI |
 /// IFF_MULTI_QUEUE), non-blocking, in the calling thread's namespace. The
 /// interface exists while at least one queue is open.
-pub fn open_tun_queue(name: &str) -> io::Result<OwnedFd> {
+/// With `offload`, the queue also carries a virtio_net_hdr on every packet
+/// and accepts TSO and partial checksums (TUN_F_CSUM | TSO4 | TSO6).
+pub fn open_tun_queue(name: &str, offload: bool) -> io::Result<OwnedFd> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/net/tun")?;
     let mut req = IfReq::new(name);
     req.data = libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+    if offload {
+        req.data |= libc::IFF_VNET_HDR;
+    }
     // SAFETY: the fd is open; `req` is a properly sized, initialised ifreq
     // that lives across the call; TUNSETIFF reads and writes only within it.
     let rc = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReq) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
+    }
+    if offload {
+        let flags = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+        // SAFETY: TUNSETOFFLOAD takes its flags by value; the fd is an open TUN.
+        let rc = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     set_nonblocking(f.as_raw_fd())?;
     Ok(OwnedFd::from(f))
@@ -192,4 +205,97 @@ pub fn udp_reuseport_v4(port: u16) -> io::Result<std::net::UdpSocket> {
         return Err(io::Error::last_os_error());
     }
     Ok(std::net::UdpSocket::from(owned))
+}
+
+fn sockaddr_v4(a: std::net::SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Sends `buf`, a run of datagrams of `seg` bytes each (the last may be
+/// shorter), to `to` in one sendmsg with UDP GSO (UDP_SEGMENT).
+pub fn send_gso(fd: RawFd, buf: &[u8], seg: u16, to: std::net::SocketAddrV4) -> io::Result<usize> {
+    let mut addr = sockaddr_v4(to);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // Room for one cmsghdr carrying a u16, 8-byte aligned.
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is plain data; zeroed is a valid initial value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    // SAFETY: msg_control points at `control`, large enough for one cmsg
+    // of CMSG_SPACE(2) bytes; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+    }
+    // SAFETY: every pointer in msg refers to live locals borrowed for the call.
+    let n = unsafe { libc::sendmsg(fd, &msg, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Receives one (possibly GRO-coalesced) UDP/IPv4 read into `buf`.
+/// Returns its length, the sender, and the segment size when the kernel
+/// coalesced several datagrams.
+pub fn recv_gro(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, std::net::SocketAddr, Option<usize>)> {
+    // SAFETY: sockaddr_in is plain data; zeroed is valid.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; zeroed is a valid initial value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: every pointer in msg refers to live locals borrowed for the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut seg = None;
+    // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_*
+    // helpers walk only within them.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>());
+                seg = usize::try_from(v).ok().filter(|v| *v > 0);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+    let from = std::net::SocketAddr::from((ip, u16::from_be(addr.sin_port)));
+    Ok((n as usize, from, seg))
 }

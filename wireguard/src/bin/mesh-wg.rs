@@ -29,6 +29,9 @@ struct Args {
     /// Number of TUN queues / UDP sockets (each with a reader thread per direction).
     #[arg(long, default_value_t = 1)]
     queues: usize,
+    /// Disable TUN offload and UDP GSO/GRO (one packet per syscall).
+    #[arg(long)]
+    no_offload: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             mtu: args.mtu,
             queues: args.queues,
             fwmark: 0,
+            offload: !args.no_offload,
         },
         key,
     )?;
