@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::allowed_ips::{AllowedIps, overlaps};
 use crate::error::{Error, Result};
 use crate::key::{KeyStore, PrivateKey};
-use crate::offload::{VNET_HDR_LEN, VnetHdr, segment};
+use crate::offload::{VNET_HDR_LEN, VnetHdr, coalesce_and_write, segment};
 use crate::uapi::{DeviceInfo, PeerInfo, PeerUpdate, SetRequest};
 use crate::{sys, uapi_server};
 
@@ -883,10 +883,12 @@ fn udp_loop(s: &Shared, q: usize) {
     let tun = s.tuns[q].as_raw_fd();
     let udp = &s.udps[q];
     let mut buf = vec![0u8; MAX_PACKET];
-    let mut out = vec![0u8; VNET_HDR_LEN + MAX_PACKET + 64];
-    // Without offload the TUN takes bare packets; with it, a zero vnet
-    // header (no GSO, checksums complete) precedes each.
-    let head = if s.offload { VNET_HDR_LEN } else { 0 };
+    let mut inbound = Inbound {
+        buf: vec![0u8; 4 * MAX_PACKET],
+        ranges: Vec::with_capacity(128),
+        pos: 0,
+        scratch: Vec::with_capacity(2 * MAX_PACKET),
+    };
     while !s.is_stopping() {
         let (n, src, seg) = match sys::recv_gro(udp.as_raw_fd(), &mut buf) {
             Ok(r) => r,
@@ -900,8 +902,40 @@ fn udp_loop(s: &Shared, q: usize) {
             }
         };
         for datagram in buf[..n].chunks(seg.unwrap_or(n).max(1)) {
-            handle_datagram(s, udp, tun, datagram, src, &mut out, head);
+            handle_datagram(s, udp, tun, datagram, src, &mut inbound);
         }
+        inbound.flush(tun, s.offload);
+    }
+}
+
+/// Decrypted packets of one UDP read, written to the TUN together (merged
+/// into GSO packets when offload is on).
+struct Inbound {
+    buf: Vec<u8>,
+    ranges: Vec<std::ops::Range<usize>>,
+    pos: usize,
+    scratch: Vec<u8>,
+}
+
+impl Inbound {
+    fn flush(&mut self, tun: std::os::fd::RawFd, offload: bool) {
+        if self.ranges.is_empty() {
+            return;
+        }
+        if offload {
+            let packets: Vec<&[u8]> = self.ranges.iter().map(|r| &self.buf[r.clone()]).collect();
+            coalesce_and_write(&packets, &mut self.scratch, |b| {
+                if let Err(e) = sys::write(tun, b) {
+                    tracing::debug!(error = %e, len = b.len(), "TUN write");
+                }
+            });
+        } else {
+            for r in &self.ranges {
+                let _ = sys::write(tun, &self.buf[r.clone()]);
+            }
+        }
+        self.ranges.clear();
+        self.pos = 0;
     }
 }
 
@@ -926,45 +960,47 @@ fn handle_datagram(
     tun: std::os::fd::RawFd,
     datagram: &[u8],
     src: SocketAddr,
-    out: &mut [u8],
-    head: usize,
+    inb: &mut Inbound,
 ) {
     let Some(peer) = find_peer(s, datagram) else {
         return;
     };
+    if inb.pos + datagram.len() + 64 > inb.buf.len() {
+        inb.flush(tun, s.offload);
+    }
     let mut st = peer.state.lock();
     let mut first = true;
     loop {
-        let (hdr, body) = out.split_at_mut(head);
-        hdr.fill(0);
+        let room = &mut inb.buf[inb.pos..];
         let res = if first {
-            st.tunn.decapsulate(Some(src.ip()), datagram, body)
+            st.tunn.decapsulate(Some(src.ip()), datagram, room)
         } else {
-            st.tunn.decapsulate(None, &[], body)
+            st.tunn.decapsulate(None, &[], room)
         };
         let mut again = false;
+        let mut accepted = None;
         match res {
             TunnResult::WriteToNetwork(p) => {
                 let _ = udp.send_to(p, src);
                 again = true;
             }
             TunnResult::WriteToTunnelV4(p, from) => {
-                let len = p.len();
-                if source_allowed(s, &peer, IpAddr::V4(from)) {
-                    let _ = sys::write(tun, &out[..head + len]);
-                }
+                accepted = Some((p.len(), IpAddr::V4(from)));
             }
             TunnResult::WriteToTunnelV6(p, from) => {
-                let len = p.len();
-                if source_allowed(s, &peer, IpAddr::V6(from)) {
-                    let _ = sys::write(tun, &out[..head + len]);
-                }
+                accepted = Some((p.len(), IpAddr::V6(from)));
             }
             TunnResult::Done => {}
             TunnResult::Err(e) => {
                 tracing::debug!(error = ?e, %src, "decapsulate");
                 return;
             }
+        }
+        if let Some((len, from)) = accepted
+            && source_allowed(s, &peer, from)
+        {
+            inb.ranges.push(inb.pos..inb.pos + len);
+            inb.pos += len;
         }
         if first {
             // Authenticated: the peer is where this came from (roaming).
@@ -975,6 +1011,9 @@ fn handle_datagram(
         // flush packets queued while the handshake was in flight.
         if !again {
             break;
+        }
+        if inb.pos + MAX_PACKET > inb.buf.len() {
+            inb.flush(tun, s.offload);
         }
     }
 }
