@@ -939,11 +939,25 @@ impl Inbound {
     }
 }
 
-fn find_peer(s: &Shared, datagram: &[u8]) -> Option<Arc<Peer>> {
+fn find_peer(s: &Shared, udp: &UdpSocket, datagram: &[u8], src: SocketAddr) -> Option<Arc<Peer>> {
     let packet = Tunn::parse_incoming_packet(datagram).ok()?;
     let idx = match packet {
         Packet::HandshakeInit(ref p) => {
             let ks = s.key.read();
+            // Check mac1 (and under load the cookie) before spending a
+            // Diffie-Hellman on an unauthenticated packet.
+            let mut cookie = [0u8; 64];
+            match ks
+                .rate_limiter
+                .verify_packet(Some(src.ip()), datagram, &mut cookie)
+            {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(reply)) => {
+                    let _ = udp.send_to(reply, src);
+                    return None;
+                }
+                Err(_) => return None,
+            }
             let half = parse_handshake_anon(&ks.secret, &ks.public, p).ok()?;
             return s.table.read().by_key.get(&half.peer_static_public).cloned();
         }
@@ -962,7 +976,7 @@ fn handle_datagram(
     src: SocketAddr,
     inb: &mut Inbound,
 ) {
-    let Some(peer) = find_peer(s, datagram) else {
+    let Some(peer) = find_peer(s, udp, datagram, src) else {
         return;
     };
     if inb.pos + datagram.len() + 64 > inb.buf.len() {

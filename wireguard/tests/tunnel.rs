@@ -31,6 +31,20 @@ fn ours_to_ours_ping_and_tcp_both_ways() {
 }
 
 #[test]
+fn two_queues_with_offload_talk_to_one_queue_without_offload() {
+    let mut p = Pair::new();
+    p.a.start_ours_with(2, true);
+    p.b.start_ours_with(1, false);
+    p.peer_ours();
+    p.a.ping(p.b.tunnel);
+    p.b.ping(p.a.tunnel);
+    // Large transfers both ways: TSO/GSO/GRO on A, one packet per syscall on B.
+    for _ in 0..3 {
+        tcp_both_ways(&p.a, &p.b);
+    }
+}
+
+#[test]
 fn wire_carries_only_wireguard_and_the_plaintext_control_shows_the_marker() {
     let p = Pair::ours();
     // Through the tunnel: only UDP to/from the WireGuard port (and ARP).

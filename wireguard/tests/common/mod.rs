@@ -46,10 +46,17 @@ impl Node {
 
     /// Starts our device in the node's namespace and puts the tunnel address on it.
     pub fn start_ours(&mut self) {
+        self.start_ours_with(1, true);
+    }
+
+    /// Starts our device with `queues` TUN queues, offload on or off.
+    pub fn start_ours_with(&mut self, queues: usize, offload: bool) {
         let store = self.store();
         let cfg = DeviceConfig {
             ifname: self.ifname.clone(),
             listen_port: PORT,
+            queues,
+            offload,
             ..DeviceConfig::default()
         };
         let dev = netns::run_in(&self.netns_path(), move || {
