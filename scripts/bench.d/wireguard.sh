@@ -37,7 +37,7 @@ cleanup() {
   ip netns del $NB 2>/dev/null || true
   rm -f /var/run/wireguard/$IFA.sock /var/run/wireguard/$IFB.sock
   if [ -d "$CG" ]; then
-    for p in $(cat $CG/cgroup.procs 2>/dev/null); do echo "$p" > $CGROOT/cgroup.procs 2>/dev/null || true; done
+    while read -r p; do echo "$p" > "$CGROOT/cgroup.procs" 2>/dev/null || true; done < "$CG/cgroup.procs" || true
     rmdir "$CG" 2>/dev/null || true
   fi
   rm -rf "$WORK"
@@ -67,9 +67,11 @@ start_dev() { # kind ns ifname statedir
     WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 in_cg "$ns" wireguard-go -f "$ifn" >"$sd/log" 2>&1 &
   fi
   PIDS+=($!)
-  for _ in $(seq 100); do [ -S /var/run/wireguard/$ifn.sock ] && break; sleep 0.05; done
-  [ -S /var/run/wireguard/$ifn.sock ] && ip netns exec "$ns" wg show "$ifn" >/dev/null 2>&1 ||
-    { echo "$kind did not start: $(cat "$sd/log")" >&2; exit 1; }
+  for _ in $(seq 100); do [ -S "/var/run/wireguard/$ifn.sock" ] && break; sleep 0.05; done
+  if ! ip netns exec "$ns" wg show "$ifn" >/dev/null 2>&1; then
+    echo "$kind did not start: $(cat "$sd/log")" >&2
+    exit 1
+  fi
   if [ "$kind" = go ]; then
     (umask 077; wg genkey > "$sd/key")
     ip netns exec "$ns" wg set "$ifn" private-key "$sd/key" listen-port 51871

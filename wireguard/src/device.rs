@@ -504,12 +504,13 @@ impl Shared {
 
     fn set_private_key(&self, key: PrivateKey) {
         let ks = KeyState::new(key);
-        let table = self.table.read();
-        for p in table.by_key.values() {
+        let peers: Vec<Arc<Peer>> = self.table.read().by_key.values().cloned().collect();
+        for p in peers {
             let mut st = p.state.lock();
             st.tunn
                 .set_static_private(ks.secret.clone(), ks.public, Some(ks.rate_limiter.clone()));
         }
+        // No other lock is held here: the receive path takes key then table.
         *self.key.write() = ks;
     }
 
