@@ -733,10 +733,18 @@ fn tun_loop(s: &Shared, q: usize) {
     let mut segs: Vec<u8> = Vec::with_capacity(2 * MAX_PACKET);
     let mut ranges = Vec::with_capacity(64);
     let mut batch = GsoBatch::new();
+    // The batch stays open across reads while packets keep coming for the
+    // same peer (e.g. a burst of ACKs), and is sent when the TUN runs dry.
+    let mut open: Option<(Arc<Peer>, Option<SocketAddr>)> = None;
+    let mut reads = 0usize;
     while !s.is_stopping() {
         let n = match sys::read(tun, &mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Some((_, ep)) = open.take() {
+                    batch.flush(udp, ep, s.offload);
+                }
+                reads = 0;
                 sys::wait_readable(tun, POLL_MS);
                 continue;
             }
@@ -771,6 +779,11 @@ fn tun_loop(s: &Shared, q: usize) {
         };
         let mut st = peer.state.lock();
         let ep = st.endpoint;
+        if let Some((prev, prev_ep)) = &open
+            && (!Arc::ptr_eq(prev, &peer) || *prev_ep != ep)
+        {
+            batch.flush(udp, *prev_ep, s.offload);
+        }
         for r in &ranges {
             let seg = &segs[r.clone()];
             if batch.len() + seg.len() + DATA_OVERHEAD > GSO_MAX_BYTES {
@@ -791,9 +804,19 @@ fn tun_loop(s: &Shared, q: usize) {
             }
         }
         drop(st);
-        batch.flush(udp, ep, s.offload);
+        open = Some((peer, ep));
+        reads += 1;
+        if reads >= MAX_READS_PER_BATCH {
+            batch.flush(udp, ep, s.offload);
+            open = None;
+            reads = 0;
+        }
     }
 }
+
+/// Bound on TUN reads gathered into one send, so a busy TUN never delays
+/// packets by more than this many reads.
+const MAX_READS_PER_BATCH: usize = 64;
 
 const DATA_OVERHEAD: usize = 32;
 /// UDP's length limit for one GSO send (IPv4), with margin.
