@@ -8,12 +8,12 @@
 # here passes or fails on a number. Needs root.
 #
 # The last row turns off our TUN offload and UDP GSO/GRO, to show what they pay.
-# Env: BENCH_SECONDS (default 5), MESH_WG_QUEUES (ours: TUN queues, default 1).
+# Env: BENCH_SECONDS (default 5), MESH_WG_QUEUES (ours: TUN queues, default 2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" -eq 0 ] || { echo "wireguard bench: needs root" >&2; exit 1; }
 SECS=${BENCH_SECONDS:-5}
-QUEUES=${MESH_WG_QUEUES:-1}
+QUEUES=${MESH_WG_QUEUES:-2}
 for t in iperf3 wireguard-go wg python3; do
   command -v "$t" >/dev/null || { echo "wireguard bench: $t missing (run scripts/setup.sh)" >&2; exit 1; }
 done

@@ -51,7 +51,8 @@ pub struct DeviceConfig {
     pub uapi_dir: PathBuf,
     /// Interface MTU.
     pub mtu: u32,
-    /// Number of TUN queues / UDP sockets, each with its own pair of threads.
+    /// Number of TUN queues / UDP sockets, each with its own pair of threads
+    /// (default: one per CPU, at most 4).
     pub queues: usize,
     /// SO_MARK for the UDP socket (0 = none).
     pub fwmark: u32,
@@ -68,7 +69,9 @@ impl Default for DeviceConfig {
             listen_port: DEFAULT_PORT,
             uapi_dir: PathBuf::from(DEFAULT_UAPI_DIR),
             mtu: DEFAULT_MTU,
-            queues: 1,
+            queues: std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1),
             fwmark: 0,
             offload: true,
         }

@@ -45,8 +45,10 @@ impl Node {
     }
 
     /// Starts our device in the node's namespace and puts the tunnel address on it.
+    /// Starts our device with the default queues and offload.
     pub fn start_ours(&mut self) {
-        self.start_ours_with(1, true);
+        let d = DeviceConfig::default();
+        self.start_ours_with(d.queues, d.offload);
     }
 
     /// Starts our device with `queues` TUN queues, offload on or off.
