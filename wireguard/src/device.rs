@@ -2,7 +2,7 @@
 //! boringtun's noise layer, plus a timer thread and the UAPI server.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -174,7 +174,7 @@ pub(crate) struct Shared {
     key: RwLock<KeyState>,
     table: RwLock<Table>,
     tuns: Vec<OwnedFd>,
-    udps: Vec<UdpSocket>,
+    udps: Vec<Udp>,
     fwmark: AtomicU32,
     offload: bool,
     next_index: AtomicU32,
@@ -215,31 +215,75 @@ fn validate_ifname(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn bind_udp(ifname: &str, port: u16, reuse: bool) -> Result<UdpSocket> {
+/// The device's UDP socket. Dual-stack IPv6 when the namespace has IPv6
+/// (IPv4 peers travel as v4-mapped addresses), else IPv4 only; callers
+/// always see plain IPv4 or IPv6 endpoints.
+pub(crate) struct Udp {
+    sock: UdpSocket,
+    v6: bool,
+}
+
+impl Udp {
+    fn wire(&self, ep: SocketAddr) -> SocketAddr {
+        match ep {
+            SocketAddr::V4(v4) if self.v6 => {
+                SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
+            }
+            _ => ep,
+        }
+    }
+
+    fn send_to(&self, buf: &[u8], ep: SocketAddr) -> std::io::Result<usize> {
+        self.sock.send_to(buf, self.wire(ep))
+    }
+
+    fn send_gso(&self, buf: &[u8], seg: u16, ep: SocketAddr) -> std::io::Result<usize> {
+        sys::send_gso(self.sock.as_raw_fd(), buf, seg, self.wire(ep))
+    }
+}
+
+impl AsRawFd for Udp {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+/// Binds one queue's socket. `v6`: None = try dual-stack, fall back to IPv4
+/// when the kernel has no IPv6; Some = the family of the first queue.
+fn bind_udp(ifname: &str, port: u16, reuse: bool, v6: Option<bool>) -> Result<Udp> {
     let err = |op, source| Error::Udp {
         ifname: ifname.to_string(),
         port,
         op,
         source,
     };
-    // std's bind does not allow SO_REUSEPORT before bind: bind the first
-    // queue plainly, and the others through a raw socket.
-    let sock = if reuse {
-        reuse_port_socket(port).map_err(|e| err("bind with SO_REUSEPORT", e))?
-    } else {
-        UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
-            .map_err(|e| err("bind", e))?
+    let (sock, v6) = match v6 {
+        Some(v6) => (
+            sys::udp_socket(port, v6, reuse).map_err(|e| err("bind", e))?,
+            v6,
+        ),
+        None => match sys::udp_socket(port, true, reuse) {
+            Ok(s) => (s, true),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+                ) =>
+            {
+                (
+                    sys::udp_socket(port, false, reuse).map_err(|e| err("bind", e))?,
+                    false,
+                )
+            }
+            Err(e) => return Err(err("bind", e)),
+        },
     };
     sock.set_nonblocking(true)
         .map_err(|e| err("set non-blocking", e))?;
     // Bigger buffers keep bursts from being dropped while a thread is busy.
     let _ = sys::set_int_opt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
     let _ = sys::set_int_opt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
-    Ok(sock)
-}
-
-fn reuse_port_socket(port: u16) -> std::io::Result<UdpSocket> {
-    sys::udp_reuseport_v4(port)
+    Ok(Udp { sock, v6 })
 }
 
 impl Device {
@@ -265,8 +309,9 @@ impl Device {
         }
         sys::set_mtu_and_up(&ifname, config.mtu).map_err(|e| tun_err("set MTU and up", e))?;
 
-        let first = bind_udp(&ifname, config.listen_port, queues > 1)?;
+        let first = bind_udp(&ifname, config.listen_port, queues > 1, None)?;
         let port = first
+            .sock
             .local_addr()
             .map_err(|e| Error::Udp {
                 ifname: ifname.clone(),
@@ -275,9 +320,10 @@ impl Device {
                 source: e,
             })?
             .port();
+        let first_v6 = first.v6;
         let mut udps = vec![first];
         for _ in 1..queues {
-            udps.push(bind_udp(&ifname, port, true)?);
+            udps.push(bind_udp(&ifname, port, true, Some(first_v6))?);
         }
         for u in &udps {
             if config.offload {
@@ -856,7 +902,7 @@ impl GsoBatch {
     }
 
     /// Accepts the datagram just written at `room()`.
-    fn commit(&mut self, n: usize, udp: &UdpSocket, ep: Option<SocketAddr>, offload: bool) {
+    fn commit(&mut self, n: usize, udp: &Udp, ep: Option<SocketAddr>, offload: bool) {
         if !offload {
             if let Some(ep) = ep {
                 let _ = udp.send_to(&self.buf[self.len..self.len + n], ep);
@@ -878,13 +924,11 @@ impl GsoBatch {
         self.count += 1;
     }
 
-    fn flush(&mut self, udp: &UdpSocket, ep: Option<SocketAddr>, offload: bool) {
+    fn flush(&mut self, udp: &Udp, ep: Option<SocketAddr>, offload: bool) {
         if self.count > 0 && offload {
             match ep {
-                Some(SocketAddr::V4(v4)) if self.count > 1 => {
-                    if let Err(e) =
-                        sys::send_gso(udp.as_raw_fd(), &self.buf[..self.len], self.seg as u16, v4)
-                    {
+                Some(ep) if self.count > 1 => {
+                    if let Err(e) = udp.send_gso(&self.buf[..self.len], self.seg as u16, ep) {
                         tracing::debug!(error = %e, "UDP GSO send");
                     }
                 }
@@ -966,7 +1010,7 @@ impl Inbound {
     }
 }
 
-fn find_peer(s: &Shared, udp: &UdpSocket, datagram: &[u8], src: SocketAddr) -> Option<Arc<Peer>> {
+fn find_peer(s: &Shared, udp: &Udp, datagram: &[u8], src: SocketAddr) -> Option<Arc<Peer>> {
     let packet = Tunn::parse_incoming_packet(datagram).ok()?;
     let idx = match packet {
         Packet::HandshakeInit(ref p) => {
@@ -997,7 +1041,7 @@ fn find_peer(s: &Shared, udp: &UdpSocket, datagram: &[u8], src: SocketAddr) -> O
 
 fn handle_datagram(
     s: &Shared,
-    udp: &UdpSocket,
+    udp: &Udp,
     tun: std::os::fd::RawFd,
     datagram: &[u8],
     src: SocketAddr,

@@ -23,8 +23,11 @@
 //! back into one GSO write to the TUN. Syscalls per packet drop from ~2 to
 //! ~0.05 on a bulk stream (see `scripts/bench.d/wireguard.sh`).
 //!
-//! Limits: IPv4 UDP endpoints only (tunnelled traffic may be IPv4 or IPv6);
-//! the listen port cannot change on a running device (UAPI answers
+//! Endpoints may be IPv4 or IPv6 (one dual-stack socket; IPv4-only when the
+//! kernel has no IPv6). TCP merging on receive is IPv4 only; IPv6 tunnelled
+//! traffic is cut (TSO) but written to the TUN packet by packet.
+//!
+//! Limits: the listen port cannot change on a running device (UAPI answers
 //! `errno=98`); a preshared key or keepalive change starts a new handshake.
 //!
 //! ```no_run

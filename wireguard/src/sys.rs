@@ -176,35 +176,100 @@ pub fn setns_net(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A UDP/IPv4 socket with SO_REUSEPORT bound to `0.0.0.0:port`, so several
-/// queues share one port.
-pub fn udp_reuseport_v4(port: u16) -> io::Result<std::net::UdpSocket> {
+/// A UDP socket bound to the wildcard address and `port`: IPv6 dual-stack
+/// (IPv4 peers appear as v4-mapped addresses) when `v6`, else IPv4 only;
+/// with SO_REUSEPORT when `reuse`, so several queues share one port.
+pub fn udp_socket(port: u16, v6: bool, reuse: bool) -> io::Result<std::net::UdpSocket> {
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: 0 },
-        sin_zero: [0; 8],
+    if reuse {
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    let any = if v6 {
+        std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
+    } else {
+        std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port))
     };
-    // SAFETY: addr is a valid sockaddr_in and its exact size is passed.
-    let rc = unsafe {
-        libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
+    if v6 {
+        set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
+    }
+    let (storage, len) = sockaddr(any);
+    // SAFETY: storage holds a valid sockaddr of `len` bytes.
+    let rc = unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(std::net::UdpSocket::from(owned))
+}
+
+/// Encodes `a` as a sockaddr (v4 or v6) with its length.
+fn sockaddr(a: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; zeroed is valid.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            let sin = sockaddr_v4(v4);
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin) };
+            (
+                st,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        std::net::SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin6) };
+            (
+                st,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
+}
+
+/// Decodes a sockaddr filled by the kernel; v4-mapped IPv6 becomes IPv4.
+fn from_sockaddr(st: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    match i32::from(st.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read((st as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(std::net::SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((st as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => std::net::SocketAddr::from((v4, port)),
+                None => std::net::SocketAddr::V6(std::net::SocketAddrV6::new(
+                    ip,
+                    port,
+                    0,
+                    sin6.sin6_scope_id,
+                )),
+            })
+        }
+        _ => None,
+    }
 }
 
 fn sockaddr_v4(a: std::net::SocketAddrV4) -> libc::sockaddr_in {
@@ -220,8 +285,8 @@ fn sockaddr_v4(a: std::net::SocketAddrV4) -> libc::sockaddr_in {
 
 /// Sends `buf`, a run of datagrams of `seg` bytes each (the last may be
 /// shorter), to `to` in one sendmsg with UDP GSO (UDP_SEGMENT).
-pub fn send_gso(fd: RawFd, buf: &[u8], seg: u16, to: std::net::SocketAddrV4) -> io::Result<usize> {
-    let mut addr = sockaddr_v4(to);
+pub fn send_gso(fd: RawFd, buf: &[u8], seg: u16, to: std::net::SocketAddr) -> io::Result<usize> {
+    let (mut addr, addr_len) = sockaddr(to);
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
@@ -230,8 +295,8 @@ pub fn send_gso(fd: RawFd, buf: &[u8], seg: u16, to: std::net::SocketAddrV4) -> 
     let mut control = [0u64; 4];
     // SAFETY: msghdr is plain data; zeroed is a valid initial value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut addr as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = addr_len;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
@@ -255,15 +320,15 @@ pub fn send_gso(fd: RawFd, buf: &[u8], seg: u16, to: std::net::SocketAddrV4) -> 
     }
 }
 
-/// Receives one (possibly GRO-coalesced) UDP/IPv4 read into `buf`.
+/// Receives one (possibly GRO-coalesced) UDP read into `buf`.
 /// Returns its length, the sender, and the segment size when the kernel
 /// coalesced several datagrams.
 pub fn recv_gro(
     fd: RawFd,
     buf: &mut [u8],
 ) -> io::Result<(usize, std::net::SocketAddr, Option<usize>)> {
-    // SAFETY: sockaddr_in is plain data; zeroed is valid.
-    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    // SAFETY: sockaddr_storage is plain data; zeroed is valid.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -271,8 +336,8 @@ pub fn recv_gro(
     let mut control = [0u64; 8];
     // SAFETY: msghdr is plain data; zeroed is a valid initial value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut addr as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
@@ -295,7 +360,6 @@ pub fn recv_gro(
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
-    let from = std::net::SocketAddr::from((ip, u16::from_be(addr.sin_port)));
+    let from = from_sockaddr(&addr).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
     Ok((n as usize, from, seg))
 }

@@ -45,6 +45,27 @@ fn two_queues_with_offload_talk_to_one_queue_without_offload() {
 }
 
 #[test]
+fn ipv6_underlay_endpoints_carry_the_tunnel() {
+    let mut p = Pair::with_ipv6_underlay();
+    p.a.start_ours();
+    p.b.start_ours();
+    for (me, other, ep) in [
+        (&p.a, &p.b, "[fd90::2]:51871"),
+        (&p.b, &p.a, "[fd90::1]:51871"),
+    ] {
+        let mut peer = other.as_peer(other.public_key());
+        peer.endpoint = Some(ep.parse().unwrap());
+        let sync = me.dev().apply_peers(&[peer]);
+        assert!(sync.rejected.is_empty(), "{:?}", sync.rejected);
+    }
+    p.a.ping(p.b.tunnel);
+    p.b.ping(p.a.tunnel);
+    tcp_both_ways(&p.a, &p.b);
+    let dump = p.a.ns.run_ok("wg", &["show", &p.a.ifname, "endpoints"]);
+    assert!(dump.contains("[fd90::2]:51871"), "{dump}");
+}
+
+#[test]
 fn wire_carries_only_wireguard_and_the_plaintext_control_shows_the_marker() {
     let p = Pair::ours();
     // Through the tunnel: only UDP to/from the WireGuard port (and ARP).

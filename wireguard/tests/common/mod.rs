@@ -207,13 +207,41 @@ pub struct Pair {
 impl Pair {
     /// The namespaces and underlay only (no devices).
     pub fn new() -> Pair {
+        Pair::build(false)
+    }
+
+    /// Like [`Pair::new`], with IPv6 on the underlay too: node i also has
+    /// fd90::i/64 on u0.
+    pub fn with_ipv6_underlay() -> Pair {
+        Pair::build(true)
+    }
+
+    fn build(ipv6: bool) -> Pair {
         mesh_testbed::require_root();
         let bridge = Bridge::new();
-        disable_ipv6(bridge.ns());
+        if !ipv6 {
+            disable_ipv6(bridge.ns());
+        }
         let mk = |i: u8| {
             let ns = NetNs::new("wg");
-            disable_ipv6(&ns);
+            if !ipv6 {
+                disable_ipv6(&ns);
+            }
             let bridge_port = bridge.attach(&ns, "u0", &format!("192.168.90.{i}/24"));
+            if ipv6 {
+                ns.run_ok(
+                    "ip",
+                    &[
+                        "-6",
+                        "addr",
+                        "add",
+                        &format!("fd90::{i}/64"),
+                        "dev",
+                        "u0",
+                        "nodad",
+                    ],
+                );
+            }
             Node {
                 dev: None,
                 go: None,
