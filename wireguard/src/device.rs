@@ -596,6 +596,7 @@ impl Shared {
             return;
         }
         let existing = self.table.read().by_key.get(&up.public_key).cloned();
+        let created = existing.is_none();
         let peer = match existing {
             Some(p) => p,
             None if up.update_only => return,
@@ -677,15 +678,17 @@ impl Shared {
                 }
             }
         }
-        // A new or re-keyed peer with keepalive wants a handshake now so the
-        // tunnel is up before the first packet.
-        self.kick(&peer);
+        // A new peer (e.g. a node that just rotated its key) or one with
+        // keepalive gets a handshake now: the tunnel is up before the first
+        // packet, and the other side's queued traffic flows without waiting
+        // for its own retry (REKEY_TIMEOUT, 5 s).
+        self.kick(&peer, created);
     }
 
-    fn kick(&self, peer: &Arc<Peer>) {
+    fn kick(&self, peer: &Arc<Peer>, created: bool) {
         let mut buf = vec![0u8; 256];
         let mut st = peer.state.lock();
-        if st.keepalive.is_none() {
+        if st.keepalive.is_none() && !created {
             return;
         }
         let Some(ep) = st.endpoint else { return };
