@@ -262,7 +262,6 @@ fn key_rotation_under_a_tcp_stream_recovers_with_no_plaintext_on_the_wire() {
     std::thread::sleep(Duration::from_secs(1));
 
     let old = p.a.public_key();
-    let rotated_at = Instant::now();
     let new = p.a.dev().rotate_key(&p.a.store()).unwrap();
     assert_ne!(old, new);
     assert_eq!(p.a.public_key(), new);
