@@ -22,6 +22,7 @@ pub mod selector;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod table;
 pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};

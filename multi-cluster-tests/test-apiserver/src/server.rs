@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
 use crate::store::{EventType, ListOptions, Store, StoredEvent};
+use crate::table::IncludeObject;
 
 /// Body type of every response.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -273,6 +275,7 @@ fn route(
     let rt = &target.rt;
     let ns = target.namespace.as_deref().unwrap_or("");
     let table = accept.contains("as=Table");
+    let include = IncludeObject::parse(query.get("includeObject"));
     match (method, target.name.as_deref()) {
         (&Method::GET, None) => {
             let labels =
@@ -291,7 +294,7 @@ fn route(
                     labels,
                     fields,
                     query,
-                    table,
+                    table.then_some(include),
                 );
             }
             let limit = match query.get("limit") {
@@ -310,11 +313,30 @@ fn route(
                     .map(str::to_string),
             };
             let list = store.list(rt, target.namespace.as_deref(), &opts)?;
-            Ok(json_response(200, &list))
+            Ok(json_response(
+                200,
+                &if table {
+                    crate::table::list_table(rt, &list, include)
+                } else {
+                    list
+                },
+            ))
         }
         (&Method::GET, Some(name)) => {
             let obj = store.get(rt, ns, name)?;
-            Ok(json_response(200, &obj))
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            Ok(json_response(
+                200,
+                &if table {
+                    crate::table::table(rt, std::slice::from_ref(&obj), &rv, include, true)
+                } else {
+                    obj
+                },
+            ))
         }
         (&Method::POST, None) => {
             let obj = decode(body, content_type)?;
@@ -418,9 +440,8 @@ fn watch(
     labels: LabelSelector,
     fields: FieldSelector,
     query: &Query,
-    table: bool,
+    table: Option<IncludeObject>,
 ) -> ApiResult<Response<Body>> {
-    let _ = table;
     let send_initial = query.flag("sendInitialEvents");
     let bookmarks = query.flag("allowWatchBookmarks");
     let timeout = query
@@ -450,6 +471,8 @@ fn watch(
                     fields,
                     bookmarks,
                     tx,
+                    table,
+                    columns_sent: AtomicBool::new(false),
                 };
                 w.run(start, send_initial, timeout).await;
             });
@@ -476,6 +499,8 @@ struct Watcher {
     fields: FieldSelector,
     bookmarks: bool,
     tx: mpsc::Sender<Bytes>,
+    table: Option<IncludeObject>,
+    columns_sent: AtomicBool,
 }
 
 impl Watcher {
@@ -485,9 +510,29 @@ impl Watcher {
 
     async fn deliver(&self, ev: &StoredEvent) -> bool {
         match Store::filter_event(ev, &self.rt, self.ns.as_deref(), &self.labels, &self.fields) {
-            Some((kind, obj)) => self.send(event_line(kind.as_str(), &obj)).await,
+            Some((kind, obj)) => self.send_object(kind, &obj).await,
             None => true,
         }
+    }
+
+    /// Sends an object event, as a one-row Table when the client asked for
+    /// tables (column definitions only in the first, as the real server does).
+    async fn send_object(&self, kind: EventType, obj: &Value) -> bool {
+        let line = match self.table {
+            Some(include) => {
+                let first = !self.columns_sent.swap(true, Ordering::Relaxed);
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                event_line(
+                    kind.as_str(),
+                    &crate::table::table(&self.rt, std::slice::from_ref(obj), rv, include, first),
+                )
+            }
+            None => event_line(kind.as_str(), obj),
+        };
+        self.send(line).await
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {

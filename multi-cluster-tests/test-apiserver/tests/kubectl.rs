@@ -179,6 +179,21 @@ fn kubectl_get_apply_annotate_watch_delete() {
         "jsonpath={.spec.clusterIP}",
     ]);
     assert!(ip.starts_with("10.96."), "ClusterIP allocated: {ip}");
+    // Tables: the columns kubectl users expect.
+    let table = lab.ok(&["get", "svc", "web", "-n", "demo"]);
+    assert!(
+        table.contains("CLUSTER-IP") && table.contains(&ip) && table.contains("80/TCP"),
+        "{table}"
+    );
+    lab.ok(&[
+        "patch", "pod", "web-1", "-n", "demo", "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"phase":"Running","podIP":"10.244.0.5","conditions":[{"type":"Ready","status":"True"}]}}"#,
+    ]);
+    let wide = lab.ok(&["get", "pods", "-n", "demo", "-o", "wide"]);
+    assert!(
+        wide.contains("STATUS") && wide.contains("Running") && wide.contains("10.244.0.5"),
+        "{wide}"
+    );
     let slices = lab.ok(&[
         "get",
         "endpointslices",
