@@ -421,41 +421,86 @@ impl EndpointSliceController {
         }
     }
 
-    /// Runs the controller: a full pass, then one pass per namespace touched.
+    /// Runs the controller: a full pass, then, per batch of changes, a pass
+    /// over the Services the changed Pods and Services concern.
     pub async fn run(self) {
         let mut rx = self.store.subscribe();
         self.reconcile_all();
         loop {
-            let mut dirty = BTreeSet::new();
+            let mut batch = Vec::new();
             let mut all = false;
             match rx.recv().await {
-                Ok(ev) => {
-                    if ev.group.is_empty() && (ev.plural == "pods" || ev.plural == "services") {
-                        dirty.insert(ev.namespace.clone());
-                    }
-                }
+                Ok(ev) => batch.push(ev),
                 Err(RecvError::Lagged(_)) => all = true,
                 Err(RecvError::Closed) => return,
             }
             loop {
                 match rx.try_recv() {
-                    Ok(ev) => {
-                        if ev.group.is_empty() && (ev.plural == "pods" || ev.plural == "services") {
-                            dirty.insert(ev.namespace.clone());
-                        }
-                    }
+                    Ok(ev) => batch.push(ev),
                     Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => all = true,
                     Err(_) => break,
                 }
             }
             if all {
                 self.reconcile_all();
-            } else {
-                for ns in dirty {
-                    self.reconcile_namespace(&ns);
-                }
+                continue;
+            }
+            for (ns, services) in self.affected(&batch) {
+                self.reconcile_namespace(&ns, Some(&services));
             }
         }
+    }
+
+    /// The Services (by namespace) whose slices a batch of changes may alter:
+    /// changed Services, and Services selecting a changed Pod (before or after).
+    fn affected(
+        &self,
+        batch: &[Arc<crate::store::StoredEvent>],
+    ) -> BTreeMap<String, HashSet<String>> {
+        let mut out: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+        let mut selectors: BTreeMap<String, Vec<(String, LabelSelector)>> = BTreeMap::new();
+        for ev in batch {
+            if !ev.group.is_empty() {
+                continue;
+            }
+            match ev.plural.as_str() {
+                "services" => {
+                    if let Some(name) = ev.object.pointer("/metadata/name").and_then(Value::as_str)
+                    {
+                        out.entry(ev.namespace.clone())
+                            .or_default()
+                            .insert(name.to_string());
+                    }
+                }
+                "pods" => {
+                    let sels = selectors.entry(ev.namespace.clone()).or_insert_with(|| {
+                        self.store
+                            .all(&self.services, Some(&ev.namespace))
+                            .iter()
+                            .filter_map(|svc| {
+                                let sel = svc.pointer("/spec/selector")?.as_object()?;
+                                if sel.is_empty() {
+                                    return None;
+                                }
+                                let name = svc.pointer("/metadata/name")?.as_str()?.to_string();
+                                Some((name, LabelSelector::from_map(sel)))
+                            })
+                            .collect()
+                    });
+                    for (name, sel) in sels.iter() {
+                        if sel.matches(&ev.object)
+                            || ev.old.as_ref().is_some_and(|o| sel.matches(o))
+                        {
+                            out.entry(ev.namespace.clone())
+                                .or_default()
+                                .insert(name.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     fn reconcile_all(&self) {
@@ -471,12 +516,14 @@ impl EndpointSliceController {
             })
             .collect();
         for ns in namespaces {
-            self.reconcile_namespace(&ns);
+            self.reconcile_namespace(&ns, None);
         }
     }
 
-    /// Brings the managed slices of namespace `ns` to the desired state.
-    pub fn reconcile_namespace(&self, ns: &str) {
+    /// Brings the managed slices of namespace `ns` to the desired state:
+    /// of every Service, or of the Services named in `only`.
+    pub fn reconcile_namespace(&self, ns: &str, only: Option<&HashSet<String>>) {
+        let wanted = |name: &str| only.is_none_or(|o| o.contains(name));
         let services = self.store.all(&self.services, Some(ns));
         let pods = self.store.all(&self.pods, Some(ns));
         let existing: Vec<Value> = self
@@ -496,6 +543,9 @@ impl EndpointSliceController {
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("");
+            if !wanted(name) {
+                continue;
+            }
             let mut have: Vec<&Value> = existing
                 .iter()
                 .filter(|s| {
@@ -566,7 +616,15 @@ impl EndpointSliceController {
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("");
+            let owner = s
+                .pointer(&format!(
+                    "/metadata/labels/{}",
+                    SERVICE_NAME_LABEL.replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !keep.contains(name)
+                && wanted(owner)
                 && let Err(e) = self.store.delete(&self.slices, ns, name, None)
                 && e.code != 404
             {

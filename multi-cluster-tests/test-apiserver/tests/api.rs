@@ -553,3 +553,71 @@ async fn kube_runtime_recorder_publishes_events_k8s_io_events() {
     );
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpointslices_converge_for_many_services_and_pods() {
+    let (server, client) = common::start(|_| {}).await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    const SERVICES: usize = 100;
+    const PODS_PER_SERVICE: usize = 5;
+    for s in 0..SERVICES {
+        let svc: Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": { "name": format!("s{s}") },
+            "spec": { "selector": { "svc": format!("s{s}") }, "ports": [ { "port": 80, "targetPort": 8080 } ] }
+        }))
+        .unwrap();
+        svcs.create(&PostParams::default(), &svc).await.unwrap();
+    }
+    for s in 0..SERVICES {
+        for p in 0..PODS_PER_SERVICE {
+            let name = format!("s{s}-p{p}");
+            let pod: Pod = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name, "labels": { "svc": format!("s{s}") } },
+                "spec": { "containers": [ { "name": "c", "image": "i" } ] }
+            }))
+            .unwrap();
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+            pods.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": { "podIP": format!("10.244.{s}.{p}"), "conditions": [ { "type": "Ready", "status": "True" } ] } })),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let slices_rt = server
+        .store()
+        .registry()
+        .get("discovery.k8s.io", "v1", "endpointslices")
+        .cloned()
+        .unwrap();
+    common::eventually(
+        "every service has one slice with all its ready pods",
+        Duration::from_secs(60),
+        || {
+            let slices = server.store().all(&slices_rt, Some("default"));
+            let ok = slices.len() == SERVICES
+                && slices.iter().all(|s| {
+                    let svc = s["metadata"]["labels"]["kubernetes.io/service-name"]
+                        .as_str()
+                        .unwrap_or("");
+                    let eps = s["endpoints"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    eps.len() == PODS_PER_SERVICE
+                        && eps.iter().all(|e| {
+                            e["conditions"]["ready"] == true
+                                && e["targetRef"]["name"]
+                                    .as_str()
+                                    .unwrap_or("")
+                                    .starts_with(&format!("{svc}-"))
+                        })
+                });
+            async move { ok }
+        },
+    )
+    .await;
+}
