@@ -276,6 +276,7 @@ fn route(
     let ns = target.namespace.as_deref().unwrap_or("");
     let table = accept.contains("as=Table");
     let include = IncludeObject::parse(query.get("includeObject"));
+    let metadata_only = !table && accept.contains("as=PartialObjectMetadata");
     match (method, target.name.as_deref()) {
         (&Method::GET, None) => {
             let labels =
@@ -295,6 +296,7 @@ fn route(
                     fields,
                     query,
                     table.then_some(include),
+                    metadata_only,
                 );
             }
             let limit = match query.get("limit") {
@@ -317,6 +319,8 @@ fn route(
                 200,
                 &if table {
                     crate::table::list_table(rt, &list, include)
+                } else if metadata_only {
+                    crate::table::partial_list(&list)
                 } else {
                     list
                 },
@@ -333,6 +337,8 @@ fn route(
                 200,
                 &if table {
                     crate::table::table(rt, std::slice::from_ref(&obj), &rv, include, true)
+                } else if metadata_only {
+                    crate::table::partial(&obj)
                 } else {
                     obj
                 },
@@ -441,6 +447,7 @@ fn watch(
     fields: FieldSelector,
     query: &Query,
     table: Option<IncludeObject>,
+    metadata_only: bool,
 ) -> ApiResult<Response<Body>> {
     let send_initial = query.flag("sendInitialEvents");
     let bookmarks = query.flag("allowWatchBookmarks");
@@ -472,6 +479,7 @@ fn watch(
                     bookmarks,
                     tx,
                     table,
+                    metadata_only,
                     columns_sent: AtomicBool::new(false),
                 };
                 w.run(start, send_initial, timeout).await;
@@ -500,6 +508,7 @@ struct Watcher {
     bookmarks: bool,
     tx: mpsc::Sender<Bytes>,
     table: Option<IncludeObject>,
+    metadata_only: bool,
     columns_sent: AtomicBool,
 }
 
@@ -530,6 +539,7 @@ impl Watcher {
                     &crate::table::table(&self.rt, std::slice::from_ref(obj), rv, include, first),
                 )
             }
+            None if self.metadata_only => event_line(kind.as_str(), &crate::table::partial(obj)),
             None => event_line(kind.as_str(), obj),
         };
         self.send(line).await

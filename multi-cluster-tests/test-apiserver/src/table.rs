@@ -328,3 +328,27 @@ pub fn list_table(rt: &ResourceType, list: &Value, include: IncludeObject) -> Va
 
 #[cfg(test)]
 mod tests;
+
+/// `meta.k8s.io/v1 PartialObjectMetadata` of an object (metadata-only requests).
+pub fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// `PartialObjectMetadataList` of a list response.
+pub fn partial_list(list: &Value) -> Value {
+    let items: Vec<Value> = list
+        .get("items")
+        .and_then(Value::as_array)
+        .map(|i| i.iter().map(partial).collect())
+        .unwrap_or_default();
+    json!({
+        "kind": "PartialObjectMetadataList",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list.get("metadata").cloned().unwrap_or(json!({})),
+        "items": items,
+    })
+}
