@@ -295,8 +295,13 @@ fn route(
                     labels,
                     fields,
                     query,
-                    table.then_some(include),
-                    metadata_only,
+                    if table {
+                        Shape::Table(include)
+                    } else if metadata_only {
+                        Shape::Metadata
+                    } else {
+                        Shape::Full
+                    },
                 );
             }
             let limit = match query.get("limit") {
@@ -446,8 +451,7 @@ fn watch(
     labels: LabelSelector,
     fields: FieldSelector,
     query: &Query,
-    table: Option<IncludeObject>,
-    metadata_only: bool,
+    shape: Shape,
 ) -> ApiResult<Response<Body>> {
     let send_initial = query.flag("sendInitialEvents");
     let bookmarks = query.flag("allowWatchBookmarks");
@@ -478,8 +482,7 @@ fn watch(
                     fields,
                     bookmarks,
                     tx,
-                    table,
-                    metadata_only,
+                    shape,
                     columns_sent: AtomicBool::new(false),
                 };
                 w.run(start, send_initial, timeout).await;
@@ -507,9 +510,19 @@ struct Watcher {
     fields: FieldSelector,
     bookmarks: bool,
     tx: mpsc::Sender<Bytes>,
-    table: Option<IncludeObject>,
-    metadata_only: bool,
+    shape: Shape,
     columns_sent: AtomicBool,
+}
+
+/// How watch events carry their objects.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// The object.
+    Full,
+    /// `PartialObjectMetadata`.
+    Metadata,
+    /// A one-row Table.
+    Table(IncludeObject),
 }
 
 impl Watcher {
@@ -527,8 +540,8 @@ impl Watcher {
     /// Sends an object event, as a one-row Table when the client asked for
     /// tables (column definitions only in the first, as the real server does).
     async fn send_object(&self, kind: EventType, obj: &Value) -> bool {
-        let line = match self.table {
-            Some(include) => {
+        let line = match self.shape {
+            Shape::Table(include) => {
                 let first = !self.columns_sent.swap(true, Ordering::Relaxed);
                 let rv = obj
                     .pointer("/metadata/resourceVersion")
@@ -539,8 +552,8 @@ impl Watcher {
                     &crate::table::table(&self.rt, std::slice::from_ref(obj), rv, include, first),
                 )
             }
-            None if self.metadata_only => event_line(kind.as_str(), &crate::table::partial(obj)),
-            None => event_line(kind.as_str(), obj),
+            Shape::Metadata => event_line(kind.as_str(), &crate::table::partial(obj)),
+            Shape::Full => event_line(kind.as_str(), obj),
         };
         self.send(line).await
     }
