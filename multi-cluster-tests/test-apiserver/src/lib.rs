@@ -30,6 +30,7 @@ pub mod controllers;
 mod error;
 pub mod kubeconfig;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod server;

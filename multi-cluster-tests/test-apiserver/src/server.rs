@@ -428,6 +428,16 @@ fn route(
 
 /// Decodes a JSON or YAML body; malformed input is a 400.
 fn decode(body: &Bytes, content_type: &str) -> ApiResult<Value> {
+    if content_type.contains("protobuf") {
+        return crate::protobuf::decode(body).ok_or_else(|| {
+            ApiError::unsupported_media_type(&format!(
+                "{content_type}: this test server decodes protobuf only for Namespace, ConfigMap, Secret and ServiceAccount; send JSON"
+            ))
+        });
+    }
+    if content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
     if content_type.contains("yaml") {
         serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))

@@ -39,6 +39,7 @@ fn start_binary() -> Lab {
         .arg(&kubeconfig)
         .arg("--ready-file")
         .arg(&ready)
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
         .expect("mesh-test-apiserver binary starts");
@@ -339,6 +340,43 @@ fn kubectl_get_apply_annotate_watch_delete() {
     };
     assert!(second.starts_with("web-2"));
     drop(watch);
+
+    // Typed create commands (kubectl sends protobuf for these).
+    lab.ok(&["create", "namespace", "typed"]);
+    lab.ok(&[
+        "create",
+        "configmap",
+        "c1",
+        "-n",
+        "typed",
+        "--from-literal=a=b",
+    ]);
+    lab.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "-n",
+        "typed",
+        "--from-literal=pw=hunter2",
+    ]);
+    assert_eq!(
+        lab.ok(&["get", "cm", "c1", "-n", "typed", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "secret",
+            "s1",
+            "-n",
+            "typed",
+            "-o",
+            "jsonpath={.data.pw}"
+        ]),
+        "aHVudGVyMg=="
+    );
+    lab.ok(&["delete", "namespace", "typed"]);
 
     // Delete: one object, then everything; the namespace goes with its content.
     assert!(
