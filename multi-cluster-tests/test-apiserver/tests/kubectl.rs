@@ -396,3 +396,31 @@ fn kubectl_get_apply_annotate_watch_delete() {
     assert!(!out.status.success(), "namespace demo is gone");
     assert!(!lab.ok(&["get", "crd"]).contains("widgets.example.com"));
 }
+
+#[test]
+fn binary_refuses_a_service_cidr_too_small_to_allocate_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-test-apiserver"))
+        .args(["--service-cidr", "10.96.0.0/30", "--kubeconfig-out"])
+        .arg(dir.path().join("kc"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("service CIDR 10.96.0.0/30") && err.contains("/28 or shorter"),
+        "{err}"
+    );
+    assert!(!dir.path().join("kc").exists(), "nothing written");
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-test-apiserver"))
+        .args([
+            "--service-cidr",
+            "not-a-cidr",
+            "--kubeconfig-out",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--service-cidr"));
+}
