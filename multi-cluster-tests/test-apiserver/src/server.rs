@@ -266,12 +266,19 @@ fn route(
             )));
         }
     };
-    if query.get("dryRun").is_some_and(|d| !d.is_empty()) && *method != Method::GET {
-        return Err(ApiError::bad_request(
-            "dryRun is not supported by this test API server: send the request without dryRun (kubectl: drop --dry-run=server)",
-        ));
-    }
-    let store = &app.store;
+    let dry_run = match query.get("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun {other:?} is not valid: the only allowed value is \"All\""
+            )));
+        }
+    };
+    // A dry run acts on a throwaway copy of the state: same validation and
+    // defaults, nothing stored, no events.
+    let scratch = (dry_run && *method != Method::GET).then(|| app.store.scratch_copy());
+    let store = scratch.as_ref().unwrap_or(&app.store);
     let rt = &target.rt;
     let ns = target.namespace.as_deref().unwrap_or("");
     let table = accept.contains("as=Table");

@@ -98,6 +98,7 @@ pub struct StoreConfig {
 type TypeKey = (String, String);
 type ObjKey = (String, String);
 
+#[derive(Clone)]
 struct Inner {
     rv: u64,
     registry: Registry,
@@ -216,6 +217,21 @@ impl Store {
                 .expect("built-in namespace");
         }
         store
+    }
+
+    /// A private copy of the current state for a dry run: writes to it are
+    /// validated and answered like real ones, and then thrown away.
+    pub fn scratch_copy(&self) -> Arc<Store> {
+        let inner = self.lock().clone();
+        let (events, _) = broadcast::channel(16);
+        let (closer, _) = watch::channel(0);
+        Arc::new(Store {
+            inner: Mutex::new(inner),
+            events,
+            closer,
+            config: self.config.clone(),
+            gone_sent: AtomicU64::new(0),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

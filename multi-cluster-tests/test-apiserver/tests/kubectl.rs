@@ -341,6 +341,24 @@ fn kubectl_get_apply_annotate_watch_delete() {
     assert!(second.starts_with("web-2"));
     drop(watch);
 
+    // Server-side dry run: answered, validated, not stored.
+    let dry = lab.write(
+        "dry.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dry, namespace: demo}\ndata: {a: b}\n",
+    );
+    assert!(
+        lab.ok(&["apply", "--dry-run=server", "-f", s(&dry)])
+            .contains("configmap/dry created (server dry run)")
+    );
+    assert!(
+        !lab.kubectl(&["get", "cm", "dry", "-n", "demo"])
+            .status
+            .success(),
+        "dry run stored nothing"
+    );
+    let out = lab.kubectl(&["apply", "--dry-run=server", "-f", s(&bad)]);
+    assert!(!out.status.success(), "dry run still validates");
+
     // Typed create commands (kubectl sends protobuf for these).
     lab.ok(&["create", "namespace", "typed"]);
     lab.ok(&[
