@@ -13,7 +13,8 @@ DEB_PACKAGES=(
   iputils-ping socat                              # test clients inside namespaces
   openssl                                         # independent certificate verifier in tests
   shellcheck                                      # the kind scripts are shellcheck-clean (tested)
-  protobuf-compiler                               # etcd-client's build script needs protoc
+  curl                                            # mesh-apiserver tests read /status and /metrics over HTTP
+  protobuf-compiler libprotobuf-dev               # etcd-client's build script needs protoc and the well-known .proto files
   etcd-server                                     # the real store for component tests and the lab
   wireguard-tools wireguard-go                    # `wg` and an independent WireGuard peer
 )

@@ -11,6 +11,8 @@
 //! What it is for: `make demo`, the end-to-end suite, and people exploring.
 //! What it is not for: production. It is never shipped.
 
+pub mod bins;
+pub mod control;
 pub mod echo;
 pub mod forward;
 pub mod netns;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mesh_lab::bins::Bins;
 use mesh_lab::plan::LabPlan;
 use mesh_lab::state::LabState;
 use mesh_lab::up::{Lab, progress};
@@ -72,6 +73,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -90,9 +92,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             mesh_testbed::require_root();
             let plan = LabPlan::new(&cli.name, clusters, nodes, encryption)?;
+            let bins = Bins::beside_self()?;
             let mut lab = Lab::start(plan, &cli.state_dir)?;
             lab.build_network()?;
-            lab.forward_kube_apis(&std::env::current_exe()?)?;
+            lab.start_apis(&bins)?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(lab.install())?;
+            lab.start_mesh(&bins)?;
             lab.state.ready = true;
             lab.state.save(&lab.dir)?;
             progress(&format!(

@@ -116,6 +116,7 @@ impl Lab {
         ns: Option<&str>,
         program: &Path,
         args: &[String],
+        env: &[(String, String)],
     ) -> anyhow::Result<u32> {
         use std::os::unix::process::CommandExt as _;
         let log = self
@@ -132,6 +133,7 @@ impl Lab {
             None => Command::new(program),
         };
         cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -167,7 +169,13 @@ impl Lab {
                 format!("--to={}:{KUBE_API_PORT}", c.control_ip),
                 format!("--port-file={}", port_file.display()),
             ];
-            self.spawn(&format!("{}/kube-forward", c.name), None, self_exe, &args)?;
+            self.spawn(
+                &format!("{}/kube-forward", c.name),
+                None,
+                self_exe,
+                &args,
+                &[],
+            )?;
             let port = wait_for_file(&port_file, Duration::from_secs(10))?;
             self.state
                 .kube_api_ports
@@ -202,4 +210,18 @@ pub fn wait_for_file(path: &Path, timeout: Duration) -> anyhow::Result<String> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until `path` exists (a socket, a directory: anything).
+pub fn wait_for_path(path: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} did not appear within {timeout:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
