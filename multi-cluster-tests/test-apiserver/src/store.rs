@@ -640,6 +640,7 @@ impl Store {
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
         meta.insert("generation".into(), json!(1));
+        Self::normalize(rt, &mut body)?;
         Self::validate(rt, &body)?;
         let name = meta_str(&body, "name").unwrap_or("").to_string();
         let type_key = rt.storage_key();
@@ -690,6 +691,54 @@ impl Store {
                 Self::register_crd(inner, body)?;
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Conversions the real server does on every write: a Secret's
+    /// `stringData` is merged into `data` (base64) and never stored.
+    fn normalize(rt: &ResourceType, body: &mut Value) -> ApiResult<()> {
+        if rt.group.is_empty() && rt.plural == "secrets" {
+            let name = meta_str(body, "name").unwrap_or("").to_string();
+            let Some(o) = body.as_object_mut() else {
+                return Ok(());
+            };
+            if let Some(sd) = o.remove("stringData") {
+                let Some(sd) = sd.as_object() else {
+                    return Err(ApiError::invalid(
+                        "",
+                        "Secret",
+                        &name,
+                        vec![FieldCause {
+                            reason: "FieldValueInvalid",
+                            field: "stringData".into(),
+                            message: "Invalid value: must be a map of strings".into(),
+                        }],
+                    ));
+                };
+                let data = o.entry("data").or_insert_with(|| json!({}));
+                if !data.is_object() {
+                    *data = json!({});
+                }
+                for (k, v) in sd {
+                    let text = v.as_str().ok_or_else(|| {
+                        ApiError::invalid(
+                            "",
+                            "Secret",
+                            &name,
+                            vec![FieldCause {
+                                reason: "FieldValueInvalid",
+                                field: format!("stringData[{k}]"),
+                                message: "Invalid value: must be a string".into(),
+                            }],
+                        )
+                    })?;
+                    data[k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+                }
+            }
+            if o.get("type").is_none_or(Value::is_null) {
+                o.insert("type".into(), json!("Opaque"));
+            }
         }
         Ok(())
     }
@@ -840,6 +889,7 @@ impl Store {
                 )));
             }
         }
+        Self::normalize(rt, &mut body)?;
         Self::validate(rt, &body)?;
         body["apiVersion"] = json!(rt.api_version());
         body["kind"] = json!(rt.kind);

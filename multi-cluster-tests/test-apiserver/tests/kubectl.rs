@@ -180,6 +180,20 @@ fn kubectl_get_apply_annotate_watch_delete() {
         "jsonpath={.spec.clusterIP}",
     ]);
     assert!(ip.starts_with("10.96."), "ClusterIP allocated: {ip}");
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "secret",
+            "creds",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.password}"
+        ]),
+        "aHVudGVyMg==",
+        "stringData is stored as base64 data"
+    );
+
     // Tables: the columns kubectl users expect.
     let table = lab.ok(&["get", "svc", "web", "-n", "demo"]);
     assert!(

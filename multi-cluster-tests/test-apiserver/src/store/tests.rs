@@ -209,3 +209,44 @@ fn watch_filter_turns_selector_changes_into_added_and_deleted() {
     );
     assert!(Store::filter_event(&ev, &cms, Some("other"), &db, &none).is_none());
 }
+
+#[test]
+fn secret_string_data_is_stored_as_base64_data() {
+    let s = store(100);
+    let secrets = rt(&s, "", "secrets");
+    let created = s
+        .create(
+            &secrets,
+            "default",
+            json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "x" },
+            "data": { "a": "YQ==" }, "stringData": { "b": "hunter2" } }),
+        )
+        .unwrap();
+    assert_eq!(created["data"], json!({ "a": "YQ==", "b": "aHVudGVyMg==" }));
+    assert!(created.get("stringData").is_none());
+    assert_eq!(created["type"], "Opaque");
+    let patched = s
+        .patch(
+            &secrets,
+            "default",
+            "x",
+            "application/merge-patch+json",
+            br#"{"stringData":{"a":"new"}}"#,
+            false,
+            None,
+        )
+        .unwrap();
+    assert_eq!(patched["data"]["a"], "bmV3");
+    let err = s
+        .patch(
+            &secrets,
+            "default",
+            "x",
+            "application/merge-patch+json",
+            br#"{"stringData":{"a":1}}"#,
+            false,
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(err.code, 422);
+}
