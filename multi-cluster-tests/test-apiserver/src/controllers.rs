@@ -113,6 +113,14 @@ impl ServiceAllocator {
         if ty == "ExternalName" {
             return Ok(());
         }
+        if spec.get("internalTrafficPolicy").is_none_or(Value::is_null) {
+            spec["internalTrafficPolicy"] = json!("Cluster");
+        }
+        if (ty == "NodePort" || ty == "LoadBalancer")
+            && spec.get("externalTrafficPolicy").is_none_or(Value::is_null)
+        {
+            spec["externalTrafficPolicy"] = json!("Cluster");
+        }
         let old_ip = old
             .and_then(|o| o.pointer("/spec/clusterIP"))
             .and_then(Value::as_str);

@@ -740,6 +740,15 @@ impl Store {
                 o.insert("type".into(), json!("Opaque"));
             }
         }
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            // Every namespace carries its name as a label (selectable by policies).
+            let name = meta_str(body, "name").unwrap_or("").to_string();
+            let meta = meta_mut(body);
+            if !meta.get("labels").is_some_and(Value::is_object) {
+                meta.insert("labels".into(), json!({}));
+            }
+            meta["labels"]["kubernetes.io/metadata.name"] = json!(name);
+        }
         Ok(())
     }
 

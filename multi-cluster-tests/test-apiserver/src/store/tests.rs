@@ -250,3 +250,28 @@ fn secret_string_data_is_stored_as_base64_data() {
         .unwrap_err();
     assert_eq!(err.code, 422);
 }
+
+#[test]
+fn namespaces_carry_their_name_label() {
+    let s = store(100);
+    let nss = rt(&s, "", "namespaces");
+    let ns = s
+        .create(&nss, "", json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "team-a", "labels": { "x": "y" } } }))
+        .unwrap();
+    assert_eq!(
+        ns["metadata"]["labels"],
+        json!({ "x": "y", "kubernetes.io/metadata.name": "team-a" })
+    );
+    let sel = LabelSelector::parse("kubernetes.io/metadata.name=default").unwrap();
+    let listed = s
+        .list(
+            &nss,
+            None,
+            &ListOptions {
+                labels: sel,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+}
