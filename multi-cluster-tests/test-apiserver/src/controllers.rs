@@ -468,6 +468,23 @@ impl EndpointSliceController {
         let mut out: BTreeMap<String, HashSet<String>> = BTreeMap::new();
         let mut selectors: BTreeMap<String, Vec<(String, LabelSelector)>> = BTreeMap::new();
         for ev in batch {
+            if ev.group == "discovery.k8s.io" && ev.plural == "endpointslices" {
+                // A managed slice changed or removed by someone else is restored
+                // (our own writes come back here too and find nothing to do).
+                let labels = ev.object.pointer("/metadata/labels");
+                let managed =
+                    labels.and_then(|l| l.get(MANAGED_BY_LABEL)) == Some(&json!(MANAGED_BY));
+                if managed
+                    && let Some(svc) = labels
+                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                        .and_then(Value::as_str)
+                {
+                    out.entry(ev.namespace.clone())
+                        .or_default()
+                        .insert(svc.to_string());
+                }
+                continue;
+            }
             if !ev.group.is_empty() {
                 continue;
             }

@@ -488,6 +488,24 @@ async fn services_get_cluster_ips_and_endpointslices_follow_pod_readiness() {
         Some(81)
     );
 
+    // A managed slice deleted by someone else comes back.
+    let victim = slice_of("web").await[0].metadata.name.clone().unwrap();
+    slices
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    common::eventually(
+        "controller restores a deleted slice",
+        Duration::from_secs(5),
+        || async {
+            let s = slice_of("web").await;
+            s.len() == 1
+                && s[0].endpoints.len() == 1
+                && s[0].metadata.name.as_deref() != Some(victim.as_str())
+        },
+    )
+    .await;
+
     pods.delete("web-1", &DeleteParams::default())
         .await
         .unwrap();
