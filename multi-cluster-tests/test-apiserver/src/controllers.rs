@@ -1,7 +1,7 @@
 //! Controllers that run inside the server: ClusterIP/NodePort allocation for
 //! Services, and an EndpointSlice controller like kube-controller-manager's.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -406,6 +406,65 @@ fn slice_content(s: &Value) -> (Value, Value, Value) {
     )
 }
 
+/// Selectors of the selector Services of one namespace, indexed by their
+/// first `key=value` pair so a Pod finds its Services through its labels
+/// instead of testing every Service.
+#[derive(Debug, Default)]
+struct SelectorIndex {
+    selectors: Vec<(String, LabelSelector)>,
+    by_pair: HashMap<(String, String), Vec<usize>>,
+}
+
+impl SelectorIndex {
+    fn build(services: impl IntoIterator<Item = (String, LabelSelector)>) -> Self {
+        let mut idx = SelectorIndex::default();
+        for (name, sel) in services {
+            let Some(crate::selector::LabelReq::Eq(k, v)) = sel.0.first().cloned() else {
+                continue;
+            };
+            idx.by_pair
+                .entry((k, v))
+                .or_default()
+                .push(idx.selectors.len());
+            idx.selectors.push((name, sel));
+        }
+        idx
+    }
+
+    /// Indexes (into `selectors`) of the Services selecting `pod`.
+    fn matching(&self, pod: &Value) -> Vec<usize> {
+        let Some(labels) = pod.pointer("/metadata/labels").and_then(Value::as_object) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in labels {
+            let Some(v) = v.as_str() else { continue };
+            if let Some(cands) = self.by_pair.get(&(k.clone(), v.to_string())) {
+                out.extend(
+                    cands
+                        .iter()
+                        .copied()
+                        .filter(|i| self.selectors[*i].1.matches(pod)),
+                );
+            }
+        }
+        out
+    }
+}
+
+fn selector_of(svc: &Value) -> Option<(String, LabelSelector)> {
+    let sel = svc.pointer("/spec/selector")?.as_object()?;
+    if sel.is_empty() {
+        return None;
+    }
+    let name = svc.pointer("/metadata/name")?.as_str()?.to_string();
+    Some((name, LabelSelector::from_map(sel)))
+}
+
+fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.pointer("/metadata/labels")?.get(key)?.as_str()
+}
+
 /// The EndpointSlice controller: keeps managed slices of every selector
 /// Service equal to [`desired_slices`]; runs until the store is dropped.
 #[derive(Debug)]
@@ -414,6 +473,8 @@ pub struct EndpointSliceController {
     slices: ResourceType,
     services: ResourceType,
     pods: ResourceType,
+    /// Selector of every selector Service, by namespace and name.
+    selectors: HashMap<String, BTreeMap<String, LabelSelector>>,
 }
 
 impl EndpointSliceController {
@@ -426,12 +487,13 @@ impl EndpointSliceController {
             services: get("", "services"),
             pods: get("", "pods"),
             store,
+            selectors: HashMap::new(),
         }
     }
 
     /// Runs the controller: a full pass, then, per batch of changes, a pass
-    /// over the Services the changed Pods and Services concern.
-    pub async fn run(self) {
+    /// over the Services the changed Pods, Services and slices concern.
+    pub async fn run(mut self) {
         let mut rx = self.store.subscribe();
         self.reconcile_all();
         loop {
@@ -460,24 +522,39 @@ impl EndpointSliceController {
     }
 
     /// The Services (by namespace) whose slices a batch of changes may alter:
-    /// changed Services, and Services selecting a changed Pod (before or after).
+    /// changed Services, Services selecting a changed Pod (before or after),
+    /// and owners of managed slices someone else changed or deleted.
     fn affected(
-        &self,
+        &mut self,
         batch: &[Arc<crate::store::StoredEvent>],
     ) -> BTreeMap<String, HashSet<String>> {
         let mut out: BTreeMap<String, HashSet<String>> = BTreeMap::new();
-        let mut selectors: BTreeMap<String, Vec<(String, LabelSelector)>> = BTreeMap::new();
+        // Services first: the index must know them before their pods are looked up.
+        for ev in batch
+            .iter()
+            .filter(|e| e.group.is_empty() && e.plural == "services")
+        {
+            let Some(name) = ev.object.pointer("/metadata/name").and_then(Value::as_str) else {
+                continue;
+            };
+            let sels = self.selectors.entry(ev.namespace.clone()).or_default();
+            match (ev.kind, selector_of(&ev.object)) {
+                (crate::store::EventType::Deleted, _) | (_, None) => {
+                    sels.remove(name);
+                }
+                (_, Some((n, sel))) => {
+                    sels.insert(n, sel);
+                }
+            }
+            out.entry(ev.namespace.clone())
+                .or_default()
+                .insert(name.to_string());
+        }
+        let mut indexes: HashMap<String, SelectorIndex> = HashMap::new();
         for ev in batch {
             if ev.group == "discovery.k8s.io" && ev.plural == "endpointslices" {
-                // A managed slice changed or removed by someone else is restored
-                // (our own writes come back here too and find nothing to do).
-                let labels = ev.object.pointer("/metadata/labels");
-                let managed =
-                    labels.and_then(|l| l.get(MANAGED_BY_LABEL)) == Some(&json!(MANAGED_BY));
-                if managed
-                    && let Some(svc) = labels
-                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                        .and_then(Value::as_str)
+                if label(&ev.object, MANAGED_BY_LABEL) == Some(MANAGED_BY)
+                    && let Some(svc) = label(&ev.object, SERVICE_NAME_LABEL)
                 {
                     out.entry(ev.namespace.clone())
                         .or_default()
@@ -485,109 +562,110 @@ impl EndpointSliceController {
                 }
                 continue;
             }
-            if !ev.group.is_empty() {
+            if !(ev.group.is_empty() && ev.plural == "pods") {
                 continue;
             }
-            match ev.plural.as_str() {
-                "services" => {
-                    if let Some(name) = ev.object.pointer("/metadata/name").and_then(Value::as_str)
-                    {
-                        out.entry(ev.namespace.clone())
-                            .or_default()
-                            .insert(name.to_string());
-                    }
-                }
-                "pods" => {
-                    let sels = selectors.entry(ev.namespace.clone()).or_insert_with(|| {
-                        self.store
-                            .all(&self.services, Some(&ev.namespace))
-                            .iter()
-                            .filter_map(|svc| {
-                                let sel = svc.pointer("/spec/selector")?.as_object()?;
-                                if sel.is_empty() {
-                                    return None;
-                                }
-                                let name = svc.pointer("/metadata/name")?.as_str()?.to_string();
-                                Some((name, LabelSelector::from_map(sel)))
-                            })
-                            .collect()
-                    });
-                    for (name, sel) in sels.iter() {
-                        if sel.matches(&ev.object)
-                            || ev.old.as_ref().is_some_and(|o| sel.matches(o))
-                        {
-                            out.entry(ev.namespace.clone())
-                                .or_default()
-                                .insert(name.clone());
-                        }
-                    }
-                }
-                _ => {}
+            let idx = indexes.entry(ev.namespace.clone()).or_insert_with(|| {
+                SelectorIndex::build(
+                    self.selectors
+                        .get(&ev.namespace)
+                        .into_iter()
+                        .flatten()
+                        .map(|(n, s)| (n.clone(), s.clone())),
+                )
+            });
+            let mut hits = idx.matching(&ev.object);
+            if let Some(old) = &ev.old {
+                hits.extend(idx.matching(old));
+            }
+            for i in hits {
+                out.entry(ev.namespace.clone())
+                    .or_default()
+                    .insert(idx.selectors[i].0.clone());
             }
         }
         out
     }
 
-    fn reconcile_all(&self) {
-        let namespaces: BTreeSet<String> = self
-            .store
-            .all(&self.services, None)
-            .iter()
-            .chain(self.store.all(&self.slices, None).iter())
-            .filter_map(|o| {
-                o.pointer("/metadata/namespace")?
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .collect();
+    fn reconcile_all(&mut self) {
+        self.selectors.clear();
+        let mut namespaces = BTreeSet::new();
+        for svc in self.store.all(&self.services, None) {
+            let ns = svc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if let Some((name, sel)) = selector_of(&svc) {
+                self.selectors
+                    .entry(ns.clone())
+                    .or_default()
+                    .insert(name, sel);
+            }
+            namespaces.insert(ns);
+        }
+        for slice in self.store.all(&self.slices, None) {
+            if let Some(ns) = slice.pointer("/metadata/namespace").and_then(Value::as_str) {
+                namespaces.insert(ns.to_string());
+            }
+        }
         for ns in namespaces {
             self.reconcile_namespace(&ns, None);
         }
     }
 
     /// Brings the managed slices of namespace `ns` to the desired state:
-    /// of every Service, or of the Services named in `only`.
+    /// of every Service, or of the Services named in `only`. Pods and slices
+    /// are read once, and only those of the concerned Services are copied.
     pub fn reconcile_namespace(&self, ns: &str, only: Option<&HashSet<String>>) {
         let wanted = |name: &str| only.is_none_or(|o| o.contains(name));
-        let services = self.store.all(&self.services, Some(ns));
-        let pods = self.store.all(&self.pods, Some(ns));
-        let existing: Vec<Value> = self
-            .store
-            .all(&self.slices, Some(ns))
-            .into_iter()
-            .filter(|s| {
-                s.pointer(&format!(
-                    "/metadata/labels/{}",
-                    MANAGED_BY_LABEL.replace('/', "~1")
-                )) == Some(&json!(MANAGED_BY))
-            })
-            .collect();
+        let mut services = Vec::new();
+        self.store.scan(&self.services, ns, |svc| {
+            if svc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .is_some_and(wanted)
+            {
+                services.push(svc.clone());
+            }
+        });
+        let index = SelectorIndex::build(services.iter().filter_map(selector_of));
+        let mut pods_of: HashMap<String, Vec<Value>> = HashMap::new();
+        self.store.scan(&self.pods, ns, |pod| {
+            for i in index.matching(pod) {
+                pods_of
+                    .entry(index.selectors[i].0.clone())
+                    .or_default()
+                    .push(pod.clone());
+            }
+        });
+        let mut slices_of: HashMap<String, Vec<Value>> = HashMap::new();
+        self.store.scan(&self.slices, ns, |slice| {
+            if label(slice, MANAGED_BY_LABEL) == Some(MANAGED_BY)
+                && let Some(owner) = label(slice, SERVICE_NAME_LABEL)
+                && wanted(owner)
+            {
+                slices_of
+                    .entry(owner.to_string())
+                    .or_default()
+                    .push(slice.clone());
+            }
+        });
         let mut keep: HashSet<String> = HashSet::new();
+        let no_pods = Vec::new();
         for svc in &services {
             let name = svc
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            if !wanted(name) {
+            if selector_of(svc).is_none() {
                 continue;
             }
-            let mut have: Vec<&Value> = existing
-                .iter()
-                .filter(|s| {
-                    s.pointer(&format!(
-                        "/metadata/labels/{}",
-                        SERVICE_NAME_LABEL.replace('/', "~1")
-                    )) == Some(&json!(name))
-                })
-                .collect();
-            let want = desired_slices(svc, &pods);
-            if svc
-                .pointer("/spec/selector")
-                .and_then(Value::as_object)
-                .is_none_or(|s| s.is_empty())
-            {
-                continue;
-            }
+            let mut have: Vec<&Value> = slices_of
+                .get(name)
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
+            let want = desired_slices(svc, pods_of.get(name).unwrap_or(&no_pods));
             for desired in want {
                 let reuse = have
                     .iter()
@@ -636,20 +714,12 @@ impl EndpointSliceController {
                 }
             }
         }
-        for s in &existing {
+        for s in slices_of.values().flatten() {
             let name = s
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let owner = s
-                .pointer(&format!(
-                    "/metadata/labels/{}",
-                    SERVICE_NAME_LABEL.replace('/', "~1")
-                ))
-                .and_then(Value::as_str)
-                .unwrap_or("");
             if !keep.contains(name)
-                && wanted(owner)
                 && let Err(e) = self.store.delete(&self.slices, ns, name, None)
                 && e.code != 404
             {

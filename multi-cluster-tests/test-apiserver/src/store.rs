@@ -316,6 +316,18 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
     }
 
+    /// Calls `f` on every object of a type in namespace `ns` (under the
+    /// lock: `f` copies only what it needs).
+    pub fn scan(&self, rt: &ResourceType, ns: &str, mut f: impl FnMut(&Value)) {
+        let inner = self.lock();
+        if let Some(m) = inner.objects.get(&rt.storage_key()) {
+            let ns = Self::ns_key(rt, ns);
+            m.range((ns.clone(), String::new())..)
+                .take_while(|((n, _), _)| *n == ns)
+                .for_each(|(_, o)| f(o));
+        }
+    }
+
     /// All objects of a type (optionally one namespace), unfiltered.
     pub fn all(&self, rt: &ResourceType, ns: Option<&str>) -> Vec<Value> {
         let inner = self.lock();

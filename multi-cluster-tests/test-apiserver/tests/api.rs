@@ -634,4 +634,38 @@ async fn endpointslices_converge_for_many_services_and_pods() {
         },
     )
     .await;
+
+    // Selector and label changes move endpoints between services.
+    svcs.patch(
+        "s0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "selector": { "svc": "s1" } } })),
+    )
+    .await
+    .unwrap();
+    pods.patch(
+        "s2-p0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "labels": { "svc": "s3" } } })),
+    )
+    .await
+    .unwrap();
+    let count = |svc: &str| {
+        server
+            .store()
+            .all(&slices_rt, Some("default"))
+            .iter()
+            .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] == svc)
+            .map(|s| s["endpoints"].as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+    };
+    common::eventually(
+        "endpoints follow selector and label changes",
+        Duration::from_secs(20),
+        || {
+            let got = (count("s0"), count("s1"), count("s2"), count("s3"));
+            async move { got == (5, 5, 4, 6) }
+        },
+    )
+    .await;
 }
