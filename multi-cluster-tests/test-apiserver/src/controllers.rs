@@ -51,15 +51,16 @@ impl ServiceAllocator {
 
     /// Fills defaults and allocates addresses and node ports of `svc`;
     /// keeps those of `old` on update (they are immutable).
-    pub fn allocate(
+    pub fn allocate<V: std::borrow::Borrow<Value>>(
         &self,
         svc: &mut Value,
         old: Option<&Value>,
-        existing: &[Value],
+        existing: &[V],
     ) -> Result<(), Vec<FieldCause>> {
         let uid = svc.pointer("/metadata/uid").cloned();
         let others: Vec<&Value> = existing
             .iter()
+            .map(|s| s.borrow())
             .filter(|s| s.pointer("/metadata/uid") != uid.as_ref())
             .collect();
         if !svc.get("spec").is_some_and(Value::is_object) {

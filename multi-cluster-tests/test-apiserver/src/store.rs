@@ -764,11 +764,11 @@ impl Store {
         Ok(())
     }
 
-    fn service_objects(inner: &Inner) -> Vec<Value> {
+    fn service_objects(inner: &Inner) -> Vec<&Value> {
         inner
             .objects
             .get(&(String::new(), "services".to_string()))
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.values().collect())
             .unwrap_or_default()
     }
 
