@@ -687,10 +687,12 @@ impl Store {
             ("", "namespaces") => {
                 body["status"] = json!({ "phase": "Active" });
             }
-            ("", "pods") if body.pointer("/status/phase").is_none() => {
-                body["status"] = json!({ "phase": "Pending" });
+            ("", "pods") => {
+                // As the real server: status is the kubelet's, written through /status.
+                body["status"] = json!({ "phase": "Pending", "qosClass": "BestEffort" });
             }
             ("", "services") => {
+                body["status"] = json!({ "loadBalancer": {} });
                 let existing = Self::service_objects(inner);
                 self.config
                     .services
@@ -701,6 +703,12 @@ impl Store {
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 Self::register_crd(inner, body)?;
+            }
+            _ if rt.custom && rt.status => {
+                // Custom resources with a status subresource start without status.
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("status");
+                }
             }
             _ => {}
         }

@@ -164,9 +164,13 @@ fn status_subresource_separates_spec_and_status() {
     let s = store(100);
     let pods = rt(&s, "", "pods");
     let p = s
-        .create(&pods, "default", json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p" }, "spec": { "containers": [] } }))
+        .create(&pods, "default", json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p" }, "spec": { "containers": [] }, "status": { "phase": "Running", "podIP": "10.0.0.1" } }))
         .unwrap();
-    assert_eq!(p["status"]["phase"], "Pending");
+    assert_eq!(
+        p["status"]["phase"], "Pending",
+        "status in a create is the kubelet's to set"
+    );
+    assert!(p["status"].get("podIP").is_none());
     let mut upd = p.clone();
     upd["status"]["phase"] = json!("Running");
     upd["spec"]["nodeName"] = json!("n1");
