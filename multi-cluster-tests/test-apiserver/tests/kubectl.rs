@@ -70,9 +70,11 @@ impl Lab {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--context", "lab-c1"])
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
             .args(args)
             .output()
-            .expect("kubectl runs (install Debian's kubernetes-client)")
+            .expect("kubectl runs (the machine image ships kubectl)")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -311,6 +313,8 @@ fn kubectl_get_apply_annotate_watch_delete() {
         Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&lab.kubeconfig)
+            .arg("--cache-dir")
+            .arg(lab.dir.path().join("kube-cache"))
             .args([
                 "--context",
                 "lab-c1",
