@@ -15,12 +15,21 @@ use std::path::{Path, PathBuf};
 /// Why a config directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A directory entry that cannot be read.
-    #[error("--config-dir {}: cannot read {key:?}: {source}", dir.display())]
-    Read {
+    /// The directory cannot be listed.
+    #[error("--config-dir {}: cannot read the directory: {source}; is the ConfigMap mounted there?", dir.display())]
+    ReadDir {
         /// The directory.
         dir: PathBuf,
-        /// The key (file name) being read ("" for the directory itself).
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key (file) that cannot be read.
+    #[error("--config-dir {}: cannot read key {key:?}: {source}", dir.display())]
+    ReadKey {
+        /// The directory.
+        dir: PathBuf,
+        /// The key (file name).
         key: String,
         /// The I/O error.
         #[source]
@@ -41,17 +50,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// (trailing whitespace trimmed). Kubernetes' `..data` bookkeeping entries
 /// and other dot-files are skipped; keys are symlinks, which are followed.
 pub fn read_config_dir(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let dir_err = |source| Error::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
     let err = |key: &str| {
         let key = key.to_string();
-        move |source| Error::Read {
+        move |source| Error::ReadKey {
             dir: dir.to_path_buf(),
             key,
             source,
         }
     };
     let mut map = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).map_err(err(""))? {
-        let entry = entry.map_err(err(""))?;
+    for entry in std::fs::read_dir(dir).map_err(dir_err)? {
+        let entry = entry.map_err(dir_err)?;
         let key = entry.file_name().to_string_lossy().into_owned();
         if key.starts_with('.') {
             continue;

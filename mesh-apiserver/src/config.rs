@@ -27,6 +27,12 @@ pub enum StoreKind {
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
 #[command(name = "mesh-apiserver", version)]
 pub struct Config {
+    /// A mounted ConfigMap: one file per key, each key a flag of this
+    /// command (the chart's mesh-apiserver-config). Flags on the command line
+    /// override it.
+    #[arg(long)]
+    pub config_dir: Option<PathBuf>,
+
     /// This cluster's name (DNS label, ≤32 characters).
     #[arg(long)]
     pub cluster_name: String,

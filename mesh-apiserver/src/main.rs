@@ -21,7 +21,16 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,h2=warn,tower=warn,hyper=warn".into()),
         )
         .init();
-    let config = Config::parse();
+    // The chart's ConfigMap (--config-dir) first, then the command line;
+    // clap reports bad flags and --help itself.
+    let args = match mesh_config::args_with_config_dir(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("mesh-apiserver: {e}");
+            std::process::exit(2);
+        }
+    };
+    let config = Config::parse_from(args);
     let local = config.local()?;
     let store: Arc<dyn Store> = match config.store {
         StoreKind::Etcd => Arc::new(EtcdStore::connect(&config.etcd_endpoints).await?),

@@ -40,7 +40,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
 use ipnet::IpNet;
@@ -212,12 +212,6 @@ fn parse_pod_cidr(s: &str) -> std::result::Result<IpNet, String> {
     }
 }
 
-/// Keys of the config directory that are never flags: Kubernetes' ConfigMap
-/// mount bookkeeping (`..data`, `..2024_…`) and hidden files.
-fn is_mount_bookkeeping(key: &str) -> bool {
-    key.starts_with('.')
-}
-
 impl AgentConfig {
     /// Parses `key → value` pairs (ConfigMap keys) and then `args` (a full
     /// command line, program name first), with the same parser; then
@@ -230,18 +224,13 @@ impl AgentConfig {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let mut args = args.into_iter().map(Into::into);
-        let mut full: Vec<OsString> = vec![args.next().unwrap_or_else(|| "node-agent".into())];
-        for (key, value) in map {
-            if key == "config-dir" {
-                return Err(ConfigError::Invalid(Error::Config {
-                    flag: "config-dir",
-                    reason: "cannot be set from the config directory itself".into(),
-                }));
-            }
-            full.push(format!("--{key}={}", value.trim()).into());
-        }
-        full.extend(args);
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let full = mesh_config::merge(map, args).map_err(|_| {
+            ConfigError::Invalid(Error::Config {
+                flag: "config-dir",
+                reason: "cannot be set from the config directory itself".into(),
+            })
+        })?;
         let config = AgentConfig::try_parse_from(full).map_err(ConfigError::Clap)?;
         config.validate().map_err(ConfigError::Invalid)?;
         Ok(config)
@@ -255,9 +244,9 @@ impl AgentConfig {
         T: Into<OsString> + Clone,
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let dir = config_dir_arg(&args);
-        let map = match dir {
-            Some(dir) => read_config_dir(&dir).map_err(ConfigError::Invalid)?,
+        let map = match mesh_config::config_dir_arg(&args) {
+            Some(dir) => mesh_config::read_config_dir(&dir)
+                .map_err(|source| ConfigError::Invalid(Error::ConfigDir { source }))?,
             None => BTreeMap::new(),
         };
         AgentConfig::parse_with_map(&map, args)
@@ -358,49 +347,6 @@ pub enum ConfigError {
     /// Refused by validation.
     #[error(transparent)]
     Invalid(Error),
-}
-
-fn config_dir_arg(args: &[OsString]) -> Option<PathBuf> {
-    let mut it = args.iter().skip(1);
-    let mut found = None;
-    while let Some(a) = it.next() {
-        let s = a.to_string_lossy();
-        if let Some(v) = s.strip_prefix("--config-dir=") {
-            found = Some(PathBuf::from(v));
-        } else if s == "--config-dir" {
-            found = it.next().map(PathBuf::from);
-        }
-    }
-    found
-}
-
-/// Reads a ConfigMap directory: one file per key, the file's content is the
-/// value (trailing whitespace trimmed). Kubernetes' `..data` bookkeeping
-/// entries are skipped.
-pub fn read_config_dir(dir: &Path) -> Result<BTreeMap<String, String>> {
-    let err = |key: &str| {
-        let key = key.to_string();
-        move |source| Error::ConfigDir {
-            dir: dir.to_path_buf(),
-            key,
-            source,
-        }
-    };
-    let mut map = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).map_err(err(""))? {
-        let entry = entry.map_err(err(""))?;
-        let key = entry.file_name().to_string_lossy().into_owned();
-        if is_mount_bookkeeping(&key) {
-            continue;
-        }
-        // ConfigMap keys are symlinks into ..data: follow them.
-        if std::fs::metadata(entry.path()).map_err(err(&key))?.is_dir() {
-            continue;
-        }
-        let value = std::fs::read_to_string(entry.path()).map_err(err(&key))?;
-        map.insert(key, value.trim_end().to_string());
-    }
-    Ok(map)
 }
 
 #[cfg(test)]

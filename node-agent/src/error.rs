@@ -17,16 +17,12 @@ pub enum Error {
         /// What is wrong and what is allowed.
         reason: String,
     },
-    /// A ConfigMap directory entry that cannot be read.
-    #[error("config dir {}: cannot read {key:?}: {source}", dir.display())]
+    /// The mounted ConfigMap directory cannot be read.
+    #[error(transparent)]
     ConfigDir {
-        /// The directory.
-        dir: PathBuf,
-        /// The key (file name) being read ("" for the directory itself).
-        key: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// What is wrong with it.
+        #[from]
+        source: mesh_config::Error,
     },
     /// A file or directory operation failed.
     #[error("{what} {}: {source}", path.display())]

@@ -2,7 +2,7 @@
 //! boringtun's noise layer, plus a timer thread and the UAPI server.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::allowed_ips::{AllowedIps, overlaps};
 use crate::error::{Error, Result};
 use crate::key::{KeyStore, PrivateKey};
+use crate::offload::{VNET_HDR_LEN, VnetHdr, coalesce_and_write, segment};
 use crate::uapi::{DeviceInfo, PeerInfo, PeerUpdate, SetRequest};
 use crate::{sys, uapi_server};
 
@@ -50,10 +51,15 @@ pub struct DeviceConfig {
     pub uapi_dir: PathBuf,
     /// Interface MTU.
     pub mtu: u32,
-    /// Number of TUN queues / UDP sockets, each with its own pair of threads.
+    /// Number of TUN queues / UDP sockets, each with its own pair of threads
+    /// (default: one per CPU, at most 4).
     pub queues: usize,
     /// SO_MARK for the UDP socket (0 = none).
     pub fwmark: u32,
+    /// TUN offloads (TSO, partial checksums) split in software, UDP GSO on
+    /// send and GRO on receive: one syscall per ~45 packets instead of one
+    /// per packet. Off = one packet per syscall (for comparison).
+    pub offload: bool,
 }
 
 impl Default for DeviceConfig {
@@ -63,8 +69,11 @@ impl Default for DeviceConfig {
             listen_port: DEFAULT_PORT,
             uapi_dir: PathBuf::from(DEFAULT_UAPI_DIR),
             mtu: DEFAULT_MTU,
-            queues: 1,
+            queues: std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1),
             fwmark: 0,
+            offload: true,
         }
     }
 }
@@ -165,8 +174,9 @@ pub(crate) struct Shared {
     key: RwLock<KeyState>,
     table: RwLock<Table>,
     tuns: Vec<OwnedFd>,
-    udps: Vec<UdpSocket>,
+    udps: Vec<Udp>,
     fwmark: AtomicU32,
+    offload: bool,
     next_index: AtomicU32,
     stop: AtomicBool,
     /// Serialises configuration changes (UAPI set, apply_peers, rotation).
@@ -205,31 +215,75 @@ fn validate_ifname(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn bind_udp(ifname: &str, port: u16, reuse: bool) -> Result<UdpSocket> {
+/// The device's UDP socket. Dual-stack IPv6 when the namespace has IPv6
+/// (IPv4 peers travel as v4-mapped addresses), else IPv4 only; callers
+/// always see plain IPv4 or IPv6 endpoints.
+pub(crate) struct Udp {
+    sock: UdpSocket,
+    v6: bool,
+}
+
+impl Udp {
+    fn wire(&self, ep: SocketAddr) -> SocketAddr {
+        match ep {
+            SocketAddr::V4(v4) if self.v6 => {
+                SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
+            }
+            _ => ep,
+        }
+    }
+
+    fn send_to(&self, buf: &[u8], ep: SocketAddr) -> std::io::Result<usize> {
+        self.sock.send_to(buf, self.wire(ep))
+    }
+
+    fn send_gso(&self, buf: &[u8], seg: u16, ep: SocketAddr) -> std::io::Result<usize> {
+        sys::send_gso(self.sock.as_raw_fd(), buf, seg, self.wire(ep))
+    }
+}
+
+impl AsRawFd for Udp {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+/// Binds one queue's socket. `v6`: None = try dual-stack, fall back to IPv4
+/// when the kernel has no IPv6; Some = the family of the first queue.
+fn bind_udp(ifname: &str, port: u16, reuse: bool, v6: Option<bool>) -> Result<Udp> {
     let err = |op, source| Error::Udp {
         ifname: ifname.to_string(),
         port,
         op,
         source,
     };
-    // std's bind does not allow SO_REUSEPORT before bind: bind the first
-    // queue plainly, and the others through a raw socket.
-    let sock = if reuse {
-        reuse_port_socket(port).map_err(|e| err("bind with SO_REUSEPORT", e))?
-    } else {
-        UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
-            .map_err(|e| err("bind", e))?
+    let (sock, v6) = match v6 {
+        Some(v6) => (
+            sys::udp_socket(port, v6, reuse).map_err(|e| err("bind", e))?,
+            v6,
+        ),
+        None => match sys::udp_socket(port, true, reuse) {
+            Ok(s) => (s, true),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+                ) =>
+            {
+                (
+                    sys::udp_socket(port, false, reuse).map_err(|e| err("bind", e))?,
+                    false,
+                )
+            }
+            Err(e) => return Err(err("bind", e)),
+        },
     };
     sock.set_nonblocking(true)
         .map_err(|e| err("set non-blocking", e))?;
     // Bigger buffers keep bursts from being dropped while a thread is busy.
     let _ = sys::set_int_opt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
     let _ = sys::set_int_opt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
-    Ok(sock)
-}
-
-fn reuse_port_socket(port: u16) -> std::io::Result<UdpSocket> {
-    sys::udp_reuseport_v4(port)
+    Ok(Udp { sock, v6 })
 }
 
 impl Device {
@@ -240,7 +294,6 @@ impl Device {
         let ifname = config.ifname.clone();
         let queues = config.queues.max(1);
         let uapi_path = config.uapi_dir.join(format!("{ifname}.sock"));
-        let listener = uapi_server::bind(&uapi_path)?;
 
         let tun_err = |op, source| Error::Tun {
             ifname: ifname.clone(),
@@ -249,12 +302,16 @@ impl Device {
         };
         let mut tuns = Vec::new();
         for _ in 0..queues {
-            tuns.push(sys::open_tun_queue(&ifname).map_err(|e| tun_err("create (TUNSETIFF)", e))?);
+            tuns.push(
+                sys::open_tun_queue(&ifname, config.offload)
+                    .map_err(|e| tun_err("create (TUNSETIFF)", e))?,
+            );
         }
         sys::set_mtu_and_up(&ifname, config.mtu).map_err(|e| tun_err("set MTU and up", e))?;
 
-        let first = bind_udp(&ifname, config.listen_port, queues > 1)?;
+        let first = bind_udp(&ifname, config.listen_port, queues > 1, None)?;
         let port = first
+            .sock
             .local_addr()
             .map_err(|e| Error::Udp {
                 ifname: ifname.clone(),
@@ -263,11 +320,16 @@ impl Device {
                 source: e,
             })?
             .port();
+        let first_v6 = first.v6;
         let mut udps = vec![first];
         for _ in 1..queues {
-            udps.push(bind_udp(&ifname, port, true)?);
+            udps.push(bind_udp(&ifname, port, true, Some(first_v6))?);
         }
         for u in &udps {
+            if config.offload {
+                // Coalesced receive; harmless when the peer sends singly.
+                let _ = sys::set_int_opt(u.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
+            }
             if config.fwmark != 0 {
                 sys::set_mark(u.as_raw_fd(), config.fwmark).map_err(|source| Error::Fwmark {
                     mark: config.fwmark,
@@ -276,6 +338,8 @@ impl Device {
             }
         }
 
+        // Last, so a failure above leaves no socket behind for `wg` to trip on.
+        let listener = uapi_server::bind(&uapi_path)?;
         let shared = Arc::new(Shared {
             ifname: ifname.clone(),
             listen_port: port,
@@ -284,6 +348,7 @@ impl Device {
             tuns,
             udps,
             fwmark: AtomicU32::new(config.fwmark),
+            offload: config.offload,
             next_index: AtomicU32::new(1),
             stop: AtomicBool::new(false),
             config_lock: Mutex::new(()),
@@ -488,12 +553,13 @@ impl Shared {
 
     fn set_private_key(&self, key: PrivateKey) {
         let ks = KeyState::new(key);
-        let table = self.table.read();
-        for p in table.by_key.values() {
+        let peers: Vec<Arc<Peer>> = self.table.read().by_key.values().cloned().collect();
+        for p in peers {
             let mut st = p.state.lock();
             st.tunn
                 .set_static_private(ks.secret.clone(), ks.public, Some(ks.rate_limiter.clone()));
         }
+        // No other lock is held here: the receive path takes key then table.
         *self.key.write() = ks;
     }
 
@@ -530,6 +596,7 @@ impl Shared {
             return;
         }
         let existing = self.table.read().by_key.get(&up.public_key).cloned();
+        let created = existing.is_none();
         let peer = match existing {
             Some(p) => p,
             None if up.update_only => return,
@@ -611,15 +678,17 @@ impl Shared {
                 }
             }
         }
-        // A new or re-keyed peer with keepalive wants a handshake now so the
-        // tunnel is up before the first packet.
-        self.kick(&peer);
+        // A new peer (e.g. a node that just rotated its key) or one with
+        // keepalive gets a handshake now: the tunnel is up before the first
+        // packet, and the other side's queued traffic flows without waiting
+        // for its own retry (REKEY_TIMEOUT, 5 s).
+        self.kick(&peer, created);
     }
 
-    fn kick(&self, peer: &Arc<Peer>) {
+    fn kick(&self, peer: &Arc<Peer>, created: bool) {
         let mut buf = vec![0u8; 256];
         let mut st = peer.state.lock();
-        if st.keepalive.is_none() {
+        if st.keepalive.is_none() && !created {
             return;
         }
         let Some(ep) = st.endpoint else { return };
@@ -706,17 +775,28 @@ impl Shared {
     }
 }
 
-/// TUN → UDP: read a packet, find the peer by destination (AllowedIPs),
-/// encrypt, send to the peer's endpoint.
+/// TUN → UDP: read a packet (with offload: a TSO super-packet, cut into
+/// MTU-sized packets), find the peer by destination (AllowedIPs), encrypt,
+/// send to the peer's endpoint (with offload: one UDP GSO send per run).
 fn tun_loop(s: &Shared, q: usize) {
     let tun = s.tuns[q].as_raw_fd();
     let udp = &s.udps[q];
-    let mut buf = vec![0u8; MAX_PACKET];
-    let mut out = vec![0u8; MAX_PACKET + 64];
+    let mut buf = vec![0u8; VNET_HDR_LEN + MAX_PACKET];
+    let mut segs: Vec<u8> = Vec::with_capacity(2 * MAX_PACKET);
+    let mut ranges = Vec::with_capacity(64);
+    let mut batch = GsoBatch::new();
+    // The batch stays open across reads while packets keep coming for the
+    // same peer (e.g. a burst of ACKs), and is sent when the TUN runs dry.
+    let mut open: Option<(Arc<Peer>, Option<SocketAddr>)> = None;
+    let mut reads = 0usize;
     while !s.is_stopping() {
         let n = match sys::read(tun, &mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Some((_, ep)) = open.take() {
+                    batch.flush(udp, ep, s.offload);
+                }
+                reads = 0;
                 sys::wait_readable(tun, POLL_MS);
                 continue;
             }
@@ -725,8 +805,25 @@ fn tun_loop(s: &Shared, q: usize) {
                 continue;
             }
         };
-        let pkt = &buf[..n];
-        let Some(dst) = Tunn::dst_address(pkt) else {
+        segs.clear();
+        ranges.clear();
+        if s.offload {
+            let Some(hdr) = VnetHdr::parse(&buf[..n]) else {
+                continue;
+            };
+            if let Err(e) = segment(&hdr, &buf[VNET_HDR_LEN..n], &mut segs, &mut ranges) {
+                tracing::debug!(error = ?e, "dropping a TUN packet that cannot be segmented");
+                continue;
+            }
+        } else {
+            segs.extend_from_slice(&buf[..n]);
+            ranges.push(0..n);
+        }
+        let Some(first) = ranges.first() else {
+            continue;
+        };
+        // All segments of one read share the destination.
+        let Some(dst) = Tunn::dst_address(&segs[first.clone()]) else {
             continue;
         };
         let Some(peer) = s.table.read().allowed.lookup(dst).cloned() else {
@@ -734,16 +831,122 @@ fn tun_loop(s: &Shared, q: usize) {
         };
         let mut st = peer.state.lock();
         let ep = st.endpoint;
-        match st.tunn.encapsulate(pkt, &mut out) {
-            TunnResult::WriteToNetwork(p) => {
-                drop(st);
-                if let Some(ep) = ep {
-                    let _ = udp.send_to(p, ep);
-                }
-            }
-            TunnResult::Err(e) => tracing::debug!(error = ?e, "encapsulate"),
-            _ => {}
+        if let Some((prev, prev_ep)) = &open
+            && (!Arc::ptr_eq(prev, &peer) || *prev_ep != ep)
+        {
+            batch.flush(udp, *prev_ep, s.offload);
         }
+        for r in &ranges {
+            let seg = &segs[r.clone()];
+            if batch.len() + seg.len() + DATA_OVERHEAD > GSO_MAX_BYTES {
+                batch.flush(udp, ep, s.offload);
+            }
+            match st.tunn.encapsulate(seg, batch.room()) {
+                TunnResult::WriteToNetwork(p) => {
+                    let len = p.len();
+                    if len == seg.len() + DATA_OVERHEAD {
+                        batch.commit(len, udp, ep, s.offload);
+                    } else if let Some(ep) = ep {
+                        // A handshake initiation (no session yet): alone.
+                        let _ = udp.send_to(p, ep);
+                    }
+                }
+                TunnResult::Err(e) => tracing::debug!(error = ?e, "encapsulate"),
+                _ => {}
+            }
+        }
+        drop(st);
+        open = Some((peer, ep));
+        reads += 1;
+        if reads >= MAX_READS_PER_BATCH {
+            batch.flush(udp, ep, s.offload);
+            open = None;
+            reads = 0;
+        }
+    }
+}
+
+/// Bound on TUN reads gathered into one send, so a busy TUN never delays
+/// packets by more than this many reads.
+const MAX_READS_PER_BATCH: usize = 64;
+
+const DATA_OVERHEAD: usize = 32;
+/// UDP's length limit for one GSO send (IPv4), with margin.
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// Encrypted datagrams for one endpoint, laid end to end for UDP GSO: all of
+/// one size, except possibly the last.
+struct GsoBatch {
+    buf: Vec<u8>,
+    len: usize,
+    seg: usize,
+    count: usize,
+    closed: bool,
+}
+
+impl GsoBatch {
+    fn new() -> GsoBatch {
+        GsoBatch {
+            buf: vec![0u8; GSO_MAX_BYTES + MAX_PACKET + 64],
+            len: 0,
+            seg: 0,
+            count: 0,
+            closed: false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Where the next datagram is written.
+    fn room(&mut self) -> &mut [u8] {
+        &mut self.buf[self.len..]
+    }
+
+    /// Accepts the datagram just written at `room()`.
+    fn commit(&mut self, n: usize, udp: &Udp, ep: Option<SocketAddr>, offload: bool) {
+        if !offload {
+            if let Some(ep) = ep {
+                let _ = udp.send_to(&self.buf[self.len..self.len + n], ep);
+            }
+            return;
+        }
+        if self.count > 0 && (self.closed || n > self.seg) {
+            // It cannot join this run: send the run, move it to the front.
+            let start = self.len;
+            self.flush(udp, ep, offload);
+            self.buf.copy_within(start..start + n, 0);
+        }
+        if self.count == 0 {
+            self.seg = n;
+        } else if n < self.seg {
+            self.closed = true; // a shorter datagram ends the run
+        }
+        self.len += n;
+        self.count += 1;
+    }
+
+    fn flush(&mut self, udp: &Udp, ep: Option<SocketAddr>, offload: bool) {
+        if self.count > 0 && offload {
+            match ep {
+                Some(ep) if self.count > 1 => {
+                    if let Err(e) = udp.send_gso(&self.buf[..self.len], self.seg as u16, ep) {
+                        tracing::debug!(error = %e, "UDP GSO send");
+                    }
+                }
+                Some(ep) => {
+                    for chunk in self.buf[..self.len].chunks(self.seg) {
+                        let _ = udp.send_to(chunk, ep);
+                    }
+                }
+                None => {}
+            }
+        }
+        self.len = 0;
+        self.count = 0;
+        self.seg = 0;
+        self.closed = false;
     }
 }
 
@@ -754,9 +957,14 @@ fn udp_loop(s: &Shared, q: usize) {
     let tun = s.tuns[q].as_raw_fd();
     let udp = &s.udps[q];
     let mut buf = vec![0u8; MAX_PACKET];
-    let mut out = vec![0u8; MAX_PACKET + 64];
+    let mut inbound = Inbound {
+        buf: vec![0u8; 4 * MAX_PACKET],
+        ranges: Vec::with_capacity(128),
+        pos: 0,
+        scratch: Vec::with_capacity(2 * MAX_PACKET),
+    };
     while !s.is_stopping() {
-        let (n, src) = match udp.recv_from(&mut buf) {
+        let (n, src, seg) = match sys::recv_gro(udp.as_raw_fd(), &mut buf) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 sys::wait_readable(udp.as_raw_fd(), POLL_MS);
@@ -767,15 +975,63 @@ fn udp_loop(s: &Shared, q: usize) {
                 continue;
             }
         };
-        handle_datagram(s, udp, tun, &buf[..n], src, &mut out);
+        for datagram in buf[..n].chunks(seg.unwrap_or(n).max(1)) {
+            handle_datagram(s, udp, tun, datagram, src, &mut inbound);
+        }
+        inbound.flush(tun, s.offload);
     }
 }
 
-fn find_peer(s: &Shared, datagram: &[u8]) -> Option<Arc<Peer>> {
+/// Decrypted packets of one UDP read, written to the TUN together (merged
+/// into GSO packets when offload is on).
+struct Inbound {
+    buf: Vec<u8>,
+    ranges: Vec<std::ops::Range<usize>>,
+    pos: usize,
+    scratch: Vec<u8>,
+}
+
+impl Inbound {
+    fn flush(&mut self, tun: std::os::fd::RawFd, offload: bool) {
+        if self.ranges.is_empty() {
+            return;
+        }
+        if offload {
+            let packets: Vec<&[u8]> = self.ranges.iter().map(|r| &self.buf[r.clone()]).collect();
+            coalesce_and_write(&packets, &mut self.scratch, |b| {
+                if let Err(e) = sys::write(tun, b) {
+                    tracing::debug!(error = %e, len = b.len(), "TUN write");
+                }
+            });
+        } else {
+            for r in &self.ranges {
+                let _ = sys::write(tun, &self.buf[r.clone()]);
+            }
+        }
+        self.ranges.clear();
+        self.pos = 0;
+    }
+}
+
+fn find_peer(s: &Shared, udp: &Udp, datagram: &[u8], src: SocketAddr) -> Option<Arc<Peer>> {
     let packet = Tunn::parse_incoming_packet(datagram).ok()?;
     let idx = match packet {
         Packet::HandshakeInit(ref p) => {
             let ks = s.key.read();
+            // Check mac1 (and under load the cookie) before spending a
+            // Diffie-Hellman on an unauthenticated packet.
+            let mut cookie = [0u8; 64];
+            match ks
+                .rate_limiter
+                .verify_packet(Some(src.ip()), datagram, &mut cookie)
+            {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(reply)) => {
+                    let _ = udp.send_to(reply, src);
+                    return None;
+                }
+                Err(_) => return None,
+            }
             let half = parse_handshake_anon(&ks.secret, &ks.public, p).ok()?;
             return s.table.read().by_key.get(&half.peer_static_public).cloned();
         }
@@ -788,44 +1044,51 @@ fn find_peer(s: &Shared, datagram: &[u8]) -> Option<Arc<Peer>> {
 
 fn handle_datagram(
     s: &Shared,
-    udp: &UdpSocket,
+    udp: &Udp,
     tun: std::os::fd::RawFd,
     datagram: &[u8],
     src: SocketAddr,
-    out: &mut [u8],
+    inb: &mut Inbound,
 ) {
-    let Some(peer) = find_peer(s, datagram) else {
+    let Some(peer) = find_peer(s, udp, datagram, src) else {
         return;
     };
+    if inb.pos + datagram.len() + 64 > inb.buf.len() {
+        inb.flush(tun, s.offload);
+    }
     let mut st = peer.state.lock();
     let mut first = true;
     loop {
+        let room = &mut inb.buf[inb.pos..];
         let res = if first {
-            st.tunn.decapsulate(Some(src.ip()), datagram, out)
+            st.tunn.decapsulate(Some(src.ip()), datagram, room)
         } else {
-            st.tunn.decapsulate(None, &[], out)
+            st.tunn.decapsulate(None, &[], room)
         };
         let mut again = false;
+        let mut accepted = None;
         match res {
             TunnResult::WriteToNetwork(p) => {
                 let _ = udp.send_to(p, src);
                 again = true;
             }
             TunnResult::WriteToTunnelV4(p, from) => {
-                if source_allowed(s, &peer, IpAddr::V4(from)) {
-                    let _ = sys::write(tun, p);
-                }
+                accepted = Some((p.len(), IpAddr::V4(from)));
             }
             TunnResult::WriteToTunnelV6(p, from) => {
-                if source_allowed(s, &peer, IpAddr::V6(from)) {
-                    let _ = sys::write(tun, p);
-                }
+                accepted = Some((p.len(), IpAddr::V6(from)));
             }
             TunnResult::Done => {}
             TunnResult::Err(e) => {
                 tracing::debug!(error = ?e, %src, "decapsulate");
                 return;
             }
+        }
+        if let Some((len, from)) = accepted
+            && source_allowed(s, &peer, from)
+        {
+            inb.ranges.push(inb.pos..inb.pos + len);
+            inb.pos += len;
         }
         if first {
             // Authenticated: the peer is where this came from (roaming).
@@ -836,6 +1099,9 @@ fn handle_datagram(
         // flush packets queued while the handshake was in flight.
         if !again {
             break;
+        }
+        if inb.pos + MAX_PACKET > inb.buf.len() {
+            inb.flush(tun, s.offload);
         }
     }
 }

@@ -203,3 +203,151 @@ fn private_key_matches_wg_pubkey_derivation() {
         "Debug must not leak the secret"
     );
 }
+
+mod offload {
+    use crate::offload::{
+        VNET_HDR_LEN, VnetHdr, coalesce_and_write, csum_add, csum_fold, ipv4_header_checksum,
+        segment,
+    };
+
+    /// A TCP/IPv4 packet with a timestamp option and correct checksums.
+    fn tcp_packet(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 20 + 32];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((52 + payload.len()) as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&7u16.to_be_bytes());
+        p[6] = 0x40; // DF
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[10, 90, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 90, 0, 2]);
+        let c = ipv4_header_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let t = &mut p[20..];
+        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&5201u16.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&99u32.to_be_bytes());
+        t[12] = 8 << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&500u16.to_be_bytes());
+        t[20..32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        p.extend_from_slice(payload);
+        let c = tcp_checksum(&p);
+        p[36..38].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    fn tcp_checksum(p: &[u8]) -> u16 {
+        let mut q = p.to_vec();
+        q[36..38].copy_from_slice(&[0, 0]);
+        let len = q.len() - 20;
+        let sum = csum_add(0, &q[12..20]) + 6 + len as u32;
+        !csum_fold(csum_add(sum, &q[20..]))
+    }
+
+    fn valid(p: &[u8]) -> bool {
+        csum_fold(csum_add(0, &p[..20])) == 0xffff
+            && tcp_checksum(p) == u16::from_be_bytes([p[36], p[37]])
+    }
+
+    #[test]
+    fn tso_packet_is_cut_into_mss_segments_with_valid_headers() {
+        let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let big = tcp_packet(1000, 0x18, &payload); // ACK|PSH
+        let hdr = VnetHdr {
+            flags: 1,
+            gso_type: 1,
+            hdr_len: 52,
+            gso_size: 1400,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let (mut out, mut ranges) = (Vec::new(), Vec::new());
+        segment(&hdr, &big, &mut out, &mut ranges).unwrap();
+        assert_eq!(ranges.len(), 3);
+        let segs: Vec<&[u8]> = ranges.iter().map(|r| &out[r.clone()]).collect();
+        let mut joined = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            assert!(valid(s), "segment {i} checksums");
+            let seq = u32::from_be_bytes(s[24..28].try_into().unwrap());
+            assert_eq!(seq, 1000 + 1400 * i as u32);
+            assert_eq!(u16::from_be_bytes([s[2], s[3]]) as usize, s.len());
+            assert_eq!(
+                u16::from_be_bytes([s[4], s[5]]),
+                7 + i as u16,
+                "IP id increments"
+            );
+            let psh = s[33] & 0x08 != 0;
+            assert_eq!(psh, i == 2, "PSH only on the last segment");
+            joined.extend_from_slice(&s[52..]);
+        }
+        assert_eq!(segs[2].len(), 52 + 200);
+        assert_eq!(joined, payload);
+    }
+
+    #[test]
+    fn partial_checksum_is_completed_for_non_gso_packets() {
+        let mut p = tcp_packet(5, 0x10, b"hello");
+        // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum.
+        let pseudo = csum_fold(csum_add(0, &p[12..20]) + 6 + (p.len() - 20) as u32);
+        p[36..38].copy_from_slice(&pseudo.to_be_bytes());
+        let hdr = VnetHdr::parse(&[1, 0, 0, 0, 0, 0, 20, 0, 16, 0]).unwrap();
+        let (mut out, mut ranges) = (Vec::new(), Vec::new());
+        segment(&hdr, &p, &mut out, &mut ranges).unwrap();
+        assert!(valid(&out[ranges[0].clone()]));
+    }
+
+    #[test]
+    fn unsupported_or_malformed_gso_is_refused() {
+        let p = tcp_packet(5, 0x10, b"hello");
+        let udp_gso = VnetHdr::parse(&[1, 5, 0, 0, 100, 0, 20, 0, 6, 0]).unwrap();
+        let (mut out, mut ranges) = (Vec::new(), Vec::new());
+        assert!(segment(&udp_gso, &p, &mut out, &mut ranges).is_err());
+        let tso = VnetHdr::parse(&[1, 1, 52, 0, 100, 0, 20, 0, 16, 0]).unwrap();
+        assert!(segment(&tso, &p[..30], &mut out, &mut ranges).is_err());
+    }
+
+    #[test]
+    fn in_order_segments_merge_into_one_gso_write_and_others_stay_alone() {
+        let a = tcp_packet(1, 0x10, &[1; 1000]);
+        let b = tcp_packet(1001, 0x10, &[2; 1000]);
+        let c = tcp_packet(2001, 0x18, &[3; 500]); // PSH, short: ends the run
+        let d = tcp_packet(9999, 0x10, &[4; 1000]); // out of order
+        let syn = tcp_packet(0, 0x02, &[]);
+        let mut writes: Vec<Vec<u8>> = Vec::new();
+        let mut scratch = Vec::new();
+        coalesce_and_write(&[&a, &b, &c, &d, &syn], &mut scratch, |w| {
+            writes.push(w.to_vec())
+        });
+        assert_eq!(writes.len(), 3, "a+b+c merged, d and the SYN alone");
+        let merged = &writes[0];
+        let h = VnetHdr::parse(merged).unwrap();
+        assert_eq!(
+            (h.flags, h.gso_type, h.gso_size, h.hdr_len),
+            (1, 1, 1000, 52)
+        );
+        assert_eq!((h.csum_start, h.csum_offset), (20, 16));
+        let ip = &merged[VNET_HDR_LEN..];
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, ip.len());
+        assert_eq!(ip.len(), 52 + 2500);
+        assert_eq!(
+            csum_fold(csum_add(0, &ip[..20])),
+            0xffff,
+            "IP header checksum"
+        );
+        assert_eq!(ip[33], 0x18, "the run keeps the last segment's PSH");
+        assert_eq!(&ip[52..1052], &[1; 1000][..]);
+        assert_eq!(&ip[2052..], &[3; 500][..]);
+        // Cutting the merged packet again gives back the original segments.
+        let (mut out, mut ranges) = (Vec::new(), Vec::new());
+        segment(&h, ip, &mut out, &mut ranges).unwrap();
+        let again: Vec<&[u8]> = ranges.iter().map(|r| &out[r.clone()]).collect();
+        assert_eq!(again[0][52..], a[52..]);
+        assert_eq!(again[2][52..], c[52..]);
+        assert!(again.iter().all(|s| valid(s)));
+        for single in &writes[1..] {
+            assert_eq!(&single[..VNET_HDR_LEN], &[0; VNET_HDR_LEN]);
+        }
+    }
+}

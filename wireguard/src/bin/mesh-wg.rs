@@ -26,9 +26,13 @@ struct Args {
     /// Interface MTU.
     #[arg(long, default_value_t = mesh_wireguard::DEFAULT_MTU)]
     mtu: u32,
-    /// Number of TUN queues / UDP sockets (each with a reader thread per direction).
-    #[arg(long, default_value_t = 1)]
-    queues: usize,
+    /// Number of TUN queues / UDP sockets (each with a reader thread per
+    /// direction); default one per CPU, at most 4.
+    #[arg(long)]
+    queues: Option<usize>,
+    /// Disable TUN offload and UDP GSO/GRO (one packet per syscall).
+    #[arg(long)]
+    no_offload: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,8 +50,9 @@ fn main() -> anyhow::Result<()> {
             listen_port: args.port,
             uapi_dir: args.uapi_dir,
             mtu: args.mtu,
-            queues: args.queues,
+            queues: args.queues.unwrap_or(DeviceConfig::default().queues),
             fwmark: 0,
+            offload: !args.no_offload,
         },
         key,
     )?;

@@ -45,11 +45,20 @@ impl Node {
     }
 
     /// Starts our device in the node's namespace and puts the tunnel address on it.
+    /// Starts our device with the default queues and offload.
     pub fn start_ours(&mut self) {
+        let d = DeviceConfig::default();
+        self.start_ours_with(d.queues, d.offload);
+    }
+
+    /// Starts our device with `queues` TUN queues, offload on or off.
+    pub fn start_ours_with(&mut self, queues: usize, offload: bool) {
         let store = self.store();
         let cfg = DeviceConfig {
             ifname: self.ifname.clone(),
             listen_port: PORT,
+            queues,
+            offload,
             ..DeviceConfig::default()
         };
         let dev = netns::run_in(&self.netns_path(), move || {
@@ -198,13 +207,41 @@ pub struct Pair {
 impl Pair {
     /// The namespaces and underlay only (no devices).
     pub fn new() -> Pair {
+        Pair::build(false)
+    }
+
+    /// Like [`Pair::new`], with IPv6 on the underlay too: node i also has
+    /// fd90::i/64 on u0.
+    pub fn with_ipv6_underlay() -> Pair {
+        Pair::build(true)
+    }
+
+    fn build(ipv6: bool) -> Pair {
         mesh_testbed::require_root();
         let bridge = Bridge::new();
-        disable_ipv6(bridge.ns());
+        if !ipv6 {
+            disable_ipv6(bridge.ns());
+        }
         let mk = |i: u8| {
             let ns = NetNs::new("wg");
-            disable_ipv6(&ns);
+            if !ipv6 {
+                disable_ipv6(&ns);
+            }
             let bridge_port = bridge.attach(&ns, "u0", &format!("192.168.90.{i}/24"));
+            if ipv6 {
+                ns.run_ok(
+                    "ip",
+                    &[
+                        "-6",
+                        "addr",
+                        "add",
+                        &format!("fd90::{i}/64"),
+                        "dev",
+                        "u0",
+                        "nodad",
+                    ],
+                );
+            }
             Node {
                 dev: None,
                 go: None,
