@@ -1,0 +1,228 @@
+//! Loading, pinning, restart reuse, layout checks, bad input, map full.
+
+use std::net::Ipv4Addr;
+
+use mesh_bpf::{
+    Backend, BackendId, Datapath, EndpointPolicy, Error, Frontend, LbAlgorithm, Protocol, ServiceId,
+};
+use mesh_testbed::{BpfDir, require_root, run, run_ok};
+
+fn frontend() -> Frontend {
+    Frontend {
+        addr: Ipv4Addr::new(10, 96, 0, 10),
+        port: 80,
+        proto: Protocol::Tcp,
+    }
+}
+
+#[test]
+fn reload_reuses_pinned_maps_without_flushing() {
+    require_root();
+    let dir = BpfDir::new();
+    {
+        let dp = Datapath::load(dir.path()).expect("first load");
+        let mut backends = dp.backends().expect("backends");
+        backends
+            .upsert(
+                BackendId(7),
+                Backend {
+                    addr: Ipv4Addr::new(10, 244, 1, 7),
+                    port: 8080,
+                    proto: Protocol::Tcp,
+                    cluster_id: 1,
+                },
+            )
+            .expect("upsert backend");
+        let mut svc = dp.services().expect("services");
+        svc.upsert(
+            frontend(),
+            ServiceId(3),
+            &[BackendId(7)],
+            LbAlgorithm::Random,
+        )
+        .expect("upsert service");
+        // Idempotent: the same upsert again changes nothing.
+        svc.upsert(
+            frontend(),
+            ServiceId(3),
+            &[BackendId(7)],
+            LbAlgorithm::Random,
+        )
+        .expect("upsert service again");
+    }
+    // A "restarted" loader: same pin root, state still there.
+    let dp = Datapath::load(dir.path()).expect("second load");
+    let svc = dp.services().expect("services");
+    let entry = svc
+        .get(frontend())
+        .expect("get")
+        .expect("service kept across reload");
+    assert_eq!(entry.id, ServiceId(3));
+    assert_eq!(entry.backends, vec![BackendId(7)]);
+    let b = dp
+        .backends()
+        .unwrap()
+        .get(BackendId(7))
+        .unwrap()
+        .expect("backend kept");
+    assert_eq!(b.addr, Ipv4Addr::new(10, 244, 1, 7));
+    assert_eq!(b.port, 8080);
+
+    // bpftool, an independent reader, sees the same entry.
+    let path = dir.path().join("mw_services");
+    let out = run_ok(
+        "bpftool",
+        &["-j", "map", "dump", "pinned", path.to_str().unwrap()],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("bpftool json");
+    let entries = v.as_array().expect("array");
+    assert_eq!(entries.len(), 1, "bpftool dump: {out}");
+    // BTF-formatted dump names the C struct fields.
+    let text = out.to_string();
+    assert!(text.contains("\"svc_id\":3"), "svc_id in dump: {text}");
+    assert!(
+        text.contains("\"backend_count\":1"),
+        "backend_count in dump: {text}"
+    );
+}
+
+#[test]
+fn pinned_map_with_wrong_layout_is_refused_with_a_clear_error() {
+    require_root();
+    let dir = BpfDir::new();
+    let path = dir.path().join("mw_services");
+    run_ok(
+        "bpftool",
+        &[
+            "map",
+            "create",
+            path.to_str().unwrap(),
+            "type",
+            "hash",
+            "key",
+            "4",
+            "value",
+            "4",
+            "entries",
+            "16",
+            "name",
+            "mw_services",
+        ],
+    );
+    let err = Datapath::load(dir.path()).expect_err("incompatible pinned map must be refused");
+    match &err {
+        Error::MapLayout { map, what, .. } => {
+            assert_eq!(*map, "mw_services");
+            assert_eq!(*what, "key size");
+        }
+        other => panic!("expected MapLayout, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("Remove the pin"), "{msg}");
+}
+
+#[test]
+fn pin_root_outside_bpffs_is_refused() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let err = Datapath::load(tmp.path()).expect_err("tmpfs is not bpffs");
+    assert!(matches!(err, Error::NotBpffs { .. }), "{err:?}");
+}
+
+#[test]
+fn invalid_input_is_refused_and_nothing_is_written() {
+    require_root();
+    let dir = BpfDir::new();
+    let dp = Datapath::load(dir.path()).expect("load");
+    let mut svc = dp.services().unwrap();
+    let bad = Frontend {
+        port: 0,
+        ..frontend()
+    };
+    let err = svc
+        .upsert(bad, ServiceId(1), &[BackendId(1)], LbAlgorithm::Random)
+        .expect_err("port 0");
+    assert!(err.to_string().contains("service port"), "{err}");
+    let err = svc
+        .upsert(
+            frontend(),
+            ServiceId(0),
+            &[BackendId(1)],
+            LbAlgorithm::Random,
+        )
+        .expect_err("id 0");
+    assert!(err.to_string().contains("service id"), "{err}");
+    let err = svc
+        .upsert(
+            frontend(),
+            ServiceId(1),
+            &[BackendId(0)],
+            LbAlgorithm::Random,
+        )
+        .expect_err("backend id 0");
+    assert!(err.to_string().contains("backend id"), "{err}");
+    assert!(svc.dump().unwrap().is_empty(), "nothing written");
+    let mut ipc = dp.ipcache().unwrap();
+    let err = ipc
+        .upsert(
+            Ipv4Addr::new(10, 0, 0, 1),
+            8,
+            mesh_bpf::IpcacheEntry {
+                identity: 5,
+                tunnel_endpoint: None,
+                encrypt: false,
+                cluster_id: 0,
+            },
+        )
+        .expect_err("host bits set");
+    assert!(err.to_string().contains("no host bits"), "{err}");
+    // Deletes of absent entries are no-ops.
+    svc.delete(frontend()).expect("idempotent delete");
+    dp.backends()
+        .unwrap()
+        .delete(BackendId(99))
+        .expect("idempotent delete");
+}
+
+#[test]
+fn full_map_gives_map_full_error_and_keeps_serving() {
+    require_root();
+    let dir = BpfDir::new();
+    let dp = Datapath::load(dir.path()).expect("load");
+    let mut pol = dp.policy().unwrap();
+    let p = EndpointPolicy {
+        identity: 1000,
+        ingress_enforced: true,
+        egress_enforced: false,
+    };
+    let mut n = 0u32;
+    let err = loop {
+        n += 1;
+        match pol.set_endpoint(n, p) {
+            Ok(()) => assert!(n < 1_000_000, "map never filled"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            Error::MapFull {
+                map: "mw_endpoints",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("is full"), "{err}");
+    // Existing entries are intact and updatable.
+    assert_eq!(pol.endpoint(1).unwrap(), Some(p));
+    pol.set_endpoint(
+        1,
+        EndpointPolicy {
+            ingress_enforced: false,
+            ..p
+        },
+    )
+    .expect("update existing");
+    let _ = run("true", &[]);
+}
