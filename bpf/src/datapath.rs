@@ -77,13 +77,13 @@ impl Datapath {
             .load(TC_OBJ)
             .map_err(|source| Error::Load {
                 object: "tc_pod.o",
-                source,
+                source: Box::new(source),
             })?;
         for (name, _, _) in TC_PROGRAMS {
             let prog: &mut SchedClassifier = program(&mut tc, name)?;
             prog.load().map_err(|source| Error::Program {
                 program: name,
-                source,
+                source: Box::new(source),
             })?;
         }
         let mut sock = EbpfLoader::new()
@@ -91,13 +91,13 @@ impl Datapath {
             .load(SOCK_OBJ)
             .map_err(|source| Error::Load {
                 object: "sock_lb.o",
-                source,
+                source: Box::new(source),
             })?;
         for (name, _) in SOCK_PROGRAMS {
             let prog: &mut CgroupSockAddr = program(&mut sock, name)?;
             prog.load().map_err(|source| Error::Program {
                 program: name,
-                source,
+                source: Box::new(source),
             })?;
         }
         // Maps created just now are checked too (catches a C/Rust drift).
@@ -143,7 +143,7 @@ impl Datapath {
                             let id = prog.attach_to_link(link).map_err(|source| Error::Attach {
                                 program: name,
                                 target: target(),
-                                source,
+                                source: Box::new(source),
                             })?;
                             // Keep the link alive through its pin only.
                             let _ = prog.take_link(id);
@@ -171,12 +171,12 @@ impl Datapath {
                 .map_err(|source| Error::Attach {
                     program: name,
                     target: target(),
-                    source,
+                    source: Box::new(source),
                 })?;
             let link = prog.take_link(id).map_err(|source| Error::Attach {
                 program: name,
                 target: target(),
-                source,
+                source: Box::new(source),
             })?;
             let fd = FdLink::try_from(link).map_err(|e| Error::Link {
                 path: path.clone(),
@@ -219,7 +219,7 @@ impl Datapath {
             let tmp = self
                 .pin_root
                 .join("links")
-                .join(format!(".cgroup-{ino}-{hook}.new"));
+                .join(format!("cgroup-{ino}-{hook}-new")); // bpffs refuses dots in names
             let _ = std::fs::remove_file(&tmp);
             let prog: &mut CgroupSockAddr = program(&mut self.sock, name)?;
             let target = || cgroup.display().to_string();
@@ -228,12 +228,12 @@ impl Datapath {
                 .map_err(|source| Error::Attach {
                     program: name,
                     target: target(),
-                    source,
+                    source: Box::new(source),
                 })?;
             let link = prog.take_link(id).map_err(|source| Error::Attach {
                 program: name,
                 target: target(),
-                source,
+                source: Box::new(source),
             })?;
             let fd = FdLink::try_from(link).map_err(|e| Error::Link {
                 path: path.clone(),
@@ -349,7 +349,7 @@ where
     })?;
     prog.try_into().map_err(|source| Error::Program {
         program: name,
-        source,
+        source: Box::new(source),
     })
 }
 

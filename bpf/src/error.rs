@@ -31,7 +31,7 @@ pub enum Error {
         object: &'static str,
         /// aya's error, with the verifier log when there is one.
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     /// A program is missing from the object or is of an unexpected type.
     #[error("eBPF program {program}: {source}")]
@@ -40,7 +40,7 @@ pub enum Error {
         program: &'static str,
         /// aya's error.
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     /// A program or map the loader expects is not in the compiled object.
     #[error("{kind} {name} is missing from the compiled eBPF object; rebuild mesh-bpf")]
@@ -59,7 +59,7 @@ pub enum Error {
         target: String,
         /// aya's error.
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     /// Pinning or opening a pinned link failed.
     #[error("pinned link {path}: {source}")]
@@ -95,7 +95,7 @@ pub enum Error {
         op: &'static str,
         /// aya's error.
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     /// The map has no room for another entry.
     #[error(

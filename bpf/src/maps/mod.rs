@@ -90,7 +90,7 @@ pub(crate) fn check_layout(spec: &MapSpec, path: &Path, data: &MapData) -> Resul
     let info = data.info().map_err(|source| Error::Map {
         map: spec.name,
         op: "read info",
-        source,
+        source: Box::new(source),
     })?;
     let layout = |what, found: String, expected: String| Error::MapLayout {
         map: spec.name,
@@ -102,7 +102,7 @@ pub(crate) fn check_layout(spec: &MapSpec, path: &Path, data: &MapData) -> Resul
     let map_type = info.map_type().map_err(|source| Error::Map {
         map: spec.name,
         op: "read type",
-        source,
+        source: Box::new(source),
     })?;
     if map_type != spec.map_type {
         return Err(layout(
@@ -141,7 +141,7 @@ pub fn check_pinned_layouts(pin_root: &Path) -> Result<()> {
         let data = MapData::from_pin(&path).map_err(|source| Error::Map {
             map: spec.name,
             op: "open pinned",
-            source,
+            source: Box::new(source),
         })?;
         check_layout(spec, &path, &data)?;
     }
@@ -154,13 +154,13 @@ pub(crate) fn open(pin_root: &Path, spec: &MapSpec) -> Result<(Map, u32)> {
     let data = MapData::from_pin(&path).map_err(|source| Error::Map {
         map: spec.name,
         op: "open pinned (load the datapath first)",
-        source,
+        source: Box::new(source),
     })?;
     let max = check_layout(spec, &path, &data)?;
     let map = Map::from_map_data(data).map_err(|source| Error::Map {
         map: spec.name,
         op: "open pinned",
-        source,
+        source: Box::new(source),
     })?;
     Ok((map, max))
 }
@@ -170,7 +170,7 @@ pub(crate) fn typed<T>(spec: &MapSpec, r: Result<T, MapError>) -> Result<T> {
     r.map_err(|source| Error::Map {
         map: spec.name,
         op: "open typed",
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -188,7 +188,7 @@ pub(crate) fn insert_err(spec: &MapSpec, max_entries: u32, e: MapError) -> Error
     Error::Map {
         map: spec.name,
         op: "insert",
-        source: e,
+        source: Box::new(e),
     }
 }
 
@@ -200,7 +200,7 @@ pub(crate) fn remove_ok(spec: &MapSpec, r: Result<(), MapError>) -> Result<()> {
         Err(source) => Err(Error::Map {
             map: spec.name,
             op: "remove",
-            source,
+            source: Box::new(source),
         }),
     }
 }
@@ -216,7 +216,7 @@ pub(crate) fn get_opt<V>(spec: &MapSpec, r: Result<V, MapError>) -> Result<Optio
         Err(source) => Err(Error::Map {
             map: spec.name,
             op: "lookup",
-            source,
+            source: Box::new(source),
         }),
     }
 }
@@ -225,7 +225,7 @@ pub(crate) fn dump_err(spec: &MapSpec, source: MapError) -> Error {
     Error::Map {
         map: spec.name,
         op: "iterate",
-        source,
+        source: Box::new(source),
     }
 }
 
