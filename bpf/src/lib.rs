@@ -17,12 +17,14 @@
 //! policies come from the node-agent's reconciler), routing, or WireGuard.
 
 mod datapath;
+pub mod dump;
 mod error;
 pub mod maglev;
 pub mod maps;
 pub mod netns;
 
 pub use datapath::{DEFAULT_PIN_ROOT, Datapath};
+pub use dump::{Dump, dump};
 pub use error::{Error, Result};
 pub use maps::{
     Backend, BackendId, BackendMap, ConntrackMap, CtDirection, CtEntry, Direction, DropReason,

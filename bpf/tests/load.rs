@@ -68,6 +68,11 @@ fn reload_reuses_pinned_maps_without_flushing() {
     assert_eq!(b.addr, Ipv4Addr::new(10, 244, 1, 7));
     assert_eq!(b.port, 8080);
 
+    // The dump for meshctl serializes to JSON.
+    let json = serde_json::to_value(mesh_bpf::dump(dir.path()).unwrap()).unwrap();
+    assert_eq!(json["services"][0]["id"], 3, "{json}");
+    assert_eq!(json["backends"][0][1]["port"], 8080, "{json}");
+
     // bpftool, an independent reader, sees the same entry.
     let path = dir.path().join("mw_services");
     let out = run_ok(

@@ -392,7 +392,9 @@ fn restart_keeps_maps_and_attachments_and_reattach_is_idempotent() {
     let cg = Cgroup::new();
     dp.attach_cgroup(cg.path()).unwrap();
     service(&dp, 1, tcp(80), &[&b1], 8080, LbAlgorithm::Random);
-    let before = dp.services().unwrap().dump().unwrap();
+    let before = mesh_bpf::dump(dir.path()).unwrap();
+    assert_eq!(before.services.len(), 1);
+    assert_eq!(before.ipcache.len(), 4);
 
     // An established connection opened through TC (ClusterIP) before the restart.
     let stream = mesh_bpf::netns::in_netns(
@@ -424,10 +426,27 @@ fn restart_keeps_maps_and_attachments_and_reattach_is_idempotent() {
     node.attach(&mut dp, &[&client, &other, &b1, &b2]);
     dp.attach_cgroup(cg.path()).unwrap();
     dp.attach_cgroup(cg.path()).unwrap();
+    let after = mesh_bpf::dump(dir.path()).unwrap();
     assert_eq!(
-        dp.services().unwrap().dump().unwrap(),
-        before,
-        "no flush on restart"
+        (
+            &after.services,
+            &after.backends,
+            &after.ipcache,
+            &after.endpoints,
+            &after.policy
+        ),
+        (
+            &before.services,
+            &before.backends,
+            &before.ipcache,
+            &before.endpoints,
+            &before.policy
+        ),
+        "no flush on restart: state identical"
+    );
+    assert!(
+        after.conntrack_entries >= before.conntrack_entries,
+        "conntrack kept"
     );
     let links: Vec<_> = std::fs::read_dir(dir.path().join("links"))
         .unwrap()

@@ -11,7 +11,7 @@ use super::{CONNTRACK, Protocol, dump_err, ip_from_be, open, port_from_be, typed
 use crate::error::Result;
 
 /// Which entry kind (see conntrack.h).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum CtDirection {
     /// A flow the pod opened (post-DNAT tuple).
     Out,
@@ -22,7 +22,7 @@ pub enum CtDirection {
 }
 
 /// One conntrack entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct CtEntry {
     /// Source address.
     pub saddr: Ipv4Addr,

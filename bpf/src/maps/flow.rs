@@ -11,7 +11,7 @@ use super::{FLOWS, METRICS, Protocol, dump_err, ip_from_be, open, port_from_be, 
 use crate::error::Result;
 
 /// Why a packet was dropped (or `Forwarded`). Same codes as `bpf/include/drop.h`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum DropReason {
     /// Not a drop.
     Forwarded,
@@ -86,7 +86,7 @@ impl DropReason {
 }
 
 /// Verdict of a flow event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum FlowVerdict {
     /// A new flow passed.
     Forwarded,
@@ -99,7 +99,7 @@ pub enum FlowVerdict {
 }
 
 /// Where the event was observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum FlowObservation {
     /// TC ingress of the pod's host veth (traffic from the pod).
     FromPod,
@@ -112,7 +112,7 @@ pub enum FlowObservation {
 }
 
 /// One flow event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct FlowEvent {
     /// CLOCK_MONOTONIC ns.
     pub ts_ns: u64,
@@ -255,7 +255,7 @@ impl FlowReader {
 }
 
 /// Counters per reason, summed over CPUs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Metrics {
     /// (reason, packets, bytes) for every reason with a non-zero count.
     pub by_reason: Vec<(DropReason, u64, u64)>,

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 const FLAG_ENCRYPT: u8 = 0x1;
 
 /// What the datapath knows about an address range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct IpcacheEntry {
     /// Security identity of the addresses.
     pub identity: u32,

@@ -17,15 +17,15 @@ use crate::maglev;
 const SVC_FLAG_MAGLEV: u16 = 0x1;
 
 /// Identifies one service frontend (and its reverse-NAT entry). Non-zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct ServiceId(pub u32);
 
 /// Identifies one backend. Non-zero (0 means "none" in the datapath).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct BackendId(pub u32);
 
 /// A service frontend: ClusterIP (or node address for NodePort), port, protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct Frontend {
     /// Virtual address.
     pub addr: Ipv4Addr,
@@ -36,7 +36,7 @@ pub struct Frontend {
 }
 
 /// How a backend is chosen for a new flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub enum LbAlgorithm {
     /// Uniformly random among the backends.
     #[default]
@@ -46,7 +46,7 @@ pub enum LbAlgorithm {
 }
 
 /// A backend: where a frontend's traffic goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Backend {
     /// Pod (or node) address.
     pub addr: Ipv4Addr,
@@ -59,7 +59,7 @@ pub struct Backend {
 }
 
 /// A service as stored in the maps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ServiceEntry {
     /// Its frontend.
     pub frontend: Frontend,

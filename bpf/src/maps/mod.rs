@@ -250,7 +250,7 @@ pub(crate) fn port_from_be(v: u16) -> u16 {
 }
 
 /// IP protocol numbers the datapath understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Protocol {
     /// TCP (6).
     Tcp,

@@ -12,7 +12,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// Direction of traffic relative to the endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Direction {
     /// Towards the endpoint.
     Ingress,
@@ -21,7 +21,7 @@ pub enum Direction {
 }
 
 /// What a matching entry does. A deny anywhere wins over an allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum PolicyAction {
     /// Let the flow through.
     Allow,
@@ -31,7 +31,7 @@ pub enum PolicyAction {
 
 /// Key of a verdict entry. `identity` 0, `port` 0 and `proto` `None` are
 /// wildcards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct PolicyKey {
     /// Endpoint id: the ifindex of the pod's host-side veth.
     pub endpoint: u32,
@@ -46,7 +46,7 @@ pub struct PolicyKey {
 }
 
 /// A verdict entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PolicyEntry {
     /// Allow or deny.
     pub action: PolicyAction,
@@ -56,7 +56,7 @@ pub struct PolicyEntry {
 
 /// Per-endpoint enforcement: when a direction is enforced, traffic no entry
 /// allows is dropped (default deny).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct EndpointPolicy {
     /// The endpoint's own identity.
     pub identity: u32,
@@ -157,6 +157,24 @@ impl PolicyMap {
                 egress_enforced: v.egress_enforced != 0,
             }),
         )
+    }
+
+    /// Every endpoint's enforcement, sorted by endpoint id.
+    pub fn endpoints(&self) -> Result<Vec<(u32, EndpointPolicy)>> {
+        let mut out = Vec::new();
+        for item in self.endpoints.iter() {
+            let (k, v) = item.map_err(|e| dump_err(&ENDPOINTS, e))?;
+            out.push((
+                k,
+                EndpointPolicy {
+                    identity: v.identity,
+                    ingress_enforced: v.ingress_enforced != 0,
+                    egress_enforced: v.egress_enforced != 0,
+                },
+            ));
+        }
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out)
     }
 
     /// Removes an endpoint's enforcement and all its verdict entries.
