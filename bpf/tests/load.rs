@@ -231,3 +231,52 @@ fn full_map_gives_map_full_error_and_keeps_serving() {
     .expect("update existing");
     let _ = run("true", &[]);
 }
+
+#[test]
+fn policy_sync_endpoint_converges_without_touching_other_endpoints() {
+    use mesh_bpf::{Direction, PolicyAction, PolicyEntry, PolicyKey};
+    require_root();
+    let dir = BpfDir::new();
+    let dp = Datapath::load(dir.path()).expect("load");
+    let mut pol = dp.policy().unwrap();
+    let key = |ep: u32, id: u32, port: u16| PolicyKey {
+        endpoint: ep,
+        identity: id,
+        port,
+        proto: Some(Protocol::Tcp),
+        direction: Direction::Ingress,
+    };
+    let allow = PolicyEntry {
+        action: PolicyAction::Allow,
+        rule_id: 1,
+    };
+    let enforced = EndpointPolicy {
+        identity: 9,
+        ingress_enforced: true,
+        egress_enforced: false,
+    };
+    pol.upsert(key(7, 100, 80), allow).unwrap();
+    let first = vec![(key(5, 100, 80), allow), (key(5, 200, 443), allow)];
+    assert_eq!(pol.sync_endpoint(5, enforced, &first).unwrap(), 0);
+    let second = vec![(key(5, 200, 443), allow), (key(5, 300, 53), allow)];
+    assert_eq!(
+        pol.sync_endpoint(5, enforced, &second).unwrap(),
+        1,
+        "one stale entry"
+    );
+    assert_eq!(
+        pol.sync_endpoint(5, enforced, &second).unwrap(),
+        0,
+        "idempotent"
+    );
+    let keys: Vec<PolicyKey> = pol.dump().unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        vec![key(5, 200, 443), key(5, 300, 53), key(7, 100, 80)]
+    );
+    assert_eq!(pol.endpoints().unwrap(), vec![(5, enforced)]);
+    let err = pol
+        .sync_endpoint(5, enforced, &[(key(6, 1, 1), allow)])
+        .expect_err("wrong endpoint");
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+}

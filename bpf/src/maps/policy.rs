@@ -188,6 +188,37 @@ impl PolicyMap {
         Ok(())
     }
 
+    /// Converges one endpoint to `policy` and exactly `entries` (all keyed by
+    /// this endpoint) without a window of wrong verdicts: desired entries are
+    /// written first, then the enforcement flags, then stale entries are
+    /// removed. Idempotent. Returns how many stale entries were removed.
+    pub fn sync_endpoint(
+        &mut self,
+        endpoint: u32,
+        policy: EndpointPolicy,
+        entries: &[(PolicyKey, PolicyEntry)],
+    ) -> Result<usize> {
+        if let Some((k, _)) = entries.iter().find(|(k, _)| k.endpoint != endpoint) {
+            return Err(Error::InvalidInput {
+                field: "policy entry endpoint",
+                value: k.endpoint.to_string(),
+                allowed: "entries keyed by the endpoint being synced",
+            });
+        }
+        for (k, e) in entries {
+            self.upsert(*k, *e)?;
+        }
+        self.set_endpoint(endpoint, policy)?;
+        let mut removed = 0;
+        for (k, _) in self.dump()? {
+            if k.endpoint == endpoint && !entries.iter().any(|(d, _)| *d == k) {
+                self.delete(k)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Creates or updates a verdict entry. Idempotent.
     pub fn upsert(&mut self, key: PolicyKey, entry: PolicyEntry) -> Result<()> {
         let k = key_raw(&key)?;
