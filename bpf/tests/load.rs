@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use mesh_bpf::{
     Backend, BackendId, Datapath, EndpointPolicy, Error, Frontend, LbAlgorithm, Protocol, ServiceId,
 };
-use mesh_testbed::{BpfDir, require_root, run, run_ok};
+use mesh_testbed::{BpfDir, require_root, run_ok};
 
 fn frontend() -> Frontend {
     Frontend {
@@ -229,7 +229,6 @@ fn full_map_gives_map_full_error_and_keeps_serving() {
         },
     )
     .expect("update existing");
-    let _ = run("true", &[]);
 }
 
 #[test]

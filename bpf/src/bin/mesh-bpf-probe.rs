@@ -122,10 +122,11 @@ fn main() {
                     .unwrap_or(f64::NAN)
             };
             println!(
-                "ok={} failed={failed} p50_us={:.1} p99_us={:.1} conn_per_s={:.0}",
+                "ok={} failed={failed} p50_us={:.1} p99_us={:.1} max_us={:.0} conn_per_s={:.0}",
                 lat.len(),
                 pct(0.5),
                 pct(0.99),
+                pct(1.0),
                 f64::from(count - failed) / total.as_secs_f64()
             );
         }
