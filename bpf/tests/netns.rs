@@ -352,6 +352,83 @@ fn backend_removal_new_connections_avoid_it() {
 }
 
 #[test]
+fn established_connection_keeps_its_backend_when_removed_from_the_service() {
+    use std::io::{BufRead, BufReader, Write};
+    let lab = lab();
+    // Port 8081 of every backend echoes lines prefixed with the pod name.
+    service(&lab.dp, 1, tcp(81), &[&lab.b1], 8081, LbAlgorithm::Random);
+    let stream = mesh_bpf::netns::in_netns(
+        &std::path::PathBuf::from("/var/run/netns").join(lab.client.ns.name()),
+        || {
+            std::net::TcpStream::connect_timeout(
+                &"10.96.0.10:81".parse().unwrap(),
+                Duration::from_secs(2),
+            )
+        },
+    )
+    .unwrap()
+    .expect("connect through TC");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    writeln!(w, "one").unwrap();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "backend-1 one");
+
+    // The service now has only backend-2 (new ids, so backend-1's entry stays).
+    let mut b = lab.dp.backends().unwrap();
+    b.upsert(
+        BackendId(50),
+        Backend {
+            addr: lab.b2.ip,
+            port: 8081,
+            proto: Protocol::Tcp,
+            cluster_id: 1,
+        },
+    )
+    .unwrap();
+    lab.dp
+        .services()
+        .unwrap()
+        .upsert(tcp(81), ServiceId(1), &[BackendId(50)], LbAlgorithm::Random)
+        .unwrap();
+    // Documented behaviour: conntrack keeps the established flow on its
+    // backend while the backend entry exists...
+    line.clear();
+    writeln!(w, "two").unwrap();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "backend-1 two",
+        "established flow stays on its backend"
+    );
+    // ...while new connections go to the remaining backend.
+    let fresh = mesh_bpf::netns::in_netns(
+        &std::path::PathBuf::from("/var/run/netns").join(lab.client.ns.name()),
+        || {
+            std::net::TcpStream::connect_timeout(
+                &"10.96.0.10:81".parse().unwrap(),
+                Duration::from_secs(2),
+            )
+        },
+    )
+    .unwrap()
+    .expect("new connection");
+    fresh
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut fw = fresh.try_clone().unwrap();
+    let mut fr = BufReader::new(fresh);
+    line.clear();
+    writeln!(fw, "three").unwrap();
+    fr.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "backend-2 three");
+}
+
+#[test]
 fn maglev_service_uses_the_generated_table() {
     let lab = lab();
     service(

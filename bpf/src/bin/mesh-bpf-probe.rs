@@ -30,7 +30,8 @@ enum Cmd {
         #[arg(long)]
         connected: bool,
     },
-    /// Server: answer every TCP connection and UDP datagram on `port` with `name`.
+    /// Server: answer every TCP connection and UDP datagram on `port` with
+    /// `name`; on `port + 1`, echo each TCP line prefixed with `name`.
     Serve {
         /// Port for both TCP and UDP.
         #[arg(long)]
@@ -88,6 +89,23 @@ fn main() {
         Cmd::Serve { port, name } => {
             let tcp = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
             let udp = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+            let echo = std::net::TcpListener::bind(("0.0.0.0", port + 1)).expect("bind echo");
+            let echo_name = name.clone();
+            std::thread::spawn(move || {
+                for s in echo.incoming().flatten() {
+                    let name = echo_name.clone();
+                    std::thread::spawn(move || {
+                        let mut w = s.try_clone().expect("clone stream");
+                        let r = std::io::BufReader::new(s);
+                        for line in std::io::BufRead::lines(r) {
+                            let Ok(line) = line else { break };
+                            if writeln!(w, "{name} {line}").is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
             let reply = format!("{name}\n");
             let r = reply.clone();
             std::thread::spawn(move || {
