@@ -279,3 +279,26 @@ fn policy_sync_endpoint_converges_without_touching_other_endpoints() {
         .expect_err("wrong endpoint");
     assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
 }
+
+#[test]
+fn two_pin_roots_are_independent_datapaths() {
+    require_root();
+    let a = BpfDir::new();
+    let b = BpfDir::new();
+    let dpa = Datapath::load(a.path()).expect("load a");
+    let dpb = Datapath::load(b.path()).expect("load b");
+    dpa.services()
+        .unwrap()
+        .upsert(
+            frontend(),
+            ServiceId(1),
+            &[BackendId(1)],
+            LbAlgorithm::Random,
+        )
+        .unwrap();
+    assert!(dpa.services().unwrap().get(frontend()).unwrap().is_some());
+    assert!(
+        dpb.services().unwrap().get(frontend()).unwrap().is_none(),
+        "agents with different pin roots must not share maps"
+    );
+}

@@ -211,6 +211,27 @@ fn clusterip_through_socket_lb_tcp_and_udp() {
         !ct.iter().any(|e| e.direction == CtDirection::Service),
         "socket LB flows must not need per-packet DNAT: {ct:?}"
     );
+    // A frontend with no backends: connect() is refused at the socket, and
+    // the drop is reported with its reason.
+    lab.dp
+        .services()
+        .unwrap()
+        .upsert(tcp(90), ServiceId(3), &[], LbAlgorithm::Random)
+        .unwrap();
+    flows.drain();
+    let out = lab
+        .client
+        .probe_in_cgroup(cg.path(), &["tcp", "10.96.0.10:90"]);
+    assert!(!out.status.success(), "no backends: connect must fail");
+    let (ev, seen) = flows.wait_for(Duration::from_secs(2), |e| {
+        e.observation == FlowObservation::Socket && e.verdict == FlowVerdict::Dropped
+    });
+    let ev = ev.unwrap_or_else(|| panic!("no socket drop event: {seen:?}"));
+    assert_eq!(
+        (ev.reason, ev.svc_id, ev.dport),
+        (DropReason::NoServiceBackend, 3, 90)
+    );
+
     lab.dp.detach_cgroup(cg.path()).expect("detach");
 }
 
