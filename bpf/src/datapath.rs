@@ -202,6 +202,41 @@ impl Datapath {
         Ok(())
     }
 
+    /// Removes pinned TC links whose interface is gone (or now has another
+    /// ifindex) in the calling thread's network namespace, e.g. pods deleted
+    /// while the agent was down. Returns the interface names pruned.
+    pub fn prune_stale_interfaces(&mut self) -> Result<Vec<String>> {
+        let dir = self.pin_root.join("links");
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list link pins", &dir, e))?;
+        let mut pruned = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list link pins", &dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("tc-") else {
+                continue;
+            };
+            let Some((ifindex, tail)) = rest.split_once('-') else {
+                continue;
+            };
+            let Some(ifname) = tail
+                .strip_suffix("-ingress")
+                .or_else(|| tail.strip_suffix("-egress"))
+            else {
+                continue;
+            };
+            let current = crate::netns::ifindex(ifname).ok().map(|i| i.to_string());
+            if current.as_deref() != Some(ifindex) {
+                let path = entry.path();
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io("remove stale link pin", &path, e))?;
+                if !pruned.iter().any(|p| p == ifname) {
+                    pruned.push(ifname.to_string());
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
     /// Attaches the socket LB programs to the cgroup v2 directory `cgroup`
     /// (every process below it gets ClusterIP translation at connect time).
     /// Idempotent; links pinned.

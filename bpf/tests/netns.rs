@@ -578,4 +578,28 @@ fn restart_keeps_maps_and_attachments_and_reattach_is_idempotent() {
         .unwrap();
     let links = std::fs::read_dir(dir.path().join("links")).unwrap().count();
     assert_eq!(links, 6, "client's two TC links removed");
+
+    // A pod deleted while no agent ran: its veth is gone, its pins are pruned.
+    let other_if = other.host_if.clone();
+    drop(other);
+    // Namespace teardown (and with it the veth pair) is asynchronous.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node
+        .ns
+        .run("ip", &["link", "show", &other_if])
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{other_if} not removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pruned = mesh_bpf::netns::in_netns(&node.netns_path(), || dp.prune_stale_interfaces())
+        .unwrap()
+        .unwrap();
+    assert_eq!(pruned, vec![other_if]);
+    let links = std::fs::read_dir(dir.path().join("links")).unwrap().count();
+    assert_eq!(links, 4, "only the live pods' links remain");
 }
