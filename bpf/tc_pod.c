@@ -3,6 +3,10 @@
  *     egress policy of the pod, flow event.
  *   to_pod (TC egress of the host veth): reverse NAT of replies, ingress
  *     policy of the pod (peer identity from the ipcache), flow event.
+ *   from_netdev / to_netdev (TC ingress / egress of the node's own
+ *     interface): NodePort DNAT of traffic from other nodes to a local
+ *     backend, and reverse NAT of its replies as they leave (rewriting the
+ *     source to a local address any earlier would make it a martian).
  * The endpoint id is the host-side veth's ifindex. */
 #include "include/common.h"
 #include "include/drop.h"
@@ -157,5 +161,74 @@ int to_pod(struct __sk_buff *skb)
 	if (ct_create(&k, 0, 0) < 0)
 		return drop(skb, &p, FLOW_OBS_TO_POD, REASON_CT_MAP_FULL, 0, rule);
 	report(skb, &p, FLOW_VERDICT_FORWARDED, FLOW_OBS_TO_POD, REASON_FORWARDED, 0, rule);
+	return pass(skb);
+}
+
+SEC("classifier")
+int from_netdev(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	__u32 reason = 0;
+	int r = pkt_parse(skb, &p);
+
+	/* The node's own interface carries everything: never drop what we do not handle. */
+	if (r != PARSE_OK || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
+		return TC_ACT_OK;
+	struct lb_svc_val *svc = lb_lookup_service(p.daddr, p.dport, p.proto);
+	if (!svc)
+		return TC_ACT_OK;
+
+	__u32 svc_id = svc->svc_id;
+	struct ct_key sk = {
+		.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport,
+		.dport = p.dport, .proto = p.proto, .dir = CT_DIR_SVC,
+	};
+	struct ct_val *sv = ct_lookup(&sk);
+	struct lb_backend *be = 0;
+	__u32 backend_id = 0;
+	if (sv) {
+		backend_id = sv->backend_id;
+		be = lb_lookup_backend(backend_id);
+	}
+	if (!be) {
+		backend_id = lb_select_backend(svc, bpf_get_hash_recalc(skb), &reason);
+		if (!backend_id)
+			return drop(skb, &p, FLOW_OBS_FROM_NETDEV, reason, svc_id, 0);
+		be = lb_lookup_backend(backend_id);
+		if (!be)
+			return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_BACKEND_MISSING, svc_id, 0);
+		if (ct_create(&sk, backend_id, svc_id) < 0)
+			return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_CT_MAP_FULL, svc_id, 0);
+	}
+	struct ct_key nk = {
+		.saddr = p.saddr, .daddr = be->addr, .sport = p.sport,
+		.dport = be->port, .proto = p.proto, .dir = CT_DIR_NODEPORT,
+	};
+	if (!ct_lookup(&nk) && ct_create(&nk, backend_id, svc_id) < 0)
+		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_CT_MAP_FULL, svc_id, 0);
+	if (pkt_rewrite(skb, &p, NAT_DST, be->addr, be->port) < 0)
+		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_NAT_FAILED, svc_id, 0);
+	return pass(skb);
+}
+
+SEC("classifier")
+int to_netdev(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	int r = pkt_parse(skb, &p);
+
+	if (r != PARSE_OK || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
+		return TC_ACT_OK;
+	struct ct_key nk = {
+		.saddr = p.daddr, .daddr = p.saddr, .sport = p.dport,
+		.dport = p.sport, .proto = p.proto, .dir = CT_DIR_NODEPORT,
+	};
+	struct ct_val *np = ct_lookup(&nk);
+	if (!np || !np->rev_nat_id)
+		return TC_ACT_OK;
+	__u32 id = np->rev_nat_id;
+	struct lb_revnat *rn = bpf_map_lookup_elem(&mw_revnat, &id);
+	if (rn && pkt_rewrite(skb, &p, NAT_SRC, rn->addr, rn->port) < 0)
+		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_NAT_FAILED, id, 0);
 	return pass(skb);
 }

@@ -1,7 +1,9 @@
 /* Connection tracking (LRU). One entry per flow and endpoint direction:
  * CT_DIR_OUT for flows a pod opened (created at the from-pod hook, after
  * service DNAT), CT_DIR_IN for flows opened towards a pod, CT_DIR_SVC for the
- * pre-DNAT tuple of a service flow (remembers the chosen backend). Replies
+ * pre-DNAT tuple of a service flow (remembers the chosen backend),
+ * CT_DIR_NODEPORT for the post-DNAT tuple of a flow that arrived on the node's
+ * interface for a NodePort (its replies are reverse-translated). Replies
  * match the reversed tuple of an existing entry and skip policy. Rust twin in
  * src/maps/conntrack.rs. */
 #ifndef MESHWORK_CONNTRACK_H
@@ -12,6 +14,7 @@
 #define CT_DIR_OUT 0
 #define CT_DIR_IN 1
 #define CT_DIR_SVC 2
+#define CT_DIR_NODEPORT 3 /* backend-side tuple of a NodePort flow; rev_nat_id set */
 
 struct ct_key {
 	__be32 saddr;

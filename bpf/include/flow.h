@@ -13,6 +13,7 @@
 #define FLOW_OBS_FROM_POD 0 /* TC ingress on the host veth */
 #define FLOW_OBS_TO_POD 1   /* TC egress on the host veth */
 #define FLOW_OBS_SOCK 2     /* cgroup socket hook */
+#define FLOW_OBS_FROM_NETDEV 3 /* TC ingress of the node's interface (NodePort) */
 
 struct flow_event {
 	__u64 ts_ns;

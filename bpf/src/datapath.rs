@@ -6,7 +6,7 @@
 //!   them as they are: nothing is flushed, so a restarted agent keeps
 //!   serving the state it left and reconciles it in place.
 //! - `<root>/links/tc-<ifindex>-<ifname>-{ingress,egress}`: TCX links of
-//!   the pod interfaces; `<root>/links/cgroup-<inode>-<hook>`: cgroup links.
+//!   the pod interfaces (`-netdev-{in,out}` for the node's interface); `<root>/links/cgroup-<inode>-<hook>`: cgroup links.
 //!   Pinned links stay attached when the loading process exits. On a
 //!   re-attach the TCX link's program is swapped atomically
 //!   (`bpf_link_update`); a cgroup link is replaced by a new one pinned over
@@ -39,6 +39,10 @@ static SOCK_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 const TC_PROGRAMS: [(&str, TcAttachType, &str); 2] = [
     ("from_pod", TcAttachType::Ingress, "ingress"),
     ("to_pod", TcAttachType::Egress, "egress"),
+];
+const NODE_PROGRAMS: [(&str, TcAttachType, &str); 2] = [
+    ("from_netdev", TcAttachType::Ingress, "netdev-in"),
+    ("to_netdev", TcAttachType::Egress, "netdev-out"),
 ];
 const SOCK_PROGRAMS: [(&str, &str); 4] = [
     ("sock_connect4", "connect4"),
@@ -79,7 +83,7 @@ impl Datapath {
                 object: "tc_pod.o",
                 source: Box::new(source),
             })?;
-        for (name, _, _) in TC_PROGRAMS {
+        for (name, _, _) in TC_PROGRAMS.iter().chain(NODE_PROGRAMS.iter()) {
             let prog: &mut SchedClassifier = program(&mut tc, name)?;
             prog.load().map_err(|source| Error::Program {
                 program: name,
@@ -121,8 +125,36 @@ impl Datapath {
     /// egress, links pinned. Idempotent; on a re-attach the pinned links get
     /// the newly loaded programs atomically.
     pub fn attach_interface(&mut self, ifname: &str) -> Result<()> {
+        self.attach_tc(ifname, &TC_PROGRAMS)
+    }
+
+    /// Attaches NodePort handling (`from_netdev` on TCX ingress, `to_netdev`
+    /// on TCX egress) to the node's own interface `ifname` in the calling
+    /// thread's network namespace: traffic from other nodes to a NodePort frontend (the node address and
+    /// port, upserted like any service) is translated to a backend on this
+    /// node and its replies leave from the node address. Idempotent; pinned.
+    /// Backends on other nodes are not reachable this way (no SNAT yet).
+    pub fn attach_node_interface(&mut self, ifname: &str) -> Result<()> {
+        self.attach_tc(ifname, &NODE_PROGRAMS)
+    }
+
+    /// Detaches NodePort handling from `ifname`. No-op when not attached.
+    pub fn detach_node_interface(&mut self, ifname: &str) -> Result<()> {
+        for (_, _, suffix) in NODE_PROGRAMS {
+            for path in self.tc_pins(ifname, suffix)? {
+                std::fs::remove_file(&path).map_err(|e| Error::io("remove link pin", &path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_tc(
+        &mut self,
+        ifname: &str,
+        programs: &[(&'static str, TcAttachType, &'static str)],
+    ) -> Result<()> {
         let ifindex = crate::netns::ifindex(ifname)?;
-        for (name, attach_type, suffix) in TC_PROGRAMS {
+        for &(name, attach_type, suffix) in programs {
             let path = self.tc_link_path(ifindex, ifname, suffix);
             self.remove_stale_tc_pins(ifindex, ifname, suffix)?;
             let prog: &mut SchedClassifier = program(&mut self.tc, name)?;
@@ -221,6 +253,8 @@ impl Datapath {
             let Some(ifname) = tail
                 .strip_suffix("-ingress")
                 .or_else(|| tail.strip_suffix("-egress"))
+                .or_else(|| tail.strip_suffix("-netdev-in"))
+                .or_else(|| tail.strip_suffix("-netdev-out"))
             else {
                 continue;
             };

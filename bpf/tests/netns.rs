@@ -14,7 +14,7 @@ use mesh_bpf::{
     FlowObservation, FlowVerdict, Frontend, LbAlgorithm, PolicyAction, PolicyEntry, PolicyKey,
     Protocol, ServiceId,
 };
-use mesh_testbed::{BpfDir, Cgroup, require_root};
+use mesh_testbed::{BpfDir, Bridge, Cgroup, NetNs, require_root};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
@@ -602,4 +602,67 @@ fn restart_keeps_maps_and_attachments_and_reattach_is_idempotent() {
     assert_eq!(pruned, vec![other_if]);
     let links = std::fs::read_dir(dir.path().join("links")).unwrap().count();
     assert_eq!(links, 4, "only the live pods' links remain");
+}
+
+#[test]
+fn nodeport_from_another_node_reaches_a_local_backend() {
+    let mut lab = lab();
+    // Two nodes on an underlay bridge of their own; the other node is a
+    // namespace with only the underlay subnet routed (no default route).
+    let underlay = Bridge::new();
+    underlay.attach(&lab.node.ns, "eth0", "192.168.77.1/24");
+    let other_node = NetNs::new("nd");
+    underlay.attach(&other_node, "eth0", "192.168.77.2/24");
+    lab.b1.ns.run_ok(
+        "ip",
+        &[
+            "route",
+            "add",
+            "192.168.77.0/24",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+        ],
+    );
+    let path = lab.node.netns_path();
+    mesh_bpf::netns::in_netns(&path, || lab.dp.attach_node_interface("eth0"))
+        .unwrap()
+        .expect("attach NodePort program");
+    let node_ip = Ipv4Addr::new(192, 168, 77, 1);
+    for (id, proto) in [(7, Protocol::Tcp), (8, Protocol::Udp)] {
+        let frontend = Frontend {
+            addr: node_ip,
+            port: 30080,
+            proto,
+        };
+        service(&lab.dp, id, frontend, &[&lab.b1], 8080, LbAlgorithm::Random);
+    }
+    let probe = env!("CARGO_BIN_EXE_mesh-bpf-probe");
+    for mode in ["tcp", "udp"] {
+        let out = other_node.run(probe, &[mode, "192.168.77.1:30080"]);
+        let (name, peer) = answer(&out);
+        assert_eq!(
+            name, "backend-1",
+            "{mode} NodePort reaches the local backend"
+        );
+        assert_eq!(
+            peer, "192.168.77.1:30080",
+            "{mode} reply comes from the node address"
+        );
+    }
+    let ct = lab.dp.conntrack().unwrap().dump().unwrap();
+    assert!(
+        ct.iter().any(|e| e.direction == CtDirection::NodePort
+            && e.saddr == Ipv4Addr::new(192, 168, 77, 2)
+            && e.daddr == lab.b1.ip),
+        "{ct:?}"
+    );
+    // Traffic to the node that is not a NodePort is untouched.
+    other_node.run_ok("ping", &["-c", "1", "-W", "2", "192.168.77.1"]);
+    mesh_bpf::netns::in_netns(&path, || lab.dp.detach_node_interface("eth0"))
+        .unwrap()
+        .unwrap();
+    let out = other_node.run(probe, &["tcp", "192.168.77.1:30080"]);
+    assert!(!out.status.success(), "detached: the NodePort is gone");
 }

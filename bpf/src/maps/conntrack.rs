@@ -19,6 +19,8 @@ pub enum CtDirection {
     In,
     /// The pre-DNAT tuple of a service flow; remembers the backend.
     Service,
+    /// The backend-side tuple of a NodePort flow (replies are reverse-translated).
+    NodePort,
 }
 
 /// One conntrack entry.
@@ -75,7 +77,8 @@ impl ConntrackMap {
                 direction: match k.dir {
                     0 => CtDirection::Out,
                     1 => CtDirection::In,
-                    _ => CtDirection::Service,
+                    2 => CtDirection::Service,
+                    _ => CtDirection::NodePort,
                 },
                 backend_id: v.backend_id,
                 rev_nat_id: v.rev_nat_id,

@@ -107,6 +107,8 @@ pub enum FlowObservation {
     ToPod,
     /// A cgroup socket hook.
     Socket,
+    /// TC ingress of the node's interface (NodePort).
+    FromNetdev,
     /// Unknown code.
     Unknown(u8),
 }
@@ -163,6 +165,7 @@ impl FlowEvent {
                 0 => FlowObservation::FromPod,
                 1 => FlowObservation::ToPod,
                 2 => FlowObservation::Socket,
+                3 => FlowObservation::FromNetdev,
                 v => FlowObservation::Unknown(v),
             },
             reason: DropReason::from_code(r.reason),
