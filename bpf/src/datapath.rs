@@ -11,7 +11,8 @@
 //!   re-attach the TCX link's program is swapped atomically
 //!   (`bpf_link_update`); a cgroup link is replaced by a new one pinned over
 //!   the old pin (for an instant both run; the second sees an already
-//!   translated address and does nothing).
+//!   translated address and does nothing). Detaching removes the pin; the
+//!   kernel releases the link asynchronously, so it may run for a moment.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;

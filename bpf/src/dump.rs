@@ -30,6 +30,58 @@ pub struct Dump {
     pub metrics: Metrics,
 }
 
+/// How full one map is (for map-pressure metrics).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MapUsage {
+    /// Map name (also its pin file name).
+    pub name: &'static str,
+    /// Entries present.
+    pub entries: u64,
+    /// Capacity.
+    pub max_entries: u32,
+}
+
+/// Entry counts of the maps a reconciler fills (services, slots, backends,
+/// reverse NAT, Maglev, ipcache, policy, endpoints, conntrack).
+pub fn usage(pin_root: &Path) -> Result<Vec<MapUsage>> {
+    use crate::maps::raw::*;
+    use crate::maps::{
+        BACKENDS, CONNTRACK, ENDPOINTS, IPCACHE, MAGLEV, MapSpec, POLICY, REVNAT, SERVICES, SLOTS,
+        count_hash, count_ipcache,
+    };
+    let row = |spec: &MapSpec, (entries, max_entries): (u64, u32)| MapUsage {
+        name: spec.name,
+        entries,
+        max_entries,
+    };
+    Ok(vec![
+        row(
+            &SERVICES,
+            count_hash::<SvcKey, SvcVal>(pin_root, &SERVICES)?,
+        ),
+        row(&SLOTS, count_hash::<SlotKey, u32>(pin_root, &SLOTS)?),
+        row(
+            &BACKENDS,
+            count_hash::<u32, BackendVal>(pin_root, &BACKENDS)?,
+        ),
+        row(&REVNAT, count_hash::<u32, RevNatVal>(pin_root, &REVNAT)?),
+        row(&MAGLEV, count_hash::<u32, MaglevVal>(pin_root, &MAGLEV)?),
+        row(&IPCACHE, count_ipcache(pin_root)?),
+        row(
+            &POLICY,
+            count_hash::<PolicyKeyRaw, PolicyValRaw>(pin_root, &POLICY)?,
+        ),
+        row(
+            &ENDPOINTS,
+            count_hash::<u32, PolicyEndpointRaw>(pin_root, &ENDPOINTS)?,
+        ),
+        row(
+            &CONNTRACK,
+            count_hash::<CtKey, CtVal>(pin_root, &CONNTRACK)?,
+        ),
+    ])
+}
+
 /// Reads every map under `pin_root` (the datapath must have been loaded
 /// there once; nothing needs to be running).
 pub fn dump(pin_root: &Path) -> Result<Dump> {

@@ -24,7 +24,7 @@ pub mod maps;
 pub mod netns;
 
 pub use datapath::{DEFAULT_PIN_ROOT, Datapath};
-pub use dump::{Dump, dump};
+pub use dump::{Dump, MapUsage, dump, usage};
 pub use error::{Error, Result};
 pub use maps::{
     Backend, BackendId, BackendMap, ConntrackMap, CtDirection, CtEntry, Direction, DropReason,

@@ -68,6 +68,16 @@ fn reload_reuses_pinned_maps_without_flushing() {
     assert_eq!(b.addr, Ipv4Addr::new(10, 244, 1, 7));
     assert_eq!(b.port, 8080);
 
+    // Map pressure for metrics: one entry in each LB map, capacities known.
+    let usage = mesh_bpf::usage(dir.path()).unwrap();
+    let get = |name: &str| usage.iter().find(|u| u.name == name).cloned().unwrap();
+    assert_eq!(get("mw_services").entries, 1);
+    assert_eq!(get("mw_slots").entries, 1);
+    assert_eq!(get("mw_backends").entries, 1);
+    assert_eq!(get("mw_revnat").entries, 1);
+    assert_eq!(get("mw_ipcache").entries, 0);
+    assert_eq!(get("mw_services").max_entries, 65536);
+
     // The dump for meshctl serializes to JSON.
     let json = serde_json::to_value(mesh_bpf::dump(dir.path()).unwrap()).unwrap();
     assert_eq!(json["services"][0]["id"], 3, "{json}");

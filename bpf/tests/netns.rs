@@ -59,6 +59,18 @@ fn service(dp: &Datapath, id: u32, frontend: Frontend, pods: &[&Pod], port: u16,
         .unwrap();
 }
 
+/// Polls `cond` for up to 5 s (a bounded liveness check, not a timing test).
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 struct Lab {
     _dir: BpfDir,
     dp: Datapath,
@@ -571,8 +583,11 @@ fn restart_keeps_maps_and_attachments_and_reattach_is_idempotent() {
     // Detach removes the attachments: the cgroup client now reaches the
     // ClusterIP only through TC (the socket sees the ClusterIP as peer).
     dp.detach_cgroup(cg.path()).unwrap();
-    let (_, peer) = answer(&client.probe_in_cgroup(cg.path(), &["tcp", "10.96.0.10:80"]));
-    assert_eq!(peer, "10.96.0.10:80");
+    // The kernel releases an unpinned link asynchronously: allow it a moment.
+    eventually("socket LB detached", || {
+        let (_, peer) = answer(&client.probe_in_cgroup(cg.path(), &["tcp", "10.96.0.10:80"]));
+        peer == "10.96.0.10:80"
+    });
     mesh_bpf::netns::in_netns(&node.netns_path(), || dp.detach_interface(&client.host_if))
         .unwrap()
         .unwrap();
@@ -663,6 +678,10 @@ fn nodeport_from_another_node_reaches_a_local_backend() {
     mesh_bpf::netns::in_netns(&path, || lab.dp.detach_node_interface("eth0"))
         .unwrap()
         .unwrap();
-    let out = other_node.run(probe, &["tcp", "192.168.77.1:30080"]);
-    assert!(!out.status.success(), "detached: the NodePort is gone");
+    eventually("NodePort detached", || {
+        !other_node
+            .run(probe, &["tcp", "192.168.77.1:30080"])
+            .status
+            .success()
+    });
 }

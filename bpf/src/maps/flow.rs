@@ -190,6 +190,14 @@ impl std::fmt::Debug for FlowReader {
     }
 }
 
+/// The ring buffer's fd, for readiness polling (e.g. tokio `AsyncFd`):
+/// readable when events are pending.
+impl std::os::fd::AsFd for FlowReader {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.ring.as_fd()
+    }
+}
+
 impl FlowReader {
     /// Opens the pinned ring buffer under `pin_root`.
     pub fn open(pin_root: &Path) -> Result<FlowReader> {

@@ -165,6 +165,35 @@ pub(crate) fn open(pin_root: &Path, spec: &MapSpec) -> Result<(Map, u32)> {
     Ok((map, max))
 }
 
+/// Counts the entries of a pinned hash map with key `K` and value `V`;
+/// returns them with its capacity.
+pub(crate) fn count_hash<K: aya::Pod, V: aya::Pod>(
+    pin_root: &Path,
+    spec: &MapSpec,
+) -> Result<(u64, u32)> {
+    let (map, max) = open(pin_root, spec)?;
+    let m: aya::maps::HashMap<MapData, K, V> = typed(spec, aya::maps::HashMap::try_from(map))?;
+    let mut n = 0u64;
+    for key in m.keys() {
+        key.map_err(|e| dump_err(spec, e))?;
+        n += 1;
+    }
+    Ok((n, max))
+}
+
+/// Counts the entries of the ipcache (LPM trie).
+pub(crate) fn count_ipcache(pin_root: &Path) -> Result<(u64, u32)> {
+    let (map, max) = open(pin_root, &IPCACHE)?;
+    let m: aya::maps::lpm_trie::LpmTrie<MapData, IpcacheAddr, IpcacheVal> =
+        typed(&IPCACHE, aya::maps::lpm_trie::LpmTrie::try_from(map))?;
+    let mut n = 0u64;
+    for key in m.keys() {
+        key.map_err(|e| dump_err(&IPCACHE, e))?;
+        n += 1;
+    }
+    Ok((n, max))
+}
+
 /// Converts a typed-map construction error.
 pub(crate) fn typed<T>(spec: &MapSpec, r: Result<T, MapError>) -> Result<T> {
     r.map_err(|source| Error::Map {
