@@ -3,7 +3,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup build demo test lint fmt bench clean
+.PHONY: setup build demo demo-down test lint fmt bench images clean
+
+IMAGE_REPOSITORY ?= localhost/meshwork
+IMAGE_TAG ?= dev
 
 setup: ## install what building and testing needs (idempotent)
 	@bash scripts/setup.sh
@@ -23,6 +26,12 @@ test: lint ## the whole suite: unit, datapath, component tests (needs root)
 
 bench: setup ## benchmarks: figures side by side with the peer they are measured against
 	@bash scripts/bench.sh
+
+images: ## container images of node-agent, mesh-apiserver and meshctl (needs Docker)
+	@command -v docker >/dev/null || { echo "images: needs a Docker engine; this machine has none (the lab runs the binaries directly)" >&2; exit 1; }
+	for t in node-agent mesh-apiserver meshctl; do \
+	  docker build -f helm/images/Dockerfile --target $$t -t $(IMAGE_REPOSITORY)/$$t:$(IMAGE_TAG) . || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all

@@ -12,12 +12,16 @@ DEB_PACKAGES=(
   iproute2 iptables ethtool tcpdump iperf3        # namespaces, veth, bridges; captures; benchmarks
   iputils-ping socat                              # test clients inside namespaces
   openssl                                         # independent certificate verifier in tests
-  protobuf-compiler                               # etcd-client's build script needs protoc
+  shellcheck                                      # the kind scripts are shellcheck-clean (tested)
+  curl                                            # mesh-apiserver tests read /status and /metrics over HTTP
+  protobuf-compiler libprotobuf-dev               # etcd-client's build script needs protoc and the well-known .proto files
   etcd-server                                     # the real store for component tests and the lab
   wireguard-tools wireguard-go                    # `wg` and an independent WireGuard peer
 )
 # Python packages (PyPI).
-PIP_PACKAGES=()
+PIP_PACKAGES=(
+  helm-python-sdk                                 # Helm v4 engine as a library: render and lint the chart in tests
+)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

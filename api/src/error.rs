@@ -157,6 +157,24 @@ pub enum Error {
         /// The value received.
         value: i32,
     },
+    /// A `meshwork-clustermesh` Secret entry that cannot be used.
+    #[error(
+        "meshwork-clustermesh entry {key:?}: {problem}; rewrite it with `meshctl connect` or fix the Secret"
+    )]
+    InvalidClusterMeshEntry {
+        /// The Secret key (the remote cluster's name).
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A status document that cannot be read.
+    #[error(
+        "mesh-apiserver status is unreadable: {problem}; is the mesh-apiserver the same version as meshctl?"
+    )]
+    InvalidStatus {
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// The crate's result type.

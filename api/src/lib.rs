@@ -10,6 +10,7 @@
 pub mod annotations;
 pub mod cidr;
 mod cluster;
+pub mod clustermesh;
 mod error;
 mod identity;
 pub mod labels;

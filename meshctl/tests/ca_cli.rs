@@ -46,6 +46,9 @@ fn every_command_has_help() {
         vec!["ca", "issue", "node"],
         vec!["ca", "inspect"],
         vec!["ca", "rotate"],
+        vec!["connect"],
+        vec!["disconnect"],
+        vec!["status"],
     ] {
         let mut args = cmd.clone();
         args.push("--help");
@@ -285,4 +288,20 @@ fn bad_input_says_what_is_wrong_and_writes_nothing() {
 
     let err = failure(&["ca", "rotate", "--ca-dir", p(&ca), "--finish"]);
     assert!(err.contains("no rotation is under way"), "{err}");
+}
+
+#[test]
+fn an_unknown_context_lists_the_known_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kc = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: lab-c1\n  context: {cluster: c, user: u}\ncurrent-context: lab-c1\n",
+    )
+    .unwrap();
+    let err = failure(&["status", "--context", "lab-c9", "--kubeconfig", p(&kc)]);
+    assert!(err.contains("lab-c9") && err.contains("lab-c1"), "{err}");
+    // A reachable-looking context whose API server is down: a clear error, not a hang.
+    let err = failure(&["status", "--context", "lab-c1", "--kubeconfig", p(&kc)]);
+    assert!(err.contains("lab-c1"), "{err}");
 }

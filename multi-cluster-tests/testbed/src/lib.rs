@@ -18,7 +18,7 @@ mod cgroup;
 mod cmd;
 mod netns;
 
-pub use cgroup::{BpfDir, Cgroup, ensure_bpffs};
+pub use cgroup::{BpfDir, Cgroup, cgroup2_root, ensure_bpffs};
 pub use cmd::{run, run_ok, run_status};
 pub use netns::{Bridge, NetNs, unique_name, veth};
 

@@ -1,0 +1,184 @@
+//! The contract between `meshctl connect` and the mesh-apiserver.
+//!
+//! - [`RemoteClusterConfig`]: one key of the Secret `meshwork-clustermesh`
+//!   (key = the remote cluster's name, value = YAML): how to reach and
+//!   authenticate to that remote cluster's mesh-apiserver.
+//! - [`MeshStatus`]: what a mesh-apiserver reports about itself and its
+//!   remotes, published as `status.json` in the ConfigMap `meshwork-status`
+//!   of its namespace (and served on its status endpoint), read by
+//!   `meshctl status` and `meshctl connect --wait`.
+//!
+//! Both are parsed and validated here, once, for every reader.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{ClusterId, ClusterName};
+use crate::error::{Error, Result};
+
+/// Name of the Secret holding one entry per remote cluster.
+pub const CLUSTERMESH_SECRET: &str = "meshwork-clustermesh";
+/// Name of the ConfigMap where a mesh-apiserver publishes its status.
+pub const STATUS_CONFIGMAP: &str = "meshwork-status";
+/// Key of the status document in [`STATUS_CONFIGMAP`].
+pub const STATUS_KEY: &str = "status.json";
+
+/// One remote cluster, as `meshctl connect` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RemoteClusterConfig {
+    /// The remote cluster's name (equals the Secret key).
+    pub name: ClusterName,
+    /// The remote cluster's id.
+    pub id: ClusterId,
+    /// `host:port` of its mesh-apiserver; hosts may be DNS names.
+    pub endpoints: Vec<String>,
+    /// The remote's CA bundle (PEM): verifies its server certificate.
+    pub ca_cert: String,
+    /// Our client certificate for it (PEM), issued by its CA.
+    pub client_cert: String,
+    /// The key of that certificate (PEM).
+    pub client_key: String,
+}
+
+impl RemoteClusterConfig {
+    /// Parses and validates the Secret entry stored under `key`.
+    pub fn parse(key: &str, yaml: &str) -> Result<Self> {
+        let bad = |problem: String| Error::InvalidClusterMeshEntry {
+            key: key.to_string(),
+            problem,
+        };
+        let cfg: RemoteClusterConfig =
+            serde_yaml::from_str(yaml).map_err(|e| bad(e.to_string()))?;
+        if cfg.name.as_str() != key {
+            return Err(bad(format!(
+                "it names cluster {:?}; the key must equal the cluster name",
+                cfg.name.as_str()
+            )));
+        }
+        if cfg.endpoints.is_empty() {
+            return Err(bad("endpoints is empty: list at least one host:port".into()));
+        }
+        for ep in &cfg.endpoints {
+            split_endpoint(ep).ok_or_else(|| bad(format!("endpoint {ep:?} is not host:port")))?;
+        }
+        for (field, pem, marker) in [
+            ("ca-cert", &cfg.ca_cert, "CERTIFICATE"),
+            ("client-cert", &cfg.client_cert, "CERTIFICATE"),
+            ("client-key", &cfg.client_key, "PRIVATE KEY"),
+        ] {
+            let begins = pem.lines().any(|l| {
+                l.trim().starts_with("-----BEGIN ") && l.trim().ends_with(&format!("{marker}-----"))
+            });
+            if !begins {
+                return Err(bad(format!(
+                    "{field} is not a PEM {}",
+                    marker.to_lowercase()
+                )));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The YAML stored in the Secret.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("plain struct serializes")
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets).
+pub fn split_endpoint(ep: &str) -> Option<(&str, u16)> {
+    let (host, port) = ep.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port != 0).then_some((host, port))
+}
+
+/// Counts of what a remote exported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordCounts {
+    /// Nodes.
+    pub nodes: u64,
+    /// Identities.
+    pub identities: u64,
+    /// Endpoints.
+    pub endpoints: u64,
+    /// Global services.
+    pub services: u64,
+}
+
+/// A mesh-apiserver's view of one remote cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteStatus {
+    /// The remote's name.
+    pub name: String,
+    /// Its id, once known.
+    #[serde(default)]
+    pub id: Option<u8>,
+    /// A watch stream is open.
+    pub connected: bool,
+    /// Its snapshot arrived completely (sync marker seen) since the last connect.
+    pub synced: bool,
+    /// Unix seconds since which it is unreachable and its state is kept stale.
+    #[serde(default)]
+    pub stale_since: Option<u64>,
+    /// The last error, for people.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// What is cached from it.
+    #[serde(default)]
+    pub counts: RecordCounts,
+    /// Seconds since its last event.
+    #[serde(default)]
+    pub last_event_age_secs: Option<u64>,
+    /// The entry is refused (bad config, duplicate id, CIDR overlap): why.
+    #[serde(default)]
+    pub refused: Option<String>,
+}
+
+/// What a mesh-apiserver publishes about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshStatus {
+    /// This cluster.
+    pub cluster: String,
+    /// Its id.
+    pub cluster_id: u8,
+    /// Its pod CIDRs.
+    pub pod_cidrs: Vec<IpNet>,
+    /// The mesh-apiserver's version.
+    pub version: String,
+    /// The replica that wrote this (the leader).
+    pub replica: String,
+    /// Unix seconds when written; a reader treats an old status as "not running".
+    pub updated_at: u64,
+    /// Node-agents watching.
+    #[serde(default)]
+    pub watch_clients: u64,
+    /// Remote clusters by name.
+    #[serde(default)]
+    pub remotes: BTreeMap<String, RemoteStatus>,
+}
+
+impl MeshStatus {
+    /// Parses the status document.
+    pub fn parse(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| Error::InvalidStatus {
+            problem: e.to_string(),
+        })
+    }
+
+    /// Whether `remote` is connected and synced.
+    pub fn is_synced_with(&self, remote: &str) -> bool {
+        self.remotes
+            .get(remote)
+            .is_some_and(|r| r.connected && r.synced)
+    }
+}
+
+#[cfg(test)]
+mod tests;

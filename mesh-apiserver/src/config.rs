@@ -1,0 +1,161 @@
+//! Flags. Their long names are stable and kebab-case: they are the keys of
+//! the Helm chart's ConfigMap, which [`Config::from_map`] parses with the
+//! same parser, so the chart and the code cannot drift.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+use mesh_api::{ClusterId, ClusterName};
+
+use crate::error::{Error, Result};
+use crate::export::LocalCluster;
+
+/// Which store backs the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// etcd (replicas share it; leader election on).
+    Etcd,
+    /// In memory (a single replica).
+    Memory,
+}
+
+/// mesh-apiserver: exports this cluster's mesh state to remote clusters and
+/// node-agents over mutual TLS, and imports remote clusters' state.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "mesh-apiserver", version)]
+pub struct Config {
+    /// A mounted ConfigMap: one file per key, each key a flag of this
+    /// command (the chart's mesh-apiserver-config). Flags on the command line
+    /// override it.
+    #[arg(long)]
+    pub config_dir: Option<PathBuf>,
+
+    /// This cluster's name (DNS label, ≤32 characters).
+    #[arg(long)]
+    pub cluster_name: String,
+    /// This cluster's id (1–255, unique in the mesh).
+    #[arg(long)]
+    pub cluster_id: i64,
+    /// This cluster's pod CIDRs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    pub pod_cidrs: Vec<String>,
+    /// The store.
+    #[arg(long, value_enum, default_value = "memory")]
+    pub store: StoreKind,
+    /// etcd endpoints (http://host:port), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd_endpoints: Vec<String>,
+    /// Changes the in-memory store keeps for resuming watchers.
+    #[arg(long, default_value_t = 100_000)]
+    pub memory_history: usize,
+    /// Address of the Export gRPC server.
+    #[arg(long, default_value = "0.0.0.0:32379")]
+    pub grpc_listen: SocketAddr,
+    /// Address of /healthz, /readyz, /metrics and /status.
+    #[arg(long, default_value = "0.0.0.0:9963")]
+    pub status_listen: SocketAddr,
+    /// Server certificate (PEM).
+    #[arg(long)]
+    pub tls_cert: PathBuf,
+    /// Server key (PEM, mode 0600).
+    #[arg(long)]
+    pub tls_key: PathBuf,
+    /// CA bundle trusted for client certificates (PEM).
+    #[arg(long)]
+    pub tls_ca: PathBuf,
+    /// The mesh's SPIFFE trust domain.
+    #[arg(long, default_value = "meshwork.local")]
+    pub trust_domain: String,
+    /// Read the remote clusters from this directory (one file per remote)
+    /// instead of the Secret.
+    #[arg(long)]
+    pub clustermesh_config_dir: Option<PathBuf>,
+    /// The Secret listing remote clusters (in --namespace).
+    #[arg(long, default_value = "meshwork-clustermesh")]
+    pub clustermesh_secret: String,
+    /// The install namespace.
+    #[arg(long, default_value = "kube-system")]
+    pub namespace: String,
+    /// Keep an unreachable remote's state this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub stale_timeout_seconds: u64,
+    /// Longest wait between reconnections to a remote, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub max_backoff_seconds: u64,
+    /// Elect a leader among replicas (etcd store only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Lease TTL of the leader, seconds (a dead leader is replaced within it).
+    #[arg(long, default_value_t = 5)]
+    pub leader_lease_ttl_seconds: i64,
+    /// This replica's name (default: the host name).
+    #[arg(long, default_value = "")]
+    pub replica_name: String,
+    /// Honour Cilium's global-service annotations too.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub compat_cilium_annotations: bool,
+    /// Watch the local Kubernetes API (Nodes, Pods, Services, EndpointSlices).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub kubernetes: bool,
+    /// Free an unused identity after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub identity_gc_grace_seconds: u64,
+}
+
+impl Config {
+    /// Parses a key → value map (the chart's ConfigMap): each key is a flag
+    /// name without `--`.
+    pub fn from_map(map: &BTreeMap<String, String>) -> Result<Config> {
+        let args = std::iter::once("mesh-apiserver".to_string())
+            .chain(map.iter().map(|(k, v)| format!("--{k}={v}")));
+        Config::try_parse_from(args).map_err(|e| Error::Config {
+            key: "configmap".into(),
+            value: String::new(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Validates the values and returns this cluster's facts.
+    pub fn local(&self) -> Result<LocalCluster> {
+        let name = ClusterName::new(self.cluster_name.clone()).map_err(|e| Error::Config {
+            key: "cluster-name".into(),
+            value: self.cluster_name.clone(),
+            reason: e.to_string(),
+        })?;
+        let id = ClusterId::new(self.cluster_id).map_err(|e| Error::Config {
+            key: "cluster-id".into(),
+            value: self.cluster_id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let pod_cidrs = self
+            .pod_cidrs
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                mesh_api::cidr::parse_cidr("pod-cidrs", c).map_err(|e| Error::Config {
+                    key: "pod-cidrs".into(),
+                    value: c.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<IpNet>>>()?;
+        if self.leader_lease_ttl_seconds < 2 {
+            return Err(Error::Config {
+                key: "leader-lease-ttl-seconds".into(),
+                value: self.leader_lease_ttl_seconds.to_string(),
+                reason: "must be at least 2".into(),
+            });
+        }
+        Ok(LocalCluster {
+            name,
+            id,
+            pod_cidrs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,55 @@
+use super::*;
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn configmap_keys_are_the_flags() {
+    let c = Config::from_map(&map(&[
+        ("cluster-name", "c1"),
+        ("cluster-id", "3"),
+        ("pod-cidrs", "10.1.0.0/16,fd00:1::/64"),
+        ("store", "etcd"),
+        ("etcd-endpoints", "http://etcd:2379"),
+        ("tls-cert", "/certs/tls.crt"),
+        ("tls-key", "/certs/tls.key"),
+        ("tls-ca", "/certs/ca.crt"),
+        ("compat-cilium-annotations", "true"),
+        ("leader-election", "false"),
+        ("stale-timeout-seconds", "30"),
+    ]))
+    .unwrap();
+    assert_eq!(c.store, StoreKind::Etcd);
+    assert!(c.compat_cilium_annotations);
+    assert!(!c.leader_election);
+    assert_eq!(c.stale_timeout_seconds, 30);
+    let local = c.local().unwrap();
+    assert_eq!(local.id.get(), 3);
+    assert_eq!(local.pod_cidrs.len(), 2);
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let e = Config::from_map(&map(&[
+        ("cluster-name", "c1"),
+        ("cluster-id", "3"),
+        ("no-such-key", "x"),
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no-such-key"), "{e}");
+    let c = Config::from_map(&map(&[
+        ("cluster-name", "c1"),
+        ("cluster-id", "256"),
+        ("tls-cert", "a"),
+        ("tls-key", "b"),
+        ("tls-ca", "c"),
+    ]))
+    .unwrap();
+    let e = c.local().unwrap_err().to_string();
+    assert!(e.contains("cluster-id") && e.contains("256"), "{e}");
+}

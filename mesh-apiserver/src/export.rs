@@ -1,0 +1,480 @@
+//! The `Export` gRPC service over mutual TLS.
+//!
+//! A watch sends a snapshot of the requested kinds, `SyncComplete`, then
+//! ordered deltas. Resuming from a revision sends only the changes since;
+//! a revision the store no longer has (compaction) or never had (a reset
+//! store) gets `Reset`, a fresh snapshot and `SyncComplete`: never a gap.
+//!
+//! Who sees what: a remote cluster's mesh-apiserver (cluster certificate,
+//! listed in the config) gets this cluster's nodes, identities, endpoints
+//! and *global* services (backends only when shared); this cluster's
+//! node-agents (node certificates) get every cluster's state, local and
+//! imported.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use mesh_api::proto::pb;
+use mesh_api::{Kind, Record};
+use mesh_certs::{Authorizer, PeerKind, SpiffeId};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result};
+use crate::state::{self, ParsedKey};
+use crate::store::{Store, StoreEvent};
+
+/// What a watcher may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// A remote cluster: this cluster's state, global services only.
+    Remote {
+        /// This cluster's name.
+        local: String,
+    },
+    /// A node-agent of this cluster: every cluster's state.
+    Local,
+}
+
+impl Scope {
+    /// The store prefix watched.
+    pub fn prefix(&self) -> String {
+        match self {
+            Scope::Remote { local } => state::cluster_prefix(local),
+            Scope::Local => state::ROOT.to_string(),
+        }
+    }
+}
+
+/// The cluster-qualified key used on the wire: `<cluster>/<key>`.
+pub fn wire_key(cluster: &str, key: &str) -> String {
+    format!("{cluster}/{key}")
+}
+
+/// Turns one store change into what `scope` may see of it: `None` for
+/// other kinds and markers; a service that is (no longer) global becomes a
+/// deletion for remote watchers; a service that is not shared loses its
+/// backends.
+pub fn export_event(scope: &Scope, kinds: &[Kind], ev: &StoreEvent) -> Option<pb::WatchEvent> {
+    use pb::watch_event::Event;
+    let (key, revision) = match ev {
+        StoreEvent::Put(kv) => (&kv.key, kv.mod_revision),
+        StoreEvent::Delete { key, revision } => (key, *revision),
+    };
+    let ParsedKey::Record { cluster, kind, key } = state::parse_key(key).ok()? else {
+        return None;
+    };
+    if !kinds.contains(&kind) {
+        return None;
+    }
+    let delete = || {
+        Some(pb::WatchEvent {
+            event: Some(Event::Delete(pb::Delete {
+                kind: pb::Kind::from(kind).into(),
+                key: wire_key(&cluster, &key),
+                revision,
+            })),
+        })
+    };
+    let StoreEvent::Put(kv) = ev else {
+        return delete();
+    };
+    let mut record = match state::decode(kind, &kv.key, &kv.value) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "skipping an undecodable record");
+            return None;
+        }
+    };
+    if let (Scope::Remote { .. }, Record::Service(s)) = (scope, &mut record) {
+        if !s.options.global {
+            return delete();
+        }
+        if !s.options.shared {
+            s.backends.clear();
+        }
+    }
+    Some(pb::WatchEvent {
+        event: Some(Event::Upsert(pb::Upsert {
+            key: wire_key(&cluster, &key),
+            revision,
+            record: Some((&record).into()),
+        })),
+    })
+}
+
+/// Who is on the other end of a connection (from its client certificate).
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The authorized SPIFFE id.
+    pub id: Option<SpiffeId>,
+    /// The remote address.
+    pub addr: SocketAddr,
+}
+
+/// An accepted, authenticated connection.
+#[derive(Debug)]
+pub struct TlsConn {
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// This cluster's facts, answered by `Info`.
+#[derive(Debug, Clone)]
+pub struct LocalCluster {
+    /// Name.
+    pub name: mesh_api::ClusterName,
+    /// Id.
+    pub id: mesh_api::ClusterId,
+    /// Pod CIDRs.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+}
+
+/// The `Export` service.
+#[derive(Debug, Clone)]
+pub struct ExportService {
+    store: Arc<dyn Store>,
+    local: LocalCluster,
+    watchers: Arc<AtomicUsize>,
+}
+
+impl ExportService {
+    /// Serves `store` as `local`.
+    pub fn new(store: Arc<dyn Store>, local: LocalCluster) -> Self {
+        ExportService {
+            store,
+            local,
+            watchers: Arc::default(),
+        }
+    }
+
+    /// Open watch streams now.
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(Ordering::Relaxed)
+    }
+
+    /// The watcher gauge (shared with status).
+    pub fn watcher_gauge(&self) -> Arc<AtomicUsize> {
+        self.watchers.clone()
+    }
+}
+
+struct WatcherGuard(Arc<AtomicUsize>);
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type Tx = mpsc::Sender<std::result::Result<pb::WatchEvent, Status>>;
+
+async fn send(tx: &Tx, ev: pb::WatchEvent) -> bool {
+    tx.send(Ok(ev)).await.is_ok()
+}
+
+fn sync_complete(revision: u64, kinds: &[Kind]) -> pb::WatchEvent {
+    pb::WatchEvent {
+        event: Some(pb::watch_event::Event::SyncComplete(pb::SyncComplete {
+            revision,
+            kinds: kinds.iter().map(|k| pb::Kind::from(*k).into()).collect(),
+        })),
+    }
+}
+
+fn reset(reason: String) -> pb::WatchEvent {
+    pb::WatchEvent {
+        event: Some(pb::watch_event::Event::Reset(pb::Reset { reason })),
+    }
+}
+
+/// Sends a snapshot and the marker; returns the snapshot revision.
+async fn snapshot(
+    store: &dyn Store,
+    scope: &Scope,
+    kinds: &[Kind],
+    tx: &Tx,
+) -> Result<Option<u64>> {
+    let (items, revision) = store.list(&scope.prefix()).await?;
+    // Nodes and identities before what refers to them.
+    for kind in Kind::ALL {
+        for kv in &items {
+            if let Ok(ParsedKey::Record { kind: k, .. }) = state::parse_key(&kv.key)
+                && k == kind
+                && let Some(ev) = export_event(scope, kinds, &StoreEvent::Put(kv.clone()))
+                && !send(tx, ev).await
+            {
+                return Ok(None);
+            }
+        }
+    }
+    if !send(tx, sync_complete(revision, kinds)).await {
+        return Ok(None);
+    }
+    Ok(Some(revision))
+}
+
+async fn run_watch(
+    store: Arc<dyn Store>,
+    scope: Scope,
+    kinds: Vec<Kind>,
+    resume: u64,
+    client: String,
+    tx: Tx,
+) {
+    let prefix = scope.prefix();
+    let mut from = None;
+    if resume > 0 {
+        match store.changes_since(&prefix, resume + 1).await {
+            Ok((events, current)) => {
+                for ev in &events {
+                    if let Some(e) = export_event(&scope, &kinds, ev)
+                        && !send(&tx, e).await
+                    {
+                        return;
+                    }
+                }
+                if !send(&tx, sync_complete(current, &kinds)).await {
+                    return;
+                }
+                tracing::info!(%client, resume, current, deltas = events.len(), "watch resumed");
+                from = Some(current + 1);
+            }
+            Err(e @ (Error::Compacted { .. } | Error::FutureRevision { .. })) => {
+                tracing::info!(%client, resume, reason = %e, "watch resume impossible: reset and snapshot");
+                if !send(&tx, reset(e.to_string())).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                return;
+            }
+        }
+    }
+    loop {
+        let start = match from {
+            Some(f) => f,
+            None => match snapshot(store.as_ref(), &scope, &kinds, &tx).await {
+                Ok(Some(r)) => r + 1,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                    return;
+                }
+            },
+        };
+        let mut stream = match store.watch(&prefix, start).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(ev)) => {
+                        if let Some(e) = export_event(&scope, &kinds, &ev)
+                            && !send(&tx, e).await
+                        {
+                            return;
+                        }
+                    }
+                    Some(Err(e @ Error::Compacted { .. })) => {
+                        tracing::info!(%client, reason = %e, "watcher fell behind compaction: reset and snapshot");
+                        if !send(&tx, reset(e.to_string())).await {
+                            return;
+                        }
+                        from = None;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                        return;
+                    }
+                    None => {
+                        let _ = tx.send(Err(Status::unavailable("store watch ended"))).await;
+                        return;
+                    }
+                },
+                () = tx.closed() => return,
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::export_server::Export for ExportService {
+    type WatchStream = ReceiverStream<std::result::Result<pb::WatchEvent, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> std::result::Result<Response<Self::WatchStream>, Status> {
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        let id = peer
+            .as_ref()
+            .and_then(|p| p.id.clone())
+            .ok_or_else(|| Status::unauthenticated("no authenticated client certificate"))?;
+        let scope = match id.kind() {
+            PeerKind::Cluster => Scope::Remote {
+                local: self.local.name.to_string(),
+            },
+            PeerKind::Node => Scope::Local,
+        };
+        let req = request.into_inner();
+        let mut kinds = Vec::new();
+        for k in &req.kinds {
+            kinds.push(
+                mesh_api::proto::kind_from_wire("WatchRequest", "kinds", *k)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            );
+        }
+        if kinds.is_empty() {
+            kinds = Kind::ALL.to_vec();
+        }
+        let client = format!("{id} ({})", req.client);
+        tracing::info!(%client, ?scope, resume = req.resume_revision, "watch opened");
+        let (tx, rx) = mpsc::channel(1024);
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        let guard = WatcherGuard(self.watchers.clone());
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            run_watch(store, scope, kinds, req.resume_revision, client.clone(), tx).await;
+            tracing::info!(%client, "watch closed");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn info(
+        &self,
+        _request: Request<pb::InfoRequest>,
+    ) -> std::result::Result<Response<pb::ClusterInfo>, Status> {
+        Ok(Response::new(pb::ClusterInfo {
+            name: self.local.name.to_string(),
+            id: u32::from(self.local.id.get()),
+            pod_cidrs: self
+                .local
+                .pod_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+}
+
+/// Accepts TCP connections on `listener`, completes the mTLS handshake
+/// (refusals are logged by the authorizer with their reason), and serves
+/// `service` on the authenticated connections until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    mut tls: ServerConfig,
+    authorizer: Authorizer,
+    service: ExportService,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let (conn_tx, conn_rx) = mpsc::channel::<std::io::Result<TlsConn>>(64);
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let accept_loop = tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let authorizer = authorizer.clone();
+            let conn_tx = conn_tx.clone();
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+                match handshake.await {
+                    Ok(Ok(stream)) => {
+                        let id =
+                            mesh_certs::tls::peer_spiffe_id(stream.get_ref().1.peer_certificates());
+                        let _ = conn_tx
+                            .send(Ok(TlsConn {
+                                stream,
+                                peer: PeerInfo { id, addr },
+                            }))
+                            .await;
+                    }
+                    Ok(Err(e)) => {
+                        let refusal = authorizer.record_handshake_error(&e, &addr.to_string());
+                        tracing::debug!(%addr, reason = refusal.label(), "TLS handshake refused");
+                    }
+                    Err(_) => tracing::warn!(%addr, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(pb::export_server::ExportServer::new(service))
+        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), shutdown)
+        .await
+        .map_err(|source| Error::Connect {
+            endpoint: local,
+            source,
+        });
+    accept_loop.abort();
+    result
+}

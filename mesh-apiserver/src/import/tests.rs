@@ -1,0 +1,76 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::testutil::{Pki, remote_entry};
+
+fn local() -> LocalCluster {
+    LocalCluster {
+        name: ClusterName::new("a").unwrap(),
+        id: ClusterId::new(1).unwrap(),
+        pod_cidrs: vec!["10.1.0.0/16".parse().unwrap()],
+    }
+}
+
+#[test]
+fn bad_entries_are_refused_one_by_one_and_the_others_kept() {
+    let pki = Pki::new();
+    let cert = pki.cluster("a");
+    let ep = vec!["127.0.0.1:1".to_string()];
+    let ca = pki.ca.cert_pem();
+    let mut data = BTreeMap::new();
+    data.insert(
+        "b".to_string(),
+        remote_entry("b", 2, &ep, ca, &cert, &["10.2.0.0/16"]),
+    );
+    data.insert(
+        "c".to_string(),
+        remote_entry("c", 2, &ep, ca, &cert, &["10.3.0.0/16"]),
+    );
+    data.insert(
+        "d".to_string(),
+        remote_entry("d", 4, &ep, ca, &cert, &["10.1.128.0/17"]),
+    );
+    data.insert("e".to_string(), "endpoints: [unclosed".to_string());
+    data.insert("f".to_string(), remote_entry("f", 1, &ep, ca, &cert, &[]));
+    data.insert(
+        "g".to_string(),
+        remote_entry("g", 7, &["nohostport".to_string()], ca, &cert, &[]),
+    );
+    let parsed = parse_clustermesh(&data, &local());
+    let names: Vec<&str> = parsed.remotes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["b"]);
+    let reason = |e: &str| {
+        parsed
+            .refused
+            .iter()
+            .find(|r| r.entry == e)
+            .unwrap_or_else(|| panic!("entry {e} not refused"))
+            .reason
+            .clone()
+    };
+    assert!(
+        reason("c").contains("duplicate cluster id 2"),
+        "{}",
+        reason("c")
+    );
+    assert!(reason("d").contains("overlap"), "{}", reason("d"));
+    assert!(reason("e").contains("malformed YAML"), "{}", reason("e"));
+    assert!(reason("f").contains("own id"), "{}", reason("f"));
+    assert!(reason("g").contains("not host:port"), "{}", reason("g"));
+    assert_eq!(parsed.refused.len(), 5);
+}
+
+#[tokio::test]
+async fn directory_feed_follows_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b"), "x").unwrap();
+    std::fs::write(dir.path().join("..data"), "ignored").unwrap();
+    let (mut rx, task) = directory_feed(dir.path().to_path_buf(), Duration::from_millis(50));
+    rx.wait_for(|d| d.len() == 1).await.unwrap();
+    std::fs::write(dir.path().join("c"), "y").unwrap();
+    rx.wait_for(|d| d.contains_key("c")).await.unwrap();
+    std::fs::remove_file(dir.path().join("b")).unwrap();
+    let d = rx.wait_for(|d| !d.contains_key("b")).await.unwrap().clone();
+    assert_eq!(d.keys().collect::<Vec<_>>(), vec!["c"]);
+    task.abort();
+}

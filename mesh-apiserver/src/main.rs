@@ -1,0 +1,100 @@
+//! The mesh-apiserver binary: flags → [`mesh_apiserver::server::start`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use mesh_apiserver::config::{Config, StoreKind};
+use mesh_apiserver::import::{ImportSettings, directory_feed};
+use mesh_apiserver::leader::ElectionConfig;
+use mesh_apiserver::server::{ServerParts, start};
+use mesh_apiserver::store::{EtcdStore, MemoryStore, Store};
+use mesh_certs::{TlsIdentity, TrustBundle, TrustDomain};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,h2=warn,tower=warn,hyper=warn".into()),
+        )
+        .init();
+    // The chart's ConfigMap (--config-dir) first, then the command line;
+    // clap reports bad flags and --help itself.
+    let args = match mesh_config::args_with_config_dir(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("mesh-apiserver: {e}");
+            std::process::exit(2);
+        }
+    };
+    let config = Config::parse_from(args);
+    let local = config.local()?;
+    let store: Arc<dyn Store> = match config.store {
+        StoreKind::Etcd => Arc::new(EtcdStore::connect(&config.etcd_endpoints).await?),
+        StoreKind::Memory => Arc::new(MemoryStore::new(config.memory_history)),
+    };
+    let replica = if config.replica_name.is_empty() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| format!("{}-{}", h.trim(), std::process::id()))
+            .unwrap_or_else(|_| format!("replica-{}", std::process::id()))
+    } else {
+        config.replica_name.clone()
+    };
+    let election =
+        (config.store == StoreKind::Etcd && config.leader_election).then(|| ElectionConfig {
+            key: format!("meshwork/internal/{}/leader", local.name),
+            identity: replica,
+            ttl_seconds: config.leader_lease_ttl_seconds,
+        });
+    let feed = match &config.clustermesh_config_dir {
+        Some(dir) => directory_feed(dir.clone(), Duration::from_secs(1)).0,
+        None if config.kubernetes => {
+            mesh_apiserver::kube_feed::secret_feed(&config.namespace, &config.clustermesh_secret)
+                .await?
+        }
+        None => anyhow::bail!(
+            "no remote cluster source: pass --clustermesh-config-dir or --kubernetes=true"
+        ),
+    };
+    let grpc = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("--grpc-listen {}", config.grpc_listen))?;
+    let status = tokio::net::TcpListener::bind(config.status_listen)
+        .await
+        .with_context(|| format!("--status-listen {}", config.status_listen))?;
+    let running = start(ServerParts {
+        local: local.clone(),
+        store,
+        election,
+        grpc,
+        status: Some(status),
+        identity: TlsIdentity::load(&config.tls_cert, &config.tls_key)?,
+        bundle: TrustBundle::load(&config.tls_ca)?,
+        trust_domain: TrustDomain::new(config.trust_domain.clone())?,
+        import: ImportSettings {
+            stale_timeout: Duration::from_secs(config.stale_timeout_seconds),
+            max_backoff: Duration::from_secs(config.max_backoff_seconds.max(1)),
+        },
+        config: feed,
+    })
+    .await?;
+    if config.kubernetes {
+        let feed = mesh_apiserver::kube_feed::KubeFeed::new(
+            running.writer.clone(),
+            local,
+            config.compat_cilium_annotations,
+            Duration::from_secs(config.identity_gc_grace_seconds),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = feed.run().await {
+                tracing::error!(error = %e, "Kubernetes feed stopped");
+            }
+        });
+    }
+    tokio::signal::ctrl_c().await.ok();
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Assembles a running mesh-apiserver: election, export, import and
+//! status, over a given store. `main` and the tests use the same code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_certs::{AccessPolicy, Authorizer, TlsIdentity, TrustBundle, TrustDomain};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::export::{ExportService, LocalCluster, serve};
+use crate::import::{ConfigFeed, ImportSettings, Importer, parse_clustermesh};
+use crate::leader::{ElectionConfig, Leadership, spawn_election};
+use crate::state::Writer;
+use crate::status::{StatusSource, router};
+use crate::store::Store;
+
+/// Everything a server needs.
+#[derive(Debug)]
+pub struct ServerParts {
+    /// This cluster.
+    pub local: LocalCluster,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Elect a leader (shared store); `None`: always the leader.
+    pub election: Option<ElectionConfig>,
+    /// The gRPC listener.
+    pub grpc: TcpListener,
+    /// The status listener.
+    pub status: Option<TcpListener>,
+    /// Server certificate and key.
+    pub identity: TlsIdentity,
+    /// CAs trusted for clients.
+    pub bundle: TrustBundle,
+    /// The mesh's trust domain.
+    pub trust_domain: TrustDomain,
+    /// Import settings.
+    pub import: ImportSettings,
+    /// The `meshwork-clustermesh` feed.
+    pub config: ConfigFeed,
+}
+
+/// A running server; dropping it does not stop it, call [`Running::shutdown`].
+#[derive(Debug)]
+pub struct Running {
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Status address.
+    pub status_addr: Option<SocketAddr>,
+    /// The authorizer (recent refusals).
+    pub authorizer: Authorizer,
+    /// The importer (remote status).
+    pub importer: Importer,
+    /// Leadership.
+    pub leadership: Leadership,
+    /// The writer for this cluster's own records (the Kubernetes feed's).
+    pub writer: Writer,
+    /// Status.
+    pub status: StatusSource,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops every task and closes the listeners.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts a server from its parts.
+pub async fn start(parts: ServerParts) -> Result<Running> {
+    let ServerParts {
+        local,
+        store,
+        election,
+        grpc,
+        status,
+        identity,
+        bundle,
+        trust_domain,
+        import,
+        config,
+    } = parts;
+    let mut tasks = Vec::new();
+    let leadership = match election {
+        Some(cfg) => {
+            let (l, task) = spawn_election(store.clone(), cfg);
+            tasks.push(task);
+            l
+        }
+        None => Leadership::always(),
+    };
+    let authorizer = Authorizer::new(trust_domain, AccessPolicy::nodes_of(local.name.clone()));
+    let tls = mesh_certs::tls::server_config(identity, &bundle, authorizer.clone())
+        .map_err(|e| Error::certs("export server TLS", e))?;
+    let service = ExportService::new(store.clone(), local.clone());
+    let watchers = service.watcher_gauge();
+    let grpc_addr = grpc.local_addr().map_err(|source| Error::Io {
+        what: "gRPC listener",
+        addr: String::new(),
+        source,
+    })?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mut rx = stop_rx.clone();
+    let auth = authorizer.clone();
+    tasks.push(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = serve(grpc, tls, auth, service, shutdown).await {
+            tracing::error!(error = %e, "export server failed");
+        }
+    }));
+    let importer = Importer::new(store.clone(), local.clone(), leadership.clone(), import);
+    // The allow-list follows the config: only listed remotes may connect.
+    {
+        let importer = importer.clone();
+        let authorizer = authorizer.clone();
+        let local = local.clone();
+        let mut feed = config;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let data = feed.borrow_and_update().clone();
+                let parsed = parse_clustermesh(&data, &local);
+                authorizer.set_policy(AccessPolicy {
+                    clusters: parsed.remotes.iter().map(|r| r.name.clone()).collect(),
+                    nodes_of: Some(local.name.clone()),
+                });
+                importer.apply(&data).await;
+                if feed.changed().await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    let source = StatusSource {
+        store: store.clone(),
+        local: local.clone(),
+        leadership: leadership.clone(),
+        importer: importer.clone(),
+        watchers,
+        authorizer: authorizer.clone(),
+    };
+    let mut status_addr = None;
+    if let Some(listener) = status {
+        status_addr = listener.local_addr().ok();
+        let app = router(source.clone());
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+    }
+    let writer = Writer::new(store, local.name.clone(), leadership.clone());
+    tracing::info!(cluster = %local.name, %grpc_addr, ?status_addr, "mesh-apiserver started");
+    // Give the listeners a moment to be polled.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(Running {
+        grpc_addr,
+        status_addr,
+        authorizer,
+        importer,
+        leadership,
+        writer,
+        status: source,
+        stop,
+        tasks,
+    })
+}

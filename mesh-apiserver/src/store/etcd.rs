@@ -1,0 +1,362 @@
+//! The etcd store: replicas of a mesh-apiserver share one etcd; its
+//! revisions, watches, compaction, transactions and leases are etcd's own.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+
+use super::{Condition, EventStream, KeyValue, LeaseId, Op, Store, StoreEvent};
+use crate::error::{Error, Result};
+
+/// The etcd [`Store`]. Cheap to clone.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    endpoints: String,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .finish()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd (`http://host:port` endpoints).
+    pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        let joined = endpoints.join(",");
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(endpoints, Some(opts))
+            .await
+            .map_err(|source| Error::Etcd {
+                endpoints: joined.clone(),
+                operation: "connect",
+                source,
+            })?;
+        Ok(EtcdStore {
+            client,
+            endpoints: joined,
+        })
+    }
+
+    fn err(&self, operation: &'static str) -> impl FnOnce(etcd_client::Error) -> Error + '_ {
+        move |source| Error::Etcd {
+            endpoints: self.endpoints.clone(),
+            operation,
+            source,
+        }
+    }
+}
+
+fn rev(r: i64) -> u64 {
+    u64::try_from(r).unwrap_or(0)
+}
+
+fn convert(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: kv.value().to_vec(),
+        mod_revision: rev(kv.mod_revision()),
+        create_revision: rev(kv.create_revision()),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    fn describe(&self) -> String {
+        format!("etcd {}", self.endpoints)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let resp = self
+            .client
+            .clone()
+            .get(key, None)
+            .await
+            .map_err(self.err("get"))?;
+        Ok(resp.kvs().first().map(convert))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64)> {
+        let resp = self
+            .client
+            .clone()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(self.err("list"))?;
+        let revision = resp.header().map(|h| rev(h.revision())).unwrap_or(0);
+        let mut items: Vec<KeyValue> = resp.kvs().iter().map(convert).collect();
+        items.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((items, revision))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<u64> {
+        let resp = self
+            .client
+            .clone()
+            .put(key, value, None)
+            .await
+            .map_err(self.err("put"))?;
+        Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0))
+    }
+
+    async fn delete(&self, key: &str) -> Result<Option<u64>> {
+        let resp = self
+            .client
+            .clone()
+            .delete(key, None)
+            .await
+            .map_err(self.err("delete"))?;
+        Ok((resp.deleted() > 0).then(|| resp.header().map(|h| rev(h.revision())).unwrap_or(0)))
+    }
+
+    async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<Option<u64>> {
+        let compares: Vec<Compare> = conditions
+            .into_iter()
+            .map(|c| match c {
+                Condition::Absent(k) => Compare::create_revision(k, CompareOp::Equal, 0),
+                Condition::ModRevision(k, r) => {
+                    Compare::mod_revision(k, CompareOp::Equal, i64::try_from(r).unwrap_or(-1))
+                }
+                Condition::Value(k, v) => Compare::value(k, CompareOp::Equal, v),
+            })
+            .collect();
+        let txn_ops: Vec<TxnOp> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => {
+                    TxnOp::put(key, value, lease.map(|l| PutOptions::new().with_lease(l.0)))
+                }
+                Op::Delete(key) => TxnOp::delete(key, None),
+            })
+            .collect();
+        let resp = self
+            .client
+            .clone()
+            .txn(Txn::new().when(compares).and_then(txn_ops))
+            .await
+            .map_err(self.err("txn"))?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map(|h| rev(h.revision())).unwrap_or(0)))
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: u64) -> Result<EventStream> {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(i64::try_from(from_revision.max(1)).unwrap_or(i64::MAX));
+        let stream = self
+            .client
+            .clone()
+            .watch(prefix, Some(opts))
+            .await
+            .map_err(self.err("watch"))?;
+        let (_sender, responses) = stream.split();
+        let prefix = prefix.to_string();
+        let endpoints = self.endpoints.clone();
+        // The sender is dropped: etcd keeps the watch open while the
+        // response stream lives.
+        let s = futures::stream::unfold(
+            (responses, std::collections::VecDeque::new(), false),
+            move |(mut responses, mut pending, mut done)| {
+                let prefix = prefix.clone();
+                let endpoints = endpoints.clone();
+                async move {
+                    loop {
+                        if let Some(item) = pending.pop_front() {
+                            return Some((item, (responses, pending, done)));
+                        }
+                        if done {
+                            return None;
+                        }
+                        let resp = match responses.message().await {
+                            Ok(Some(r)) => r,
+                            Ok(None) => {
+                                done = true;
+                                pending.push_back(Err(Error::WatchEnded {
+                                    prefix: prefix.clone(),
+                                    reason: "etcd closed the watch stream".into(),
+                                }));
+                                continue;
+                            }
+                            Err(source) => {
+                                done = true;
+                                pending.push_back(Err(Error::Etcd {
+                                    endpoints: endpoints.clone(),
+                                    operation: "watch",
+                                    source,
+                                }));
+                                continue;
+                            }
+                        };
+                        if resp.compact_revision() > 0 {
+                            done = true;
+                            pending.push_back(Err(Error::Compacted {
+                                requested: from_revision,
+                                compacted: rev(resp.compact_revision()),
+                            }));
+                            continue;
+                        }
+                        if resp.canceled() {
+                            done = true;
+                            pending.push_back(Err(Error::WatchEnded {
+                                prefix: prefix.clone(),
+                                reason: format!(
+                                    "etcd canceled the watch: {}",
+                                    resp.cancel_reason()
+                                ),
+                            }));
+                            continue;
+                        }
+                        for ev in resp.events() {
+                            let Some(kv) = ev.kv() else { continue };
+                            pending.push_back(Ok(match ev.event_type() {
+                                EventType::Put => StoreEvent::Put(convert(kv)),
+                                EventType::Delete => StoreEvent::Delete {
+                                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                                    revision: rev(kv.mod_revision()),
+                                },
+                            }));
+                        }
+                    }
+                }
+            },
+        );
+        Ok(Box::pin(s))
+    }
+
+    async fn changes_since(
+        &self,
+        prefix: &str,
+        from_revision: u64,
+    ) -> Result<(Vec<StoreEvent>, u64)> {
+        let (now, current) = self.list(prefix).await?;
+        let from = from_revision.max(1);
+        if from > current + 1 {
+            return Err(Error::FutureRevision {
+                requested: from_revision,
+                current,
+            });
+        }
+        let before: Vec<KeyValue> = if from <= 1 {
+            Vec::new()
+        } else {
+            let opts = GetOptions::new()
+                .with_prefix()
+                .with_revision(i64::try_from(from - 1).unwrap_or(i64::MAX));
+            match self.client.clone().get(prefix, Some(opts)).await {
+                Ok(resp) => resp.kvs().iter().map(convert).collect(),
+                Err(e) if e.to_string().contains("compacted") => {
+                    return Err(Error::Compacted {
+                        requested: from_revision,
+                        compacted: 0,
+                    });
+                }
+                Err(e) if e.to_string().contains("future revision") => {
+                    return Err(Error::FutureRevision {
+                        requested: from_revision,
+                        current,
+                    });
+                }
+                Err(source) => {
+                    return Err(Error::Etcd {
+                        endpoints: self.endpoints.clone(),
+                        operation: "historical list",
+                        source,
+                    });
+                }
+            }
+        };
+        let now_keys: std::collections::HashSet<&str> =
+            now.iter().map(|kv| kv.key.as_str()).collect();
+        let mut events: Vec<StoreEvent> = now
+            .iter()
+            .filter(|kv| kv.mod_revision >= from)
+            .cloned()
+            .map(StoreEvent::Put)
+            .collect();
+        events.sort_by_key(StoreEvent::revision);
+        events.extend(
+            before
+                .into_iter()
+                .filter(|kv| !now_keys.contains(kv.key.as_str()))
+                .map(|kv| StoreEvent::Delete {
+                    key: kv.key,
+                    revision: current,
+                }),
+        );
+        Ok((events, current))
+    }
+
+    async fn revision(&self) -> Result<u64> {
+        let resp = self
+            .client
+            .clone()
+            .get("meshwork/", Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(self.err("revision"))?;
+        Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0))
+    }
+
+    async fn compact(&self, revision: u64) -> Result<()> {
+        self.client
+            .clone()
+            .compact(i64::try_from(revision).unwrap_or(i64::MAX), None)
+            .await
+            .map_err(self.err("compact"))?;
+        Ok(())
+    }
+
+    async fn grant_lease(&self, ttl_seconds: i64) -> Result<LeaseId> {
+        let resp = self
+            .client
+            .clone()
+            .lease_grant(ttl_seconds, None)
+            .await
+            .map_err(self.err("lease grant"))?;
+        Ok(LeaseId(resp.id()))
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        let attempt = async {
+            let (mut keeper, mut stream) = self.client.clone().lease_keep_alive(lease.0).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        };
+        match attempt.await {
+            Ok(Some(r)) if r.ttl() > 0 => Ok(()),
+            Ok(_) => Err(Error::LeaseExpired { lease: lease.0 }),
+            Err(e) if e.to_string().contains("lease not found") => {
+                Err(Error::LeaseExpired { lease: lease.0 })
+            }
+            Err(source) => Err(Error::Etcd {
+                endpoints: self.endpoints.clone(),
+                operation: "lease keep-alive",
+                source,
+            }),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        match self.client.clone().lease_revoke(lease.0).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("lease not found") => {
+                Err(Error::LeaseExpired { lease: lease.0 })
+            }
+            Err(source) => Err(Error::Etcd {
+                endpoints: self.endpoints.clone(),
+                operation: "lease revoke",
+                source,
+            }),
+        }
+    }
+}

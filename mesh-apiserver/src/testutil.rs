@@ -1,0 +1,263 @@
+//! Test helpers (feature `test-util`): a real etcd on loopback, and a
+//! throw-away mesh CA with the certificates the component tests need. The
+//! lab reuses [`EtcdServer`].
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::store::{EtcdStore, Store};
+
+/// A free TCP port on 127.0.0.1 (bound to port 0, read back, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A real `/usr/bin/etcd` on loopback with a temporary data directory;
+/// killed and removed on drop.
+#[derive(Debug)]
+pub struct EtcdServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl EtcdServer {
+    /// Starts etcd and waits until it answers (panics after 20 s).
+    pub async fn start() -> EtcdServer {
+        let dir = tempfile::Builder::new()
+            .prefix("meshwork-etcd-")
+            .tempdir()
+            .expect("temp dir for etcd");
+        let mut server = EtcdServer {
+            child: None,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log file");
+        let child = Command::new("/usr/bin/etcd")
+            .args([
+                "--name",
+                "meshwork-test",
+                "--data-dir",
+                &self.dir.path().join("data").display().to_string(),
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("meshwork-test={peer}"),
+                "--log-level",
+                "warn",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn /usr/bin/etcd (Debian package etcd-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(store) = EtcdStore::connect(&[self.endpoint()]).await
+                && store.revision().await.is_ok()
+            {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("etcd exited with {status}; log: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not answer within 20 s; log: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Its client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A new client store.
+    pub async fn store(&self) -> EtcdStore {
+        EtcdStore::connect(&[self.endpoint()])
+            .await
+            .expect("connect to test etcd")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    /// Kills etcd (SIGKILL) and waits for it; the data directory stays.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data directory.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Installs the ring crypto provider once and a test log subscriber.
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,h2=warn,tower=warn,hyper=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A throw-away mesh CA and the certificates component tests need.
+#[derive(Debug)]
+pub struct Pki {
+    /// The CA.
+    pub ca: mesh_certs::CertificateAuthority,
+}
+
+impl Pki {
+    /// A new CA for trust domain `meshwork.local`.
+    pub fn new() -> Pki {
+        Pki {
+            ca: mesh_certs::CertificateAuthority::create(
+                mesh_certs::TrustDomain::default(),
+                mesh_certs::Validity::days(30).unwrap(),
+            )
+            .expect("create CA"),
+        }
+    }
+
+    /// The trust bundle of this CA.
+    pub fn bundle(&self) -> mesh_certs::TrustBundle {
+        mesh_certs::TrustBundle::from_pem(self.ca.cert_pem(), "test CA").unwrap()
+    }
+
+    /// A server certificate for 127.0.0.1 and `localhost`.
+    pub fn server(&self) -> mesh_certs::IssuedCert {
+        self.ca
+            .issue_server(
+                &["127.0.0.1".to_string(), "localhost".to_string()],
+                mesh_certs::Validity::days(30).unwrap(),
+            )
+            .unwrap()
+    }
+
+    /// A cluster client certificate.
+    pub fn cluster(&self, name: &str) -> mesh_certs::IssuedCert {
+        self.client(mesh_certs::SpiffeId::cluster(
+            mesh_certs::TrustDomain::default(),
+            mesh_api::ClusterName::new(name).unwrap(),
+        ))
+    }
+
+    /// A node-agent client certificate.
+    pub fn node(&self, cluster: &str, node: &str) -> mesh_certs::IssuedCert {
+        self.client(mesh_certs::SpiffeId::node(
+            mesh_certs::TrustDomain::default(),
+            mesh_api::ClusterName::new(cluster).unwrap(),
+            mesh_api::NodeName::new(node).unwrap(),
+        ))
+    }
+
+    /// A client certificate for any id.
+    pub fn client(&self, id: mesh_certs::SpiffeId) -> mesh_certs::IssuedCert {
+        self.ca
+            .issue_client(&id, mesh_certs::Validity::days(30).unwrap())
+            .unwrap()
+    }
+
+    /// A rustls client config presenting `cert`.
+    pub fn client_config(&self, cert: &mesh_certs::IssuedCert) -> rustls::ClientConfig {
+        let id = mesh_certs::TlsIdentity::from_pem(&cert.cert_pem, &cert.key_pem, "cert", "key")
+            .unwrap();
+        mesh_certs::tls::client_config(id, &self.bundle()).unwrap()
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A `meshwork-clustermesh` entry (YAML) for a remote.
+pub fn remote_entry(
+    name: &str,
+    id: u8,
+    endpoints: &[String],
+    ca_pem: &str,
+    client: &mesh_certs::IssuedCert,
+    pod_cidrs: &[&str],
+) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "kebab-case")]
+    struct Y<'a> {
+        name: &'a str,
+        id: u8,
+        endpoints: &'a [String],
+        server_name: &'a str,
+        ca: &'a str,
+        cert: &'a str,
+        key: &'a str,
+        pod_cidrs: &'a [&'a str],
+    }
+    serde_yaml::to_string(&Y {
+        name,
+        id,
+        endpoints,
+        server_name: "127.0.0.1",
+        ca: ca_pem,
+        cert: &client.cert_pem,
+        key: &client.key_pem,
+        pod_cidrs,
+    })
+    .unwrap()
+}
+
+impl Pki {
+    /// A client config presenting `cert` (issued by any CA) and trusting this CA.
+    pub fn client_config_with_bundle(&self, cert: &mesh_certs::IssuedCert) -> rustls::ClientConfig {
+        let id = mesh_certs::TlsIdentity::from_pem(&cert.cert_pem, &cert.key_pem, "cert", "key")
+            .unwrap();
+        mesh_certs::tls::client_config(id, &self.bundle()).unwrap()
+    }
+}

@@ -1,0 +1,620 @@
+//! Two clusters, each a real etcd and a spawned `mesh-apiserver` process,
+//! cross-configured over real mTLS gRPC on loopback. B's state is seeded
+//! through the same writer the Kubernetes feed uses.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mesh_api::proto::WatchEvent;
+use mesh_api::{
+    Backend, ClusterId, ClusterName, EndpointRecord, Identity, IdentityRecord, Kind, LabelSet,
+    NamedPort, NodeName, NodeRecord, Protocol, Record, ServiceMeshOptions, ServicePort,
+    ServiceRecord,
+};
+use mesh_apiserver::client::{ExportClient, Mirror, MirrorKey, mirror_key};
+use mesh_apiserver::leader::Leadership;
+use mesh_apiserver::state::{self, ParsedKey, Writer};
+use mesh_apiserver::status::StatusReport;
+use mesh_apiserver::store::Store;
+use mesh_apiserver::testutil::{EtcdServer, Pki, free_port, init, remote_entry};
+
+struct Apiserver {
+    child: Child,
+    status: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Apiserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct ClusterUnderTest {
+    name: &'static str,
+    id: u8,
+    cidr: &'static str,
+    etcd: EtcdServer,
+    dir: tempfile::TempDir,
+    server: Option<Apiserver>,
+    grpc: u16,
+    status: u16,
+}
+
+impl ClusterUnderTest {
+    async fn new(name: &'static str, id: u8, cidr: &'static str, pki: &Pki) -> Self {
+        let etcd = EtcdServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let server = pki.server();
+        std::fs::write(dir.path().join("tls.crt"), &server.cert_pem).unwrap();
+        mesh_certs::pem::write_atomic(
+            &dir.path().join("tls.key"),
+            server.key_pem.as_bytes(),
+            0o600,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ca.crt"), pki.ca.cert_pem()).unwrap();
+        std::fs::create_dir(dir.path().join("remotes")).unwrap();
+        ClusterUnderTest {
+            name,
+            id,
+            cidr,
+            etcd,
+            dir,
+            server: None,
+            grpc: free_port(),
+            status: free_port(),
+        }
+    }
+
+    fn start(&mut self) {
+        let d = self.dir.path();
+        let log = d.join(format!(
+            "apiserver-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mesh-apiserver"))
+            .args([
+                &format!("--cluster-name={}", self.name),
+                &format!("--cluster-id={}", self.id),
+                &format!("--pod-cidrs={}", self.cidr),
+                "--store=etcd",
+                &format!("--etcd-endpoints={}", self.etcd.endpoint()),
+                &format!("--grpc-listen=127.0.0.1:{}", self.grpc),
+                &format!("--status-listen=127.0.0.1:{}", self.status),
+                &format!("--tls-cert={}", d.join("tls.crt").display()),
+                &format!("--tls-key={}", d.join("tls.key").display()),
+                &format!("--tls-ca={}", d.join("ca.crt").display()),
+                &format!("--clustermesh-config-dir={}", d.join("remotes").display()),
+                "--kubernetes=false",
+                "--stale-timeout-seconds=600",
+                "--max-backoff-seconds=1",
+                "--leader-lease-ttl-seconds=2",
+            ])
+            .env("RUST_LOG", "info,h2=warn,tower=warn,hyper=warn")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn mesh-apiserver");
+        self.server = Some(Apiserver {
+            child,
+            status: self.status,
+            log,
+        });
+    }
+
+    fn kill(&mut self) {
+        self.server = None;
+    }
+
+    fn log(&self) -> String {
+        self.server
+            .as_ref()
+            .map(|s| std::fs::read_to_string(&s.log).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc)
+    }
+
+    async fn store(&self) -> Arc<dyn Store> {
+        Arc::new(self.etcd.store().await)
+    }
+
+    async fn status(&self) -> Option<StatusReport> {
+        let port = self.server.as_ref()?.status;
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{port}/status")])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    async fn metrics(&self) -> String {
+        let port = self.server.as_ref().unwrap().status;
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not within {secs} s: {what}");
+}
+
+/// The records under a prefix of a store, keyed like a mirror.
+async fn store_state(store: &dyn Store, prefix: &str) -> BTreeMap<MirrorKey, Record> {
+    let (items, _) = store.list(prefix).await.unwrap();
+    items
+        .into_iter()
+        .filter_map(|kv| match state::parse_key(&kv.key).ok()? {
+            ParsedKey::Record { kind, .. } => {
+                let r = state::decode(kind, &kv.key, &kv.value).unwrap();
+                Some((mirror_key(&r), r))
+            }
+            ParsedKey::Synced { .. } => None,
+        })
+        .collect()
+}
+
+/// What a remote cluster may see of a source state.
+fn exported(source: &BTreeMap<MirrorKey, Record>) -> BTreeMap<MirrorKey, Record> {
+    source
+        .iter()
+        .filter_map(|(k, r)| match r {
+            Record::Service(s) if !s.options.global => None,
+            Record::Service(s) if !s.options.shared => {
+                let mut s = s.clone();
+                s.backends.clear();
+                Some((k.clone(), Record::Service(s)))
+            }
+            _ => Some((k.clone(), r.clone())),
+        })
+        .collect()
+}
+
+fn cn(s: &str) -> ClusterName {
+    ClusterName::new(s).unwrap()
+}
+
+fn service(cluster: &str, name: &str, global: bool, shared: bool, backends: &[&str]) -> Record {
+    Record::Service(ServiceRecord {
+        cluster: cn(cluster),
+        namespace: "default".into(),
+        name: name.into(),
+        cluster_ips: vec!["10.96.0.10".parse().unwrap()],
+        ports: vec![ServicePort {
+            name: "http".into(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            target_port: 8080,
+        }],
+        backends: backends
+            .iter()
+            .map(|ip| Backend {
+                ip: ip.parse().unwrap(),
+                ports: vec![NamedPort {
+                    name: "http".into(),
+                    port: 8080,
+                    protocol: Protocol::Tcp,
+                }],
+                ready: true,
+                node: Some(NodeName::new(format!("{cluster}-n1")).unwrap()),
+                zone: None,
+            })
+            .collect(),
+        options: ServiceMeshOptions {
+            global,
+            shared,
+            ..Default::default()
+        },
+    })
+}
+
+fn seed(cluster: &str, id: u8, subnet: &str) -> Vec<Record> {
+    let ident = Identity::new(ClusterId::new(i64::from(id)).unwrap(), 300).unwrap();
+    let mut labels = BTreeMap::new();
+    labels.insert("app".to_string(), "web".to_string());
+    vec![
+        Record::Node(NodeRecord {
+            cluster: cn(cluster),
+            name: NodeName::new(format!("{cluster}-n1")).unwrap(),
+            ips: vec![format!("192.0.2.{id}").parse().unwrap()],
+            pod_cidrs: vec![format!("{subnet}.1.0/24").parse().unwrap()],
+            wireguard_key: None,
+        }),
+        Record::Identity(IdentityRecord {
+            cluster: cn(cluster),
+            id: ident,
+            labels: LabelSet::for_pod(&cn(cluster), "default", &labels).unwrap(),
+        }),
+        Record::Endpoint(EndpointRecord {
+            cluster: cn(cluster),
+            namespace: "default".into(),
+            pod: "web-1".into(),
+            ips: vec![format!("{subnet}.1.5").parse().unwrap()],
+            identity: ident,
+            node: NodeName::new(format!("{cluster}-n1")).unwrap(),
+            ports: vec![],
+        }),
+        service(cluster, "web", true, true, &[&format!("{subnet}.1.5")]),
+        service(
+            cluster,
+            "internal",
+            false,
+            true,
+            &[&format!("{subnet}.1.5")],
+        ),
+        service(cluster, "private", true, false, &[&format!("{subnet}.1.5")]),
+    ]
+}
+
+async fn agent_client(pki: &Pki, cluster: &ClusterUnderTest, node: &str) -> ExportClient {
+    let cfg = pki.client_config(&pki.node(cluster.name, node));
+    ExportClient::connect(vec![cluster.endpoint().parse().unwrap()], "127.0.0.1", cfg)
+        .await
+        .unwrap()
+}
+
+/// Watches until SyncComplete; returns the events seen (before and incl. the marker).
+async fn watch_until_synced(
+    client: &mut ExportClient,
+    mirror: &mut Mirror,
+    resume: u64,
+) -> (
+    Vec<WatchEvent>,
+    impl futures::Stream<Item = mesh_apiserver::Result<WatchEvent>> + use<>,
+) {
+    mirror.begin_watch(resume);
+    let mut stream = client.watch(&[], resume, "test").await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("watch event within 20 s")
+            .expect("stream open")
+            .expect("valid event");
+        mirror.apply(&ev);
+        let done = matches!(ev, WatchEvent::SyncComplete { .. });
+        seen.push(ev);
+        if done {
+            return (seen, stream);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_export_import_resume_compaction_and_faults() {
+    init();
+    let pki = Pki::new();
+    let mut a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
+    let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
+    // Cross-configure: each lists the other with its own cluster certificate.
+    std::fs::write(
+        a.dir.path().join("remotes/b"),
+        remote_entry(
+            "b",
+            2,
+            &[b.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("a"),
+            &["10.2.0.0/16"],
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        b.dir.path().join("remotes/a"),
+        remote_entry(
+            "a",
+            1,
+            &[a.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("b"),
+            &["10.1.0.0/16"],
+        ),
+    )
+    .unwrap();
+    b.start();
+    a.start();
+
+    // Seed both clusters through the feed's writer (the store is shared with the servers).
+    let a_store = a.store().await;
+    let b_store = b.store().await;
+    let wa = Writer::new(a_store.clone(), cn("a"), Leadership::always());
+    let wb = Writer::new(b_store.clone(), cn("b"), Leadership::always());
+    for r in seed("b", 2, "10.2") {
+        wb.upsert(&r).await.unwrap();
+    }
+    for r in seed("a", 1, "10.1") {
+        wa.upsert(&r).await.unwrap();
+    }
+
+    // A's cache of B equals what B exports: global services only, backends only when shared.
+    let b_prefix = state::cluster_prefix("b");
+    eventually("A caches B's export", 30, || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    })
+    .await;
+    let cache = store_state(a_store.as_ref(), &b_prefix).await;
+    assert!(cache.contains_key(&(Kind::Service, "b/default/web".into())));
+    assert!(
+        !cache.contains_key(&(Kind::Service, "b/default/internal".into())),
+        "non-global services never leave B"
+    );
+    match &cache[&(Kind::Service, "b/default/private".into())] {
+        Record::Service(s) => assert!(s.backends.is_empty(), "shared=false: no backends leave B"),
+        other => panic!("{other:?}"),
+    }
+    match &cache[&(Kind::Service, "b/default/web".into())] {
+        Record::Service(s) => assert_eq!(s.backends.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    eventually("A reports B connected and synced", 20, || async {
+        a.status().await.is_some_and(|s| {
+            s.remotes
+                .iter()
+                .any(|r| r.name == "b" && r.connected && r.synced)
+        })
+    })
+    .await;
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.contains("meshwork_remote_connected{cluster=\"a\",remote=\"b\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshwork_remote_records{cluster=\"a\",remote=\"b\",kind=\"services\"} 2"),
+        "{metrics}"
+    );
+
+    // A node-agent of A sees every cluster (A's own non-global services too).
+    let mut agent = agent_client(&pki, &a, "a-n1").await;
+    let mut mirror = Mirror::new();
+    let (_, stream) = watch_until_synced(&mut agent, &mut mirror, 0).await;
+    drop(stream);
+    assert_eq!(
+        mirror.records(),
+        &store_state(a_store.as_ref(), state::ROOT).await,
+        "agent state equals A's store"
+    );
+    assert!(
+        mirror
+            .records()
+            .contains_key(&(Kind::Service, "b/default/web".into()))
+    );
+    assert!(
+        mirror
+            .records()
+            .contains_key(&(Kind::Service, "a/default/internal".into()))
+    );
+
+    // Changes in B: a backend added to web, the annotation removed from private,
+    // an endpoint deleted. Resume gives only the deltas.
+    let resume = mirror.resume_revision();
+    wb.upsert(&service("b", "web", true, true, &["10.2.1.5", "10.2.1.6"]))
+        .await
+        .unwrap();
+    wb.upsert(&service("b", "private", false, false, &["10.2.1.5"]))
+        .await
+        .unwrap();
+    wb.delete(Kind::Endpoint, "default/web-1").await.unwrap();
+    eventually("B's changes reach A", 20, || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    })
+    .await;
+    let (events, stream) = watch_until_synced(&mut agent, &mut mirror, resume).await;
+    drop(stream);
+    let deltas = events
+        .iter()
+        .filter(|e| !matches!(e, WatchEvent::SyncComplete { .. }))
+        .count();
+    assert!(
+        !events.iter().any(|e| matches!(e, WatchEvent::Reset { .. })),
+        "no reset on resume: {events:?}"
+    );
+    assert_eq!(deltas, 3, "only the three changes: {events:?}");
+    assert_eq!(
+        mirror.records(),
+        &store_state(a_store.as_ref(), state::ROOT).await
+    );
+    assert!(
+        !mirror
+            .records()
+            .contains_key(&(Kind::Service, "b/default/private".into()))
+    );
+
+    // Compaction: more changes, compact A's etcd, resume from the old revision.
+    let old = mirror.resume_revision();
+    wb.upsert(&service("b", "web", true, true, &["10.2.1.7"]))
+        .await
+        .unwrap();
+    eventually("web's new backend reaches A", 20, || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    })
+    .await;
+    a_store
+        .compact(a_store.revision().await.unwrap())
+        .await
+        .unwrap();
+    let (events, stream) = watch_until_synced(&mut agent, &mut mirror, old).await;
+    drop(stream);
+    assert!(
+        matches!(events[0], WatchEvent::Reset { .. }),
+        "Reset first after compaction: {:?}",
+        events[0]
+    );
+    assert_eq!(
+        mirror.records(),
+        &store_state(a_store.as_ref(), state::ROOT).await,
+        "state equals the source after Reset + snapshot"
+    );
+
+    // Kill B's mesh-apiserver: A keeps B's state, marked stale; a change meanwhile; B returns.
+    b.kill();
+    eventually("A reports B disconnected and stale", 20, || async {
+        a.status().await.is_some_and(|s| {
+            s.remotes
+                .iter()
+                .any(|r| r.name == "b" && !r.connected && r.stale_since.is_some())
+        })
+    })
+    .await;
+    assert_eq!(
+        exported(&store_state(b_store.as_ref(), &b_prefix).await),
+        store_state(a_store.as_ref(), &b_prefix).await,
+        "B's last known state is kept"
+    );
+    wb.delete(Kind::Service, "default/web").await.unwrap();
+    b.start();
+    eventually(
+        "A resyncs with B: only the deleted service disappears",
+        30,
+        || async {
+            exported(&store_state(b_store.as_ref(), &b_prefix).await)
+                == store_state(a_store.as_ref(), &b_prefix).await
+        },
+    )
+    .await;
+    assert!(
+        store_state(a_store.as_ref(), &b_prefix)
+            .await
+            .contains_key(&(Kind::Node, "b/b-n1".into()))
+    );
+    eventually("A reports B synced and no longer stale", 20, || async {
+        a.status().await.is_some_and(|s| {
+            s.remotes
+                .iter()
+                .any(|r| r.name == "b" && r.synced && r.stale_since.is_none())
+        })
+    })
+    .await;
+
+    // Kill B's etcd and restart it: B's server and A's import recover.
+    b.etcd.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.etcd.restart().await;
+    let wb = Writer::new(b.store().await, cn("b"), Leadership::always());
+    wb.upsert(&service("b", "web", true, true, &["10.2.1.9"]))
+        .await
+        .unwrap();
+    eventually("a change after B's etcd restart reaches A", 60, || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+            && store_state(a_store.as_ref(), &b_prefix)
+                .await
+                .contains_key(&(Kind::Service, "b/default/web".into()))
+    })
+    .await;
+
+    // Removing B from A's config withdraws its state without a restart.
+    std::fs::remove_file(a.dir.path().join("remotes/b")).unwrap();
+    eventually("B's state withdrawn from A", 20, || async {
+        store_state(a_store.as_ref(), &b_prefix).await.is_empty()
+    })
+    .await;
+    let _ = a.log();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_negative_matrix_over_the_real_grpc_port() {
+    init();
+    let pki = Pki::new();
+    let other = Pki::new();
+    let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
+    std::fs::write(
+        b.dir.path().join("remotes/a"),
+        remote_entry(
+            "a",
+            1,
+            &["127.0.0.1:1".to_string()],
+            pki.ca.cert_pem(),
+            &pki.cluster("b"),
+            &["10.1.0.0/16"],
+        ),
+    )
+    .unwrap();
+    b.start();
+    let addr: std::net::SocketAddr = b.endpoint().parse().unwrap();
+    // A valid cluster client is served.
+    eventually("b's gRPC port answers a listed cluster", 20, || async {
+        match ExportClient::connect(
+            vec![addr],
+            "127.0.0.1",
+            pki.client_config(&pki.cluster("a")),
+        )
+        .await
+        {
+            Ok(mut c) => c.info().await.is_ok_and(|i| i.name == "b"),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let expired = {
+        let now = time::OffsetDateTime::now_utc();
+        pki.ca
+            .issue_client(
+                &mesh_certs::SpiffeId::cluster(mesh_certs::TrustDomain::default(), cn("a")),
+                mesh_certs::Validity::between(
+                    now - time::Duration::days(10),
+                    now - time::Duration::days(1),
+                )
+                .unwrap(),
+            )
+            .unwrap()
+    };
+    let cases = [
+        (
+            "wrong CA",
+            pki.client_config_with_bundle(&other.cluster("a")),
+            "wrong-ca",
+        ),
+        ("expired", pki.client_config(&expired), "expired"),
+        (
+            "unknown cluster",
+            pki.client_config(&pki.cluster("zzz")),
+            "cluster-not-allowed",
+        ),
+        (
+            "node cert used as cluster cert",
+            pki.client_config(&pki.node("a", "a-n1")),
+            "node-of-other-cluster",
+        ),
+    ];
+    for (what, cfg, label) in cases {
+        let refused = match ExportClient::connect(vec![addr], "127.0.0.1", cfg).await {
+            Err(_) => true,
+            Ok(mut c) => c.info().await.is_err(),
+        };
+        assert!(refused, "{what}: must be refused");
+        eventually(&format!("{what}: refusal {label} logged"), 10, || async {
+            b.status()
+                .await
+                .is_some_and(|s| s.refused_peers.iter().any(|p| p.reason == label))
+        })
+        .await;
+        assert!(b.log().contains(label), "{what}: the log names {label}");
+    }
+}

@@ -1,0 +1,471 @@
+//! `meshctl connect`, `disconnect` and `status`: joining clusters through
+//! their kube contexts and watching the mesh-apiservers report the result.
+//!
+//! Order of work in `connect`: read both clusters, check them, and only when
+//! every check passes write anything (so a refusal changes nothing). Then
+//! each side gets an entry for the other in `meshwork-clustermesh`, with a
+//! client certificate issued by the other side's CA, and meshctl waits until
+//! both mesh-apiservers report the other connected and synced.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use mesh_api::clustermesh::{MeshStatus, RemoteClusterConfig};
+use mesh_certs::{CertificateAuthority, SpiffeId, Validity};
+use serde::Serialize;
+
+use crate::kube::{Cluster, ClusterInfo, KubeArgs};
+use crate::output::{self, OutputFormat};
+
+/// A status older than this means the mesh-apiserver is not running.
+pub const STATUS_FRESH: Duration = Duration::from_secs(30);
+
+/// One side of a connection, as read before anything is written.
+#[derive(Debug, Clone)]
+pub struct Side {
+    /// Its kube context.
+    pub context: String,
+    /// Its identity.
+    pub info: ClusterInfo,
+    /// Its mesh-apiserver's status, if published.
+    pub status: Option<MeshStatus>,
+}
+
+/// Why two clusters cannot be connected; each says what to change.
+pub fn check_pair(a: &Side, b: &Side, now: u64) -> Vec<String> {
+    let mut problems = Vec::new();
+    if a.info.id == b.info.id {
+        problems.push(format!(
+            "clusters {} ({}) and {} ({}) both have cluster id {}: ids must be unique in the mesh; reinstall one with a different cluster.id",
+            a.info.name, a.context, b.info.name, b.context, a.info.id
+        ));
+    }
+    if a.info.name == b.info.name {
+        problems.push(format!(
+            "contexts {} and {} are both cluster {:?}: names must be unique in the mesh; reinstall one with a different cluster.name",
+            a.context, b.context, a.info.name.as_str()
+        ));
+    }
+    if let Err(e) = mesh_api::cidr::check_pod_cidrs_disjoint(
+        &a.info.name,
+        &a.info.pod_cidrs,
+        &b.info.name,
+        &b.info.pod_cidrs,
+    ) {
+        problems.push(e.to_string());
+    }
+    for s in [a, b] {
+        match &s.status {
+            None => problems.push(format!(
+                "cluster {} ({}): the mesh-apiserver has published no status: is it running? (kubectl --context {} -n <namespace> get pods)",
+                s.info.name, s.context, s.context
+            )),
+            Some(st) if now.saturating_sub(st.updated_at) > STATUS_FRESH.as_secs() => problems.push(format!(
+                "cluster {} ({}): the mesh-apiserver's status is {} s old: it is not running or cannot write its status",
+                s.info.name, s.context, now.saturating_sub(st.updated_at)
+            )),
+            Some(_) => {}
+        }
+    }
+    if let (Some(x), Some(y)) = (&a.status, &b.status)
+        && major_minor(&x.version) != major_minor(&y.version)
+    {
+        problems.push(format!(
+            "mesh-apiserver versions {} ({}) and {} ({}) are incompatible: upgrade both to the same minor version",
+            x.version, a.info.name, y.version, b.info.name
+        ));
+    }
+    problems
+}
+
+fn major_minor(v: &str) -> (&str, &str) {
+    let mut it = v.split('.');
+    (it.next().unwrap_or(""), it.next().unwrap_or(""))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn read_side(cluster: &Cluster) -> anyhow::Result<Side> {
+    Ok(Side {
+        context: cluster.context.clone(),
+        info: cluster.info().await?,
+        status: cluster.status().await?,
+    })
+}
+
+/// The entry `importer` needs to import `exporter`: its endpoints and CA,
+/// and a client certificate for `importer` issued by `exporter`'s CA.
+async fn entry_for(
+    importer: &ClusterInfo,
+    exporter: &Cluster,
+    exporter_info: &ClusterInfo,
+) -> anyhow::Result<RemoteClusterConfig> {
+    let (ca_cert, ca_key, bundle) = exporter.ca().await?;
+    let ca = CertificateAuthority::from_pem(&ca_cert, &ca_key, "ca.crt", "ca.key")
+        .with_context(|| format!("context {}: the mesh CA", exporter.context))?;
+    let id = SpiffeId::cluster(ca.trust_domain().clone(), importer.name.clone());
+    let cert = ca.issue_client(&id, Validity::days(365)?)?;
+    Ok(RemoteClusterConfig {
+        name: exporter_info.name.clone(),
+        id: exporter_info.id,
+        endpoints: exporter.endpoints().await?,
+        ca_cert: bundle,
+        client_cert: cert.cert_pem,
+        client_key: cert.key_pem,
+    })
+}
+
+/// What `connect` did.
+#[derive(Debug, Serialize)]
+pub struct ConnectReport {
+    /// Source cluster.
+    pub source: String,
+    /// Destination cluster.
+    pub destination: String,
+    /// Entries written (cluster that got the entry → remote it names).
+    pub written: Vec<(String, String)>,
+    /// Entries already correct and left alone.
+    pub unchanged: Vec<(String, String)>,
+    /// Both sides reported each other connected and synced.
+    pub synced: bool,
+}
+
+/// `meshctl connect`.
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// Context of the first cluster.
+    #[arg(long)]
+    pub context: String,
+    /// Context of the cluster to connect it with.
+    #[arg(long)]
+    pub destination_context: String,
+    /// Only the first cluster imports the destination (the destination still
+    /// accepts it, but does not import the first cluster).
+    #[arg(long)]
+    pub only_one_direction: bool,
+    /// How long to wait for both sides to report connected and synced (e.g. 90s, 5m).
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Do not wait: write the configuration and return.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// Parses `90`, `90s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 90s, 5m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Runs `meshctl connect`.
+pub async fn connect(
+    kube: &KubeArgs,
+    args: ConnectArgs,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let a = Cluster::connect(kube, &args.context).await?;
+    let b = Cluster::connect(kube, &args.destination_context).await?;
+    progress(
+        format,
+        &format!(
+            "reading clusters from contexts {} and {}",
+            a.context, b.context
+        ),
+    );
+    let (sa, sb) = (read_side(&a).await?, read_side(&b).await?);
+    let problems = check_pair(&sa, &sb, now_secs());
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "cannot connect {} and {}; nothing was changed:\n  - {}",
+            sa.info.name,
+            sb.info.name,
+            problems.join("\n  - ")
+        );
+    }
+    let mut report = ConnectReport {
+        source: sa.info.name.to_string(),
+        destination: sb.info.name.to_string(),
+        written: vec![],
+        unchanged: vec![],
+        synced: false,
+    };
+    // Build every entry first: a failure here still changes nothing.
+    let mut plans = vec![(&a, &sa, &b, &sb)];
+    if !args.only_one_direction {
+        plans.push((&b, &sb, &a, &sa));
+    }
+    let mut writes = Vec::new();
+    for (importer, si, exporter, se) in plans {
+        let existing = importer.remotes().await?;
+        let endpoints = exporter.endpoints().await?;
+        let (_, _, bundle) = exporter.ca().await?;
+        let current = existing
+            .get(se.info.name.as_str())
+            .and_then(|r| r.as_ref().ok());
+        if current
+            .is_some_and(|c| c.endpoints == endpoints && c.ca_cert == bundle && c.id == se.info.id)
+        {
+            report
+                .unchanged
+                .push((si.info.name.to_string(), se.info.name.to_string()));
+            continue;
+        }
+        writes.push((importer, si, entry_for(&si.info, exporter, &se.info).await?));
+    }
+    for (importer, si, entry) in writes {
+        progress(
+            format,
+            &format!(
+                "writing {}'s entry for {} (endpoints {})",
+                si.info.name,
+                entry.name,
+                entry.endpoints.join(", ")
+            ),
+        );
+        let name = entry.name.to_string();
+        importer
+            .patch_remotes(&BTreeMap::from([(name.clone(), Some(entry))]))
+            .await?;
+        report.written.push((si.info.name.to_string(), name));
+    }
+    if !args.no_wait {
+        let mut pairs = vec![(&a, sb.info.name.to_string())];
+        if !args.only_one_direction {
+            pairs.push((&b, sa.info.name.to_string()));
+        }
+        wait_until(format, args.timeout, &pairs, |st, remote| {
+            st.is_synced_with(remote)
+        })
+        .await?;
+        report.synced = true;
+    }
+    output::emit(format, &report, |r| {
+        if r.written.is_empty() {
+            println!(
+                "{} and {} were already connected; nothing changed",
+                r.source, r.destination
+            );
+        } else {
+            println!("connected {} and {}", r.source, r.destination);
+        }
+        if r.synced {
+            println!("both sides report each other connected and synced");
+        }
+    })
+}
+
+/// Waits until `done(status of cluster, remote)` holds for every pair,
+/// printing each change of state.
+async fn wait_until(
+    format: OutputFormat,
+    timeout: Duration,
+    pairs: &[(&Cluster, String)],
+    done: impl Fn(&MeshStatus, &str) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let mut all = true;
+        let mut line = Vec::new();
+        for (cluster, remote) in pairs {
+            let st = cluster.status().await?;
+            let ok = st.as_ref().is_some_and(|s| done(s, remote));
+            all &= ok;
+            let detail = st
+                .as_ref()
+                .and_then(|s| s.remotes.get(remote.as_str()))
+                .map_or("not configured yet".to_string(), |r| {
+                    let mut d = format!("connected={} synced={}", r.connected, r.synced);
+                    if let Some(e) = r.refused.as_ref().or(r.last_error.as_ref()) {
+                        d.push_str(&format!(" ({e})"));
+                    }
+                    d
+                });
+            line.push(format!("{} → {remote}: {detail}", cluster.context));
+        }
+        let line = line.join("; ");
+        if all {
+            return Ok(());
+        }
+        if line != last {
+            progress(format, &format!("waiting: {line}"));
+            last = line.clone();
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "timed out after {timeout:?}: {line}; see `meshctl status --context <ctx>` and the mesh-apiserver logs"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn progress(format: OutputFormat, msg: &str) {
+    // Progress goes to stderr so `-o json` stays one document on stdout.
+    let _ = format;
+    eprintln!("meshctl: {msg}");
+}
+
+/// `meshctl disconnect`.
+#[derive(Debug, clap::Args)]
+pub struct DisconnectArgs {
+    /// Context of the first cluster.
+    #[arg(long)]
+    pub context: String,
+    /// Context of the cluster to disconnect from it.
+    #[arg(long)]
+    pub destination_context: String,
+    /// How long to wait for both sides to withdraw the other.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Runs `meshctl disconnect`: removes both entries, waits until both sides
+/// no longer list the other.
+pub async fn disconnect(
+    kube: &KubeArgs,
+    args: DisconnectArgs,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let a = Cluster::connect(kube, &args.context).await?;
+    let b = Cluster::connect(kube, &args.destination_context).await?;
+    let (ia, ib) = (a.info().await?, b.info().await?);
+    for (c, remote) in [(&a, &ib), (&b, &ia)] {
+        progress(
+            format,
+            &format!("removing {}'s entry for {}", c.context, remote.name),
+        );
+        c.patch_remotes(&BTreeMap::from([(remote.name.to_string(), None)]))
+            .await?;
+    }
+    let pairs = vec![(&a, ib.name.to_string()), (&b, ia.name.to_string())];
+    wait_until(format, args.timeout, &pairs, |st, remote| {
+        !st.remotes.contains_key(remote)
+    })
+    .await?;
+    let report = serde_json::json!({"disconnected": [ia.name.as_str(), ib.name.as_str()]});
+    output::emit(format, &report, |_| {
+        println!(
+            "disconnected {} and {}; each side withdrew the other's state",
+            ia.name, ib.name
+        )
+    })
+}
+
+/// `meshctl status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Context of the cluster (default: the kubeconfig's current context).
+    #[arg(long)]
+    pub context: String,
+    /// Wait until every configured remote is connected and synced.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Runs `meshctl status`.
+pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> anyhow::Result<()> {
+    let c = Cluster::connect(kube, &args.context).await?;
+    if args.wait {
+        let remotes: Vec<(&Cluster, String)> =
+            c.remotes().await?.into_keys().map(|k| (&c, k)).collect();
+        wait_until(format, args.timeout, &remotes, |st, r| st.is_synced_with(r)).await?;
+    }
+    let st = c.status().await?.with_context(|| {
+        format!(
+            "context {}: the mesh-apiserver has published no status: is it running?",
+            c.context
+        )
+    })?;
+    let age = now_secs().saturating_sub(st.updated_at);
+    output::emit(format, &st, |s| {
+        output::fields(&[
+            ("cluster", format!("{} (id {})", s.cluster, s.cluster_id)),
+            (
+                "pod CIDRs",
+                s.pod_cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            (
+                "mesh-apiserver",
+                format!(
+                    "{} (replica {}, status {age} s old{})",
+                    s.version,
+                    s.replica,
+                    if age > STATUS_FRESH.as_secs() {
+                        ", NOT RUNNING?"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            ("node-agents watching", s.watch_clients.to_string()),
+        ]);
+        let rows: Vec<Vec<String>> = s
+            .remotes
+            .values()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    yes_no(r.connected),
+                    yes_no(r.synced),
+                    r.stale_since.map_or("-".into(), |t| {
+                        format!("{} s ago", now_secs().saturating_sub(t))
+                    }),
+                    format!(
+                        "{}/{}/{}/{}",
+                        r.counts.nodes, r.counts.identities, r.counts.endpoints, r.counts.services
+                    ),
+                    r.refused
+                        .clone()
+                        .or(r.last_error.clone())
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        if rows.is_empty() {
+            println!("no remote clusters (connect one with `meshctl connect`)");
+        } else {
+            output::table(
+                &[
+                    "REMOTE",
+                    "CONNECTED",
+                    "SYNCED",
+                    "STALE",
+                    "NODES/IDS/EPS/SVCS",
+                    "LAST ERROR",
+                ],
+                &rows,
+            );
+        }
+    })
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,91 @@
+use super::*;
+use mesh_api::{ClusterId, ClusterName};
+
+fn side(
+    ctx: &str,
+    name: &str,
+    id: i64,
+    cidr: &str,
+    status_age: Option<u64>,
+    version: &str,
+) -> Side {
+    let now = 1_000;
+    Side {
+        context: ctx.into(),
+        info: ClusterInfo {
+            name: ClusterName::new(name).unwrap(),
+            id: ClusterId::new(id).unwrap(),
+            pod_cidrs: vec![cidr.parse().unwrap()],
+        },
+        status: status_age.map(|age| MeshStatus {
+            cluster: name.into(),
+            cluster_id: id as u8,
+            pod_cidrs: vec![cidr.parse().unwrap()],
+            version: version.into(),
+            replica: "r".into(),
+            updated_at: now - age,
+            watch_clients: 0,
+            remotes: Default::default(),
+        }),
+    }
+}
+
+#[test]
+fn compatible_clusters_pass() {
+    let a = side("lab-c1", "c1", 1, "10.1.0.0/16", Some(2), "0.1.0");
+    let b = side("lab-c2", "c2", 2, "10.2.0.0/16", Some(5), "0.1.3");
+    assert_eq!(check_pair(&a, &b, 1_000), Vec::<String>::new());
+}
+
+#[test]
+fn each_refusal_says_what_to_change() {
+    let a = side("lab-c1", "c1", 1, "10.1.0.0/16", Some(2), "0.1.0");
+    let cases = [
+        (
+            side("lab-c2", "c2", 1, "10.2.0.0/16", Some(2), "0.1.0"),
+            "cluster id 1",
+        ),
+        (
+            side("lab-c2", "c1", 2, "10.2.0.0/16", Some(2), "0.1.0"),
+            "names must be unique",
+        ),
+        (
+            side("lab-c2", "c2", 2, "10.1.128.0/17", Some(2), "0.1.0"),
+            "overlaps",
+        ),
+        (
+            side("lab-c2", "c2", 2, "10.2.0.0/16", None, "0.1.0"),
+            "no status",
+        ),
+        (
+            side("lab-c2", "c2", 2, "10.2.0.0/16", Some(300), "0.1.0"),
+            "300 s old",
+        ),
+        (
+            side("lab-c2", "c2", 2, "10.2.0.0/16", Some(2), "0.2.0"),
+            "same minor version",
+        ),
+    ];
+    for (b, want) in cases {
+        let problems = check_pair(&a, &b, 1_000);
+        assert_eq!(problems.len(), 1, "{want}: {problems:?}");
+        assert!(problems[0].contains(want), "{want}: {}", problems[0]);
+    }
+}
+
+#[test]
+fn durations_parse_with_units() {
+    assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+    assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+    assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+    assert!(
+        parse_duration("5 minutes")
+            .unwrap_err()
+            .contains("unknown unit")
+    );
+    assert!(
+        parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration")
+    );
+}

@@ -1,0 +1,291 @@
+//! The chart and the code cannot drift: Helm's own engine renders and lints
+//! the chart, every object is a valid Kubernetes object of its kind, and the
+//! ConfigMaps are parsed by the node-agent's and mesh-apiserver's own config
+//! parsers into the values that were set.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use mesh_chart::{Object, config_map, helm, render};
+use serde_json::{Value, json};
+
+/// The value sets the issue names, each with what must render.
+fn scenarios() -> Vec<(&'static str, Value)> {
+    vec![
+        ("defaults", json!({})),
+        ("encryption", json!({"encryption": {"enabled": true}})),
+        (
+            "strict mode",
+            json!({"encryption": {"enabled": true, "nodeEncryption": true, "strictMode": {"enabled": true}, "wireguard": {"persistentKeepalive": 25}}}),
+        ),
+        ("maglev", json!({"loadBalancer": {"algorithm": "maglev"}})),
+        (
+            "external etcd, 3 replicas",
+            json!({"clustermesh": {"apiserver": {"replicas": 3, "etcd": {"mode": "external", "endpoints": ["https://etcd-0:2379", "https://etcd-1:2379"]}}}}),
+        ),
+        (
+            "in-memory",
+            json!({"clustermesh": {"apiserver": {"etcd": {"mode": "memory"}}}}),
+        ),
+        (
+            "service monitors",
+            json!({"metrics": {"serviceMonitor": {"enabled": true}}}),
+        ),
+        (
+            "cilium annotations",
+            json!({"compat": {"ciliumAnnotations": true}, "cluster": {"name": "east", "id": 7}}),
+        ),
+    ]
+}
+
+/// Deserializes into `T` and back: a field `T` does not know would be
+/// dropped, so the round trip must give the same object.
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(o: &Object) {
+    let t: T = serde_json::from_value(o.value.clone()).unwrap_or_else(|e| {
+        panic!(
+            "{} {} ({}): not a valid {}: {e}",
+            o.kind, o.name, o.template, o.kind
+        )
+    });
+    let back = serde_json::to_value(&t).unwrap();
+    assert_eq!(
+        strip_nulls(back),
+        strip_nulls(o.value.clone()),
+        "{} {} ({}) has fields its type does not know",
+        o.kind,
+        o.name,
+        o.template
+    );
+}
+
+fn strip_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .filter(|(_, v)| !matches!(v, Value::Object(m) if m.is_empty()))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(strip_nulls).collect()),
+        v => v,
+    }
+}
+
+#[test]
+fn every_scenario_renders_lints_and_is_made_of_valid_objects() {
+    for (name, values) in scenarios() {
+        let objects = render(&values).unwrap_or_else(|e| panic!("{name}: render failed: {e}"));
+        assert!(
+            objects.len() >= 10,
+            "{name}: only {} objects",
+            objects.len()
+        );
+        for o in &objects {
+            match o.kind.as_str() {
+                "ConfigMap" => typed::<ConfigMap>(o),
+                "Secret" => typed::<Secret>(o),
+                "Service" => typed::<Service>(o),
+                "ServiceAccount" => typed::<ServiceAccount>(o),
+                "DaemonSet" => typed::<DaemonSet>(o),
+                "Deployment" => typed::<Deployment>(o),
+                "ClusterRole" => typed::<ClusterRole>(o),
+                "ClusterRoleBinding" => typed::<ClusterRoleBinding>(o),
+                "Role" => typed::<Role>(o),
+                "RoleBinding" => typed::<RoleBinding>(o),
+                "PodDisruptionBudget" => typed::<PodDisruptionBudget>(o),
+                "CustomResourceDefinition" => typed::<CustomResourceDefinition>(o),
+                "ServiceMonitor" => {
+                    assert_eq!(o.value["apiVersion"], "monitoring.coreos.com/v1", "{name}")
+                }
+                other => panic!("{name}: {} renders an unexpected kind {other}", o.template),
+            }
+        }
+        let report: Value = serde_json::from_str(&helm("lint", &values).unwrap()).unwrap();
+        assert_eq!(report["errors"], json!([]), "{name}: helm lint: {report}");
+        let severe: Vec<&Value> = report["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["severity"].as_i64() >= Some(2))
+            .collect();
+        assert!(severe.is_empty(), "{name}: helm lint warnings: {severe:?}");
+        let monitors = objects
+            .iter()
+            .filter(|o| o.kind == "ServiceMonitor")
+            .count();
+        assert_eq!(
+            monitors,
+            if name == "service monitors" { 2 } else { 0 },
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_agent_config_map_is_read_by_the_agents_own_parser() {
+    for (name, values) in scenarios() {
+        let objects = render(&values).unwrap();
+        let map = config_map(&objects, "meshwork-config");
+        let cfg = node_agent::config::AgentConfig::parse_with_map(
+            &map,
+            ["node-agent", "--node-name=worker-1"],
+        )
+        .unwrap_or_else(|e| {
+            panic!("{name}: the agent refuses the chart's ConfigMap: {e}\n{map:?}")
+        });
+        cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = |path: &[&str]| path.iter().fold(&values, |v, k| &v[*k]).clone();
+        assert_eq!(
+            cfg.enable_encryption,
+            v(&["encryption", "enabled"]).as_bool().unwrap_or(false),
+            "{name}"
+        );
+        assert_eq!(
+            cfg.encryption_strict_mode,
+            v(&["encryption", "strictMode", "enabled"])
+                .as_bool()
+                .unwrap_or(false),
+            "{name}"
+        );
+        assert_eq!(
+            cfg.node_encryption,
+            v(&["encryption", "nodeEncryption"])
+                .as_bool()
+                .unwrap_or(false),
+            "{name}"
+        );
+        assert_eq!(
+            u64::from(cfg.wireguard_persistent_keepalive),
+            v(&["encryption", "wireguard", "persistentKeepalive"])
+                .as_u64()
+                .unwrap_or(0),
+            "{name}"
+        );
+        assert_eq!(
+            cfg.compat_cilium_annotations,
+            v(&["compat", "ciliumAnnotations"])
+                .as_bool()
+                .unwrap_or(false),
+            "{name}"
+        );
+        assert_eq!(
+            cfg.cluster_id.get() as u64,
+            v(&["cluster", "id"]).as_u64().unwrap_or(1),
+            "{name}"
+        );
+        assert_eq!(
+            cfg.cluster_name.as_str(),
+            v(&["cluster", "name"]).as_str().unwrap_or("default"),
+            "{name}"
+        );
+        let algo = format!("{:?}", cfg.lb_algorithm).to_lowercase();
+        assert_eq!(
+            algo,
+            v(&["loadBalancer", "algorithm"])
+                .as_str()
+                .unwrap_or("random"),
+            "{name}"
+        );
+        assert_eq!(cfg.wireguard_port, 51871, "{name}");
+        assert_eq!(cfg.wireguard_interface, "mesh-wg0", "{name}");
+    }
+}
+
+#[test]
+fn the_apiserver_config_map_is_read_by_its_own_parser() {
+    for (name, values) in scenarios() {
+        let objects = render(&values).unwrap();
+        let map = config_map(&objects, "mesh-apiserver-config");
+        let cfg = mesh_apiserver::config::Config::from_map(&map).unwrap_or_else(|e| {
+            panic!("{name}: the mesh-apiserver refuses the chart's ConfigMap: {e}\n{map:?}")
+        });
+        let local = cfg.local().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            local.name.as_str(),
+            values["cluster"]["name"].as_str().unwrap_or("default"),
+            "{name}"
+        );
+        let mode = values["clustermesh"]["apiserver"]["etcd"]["mode"]
+            .as_str()
+            .unwrap_or("sidecar");
+        let store = format!("{:?}", cfg.store).to_lowercase();
+        assert_eq!(
+            store,
+            if mode == "memory" { "memory" } else { "etcd" },
+            "{name}"
+        );
+        if mode == "external" {
+            assert_eq!(
+                cfg.etcd_endpoints,
+                vec!["https://etcd-0:2379", "https://etcd-1:2379"],
+                "{name}"
+            );
+        }
+        assert_eq!(
+            cfg.compat_cilium_annotations,
+            values["compat"]["ciliumAnnotations"]
+                .as_bool()
+                .unwrap_or(false),
+            "{name}"
+        );
+        assert_eq!(cfg.namespace, "meshwork-system", "{name}");
+    }
+}
+
+#[test]
+fn bad_values_are_refused_with_helms_message() {
+    for (values, want) in [
+        (json!({"cluster": {"id": 0}}), "/cluster/id"),
+        (json!({"cluster": {"id": 256}}), "/cluster/id"),
+        (json!({"cluster": {"name": "Not_A_Label"}}), "/cluster/name"),
+        (json!({"encryption": {"type": "ipsec"}}), "/encryption/type"),
+        (
+            json!({"loadBalancer": {"algorithm": "roundrobin"}}),
+            "/loadBalancer/algorithm",
+        ),
+        (json!({"encryptoin": {"enabled": true}}), "encryptoin"),
+        (
+            json!({"clustermesh": {"apiserver": {"replicas": 3}}}),
+            "etcd.mode=external",
+        ),
+        (
+            json!({"encryption": {"strictMode": {"enabled": true}}}),
+            "needs encryption.enabled=true",
+        ),
+        (
+            json!({"clustermesh": {"apiserver": {"etcd": {"mode": "external"}}}}),
+            "needs clustermesh.apiserver.etcd.endpoints",
+        ),
+    ] {
+        let err = render(&values).expect_err(&format!("{values} must be refused"));
+        assert!(err.contains(want), "{values}: {err}");
+    }
+}
+
+#[test]
+fn clusters_in_values_become_clustermesh_entries_the_apiserver_accepts() {
+    let pem = |kind: &str| format!("-----BEGIN {kind}-----\nMIIB\n-----END {kind}-----\n");
+    let values = json!({"cluster": {"name": "c1", "id": 1}, "clustermesh": {"config": {"clusters": [
+        {"name": "c2", "id": 2, "endpoints": ["192.0.2.40:32379"], "caCert": pem("CERTIFICATE"), "tls": {"cert": pem("CERTIFICATE"), "key": pem("PRIVATE KEY")}}
+    ]}}});
+    let objects = render(&values).unwrap();
+    let secret = objects
+        .iter()
+        .find(|o| o.kind == "Secret" && o.name == "meshwork-clustermesh")
+        .expect("Secret rendered");
+    let yaml = secret.value["stringData"]["c2"].as_str().unwrap();
+    let entry = mesh_api_entry("c2", yaml);
+    assert_eq!(entry.endpoints, vec!["192.0.2.40:32379"]);
+    let err = render(&json!({"cluster": {"name": "c1", "id": 1}, "clustermesh": {"config": {"clusters": [
+        {"name": "c1", "id": 2, "endpoints": ["x:1"], "caCert": "x", "tls": {"cert": "x", "key": "x"}}]}}}))
+    .unwrap_err();
+    assert!(err.contains("this cluster's own name"), "{err}");
+}
+
+fn mesh_api_entry(key: &str, yaml: &str) -> mesh_api::clustermesh::RemoteClusterConfig {
+    mesh_api::clustermesh::RemoteClusterConfig::parse(key, yaml)
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}

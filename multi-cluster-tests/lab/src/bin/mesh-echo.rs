@@ -1,0 +1,125 @@
+//! `mesh-echo`: the lab's pod workload (`serve`) and its clients (`ask`,
+//! `stream`), meant to run inside pod namespaces.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use mesh_lab::echo;
+
+/// The lab's echo workload: a server that says which pod, node and cluster
+/// answered, and clients that count who answers.
+#[derive(Debug, Parser)]
+#[command(name = "mesh-echo", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve TCP and UDP on a port.
+    Serve {
+        /// Port (TCP and UDP).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// `namespace/name` of this pod.
+        #[arg(long)]
+        pod: String,
+        /// This pod's node.
+        #[arg(long)]
+        node: String,
+        /// This pod's cluster.
+        #[arg(long)]
+        cluster: String,
+    },
+    /// Connect N times and print, as JSON, who answered each time.
+    Ask {
+        /// Server address.
+        addr: SocketAddr,
+        /// Number of requests.
+        #[arg(short, long, default_value_t = 1)]
+        count: u32,
+        /// Use UDP (also reports the reply's source address).
+        #[arg(long)]
+        udp: bool,
+        /// Per-request timeout in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// Keep one connection echoing and open new ones meanwhile; print a JSON report.
+    Stream {
+        /// Server address.
+        addr: SocketAddr,
+        /// How long, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Open a new connection every this many milliseconds.
+        #[arg(long, default_value_t = 200)]
+        every_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().cmd {
+        Cmd::Serve {
+            port,
+            pod,
+            node,
+            cluster,
+        } => match echo::serve(echo::Identity { pod, node, cluster }, port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mesh-echo: serve on port {port}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Ask {
+            addr,
+            count,
+            udp,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            let mut failures = 0;
+            for _ in 0..count {
+                let line = if udp {
+                    echo::ask_udp(addr, timeout)
+                        .map(|(a, from)| serde_json::json!({"answer": a, "from": from.to_string()}))
+                } else {
+                    echo::ask_tcp(addr, timeout).map(|a| serde_json::json!({ "answer": a }))
+                };
+                match line {
+                    Ok(v) => println!("{v}"),
+                    Err(e) => {
+                        failures += 1;
+                        println!("{}", serde_json::json!({ "error": e.to_string() }));
+                    }
+                }
+            }
+            if failures == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Cmd::Stream {
+            addr,
+            seconds,
+            every_ms,
+        } => {
+            let r = echo::stream(
+                addr,
+                Duration::from_secs(seconds),
+                Duration::from_millis(every_ms),
+            );
+            println!("{}", serde_json::to_string(&r).expect("report serializes"));
+            if r.broken || r.new_failures > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}

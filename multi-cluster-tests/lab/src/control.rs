@@ -1,0 +1,409 @@
+//! Each cluster's control plane and nodes, installed the way a platform
+//! engineer installs Meshwork: a Kubernetes API (the test double), etcd, the
+//! chart's configuration applied through the API, the mesh CA in a Secret,
+//! then the real mesh-apiserver and one real node-agent per node, started
+//! with the chart's ConfigMaps as their `--config-dir`.
+//!
+//! The lab plays the parts Kubernetes would: the kubelet (Node objects, and
+//! pods through `mesh-lab pod`) and the cloud's load balancer (the
+//! mesh-apiserver Service gets the control namespace's address as its
+//! load-balancer ingress, so `meshctl connect` finds it as on a cloud).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use mesh_certs::{CaDirectory, SpiffeId, TrustDomain, Validity};
+use serde_json::json;
+
+use crate::bins::Bins;
+use crate::plan::{ClusterPlan, KUBE_API_PORT, MESH_API_PORT};
+use crate::up::{Lab, progress, wait_for_file, wait_for_path};
+
+/// Namespace Meshwork is installed in, in every lab cluster.
+pub const NAMESPACE: &str = "meshwork-system";
+/// Field manager for what the lab applies.
+const MANAGER: &str = "mesh-lab";
+
+/// Files of one cluster under the state dir.
+#[derive(Debug, Clone)]
+pub struct ClusterFiles {
+    /// `<state>/<cluster>`.
+    pub dir: PathBuf,
+}
+
+impl ClusterFiles {
+    /// The files of cluster `c`.
+    pub fn new(lab_dir: &Path, c: &ClusterPlan) -> ClusterFiles {
+        ClusterFiles {
+            dir: lab_dir.join(c.name.as_str()),
+        }
+    }
+    /// The CA directory.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca")
+    }
+    /// Certificates issued from it.
+    pub fn tls(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
+    /// Kubeconfig for processes inside the lab (server = control IP).
+    pub fn inner_kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+    /// The chart's ConfigMap `name` as a config directory.
+    pub fn config_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("config").join(name)
+    }
+    /// A node's state directory.
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.join("nodes").join(node)
+    }
+}
+
+impl Lab {
+    /// Per cluster: CA and certificates, etcd and the test API server in the
+    /// control namespace; then host forwarders and the merged kubeconfig.
+    pub fn start_apis(&mut self, bins: &Bins) -> anyhow::Result<()> {
+        for c in self.plan.clusters.clone() {
+            let files = ClusterFiles::new(&self.dir, &c);
+            std::fs::create_dir_all(&files.dir)?;
+            progress(&format!("cluster {}: mesh CA and certificates", c.name));
+            issue_certs(&files, &c)?;
+            progress(&format!(
+                "cluster {}: etcd and Kubernetes API in {}",
+                c.name, c.control_ns
+            ));
+            let etcd_dir = files.dir.join("etcd");
+            let etcd_args: Vec<String> = [
+                format!("--data-dir={}", etcd_dir.display()),
+                "--name=lab".into(),
+                "--listen-client-urls=http://127.0.0.1:2379".into(),
+                "--advertise-client-urls=http://127.0.0.1:2379".into(),
+                "--listen-peer-urls=http://127.0.0.1:2380".into(),
+                "--initial-advertise-peer-urls=http://127.0.0.1:2380".into(),
+                "--initial-cluster=lab=http://127.0.0.1:2380".into(),
+                "--log-level=warn".into(),
+            ]
+            .into();
+            self.spawn(
+                &format!("{}/etcd", c.name),
+                Some(&c.control_ns),
+                &bins.etcd()?,
+                &etcd_args,
+                &[],
+            )?;
+            let ready = files.dir.join("kube.ready");
+            let _ = std::fs::remove_file(&ready);
+            let api_args = vec![
+                format!("--listen={}:{KUBE_API_PORT}", c.control_ip),
+                format!("--service-cidr={}", c.service_cidr),
+                format!("--kubeconfig-out={}", files.inner_kubeconfig().display()),
+                format!("--context={}", c.context),
+                format!("--ready-file={}", ready.display()),
+                "--tls-san=127.0.0.1".into(),
+            ];
+            self.spawn(
+                &format!("{}/kube-apiserver", c.name),
+                Some(&c.control_ns),
+                &bins.ours("mesh-test-apiserver")?,
+                &api_args,
+                &[],
+            )?;
+            wait_for_file(&ready, Duration::from_secs(30)).with_context(|| {
+                format!(
+                    "cluster {}: the test API server did not start; see {}",
+                    c.name,
+                    self.log_of(&format!("{}/kube-apiserver", c.name)).display()
+                )
+            })?;
+        }
+        self.forward_kube_apis(&std::env::current_exe()?)?;
+        self.write_host_kubeconfig()
+    }
+
+    /// Path of a role's log.
+    pub fn log_of(&self, role: &str) -> PathBuf {
+        self.dir
+            .join("logs")
+            .join(format!("{}.log", role.replace('/', "_")))
+    }
+
+    /// The kubeconfig for people and meshctl: one context per cluster,
+    /// through the host-loopback forwarders.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    fn write_host_kubeconfig(&self) -> anyhow::Result<()> {
+        let mut merged = json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": [],
+            "current-context": self.plan.clusters[0].context});
+        for c in &self.plan.clusters {
+            let files = ClusterFiles::new(&self.dir, c);
+            let text = std::fs::read_to_string(files.inner_kubeconfig())?;
+            let mut kc: serde_json::Value = serde_yaml::from_str(&text)?;
+            let port = self.state.kube_api_ports[c.name.as_str()];
+            for cl in kc["clusters"]
+                .as_array_mut()
+                .context("kubeconfig without clusters")?
+            {
+                cl["cluster"]["server"] = json!(format!("https://127.0.0.1:{port}"));
+            }
+            for key in ["clusters", "users", "contexts"] {
+                let items = kc[key].as_array().cloned().unwrap_or_default();
+                merged[key].as_array_mut().expect("array").extend(items);
+            }
+        }
+        let path = self.kubeconfig();
+        std::fs::write(&path, serde_yaml::to_string(&merged)?)?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    }
+
+    /// A client for cluster `c` through the host kubeconfig.
+    pub async fn client(&self, c: &ClusterPlan) -> anyhow::Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
+        let opts = kube::config::KubeConfigOptions {
+            context: Some(c.context.clone()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kc, &opts).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Installs each cluster's Meshwork configuration (the chart's rendered
+    /// ConfigMaps, the CA Secret, the mesh-apiserver Service) and its Nodes.
+    pub async fn install(&self) -> anyhow::Result<()> {
+        for c in &self.plan.clusters {
+            progress(&format!(
+                "cluster {}: installing Meshwork's configuration (chart values: cluster {}, id {}, encryption {})",
+                c.name, c.name, c.id, self.plan.encryption
+            ));
+            let client = self.client(c).await?;
+            let files = ClusterFiles::new(&self.dir, c);
+            let values = json!({
+                "cluster": {"name": c.name.as_str(), "id": c.id.get()},
+                "ipam": {"podCIDR": c.pod_cidr.to_string()},
+                "encryption": {"enabled": self.plan.encryption},
+                "clustermesh": {"apiserver": {"service": {"type": "LoadBalancer"}}},
+            });
+            let objects = mesh_chart::render(&values)
+                .map_err(|e| anyhow::anyhow!("render the chart for {}: {e}", c.name))?;
+            let ns: Api<Namespace> = Api::all(client.clone());
+            apply(
+                &ns,
+                NAMESPACE,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+            )
+            .await?;
+            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
+            for name in ["meshwork-config", "mesh-apiserver-config"] {
+                let o = objects
+                    .iter()
+                    .find(|o| o.kind == "ConfigMap" && o.name == name)
+                    .with_context(|| format!("the chart rendered no ConfigMap {name}"))?;
+                apply(&cms, name, o.value.clone()).await?;
+                write_config_dir(
+                    &files.config_dir(name),
+                    &mesh_chart::config_map(&objects, name),
+                )?;
+            }
+            let svcs: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+            let svc = objects
+                .iter()
+                .find(|o| o.kind == "Service" && o.name == "mesh-apiserver")
+                .context("the chart rendered no mesh-apiserver Service")?;
+            apply(&svcs, "mesh-apiserver", svc.value.clone()).await?;
+            let lb = json!({"status": {"loadBalancer": {"ingress": [{"ip": c.control_ip.to_string()}]}}});
+            svcs.patch_status(
+                "mesh-apiserver",
+                &PatchParams::default(),
+                &Patch::Merge(&lb),
+            )
+            .await
+            .context("set the mesh-apiserver Service's load-balancer address")?;
+            let ca = CaDirectory::new(files.ca());
+            let text =
+                |p: PathBuf| std::fs::read_to_string(&p).with_context(|| p.display().to_string());
+            let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "meshwork-ca", "namespace": NAMESPACE}, "type": "Opaque",
+                "stringData": {"ca.crt": text(ca.path().join(CaDirectory::CERT))?, "ca.key": text(ca.path().join(CaDirectory::KEY))?, "bundle.crt": text(ca.path().join(CaDirectory::BUNDLE))?}});
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+            apply(&secrets, "meshwork-ca", secret).await?;
+            let nodes: Api<Node> = Api::all(client.clone());
+            for n in &c.nodes {
+                let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n.name.as_str(), "labels": {"kubernetes.io/hostname": n.name.as_str()}},
+                    "spec": {"podCIDR": n.pod_cidr.to_string(), "podCIDRs": [n.pod_cidr.to_string()]}});
+                apply(&nodes, n.name.as_str(), node).await?;
+                let status = json!({"status": {"addresses": [{"type": "InternalIP", "address": n.ip.to_string()}, {"type": "Hostname", "address": n.name.as_str()}],
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "mesh-lab node namespace is up"}]}});
+                nodes
+                    .patch_status(
+                        n.name.as_str(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&status),
+                    )
+                    .await
+                    .with_context(|| format!("Node {} status", n.name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts each cluster's mesh-apiserver and node-agents with the chart's
+    /// configuration plus what is specific to the lab (addresses, paths).
+    pub fn start_mesh(&mut self, bins: &Bins) -> anyhow::Result<()> {
+        let cgroup_root = mesh_testbed::cgroup2_root();
+        for c in self.plan.clusters.clone() {
+            let files = ClusterFiles::new(&self.dir, &c);
+            let kube_env = [(
+                "KUBECONFIG".to_string(),
+                files.inner_kubeconfig().display().to_string(),
+            )];
+            let tls = files.tls();
+            progress(&format!(
+                "cluster {}: mesh-apiserver at {}:{MESH_API_PORT}",
+                c.name, c.control_ip
+            ));
+            let args = vec![
+                format!(
+                    "--config-dir={}",
+                    files.config_dir("mesh-apiserver-config").display()
+                ),
+                format!("--grpc-listen={}:{MESH_API_PORT}", c.control_ip),
+                "--status-listen=127.0.0.1:9963".into(),
+                format!("--tls-cert={}", tls.join("apiserver.crt").display()),
+                format!("--tls-key={}", tls.join("apiserver.key").display()),
+                format!(
+                    "--tls-ca={}",
+                    files.ca().join(CaDirectory::BUNDLE).display()
+                ),
+                format!("--replica-name={}-apiserver", c.name),
+            ];
+            self.spawn(
+                &format!("{}/mesh-apiserver", c.name),
+                Some(&c.control_ns),
+                &bins.ours("mesh-apiserver")?,
+                &args,
+                &kube_env,
+            )?;
+            for n in &c.nodes {
+                let node_dir = files.node_dir(n.name.as_str());
+                std::fs::create_dir_all(&node_dir)?;
+                let bpf_root =
+                    PathBuf::from("/sys/fs/bpf").join(format!("{}-{}", self.plan.prefix, n.name));
+                let cgroup = cgroup_root.join(format!("{}-{}", self.plan.prefix, n.name));
+                std::fs::create_dir_all(&cgroup)?;
+                progress(&format!(
+                    "cluster {}: node-agent on {} ({})",
+                    c.name, n.name, n.ns
+                ));
+                let args = vec![
+                    format!(
+                        "--config-dir={}",
+                        files.config_dir("meshwork-config").display()
+                    ),
+                    format!("--node-name={}", n.name),
+                    format!("--pod-cidr={}", n.pod_cidr),
+                    format!("--bpf-root={}", bpf_root.display()),
+                    format!("--state-dir={}", node_dir.join("state").display()),
+                    format!("--cgroup-root={}", cgroup.display()),
+                    format!("--agent-socket={}", node_dir.join("agent.sock").display()),
+                    format!("--wireguard-interface={}", n.wg_interface),
+                    format!("--mesh-apiserver-address={}:{MESH_API_PORT}", c.control_ip),
+                    format!(
+                        "--mesh-client-cert={}",
+                        tls.join(format!("{}.crt", n.name)).display()
+                    ),
+                    format!(
+                        "--mesh-client-key={}",
+                        tls.join(format!("{}.key", n.name)).display()
+                    ),
+                    format!(
+                        "--mesh-client-ca={}",
+                        files.ca().join(CaDirectory::BUNDLE).display()
+                    ),
+                    "--metrics-address=127.0.0.1:9962".into(),
+                ];
+                self.spawn(
+                    &format!("{}/node-agent", n.name),
+                    Some(&n.ns),
+                    &bins.ours("node-agent")?,
+                    &args,
+                    &kube_env,
+                )?;
+            }
+        }
+        for c in self.plan.clusters.clone() {
+            let files = ClusterFiles::new(&self.dir, &c);
+            for n in &c.nodes {
+                let sock = files.node_dir(n.name.as_str()).join("agent.sock");
+                wait_for_path(&sock, Duration::from_secs(30)).with_context(|| {
+                    format!(
+                        "node-agent on {} did not start; see {}",
+                        n.name,
+                        self.log_of(&format!("{}/node-agent", n.name)).display()
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates or replaces an object from its JSON.
+async fn apply<K>(api: &Api<K>, name: &str, value: serde_json::Value) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K =
+        serde_json::from_value(value).with_context(|| format!("{name}: not a valid object"))?;
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            api.patch(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .with_context(|| format!("update {name}"))?;
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::from(e).context(format!("create {name}"))),
+    }
+}
+
+/// Writes a ConfigMap's data as a directory of files, one per key, as the
+/// kubelet mounts it.
+fn write_config_dir(dir: &Path, data: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (k, v) in data {
+        std::fs::write(dir.join(k), v)?;
+    }
+    Ok(())
+}
+
+/// The cluster's CA, the mesh-apiserver's server certificate, and a
+/// node-agent client certificate per node.
+fn issue_certs(files: &ClusterFiles, c: &ClusterPlan) -> anyhow::Result<()> {
+    let dir = CaDirectory::new(files.ca());
+    let ca = dir.create(TrustDomain::default(), Validity::days(30)?)?;
+    let tls = files.tls();
+    std::fs::create_dir_all(&tls)?;
+    let names = vec![
+        c.control_ip.to_string(),
+        format!("mesh-apiserver.{NAMESPACE}.svc"),
+    ];
+    ca.issue_server(&names, Validity::days(30)?)?
+        .save(&tls, "apiserver")?;
+    for n in &c.nodes {
+        let id = SpiffeId::node(ca.trust_domain().clone(), c.name.clone(), n.name.clone());
+        ca.issue_client(&id, Validity::days(30)?)?
+            .save(&tls, n.name.as_str())?;
+    }
+    Ok(())
+}

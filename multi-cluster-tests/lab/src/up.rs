@@ -1,0 +1,227 @@
+//! `mesh-lab up`: builds the lab described by a [`LabPlan`].
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mesh_testbed::{run, run_ok};
+
+use crate::plan::{KUBE_API_PORT, LabPlan};
+use crate::state::{LabState, Proc};
+
+/// Prints one progress line.
+pub fn progress(msg: &str) {
+    eprintln!("mesh-lab: {msg}");
+}
+
+/// The lab being built: its plan, state and where it keeps files.
+#[derive(Debug)]
+pub struct Lab {
+    /// The plan.
+    pub plan: LabPlan,
+    /// The record of what exists.
+    pub state: LabState,
+    /// Where state, logs and kubeconfigs live.
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    /// Records `plan` before anything is created.
+    pub fn start(plan: LabPlan, dir: &Path) -> anyhow::Result<Lab> {
+        let existing = LabState::load(dir)?;
+        if existing.plan.is_some() {
+            anyhow::bail!(
+                "a lab is already recorded in {} ; run `mesh-lab down --state-dir {}` first",
+                dir.display(),
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let state = LabState {
+            plan: Some(plan.clone()),
+            ..LabState::default()
+        };
+        state.save(dir)?;
+        Ok(Lab {
+            plan,
+            state,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Creates the underlay bridge, every namespace and its underlay link.
+    pub fn build_network(&self) -> anyhow::Result<()> {
+        let ul = &self.plan.underlay_ns;
+        progress(&format!(
+            "underlay bridge br0 in namespace {ul} (never joined to the host's uplink)"
+        ));
+        add_ns(ul)?;
+        run_ok("ip", &["-n", ul, "link", "add", "br0", "type", "bridge"]);
+        run_ok("ip", &["-n", ul, "link", "set", "br0", "up"]);
+        for c in &self.plan.clusters {
+            progress(&format!(
+                "cluster {}: control namespace {} at {}",
+                c.name, c.control_ns, c.control_ip
+            ));
+            self.attach(&c.control_ns, &format!("{}ctl", c.name), c.control_ip)?;
+            for n in &c.nodes {
+                progress(&format!(
+                    "cluster {}: node {} at {}, pod CIDR {}",
+                    c.name, n.name, n.ip, n.pod_cidr
+                ));
+                self.attach(&n.ns, n.name.as_str(), n.ip)?;
+                run_ok(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        &n.ns,
+                        "sysctl",
+                        "-qw",
+                        "net.ipv4.ip_forward=1",
+                    ],
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn attach(&self, ns: &str, port: &str, ip: std::net::Ipv4Addr) -> anyhow::Result<()> {
+        add_ns(ns)?;
+        let ul = &self.plan.underlay_ns;
+        let port: String = port.chars().take(15).collect();
+        run_ok(
+            "ip",
+            &[
+                "-n", ul, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ],
+        );
+        run_ok(
+            "ip",
+            &["-n", ul, "link", "set", &port, "master", "br0", "up"],
+        );
+        run_ok(
+            "ip",
+            &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
+        run_ok("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+        Ok(())
+    }
+
+    /// Starts `program args…` (inside `ns` when given), detached, logging to
+    /// `logs/<role>.log`, and records it.
+    pub fn spawn(
+        &mut self,
+        role: &str,
+        ns: Option<&str>,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<u32> {
+        use std::os::unix::process::CommandExt as _;
+        let log = self
+            .dir
+            .join("logs")
+            .join(format!("{}.log", role.replace('/', "_")));
+        let out = std::fs::File::create(&log)?;
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("start {} for {role}: {e}", program.display()))?;
+        let pid = child.id();
+        self.state.procs.push(Proc {
+            role: role.to_string(),
+            pid,
+            program: program
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            log,
+        });
+        self.state.save(&self.dir)?;
+        Ok(pid)
+    }
+
+    /// Starts a host-loopback forwarder to each cluster's API server and
+    /// records the ports.
+    pub fn forward_kube_apis(&mut self, self_exe: &Path) -> anyhow::Result<()> {
+        let clusters = self.plan.clusters.clone();
+        for c in &clusters {
+            let port_file = self.dir.join(format!("{}.kube-port", c.name));
+            let _ = std::fs::remove_file(&port_file);
+            let args = vec![
+                "forward".to_string(),
+                format!("--lab={}", self.plan.prefix),
+                format!("--netns={}", c.control_ns),
+                format!("--to={}:{KUBE_API_PORT}", c.control_ip),
+                format!("--port-file={}", port_file.display()),
+            ];
+            self.spawn(
+                &format!("{}/kube-forward", c.name),
+                None,
+                self_exe,
+                &args,
+                &[],
+            )?;
+            let port = wait_for_file(&port_file, Duration::from_secs(10))?;
+            self.state
+                .kube_api_ports
+                .insert(c.name.to_string(), port.trim().parse()?);
+        }
+        self.state.save(&self.dir)
+    }
+}
+
+fn add_ns(ns: &str) -> anyhow::Result<()> {
+    let out = run("ip", &["netns", "add", ns]);
+    anyhow::ensure!(
+        out.status.success(),
+        "create namespace {ns}: {}; a previous lab may be left over: run `mesh-lab down`",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    run_ok("ip", &["-n", ns, "link", "set", "lo", "up"]);
+    Ok(())
+}
+
+/// Waits until `path` exists and returns its content.
+pub fn wait_for_file(path: &Path, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return Ok(s);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} did not appear within {timeout:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `path` exists (a socket, a directory: anything).
+pub fn wait_for_path(path: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} did not appear within {timeout:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}

@@ -1,0 +1,580 @@
+//! Controllers that run inside the server: ClusterIP/NodePort allocation for
+//! Services, and an EndpointSlice controller like kube-controller-manager's.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::registry::ResourceType;
+use crate::selector::LabelSelector;
+use crate::status::FieldCause;
+use crate::store::Store;
+
+/// Label naming the Service of an EndpointSlice.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Label naming the controller that manages an EndpointSlice.
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`] on slices this controller owns.
+pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+const MAX_ENDPOINTS_PER_SLICE: usize = 100;
+const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// Allocates ClusterIPs from the service CIDR and NodePorts from 30000-32767.
+#[derive(Debug, Clone)]
+pub struct ServiceAllocator {
+    cidr: Ipv4Net,
+}
+
+fn invalid(field: &str, message: String) -> FieldCause {
+    FieldCause {
+        reason: "FieldValueInvalid",
+        field: field.to_string(),
+        message,
+    }
+}
+
+impl ServiceAllocator {
+    /// An allocator over `cidr` (its network address and first host are
+    /// not handed out: the first host is the `kubernetes` Service's by convention).
+    pub fn new(cidr: Ipv4Net) -> Self {
+        ServiceAllocator { cidr }
+    }
+
+    /// The CIDR allocated from.
+    pub fn cidr(&self) -> Ipv4Net {
+        self.cidr
+    }
+
+    /// Fills defaults and allocates addresses and node ports of `svc`;
+    /// keeps those of `old` on update (they are immutable).
+    pub fn allocate(
+        &self,
+        svc: &mut Value,
+        old: Option<&Value>,
+        existing: &[Value],
+    ) -> Result<(), Vec<FieldCause>> {
+        let uid = svc.pointer("/metadata/uid").cloned();
+        let others: Vec<&Value> = existing
+            .iter()
+            .filter(|s| s.pointer("/metadata/uid") != uid.as_ref())
+            .collect();
+        if !svc.get("spec").is_some_and(Value::is_object) {
+            svc["spec"] = json!({});
+        }
+        let spec = &mut svc["spec"];
+        let ty = spec
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
+        if !matches!(
+            ty.as_str(),
+            "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+        ) {
+            return Err(vec![FieldCause {
+                reason: "FieldValueNotSupported",
+                field: "spec.type".into(),
+                message: format!(
+                    "Unsupported value: {ty:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+                ),
+            }]);
+        }
+        spec["type"] = json!(ty);
+        if spec.get("sessionAffinity").is_none() {
+            spec["sessionAffinity"] = json!("None");
+        }
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for (i, p) in ports.iter_mut().enumerate() {
+                let Some(port) = p.get("port").and_then(Value::as_u64) else {
+                    return Err(vec![FieldCause {
+                        reason: "FieldValueRequired",
+                        field: format!("spec.ports[{i}].port"),
+                        message: "Required value".into(),
+                    }]);
+                };
+                if !(1..=65535).contains(&port) {
+                    return Err(vec![invalid(
+                        &format!("spec.ports[{i}].port"),
+                        format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
+                    )]);
+                }
+                if p.get("protocol").is_none() {
+                    p["protocol"] = json!("TCP");
+                }
+                if p.get("targetPort").is_none() {
+                    p["targetPort"] = json!(port);
+                }
+            }
+        }
+        if ty == "ExternalName" {
+            return Ok(());
+        }
+        let old_ip = old
+            .and_then(|o| o.pointer("/spec/clusterIP"))
+            .and_then(Value::as_str);
+        let asked = spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        let ip = match (old_ip, asked) {
+            (Some(o), Some(a)) if o != a => {
+                return Err(vec![invalid(
+                    "spec.clusterIPs[0]",
+                    format!("Invalid value: {a:?}: may not change once set"),
+                )]);
+            }
+            (Some(o), _) => o.to_string(),
+            (None, Some("None")) => "None".to_string(),
+            (None, Some(a)) => {
+                let parsed: Ipv4Addr = a.parse().map_err(|_| {
+                    vec![invalid(
+                        "spec.clusterIPs[0]",
+                        format!("Invalid value: {a:?}: must be a valid IP address"),
+                    )]
+                })?;
+                if !self.cidr.contains(&parsed) {
+                    return Err(vec![invalid(
+                        "spec.clusterIPs[0]",
+                        format!(
+                            "Invalid value: {a:?}: failed to allocate IP {a}: the provided IP ({a}) is not in the valid range. The range of valid IPs is {}",
+                            self.cidr
+                        ),
+                    )]);
+                }
+                if used_ips(&others).contains(&parsed) {
+                    return Err(vec![invalid(
+                        "spec.clusterIPs[0]",
+                        format!(
+                            "Invalid value: {a:?}: failed to allocate IP {a}: provided IP is already allocated"
+                        ),
+                    )]);
+                }
+                a.to_string()
+            }
+            (None, None) => {
+                let used = used_ips(&others);
+                let free = self
+                    .cidr
+                    .hosts()
+                    .skip(1)
+                    .find(|ip| !used.contains(ip))
+                    .ok_or_else(|| {
+                        vec![invalid("spec.clusterIPs", format!("Invalid value: []: failed to allocate a serviceIP: range is full ({})", self.cidr))]
+                    })?;
+                free.to_string()
+            }
+        };
+        spec["clusterIP"] = json!(ip);
+        spec["clusterIPs"] = json!([ip]);
+        if ip != "None" {
+            spec["ipFamilies"] = json!(["IPv4"]);
+            spec["ipFamilyPolicy"] = json!("SingleStack");
+        }
+        if ty == "NodePort" || ty == "LoadBalancer" {
+            let mut used = used_node_ports(&others);
+            let old_ports: Vec<Value> = old
+                .and_then(|o| o.pointer("/spec/ports"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for (i, p) in ports.iter_mut().enumerate() {
+                    let kept = old_ports
+                        .iter()
+                        .find(|o| {
+                            o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol")
+                        })
+                        .and_then(|o| o.get("nodePort"))
+                        .and_then(Value::as_u64);
+                    let np = match (p.get("nodePort").and_then(Value::as_u64), kept) {
+                        (Some(n), _) => {
+                            let n16 = u16::try_from(n)
+                                .ok()
+                                .filter(|n| NODE_PORT_RANGE.contains(n));
+                            let Some(n16) = n16 else {
+                                return Err(vec![invalid(
+                                    &format!("spec.ports[{i}].nodePort"),
+                                    format!(
+                                        "Invalid value: {n}: provided port is not in the valid range. The range of valid ports is 30000-32767"
+                                    ),
+                                )]);
+                            };
+                            if used.contains(&n16) && kept != Some(n) {
+                                return Err(vec![invalid(
+                                    &format!("spec.ports[{i}].nodePort"),
+                                    format!(
+                                        "Invalid value: {n}: provided port is already allocated"
+                                    ),
+                                )]);
+                            }
+                            n16
+                        }
+                        (None, Some(k)) => k as u16,
+                        (None, None) => NODE_PORT_RANGE
+                            .clone()
+                            .find(|n| !used.contains(n))
+                            .ok_or_else(|| {
+                                vec![invalid(
+                                    &format!("spec.ports[{i}].nodePort"),
+                                    "Invalid value: 0: range is full".into(),
+                                )]
+                            })?,
+                    };
+                    used.insert(np);
+                    p["nodePort"] = json!(np);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn used_ips(services: &[&Value]) -> HashSet<Ipv4Addr> {
+    services
+        .iter()
+        .filter_map(|s| s.pointer("/spec/clusterIP")?.as_str()?.parse().ok())
+        .collect()
+}
+
+fn used_node_ports(services: &[&Value]) -> HashSet<u16> {
+    services
+        .iter()
+        .filter_map(|s| s.pointer("/spec/ports")?.as_array())
+        .flatten()
+        .filter_map(|p| p.get("nodePort")?.as_u64())
+        .filter_map(|n| u16::try_from(n).ok())
+        .collect()
+}
+
+fn pod_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == json!("Ready") && c["status"] == json!("True"))
+        })
+}
+
+/// The port a Service port targets on one pod (named ports resolved
+/// through the pod's container ports); None when the name is not found.
+fn resolve_target(svc_port: &Value, pod: &Value) -> Option<u64> {
+    match svc_port.get("targetPort") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(name)) => {
+            if let Ok(n) = name.parse::<u64>() {
+                return Some(n);
+            }
+            pod.pointer("/spec/containers")?
+                .as_array()?
+                .iter()
+                .filter_map(|c| c.get("ports")?.as_array())
+                .flatten()
+                .find(|p| p.get("name").and_then(Value::as_str) == Some(name.as_str()))
+                .and_then(|p| p.get("containerPort")?.as_u64())
+        }
+        _ => svc_port.get("port").and_then(Value::as_u64),
+    }
+}
+
+/// The EndpointSlices a Service should have, given the pods of its namespace.
+pub fn desired_slices(svc: &Value, pods: &[Value]) -> Vec<Value> {
+    let Some(selector) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    if selector.is_empty() {
+        return Vec::new();
+    }
+    let sel = LabelSelector::from_map(selector);
+    let svc_ports: Vec<Value> = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut groups: BTreeMap<String, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut sorted: Vec<&Value> = pods.iter().filter(|p| sel.matches(p)).collect();
+    sorted.sort_by_key(|p| {
+        p.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    });
+    for pod in sorted {
+        let Some(ip) = pod
+            .pointer("/status/podIP")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        else {
+            continue;
+        };
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if phase == "Succeeded" || phase == "Failed" {
+            continue;
+        }
+        let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+        let ready = pod_ready(pod);
+        let ports: Vec<Value> = svc_ports
+            .iter()
+            .filter_map(|sp| {
+                let port = resolve_target(sp, pod)?;
+                let mut p = json!({ "port": port, "protocol": sp.get("protocol").cloned().unwrap_or(json!("TCP")) });
+                p["name"] = sp.get("name").cloned().unwrap_or(json!(""));
+                if let Some(ap) = sp.get("appProtocol") {
+                    p["appProtocol"] = ap.clone();
+                }
+                Some(p)
+            })
+            .collect();
+        let mut ep = json!({
+            "addresses": [ip],
+            "conditions": { "ready": ready && !terminating, "serving": ready, "terminating": terminating },
+            "targetRef": {
+                "kind": "Pod",
+                "namespace": pod.pointer("/metadata/namespace").cloned().unwrap_or(Value::Null),
+                "name": pod.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                "uid": pod.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+            },
+        });
+        if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+            ep["nodeName"] = json!(node);
+        }
+        let key = serde_json::to_string(&ports).unwrap_or_default();
+        let entry = groups.entry(key).or_insert_with(|| (ports, Vec::new()));
+        entry.1.push(ep);
+    }
+    let mut out = Vec::new();
+    let svc_name = svc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut labels = svc
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    labels[SERVICE_NAME_LABEL] = json!(svc_name);
+    labels[MANAGED_BY_LABEL] = json!(MANAGED_BY);
+    let owner = json!([{
+        "apiVersion": "v1", "kind": "Service", "name": svc_name,
+        "uid": svc.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+        "controller": true, "blockOwnerDeletion": true,
+    }]);
+    let base = |ports: &Vec<Value>, endpoints: Vec<Value>| {
+        json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": { "labels": labels.clone(), "ownerReferences": owner.clone() },
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": ports,
+        })
+    };
+    for (ports, eps) in groups.into_values() {
+        for chunk in eps.chunks(MAX_ENDPOINTS_PER_SLICE) {
+            out.push(base(&ports, chunk.to_vec()));
+        }
+    }
+    if out.is_empty() {
+        // A selector Service always has at least one (possibly empty) slice.
+        let ports: Vec<Value> = Vec::new();
+        out.push(base(&ports, Vec::new()));
+    }
+    out
+}
+
+fn slice_content(s: &Value) -> (Value, Value, Value) {
+    (
+        s.get("endpoints").cloned().unwrap_or(json!([])),
+        s.get("ports").cloned().unwrap_or(json!([])),
+        s.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+    )
+}
+
+/// The EndpointSlice controller: keeps managed slices of every selector
+/// Service equal to [`desired_slices`]; runs until the store is dropped.
+#[derive(Debug)]
+pub struct EndpointSliceController {
+    store: Arc<Store>,
+    slices: ResourceType,
+    services: ResourceType,
+    pods: ResourceType,
+}
+
+impl EndpointSliceController {
+    /// A controller over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        let reg = store.registry();
+        let get = |g: &str, p: &str| reg.get(g, "v1", p).cloned().expect("built-in type");
+        EndpointSliceController {
+            slices: get("discovery.k8s.io", "endpointslices"),
+            services: get("", "services"),
+            pods: get("", "pods"),
+            store,
+        }
+    }
+
+    /// Runs the controller: a full pass, then one pass per namespace touched.
+    pub async fn run(self) {
+        let mut rx = self.store.subscribe();
+        self.reconcile_all();
+        loop {
+            let mut dirty = BTreeSet::new();
+            let mut all = false;
+            match rx.recv().await {
+                Ok(ev) => {
+                    if ev.group.is_empty() && (ev.plural == "pods" || ev.plural == "services") {
+                        dirty.insert(ev.namespace.clone());
+                    }
+                }
+                Err(RecvError::Lagged(_)) => all = true,
+                Err(RecvError::Closed) => return,
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(ev) => {
+                        if ev.group.is_empty() && (ev.plural == "pods" || ev.plural == "services") {
+                            dirty.insert(ev.namespace.clone());
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => all = true,
+                    Err(_) => break,
+                }
+            }
+            if all {
+                self.reconcile_all();
+            } else {
+                for ns in dirty {
+                    self.reconcile_namespace(&ns);
+                }
+            }
+        }
+    }
+
+    fn reconcile_all(&self) {
+        let namespaces: BTreeSet<String> = self
+            .store
+            .all(&self.services, None)
+            .iter()
+            .chain(self.store.all(&self.slices, None).iter())
+            .filter_map(|o| {
+                o.pointer("/metadata/namespace")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        for ns in namespaces {
+            self.reconcile_namespace(&ns);
+        }
+    }
+
+    /// Brings the managed slices of namespace `ns` to the desired state.
+    pub fn reconcile_namespace(&self, ns: &str) {
+        let services = self.store.all(&self.services, Some(ns));
+        let pods = self.store.all(&self.pods, Some(ns));
+        let existing: Vec<Value> = self
+            .store
+            .all(&self.slices, Some(ns))
+            .into_iter()
+            .filter(|s| {
+                s.pointer(&format!(
+                    "/metadata/labels/{}",
+                    MANAGED_BY_LABEL.replace('/', "~1")
+                )) == Some(&json!(MANAGED_BY))
+            })
+            .collect();
+        let mut keep: HashSet<String> = HashSet::new();
+        for svc in &services {
+            let name = svc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let mut have: Vec<&Value> = existing
+                .iter()
+                .filter(|s| {
+                    s.pointer(&format!(
+                        "/metadata/labels/{}",
+                        SERVICE_NAME_LABEL.replace('/', "~1")
+                    )) == Some(&json!(name))
+                })
+                .collect();
+            let want = desired_slices(svc, &pods);
+            if svc
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .is_none_or(|s| s.is_empty())
+            {
+                continue;
+            }
+            for desired in want {
+                let reuse = have
+                    .iter()
+                    .position(|h| slice_content(h) == slice_content(&desired))
+                    .or(if have.is_empty() { None } else { Some(0) });
+                match reuse {
+                    Some(i) => {
+                        let cur = have.remove(i);
+                        let slice_name = cur
+                            .pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
+                        keep.insert(slice_name.clone());
+                        if slice_content(cur) != slice_content(&desired) {
+                            let mut next = desired.clone();
+                            next["metadata"]["name"] = json!(slice_name);
+                            next["metadata"]["resourceVersion"] = cur
+                                .pointer("/metadata/resourceVersion")
+                                .cloned()
+                                .unwrap_or(Value::Null);
+                            if let Err(e) =
+                                self.store
+                                    .update(&self.slices, ns, &slice_name, next, false)
+                            {
+                                tracing::warn!(namespace = ns, slice = slice_name, error = %e.message, "endpointslice update failed");
+                            }
+                        }
+                    }
+                    None => {
+                        let mut next = desired.clone();
+                        next["metadata"]["generateName"] = json!(format!("{name}-"));
+                        match self.store.create(&self.slices, ns, next) {
+                            Ok(created) => {
+                                if let Some(n) =
+                                    created.pointer("/metadata/name").and_then(Value::as_str)
+                                {
+                                    keep.insert(n.to_string());
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(namespace = ns, service = name, error = %e.message, "endpointslice create failed")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for s in &existing {
+            let name = s
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !keep.contains(name)
+                && let Err(e) = self.store.delete(&self.slices, ns, name, None)
+                && e.code != 404
+            {
+                tracing::warn!(namespace = ns, slice = name, error = %e.message, "endpointslice delete failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

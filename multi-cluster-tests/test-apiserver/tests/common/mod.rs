@@ -1,0 +1,49 @@
+//! Shared helpers: start a server and a kube-rs client for it.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use mesh_test_apiserver::{Config, TestApiServer};
+
+/// Starts a server with `tweak` applied to the local defaults.
+pub async fn start(tweak: impl FnOnce(&mut Config)) -> (TestApiServer, Client) {
+    let mut cfg = Config::local("lab-c1");
+    tweak(&mut cfg);
+    let server = TestApiServer::start(cfg).await.expect("server starts");
+    let client = client_for(&server).await;
+    (server, client)
+}
+
+/// A kube-rs client built from the server's kubeconfig, as any user would.
+pub async fn client_for(server: &TestApiServer) -> Client {
+    let kc = Kubeconfig::from_yaml(&server.kubeconfig()).expect("kubeconfig parses");
+    let opts = KubeConfigOptions {
+        context: Some(server.context().to_string()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .expect("kubeconfig loads");
+    Client::try_from(config).expect("client builds")
+}
+
+/// Polls `f` until it returns true or `timeout` passes; panics with `what`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

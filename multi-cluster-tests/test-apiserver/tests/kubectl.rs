@@ -1,0 +1,345 @@
+//! The stock kubectl (Debian's kubernetes-client) against the
+//! `mesh-test-apiserver` binary: get, apply, annotate, delete, get -w.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Lab {
+    _server: Killed,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn start_binary() -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let ready = dir.path().join("ready");
+    let child = Command::new(env!("CARGO_BIN_EXE_mesh-test-apiserver"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--service-cidr",
+            "10.96.0.0/16",
+            "--context",
+            "lab-c1",
+        ])
+        .arg("--kubeconfig-out")
+        .arg(&kubeconfig)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("mesh-test-apiserver binary starts");
+    let server = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "server wrote no ready file within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let addr = std::fs::read_to_string(&ready).unwrap();
+    assert!(
+        addr.trim().starts_with("127.0.0.1:"),
+        "ready file holds the address: {addr}"
+    );
+    Lab {
+        _server: server,
+        kubeconfig,
+        dir,
+    }
+}
+
+impl Lab {
+    fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--context", "lab-c1"])
+            .args(args)
+            .output()
+            .expect("kubectl runs (install Debian's kubernetes-client)")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const MANIFESTS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: demo, labels: {app: web}}
+spec:
+  containers: [{name: c, image: IMAGE, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds, namespace: demo}
+stringData: {password: hunter2}
+"#;
+
+const WIDGET: &str = r#"
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w1, namespace: demo}
+spec: {size: 3}
+"#;
+
+#[test]
+fn kubectl_get_apply_annotate_watch_delete() {
+    let lab = start_binary();
+    let ns = lab.ok(&["get", "namespaces"]);
+    assert!(ns.contains("default") && ns.contains("kube-system"), "{ns}");
+
+    let m = lab.write("m.yaml", &MANIFESTS.replace("IMAGE", "echo:1"));
+    let out = lab.ok(&["apply", "-f", s(&m)]);
+    for want in [
+        "namespace/demo created",
+        "customresourcedefinition.apiextensions.k8s.io/widgets.example.com created",
+        "service/web created",
+        "pod/web-1 created",
+        "secret/creds created",
+    ] {
+        assert!(out.contains(want), "apply output lacks {want:?}: {out}");
+    }
+    let w = lab.write("w.yaml", WIDGET);
+    assert!(
+        lab.ok(&["apply", "-f", s(&w)])
+            .contains("widget.example.com/w1 created")
+    );
+    assert!(
+        lab.ok(&["get", "wd", "-n", "demo"]).contains("w1"),
+        "short name from discovery works"
+    );
+    let ip = lab.ok(&[
+        "get",
+        "svc",
+        "web",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    assert!(ip.starts_with("10.96."), "ClusterIP allocated: {ip}");
+    let slices = lab.ok(&[
+        "get",
+        "endpointslices",
+        "-n",
+        "demo",
+        "-l",
+        "kubernetes.io/service-name=web",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        slices.contains("endpointslice.discovery.k8s.io/web-"),
+        "{slices}"
+    );
+
+    // Server-side apply through kubectl.
+    let w2 = lab.write("w2.yaml", &WIDGET.replace("size: 3", "size: 4"));
+    assert!(
+        lab.ok(&["apply", "--server-side", "-f", s(&w2)])
+            .contains("serverside-applied")
+    );
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "widget",
+            "w1",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.size}"
+        ]),
+        "4"
+    );
+
+    // A bad name is refused by the server with its reason; nothing else changes.
+    let bad = lab.write(
+        "bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name, namespace: demo}\n",
+    );
+    let out = lab.kubectl(&["apply", "-f", s(&bad)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is invalid") && err.contains("metadata.name"),
+        "{err}"
+    );
+
+    // Re-apply unchanged, then changed (strategic merge patch from kubectl).
+    assert!(
+        lab.ok(&["apply", "-f", s(&m)])
+            .contains("pod/web-1 unchanged")
+    );
+    let m2 = lab.write("m2.yaml", &MANIFESTS.replace("IMAGE", "echo:2"));
+    assert!(
+        lab.ok(&["apply", "-f", s(&m2)])
+            .contains("pod/web-1 configured")
+    );
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "pod",
+            "web-1",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.containers[0].image}"
+        ]),
+        "echo:2"
+    );
+
+    lab.ok(&["annotate", "pod", "web-1", "-n", "demo", "owner=meshwork"]);
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "pod",
+            "web-1",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.metadata.annotations.owner}"
+        ]),
+        "meshwork"
+    );
+    lab.ok(&["annotate", "widget", "w1", "-n", "demo", "owner=meshwork"]);
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "widget",
+            "w1",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.metadata.annotations.owner}"
+        ]),
+        "meshwork"
+    );
+
+    // get -w: the current pod, then a newly created one.
+    let mut watch = Killed(
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&lab.kubeconfig)
+            .args([
+                "--context",
+                "lab-c1",
+                "get",
+                "pods",
+                "-n",
+                "demo",
+                "-w",
+                "--no-headers",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("kubectl get -w prints the existing pod");
+    assert!(first.starts_with("web-1"), "{first}");
+    let p2 = lab.write(
+        "p2.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web-2, namespace: demo}\nspec: {containers: [{name: c, image: x}]}\n",
+    );
+    lab.ok(&["create", "-f", s(&p2)]);
+    let second = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("kubectl get -w prints the new pod");
+        if line.starts_with("web-2") {
+            break line;
+        }
+    };
+    assert!(second.starts_with("web-2"));
+    drop(watch);
+
+    // Delete: one object, then everything; the namespace goes with its content.
+    assert!(
+        lab.ok(&["delete", "secret", "creds", "-n", "demo"])
+            .contains("secret \"creds\" deleted")
+    );
+    let out = lab.kubectl(&["get", "secret", "creds", "-n", "demo"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.ok(&["delete", "-f", s(&w)]);
+    lab.ok(&["delete", "-f", s(&m2), "--ignore-not-found"]);
+    let out = lab.kubectl(&["get", "namespace", "demo"]);
+    assert!(!out.status.success(), "namespace demo is gone");
+    assert!(!lab.ok(&["get", "crd"]).contains("widgets.example.com"));
+}

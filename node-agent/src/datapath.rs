@@ -1,0 +1,364 @@
+//! The seam between the agent's logic and the kernel: [`Datapath`].
+//!
+//! The real implementation drives the pinned eBPF maps of crate mesh-bpf
+//! (endpoints, services/backends, ipcache, policy). Its methods are map-level
+//! operations: an upsert of an entry that is already there unchanged must be
+//! harmless, removals of absent entries succeed, and the dump methods return
+//! what the maps hold, so that a restarted agent can diff and update in place
+//! instead of flushing ([`crate::reconcile`]).
+//!
+//! [`MemoryDatapath`] keeps the same state in memory. The unit tests use it to
+//! check the reconciler's logic, and the agent binary uses it until the mesh-bpf
+//! implementation is wired in (its `/v1/status` says so).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+use mesh_api::{Identity, Protocol};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// A node-local endpoint number (like Cilium's endpoint id): the key of the
+/// per-endpoint maps (policy). 1-65535, stable while the endpoint lives.
+pub type EndpointId = u16;
+
+/// What the datapath needs to know about a local pod endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathEndpoint {
+    /// Its node-local id.
+    pub id: EndpointId,
+    /// Interface index of the host side of its veth (where TC programs attach).
+    pub host_ifindex: u32,
+    /// Name of the host-side veth.
+    pub host_ifname: String,
+    /// The pod's MAC address (pod side of the veth), when known.
+    pub pod_mac: Option<String>,
+    /// The pod's addresses.
+    pub ips: Vec<IpAddr>,
+    /// Its security identity (reserved `init` until resolved).
+    pub identity: Identity,
+}
+
+/// Kind of a service frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FrontendKind {
+    /// A ClusterIP (virtual IP).
+    ClusterIp,
+    /// A NodePort on the node's addresses.
+    NodePort,
+}
+
+/// A service frontend: what clients connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Frontend {
+    /// The virtual IP (for NodePort: the node address, or 0.0.0.0 for any).
+    pub ip: IpAddr,
+    /// The port.
+    pub port: u16,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// ClusterIP or NodePort.
+    pub kind: FrontendKind,
+}
+
+/// One backend of a service frontend.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BackendAddr {
+    /// Backend address.
+    pub ip: IpAddr,
+    /// Backend port.
+    pub port: u16,
+}
+
+/// A frontend with its backends, as the LB maps hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    /// The frontend.
+    pub frontend: Frontend,
+    /// Backends in slot order.
+    pub backends: Vec<BackendAddr>,
+    /// ClientIP session affinity timeout in seconds (None: no affinity).
+    pub affinity_timeout: Option<u32>,
+}
+
+/// An ipcache entry: which identity an address range has and where it lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcacheEntry {
+    /// The range (a /32 for a pod).
+    pub cidr: IpNet,
+    /// Its identity.
+    pub identity: Identity,
+    /// The node hosting it (None: this node or outside the mesh).
+    pub node_ip: Option<Ipv4Addr>,
+    /// Whether traffic to it must be encrypted.
+    pub encrypt: bool,
+}
+
+/// Traffic direction relative to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Towards the endpoint.
+    Ingress,
+    /// From the endpoint.
+    Egress,
+}
+
+/// One allowed (peer, port) pair of an endpoint's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PolicyAllow {
+    /// Direction.
+    pub direction: Direction,
+    /// Peer identity (None: any peer).
+    pub identity: Option<Identity>,
+    /// Port (0: any port).
+    pub port: u16,
+    /// Protocol (None: any).
+    pub protocol: Option<Protocol>,
+}
+
+/// The compiled policy of one endpoint, as the policy map holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointPolicy {
+    /// Ingress is default-deny (some policy selects the endpoint for ingress).
+    pub ingress_enforced: bool,
+    /// Egress is default-deny.
+    pub egress_enforced: bool,
+    /// What is allowed.
+    pub allow: BTreeSet<PolicyAllow>,
+}
+
+/// The datapath, as the agent's logic sees it. Implemented over the pinned
+/// eBPF maps by mesh-bpf; [`MemoryDatapath`] for tests.
+///
+/// Errors are [`crate::Error::Datapath`] carrying the implementation's error.
+pub trait Datapath: Send + 'static {
+    /// A short name for status output ("ebpf", "memory").
+    fn kind(&self) -> &'static str;
+
+    /// Installs or updates a local endpoint (attach programs to its host
+    /// veth, endpoint map entry).
+    fn upsert_endpoint(&mut self, endpoint: &DatapathEndpoint) -> Result<()>;
+    /// Removes a local endpoint and its policy; absent is fine.
+    fn remove_endpoint(&mut self, id: EndpointId) -> Result<()>;
+    /// The endpoints the datapath holds.
+    fn endpoints(&self) -> Result<Vec<DatapathEndpoint>>;
+
+    /// Installs or replaces a frontend with its backends.
+    fn upsert_service(&mut self, service: &ServiceEntry) -> Result<()>;
+    /// Removes a frontend and its backend slots; absent is fine.
+    fn remove_service(&mut self, frontend: &Frontend) -> Result<()>;
+    /// The services the datapath holds.
+    fn services(&self) -> Result<Vec<ServiceEntry>>;
+
+    /// Installs or updates an ipcache entry.
+    fn upsert_ipcache(&mut self, entry: &IpcacheEntry) -> Result<()>;
+    /// Removes an ipcache entry; absent is fine.
+    fn remove_ipcache(&mut self, cidr: &IpNet) -> Result<()>;
+    /// The ipcache entries the datapath holds.
+    fn ipcache(&self) -> Result<Vec<IpcacheEntry>>;
+
+    /// Replaces the policy of an endpoint.
+    fn set_policy(&mut self, endpoint: EndpointId, policy: &EndpointPolicy) -> Result<()>;
+    /// The policies the datapath holds, per endpoint.
+    fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>>;
+}
+
+/// A boxed datapath is a datapath (the agent picks the implementation at start-up).
+impl<T: Datapath + ?Sized> Datapath for Box<T> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn upsert_endpoint(&mut self, e: &DatapathEndpoint) -> Result<()> {
+        (**self).upsert_endpoint(e)
+    }
+    fn remove_endpoint(&mut self, id: EndpointId) -> Result<()> {
+        (**self).remove_endpoint(id)
+    }
+    fn endpoints(&self) -> Result<Vec<DatapathEndpoint>> {
+        (**self).endpoints()
+    }
+    fn upsert_service(&mut self, s: &ServiceEntry) -> Result<()> {
+        (**self).upsert_service(s)
+    }
+    fn remove_service(&mut self, f: &Frontend) -> Result<()> {
+        (**self).remove_service(f)
+    }
+    fn services(&self) -> Result<Vec<ServiceEntry>> {
+        (**self).services()
+    }
+    fn upsert_ipcache(&mut self, e: &IpcacheEntry) -> Result<()> {
+        (**self).upsert_ipcache(e)
+    }
+    fn remove_ipcache(&mut self, c: &IpNet) -> Result<()> {
+        (**self).remove_ipcache(c)
+    }
+    fn ipcache(&self) -> Result<Vec<IpcacheEntry>> {
+        (**self).ipcache()
+    }
+    fn set_policy(&mut self, id: EndpointId, p: &EndpointPolicy) -> Result<()> {
+        (**self).set_policy(id, p)
+    }
+    fn policies(&self) -> Result<std::collections::BTreeMap<EndpointId, EndpointPolicy>> {
+        (**self).policies()
+    }
+}
+
+/// A [`Datapath`] in memory: the same operations on plain maps, with a count
+/// of the write operations so tests can tell "updated in place" from
+/// "flushed and re-added".
+#[derive(Debug, Default, Clone)]
+pub struct MemoryDatapath {
+    /// Endpoints by id.
+    pub endpoints: BTreeMap<EndpointId, DatapathEndpoint>,
+    /// Services by frontend.
+    pub services: BTreeMap<Frontend, ServiceEntry>,
+    /// ipcache by range.
+    pub ipcache: BTreeMap<IpNet, IpcacheEntry>,
+    /// Policies by endpoint.
+    pub policies: BTreeMap<EndpointId, EndpointPolicy>,
+    /// Number of write operations performed (upserts, removals, set_policy).
+    pub writes: u64,
+}
+
+impl Datapath for MemoryDatapath {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn upsert_endpoint(&mut self, endpoint: &DatapathEndpoint) -> Result<()> {
+        self.writes += 1;
+        self.endpoints.insert(endpoint.id, endpoint.clone());
+        Ok(())
+    }
+
+    fn remove_endpoint(&mut self, id: EndpointId) -> Result<()> {
+        self.writes += 1;
+        self.endpoints.remove(&id);
+        self.policies.remove(&id);
+        Ok(())
+    }
+
+    fn endpoints(&self) -> Result<Vec<DatapathEndpoint>> {
+        Ok(self.endpoints.values().cloned().collect())
+    }
+
+    fn upsert_service(&mut self, service: &ServiceEntry) -> Result<()> {
+        self.writes += 1;
+        self.services.insert(service.frontend, service.clone());
+        Ok(())
+    }
+
+    fn remove_service(&mut self, frontend: &Frontend) -> Result<()> {
+        self.writes += 1;
+        self.services.remove(frontend);
+        Ok(())
+    }
+
+    fn services(&self) -> Result<Vec<ServiceEntry>> {
+        Ok(self.services.values().cloned().collect())
+    }
+
+    fn upsert_ipcache(&mut self, entry: &IpcacheEntry) -> Result<()> {
+        self.writes += 1;
+        self.ipcache.insert(entry.cidr, entry.clone());
+        Ok(())
+    }
+
+    fn remove_ipcache(&mut self, cidr: &IpNet) -> Result<()> {
+        self.writes += 1;
+        self.ipcache.remove(cidr);
+        Ok(())
+    }
+
+    fn ipcache(&self) -> Result<Vec<IpcacheEntry>> {
+        Ok(self.ipcache.values().cloned().collect())
+    }
+
+    fn set_policy(&mut self, endpoint: EndpointId, policy: &EndpointPolicy) -> Result<()> {
+        self.writes += 1;
+        self.policies.insert(endpoint, policy.clone());
+        Ok(())
+    }
+
+    fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>> {
+        Ok(self.policies.clone())
+    }
+}
+
+/// A [`MemoryDatapath`] that fails chosen operations, for tests of what the
+/// logic does when the kernel refuses an update.
+#[cfg(test)]
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FaultyDatapath {
+    /// The state.
+    pub inner: MemoryDatapath,
+    /// Upserts of this endpoint fail.
+    pub fail_endpoint: Option<EndpointId>,
+    /// Every dump fails.
+    pub fail_dumps: bool,
+}
+
+#[cfg(test)]
+impl FaultyDatapath {
+    fn fault(what: &str) -> crate::Error {
+        crate::Error::Datapath {
+            op: "test fault",
+            target: what.to_string(),
+            source: "injected failure".into(),
+        }
+    }
+
+    fn dump<T>(&self, f: impl FnOnce(&MemoryDatapath) -> Result<T>) -> Result<T> {
+        if self.fail_dumps {
+            return Err(Self::fault("dump"));
+        }
+        f(&self.inner)
+    }
+}
+
+#[cfg(test)]
+impl Datapath for FaultyDatapath {
+    fn kind(&self) -> &'static str {
+        "faulty"
+    }
+    fn upsert_endpoint(&mut self, endpoint: &DatapathEndpoint) -> Result<()> {
+        if self.fail_endpoint == Some(endpoint.id) {
+            return Err(Self::fault("endpoint"));
+        }
+        self.inner.upsert_endpoint(endpoint)
+    }
+    fn remove_endpoint(&mut self, id: EndpointId) -> Result<()> {
+        self.inner.remove_endpoint(id)
+    }
+    fn endpoints(&self) -> Result<Vec<DatapathEndpoint>> {
+        self.dump(|d| d.endpoints())
+    }
+    fn upsert_service(&mut self, service: &ServiceEntry) -> Result<()> {
+        self.inner.upsert_service(service)
+    }
+    fn remove_service(&mut self, frontend: &Frontend) -> Result<()> {
+        self.inner.remove_service(frontend)
+    }
+    fn services(&self) -> Result<Vec<ServiceEntry>> {
+        self.dump(|d| d.services())
+    }
+    fn upsert_ipcache(&mut self, entry: &IpcacheEntry) -> Result<()> {
+        self.inner.upsert_ipcache(entry)
+    }
+    fn remove_ipcache(&mut self, cidr: &IpNet) -> Result<()> {
+        self.inner.remove_ipcache(cidr)
+    }
+    fn ipcache(&self) -> Result<Vec<IpcacheEntry>> {
+        self.dump(|d| d.ipcache())
+    }
+    fn set_policy(&mut self, endpoint: EndpointId, policy: &EndpointPolicy) -> Result<()> {
+        self.inner.set_policy(endpoint, policy)
+    }
+    fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>> {
+        self.dump(|d| d.policies())
+    }
+}

@@ -1,0 +1,35 @@
+//! Meshwork's node-agent library: what the per-node daemon `node-agent` and
+//! the CNI plugin `mesh-cni` share.
+//!
+//! What it is for:
+//! - [`config`]: the agent's flags, which are the Helm chart's ConfigMap keys,
+//!   parsed from the command line and from a mounted ConfigMap directory by
+//!   the same clap parser, and validated at start-up;
+//! - [`cni`]: the CNI 1.0 plugin (veth, IPAM under the state dir, routes,
+//!   registration with the agent), errors in CNI's error format;
+//! - [`datapath`]: the [`Datapath`](datapath::Datapath) trait, the seam between
+//!   the agent's logic and the eBPF maps (implemented over mesh-bpf), and an
+//!   in-memory implementation;
+//! - [`reconcile`]: desired datapath state from every source, reconciled into
+//!   a `Datapath` by diffing against what it holds (never flush and re-add);
+//! - [`endpoint`]: the endpoint manager: endpoints registered by the CNI,
+//!   persisted under the state dir so a restarted agent recovers them;
+//! - [`api`] / [`client`]: the local HTTP/JSON API on a unix socket and its
+//!   small blocking client (used by mesh-cni);
+//! - [`metrics`]: Prometheus text exposition.
+//!
+//! What it is not for: loading eBPF programs (crate mesh-bpf), the WireGuard
+//! device (mesh-wireguard), talking to Kubernetes or the mesh-apiserver (later
+//! feeds plug into [`reconcile::Reconciler`]).
+
+pub mod api;
+pub mod client;
+pub mod cni;
+pub mod config;
+pub mod datapath;
+pub mod endpoint;
+mod error;
+pub mod metrics;
+pub mod reconcile;
+
+pub use error::{Error, Result};

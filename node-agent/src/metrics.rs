@@ -1,0 +1,119 @@
+//! Prometheus text exposition of the agent's counters.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Values read from their owner at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Endpoints registered on this node.
+    pub endpoints: usize,
+    /// Service frontends in the datapath.
+    pub services: usize,
+    /// ipcache entries in the datapath.
+    pub ipcache_entries: usize,
+}
+
+/// The agent's counters. Gauges (endpoint count) are passed in at render
+/// time from their owner, so they cannot go stale.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    registrations: AtomicU64,
+    deregistrations: AtomicU64,
+    reconciles: AtomicU64,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Counts a successful endpoint registration from the CNI.
+    pub fn registration(&self) {
+        self.registrations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a successful deregistration.
+    pub fn deregistration(&self) {
+        self.deregistrations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a reconcile pass.
+    pub fn reconcile(&self) {
+        self.reconciles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an error by reason (a short kebab-case word).
+    pub fn error(&self, reason: &'static str) {
+        *self
+            .errors
+            .lock()
+            .expect("metrics lock")
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// The value of the error counter for `reason`.
+    pub fn errors(&self, reason: &str) -> u64 {
+        self.errors
+            .lock()
+            .expect("metrics lock")
+            .get(reason)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Prometheus text format (version 0.0.4).
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "meshwork_endpoints",
+            "gauge",
+            "Endpoints registered on this node.",
+            gauges.endpoints as u64,
+        );
+        metric(
+            "meshwork_datapath_services",
+            "gauge",
+            "Service frontends in the datapath.",
+            gauges.services as u64,
+        );
+        metric(
+            "meshwork_datapath_ipcache_entries",
+            "gauge",
+            "ipcache entries in the datapath.",
+            gauges.ipcache_entries as u64,
+        );
+        metric(
+            "meshwork_cni_registrations_total",
+            "counter",
+            "Endpoint registrations accepted from the CNI plugin.",
+            self.registrations.load(Ordering::Relaxed),
+        );
+        metric(
+            "meshwork_cni_deregistrations_total",
+            "counter",
+            "Endpoint deregistrations from the CNI plugin.",
+            self.deregistrations.load(Ordering::Relaxed),
+        );
+        metric(
+            "meshwork_reconciles_total",
+            "counter",
+            "Datapath reconcile passes.",
+            self.reconciles.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP meshwork_errors_total Errors by reason.\n# TYPE meshwork_errors_total counter"
+        );
+        for (reason, n) in self.errors.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "meshwork_errors_total{{reason=\"{reason}\"}} {n}");
+        }
+        out
+    }
+}

@@ -1,0 +1,87 @@
+//! mesh-wg: runs one Meshwork WireGuard device in the current network
+//! namespace until SIGINT/SIGTERM, configured with the `wg` tool over its
+//! UAPI socket. For benchmarks, interop tests and debugging; the node-agent
+//! embeds the library instead.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use mesh_wireguard::{Device, DeviceConfig, KeyStore};
+
+#[derive(Debug, Parser)]
+#[command(about = "Run a Meshwork userspace WireGuard device (configure it with `wg set`)")]
+struct Args {
+    /// Interface name.
+    #[arg(long, default_value = mesh_wireguard::DEFAULT_IFNAME)]
+    ifname: String,
+    /// UDP listen port.
+    #[arg(long, default_value_t = mesh_wireguard::DEFAULT_PORT)]
+    port: u16,
+    /// Directory of the UAPI socket.
+    #[arg(long, default_value = mesh_wireguard::DEFAULT_UAPI_DIR)]
+    uapi_dir: PathBuf,
+    /// State dir holding the private key (generated when missing).
+    #[arg(long, default_value = "/var/lib/meshwork")]
+    state_dir: PathBuf,
+    /// Interface MTU.
+    #[arg(long, default_value_t = mesh_wireguard::DEFAULT_MTU)]
+    mtu: u32,
+    /// Number of TUN queues / UDP sockets (each with a reader thread per
+    /// direction); default one per CPU, at most 4.
+    #[arg(long)]
+    queues: Option<usize>,
+    /// Disable TUN offload and UDP GSO/GRO (one packet per syscall).
+    #[arg(long)]
+    no_offload: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let key = KeyStore::in_state_dir(&args.state_dir).load_or_generate()?;
+    let dev = Device::start(
+        &DeviceConfig {
+            ifname: args.ifname,
+            listen_port: args.port,
+            uapi_dir: args.uapi_dir,
+            mtu: args.mtu,
+            queues: args.queues.unwrap_or(DeviceConfig::default().queues),
+            fwmark: 0,
+            offload: !args.no_offload,
+        },
+        key,
+    )?;
+    wait_for_signal();
+    dev.shutdown();
+    Ok(())
+}
+
+fn wait_for_signal() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc_like(tx);
+    let _ = rx.recv();
+}
+
+fn ctrlc_like(tx: std::sync::mpsc::Sender<()>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        let _ = tx.send(());
+    });
+}
