@@ -30,13 +30,20 @@ struct policy_val {
 };
 MW_ASSERT_SIZE(struct policy_val, 8);
 
+/* One local endpoint. The datapath reads the enforcement flags; the other
+ * fields are the agent's record of the endpoint, kept here so a restarted
+ * agent can read its endpoints back from the pinned map. */
 struct policy_endpoint {
 	__u8 ingress_enforced;
 	__u8 egress_enforced;
-	__u16 pad;
-	__u32 identity;  /* the endpoint's own identity */
+	__u16 endpoint_id; /* the agent's node-local endpoint id */
+	__u32 identity;    /* the endpoint's own identity */
+	__be32 ipv4;       /* pod address, 0 unknown */
+	__u8 mac[6];       /* pod-side MAC, zero unknown */
+	__u8 pad[2];
+	char ifname[16];   /* host-side veth name, NUL-padded */
 };
-MW_ASSERT_SIZE(struct policy_endpoint, 8);
+MW_ASSERT_SIZE(struct policy_endpoint, 36);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::maps::{
-    Backend, BackendId, BackendMap, ConntrackMap, EndpointPolicy, IpcacheEntry, IpcacheMap,
-    Metrics, MetricsReader, PolicyEntry, PolicyKey, PolicyMap, ServiceEntry, ServiceMap,
+    Backend, BackendId, BackendMap, ConntrackMap, EndpointInfo, EndpointPolicy, IpcacheEntry,
+    IpcacheMap, Metrics, MetricsReader, PolicyEntry, PolicyKey, PolicyMap, ServiceEntry,
+    ServiceMap,
 };
 
 /// Contents of the pinned maps under one pin root (conntrack as a count:
@@ -20,8 +21,8 @@ pub struct Dump {
     pub backends: Vec<(BackendId, Backend)>,
     /// ipcache entries (network, prefix length, entry).
     pub ipcache: Vec<(Ipv4Addr, u8, IpcacheEntry)>,
-    /// Per-endpoint enforcement.
-    pub endpoints: Vec<(u32, EndpointPolicy)>,
+    /// Local endpoints: (host veth ifindex, record, enforcement).
+    pub endpoints: Vec<(u32, EndpointInfo, EndpointPolicy)>,
     /// Policy verdict entries.
     pub policy: Vec<(PolicyKey, PolicyEntry)>,
     /// Number of conntrack entries.
@@ -90,7 +91,7 @@ pub fn dump(pin_root: &Path) -> Result<Dump> {
         services: ServiceMap::open(pin_root)?.dump()?,
         backends: BackendMap::open(pin_root)?.dump()?,
         ipcache: IpcacheMap::open(pin_root)?.dump()?,
-        endpoints: policy.endpoints()?,
+        endpoints: policy.endpoint_records()?,
         policy: policy.dump()?,
         conntrack_entries: ConntrackMap::open(pin_root)?.dump()?.len(),
         metrics: MetricsReader::open(pin_root)?.read()?,

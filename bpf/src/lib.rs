@@ -28,7 +28,7 @@ pub use dump::{Dump, MapUsage, dump, usage};
 pub use error::{Error, Result};
 pub use maps::{
     Backend, BackendId, BackendMap, ConntrackMap, CtDirection, CtEntry, Direction, DropReason,
-    EndpointPolicy, FlowEvent, FlowObservation, FlowReader, FlowVerdict, Frontend, IpcacheEntry,
-    IpcacheMap, LbAlgorithm, Metrics, MetricsReader, PolicyAction, PolicyEntry, PolicyKey,
-    PolicyMap, Protocol, ServiceEntry, ServiceId, ServiceMap,
+    EndpointInfo, EndpointPolicy, FlowEvent, FlowObservation, FlowReader, FlowVerdict, Frontend,
+    IpcacheEntry, IpcacheMap, LbAlgorithm, Metrics, MetricsReader, PolicyAction, PolicyEntry,
+    PolicyKey, PolicyMap, Protocol, ServiceEntry, ServiceId, ServiceMap,
 };

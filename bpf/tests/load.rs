@@ -312,3 +312,59 @@ fn two_pin_roots_are_independent_datapaths() {
         "agents with different pin roots must not share maps"
     );
 }
+
+#[test]
+fn endpoint_records_survive_in_the_map_for_a_restarted_agent() {
+    use mesh_bpf::EndpointInfo;
+    require_root();
+    let dir = BpfDir::new();
+    let info = EndpointInfo {
+        endpoint_id: 42,
+        ipv4: Some(Ipv4Addr::new(10, 244, 1, 9)),
+        mac: Some([2, 0, 0, 0, 0, 9]),
+        ifname: "lxc0123456789ab".into(),
+    };
+    let enforced = EndpointPolicy {
+        identity: 1234,
+        ingress_enforced: true,
+        egress_enforced: false,
+    };
+    {
+        let dp = Datapath::load(dir.path()).expect("load");
+        let mut pol = dp.policy().unwrap();
+        pol.upsert_endpoint(17, &info, enforced).unwrap();
+        // Changing only the enforcement keeps the record.
+        pol.set_endpoint(
+            17,
+            EndpointPolicy {
+                egress_enforced: true,
+                ..enforced
+            },
+        )
+        .unwrap();
+        let err = pol
+            .upsert_endpoint(
+                18,
+                &EndpointInfo {
+                    ifname: "x".repeat(16),
+                    ..info.clone()
+                },
+                enforced,
+            )
+            .expect_err("16-byte name");
+        assert!(err.to_string().contains("at most 15 bytes"), "{err}");
+    }
+    let dp = Datapath::load(dir.path()).expect("reload");
+    let records = dp.policy().unwrap().endpoint_records().unwrap();
+    assert_eq!(
+        records,
+        vec![(
+            17,
+            info,
+            EndpointPolicy {
+                egress_enforced: true,
+                ..enforced
+            }
+        )]
+    );
+}

@@ -27,7 +27,9 @@ pub use ipcache::{IpcacheEntry, IpcacheMap};
 pub use lb::{
     Backend, BackendId, BackendMap, Frontend, LbAlgorithm, ServiceEntry, ServiceId, ServiceMap,
 };
-pub use policy::{Direction, EndpointPolicy, PolicyAction, PolicyEntry, PolicyKey, PolicyMap};
+pub use policy::{
+    Direction, EndpointInfo, EndpointPolicy, PolicyAction, PolicyEntry, PolicyKey, PolicyMap,
+};
 
 /// A map this build expects, with its layout.
 #[derive(Debug, Clone, Copy)]

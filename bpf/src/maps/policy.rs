@@ -54,6 +54,21 @@ pub struct PolicyEntry {
     pub rule_id: u32,
 }
 
+/// The agent's record of a local endpoint, stored with its enforcement so a
+/// restarted agent reads its endpoints back from the map (the datapath
+/// itself only uses the flags).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct EndpointInfo {
+    /// The agent's node-local endpoint id.
+    pub endpoint_id: u16,
+    /// Pod IPv4 address.
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    /// Pod-side MAC address.
+    pub mac: Option<[u8; 6]>,
+    /// Host-side veth name (at most 15 bytes).
+    pub ifname: String,
+}
+
 /// Per-endpoint enforcement: when a direction is enforced, traffic no entry
 /// allows is dropped (default deny).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -127,9 +142,22 @@ impl PolicyMap {
         })
     }
 
-    /// Sets an endpoint's enforcement. Write the allow entries first, then
-    /// enforce, so turning policy on never drops allowed traffic.
+    /// Sets an endpoint's enforcement, keeping its [`EndpointInfo`]. Write
+    /// the allow entries first, then enforce, so turning policy on never
+    /// drops allowed traffic.
     pub fn set_endpoint(&mut self, endpoint: u32, p: EndpointPolicy) -> Result<()> {
+        let info = self.endpoint_info(endpoint)?.unwrap_or_default();
+        self.upsert_endpoint(endpoint, &info, p)
+    }
+
+    /// Creates or updates endpoint `endpoint` (host-side veth ifindex) with
+    /// its record and enforcement. Idempotent.
+    pub fn upsert_endpoint(
+        &mut self,
+        endpoint: u32,
+        info: &EndpointInfo,
+        p: EndpointPolicy,
+    ) -> Result<()> {
         if endpoint == 0 {
             return Err(Error::InvalidInput {
                 field: "policy endpoint",
@@ -137,26 +165,49 @@ impl PolicyMap {
                 allowed: "the non-zero ifindex of the pod's host-side veth",
             });
         }
+        if info.ifname.len() > 15 || info.ifname.contains('\0') {
+            return Err(Error::InvalidInput {
+                field: "endpoint interface name",
+                value: info.ifname.escape_debug().to_string(),
+                allowed: "an interface name of at most 15 bytes without NUL",
+            });
+        }
+        let mut ifname = [0u8; 16];
+        ifname[..info.ifname.len()].copy_from_slice(info.ifname.as_bytes());
         let v = PolicyEndpointRaw {
             ingress_enforced: u8::from(p.ingress_enforced),
             egress_enforced: u8::from(p.egress_enforced),
-            pad: 0,
+            endpoint_id: info.endpoint_id,
             identity: p.identity,
+            ipv4: info.ipv4.map(super::ip_be).unwrap_or(0),
+            mac: info.mac.unwrap_or([0; 6]),
+            pad: [0; 2],
+            ifname,
         };
         self.endpoints
             .insert(endpoint, v, 0)
             .map_err(|e| insert_err(&ENDPOINTS, self.max[1], e))
     }
 
+    /// An endpoint's record, if present.
+    pub fn endpoint_info(&self, endpoint: u32) -> Result<Option<EndpointInfo>> {
+        Ok(get_opt(&ENDPOINTS, self.endpoints.get(&endpoint, 0))?.map(|v| info_from(&v)))
+    }
+
+    /// Every endpoint: (ifindex, record, enforcement), sorted by ifindex.
+    pub fn endpoint_records(&self) -> Result<Vec<(u32, EndpointInfo, EndpointPolicy)>> {
+        let mut out = Vec::new();
+        for item in self.endpoints.iter() {
+            let (k, v) = item.map_err(|e| dump_err(&ENDPOINTS, e))?;
+            out.push((k, info_from(&v), policy_from(&v)));
+        }
+        out.sort_by_key(|(k, _, _)| *k);
+        Ok(out)
+    }
+
     /// An endpoint's enforcement, if set.
     pub fn endpoint(&self, endpoint: u32) -> Result<Option<EndpointPolicy>> {
-        Ok(
-            get_opt(&ENDPOINTS, self.endpoints.get(&endpoint, 0))?.map(|v| EndpointPolicy {
-                identity: v.identity,
-                ingress_enforced: v.ingress_enforced != 0,
-                egress_enforced: v.egress_enforced != 0,
-            }),
-        )
+        Ok(get_opt(&ENDPOINTS, self.endpoints.get(&endpoint, 0))?.map(|v| policy_from(&v)))
     }
 
     /// Every endpoint's enforcement, sorted by endpoint id.
@@ -164,14 +215,7 @@ impl PolicyMap {
         let mut out = Vec::new();
         for item in self.endpoints.iter() {
             let (k, v) = item.map_err(|e| dump_err(&ENDPOINTS, e))?;
-            out.push((
-                k,
-                EndpointPolicy {
-                    identity: v.identity,
-                    ingress_enforced: v.ingress_enforced != 0,
-                    egress_enforced: v.egress_enforced != 0,
-                },
-            ));
+            out.push((k, policy_from(&v)));
         }
         out.sort_by_key(|(k, _)| *k);
         Ok(out)
@@ -261,5 +305,27 @@ impl PolicyMap {
         }
         out.sort_by_key(|(k, _)| *k);
         Ok(out)
+    }
+}
+
+fn policy_from(v: &PolicyEndpointRaw) -> EndpointPolicy {
+    EndpointPolicy {
+        identity: v.identity,
+        ingress_enforced: v.ingress_enforced != 0,
+        egress_enforced: v.egress_enforced != 0,
+    }
+}
+
+fn info_from(v: &PolicyEndpointRaw) -> EndpointInfo {
+    let len = v
+        .ifname
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(v.ifname.len());
+    EndpointInfo {
+        endpoint_id: v.endpoint_id,
+        ipv4: (v.ipv4 != 0).then(|| super::ip_from_be(v.ipv4)),
+        mac: (v.mac != [0; 6]).then_some(v.mac),
+        ifname: String::from_utf8_lossy(&v.ifname[..len]).into_owned(),
     }
 }

@@ -129,8 +129,12 @@ pub struct PolicyValRaw {
 pub struct PolicyEndpointRaw {
     pub ingress_enforced: u8,
     pub egress_enforced: u8,
-    pub pad: u16,
+    pub endpoint_id: u16,
     pub identity: u32,
+    pub ipv4: u32,
+    pub mac: [u8; 6],
+    pub pad: [u8; 2],
+    pub ifname: [u8; 16],
 }
 
 /// `struct ct_key`.
@@ -198,7 +202,7 @@ pod! {
     IpcacheVal => 12,
     PolicyKeyRaw => 12,
     PolicyValRaw => 8,
-    PolicyEndpointRaw => 8,
+    PolicyEndpointRaw => 36,
     CtKey => 16,
     CtVal => 24,
     FlowEventRaw => 48,
