@@ -344,6 +344,10 @@ impl Datapath {
     pub fn services(&self) -> Result<ServiceMap> {
         ServiceMap::open(&self.pin_root)
     }
+    /// Opens the services-by-address view (id allocation included).
+    pub fn load_balancer(&self) -> Result<crate::maps::LoadBalancer> {
+        crate::maps::LoadBalancer::open(&self.pin_root)
+    }
     /// Opens the backend map.
     pub fn backends(&self) -> Result<BackendMap> {
         BackendMap::open(&self.pin_root)

@@ -29,6 +29,6 @@ pub use error::{Error, Result};
 pub use maps::{
     Backend, BackendId, BackendMap, ConntrackMap, CtDirection, CtEntry, Direction, DropReason,
     EndpointInfo, EndpointPolicy, FlowEvent, FlowObservation, FlowReader, FlowVerdict, Frontend,
-    IpcacheEntry, IpcacheMap, LbAlgorithm, Metrics, MetricsReader, PolicyAction, PolicyEntry,
-    PolicyKey, PolicyMap, Protocol, ServiceEntry, ServiceId, ServiceMap,
+    IpcacheEntry, IpcacheMap, LbAlgorithm, LoadBalancer, Metrics, MetricsReader, PolicyAction,
+    PolicyEntry, PolicyKey, PolicyMap, Protocol, ServiceEntry, ServiceId, ServiceMap, ServiceView,
 };

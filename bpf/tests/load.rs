@@ -368,3 +368,67 @@ fn endpoint_records_survive_in_the_map_for_a_restarted_agent() {
         )]
     );
 }
+
+#[test]
+fn load_balancer_allocates_ids_dedupes_backends_and_recovers_them_on_reopen() {
+    require_root();
+    let dir = BpfDir::new();
+    let dp = Datapath::load(dir.path()).expect("load");
+    let be = |last: u8| Backend {
+        addr: Ipv4Addr::new(10, 244, 1, last),
+        port: 8080,
+        proto: Protocol::Tcp,
+        cluster_id: 1,
+    };
+    let other = Frontend {
+        port: 81,
+        ..frontend()
+    };
+    let (id_a, id_b);
+    {
+        let mut lb = dp.load_balancer().unwrap();
+        id_a = lb
+            .upsert(frontend(), &[be(1), be(2)], LbAlgorithm::Random)
+            .unwrap();
+        id_b = lb
+            .upsert(other, &[be(2), be(3)], LbAlgorithm::Maglev)
+            .unwrap();
+        assert_ne!(id_a, id_b);
+        assert_eq!(
+            lb.upsert(frontend(), &[be(1), be(2)], LbAlgorithm::Random)
+                .unwrap(),
+            id_a,
+            "idempotent"
+        );
+        assert_eq!(
+            dp.backends().unwrap().dump().unwrap().len(),
+            3,
+            "shared backend stored once"
+        );
+    }
+    // A restarted agent gets the same ids back and allocates past them.
+    let mut lb = dp.load_balancer().unwrap();
+    assert_eq!(
+        lb.upsert(other, &[be(3)], LbAlgorithm::Maglev).unwrap(),
+        id_b
+    );
+    let third = Frontend {
+        port: 82,
+        ..frontend()
+    };
+    let id_c = lb.upsert(third, &[be(4)], LbAlgorithm::Random).unwrap();
+    assert!(id_c.0 > id_a.0.max(id_b.0), "fresh id");
+    let views = lb.dump().unwrap();
+    let view = views.iter().find(|v| v.frontend == other).unwrap();
+    assert_eq!(view.backends, vec![be(3)]);
+    assert_eq!(view.algorithm, LbAlgorithm::Maglev);
+    // be(2) is still used by the first service: nothing to prune yet.
+    assert_eq!(lb.prune_backends().unwrap(), 0);
+    lb.delete(frontend()).unwrap();
+    assert_eq!(
+        lb.prune_backends().unwrap(),
+        2,
+        "be(1) and be(2) unreferenced"
+    );
+    assert_eq!(dp.backends().unwrap().dump().unwrap().len(), 2);
+}

@@ -10,6 +10,7 @@ mod conntrack;
 mod flow;
 mod ipcache;
 mod lb;
+mod lb_index;
 mod policy;
 
 use std::net::Ipv4Addr;
@@ -27,6 +28,7 @@ pub use ipcache::{IpcacheEntry, IpcacheMap};
 pub use lb::{
     Backend, BackendId, BackendMap, Frontend, LbAlgorithm, ServiceEntry, ServiceId, ServiceMap,
 };
+pub use lb_index::{LoadBalancer, ServiceView};
 pub use policy::{
     Direction, EndpointInfo, EndpointPolicy, PolicyAction, PolicyEntry, PolicyKey, PolicyMap,
 };
