@@ -75,7 +75,7 @@ int from_pod(struct __sk_buff *skb)
 				.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport,
 				.dport = p.dport, .proto = p.proto, .dir = CT_DIR_SVC,
 			};
-			struct ct_val *sv = ct_lookup(&sk);
+			struct ct_val *sv = ct_lookup(&sk, p.tcp_flags);
 			struct lb_backend *be = 0;
 			__u32 backend_id = 0;
 
@@ -104,11 +104,11 @@ int from_pod(struct __sk_buff *skb)
 		.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport,
 		.dport = p.dport, .proto = p.proto, .dir = CT_DIR_OUT,
 	};
-	if (ct_lookup(&k))
+	if (ct_lookup(&k, p.tcp_flags))
 		return pass(skb);
 	struct ct_key rk;
 	ct_reverse(&k, &rk, CT_DIR_IN);
-	if (ct_lookup(&rk))
+	if (ct_lookup(&rk, p.tcp_flags))
 		return pass(skb); /* reply of a flow opened towards this pod */
 
 	reason = policy_verdict(endpoint, ipcache_identity(p.daddr), p.dport, p.proto,
@@ -140,7 +140,7 @@ int to_pod(struct __sk_buff *skb)
 	};
 	struct ct_key rk;
 	ct_reverse(&k, &rk, CT_DIR_OUT);
-	struct ct_val *out = ct_lookup(&rk);
+	struct ct_val *out = ct_lookup(&rk, p.tcp_flags);
 	if (out) {
 		/* Reply of a flow this pod opened; undo the service DNAT. */
 		__u32 id = out->rev_nat_id;
@@ -151,7 +151,7 @@ int to_pod(struct __sk_buff *skb)
 		}
 		return pass(skb);
 	}
-	if (ct_lookup(&k))
+	if (ct_lookup(&k, p.tcp_flags))
 		return pass(skb);
 
 	reason = policy_verdict(endpoint, ipcache_identity(p.saddr), p.dport, p.proto,
@@ -183,7 +183,7 @@ int from_netdev(struct __sk_buff *skb)
 		.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport,
 		.dport = p.dport, .proto = p.proto, .dir = CT_DIR_SVC,
 	};
-	struct ct_val *sv = ct_lookup(&sk);
+	struct ct_val *sv = ct_lookup(&sk, p.tcp_flags);
 	struct lb_backend *be = 0;
 	__u32 backend_id = 0;
 	if (sv) {
@@ -204,7 +204,7 @@ int from_netdev(struct __sk_buff *skb)
 		.saddr = p.saddr, .daddr = be->addr, .sport = p.sport,
 		.dport = be->port, .proto = p.proto, .dir = CT_DIR_NODEPORT,
 	};
-	if (!ct_lookup(&nk) && ct_create(&nk, backend_id, svc_id) < 0)
+	if (!ct_lookup(&nk, p.tcp_flags) && ct_create(&nk, backend_id, svc_id) < 0)
 		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_CT_MAP_FULL, svc_id, 0);
 	if (pkt_rewrite(skb, &p, NAT_DST, be->addr, be->port) < 0)
 		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_NAT_FAILED, svc_id, 0);
@@ -223,7 +223,7 @@ int to_netdev(struct __sk_buff *skb)
 		.saddr = p.daddr, .daddr = p.saddr, .sport = p.dport,
 		.dport = p.sport, .proto = p.proto, .dir = CT_DIR_NODEPORT,
 	};
-	struct ct_val *np = ct_lookup(&nk);
+	struct ct_val *np = ct_lookup(&nk, p.tcp_flags);
 	if (!np || !np->rev_nat_id)
 		return TC_ACT_OK;
 	__u32 id = np->rev_nat_id;

@@ -44,13 +44,40 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mw_ct SEC(".maps");
 
-static __always_inline struct ct_val *ct_lookup(const struct ct_key *key)
+#define CT_FLAG_CLOSING 0x1 /* a TCP FIN or RST was seen */
+
+/* How long an idle entry stays valid. An expired entry counts as absent, so
+ * a new flow on a reused tuple is judged by the current policy again. */
+#define CT_LIFETIME_TCP_NS (21600ULL * 1000000000ULL)
+#define CT_LIFETIME_TCP_CLOSING_NS (10ULL * 1000000000ULL)
+#define CT_LIFETIME_OTHER_NS (60ULL * 1000000000ULL)
+
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+
+/* Looks up and refreshes an entry; `tcp_flags` of the current packet (0 for
+ * non-TCP) mark closing connections, and a fresh SYN on a closing entry
+ * starts over. */
+static __always_inline struct ct_val *ct_lookup(const struct ct_key *key, __u8 tcp_flags)
 {
 	struct ct_val *v = bpf_map_lookup_elem(&mw_ct, key);
-	if (v) {
-		v->last_seen_ns = bpf_ktime_get_ns();
-		__sync_fetch_and_add(&v->packets, 1);
+	if (!v)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 life = CT_LIFETIME_OTHER_NS;
+	if (key->proto == IPPROTO_TCP)
+		life = (v->flags & CT_FLAG_CLOSING) ? CT_LIFETIME_TCP_CLOSING_NS : CT_LIFETIME_TCP_NS;
+	int new_syn = (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	if (now - v->last_seen_ns > life || (new_syn && (v->flags & CT_FLAG_CLOSING))) {
+		bpf_map_delete_elem(&mw_ct, key);
+		return 0;
 	}
+	v->last_seen_ns = now;
+	__sync_fetch_and_add(&v->packets, 1);
+	if (tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
+		v->flags |= CT_FLAG_CLOSING;
 	return v;
 }
 

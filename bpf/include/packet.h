@@ -17,6 +17,7 @@ struct pkt {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
+	__u8 tcp_flags; /* FIN/SYN/RST/ACK... of a TCP packet, else 0 */
 };
 
 static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
@@ -52,6 +53,10 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
 		p->sport = ports[0];
 		p->dport = ports[1];
 	}
+	p->tcp_flags = 0;
+	if (ip->protocol == IPPROTO_TCP &&
+	    bpf_skb_load_bytes(skb, p->l4_off + 13, &p->tcp_flags, 1) < 0)
+		return PARSE_INVALID;
 	return PARSE_OK;
 }
 

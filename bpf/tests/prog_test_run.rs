@@ -40,6 +40,11 @@ fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u32 {
 
 /// Ethernet + IPv4 + TCP SYN with valid checksums.
 fn tcp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    tcp_packet_flags(src, sport, dst, dport, 0x02)
+}
+
+/// Ethernet + IPv4 + TCP with the given flags and valid checksums.
+fn tcp_packet_flags(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
     let mut p = vec![0u8; 14 + 20 + 20];
     p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     let ip = &mut p[14..34];
@@ -55,7 +60,7 @@ fn tcp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());
     tcp[2..4].copy_from_slice(&dport.to_be_bytes());
     tcp[12] = 5 << 4;
-    tcp[13] = 0x02;
+    tcp[13] = flags;
     tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
     let c = csum(tcp, pseudo(src.octets(), dst.octets(), 6, 20));
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
@@ -203,4 +208,102 @@ fn malformed_packets_are_dropped_as_invalid() {
     let (rc, out) = run(&mut dp, "from_pod", &arp);
     assert_eq!(rc, TC_ACT_OK);
     assert_eq!(out, arp);
+}
+
+#[test]
+fn established_flows_pass_until_their_conntrack_entry_expires() {
+    use aya::maps::{HashMap, Map, MapData};
+    use mesh_bpf::maps::raw::{CtKey, CtVal};
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let pkt = tcp_packet(
+        Ipv4Addr::new(10, 244, 1, 11),
+        40002,
+        Ipv4Addr::new(10, 244, 1, 13),
+        8080,
+    );
+    assert_eq!(run(&mut dp, "from_pod", &pkt).0, TC_ACT_OK, "no policy yet");
+    dp.policy()
+        .unwrap()
+        .set_endpoint(
+            1,
+            EndpointPolicy {
+                identity: 1001,
+                ingress_enforced: false,
+                egress_enforced: true,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        run(&mut dp, "from_pod", &pkt).0,
+        TC_ACT_OK,
+        "an established flow survives a policy change"
+    );
+    // Make every entry look like a closed connection (FIN seen) idle for
+    // longer than its 10 s lifetime (an open TCP flow lives 6 h: longer than
+    // this machine's uptime, so it cannot be aged this way).
+    let data = MapData::from_pin(dir.path().join("mw_ct")).unwrap();
+    let mut ct: HashMap<MapData, CtKey, CtVal> =
+        HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
+    let entries: Vec<(CtKey, CtVal)> = ct.iter().map(|e| e.unwrap()).collect();
+    assert!(!entries.is_empty());
+    for (k, mut v) in entries {
+        v.last_seen_ns = 1;
+        v.flags |= 1;
+        ct.insert(k, v, 0).unwrap();
+    }
+    assert_eq!(
+        run(&mut dp, "from_pod", &pkt).0,
+        TC_ACT_SHOT,
+        "an expired entry is gone: the current policy decides"
+    );
+}
+
+#[test]
+fn a_new_syn_on_a_closed_tuple_is_judged_by_the_current_policy() {
+    use mesh_bpf::{Direction, PolicyAction, PolicyEntry, PolicyKey};
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let (src, dst) = (Ipv4Addr::new(10, 244, 1, 11), Ipv4Addr::new(10, 244, 1, 13));
+    let allow = PolicyKey {
+        endpoint: 1,
+        identity: 0,
+        port: 8080,
+        proto: Some(Protocol::Tcp),
+        direction: Direction::Egress,
+    };
+    let mut pol = dp.policy().unwrap();
+    pol.upsert(
+        allow,
+        PolicyEntry {
+            action: PolicyAction::Allow,
+            rule_id: 1,
+        },
+    )
+    .unwrap();
+    pol.set_endpoint(
+        1,
+        EndpointPolicy {
+            identity: 1001,
+            ingress_enforced: false,
+            egress_enforced: true,
+        },
+    )
+    .unwrap();
+    let syn = tcp_packet_flags(src, 40003, dst, 8080, 0x02);
+    let fin = tcp_packet_flags(src, 40003, dst, 8080, 0x11);
+    assert_eq!(run(&mut dp, "from_pod", &syn).0, TC_ACT_OK, "allowed");
+    pol.delete(allow).unwrap();
+    assert_eq!(
+        run(&mut dp, "from_pod", &fin).0,
+        TC_ACT_OK,
+        "established flow closes normally"
+    );
+    assert_eq!(
+        run(&mut dp, "from_pod", &syn).0,
+        TC_ACT_SHOT,
+        "a new connection on the closed tuple meets the current policy"
+    );
 }
