@@ -35,6 +35,14 @@ pub struct RemoteClusterConfig {
     pub id: ClusterId,
     /// `host:port` of its mesh-apiserver; hosts may be DNS names.
     pub endpoints: Vec<String>,
+    /// TLS name to verify on its server certificate (default: the first
+    /// endpoint's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Its pod CIDRs, when known: an overlap with ours refuses the entry
+    /// before connecting (and again against what the remote reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_cidrs: Vec<IpNet>,
     /// The remote's CA bundle (PEM): verifies its server certificate.
     pub ca_cert: String,
     /// Our client certificate for it (PEM), issued by its CA.
@@ -51,7 +59,11 @@ impl RemoteClusterConfig {
             problem,
         };
         let cfg: RemoteClusterConfig =
-            serde_yaml::from_str(yaml).map_err(|e| bad(e.to_string()))?;
+            serde_yaml::from_str(yaml).map_err(|e| {
+                bad(format!(
+                    "malformed YAML ({e}); expected keys: name, id, endpoints, server-name, pod-cidrs, ca-cert, client-cert, client-key"
+                ))
+            })?;
         if cfg.name.as_str() != key {
             return Err(bad(format!(
                 "it names cluster {:?}; the key must equal the cluster name",
@@ -80,6 +92,16 @@ impl RemoteClusterConfig {
             }
         }
         Ok(cfg)
+    }
+
+    /// The TLS name to verify: `server-name`, else the first endpoint's host.
+    pub fn tls_server_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or_else(|| {
+            self.endpoints
+                .first()
+                .and_then(|e| split_endpoint(e))
+                .map_or("", |(h, _)| h)
+        })
     }
 
     /// The YAML stored in the Secret.

@@ -25,7 +25,7 @@ pub enum StoreKind {
 /// mesh-apiserver: exports this cluster's mesh state to remote clusters and
 /// node-agents over mutual TLS, and imports remote clusters' state.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
-#[command(name = "mesh-apiserver", version)]
+#[command(name = "mesh-apiserver", version, args_override_self = true)]
 pub struct Config {
     /// A mounted ConfigMap: one file per key, each key a flag of this
     /// command (the chart's mesh-apiserver-config). Flags on the command line

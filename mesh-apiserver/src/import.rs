@@ -50,20 +50,6 @@ pub struct RemoteConfig {
     pub pod_cidrs: Vec<IpNet>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RemoteYaml {
-    name: Option<String>,
-    id: i64,
-    endpoints: Vec<String>,
-    server_name: Option<String>,
-    ca: String,
-    cert: String,
-    key: String,
-    #[serde(default)]
-    pod_cidrs: Vec<String>,
-}
-
 /// An entry that was refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refused {
@@ -82,25 +68,16 @@ pub struct ClusterMeshConfig {
     pub refused: Vec<Refused>,
 }
 
-fn host_of(endpoint: &str) -> Option<&str> {
-    let (host, port) = endpoint.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    Some(host.trim_start_matches('[').trim_end_matches(']'))
-}
-
 fn parse_entry(entry: &str, text: &str, local: &LocalCluster) -> Result<RemoteConfig> {
     let bad = |reason: String| Error::RemoteConfig {
         entry: entry.to_string(),
         reason,
     };
-    let y: RemoteYaml = serde_yaml::from_str(text).map_err(|e| {
-        bad(format!(
-            "malformed YAML ({e}); expected keys: name, id, endpoints, server-name, ca, cert, key, pod-cidrs"
-        ))
-    })?;
-    let name = ClusterName::new(y.name.unwrap_or_else(|| entry.to_string()))
-        .map_err(|e| bad(format!("cluster name: {e}")))?;
-    let id = ClusterId::new(y.id).map_err(|e| bad(format!("cluster id: {e}")))?;
+    // The schema is shared with meshctl and the chart (mesh-api); what only
+    // this cluster can judge is checked here.
+    let y = mesh_api::clustermesh::RemoteClusterConfig::parse(entry, text)
+        .map_err(|e| bad(e.to_string()))?;
+    let (name, id) = (y.name.clone(), y.id);
     if name == local.name {
         return Err(bad(format!(
             "names this cluster ({name}); a cluster cannot import itself"
@@ -112,34 +89,17 @@ fn parse_entry(entry: &str, text: &str, local: &LocalCluster) -> Result<RemoteCo
             id.get()
         )));
     }
-    if y.endpoints.is_empty() {
-        return Err(bad(
-            "no endpoints; list host:port of the remote mesh-apiserver".into(),
-        ));
-    }
-    for e in &y.endpoints {
-        if host_of(e).is_none() {
-            return Err(bad(format!("endpoint {e:?} is not host:port")));
-        }
-    }
-    let server_name = y
-        .server_name
-        .unwrap_or_else(|| host_of(&y.endpoints[0]).unwrap_or_default().to_string());
-    TrustBundle::from_pem(&y.ca, &format!("{entry}: ca")).map_err(|e| bad(e.to_string()))?;
+    let server_name = y.tls_server_name().to_string();
+    TrustBundle::from_pem(&y.ca_cert, &format!("{entry}: ca-cert"))
+        .map_err(|e| bad(e.to_string()))?;
     TlsIdentity::from_pem(
-        &y.cert,
-        &y.key,
-        &format!("{entry}: cert"),
-        &format!("{entry}: key"),
+        &y.client_cert,
+        &y.client_key,
+        &format!("{entry}: client-cert"),
+        &format!("{entry}: client-key"),
     )
     .map_err(|e| bad(e.to_string()))?;
-    let pod_cidrs = y
-        .pod_cidrs
-        .iter()
-        .map(|c| mesh_api::cidr::parse_cidr("pod-cidrs", c))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    mesh_api::cidr::check_pod_cidrs_disjoint(&local.name, &local.pod_cidrs, &name, &pod_cidrs)
+    mesh_api::cidr::check_pod_cidrs_disjoint(&local.name, &local.pod_cidrs, &name, &y.pod_cidrs)
         .map_err(|e| {
             bad(format!(
                 "{e}; pod CIDRs of connected clusters must not overlap"
@@ -151,10 +111,10 @@ fn parse_entry(entry: &str, text: &str, local: &LocalCluster) -> Result<RemoteCo
         id,
         endpoints: y.endpoints,
         server_name,
-        ca: y.ca,
-        cert: y.cert,
-        key: y.key,
-        pod_cidrs,
+        ca: y.ca_cert,
+        cert: y.client_cert,
+        key: y.client_key,
+        pod_cidrs: y.pod_cidrs,
     })
 }
 

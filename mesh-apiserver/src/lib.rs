@@ -17,6 +17,7 @@ pub mod export;
 pub mod import;
 pub mod kube_feed;
 pub mod leader;
+pub mod publish;
 pub mod server;
 pub mod state;
 pub mod status;

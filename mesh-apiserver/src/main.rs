@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let election =
         (config.store == StoreKind::Etcd && config.leader_election).then(|| ElectionConfig {
             key: format!("meshwork/internal/{}/leader", local.name),
-            identity: replica,
+            identity: replica.clone(),
             ttl_seconds: config.leader_lease_ttl_seconds,
         });
     let feed = match &config.clustermesh_config_dir {
@@ -82,6 +82,15 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     if config.kubernetes {
+        let client = kube::Client::try_default()
+            .await
+            .context("Kubernetes client for publishing status (in-cluster or KUBECONFIG)")?;
+        tokio::spawn(mesh_apiserver::publish::run(
+            running.status.clone(),
+            client,
+            config.namespace.clone(),
+            replica.clone(),
+        ));
         let feed = mesh_apiserver::kube_feed::KubeFeed::new(
             running.writer.clone(),
             local,

@@ -228,29 +228,20 @@ pub fn remote_entry(
     client: &mesh_certs::IssuedCert,
     pod_cidrs: &[&str],
 ) -> String {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "kebab-case")]
-    struct Y<'a> {
-        name: &'a str,
-        id: u8,
-        endpoints: &'a [String],
-        server_name: &'a str,
-        ca: &'a str,
-        cert: &'a str,
-        key: &'a str,
-        pod_cidrs: &'a [&'a str],
+    mesh_api::clustermesh::RemoteClusterConfig {
+        name: mesh_api::ClusterName::new(name).expect("test cluster name"),
+        id: mesh_api::ClusterId::new(i64::from(id)).expect("test cluster id"),
+        endpoints: endpoints.to_vec(),
+        server_name: Some("127.0.0.1".into()),
+        pod_cidrs: pod_cidrs
+            .iter()
+            .map(|c| c.parse().expect("test CIDR"))
+            .collect(),
+        ca_cert: ca_pem.to_string(),
+        client_cert: client.cert_pem.clone(),
+        client_key: client.key_pem.clone(),
     }
-    serde_yaml::to_string(&Y {
-        name,
-        id,
-        endpoints,
-        server_name: "127.0.0.1",
-        ca: ca_pem,
-        cert: &client.cert_pem,
-        key: &client.key_pem,
-        pod_cidrs,
-    })
-    .unwrap()
+    .to_yaml()
 }
 
 impl Pki {

@@ -115,6 +115,8 @@ async fn entry_for(
         name: exporter_info.name.clone(),
         id: exporter_info.id,
         endpoints: exporter.endpoints().await?,
+        server_name: None,
+        pod_cidrs: exporter_info.pod_cidrs.clone(),
         ca_cert: bundle,
         client_cert: cert.cert_pem,
         client_key: cert.key_pem,

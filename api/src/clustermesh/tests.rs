@@ -12,6 +12,8 @@ fn entry() -> RemoteClusterConfig {
             "mesh.c2.example:32379".into(),
             "[2001:db8::1]:32379".into(),
         ],
+        server_name: None,
+        pod_cidrs: vec!["10.2.0.0/16".parse().unwrap()],
         ca_cert: PEM_CERT.into(),
         client_cert: PEM_CERT.into(),
         client_key: PEM_KEY.into(),
@@ -49,6 +51,17 @@ fn bad_entries_name_the_key_and_the_problem() {
             .to_string();
         assert!(err.contains(want) && err.contains(key), "{key}: {err}");
     }
+}
+
+#[test]
+fn the_tls_name_defaults_to_the_first_endpoint_host() {
+    let mut e = entry();
+    assert_eq!(e.tls_server_name(), "192.0.2.40");
+    e.endpoints = vec!["[2001:db8::1]:32379".into()];
+    assert_eq!(e.tls_server_name(), "2001:db8::1");
+    e.server_name = Some("mesh.c2.example".into());
+    assert_eq!(e.tls_server_name(), "mesh.c2.example");
+    assert_eq!(RemoteClusterConfig::parse("c2", &e.to_yaml()).unwrap(), e);
 }
 
 #[test]

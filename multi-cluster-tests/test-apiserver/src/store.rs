@@ -624,6 +624,7 @@ impl Store {
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
         meta.insert("generation".into(), json!(1));
+        fold_string_data(rt, &mut body);
         Self::validate(rt, &body)?;
         let name = meta_str(&body, "name").unwrap_or("").to_string();
         let type_key = rt.storage_key();
@@ -824,6 +825,7 @@ impl Store {
                 )));
             }
         }
+        fold_string_data(rt, &mut body);
         Self::validate(rt, &body)?;
         body["apiVersion"] = json!(rt.api_version());
         body["kind"] = json!(rt.kind);
@@ -1167,3 +1169,27 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// Secrets' `stringData` is write-only: a real API server merges it into
+/// `data` (base64) on every write, over existing keys, and never stores it.
+fn fold_string_data(rt: &ResourceType, body: &mut Value) {
+    use base64::Engine as _;
+    if rt.group.is_empty()
+        && rt.plural == "secrets"
+        && let Some(Value::Object(strings)) =
+            body.as_object_mut().and_then(|o| o.remove("stringData"))
+    {
+        let data = body
+            .as_object_mut()
+            .expect("a Secret is an object")
+            .entry("data")
+            .or_insert_with(|| json!({}));
+        if !data.is_object() {
+            *data = json!({});
+        }
+        for (k, v) in strings {
+            let text = v.as_str().unwrap_or_default();
+            data[k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+        }
+    }
+}

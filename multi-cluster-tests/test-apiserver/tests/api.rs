@@ -553,3 +553,30 @@ async fn kube_runtime_recorder_publishes_events_k8s_io_events() {
     );
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
 }
+
+#[tokio::test]
+async fn secret_string_data_is_folded_into_data_on_create_and_update() {
+    use k8s_openapi::api::core::v1::Secret;
+    let (_server, client) = common::start(|_| {}).await;
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "mesh"}, "stringData": {"c2": "name: c2\n"}, "data": {"keep": "eA=="}
+    }))
+    .unwrap();
+    let created = secrets.create(&PostParams::default(), &s).await.unwrap();
+    assert!(created.string_data.is_none(), "stringData is write-only");
+    let data = created.data.unwrap();
+    assert_eq!(data["c2"].0, b"name: c2\n");
+    assert_eq!(data["keep"].0, b"x");
+    // A merge patch with stringData overrides an existing key, as kube-apiserver does.
+    let patch = json!({"stringData": {"keep": "new"}});
+    let patched = secrets
+        .patch("mesh", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let data = patched.data.unwrap();
+    assert_eq!(
+        (data["keep"].0.as_slice(), data["c2"].0.as_slice()),
+        (&b"new"[..], &b"name: c2\n"[..])
+    );
+}
