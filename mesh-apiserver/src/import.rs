@@ -616,6 +616,16 @@ async fn remote_task(
     });
     let mut backoff = Duration::from_millis(200);
     loop {
+        if !leadership.is_leader() {
+            update(&status, |s| {
+                s.connected = false;
+                s.last_error = Some("this replica is not the leader; the leader imports".into());
+            });
+            leadership.wait_leader().await;
+            // The previous leader may have written meanwhile: start from the store.
+            mirror = load_cache(&writer).await;
+            update(&status, |s| s.counts = counts(&mirror));
+        }
         if let Some((since, _)) = &disconnected_at
             && since.elapsed() >= settings.stale_timeout
             && !mirror.records().is_empty()
@@ -639,11 +649,27 @@ async fn remote_task(
             &mut mirror,
             &status,
             &mut disconnected_at,
+            &leadership,
         )
         .await;
         let err = match result {
             Ok(()) => "the export stream ended".to_string(),
-            Err(e) => e.to_string(),
+            Err(e) => {
+                if !matches!(
+                    e,
+                    Error::Rpc { .. }
+                        | Error::Connect { .. }
+                        | Error::Resolve { .. }
+                        | Error::RemoteConfig { .. }
+                        | Error::Certs { .. }
+                        | Error::Domain { .. }
+                ) {
+                    // A write failed: what the mirror holds may not be in the
+                    // store, so the next session starts from the store.
+                    mirror = load_cache(&writer).await;
+                }
+                e.to_string()
+            }
         };
         let (refused, was_up) = {
             let s = status.lock().unwrap_or_else(|e| e.into_inner());
@@ -683,6 +709,7 @@ async fn session(
     mirror: &mut Mirror,
     status: &Mutex<RemoteStatus>,
     disconnected_at: &mut Option<(std::time::Instant, String)>,
+    leadership: &Leadership,
 ) -> Result<()> {
     let remote = &config.name;
     let mut client = connect(config).await?;
@@ -706,7 +733,13 @@ async fn session(
         s.connections += 1;
     });
     tracing::info!(%remote, resume, "watching remote cluster");
-    while let Some(item) = stream.next().await {
+    let mut leadership = leadership.clone();
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            () = leadership.wait_lost() => return Err(Error::NotLeader),
+        };
+        let Some(item) = item else { break };
         let event = item?;
         let synced_now = matches!(event, mesh_api::proto::WatchEvent::SyncComplete { .. });
         let changes = mirror.apply(&event);

@@ -156,6 +156,11 @@ impl Writer {
         &self.cluster
     }
 
+    /// Whether (and when) this replica may write.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
