@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use mesh_api::{ClusterId, ClusterName, Kind};
 use mesh_certs::{TlsIdentity, TrustBundle};
@@ -24,7 +24,7 @@ use crate::client::{Change, ExportClient, Mirror};
 use crate::error::{Error, Result};
 use crate::export::LocalCluster;
 use crate::leader::Leadership;
-use crate::state::Writer;
+use crate::state::{BatchOp, Writer};
 use crate::store::Store;
 
 /// One remote cluster, as configured.
@@ -573,6 +573,7 @@ fn counts(mirror: &Mirror) -> BTreeMap<String, usize> {
 }
 
 async fn write_changes(writer: &Writer, remote: &ClusterName, changes: Vec<Change>) -> Result<()> {
+    let mut batch = Vec::with_capacity(changes.len());
     for change in changes {
         match change {
             Change::Upsert(record) => {
@@ -580,17 +581,17 @@ async fn write_changes(writer: &Writer, remote: &ClusterName, changes: Vec<Chang
                     tracing::warn!(remote = %remote, record_cluster = %record.cluster(), key = %record.key(), "remote sent a record of another cluster: ignored");
                     continue;
                 }
-                writer.upsert(&record).await?;
+                batch.push(BatchOp::Upsert(record));
             }
             Change::Delete((kind, wire)) => {
                 let Some(key) = wire.strip_prefix(&format!("{remote}/")) else {
                     continue;
                 };
-                writer.delete(kind, key).await?;
+                batch.push(BatchOp::Delete(kind, key.to_string()));
             }
         }
     }
-    Ok(())
+    writer.write_batch(batch).await
 }
 
 async fn remote_task(
@@ -740,9 +741,29 @@ async fn session(
             () = leadership.wait_lost() => return Err(Error::NotLeader),
         };
         let Some(item) = item else { break };
-        let event = item?;
-        let synced_now = matches!(event, mesh_api::proto::WatchEvent::SyncComplete { .. });
-        let changes = mirror.apply(&event);
+        // Take whatever else is already here, and write it as one batch.
+        let mut items = vec![item];
+        while items.len() < 1024 {
+            match stream.next().now_or_never() {
+                Some(Some(item)) => items.push(item),
+                _ => break,
+            }
+        }
+        let mut changes = Vec::new();
+        let mut synced_now = false;
+        let mut failed = None;
+        for item in items {
+            match item {
+                Ok(event) => {
+                    synced_now |= matches!(event, mesh_api::proto::WatchEvent::SyncComplete { .. });
+                    changes.extend(mirror.apply(&event));
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
         write_changes(writer, remote, changes).await?;
         update(status, |s| {
             s.last_event = Some(now_rfc3339());
@@ -754,6 +775,9 @@ async fn session(
                 s.last_error = None;
             }
         });
+        if let Some(e) = failed {
+            return Err(e);
+        }
         if synced_now {
             *disconnected_at = None;
             tracing::info!(%remote, revision = mirror.revision(), records = mirror.records().len(), "remote cluster synced");
