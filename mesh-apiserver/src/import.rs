@@ -66,6 +66,7 @@ struct RemoteYaml {
 
 /// An entry that was refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Refused {
     /// The entry.
     pub entry: String,
@@ -259,6 +260,7 @@ fn read_dir_entries(dir: &std::path::Path) -> Result<BTreeMap<String, String>> {
 
 /// The state of one remote, for status, metrics and meshctl.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RemoteStatus {
     /// Cluster name.
     pub name: String,
@@ -765,6 +767,11 @@ async fn session(
             }
         }
         write_changes(writer, remote, changes).await?;
+        if synced_now {
+            for kind in Kind::ALL {
+                writer.mark_synced(kind).await?;
+            }
+        }
         update(status, |s| {
             s.last_event = Some(now_rfc3339());
             s.revision = mirror.revision();

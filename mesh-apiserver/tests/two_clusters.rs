@@ -378,6 +378,10 @@ async fn two_clusters_export_import_resume_compaction_and_faults() {
     for r in seed("a", 1, "10.1") {
         wa.upsert(&r).await.unwrap();
     }
+    for kind in Kind::ALL {
+        wb.mark_synced(kind).await.unwrap();
+        wa.mark_synced(kind).await.unwrap();
+    }
 
     // A's cache of B equals what B exports: global services only, backends only when shared.
     let b_prefix = state::cluster_prefix("b");
@@ -702,6 +706,9 @@ async fn killing_the_leader_replica_hands_import_to_the_other() {
     let wb = Writer::new(b_store.clone(), cn("b"), Leadership::always());
     for r in seed("b", 2, "10.2") {
         wb.upsert(&r).await.unwrap();
+    }
+    for kind in Kind::ALL {
+        wb.mark_synced(kind).await.unwrap();
     }
     let b_prefix = state::cluster_prefix("b");
     let in_sync = || async {

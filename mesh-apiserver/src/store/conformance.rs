@@ -37,6 +37,9 @@ pub async fn run(store: &dyn Store, prefix: &str) {
 }
 
 async fn basics(store: &dyn Store, p: &str) {
+    let epoch = store.epoch().await.unwrap();
+    assert_ne!(epoch, 0);
+    assert_eq!(store.epoch().await.unwrap(), epoch, "the epoch is stable");
     let k = format!("{p}basic/a");
     assert_eq!(store.get(&k).await.unwrap(), None);
     let r1 = store.put(&k, b"one".to_vec()).await.unwrap();

@@ -307,6 +307,18 @@ impl Store for EtcdStore {
         Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0))
     }
 
+    async fn epoch(&self) -> Result<u16> {
+        let resp = self
+            .client
+            .clone()
+            .get("meshwork/", Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(self.err("epoch"))?;
+        Ok(super::fold_epoch(
+            resp.header().map(|h| h.cluster_id()).unwrap_or(0),
+        ))
+    }
+
     async fn compact(&self, revision: u64) -> Result<()> {
         self.client
             .clone()
