@@ -184,16 +184,26 @@ pub struct ExportService {
     store: Arc<dyn Store>,
     local: LocalCluster,
     watchers: Arc<AtomicUsize>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ExportService {
     /// Serves `store` as `local`.
     pub fn new(store: Arc<dyn Store>, local: LocalCluster) -> Self {
+        let (tx, stopping) = tokio::sync::watch::channel(false);
         ExportService {
             store,
             local,
             watchers: Arc::default(),
+            stop: Arc::new(tx),
+            stopping,
         }
+    }
+
+    /// Ends every open watch (clients reconnect elsewhere) and refuses new ones.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
     }
 
     /// Open watch streams now.
@@ -483,18 +493,25 @@ impl pb::export_server::Export for ExportService {
         let guard = WatcherGuard(self.watchers.clone());
         let store = self.store.clone();
         let local = self.local.name.to_string();
+        let mut stopping = self.stopping.clone();
+        if *stopping.borrow() {
+            return Err(Status::unavailable("the server is shutting down"));
+        }
         tokio::spawn(async move {
             let _guard = guard;
-            run_watch(
-                local,
-                store,
-                scope,
-                kinds,
-                req.resume_revision,
-                client.clone(),
-                tx,
-            )
-            .await;
+            let fail = tx.inner.clone();
+            let resume = req.resume_revision;
+            let stop = async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            };
+            tokio::select! {
+                () = run_watch(local, store, scope, kinds, resume, client.clone(), tx) => {}
+                () = stop => {
+                    let _ = fail
+                        .send(Err(Status::unavailable("the server is shutting down")))
+                        .await;
+                }
+            }
             tracing::info!(%client, "watch closed");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -570,7 +587,15 @@ pub async fn serve(
             });
         }
     });
-    let result = tonic::transport::Server::builder()
+    // The accept loop ends with this function, even when it is cancelled.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _accept_loop = AbortOnDrop(accept_loop);
+    tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(pb::export_server::ExportServer::new(service))
@@ -579,9 +604,7 @@ pub async fn serve(
         .map_err(|source| Error::Connect {
             endpoint: local,
             source,
-        });
-    accept_loop.abort();
-    result
+        })
 }
 
 #[cfg(test)]
