@@ -174,6 +174,17 @@ async fn seed(store: &dyn Store, services: usize, endpoints: usize) {
             .collect();
         store.txn(vec![], ops).await.unwrap();
     }
+    mark_synced(store, "b").await;
+}
+
+/// What a cluster's Kubernetes feed writes once its first listing is complete.
+async fn mark_synced(store: &dyn Store, cluster: &str) {
+    for kind in mesh_api::Kind::ALL {
+        store
+            .put(&state::synced_key(cluster, kind), b"true".to_vec())
+            .await
+            .unwrap();
+    }
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -183,6 +194,13 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // A bounded run: on timeout the panic unwinds and every guard cleans up.
+    tokio::time::timeout(Duration::from_secs(900), run())
+        .await
+        .expect("the benchmark did not finish within 15 min");
+}
+
+async fn run() {
     init();
     let args: Vec<String> = std::env::args().collect();
     let bin = args
@@ -228,6 +246,7 @@ async fn main() {
     let etcd_a = EtcdServer::start().await;
     let etcd_b = EtcdServer::start().await;
     let b_store: Arc<dyn Store> = Arc::new(etcd_b.store().await);
+    mark_synced(&etcd_a.store().await, "a").await;
     let t = Instant::now();
     seed(b_store.as_ref(), services, endpoints).await;
     println!(
