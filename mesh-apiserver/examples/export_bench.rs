@@ -275,10 +275,16 @@ async fn run() {
         let Ok(mut stream) = client.watch(&[], 0, "bench").await else {
             continue;
         };
-        while let Some(Ok(ev)) = stream.next().await {
-            mirror.apply(&ev);
-            if matches!(ev, WatchEvent::SyncComplete { .. }) {
-                break;
+        loop {
+            match stream.next().await {
+                Some(Ok(ev)) => {
+                    mirror.apply(&ev);
+                    if matches!(ev, WatchEvent::SyncComplete { .. }) {
+                        break;
+                    }
+                }
+                Some(Err(e)) => panic!("watch failed: {e}"),
+                None => panic!("watch ended before SyncComplete"),
             }
         }
         // Keep following the live stream until everything arrived.

@@ -192,3 +192,15 @@ pub async fn create(store: &dyn Store, key: &str, value: Vec<u8>) -> Result<bool
         .await?
         .is_some())
 }
+
+/// The end of the key range covering `prefix` (etcd's convention).
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
