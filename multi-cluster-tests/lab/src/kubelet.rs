@@ -38,7 +38,10 @@ pub struct PodSpec {
 
 impl PodSpec {
     fn netns(&self, prefix: &str) -> String {
-        format!("{prefix}-pod-{}-{}-{}", self.cluster, self.namespace, self.name)
+        format!(
+            "{prefix}-pod-{}-{}-{}",
+            self.cluster, self.namespace, self.name
+        )
     }
     fn container_id(&self) -> String {
         format!("{}-{}-{}", self.cluster, self.namespace, self.name)
@@ -46,16 +49,38 @@ impl PodSpec {
 }
 
 impl Lab {
-    fn node(&self, cluster: &str, node: &str) -> anyhow::Result<(crate::plan::ClusterPlan, NodePlan)> {
-        let c = self.plan.cluster(cluster).with_context(|| format!("no cluster {cluster} in this lab"))?.clone();
-        let n = c.nodes.iter().find(|n| n.name.as_str() == node).with_context(|| {
-            let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
-            format!("no node {node} in cluster {cluster}; nodes: {}", names.join(", "))
-        })?;
+    fn node(
+        &self,
+        cluster: &str,
+        node: &str,
+    ) -> anyhow::Result<(crate::plan::ClusterPlan, NodePlan)> {
+        let c = self
+            .plan
+            .cluster(cluster)
+            .with_context(|| format!("no cluster {cluster} in this lab"))?
+            .clone();
+        let n = c
+            .nodes
+            .iter()
+            .find(|n| n.name.as_str() == node)
+            .with_context(|| {
+                let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
+                format!(
+                    "no node {node} in cluster {cluster}; nodes: {}",
+                    names.join(", ")
+                )
+            })?;
         Ok((c.clone(), n.clone()))
     }
 
-    fn cni(&self, bins: &Bins, command: &str, spec: &PodSpec, node: &NodePlan, files: &ClusterFiles) -> anyhow::Result<serde_json::Value> {
+    fn cni(
+        &self,
+        bins: &Bins,
+        command: &str,
+        spec: &PodSpec,
+        node: &NodePlan,
+        files: &ClusterFiles,
+    ) -> anyhow::Result<serde_json::Value> {
         let node_dir = files.node_dir(node.name.as_str());
         let conf = json!({
             "cniVersion": "1.0.0", "name": "meshwork", "type": "mesh-cni",
@@ -67,15 +92,33 @@ impl Lab {
             .arg(bins.ours("mesh-cni")?)
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", spec.container_id())
-            .env("CNI_NETNS", crate::netns::netns_path(&spec.netns(&self.plan.prefix)))
+            .env(
+                "CNI_NETNS",
+                crate::netns::netns_path(&spec.netns(&self.plan.prefix)),
+            )
             .env("CNI_IFNAME", "eth0")
-            .env("CNI_ARGS", format!("K8S_POD_NAMESPACE={};K8S_POD_NAME={}", spec.namespace, spec.name))
-            .env("CNI_PATH", bins.ours("mesh-cni")?.parent().unwrap_or(std::path::Path::new("/")))
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
+                    spec.namespace, spec.name
+                ),
+            )
+            .env(
+                "CNI_PATH",
+                bins.ours("mesh-cni")?
+                    .parent()
+                    .unwrap_or(std::path::Path::new("/")),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        child.stdin.take().expect("piped").write_all(conf.to_string().as_bytes())?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(conf.to_string().as_bytes())?;
         let out = child.wait_with_output()?;
         let stdout: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(json!({}));
         anyhow::ensure!(
@@ -88,6 +131,22 @@ impl Lab {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(stdout)
+    }
+
+    /// Creates Kubernetes namespace `name` in `cluster` when missing.
+    pub async fn ensure_namespace(&self, cluster: &str, name: &str) -> anyhow::Result<()> {
+        let c = self
+            .plan
+            .cluster(cluster)
+            .with_context(|| format!("no cluster {cluster} in this lab"))?;
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client(c).await?);
+        if api.get_opt(name).await?.is_none() {
+            let ns = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+            api.create(&PostParams::default(), &ns)
+                .await
+                .with_context(|| format!("create namespace {name}"))?;
+        }
+        Ok(())
     }
 
     /// Creates a pod: namespace, CNI ADD, echo server, Pod object with status.
@@ -116,7 +175,13 @@ impl Lab {
             format!("--node={}", spec.node),
             format!("--cluster={}", spec.cluster),
         ];
-        self.spawn(&format!("{}/pod-{}-{}", spec.cluster, spec.namespace, spec.name), Some(&ns), &bins.ours("mesh-echo")?, &args, &[])?;
+        self.spawn(
+            &format!("{}/pod-{}-{}", spec.cluster, spec.namespace, spec.name),
+            Some(&ns),
+            &bins.ours("mesh-echo")?,
+            &args,
+            &[],
+        )?;
         let client = self.client(&c).await?;
         let pods: Api<Pod> = Api::namespaced(client, &spec.namespace);
         let pod: Pod = serde_json::from_value(json!({
@@ -125,11 +190,17 @@ impl Lab {
             "spec": {"nodeName": spec.node, "containers": [{"name": "echo", "image": "mesh-echo",
                 "ports": [{"name": "echo", "containerPort": POD_PORT, "protocol": "TCP"}, {"name": "echo-udp", "containerPort": POD_PORT, "protocol": "UDP"}]}]},
         }))?;
-        pods.create(&PostParams::default(), &pod).await.with_context(|| format!("create Pod {}/{}", spec.namespace, spec.name))?;
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .with_context(|| format!("create Pod {}/{}", spec.namespace, spec.name))?;
         let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": node.ip.to_string(),
             "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]}});
-        pods.patch_status(&spec.name, &PatchParams::default(), &Patch::Merge(&status)).await?;
-        progress(&format!("pod {}/{} on {} ({}): {ip}", spec.namespace, spec.name, spec.node, spec.cluster));
+        pods.patch_status(&spec.name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        progress(&format!(
+            "pod {}/{} on {} ({}): {ip}",
+            spec.namespace, spec.name, spec.node, spec.cluster
+        ));
         Ok(ip)
     }
 
