@@ -222,9 +222,12 @@ impl Drop for Lab {
     }
 }
 
+/// A named scenario over a shared context.
+pub type Scenario<C> = (&'static str, fn(&C));
+
 /// Runs each scenario, catching its panic so every one reports; panics at
 /// the end naming the scenarios that failed.
-pub fn run_scenarios<C>(ctx: &C, scenarios: &[(&str, fn(&C))]) {
+pub fn run_scenarios<C>(ctx: &C, scenarios: &[Scenario<C>]) {
     let mut failed = Vec::new();
     for (name, f) in scenarios {
         let t = Instant::now();
