@@ -14,8 +14,11 @@ setup: ## install what building and testing needs (idempotent)
 build: setup
 	$(CARGO) build --workspace --all-targets
 
-demo: setup ## the most complete thing that runs end to end
+demo: setup ## the local multi-cluster demo (left up until make demo-down)
 	@bash scripts/demo.sh
+
+demo-down: ## remove the demo lab
+	@target/debug/mesh-lab --state-dir .lab down
 
 lint: setup ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
