@@ -423,7 +423,10 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
                     }
                 ),
             ),
-            ("node-agents watching", s.watch_clients.to_string()),
+            (
+                "watch streams",
+                format!("{} (node-agents and remote clusters)", s.watch_clients),
+            ),
         ]);
         let rows: Vec<Vec<String>> = s
             .remotes

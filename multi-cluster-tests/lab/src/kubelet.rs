@@ -194,7 +194,9 @@ impl Lab {
             .await
             .with_context(|| format!("create Pod {}/{}", spec.namespace, spec.name))?;
         let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": node.ip.to_string(),
-            "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]}});
+            "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}],
+            "containerStatuses": [{"name": "echo", "image": "mesh-echo", "imageID": "", "ready": true, "started": true, "restartCount": 0,
+                "state": {"running": {}}}]}});
         pods.patch_status(&spec.name, &PatchParams::default(), &Patch::Merge(&status))
             .await?;
         progress(&format!(
