@@ -30,6 +30,7 @@ pub mod datapath;
 pub mod endpoint;
 mod error;
 pub mod metrics;
+pub mod policy;
 pub mod reconcile;
 
 pub use error::{Error, Result};
