@@ -48,6 +48,12 @@ pub enum CaCommand {
         #[arg(long)]
         bundle: Option<PathBuf>,
     },
+    /// Create, in the install namespace and only where missing, the CA,
+    /// mesh-apiserver and node-agent certificate Secrets (what the chart's
+    /// certgen Job runs; in-cluster credentials or KUBECONFIG).
+    ///
+    /// Example: meshctl ca certgen --namespace meshwork-system --cluster-name c1
+    Certgen(crate::certgen::CertgenArgs),
     /// Rotate the mesh CA without refusing anyone: first a new signing CA
     /// and a bundle trusting old and new; after every certificate has been
     /// reissued, `--finish` drops the old CA.
@@ -162,6 +168,7 @@ struct InspectedCert {
 /// Runs a `ca` command.
 pub fn run(cmd: CaCommand, format: OutputFormat) -> anyhow::Result<()> {
     match cmd {
+        CaCommand::Certgen(args) => crate::block_on(crate::certgen::certgen(args, format)),
         CaCommand::Create {
             dir,
             trust_domain,

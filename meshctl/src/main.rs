@@ -9,6 +9,7 @@
 //! crates (mesh-certs, mesh-api) and never re-implements them.
 
 mod ca;
+mod certgen;
 mod connect;
 mod kube;
 mod output;

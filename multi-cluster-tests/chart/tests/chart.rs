@@ -4,6 +4,7 @@
 //! parsers into the values that were set.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -91,6 +92,7 @@ fn every_scenario_renders_lints_and_is_made_of_valid_objects() {
                 "ServiceAccount" => typed::<ServiceAccount>(o),
                 "DaemonSet" => typed::<DaemonSet>(o),
                 "Deployment" => typed::<Deployment>(o),
+                "Job" => typed::<Job>(o),
                 "ClusterRole" => typed::<ClusterRole>(o),
                 "ClusterRoleBinding" => typed::<ClusterRoleBinding>(o),
                 "Role" => typed::<Role>(o),
@@ -317,4 +319,42 @@ fn the_charts_crds_are_the_ones_generated_from_the_rust_types() {
             "helm/meshwork/crds/{file} differs from the Rust types: run `make crds`"
         );
     }
+}
+
+#[test]
+fn the_certgen_jobs_arguments_are_accepted_by_meshctl() {
+    let objects = render(&json!({})).unwrap();
+    let job = objects
+        .iter()
+        .find(|o| o.kind == "Job")
+        .expect("certgen Job");
+    let args: Vec<String> = serde_json::from_value(
+        job.value["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+    )
+    .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let meshctl = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("meshctl");
+    assert!(
+        meshctl.exists(),
+        "{} is missing: run `cargo build --workspace --bins` (make test does)",
+        meshctl.display()
+    );
+    // No cluster is reachable: meshctl must get past its argument parser
+    // (exit 2 is clap's usage error) and fail on the Kubernetes client.
+    let out = std::process::Command::new(meshctl)
+        .args(&args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "meshctl refuses the Job's arguments {args:?}: {err}"
+    );
+    assert!(err.contains("Kubernetes client"), "{err}");
 }
