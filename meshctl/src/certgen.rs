@@ -76,6 +76,39 @@ fn text(secret: &Secret, key: &str) -> anyhow::Result<String> {
     String::from_utf8(v.0.clone()).with_context(|| format!("Secret {CA_SECRET} {key} is not text"))
 }
 
+/// Creates Secret `name` (`tls.crt`, `tls.key`, `ca.crt`) with a certificate
+/// from `issue` unless it exists; `true` when it was created.
+async fn ensure_cert_secret(
+    api: &Api<Secret>,
+    name: &str,
+    bundle: &str,
+    issue: impl FnOnce() -> mesh_certs::Result<mesh_certs::IssuedCert>,
+) -> anyhow::Result<bool> {
+    let ns = api.namespace().unwrap_or_default().to_string();
+    if api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("read Secret {ns}/{name}"))?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let cert = issue()?;
+    let s = pem_secret(
+        name,
+        &ns,
+        &[
+            ("tls.crt", &cert.cert_pem),
+            ("tls.key", &cert.key_pem),
+            ("ca.crt", bundle),
+        ],
+    )?;
+    api.create(&PostParams::default(), &s)
+        .await
+        .with_context(|| format!("create Secret {ns}/{name}"))?;
+    Ok(true)
+}
+
 /// Runs certgen with the in-cluster (or KUBECONFIG current-context) client.
 pub async fn certgen(args: CertgenArgs, format: OutputFormat) -> anyhow::Result<()> {
     let cluster = ClusterName::new(args.cluster_name.clone())?;
@@ -125,53 +158,27 @@ pub async fn certgen(args: CertgenArgs, format: OutputFormat) -> anyhow::Result<
         }
     };
     let year = Validity::days(365)?;
-    if api.get_opt(APISERVER_TLS).await?.is_none() {
-        let mut names = vec![
-            "mesh-apiserver".to_string(),
-            format!("mesh-apiserver.{ns}"),
-            format!("mesh-apiserver.{ns}.svc"),
-        ];
-        names.extend(args.sans.iter().cloned());
-        let cert = ca.issue_server(&names, year)?;
-        let s = pem_secret(
-            APISERVER_TLS,
-            ns,
-            &[
-                ("tls.crt", &cert.cert_pem),
-                ("tls.key", &cert.key_pem),
-                ("ca.crt", &bundle),
-            ],
-        )?;
-        api.create(&PostParams::default(), &s)
-            .await
-            .with_context(|| format!("create Secret {ns}/{APISERVER_TLS}"))?;
-        created(&mut report, APISERVER_TLS, true);
-    } else {
-        created(&mut report, APISERVER_TLS, false);
-    }
-    if api.get_opt(NODE_AGENT_TLS).await?.is_none() {
-        let id = SpiffeId::node(
-            ca.trust_domain().clone(),
-            cluster,
-            NodeName::new(NODE_AGENT_IDENTITY)?,
-        );
-        let cert = ca.issue_client(&id, year)?;
-        let s = pem_secret(
-            NODE_AGENT_TLS,
-            ns,
-            &[
-                ("tls.crt", &cert.cert_pem),
-                ("tls.key", &cert.key_pem),
-                ("ca.crt", &bundle),
-            ],
-        )?;
-        api.create(&PostParams::default(), &s)
-            .await
-            .with_context(|| format!("create Secret {ns}/{NODE_AGENT_TLS}"))?;
-        created(&mut report, NODE_AGENT_TLS, true);
-    } else {
-        created(&mut report, NODE_AGENT_TLS, false);
-    }
+    let mut names = vec![
+        "mesh-apiserver".to_string(),
+        format!("mesh-apiserver.{ns}"),
+        format!("mesh-apiserver.{ns}.svc"),
+    ];
+    names.extend(args.sans.iter().cloned());
+    let node = SpiffeId::node(
+        ca.trust_domain().clone(),
+        cluster,
+        NodeName::new(NODE_AGENT_IDENTITY)?,
+    );
+    let made = ensure_cert_secret(&api, APISERVER_TLS, &bundle, || {
+        ca.issue_server(&names, year)
+    })
+    .await?;
+    created(&mut report, APISERVER_TLS, made);
+    let made = ensure_cert_secret(&api, NODE_AGENT_TLS, &bundle, || {
+        ca.issue_client(&node, year)
+    })
+    .await?;
+    created(&mut report, NODE_AGENT_TLS, made);
     output::emit(format, &report, |r| {
         for (name, what) in &r.secrets {
             println!("{what:<8} Secret {ns}/{name}");
