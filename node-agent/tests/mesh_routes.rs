@@ -435,6 +435,9 @@ fn run(encryption: bool) {
         "10.202.1.0/24",
     );
 
+    // A route someone else made: the agent must never touch it.
+    a1.ns
+        .run_ok("ip", &["route", "add", "10.250.0.0/24", "via", "10.99.0.2"]);
     let pki = Pki::new();
     // Servers and writers on their own runtimes: the servers' can be shut
     // down to make the mesh-apiserver unreachable.
@@ -669,6 +672,11 @@ fn run(encryption: bool) {
     assert!(
         pa1.ping_eventually(&ip_b1, 10),
         "cross-cluster traffic keeps flowing"
+    );
+    let foreign = a1.ns.run_ok("ip", &["route", "show", "10.250.0.0/24"]);
+    assert!(
+        foreign.contains("via 10.99.0.2"),
+        "the agent removed a route it did not make: {foreign:?}"
     );
     drop((pa1, pa2, pb1));
     a1.stop_agent();
