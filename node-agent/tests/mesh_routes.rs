@@ -375,6 +375,7 @@ fn start_export(
     cluster: &str,
     id: u8,
     node: &Node,
+    port: u16,
 ) -> String {
     let server = pki
         .ca
@@ -387,7 +388,7 @@ fn start_export(
     let ip = node.ip;
     let listener =
         mesh_wireguard::netns::run_in(&mesh_wireguard::netns::named(node.ns.name()), move || {
-            let l = std::net::TcpListener::bind((ip, 0)).expect("bind in node namespace");
+            let l = std::net::TcpListener::bind((ip, port)).expect("bind in node namespace");
             l.set_nonblocking(true).unwrap();
             Ok(l)
         })
@@ -468,8 +469,8 @@ fn run(encryption: bool) {
     upsert(&c1, a2.record(None));
     upsert(&c2, b1.record(None));
 
-    let api_c1 = start_export(&servers, &pki, store.clone(), "c1", 1, &a1);
-    let api_c2 = start_export(&servers, &pki, store.clone(), "c2", 2, &b1);
+    let api_c1 = start_export(&servers, &pki, store.clone(), "c1", 1, &a1, 0);
+    let api_c2 = start_export(&servers, &pki, store.clone(), "c2", 2, &b1, 0);
     a1.start_agent(&pki, &api_c1, encryption);
     a2.start_agent(&pki, &api_c1, encryption);
     b1.start_agent(&pki, &api_c2, encryption);
@@ -673,6 +674,35 @@ fn run(encryption: bool) {
         pa1.ping_eventually(&ip_b1, 10),
         "cross-cluster traffic keeps flowing"
     );
+
+    // Meanwhile c2's node goes; the mesh-apiserver comes back on the same
+    // address: the agent reconnects, resumes, and removes only that route.
+    let connects = a1.status().mesh_feed.unwrap().connects;
+    control
+        .block_on(c2.delete(Kind::Node, &b1.name))
+        .expect("delete node");
+    let port: u16 = api_c1.rsplit_once(':').unwrap().1.parse().unwrap();
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    start_export(&servers, &pki, store.clone(), "c1", 1, &a1, port);
+    let want = vec![hop(&a2, &a1)];
+    eventually(
+        "reconnected feed withdraws the node removed meanwhile",
+        30,
+        || a1.routes() == want,
+        diag(&a1),
+    );
+    let feed = a1.status().mesh_feed.unwrap();
+    assert!(
+        feed.connected && feed.synced && feed.connects > connects,
+        "{feed:?}"
+    );
+    assert_eq!(feed.counts["nodes"], 2, "{feed:?}");
+    assert!(pa1.ping(&ip_a2), "the remaining node is still reachable");
+
     let foreign = a1.ns.run_ok("ip", &["route", "show", "10.250.0.0/24"]);
     assert!(
         foreign.contains("via 10.99.0.2"),
@@ -682,6 +712,7 @@ fn run(encryption: bool) {
     a1.stop_agent();
     a2.stop_agent();
     b1.stop_agent();
+    servers.shutdown_background();
 }
 
 #[test]
