@@ -210,3 +210,6 @@ pub fn render_feeds(
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

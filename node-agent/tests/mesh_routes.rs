@@ -145,6 +145,17 @@ impl Node {
         }
     }
 
+    /// GET /metrics from inside the node's namespace (its loopback).
+    fn metrics(&self) -> String {
+        let addr = self.status().metrics_address.expect("metrics address");
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/{}; printf 'GET /metrics HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3",
+            addr.ip(),
+            addr.port()
+        );
+        self.ns.run_ok("bash", &["-c", &script])
+    }
+
     /// Our routes (proto 193) as "dst next-hop" strings.
     fn routes(&self) -> Vec<String> {
         let out = self
@@ -512,6 +523,24 @@ fn run(encryption: bool) {
             assert_eq!(enc.peers.len(), 2, "peers of {}: {enc:?}", me.name);
         }
     }
+
+    let m = a1.metrics();
+    for line in [
+        "meshwork_mesh_feed_connected 1",
+        "meshwork_mesh_feed_synced 1",
+        "meshwork_mesh_feed_records{kind=\"nodes\"} 3",
+        "meshwork_node_routes 2",
+    ] {
+        assert!(
+            m.lines().any(|l| l == line),
+            "/metrics lacks {line:?}:\n{m}"
+        );
+    }
+    assert_eq!(
+        m.lines().any(|l| l == "meshwork_wireguard_peers 2"),
+        encryption,
+        "{m}"
+    );
 
     let (pa1, ip_a1) = a1.pod();
     let (pa2, ip_a2) = a2.pod();
