@@ -58,6 +58,27 @@ pub struct AgentStatus {
     pub metrics_address: Option<SocketAddr>,
     /// Agent version.
     pub version: String,
+    /// The mesh feed (absent without `--mesh-apiserver-address`).
+    #[serde(default)]
+    pub mesh_feed: Option<crate::feed::mesh::MeshFeedStatus>,
+    /// Routes to other nodes.
+    #[serde(default)]
+    pub routing: crate::node_sync::RoutingStatus,
+    /// Encryption and WireGuard peers (absent when off).
+    #[serde(default)]
+    pub encryption: Option<crate::encryption::EncryptionStatus>,
+}
+
+/// The agent's long-lived parts beyond the endpoint manager, shown in
+/// status and metrics.
+#[derive(Debug, Default)]
+pub struct Feeds {
+    /// The mesh feed.
+    pub mesh: Option<Arc<crate::feed::mesh::MeshFeed>>,
+    /// The WireGuard device.
+    pub encryption: Option<Arc<crate::encryption::Encryption>>,
+    /// The node controller's state.
+    pub routing: Mutex<crate::node_sync::RoutingStatus>,
 }
 
 /// Shared state of the API handlers.
@@ -66,6 +87,7 @@ pub struct AgentState {
     manager: Mutex<EndpointManager<Box<dyn Datapath>>>,
     metrics: Metrics,
     metrics_address: Mutex<Option<SocketAddr>>,
+    feeds: Mutex<Arc<Feeds>>,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -84,6 +106,7 @@ impl AgentState {
             manager: Mutex::new(manager),
             metrics: Metrics::default(),
             metrics_address: Mutex::new(None),
+            feeds: Mutex::default(),
         })
     }
 
@@ -97,6 +120,16 @@ impl AgentState {
         *self.metrics_address.lock().expect("lock") = Some(addr);
     }
 
+    /// Attaches the feeds shown in status and metrics.
+    pub fn set_feeds(&self, feeds: Arc<Feeds>) {
+        *self.feeds.lock().expect("lock") = feeds;
+    }
+
+    /// The attached feeds.
+    pub fn feeds(&self) -> Arc<Feeds> {
+        self.feeds.lock().expect("lock").clone()
+    }
+
     /// Runs one reconcile pass and counts its failures.
     pub fn reconcile(&self) {
         let report = self.manager.lock().expect("manager lock").reconcile();
@@ -108,16 +141,21 @@ impl AgentState {
     }
 
     fn status(&self) -> AgentStatus {
+        let feeds = self.feeds();
+        let pod_cidr = self.config.pod_cidr;
         let mgr = self.manager.lock().expect("manager lock");
         AgentStatus {
             cluster_name: self.config.cluster_name.to_string(),
             cluster_id: self.config.cluster_id.get(),
             node_name: self.config.node_name.to_string(),
-            pod_cidr: self.config.pod_cidr,
+            pod_cidr,
             datapath: mgr.datapath().kind().to_string(),
             endpoints: mgr.list().len(),
             metrics_address: *self.metrics_address.lock().expect("lock"),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            mesh_feed: feeds.mesh.as_ref().map(|m| m.status()),
+            routing: feeds.routing.lock().expect("lock").clone(),
+            encryption: feeds.encryption.as_ref().map(|e| e.status()),
         }
     }
 }
@@ -345,10 +383,14 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
             ipcache_entries: dp.ipcache().map(|v| v.len()).unwrap_or(0),
         }
     };
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(&gauges),
-    )
+    let feeds = state.feeds();
+    let mut text = state.metrics.render(&gauges);
+    text.push_str(&crate::metrics::render_feeds(
+        feeds.mesh.as_ref().map(|m| m.status()).as_ref(),
+        feeds.encryption.as_ref().map(|e| e.status()).as_ref(),
+        &feeds.routing.lock().expect("lock"),
+    ));
+    ([("content-type", "text/plain; version=0.0.4")], text)
 }
 
 /// Binds the unix socket: creates its directory, and replaces a stale

@@ -178,6 +178,33 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The WireGuard device or key store failed.
+    #[error("wireguard {what}: {source}")]
+    Wireguard {
+        /// What it was about (device, key file).
+        what: String,
+        /// The mesh-wireguard error.
+        #[source]
+        source: Box<mesh_wireguard::Error>,
+    },
+    /// A Kubernetes request failed.
+    #[error("kubernetes: {what}: {source}")]
+    Kube {
+        /// What was being done ("read Node n1", "patch Node n1", ...).
+        what: String,
+        /// The kube-rs error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The mesh-apiserver feed failed (connect, watch, TLS material).
+    #[error("mesh-apiserver {endpoint}: {source}")]
+    MeshFeed {
+        /// The address.
+        endpoint: String,
+        /// The error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A listener could not be set up.
     #[error("cannot listen on {address}: {source}")]
     Listen {

@@ -16,10 +16,16 @@
 //!   persisted under the state dir so a restarted agent recovers them;
 //! - [`api`] / [`client`]: the local HTTP/JSON API on a unix socket and its
 //!   small blocking client (used by mesh-cni);
-//! - [`metrics`]: Prometheus text exposition.
+//! - [`metrics`]: Prometheus text exposition;
+//! - [`feed`]: the mesh feed (one Watch to the local mesh-apiserver, every
+//!   cluster's records) and the agent's own Node (pod CIDR, InternalIP, the
+//!   published WireGuard key);
+//! - [`routes`], [`encryption`], [`node_sync`]: nodes of every cluster →
+//!   native routes (`<pod CIDR> via <node IP>`) or, with encryption on,
+//!   WireGuard peers and routes through the device.
 //!
 //! What it is not for: loading eBPF programs (crate mesh-bpf), the WireGuard
-//! device (mesh-wireguard), talking to Kubernetes or the mesh-apiserver (later
+//! device itself (mesh-wireguard), Services/EndpointSlices/policies (later
 //! feeds plug into [`reconcile::Reconciler`]).
 
 pub mod api;
@@ -27,10 +33,14 @@ pub mod client;
 pub mod cni;
 pub mod config;
 pub mod datapath;
+pub mod encryption;
 pub mod endpoint;
 mod error;
+pub mod feed;
 pub mod metrics;
+pub mod node_sync;
 pub mod policy;
 pub mod reconcile;
+pub mod routes;
 
 pub use error::{Error, Result};

@@ -117,3 +117,99 @@ impl Metrics {
         out
     }
 }
+
+/// Prometheus lines for the mesh feed, routes and WireGuard peers.
+pub fn render_feeds(
+    mesh: Option<&crate::feed::mesh::MeshFeedStatus>,
+    encryption: Option<&crate::encryption::EncryptionStatus>,
+    routing: &crate::node_sync::RoutingStatus,
+) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, i64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let one = |v: i64| vec![(String::new(), v)];
+    let age = |s: Option<u64>| s.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
+    if let Some(m) = mesh {
+        family(
+            "meshwork_mesh_feed_connected",
+            "gauge",
+            "1 while the watch to the mesh-apiserver is open.",
+            one(i64::from(m.connected)),
+        );
+        family(
+            "meshwork_mesh_feed_synced",
+            "gauge",
+            "1 once the mesh feed completed a snapshot or resume.",
+            one(i64::from(m.synced)),
+        );
+        family(
+            "meshwork_mesh_feed_revision",
+            "gauge",
+            "Last revision applied from the mesh feed.",
+            one(i64::try_from(m.revision).unwrap_or(i64::MAX)),
+        );
+        family(
+            "meshwork_mesh_feed_last_event_age_seconds",
+            "gauge",
+            "Seconds since the last mesh feed event (-1: none yet).",
+            one(age(m.last_event_seconds_ago)),
+        );
+        family(
+            "meshwork_mesh_feed_connects_total",
+            "counter",
+            "Watches opened to the mesh-apiserver.",
+            one(i64::try_from(m.connects).unwrap_or(i64::MAX)),
+        );
+        family(
+            "meshwork_mesh_feed_records",
+            "gauge",
+            "Records held from the mesh feed, by kind.",
+            m.counts
+                .iter()
+                .map(|(k, c)| (format!("{{kind=\"{k}\"}}"), *c as i64))
+                .collect(),
+        );
+    }
+    family(
+        "meshwork_node_routes",
+        "gauge",
+        "Routes to other nodes' pod CIDRs.",
+        one(routing.routes.len() as i64),
+    );
+    family(
+        "meshwork_node_sync_failures",
+        "gauge",
+        "Failures in the last node sync pass.",
+        one(routing.failures.len() as i64),
+    );
+    if let Some(e) = encryption {
+        family(
+            "meshwork_wireguard_peers",
+            "gauge",
+            "WireGuard peers.",
+            one(e.peers.len() as i64),
+        );
+        family(
+            "meshwork_wireguard_handshake_age_seconds",
+            "gauge",
+            "Seconds since the last handshake with a peer (-1: never).",
+            e.peers
+                .iter()
+                .map(|p| {
+                    (
+                        format!("{{peer=\"{}\"}}", p.public_key),
+                        age(p.last_handshake_seconds_ago),
+                    )
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,10 +4,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use node_agent::api::{self, AgentState};
+use std::sync::{Arc, Mutex};
+
+use node_agent::api::{self, AgentState, Feeds};
 use node_agent::config::{AgentConfig, ConfigError, LogFormat};
 use node_agent::datapath::{Datapath, MemoryDatapath};
+use node_agent::encryption::{Encryption, PeerOptions};
 use node_agent::endpoint::EndpointManager;
+use node_agent::feed::{mesh::MeshFeed, node as own_node};
+use node_agent::routes::{LocalNode, NetlinkRoutes};
 
 fn main() -> ExitCode {
     let config = match AgentConfig::from_args(std::env::args_os()) {
@@ -45,11 +50,125 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(config: AgentConfig) -> anyhow::Result<()> {
+async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing::info!(
         cluster = %config.cluster_name, cluster_id = %config.cluster_id, node = %config.node_name,
         pod_cidr = ?config.pod_cidr, state_dir = %config.state_dir.display(), "node-agent starting"
     );
+    // Kubernetes: only when configured (KUBECONFIG or in-cluster), never a
+    // stray ~/.kube/config.
+    let kube = if std::env::var_os("KUBECONFIG").is_some()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+    {
+        match own_node::client().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes access; running from flags and the mesh feed only");
+                None
+            }
+        }
+    } else {
+        tracing::info!(
+            "neither KUBECONFIG nor in-cluster configuration: not reading the Node object"
+        );
+        None
+    };
+    let mut node_ip = None;
+    if let Some(client) = &kube {
+        match own_node::read(client, config.node_name.as_str()).await {
+            Ok(node) => {
+                node_ip = node.internal_ips.first().copied();
+                if config.pod_cidr.is_none() {
+                    config.pod_cidr = node.pod_cidrs.iter().find(|c| c.addr().is_ipv4()).copied();
+                }
+                tracing::info!(node_ip = ?node_ip, pod_cidrs = ?node.pod_cidrs, "own Node read");
+            }
+            Err(e) if config.pod_cidr.is_none() => {
+                return Err(anyhow::Error::new(e)
+                    .context("no --pod-cidr and the Node object cannot be read"));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the own Node; using --pod-cidr"),
+        }
+    }
+    let encryption = if config.enable_encryption {
+        let enc = Encryption::start(
+            &config.state_dir,
+            &config.wireguard_interface,
+            config.wireguard_port,
+        )
+        .context("cannot start the WireGuard device (--enable-encryption)")?;
+        tracing::info!(interface = enc.ifname(), public_key = %enc.public_key(), "WireGuard device up");
+        Some(Arc::new(enc))
+    } else {
+        None
+    };
+    if let (Some(enc), Some(client)) = (&encryption, &kube) {
+        let (enc, client, name) = (enc.clone(), client.clone(), config.node_name.to_string());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                match own_node::publish_key(&client, &name, &enc.public_key()).await {
+                    Ok(()) => {
+                        enc.set_published();
+                        tracing::info!(node = %name, key = %enc.public_key(), "WireGuard public key published on the Node");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot publish the WireGuard key")
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+    let mesh = match &config.mesh_apiserver_address {
+        Some(address) => {
+            let (Some(cert), Some(key), Some(ca)) = (
+                &config.mesh_client_cert,
+                &config.mesh_client_key,
+                &config.mesh_client_ca,
+            ) else {
+                anyhow::bail!(
+                    "--mesh-apiserver-address needs --mesh-client-cert, --mesh-client-key and --mesh-client-ca (the node's certificate)"
+                );
+            };
+            let tls = node_agent::feed::mesh::client_tls(cert, key, ca)
+                .context("cannot load the node's mesh-apiserver client certificate")?;
+            let feed = MeshFeed::new(address);
+            tokio::spawn(feed.clone().run(tls, Duration::from_secs(10)));
+            Some(feed)
+        }
+        None => None,
+    };
+    let feeds = Arc::new(Feeds {
+        mesh: mesh.clone(),
+        encryption: encryption.clone(),
+        routing: Mutex::new(node_agent::node_sync::RoutingStatus {
+            node_ip,
+            ..Default::default()
+        }),
+    });
+    let node_controller = mesh.clone().map(|feed| {
+        let local = LocalNode {
+            cluster: config.cluster_name.clone(),
+            name: config.node_name.clone(),
+            pod_cidrs: config.pod_cidr.into_iter().collect(),
+        };
+        let opts = PeerOptions {
+            port: config.wireguard_port,
+            keepalive: config.wireguard_persistent_keepalive,
+            node_encryption: config.node_encryption,
+        };
+        tokio::spawn(node_controller(
+            feed,
+            local,
+            opts,
+            encryption.clone(),
+            feeds.clone(),
+        ))
+    });
     // The eBPF datapath (mesh-bpf) plugs in here; until then the desired
     // state is kept in memory and /v1/status says "memory".
     let datapath: Box<dyn Datapath> = Box::new(MemoryDatapath::default());
@@ -77,6 +196,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let socket = config.agent_socket.clone();
     let metrics_address = config.metrics_address;
     let state = AgentState::new(config, manager);
+    state.set_feeds(feeds);
 
     let unix = api::bind_unix(&socket)?;
     let tcp = tokio::net::TcpListener::bind(metrics_address)
@@ -105,9 +225,76 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         () = shutdown_signal() => Ok(()),
     };
     reconciler.abort();
+    if let Some(t) = node_controller {
+        t.abort();
+    }
+    if let Some(enc) = encryption {
+        // Routes stay (a restarted agent converges on them); the device goes.
+        enc.shutdown();
+    }
     let _ = std::fs::remove_file(&socket);
     tracing::info!("node-agent stopped");
     result
+}
+
+/// Keeps routes and WireGuard peers equal to the mesh feed's nodes: a pass
+/// on every change and every 10 s (repairs what someone else removed).
+async fn node_controller(
+    feed: Arc<MeshFeed>,
+    local: LocalNode,
+    opts: PeerOptions,
+    encryption: Option<Arc<Encryption>>,
+    feeds: Arc<Feeds>,
+) {
+    if let Err(e) = node_agent::routes::enable_forwarding() {
+        tracing::warn!(error = %e, "cannot enable IPv4 forwarding; pod traffic between nodes will not flow");
+    }
+    let table: Arc<Mutex<Option<NetlinkRoutes>>> = Arc::default();
+    let mut changed = feed.subscribe();
+    let mut ever_synced = false;
+    loop {
+        let nodes = feed.nodes();
+        // Before the first snapshot completes, a partial mirror would remove
+        // routes a previous agent made for nodes not streamed yet: wait.
+        // Afterwards the mirror keeps its state across reconnects.
+        ever_synced |= feed.status().synced;
+        if ever_synced {
+            let (local, opts, enc, feeds, table) = (
+                local.clone(),
+                opts.clone(),
+                encryption.clone(),
+                feeds.clone(),
+                table.clone(),
+            );
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut guard = table.lock().expect("route table lock");
+                if guard.is_none() {
+                    match NetlinkRoutes::new() {
+                        Ok(t) => *guard = Some(t),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot open netlink");
+                            return;
+                        }
+                    }
+                }
+                let t = guard.as_mut().expect("just set");
+                let mut status = feeds.routing.lock().expect("routing lock");
+                node_agent::node_sync::sync_nodes(
+                    &nodes,
+                    &local,
+                    enc.as_deref(),
+                    &opts,
+                    t,
+                    &mut status,
+                );
+            })
+            .await;
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(Duration::from_secs(10)) => {},
+        }
+    }
 }
 
 /// Whether an endpoint's host veth still exists in this namespace with the

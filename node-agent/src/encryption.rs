@@ -1,0 +1,245 @@
+//! Transparent encryption: the agent's WireGuard device (mesh-wireguard,
+//! boringtun on a TUN interface in the agent's namespace) and its peers.
+//!
+//! [`desired_peers`] is pure: node records + the local node → one peer per
+//! other node that has published a key (endpoint = node IP:port, AllowedIPs
+//! = its pod CIDRs, plus its node IP /32 with node encryption). The routes
+//! that send pod traffic into the device are [`crate::routes`]'s job.
+//!
+//! What it is not for: toggling encryption at runtime (start-up state only),
+//! strict mode (the datapath drops what would leave unencrypted).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use ipnet::{IpNet, Ipv4Net};
+use mesh_api::{NodeRecord, WireGuardKey};
+use mesh_wireguard::{Device, DeviceConfig, KeyStore, PeerConfig, PeerSync};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::routes::{LocalNode, node_ipv4};
+
+/// How peers are built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerOptions {
+    /// The UDP port every node's device listens on.
+    pub port: u16,
+    /// Persistent keepalive in seconds (0: off).
+    pub keepalive: u16,
+    /// Also route node IPs (/32) through the tunnel.
+    pub node_encryption: bool,
+}
+
+/// One peer per other node with a key. A key equal to `own_key` (a copied
+/// state dir) and a pod CIDR already claimed by an earlier node or by the
+/// local node are left out, so AllowedIPs never overlap.
+pub fn desired_peers(
+    nodes: &[&NodeRecord],
+    local: &LocalNode,
+    own_key: &WireGuardKey,
+    opts: &PeerOptions,
+) -> Vec<PeerConfig> {
+    let mut claimed: Vec<IpNet> = local.pod_cidrs.clone();
+    let mut seen_keys = vec![*own_key];
+    let mut out = Vec::new();
+    for node in nodes {
+        if local.is(node) {
+            continue;
+        }
+        let (Some(key), Some(ip)) = (node.wireguard_key, node_ipv4(node)) else {
+            continue;
+        };
+        if seen_keys.contains(&key) {
+            continue;
+        }
+        let mut allowed = Vec::new();
+        for cidr in &node.pod_cidrs {
+            let cidr = cidr.trunc();
+            if !matches!(cidr, IpNet::V4(_)) {
+                continue;
+            }
+            if claimed
+                .iter()
+                .any(|c| c.contains(&cidr.network()) || cidr.contains(&c.network()))
+            {
+                continue;
+            }
+            claimed.push(cidr);
+            allowed.push(cidr);
+        }
+        if opts.node_encryption {
+            allowed.push(IpNet::V4(Ipv4Net::new(ip, 32).expect("/32")));
+        }
+        if allowed.is_empty() {
+            continue;
+        }
+        seen_keys.push(key);
+        out.push(PeerConfig {
+            public_key: key,
+            endpoint: Some(SocketAddr::new(IpAddr::V4(ip), opts.port)),
+            allowed_ips: allowed,
+            persistent_keepalive: (opts.keepalive != 0).then_some(opts.keepalive),
+        });
+    }
+    out
+}
+
+/// A peer as `/v1/status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// Public key (base64).
+    pub public_key: String,
+    /// Endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// AllowedIPs.
+    pub allowed_ips: Vec<IpNet>,
+    /// Seconds since the last handshake (None: never).
+    pub last_handshake_seconds_ago: Option<u64>,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+}
+
+/// The encryption part of `/v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionStatus {
+    /// Whether encryption is on.
+    pub enabled: bool,
+    /// The device's interface.
+    pub interface: Option<String>,
+    /// Its UDP port.
+    pub port: Option<u16>,
+    /// This node's public key.
+    pub public_key: Option<String>,
+    /// Whether the key is on the Node annotation.
+    pub key_published: bool,
+    /// Peers.
+    pub peers: Vec<PeerReport>,
+    /// Peers refused by the last sync, with the reason.
+    pub rejected: Vec<String>,
+}
+
+/// The running device and what was last applied to it.
+pub struct Encryption {
+    device: Mutex<Option<Device>>,
+    public_key: WireGuardKey,
+    ifname: String,
+    port: u16,
+    rejected: Mutex<Vec<String>>,
+    published: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encryption")
+            .field("ifname", &self.ifname)
+            .field("public_key", &self.public_key.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encryption {
+    /// Loads or generates the key under `state_dir` and starts the device
+    /// (interface `ifname`, UDP `port`) in the calling thread's namespace.
+    pub fn start(state_dir: &Path, ifname: &str, port: u16) -> Result<Encryption> {
+        let store = KeyStore::in_state_dir(state_dir);
+        let key = store
+            .load_or_generate()
+            .map_err(|source| Error::Wireguard {
+                what: format!("key in {}", store.path().display()),
+                source: Box::new(source),
+            })?;
+        let config = DeviceConfig {
+            ifname: ifname.to_string(),
+            listen_port: port,
+            ..DeviceConfig::default()
+        };
+        let device = Device::start(&config, key).map_err(|source| Error::Wireguard {
+            what: format!("device {ifname} on UDP port {port}"),
+            source: Box::new(source),
+        })?;
+        Ok(Encryption {
+            public_key: device.public_key(),
+            port: device.listen_port(),
+            ifname: ifname.to_string(),
+            device: Mutex::new(Some(device)),
+            rejected: Mutex::default(),
+            published: Default::default(),
+        })
+    }
+
+    /// The device's interface name.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// This node's public key.
+    pub fn public_key(&self) -> WireGuardKey {
+        self.public_key
+    }
+
+    /// Records that the key is on the Node annotation.
+    pub fn set_published(&self) {
+        self.published
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes the device's peers equal to `peers`.
+    pub fn apply(&self, peers: &[PeerConfig]) -> PeerSync {
+        let guard = self.device.lock().expect("device lock");
+        let Some(dev) = guard.as_ref() else {
+            return PeerSync::default();
+        };
+        let sync = dev.apply_peers(peers);
+        *self.rejected.lock().expect("lock") =
+            sync.rejected.iter().map(ToString::to_string).collect();
+        sync
+    }
+
+    /// Status with the peers' last handshakes.
+    pub fn status(&self) -> EncryptionStatus {
+        let now = SystemTime::now();
+        let peers = self
+            .device
+            .lock()
+            .expect("device lock")
+            .as_ref()
+            .map(Device::peers)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| PeerReport {
+                public_key: p.public_key.to_string(),
+                endpoint: p.endpoint,
+                allowed_ips: p.allowed_ips,
+                last_handshake_seconds_ago: p
+                    .last_handshake
+                    .map(|t| now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0)),
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+            })
+            .collect();
+        EncryptionStatus {
+            enabled: true,
+            interface: Some(self.ifname.clone()),
+            port: Some(self.port),
+            public_key: Some(self.public_key.to_string()),
+            key_published: self.published.load(std::sync::atomic::Ordering::Relaxed),
+            peers,
+            rejected: self.rejected.lock().expect("lock").clone(),
+        }
+    }
+
+    /// Stops the device (removes the TUN and the UAPI socket).
+    pub fn shutdown(&self) {
+        if let Some(dev) = self.device.lock().expect("device lock").take() {
+            dev.shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! The mesh feed: one Watch, over mutual TLS with the node's certificate, to
+//! the local mesh-apiserver, which serves every cluster's records (its own
+//! and the remotes it caches). The records are kept in a
+//! [`Mirror`]; on a lost connection the agent reconnects with backoff and
+//! resumes from the last revision, keeping the last known state meanwhile
+//! (routes and peers keep working while the mesh-apiserver is away).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt as _;
+use mesh_api::{Kind, NodeRecord, Record};
+use mesh_apiserver::client::{ExportClient, Mirror};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+
+/// The feed's state as `/v1/status` and `/metrics` report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshFeedStatus {
+    /// The mesh-apiserver address.
+    pub address: String,
+    /// Whether a watch is open.
+    pub connected: bool,
+    /// Whether the mirror completed a snapshot or resume.
+    pub synced: bool,
+    /// The last revision applied.
+    pub revision: u64,
+    /// Seconds since the last event (the feed's lag while connected).
+    pub last_event_seconds_ago: Option<u64>,
+    /// Connections opened so far (1 + reconnects).
+    pub connects: u64,
+    /// The last error, if the feed is or was broken.
+    pub last_error: Option<String>,
+    /// Records held, by kind.
+    pub counts: BTreeMap<String, usize>,
+}
+
+/// The shared mirror and feed status; the feed task writes, the agent reads.
+#[derive(Debug)]
+pub struct MeshFeed {
+    mirror: Mutex<Mirror>,
+    status: Mutex<MeshFeedStatus>,
+    last_event: Mutex<Option<SystemTime>>,
+    changed: watch::Sender<u64>,
+}
+
+impl MeshFeed {
+    /// An empty feed for `address`.
+    pub fn new(address: &str) -> Arc<MeshFeed> {
+        Arc::new(MeshFeed {
+            mirror: Mutex::new(Mirror::new()),
+            status: Mutex::new(MeshFeedStatus {
+                address: address.to_string(),
+                ..MeshFeedStatus::default()
+            }),
+            last_event: Mutex::new(None),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    /// A receiver that sees a new value whenever the records change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The node records of every cluster, sorted by cluster and name.
+    pub fn nodes(&self) -> Vec<NodeRecord> {
+        self.mirror
+            .lock()
+            .expect("mirror lock")
+            .records()
+            .values()
+            .filter_map(|r| match r {
+                Record::Node(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> MeshFeedStatus {
+        let mut s = self.status.lock().expect("status lock").clone();
+        s.last_event_seconds_ago = self
+            .last_event
+            .lock()
+            .expect("lock")
+            .and_then(|t| t.elapsed().ok())
+            .map(|d| d.as_secs());
+        let mirror = self.mirror.lock().expect("mirror lock");
+        s.synced = mirror.synced();
+        s.revision = mirror.revision();
+        let mut counts: BTreeMap<String, usize> =
+            Kind::ALL.iter().map(|k| (k.to_string(), 0)).collect();
+        for (kind, _) in mirror.records().keys() {
+            *counts.entry(kind.to_string()).or_default() += 1;
+        }
+        s.counts = counts;
+        s
+    }
+
+    fn set(&self, f: impl FnOnce(&mut MeshFeedStatus)) {
+        f(&mut self.status.lock().expect("status lock"));
+    }
+
+    /// Runs the feed until the task is dropped: connect, watch, apply;
+    /// on failure wait (1 s doubling up to `max_backoff`) and resume.
+    pub async fn run(self: Arc<Self>, tls: rustls::ClientConfig, max_backoff: Duration) {
+        let address = self.status.lock().expect("lock").address.clone();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.watch_once(&address, tls.clone()).await {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    tracing::warn!(%address, "mesh-apiserver closed the watch; reconnecting");
+                }
+                Err(e) => {
+                    tracing::warn!(%address, error = %e, retry_in = ?backoff,
+                        "mesh feed broken; keeping the last known state");
+                    self.set(|s| s.last_error = Some(e.to_string()));
+                }
+            }
+            self.set(|s| s.connected = false);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(max_backoff);
+        }
+    }
+
+    async fn watch_once(&self, address: &str, tls: rustls::ClientConfig) -> Result<()> {
+        let feed_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::MeshFeed {
+            endpoint: address.to_string(),
+            source: e,
+        };
+        let host = address
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .unwrap_or(address)
+            .to_string();
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(address)
+            .await
+            .map_err(|e| feed_err(Box::new(e)))?
+            .collect();
+        let mut client = ExportClient::connect(addrs, &host, tls)
+            .await
+            .map_err(|e| feed_err(Box::new(e)))?;
+        let resume = {
+            let mut m = self.mirror.lock().expect("mirror lock");
+            let r = m.resume_revision();
+            m.begin_watch(r);
+            r
+        };
+        let mut stream = client
+            .watch(&[], resume, "node-agent")
+            .await
+            .map_err(|e| feed_err(Box::new(e)))?;
+        self.set(|s| {
+            s.connected = true;
+            s.connects += 1;
+        });
+        tracing::info!(%address, resume, "mesh feed connected");
+        while let Some(event) = stream.next().await {
+            let event = event.map_err(|e| feed_err(Box::new(e)))?;
+            let (changes, synced) = {
+                let mut m = self.mirror.lock().expect("mirror lock");
+                let was = m.synced();
+                let ch = m.apply(&event);
+                (ch.len(), !was && m.synced())
+            };
+            *self.last_event.lock().expect("lock") = Some(SystemTime::now());
+            if synced {
+                self.set(|s| s.last_error = None);
+                tracing::info!(%address, "mesh feed synced");
+            }
+            if changes > 0 || synced {
+                self.changed.send_modify(|v| *v += 1);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The node's client TLS config from the `--mesh-client-*` files.
+pub fn client_tls(cert: &Path, key: &Path, ca: &Path) -> Result<rustls::ClientConfig> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(Error::io("read", p));
+    let (cert_pem, key_pem, ca_pem) = (read(cert)?, read(key)?, read(ca)?);
+    let bad = |flag: &'static str, e: &dyn std::fmt::Display| Error::Config {
+        flag,
+        reason: e.to_string(),
+    };
+    let id = mesh_certs::TlsIdentity::from_pem(
+        &cert_pem,
+        &key_pem,
+        &cert.display().to_string(),
+        &key.display().to_string(),
+    )
+    .map_err(|e| bad("mesh-client-cert", &e))?;
+    let bundle = mesh_certs::TrustBundle::from_pem(&ca_pem, &ca.display().to_string())
+        .map_err(|e| bad("mesh-client-ca", &e))?;
+    mesh_certs::tls::client_config(id, &bundle).map_err(|e| bad("mesh-client-cert", &e))
+}

@@ -1,0 +1,412 @@
+//! Native routing between nodes: for every other node of every cluster
+//! (the local cluster too), a route `<its pod CIDR> via <its node IP>` in the
+//! agent's network namespace; with encryption on, `<its pod CIDR> dev
+//! <wireguard interface>` for nodes that have a WireGuard key (the device
+//! carries them).
+//!
+//! [`desired_routes`] is pure (node records + the local node → routes);
+//! [`plan`] diffs it against what the table holds (minimal replace/delete,
+//! never a flush); [`RouteTable`] is the seam to the kernel, implemented over
+//! rtnetlink by [`NetlinkRoutes`]. The agent's routes carry their own route
+//! protocol number ([`ROUTE_PROTOCOL`]), so a restarted agent recognises
+//! them, keeps the ones still wanted and removes only the rest, and never
+//! touches routes it did not make.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use futures::TryStreamExt as _;
+use ipnet::{IpNet, Ipv4Net};
+use mesh_api::{ClusterName, NodeName, NodeRecord};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
+use rtnetlink::{Handle, RouteMessageBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The route protocol number marking the agent's routes (`ip route show
+/// proto 193`); outside the numbers iproute2 names.
+pub const ROUTE_PROTOCOL: u8 = 193;
+
+/// Where a route sends its traffic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NextHop {
+    /// Native routing: via the node's IP on the underlay.
+    Via(Ipv4Addr),
+    /// Through an interface (the WireGuard device).
+    Dev(String),
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NextHop::Via(ip) => write!(f, "via {ip}"),
+            NextHop::Dev(dev) => write!(f, "dev {dev}"),
+        }
+    }
+}
+
+/// One route of the agent.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Route {
+    /// Destination (a node's pod CIDR).
+    pub dst: Ipv4Net,
+    /// Next hop.
+    pub next_hop: NextHop,
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.dst, self.next_hop)
+    }
+}
+
+/// The node the agent runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNode {
+    /// Its cluster.
+    pub cluster: ClusterName,
+    /// Its name.
+    pub name: NodeName,
+    /// Its pod CIDRs (never routed away).
+    pub pod_cidrs: Vec<IpNet>,
+}
+
+impl LocalNode {
+    /// Whether `node` is this node.
+    pub fn is(&self, node: &NodeRecord) -> bool {
+        node.cluster == self.cluster && node.name == self.name
+    }
+}
+
+/// A node's first IPv4 address (InternalIP first in records).
+pub fn node_ipv4(node: &NodeRecord) -> Option<Ipv4Addr> {
+    node.ips.iter().find_map(|ip| match ip {
+        std::net::IpAddr::V4(v4) => Some(*v4),
+        std::net::IpAddr::V6(_) => None,
+    })
+}
+
+/// The routes this node wants: every other node's IPv4 pod CIDRs, via its
+/// IPv4 address, or through `wireguard_dev` when given and the node has a
+/// WireGuard key. Nodes without an IPv4 address, and CIDRs overlapping the
+/// local node's, are skipped (the first node listed wins a CIDR claimed
+/// twice; records come sorted by cluster and name).
+pub fn desired_routes(
+    nodes: &[&NodeRecord],
+    local: &LocalNode,
+    wireguard_dev: Option<&str>,
+) -> BTreeMap<Ipv4Net, NextHop> {
+    let mut out = BTreeMap::new();
+    for node in nodes {
+        if local.is(node) {
+            continue;
+        }
+        let Some(ip) = node_ipv4(node) else { continue };
+        let next_hop = match (wireguard_dev, &node.wireguard_key) {
+            (Some(dev), Some(_)) => NextHop::Dev(dev.to_string()),
+            _ => NextHop::Via(ip),
+        };
+        for cidr in &node.pod_cidrs {
+            let IpNet::V4(v4) = cidr else { continue };
+            let v4 = v4.trunc();
+            let local_overlap = local.pod_cidrs.iter().any(|l| match l {
+                IpNet::V4(l) => l.contains(&v4.network()) || v4.contains(&l.network()),
+                IpNet::V6(_) => false,
+            });
+            if local_overlap {
+                continue;
+            }
+            out.entry(v4).or_insert_with(|| next_hop.clone());
+        }
+    }
+    out
+}
+
+/// What to change so the table holds exactly the desired routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutePlan {
+    /// Routes to add or replace (a changed next hop is one replace).
+    pub replace: Vec<Route>,
+    /// Routes to remove (ours, no longer wanted).
+    pub delete: Vec<Route>,
+}
+
+impl RoutePlan {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.replace.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// Diffs the agent's `current` routes against `desired`.
+pub fn plan(current: &[Route], desired: &BTreeMap<Ipv4Net, NextHop>) -> RoutePlan {
+    let mut have: BTreeMap<Ipv4Net, Vec<&NextHop>> = BTreeMap::new();
+    for r in current {
+        have.entry(r.dst).or_default().push(&r.next_hop);
+    }
+    let mut out = RoutePlan::default();
+    for (dst, hop) in desired {
+        let ok = have
+            .get(dst)
+            .is_some_and(|hops| hops.len() == 1 && hops[0] == hop);
+        if !ok {
+            out.replace.push(Route {
+                dst: *dst,
+                next_hop: hop.clone(),
+            });
+        }
+    }
+    for r in current {
+        // Duplicates of a wanted destination go away with the replace.
+        if !desired.contains_key(&r.dst) {
+            out.delete.push(r.clone());
+        }
+    }
+    out
+}
+
+/// The kernel routing table, as far as the agent's routes go.
+pub trait RouteTable {
+    /// The routes carrying the agent's protocol number.
+    fn list(&mut self) -> Result<Vec<Route>>;
+    /// Adds `route`, replacing any route to the same destination.
+    fn replace(&mut self, route: &Route) -> Result<()>;
+    /// Removes `route` (absent: not an error).
+    fn delete(&mut self, route: &Route) -> Result<()>;
+}
+
+/// What one [`sync`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSync {
+    /// Routes written.
+    pub replaced: Vec<String>,
+    /// Routes removed.
+    pub deleted: Vec<String>,
+    /// Routes that failed, with the reason (retried on the next pass).
+    pub failed: Vec<String>,
+}
+
+/// Brings `table` to `desired`: lists, plans, applies. One failing route
+/// does not stop the others.
+pub fn sync(table: &mut dyn RouteTable, desired: &BTreeMap<Ipv4Net, NextHop>) -> Result<RouteSync> {
+    let current = table.list()?;
+    let plan = plan(&current, desired);
+    let mut out = RouteSync::default();
+    for r in &plan.delete {
+        match table.delete(r) {
+            Ok(()) => out.deleted.push(r.to_string()),
+            Err(e) => out.failed.push(format!("delete {r}: {e}")),
+        }
+    }
+    for r in &plan.replace {
+        match table.replace(r) {
+            Ok(()) => out.replaced.push(r.to_string()),
+            Err(e) => out.failed.push(format!("replace {r}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
+/// An in-memory [`RouteTable`] (unit tests, dry runs).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryRoutes {
+    /// The routes, in insertion order.
+    pub routes: Vec<Route>,
+    /// Operations applied, as text (`replace …`, `delete …`).
+    pub log: Vec<String>,
+}
+
+impl RouteTable for MemoryRoutes {
+    fn list(&mut self) -> Result<Vec<Route>> {
+        Ok(self.routes.clone())
+    }
+
+    fn replace(&mut self, route: &Route) -> Result<()> {
+        self.routes.retain(|r| r.dst != route.dst);
+        self.routes.push(route.clone());
+        self.log.push(format!("replace {route}"));
+        Ok(())
+    }
+
+    fn delete(&mut self, route: &Route) -> Result<()> {
+        self.routes.retain(|r| r != route);
+        self.log.push(format!("delete {route}"));
+        Ok(())
+    }
+}
+
+/// The main routing table of the calling thread's network namespace, over
+/// rtnetlink.
+pub struct NetlinkRoutes {
+    rt: tokio::runtime::Runtime,
+    handle: Handle,
+}
+
+impl fmt::Debug for NetlinkRoutes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetlinkRoutes").finish_non_exhaustive()
+    }
+}
+
+fn nl_err(op: &'static str, target: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let target = target.into();
+    move |source| Error::Netlink { op, target, source }
+}
+
+const ESRCH: i32 = 3;
+const ENODEV: i32 = 19;
+
+impl NetlinkRoutes {
+    /// Opens a netlink socket in the calling thread's namespace, with its
+    /// own small runtime (call from a blocking context).
+    pub fn new() -> Result<NetlinkRoutes> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(Error::io("start netlink runtime", "/proc/self"))?;
+        let handle = {
+            let _enter = rt.enter();
+            let (conn, handle, _) = rtnetlink::new_connection()
+                .map_err(Error::io("open netlink socket", "/proc/self/ns/net"))?;
+            rt.spawn(conn);
+            handle
+        };
+        Ok(NetlinkRoutes { rt, handle })
+    }
+
+    fn ifindex(&self, dev: &str) -> Result<u32> {
+        let link = self
+            .rt
+            .block_on(
+                self.handle
+                    .link()
+                    .get()
+                    .match_name(dev.to_string())
+                    .execute()
+                    .try_next(),
+            )
+            .map_err(nl_err("get link", dev))?;
+        link.map(|l| l.header.index).ok_or_else(|| Error::Config {
+            flag: "wireguard-interface",
+            reason: format!("interface {dev} does not exist"),
+        })
+    }
+
+    fn ifname(&self, index: u32) -> Option<String> {
+        use rtnetlink::packet_route::link::LinkAttribute;
+        let link = self
+            .rt
+            .block_on(
+                self.handle
+                    .link()
+                    .get()
+                    .match_index(index)
+                    .execute()
+                    .try_next(),
+            )
+            .ok()??;
+        link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
+    }
+
+    fn message(&self, route: &Route) -> Result<RouteMessage> {
+        let b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(route.dst.network(), route.dst.prefix_len())
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
+        Ok(match &route.next_hop {
+            NextHop::Via(gw) => b.gateway(*gw).build(),
+            NextHop::Dev(dev) => b
+                .output_interface(self.ifindex(dev)?)
+                .scope(RouteScope::Link)
+                .build(),
+        })
+    }
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
+        _ => None,
+    }
+}
+
+impl RouteTable for NetlinkRoutes {
+    fn list(&mut self) -> Result<Vec<Route>> {
+        let msgs: Vec<RouteMessage> = self
+            .rt
+            .block_on(
+                self.handle
+                    .route()
+                    .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                    .execute()
+                    .try_collect(),
+            )
+            .map_err(nl_err("dump routes", "ipv4"))?;
+        let mut out = Vec::new();
+        for m in msgs {
+            if m.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
+                continue;
+            }
+            let mut dst = None;
+            let mut gw = None;
+            let mut oif = None;
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(*ip),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            let Some(dst) = dst else { continue };
+            let Ok(dst) = Ipv4Net::new(dst, m.header.destination_prefix_length) else {
+                continue;
+            };
+            let next_hop = match (gw, oif) {
+                (Some(gw), _) => NextHop::Via(gw),
+                (None, Some(i)) => NextHop::Dev(self.ifname(i).unwrap_or_else(|| format!("#{i}"))),
+                (None, None) => continue,
+            };
+            out.push(Route { dst, next_hop });
+        }
+        Ok(out)
+    }
+
+    fn replace(&mut self, route: &Route) -> Result<()> {
+        let msg = self.message(route)?;
+        self.rt
+            .block_on(self.handle.route().add(msg).replace().execute())
+            .map_err(nl_err("replace route", route.to_string()))
+    }
+
+    fn delete(&mut self, route: &Route) -> Result<()> {
+        let msg = match self.message(route) {
+            Ok(m) => m,
+            // The device is gone, and with it the route.
+            Err(Error::Config { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match self.rt.block_on(self.handle.route().del(msg).execute()) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(ESRCH | ENODEV)) => Ok(()),
+            Err(e) => Err(nl_err("delete route", route.to_string())(e)),
+        }
+    }
+}
+
+/// Turns on IPv4 forwarding in the calling thread's network namespace
+/// (pod traffic between nodes is forwarded by the node).
+pub fn enable_forwarding() -> Result<()> {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    std::fs::write(path, b"1").map_err(Error::io("write", path))
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,755 @@
+//! Routes and WireGuard peers from the mesh feed, for real: three "nodes"
+//! (network namespaces on one underlay bridge) — two of cluster c1, one of
+//! cluster c2 — each running the real `node-agent` binary, which opens a
+//! Watch over mutual TLS (its node certificate) to an in-process
+//! mesh-apiserver `Export` service of its own cluster (memory store holding
+//! both clusters' records, as an importing mesh-apiserver's store does).
+//! Pods are namespaces made by the real `mesh-cni`; traffic is real ping.
+//! With encryption on, a capture on the underlay bridge sees only UDP to
+//! the WireGuard port and never the payload marker; with it off, it sees the
+//! marker (so the check can fail).
+
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mesh_api::{ClusterId, ClusterName, Kind, NodeName, NodeRecord, Record, WireGuardKey};
+use mesh_apiserver::export::{ExportService, LocalCluster, serve};
+use mesh_apiserver::leader::Leadership;
+use mesh_apiserver::state::Writer;
+use mesh_apiserver::store::{MemoryStore, Store};
+use mesh_apiserver::testutil::Pki;
+use mesh_certs::{AccessPolicy, Authorizer, TlsIdentity, TrustDomain, Validity};
+use mesh_testbed::{Bridge, NetNs, require_root, unique_name};
+use node_agent::api::AgentStatus;
+use node_agent::client::AgentClient;
+use serde_json::{Value, json};
+
+const CNI: &str = env!("CARGO_BIN_EXE_mesh-cni");
+const AGENT: &str = env!("CARGO_BIN_EXE_node-agent");
+/// The payload marker pinged between pods ("meshwork-secret!" in hex).
+const MARKER_HEX: &str = "6d657368776f726b2d73656372657421";
+const MARKER: &[u8] = b"meshwork-secret!";
+const WG_PORT: u16 = 51871;
+
+struct Node {
+    ns: NetNs,
+    dir: tempfile::TempDir,
+    cluster: &'static str,
+    cluster_id: u8,
+    name: String,
+    ip: Ipv4Addr,
+    pod_cidr: String,
+    wg: String,
+    agent: Option<Child>,
+}
+
+impl Node {
+    fn new(
+        bridge: &Bridge,
+        cluster: &'static str,
+        cluster_id: u8,
+        ip: Ipv4Addr,
+        pod_cidr: &str,
+    ) -> Node {
+        let ns = NetNs::new("mr");
+        bridge.attach(&ns, "eth0", &format!("{ip}/24"));
+        ns.run_ok("ip", &["link", "set", "lo", "up"]);
+        let node = Node {
+            name: ns.name().to_string(),
+            wg: unique_name("mwg"),
+            ns,
+            dir: tempfile::tempdir().expect("tempdir"),
+            cluster,
+            cluster_id,
+            ip,
+            pod_cidr: pod_cidr.to_string(),
+            agent: None,
+        };
+        std::fs::create_dir_all(node.dir.path().join("state")).expect("state dir");
+        node
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    fn status(&self) -> AgentStatus {
+        AgentClient::new(self.socket())
+            .status()
+            .unwrap_or_else(|e| panic!("status of {}: {e}\n{}", self.name, self.log()))
+    }
+
+    fn start_agent(&mut self, pki: &Pki, apiserver: &str, encryption: bool) {
+        let cert = pki.node(self.cluster, &self.name);
+        let d = self.dir.path();
+        std::fs::write(d.join("node.crt"), &cert.cert_pem).unwrap();
+        std::fs::write(d.join("node.key"), &cert.key_pem).unwrap();
+        std::fs::write(d.join("ca.crt"), pki.ca.cert_pem()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("agent.log"))
+            .unwrap();
+        let mut cmd = self.ns.command(AGENT);
+        cmd.env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("RUST_LOG", "info,h2=warn,tower=warn,hyper=warn")
+            .args([
+                format!("--cluster-name={}", self.cluster),
+                format!("--cluster-id={}", self.cluster_id),
+                format!("--node-name={}", self.name),
+                format!("--pod-cidr={}", self.pod_cidr),
+                format!("--state-dir={}", d.join("state").display()),
+                format!("--agent-socket={}", self.socket().display()),
+                format!("--bpf-root=/sys/fs/bpf/{}", self.name),
+                format!("--wireguard-interface={}", self.wg),
+                format!("--wireguard-port={WG_PORT}"),
+                format!("--enable-encryption={encryption}"),
+                format!("--mesh-apiserver-address={apiserver}"),
+                format!("--mesh-client-cert={}", d.join("node.crt").display()),
+                format!("--mesh-client-key={}", d.join("node.key").display()),
+                format!("--mesh-client-ca={}", d.join("ca.crt").display()),
+                "--metrics-address=127.0.0.1:0".to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.agent = Some(cmd.spawn().expect("start node-agent"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while AgentClient::new(self.socket()).status().is_err() {
+            if let Some(Ok(Some(st))) = self.agent.as_mut().map(Child::try_wait) {
+                panic!("node-agent {} exited ({st}): {}", self.name, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node-agent {} not answering: {}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            mesh_testbed::run_ok("kill", &["-TERM", &child.id().to_string()]);
+            let _ = child.wait();
+        }
+    }
+
+    /// GET /metrics from inside the node's namespace (its loopback).
+    fn metrics(&self) -> String {
+        let addr = self.status().metrics_address.expect("metrics address");
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/{}; printf 'GET /metrics HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3",
+            addr.ip(),
+            addr.port()
+        );
+        self.ns.run_ok("bash", &["-c", &script])
+    }
+
+    /// Our routes (proto 193) as "dst next-hop" strings.
+    fn routes(&self) -> Vec<String> {
+        let out = self
+            .ns
+            .run_ok("ip", &["-j", "route", "show", "proto", "193"]);
+        let v: Vec<Value> = serde_json::from_str(&out).unwrap_or_default();
+        let mut r: Vec<String> = v
+            .iter()
+            .map(|r| match r["gateway"].as_str() {
+                Some(gw) => format!("{} via {gw}", r["dst"].as_str().unwrap_or("?")),
+                None => format!(
+                    "{} dev {}",
+                    r["dst"].as_str().unwrap_or("?"),
+                    r["dev"].as_str().unwrap_or("?")
+                ),
+            })
+            .collect();
+        r.sort();
+        r
+    }
+
+    fn record(&self, key: Option<WireGuardKey>) -> Record {
+        Record::Node(NodeRecord {
+            cluster: ClusterName::new(self.cluster).unwrap(),
+            name: NodeName::new(&self.name).unwrap(),
+            ips: vec![self.ip.into()],
+            pod_cidrs: vec![self.pod_cidr.parse().unwrap()],
+            wireguard_key: key,
+        })
+    }
+
+    /// A pod made by mesh-cni exactly as a runtime would; returns (pod, its IP).
+    fn pod(&self) -> (Pod, String) {
+        let pod = Pod {
+            ns: NetNs::new("mrp"),
+            id: format!("ctr{}", unique_name("")),
+        };
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": "meshwork", "type": "mesh-cni",
+            "agentSocket": self.socket(), "stateDir": self.dir.path().join("state"),
+            "mtu": 1400, "podCIDR": self.pod_cidr,
+        });
+        let mut child = self
+            .ns
+            .command(CNI)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", &pod.id)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_NETNS", pod.path())
+            .env("CNI_PATH", Path::new(CNI).parent().unwrap())
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={}",
+                    pod.id
+                ),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mesh-cni");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "mesh-cni ADD on {}: {}\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            self.log()
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ip = v["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        (pod, ip)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The agent removes its device on SIGTERM; after a kill, the
+        // namespace going away removes the TUN, the socket file stays.
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.wg));
+    }
+}
+
+struct Pod {
+    ns: NetNs,
+    id: String,
+}
+
+impl Pod {
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(self.ns.name())
+    }
+
+    fn ping(&self, ip: &str) -> bool {
+        self.ns
+            .run("ping", &["-c", "1", "-W", "2", ip])
+            .status
+            .success()
+    }
+
+    /// Pings until it answers (routes and handshakes settle), at most `secs`.
+    fn ping_eventually(&self, ip: &str, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if self.ping(ip) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A capture on the underlay bridge, written to a pcap file.
+struct Capture {
+    child: Option<Child>,
+    file: PathBuf,
+}
+
+impl Capture {
+    fn start(bridge: &Bridge, dir: &Path) -> Capture {
+        let file = dir.join(format!("{}.pcap", unique_name("cap")));
+        let child = bridge
+            .ns()
+            .command("tcpdump")
+            .args(["-i", "br0", "-U", "-n", "-s", "0", "-w"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tcpdump");
+        // tcpdump creates the file once it listens.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !file.exists() {
+            assert!(Instant::now() < deadline, "tcpdump did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Capture {
+            child: Some(child),
+            file,
+        }
+    }
+
+    /// Stops the capture; returns the raw pcap bytes.
+    fn stop(mut self) -> Vec<u8> {
+        if let Some(mut c) = self.child.take() {
+            std::thread::sleep(Duration::from_millis(300));
+            mesh_testbed::run_ok("kill", &["-INT", &c.id().to_string()]);
+            let _ = c.wait();
+        }
+        std::fs::read(&self.file).expect("pcap")
+    }
+
+    fn count(&self, filter: &str) -> usize {
+        self.text(filter).lines().count()
+    }
+
+    fn text(&self, filter: &str) -> String {
+        let out = Command::new("tcpdump")
+            .args(["-nn", "-r"])
+            .arg(&self.file)
+            .arg(filter)
+            .output()
+            .expect("tcpdump -r");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn diag(n: &Node) -> impl Fn() -> String + '_ {
+    move || {
+        format!(
+            "routes: {:?}\nstatus: {:?}\nlog:\n{}",
+            n.routes(),
+            AgentClient::new(n.socket()).status(),
+            n.log()
+        )
+    }
+}
+
+fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool, diag: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within {secs} s\n{}", diag());
+}
+
+/// An Export service of `cluster` on a listener inside `node`'s namespace.
+fn start_export(
+    rt: &tokio::runtime::Runtime,
+    pki: &Pki,
+    store: Arc<dyn Store>,
+    cluster: &str,
+    id: u8,
+    node: &Node,
+    port: u16,
+) -> String {
+    let server = pki
+        .ca
+        .issue_server(&[node.ip.to_string()], Validity::days(1).unwrap())
+        .unwrap();
+    let identity = TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key").unwrap();
+    let name = ClusterName::new(cluster).unwrap();
+    let authorizer = Authorizer::new(TrustDomain::default(), AccessPolicy::nodes_of(name.clone()));
+    let tls = mesh_certs::tls::server_config(identity, &pki.bundle(), authorizer.clone()).unwrap();
+    let ip = node.ip;
+    let listener =
+        mesh_wireguard::netns::run_in(&mesh_wireguard::netns::named(node.ns.name()), move || {
+            let l = std::net::TcpListener::bind((ip, port)).expect("bind in node namespace");
+            l.set_nonblocking(true).unwrap();
+            Ok(l)
+        })
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = ExportService::new(
+        store,
+        LocalCluster {
+            name,
+            id: ClusterId::new(i64::from(id)).unwrap(),
+            pod_cidrs: vec![],
+        },
+    );
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let _ = serve(listener, tls, authorizer, service, std::future::pending()).await;
+    });
+    addr.to_string()
+}
+
+fn run(encryption: bool) {
+    require_root();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let bridge = Bridge::new();
+    let mut a1 = Node::new(
+        &bridge,
+        "c1",
+        1,
+        Ipv4Addr::new(10, 99, 0, 1),
+        "10.201.1.0/24",
+    );
+    let mut a2 = Node::new(
+        &bridge,
+        "c1",
+        1,
+        Ipv4Addr::new(10, 99, 0, 2),
+        "10.201.2.0/24",
+    );
+    let mut b1 = Node::new(
+        &bridge,
+        "c2",
+        2,
+        Ipv4Addr::new(10, 99, 0, 3),
+        "10.202.1.0/24",
+    );
+
+    // A route someone else made: the agent must never touch it.
+    a1.ns
+        .run_ok("ip", &["route", "add", "10.250.0.0/24", "via", "10.99.0.2"]);
+    let pki = Pki::new();
+    // Servers and writers on their own runtimes: the servers' can be shut
+    // down to make the mesh-apiserver unreachable.
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let c1 = Writer::new(
+        store.clone(),
+        ClusterName::new("c1").unwrap(),
+        Leadership::always(),
+    );
+    let c2 = Writer::new(
+        store.clone(),
+        ClusterName::new("c2").unwrap(),
+        Leadership::always(),
+    );
+    let upsert = |w: &Writer, r: Record| {
+        control.block_on(w.upsert(&r)).expect("store upsert");
+    };
+    upsert(&c1, a1.record(None));
+    upsert(&c1, a2.record(None));
+    upsert(&c2, b1.record(None));
+
+    let api_c1 = start_export(&servers, &pki, store.clone(), "c1", 1, &a1, 0);
+    let api_c2 = start_export(&servers, &pki, store.clone(), "c2", 2, &b1, 0);
+    a1.start_agent(&pki, &api_c1, encryption);
+    a2.start_agent(&pki, &api_c1, encryption);
+    b1.start_agent(&pki, &api_c2, encryption);
+
+    if encryption {
+        // The mesh-apiserver copies the Node annotation into the record;
+        // here the test does, from what each agent reports.
+        for (w, n) in [(&c1, &a1), (&c1, &a2), (&c2, &b1)] {
+            let st = n.status();
+            let enc = st.encryption.expect("encryption status");
+            assert!(enc.enabled);
+            let key: WireGuardKey = enc.public_key.expect("public key").parse().unwrap();
+            upsert(w, n.record(Some(key)));
+        }
+    }
+
+    let hop = |n: &Node, via: &Node| {
+        if encryption {
+            format!("{} dev {}", n.pod_cidr, via.wg)
+        } else {
+            format!("{} via {}", n.pod_cidr, n.ip)
+        }
+    };
+    for (me, others) in [(&a1, [&a2, &b1]), (&a2, [&a1, &b1]), (&b1, [&a1, &a2])] {
+        let mut want: Vec<String> = others.iter().map(|o| hop(o, me)).collect();
+        want.sort();
+        eventually(
+            &format!("routes on {}", me.name),
+            20,
+            || me.routes() == want,
+            diag(me),
+        );
+        let st = me.status();
+        let feed = st.mesh_feed.expect("mesh feed status");
+        assert!(feed.connected && feed.synced, "{feed:?}");
+        assert_eq!(feed.counts["nodes"], 3, "{feed:?}");
+        if encryption {
+            let enc = st.encryption.unwrap();
+            assert_eq!(enc.peers.len(), 2, "peers of {}: {enc:?}", me.name);
+        }
+    }
+
+    let m = a1.metrics();
+    for line in [
+        "meshwork_mesh_feed_connected 1",
+        "meshwork_mesh_feed_synced 1",
+        "meshwork_mesh_feed_records{kind=\"nodes\"} 3",
+        "meshwork_node_routes 2",
+    ] {
+        assert!(
+            m.lines().any(|l| l == line),
+            "/metrics lacks {line:?}:\n{m}"
+        );
+    }
+    assert_eq!(
+        m.lines().any(|l| l == "meshwork_wireguard_peers 2"),
+        encryption,
+        "{m}"
+    );
+
+    let (pa1, ip_a1) = a1.pod();
+    let (pa2, ip_a2) = a2.pod();
+    let (pb1, ip_b1) = b1.pod();
+    assert!(
+        pa1.ping_eventually(&ip_a2, 15),
+        "c1 node 1 → c1 node 2 pod\n{}",
+        a1.log()
+    );
+    assert!(
+        pa1.ping_eventually(&ip_b1, 15),
+        "c1 → c2 pod\n{}\n{}",
+        a1.log(),
+        b1.log()
+    );
+    assert!(pb1.ping_eventually(&ip_a2, 15), "c2 → c1 pod\n{}", b1.log());
+    assert!(pa2.ping(&ip_a1), "c1 node 2 → node 1 pod");
+
+    // The wire between clusters.
+    let cap = Capture::start(&bridge, tmp.path());
+    let ok = pa1
+        .ns
+        .run(
+            "ping",
+            &["-c", "3", "-i", "0.2", "-W", "2", "-p", MARKER_HEX, &ip_b1],
+        )
+        .status
+        .success();
+    assert!(ok, "marked ping c1 → c2");
+    let file = cap.file.clone();
+    let pcap = cap.stop();
+    let cap = Capture { child: None, file };
+    let wg_packets = cap.count(&format!("udp port {WG_PORT}"));
+    // The only other traffic between nodes is the agents' TLS watch to the
+    // mesh-apiserver (node traffic, not pod traffic: --node-encryption is off).
+    let api_port = api_c1.rsplit_once(':').unwrap().1;
+    let not_wg =
+        format!("ip and not ip multicast and not udp port {WG_PORT} and not tcp port {api_port}");
+    let other_ip = cap.count(&not_wg);
+    if encryption {
+        assert!(
+            !contains(&pcap, MARKER),
+            "the payload marker crossed the underlay in clear"
+        );
+        assert!(
+            wg_packets >= 6,
+            "expected WireGuard packets for 3 pings, saw {wg_packets}"
+        );
+        assert_eq!(
+            other_ip,
+            0,
+            "non-WireGuard IP packets on the underlay:\n{}",
+            cap.text(&not_wg)
+        );
+        let enc = a1.status().encryption.unwrap();
+        let peer_b1 = enc
+            .peers
+            .iter()
+            .find(|p| p.endpoint == Some(format!("{}:{WG_PORT}", b1.ip).parse().unwrap()))
+            .expect("peer for the c2 node");
+        assert!(peer_b1.last_handshake_seconds_ago.is_some(), "{peer_b1:?}");
+    } else {
+        assert!(
+            contains(&pcap, MARKER),
+            "plaintext pings carry the marker on the underlay"
+        );
+        assert_eq!(wg_packets, 0);
+        assert!(
+            other_ip >= 6,
+            "the filter that must stay empty with encryption sees plaintext pod traffic here ({other_ip} packets)"
+        );
+    }
+
+    // A node that disappears loses its route (and peer); the others stay.
+    control
+        .block_on(c2.delete(Kind::Node, &b1.name))
+        .expect("delete node");
+    let mut want = vec![hop(&a2, &a1)];
+    want.sort();
+    eventually(
+        "route of the removed node withdrawn on a1",
+        20,
+        || a1.routes() == want,
+        diag(&a1),
+    );
+    if encryption {
+        eventually(
+            "peer of the removed node removed",
+            10,
+            || a1.status().encryption.unwrap().peers.len() == 1,
+            diag(&a1),
+        );
+    }
+    assert!(pa1.ping(&ip_a2), "remaining node still reachable");
+
+    // Restart converges without flushing: no route of ours is deleted while
+    // the agent restarts (watched with `ip monitor`).
+    upsert(
+        &c2,
+        b1.record(if encryption {
+            b1.status()
+                .encryption
+                .and_then(|e| e.public_key)
+                .map(|k| k.parse().unwrap())
+        } else {
+            None
+        }),
+    );
+    let mut want: Vec<String> = [&a2, &b1].iter().map(|o| hop(o, &a1)).collect();
+    want.sort();
+    eventually(
+        "route back after the node returns",
+        20,
+        || a1.routes() == want,
+        diag(&a1),
+    );
+    if !encryption {
+        let mut monitor = a1
+            .ns
+            .command("ip")
+            .args(["-o", "monitor", "route"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ip monitor");
+        std::thread::sleep(Duration::from_millis(200));
+        a1.stop_agent();
+        assert_eq!(a1.routes(), want, "routes stay while the agent is down");
+        a1.start_agent(&pki, &api_c1, encryption);
+        eventually(
+            "restarted agent synced",
+            20,
+            || a1.status().mesh_feed.is_some_and(|f| f.synced) && a1.status().routing.passes > 0,
+            diag(&a1),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = monitor.kill();
+        let out = monitor.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("Deleted"), "restart deleted routes:\n{text}");
+        assert_eq!(a1.routes(), want);
+        assert!(pa1.ping(&ip_b1), "traffic after restart");
+    }
+
+    // The mesh-apiserver goes away: the last known state is kept.
+    servers.shutdown_background();
+    eventually(
+        "feed reports disconnected",
+        30,
+        || a1.status().mesh_feed.is_some_and(|f| !f.connected),
+        diag(&a1),
+    );
+    std::thread::sleep(Duration::from_secs(11)); // past a periodic pass
+    assert_eq!(
+        a1.routes(),
+        want,
+        "routes kept while the mesh-apiserver is unreachable"
+    );
+    assert!(
+        pa1.ping_eventually(&ip_b1, 10),
+        "cross-cluster traffic keeps flowing"
+    );
+
+    // Meanwhile c2's node goes; the mesh-apiserver comes back on the same
+    // address: the agent reconnects, resumes, and removes only that route.
+    let connects = a1.status().mesh_feed.unwrap().connects;
+    control
+        .block_on(c2.delete(Kind::Node, &b1.name))
+        .expect("delete node");
+    let port: u16 = api_c1.rsplit_once(':').unwrap().1.parse().unwrap();
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    start_export(&servers, &pki, store.clone(), "c1", 1, &a1, port);
+    let want = vec![hop(&a2, &a1)];
+    eventually(
+        "reconnected feed withdraws the node removed meanwhile",
+        30,
+        || a1.routes() == want,
+        diag(&a1),
+    );
+    let feed = a1.status().mesh_feed.unwrap();
+    assert!(
+        feed.connected && feed.synced && feed.connects > connects,
+        "{feed:?}"
+    );
+    assert_eq!(feed.counts["nodes"], 2, "{feed:?}");
+    assert!(pa1.ping(&ip_a2), "the remaining node is still reachable");
+
+    let foreign = a1.ns.run_ok("ip", &["route", "show", "10.250.0.0/24"]);
+    assert!(
+        foreign.contains("via 10.99.0.2"),
+        "the agent removed a route it did not make: {foreign:?}"
+    );
+    drop((pa1, pa2, pb1));
+    a1.stop_agent();
+    a2.stop_agent();
+    b1.stop_agent();
+    servers.shutdown_background();
+}
+
+#[test]
+fn native_routes_connect_pods_across_nodes_and_clusters() {
+    run(false);
+}
+
+#[test]
+fn with_encryption_pod_traffic_is_wireguard_on_the_wire() {
+    run(true);
+}
