@@ -251,3 +251,87 @@ pub fn run_scenarios<C>(ctx: &C, scenarios: &[Scenario<C>]) {
         failed.join(", ")
     );
 }
+
+/// What a capture on the lab's underlay bridge saw.
+#[derive(Debug)]
+pub struct Capture {
+    /// The raw pcap bytes (payloads included).
+    pub bytes: Vec<u8>,
+    /// Packets matching the filter, as tcpdump counted them.
+    pub packets: usize,
+}
+
+impl Capture {
+    /// Whether `marker` appears anywhere in the captured bytes.
+    pub fn contains(&self, marker: &str) -> bool {
+        self.bytes
+            .windows(marker.len())
+            .any(|w| w == marker.as_bytes())
+    }
+}
+
+impl Lab {
+    /// Captures on the underlay bridge (`filter`, tcpdump syntax) while `f` runs.
+    pub fn capture(&self, filter: &str, f: impl FnOnce()) -> Capture {
+        let file = self
+            .dir
+            .join(format!("capture-{}.pcap", std::process::id()));
+        let ul = format!("mw{}-ul", self.name);
+        let mut tcpdump = Command::new("ip")
+            .args([
+                "netns", "exec", &ul, "tcpdump", "-i", "br0", "-U", "-s", "0", "-w",
+            ])
+            .arg(&file)
+            .arg(filter)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tcpdump (make setup installs it)");
+        // tcpdump needs a moment before it captures.
+        std::thread::sleep(Duration::from_millis(800));
+        f();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("kill")
+            .args(["-INT", &tcpdump.id().to_string()])
+            .status();
+        let out = tcpdump.wait_with_output().expect("tcpdump");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let packets = stderr
+            .lines()
+            .find_map(|l| l.strip_suffix(" packets captured"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("tcpdump did not report its count: {stderr}"));
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let _ = std::fs::remove_file(&file);
+        Capture { bytes, packets }
+    }
+
+    /// `mesh-echo ask <addr> -c <n>` inside pod `namespace/name` of `cluster`:
+    /// the clusters that answered, in order (panics on any failure).
+    pub fn ask(
+        &self,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+        addr: &str,
+        n: u32,
+    ) -> Vec<serde_json::Value> {
+        let out = self.exec(
+            &self.pod_ns(cluster, namespace, name),
+            &bin("mesh-echo"),
+            &["ask", addr, "-c", &n.to_string()],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "ask {addr} from {cluster}/{namespace}/{name}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("mesh-echo JSON")["answer"]
+                    .clone()
+            })
+            .collect()
+    }
+}

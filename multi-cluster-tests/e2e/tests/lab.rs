@@ -166,6 +166,58 @@ fn only_global_services_cross_clusters(lab: &Lab) {
     });
 }
 
+fn pod_ip(lab: &Lab, ctx: &str, namespace: &str, name: &str) -> String {
+    lab.kubectl(
+        ctx,
+        &[
+            "-n",
+            namespace,
+            "get",
+            "pod",
+            name,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+    )
+}
+
+/// Without encryption, pod traffic crosses the underlay as it is: this is the
+/// control that shows the encrypted scenario's wire check can fail.
+fn pod_traffic_crosses_clusters_in_the_clear_without_encryption(lab: &Lab) {
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n1",
+        "--namespace=shop",
+        "--name=client",
+        "--label=app=client",
+    ]);
+    let client_ip = pod_ip(lab, "lab-c1", "shop", "client");
+    let web = pod_ip(lab, "lab-c2", "shop", "web-2");
+    let mut answers = vec![];
+    let cap = lab.capture("net 10.0.0.0/8", || {
+        answers = lab.ask("c1", "shop", "client", &format!("{web}:8080"), 3)
+    });
+    for a in &answers {
+        assert_eq!(
+            (a["cluster"].as_str(), a["pod"].as_str()),
+            (Some("c2"), Some("shop/web-2")),
+            "{a}"
+        );
+        assert_eq!(
+            a["peer"].as_str(),
+            Some(client_ip.as_str()),
+            "the backend sees the client's pod IP (no NAT)"
+        );
+    }
+    assert!(
+        cap.packets > 0 && cap.contains("cluster=c2"),
+        "without encryption the greeting is visible on the underlay ({} packets)",
+        cap.packets
+    );
+}
+
 fn set_c3_config(lab: &Lab, key: &str, value: &str) {
     let patch = serde_json::json!({"data": {key: value}}).to_string();
     lab.kubectl(
@@ -321,6 +373,10 @@ fn control_plane_scenarios_on_one_lab() {
                 "only global services cross clusters",
                 only_global_services_cross_clusters,
             ),
+            (
+                "pod traffic crosses clusters in the clear without encryption",
+                pod_traffic_crosses_clusters_in_the_clear_without_encryption,
+            ),
             ("refusals change nothing", refusals_change_nothing),
             (
                 "a lost remote is kept stale and resyncs",
@@ -330,6 +386,128 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "disconnect withdraws and reconnect works",
                 disconnect_withdraws_and_reconnect_works,
+            ),
+        ],
+    );
+}
+
+fn encrypted_pod_traffic_is_only_wireguard_on_the_wire(lab: &Lab) {
+    assert_eq!(connect(lab, "c1", "c2")["synced"], true);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n1",
+        "--namespace=shop",
+        "--name=a",
+    ]);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n2",
+        "--namespace=shop",
+        "--name=c",
+    ]);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c2",
+        "--node=c2-n2",
+        "--namespace=shop",
+        "--name=b",
+    ]);
+    let (b, c) = (
+        pod_ip(lab, "lab-c2", "shop", "b"),
+        pod_ip(lab, "lab-c1", "shop", "c"),
+    );
+    // Peers come from the mesh feed: allow the first handshake and route.
+    let deadline = std::time::Instant::now() + T;
+    while lab
+        .exec(
+            &lab.pod_ns("c1", "shop", "a"),
+            &mesh_e2e::bin("mesh-echo"),
+            &["ask", &format!("{b}:8080"), "--timeout-ms", "1000"],
+        )
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod a never reached pod b across clusters"
+        );
+    }
+    let mut answers = vec![];
+    let plain = lab.capture("net 10.0.0.0/8", || {
+        answers = lab.ask("c1", "shop", "a", &format!("{b}:8080"), 3);
+        answers.extend(lab.ask("c1", "shop", "a", &format!("{c}:8080"), 3));
+    });
+    let clusters: Vec<&str> = answers
+        .iter()
+        .map(|a| a["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        clusters,
+        ["c2", "c2", "c2", "c1", "c1", "c1"],
+        "cross-cluster and cross-node answers"
+    );
+    assert_eq!(
+        plain.packets, 0,
+        "pod addresses appeared on the underlay: traffic left unencrypted"
+    );
+    let wire = lab.capture("udp port 51871", || {
+        lab.ask("c1", "shop", "a", &format!("{b}:8080"), 3);
+    });
+    assert!(wire.packets > 0, "no WireGuard packets on the underlay");
+    assert!(
+        !wire.contains("cluster=c2"),
+        "the greeting is readable inside the WireGuard packets"
+    );
+}
+
+fn wg_show_reads_every_peer_with_a_handshake(lab: &Lab) {
+    let out = lab.exec(
+        "mwenc-c1-n1",
+        std::path::Path::new("/usr/bin/wg"),
+        &["show", "mwg-mwenc11", "dump"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wg show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peers: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        peers.len(),
+        3,
+        "c1-n1 peers with the 3 other nodes of both clusters:\n{text}"
+    );
+    // dump columns: public-key preshared endpoint allowed-ips latest-handshake rx tx keepalive
+    let with_handshake = peers
+        .iter()
+        .filter(|p| p.split('\t').nth(4).is_some_and(|h| h != "0"))
+        .count();
+    assert!(
+        with_handshake >= 2,
+        "handshakes with the nodes pod a talked to:\n{text}"
+    );
+}
+
+#[test]
+fn encrypted_datapath_scenarios_on_one_lab() {
+    let lab = Lab::up("enc", 2, 2, true);
+    run_scenarios(
+        &lab,
+        &[
+            (
+                "encrypted pod traffic is only WireGuard on the wire",
+                encrypted_pod_traffic_is_only_wireguard_on_the_wire,
+            ),
+            (
+                "wg show reads every peer with a handshake",
+                wg_show_reads_every_peer_with_a_handshake,
             ),
         ],
     );
