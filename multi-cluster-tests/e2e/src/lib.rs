@@ -277,7 +277,7 @@ impl Lab {
             .dir
             .join(format!("capture-{}.pcap", std::process::id()));
         let ul = format!("mw{}-ul", self.name);
-        let mut tcpdump = Command::new("ip")
+        let tcpdump = Command::new("ip")
             .args([
                 "netns", "exec", &ul, "tcpdump", "-i", "br0", "-U", "-s", "0", "-w",
             ])

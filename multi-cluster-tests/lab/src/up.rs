@@ -127,9 +127,13 @@ impl Lab {
             .join(format!("{}.log", role.replace('/', "_")));
         let out = std::fs::File::create(&log)?;
         let mut cmd = match ns {
+            // nsenter, not `ip netns exec`: the latter remounts /sys, which
+            // would hide bpffs and cgroup2 from the node-agent.
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(program);
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", crate::netns::netns_path(ns).display()))
+                    .arg("--")
+                    .arg(program);
                 c
             }
             None => Command::new(program),
