@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup build demo demo-down test lint fmt bench images clean
+.PHONY: setup build demo demo-down test lint fmt bench images crds clean
 
 IMAGE_REPOSITORY ?= localhost/meshwork
 IMAGE_TAG ?= dev
@@ -14,8 +14,11 @@ setup: ## install what building and testing needs (idempotent)
 build: setup
 	$(CARGO) build --workspace --all-targets
 
-demo: setup ## the most complete thing that runs end to end
+demo: setup ## the local multi-cluster demo (left up until make demo-down)
 	@bash scripts/demo.sh
+
+demo-down: ## remove the demo lab
+	@target/debug/mesh-lab --state-dir .lab down
 
 lint: setup ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
@@ -32,6 +35,9 @@ images: ## container images of node-agent, mesh-apiserver and meshctl (needs Doc
 	for t in node-agent mesh-apiserver meshctl; do \
 	  docker build -f helm/images/Dockerfile --target $$t -t $(IMAGE_REPOSITORY)/$$t:$(IMAGE_TAG) . || exit 1; \
 	done
+
+crds: ## regenerate the chart's CRDs from the Rust types
+	$(CARGO) run -q -p node-agent --example crdgen -- helm/meshwork/crds
 
 fmt:
 	$(CARGO) fmt --all

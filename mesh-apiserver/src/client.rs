@@ -227,9 +227,11 @@ impl Mirror {
                 }
             }
             WatchEvent::Reset { .. } => {
-                // Keep serving what we have until the snapshot is complete.
+                // Keep serving what we have until the snapshot is complete;
+                // revisions start over (possibly in another store epoch).
                 self.snapshot = Some(BTreeSet::new());
                 self.synced = false;
+                self.revision = 0;
                 Vec::new()
             }
             WatchEvent::SyncComplete { revision, kinds } => {

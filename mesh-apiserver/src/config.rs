@@ -58,13 +58,13 @@ pub struct Config {
     #[arg(long, default_value = "0.0.0.0:9963")]
     pub status_listen: SocketAddr,
     /// Server certificate (PEM).
-    #[arg(long)]
+    #[arg(long, default_value = "/etc/meshwork/tls/tls.crt")]
     pub tls_cert: PathBuf,
     /// Server key (PEM, mode 0600).
-    #[arg(long)]
+    #[arg(long, default_value = "/etc/meshwork/tls/tls.key")]
     pub tls_key: PathBuf,
     /// CA bundle trusted for client certificates (PEM).
-    #[arg(long)]
+    #[arg(long, default_value = "/etc/meshwork/tls/ca.crt")]
     pub tls_ca: PathBuf,
     /// The mesh's SPIFFE trust domain.
     #[arg(long, default_value = "meshwork.local")]
@@ -116,6 +116,16 @@ impl Config {
             value: String::new(),
             reason: e.to_string(),
         })
+    }
+
+    /// Every flag name (= ConfigMap key), for the chart's tests.
+    pub fn keys() -> Vec<String> {
+        use clap::CommandFactory;
+        Config::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .filter(|k| k != "help" && k != "version")
+            .collect()
     }
 
     /// Validates the values and returns this cluster's facts.

@@ -184,16 +184,26 @@ pub struct ExportService {
     store: Arc<dyn Store>,
     local: LocalCluster,
     watchers: Arc<AtomicUsize>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ExportService {
     /// Serves `store` as `local`.
     pub fn new(store: Arc<dyn Store>, local: LocalCluster) -> Self {
+        let (tx, stopping) = tokio::sync::watch::channel(false);
         ExportService {
             store,
             local,
             watchers: Arc::default(),
+            stop: Arc::new(tx),
+            stopping,
         }
+    }
+
+    /// Ends every open watch (clients reconnect elsewhere) and refuses new ones.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
     }
 
     /// Open watch streams now.
@@ -214,10 +224,48 @@ impl Drop for WatcherGuard {
     }
 }
 
-type Tx = mpsc::Sender<std::result::Result<pb::WatchEvent, Status>>;
+/// Bits of a wire revision below the store epoch.
+const EPOCH_SHIFT: u32 = 48;
 
-async fn send(tx: &Tx, ev: pb::WatchEvent) -> bool {
-    tx.send(Ok(ev)).await.is_ok()
+/// The revision clients see: the store's epoch in the top 16 bits, so a
+/// resume against a replaced store (a restarted in-memory store, a wiped
+/// etcd) is recognised and answered with `Reset`, never with a gap.
+pub fn wire_revision(epoch: u16, revision: u64) -> u64 {
+    (u64::from(epoch) << EPOCH_SHIFT) | (revision & ((1 << EPOCH_SHIFT) - 1))
+}
+
+/// Splits a wire revision into epoch and store revision.
+pub fn split_wire_revision(wire: u64) -> (u16, u64) {
+    (
+        (wire >> EPOCH_SHIFT) as u16,
+        wire & ((1 << EPOCH_SHIFT) - 1),
+    )
+}
+
+/// The stream to one client, stamping revisions with the store epoch.
+struct Tx {
+    inner: mpsc::Sender<std::result::Result<pb::WatchEvent, Status>>,
+    epoch: u16,
+}
+
+impl Tx {
+    async fn closed(&self) {
+        self.inner.closed().await;
+    }
+    async fn fail(&self, status: Status) {
+        let _ = self.inner.send(Err(status)).await;
+    }
+}
+
+async fn send(tx: &Tx, mut ev: pb::WatchEvent) -> bool {
+    use pb::watch_event::Event;
+    match ev.event.as_mut() {
+        Some(Event::Upsert(u)) => u.revision = wire_revision(tx.epoch, u.revision),
+        Some(Event::Delete(d)) => d.revision = wire_revision(tx.epoch, d.revision),
+        Some(Event::SyncComplete(c)) => c.revision = wire_revision(tx.epoch, c.revision),
+        Some(Event::Reset(_)) | None => {}
+    }
+    tx.inner.send(Ok(ev)).await.is_ok()
 }
 
 fn sync_complete(revision: u64, kinds: &[Kind]) -> pb::WatchEvent {
@@ -235,13 +283,48 @@ fn reset(reason: String) -> pb::WatchEvent {
     }
 }
 
-/// Sends a snapshot and the marker; returns the snapshot revision.
+/// Waits until this cluster's requested kinds are marked synced (its feed
+/// has written a complete first listing), so a snapshot never presents a
+/// partial state as complete. `false` when the client went away.
+async fn wait_synced(store: &dyn Store, local: &str, kinds: &[Kind], tx: &Tx) -> Result<bool> {
+    let mut logged = false;
+    loop {
+        let mut all = true;
+        for kind in kinds {
+            if store.get(&state::synced_key(local, *kind)).await?.is_none() {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return Ok(true);
+        }
+        if !logged {
+            tracing::info!(
+                cluster = local,
+                "snapshot waits until this cluster's state is synced"
+            );
+            logged = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = tx.closed() => return Ok(false),
+        }
+    }
+}
+
+/// Sends a snapshot and the marker once this cluster is synced; returns the
+/// snapshot revision.
 async fn snapshot(
     store: &dyn Store,
+    local: &str,
     scope: &Scope,
     kinds: &[Kind],
     tx: &Tx,
 ) -> Result<Option<u64>> {
+    if !wait_synced(store, local, kinds, tx).await? {
+        return Ok(None);
+    }
     let (items, revision) = store.list(&scope.prefix()).await?;
     // Nodes and identities before what refers to them.
     for kind in Kind::ALL {
@@ -261,7 +344,9 @@ async fn snapshot(
     Ok(Some(revision))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_watch(
+    local: String,
     store: Arc<dyn Store>,
     scope: Scope,
     kinds: Vec<Kind>,
@@ -271,7 +356,21 @@ async fn run_watch(
 ) {
     let prefix = scope.prefix();
     let mut from = None;
-    if resume > 0 {
+    let (resume_epoch, resume) = split_wire_revision(resume);
+    if resume > 0 && resume_epoch != tx.epoch {
+        tracing::info!(%client, resume_epoch, epoch = tx.epoch, "resume from another store epoch: reset and snapshot");
+        if !send(
+            &tx,
+            reset(format!(
+                "this cluster's store was replaced (epoch {resume_epoch:#x} → {:#x}): a fresh snapshot follows",
+                tx.epoch
+            )),
+        )
+        .await
+        {
+            return;
+        }
+    } else if resume > 0 {
         match store.changes_since(&prefix, resume + 1).await {
             Ok((events, current)) => {
                 for ev in &events {
@@ -294,7 +393,7 @@ async fn run_watch(
                 }
             }
             Err(e) => {
-                let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                tx.fail(Status::unavailable(e.to_string())).await;
                 return;
             }
         }
@@ -302,11 +401,11 @@ async fn run_watch(
     loop {
         let start = match from {
             Some(f) => f,
-            None => match snapshot(store.as_ref(), &scope, &kinds, &tx).await {
+            None => match snapshot(store.as_ref(), &local, &scope, &kinds, &tx).await {
                 Ok(Some(r)) => r + 1,
                 Ok(None) => return,
                 Err(e) => {
-                    let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                    tx.fail(Status::unavailable(e.to_string())).await;
                     return;
                 }
             },
@@ -314,7 +413,7 @@ async fn run_watch(
         let mut stream = match store.watch(&prefix, start).await {
             Ok(s) => s,
             Err(e) => {
-                let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                tx.fail(Status::unavailable(e.to_string())).await;
                 return;
             }
         };
@@ -337,11 +436,11 @@ async fn run_watch(
                         break;
                     }
                     Some(Err(e)) => {
-                        let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                        tx.fail(Status::unavailable(e.to_string())).await;
                         return;
                     }
                     None => {
-                        let _ = tx.send(Err(Status::unavailable("store watch ended"))).await;
+                        tx.fail(Status::unavailable("store watch ended")).await;
                         return;
                     }
                 },
@@ -383,13 +482,36 @@ impl pb::export_server::Export for ExportService {
         }
         let client = format!("{id} ({})", req.client);
         tracing::info!(%client, ?scope, resume = req.resume_revision, "watch opened");
-        let (tx, rx) = mpsc::channel(1024);
+        let epoch = self
+            .store
+            .epoch()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (inner, rx) = mpsc::channel(1024);
+        let tx = Tx { inner, epoch };
         self.watchers.fetch_add(1, Ordering::Relaxed);
         let guard = WatcherGuard(self.watchers.clone());
         let store = self.store.clone();
+        let local = self.local.name.to_string();
+        let mut stopping = self.stopping.clone();
+        if *stopping.borrow() {
+            return Err(Status::unavailable("the server is shutting down"));
+        }
         tokio::spawn(async move {
             let _guard = guard;
-            run_watch(store, scope, kinds, req.resume_revision, client.clone(), tx).await;
+            let fail = tx.inner.clone();
+            let resume = req.resume_revision;
+            let stop = async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            };
+            tokio::select! {
+                () = run_watch(local, store, scope, kinds, resume, client.clone(), tx) => {}
+                () = stop => {
+                    let _ = fail
+                        .send(Err(Status::unavailable("the server is shutting down")))
+                        .await;
+                }
+            }
             tracing::info!(%client, "watch closed");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -465,7 +587,15 @@ pub async fn serve(
             });
         }
     });
-    let result = tonic::transport::Server::builder()
+    // The accept loop ends with this function, even when it is cancelled.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _accept_loop = AbortOnDrop(accept_loop);
+    tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(pb::export_server::ExportServer::new(service))
@@ -474,7 +604,8 @@ pub async fn serve(
         .map_err(|source| Error::Connect {
             endpoint: local,
             source,
-        });
-    accept_loop.abort();
-    result
+        })
 }
+
+#[cfg(test)]
+mod tests;

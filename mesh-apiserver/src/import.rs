@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use mesh_api::{ClusterId, ClusterName, Kind};
 use mesh_certs::{TlsIdentity, TrustBundle};
@@ -24,7 +24,7 @@ use crate::client::{Change, ExportClient, Mirror};
 use crate::error::{Error, Result};
 use crate::export::LocalCluster;
 use crate::leader::Leadership;
-use crate::state::Writer;
+use crate::state::{BatchOp, Writer};
 use crate::store::Store;
 
 /// One remote cluster, as configured.
@@ -52,6 +52,7 @@ pub struct RemoteConfig {
 
 /// An entry that was refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Refused {
     /// The entry.
     pub entry: String,
@@ -219,6 +220,7 @@ fn read_dir_entries(dir: &std::path::Path) -> Result<BTreeMap<String, String>> {
 
 /// The state of one remote, for status, metrics and meshctl.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RemoteStatus {
     /// Cluster name.
     pub name: String,
@@ -533,6 +535,7 @@ fn counts(mirror: &Mirror) -> BTreeMap<String, usize> {
 }
 
 async fn write_changes(writer: &Writer, remote: &ClusterName, changes: Vec<Change>) -> Result<()> {
+    let mut batch = Vec::with_capacity(changes.len());
     for change in changes {
         match change {
             Change::Upsert(record) => {
@@ -540,17 +543,17 @@ async fn write_changes(writer: &Writer, remote: &ClusterName, changes: Vec<Chang
                     tracing::warn!(remote = %remote, record_cluster = %record.cluster(), key = %record.key(), "remote sent a record of another cluster: ignored");
                     continue;
                 }
-                writer.upsert(&record).await?;
+                batch.push(BatchOp::Upsert(record));
             }
             Change::Delete((kind, wire)) => {
                 let Some(key) = wire.strip_prefix(&format!("{remote}/")) else {
                     continue;
                 };
-                writer.delete(kind, key).await?;
+                batch.push(BatchOp::Delete(kind, key.to_string()));
             }
         }
     }
-    Ok(())
+    writer.write_batch(batch).await
 }
 
 async fn remote_task(
@@ -576,6 +579,16 @@ async fn remote_task(
     });
     let mut backoff = Duration::from_millis(200);
     loop {
+        if !leadership.is_leader() {
+            update(&status, |s| {
+                s.connected = false;
+                s.last_error = Some("this replica is not the leader; the leader imports".into());
+            });
+            leadership.wait_leader().await;
+            // The previous leader may have written meanwhile: start from the store.
+            mirror = load_cache(&writer).await;
+            update(&status, |s| s.counts = counts(&mirror));
+        }
         if let Some((since, _)) = &disconnected_at
             && since.elapsed() >= settings.stale_timeout
             && !mirror.records().is_empty()
@@ -599,11 +612,27 @@ async fn remote_task(
             &mut mirror,
             &status,
             &mut disconnected_at,
+            &leadership,
         )
         .await;
         let err = match result {
             Ok(()) => "the export stream ended".to_string(),
-            Err(e) => e.to_string(),
+            Err(e) => {
+                if !matches!(
+                    e,
+                    Error::Rpc { .. }
+                        | Error::Connect { .. }
+                        | Error::Resolve { .. }
+                        | Error::RemoteConfig { .. }
+                        | Error::Certs { .. }
+                        | Error::Domain { .. }
+                ) {
+                    // A write failed: what the mirror holds may not be in the
+                    // store, so the next session starts from the store.
+                    mirror = load_cache(&writer).await;
+                }
+                e.to_string()
+            }
         };
         let (refused, was_up) = {
             let s = status.lock().unwrap_or_else(|e| e.into_inner());
@@ -643,6 +672,7 @@ async fn session(
     mirror: &mut Mirror,
     status: &Mutex<RemoteStatus>,
     disconnected_at: &mut Option<(std::time::Instant, String)>,
+    leadership: &Leadership,
 ) -> Result<()> {
     let remote = &config.name;
     let mut client = connect(config).await?;
@@ -666,11 +696,42 @@ async fn session(
         s.connections += 1;
     });
     tracing::info!(%remote, resume, "watching remote cluster");
-    while let Some(item) = stream.next().await {
-        let event = item?;
-        let synced_now = matches!(event, mesh_api::proto::WatchEvent::SyncComplete { .. });
-        let changes = mirror.apply(&event);
+    let mut leadership = leadership.clone();
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            () = leadership.wait_lost() => return Err(Error::NotLeader),
+        };
+        let Some(item) = item else { break };
+        // Take whatever else is already here, and write it as one batch.
+        let mut items = vec![item];
+        while items.len() < 1024 {
+            match stream.next().now_or_never() {
+                Some(Some(item)) => items.push(item),
+                _ => break,
+            }
+        }
+        let mut changes = Vec::new();
+        let mut synced_now = false;
+        let mut failed = None;
+        for item in items {
+            match item {
+                Ok(event) => {
+                    synced_now |= matches!(event, mesh_api::proto::WatchEvent::SyncComplete { .. });
+                    changes.extend(mirror.apply(&event));
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
         write_changes(writer, remote, changes).await?;
+        if synced_now {
+            for kind in Kind::ALL {
+                writer.mark_synced(kind).await?;
+            }
+        }
         update(status, |s| {
             s.last_event = Some(now_rfc3339());
             s.revision = mirror.revision();
@@ -681,6 +742,9 @@ async fn session(
                 s.last_error = None;
             }
         });
+        if let Some(e) = failed {
+            return Err(e);
+        }
         if synced_now {
             *disconnected_at = None;
             tracing::info!(%remote, revision = mirror.revision(), records = mirror.records().len(), "remote cluster synced");

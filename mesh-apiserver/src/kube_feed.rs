@@ -343,6 +343,9 @@ impl IdentityAllocator {
     /// The identity of `labels`, allocating it if needed. Safe against
     /// concurrent allocators on the same store (compare-and-swap).
     pub async fn allocate(&self, labels: &LabelSet) -> Result<Identity> {
+        if !self.writer.leadership().is_leader() {
+            return Err(Error::NotLeader);
+        }
         let store: &dyn Store = self.writer.store().as_ref();
         let cluster = self.writer.cluster().as_str();
         let index = index_key(cluster, labels);
@@ -404,6 +407,9 @@ impl IdentityAllocator {
     /// Frees identities not in `in_use` for longer than the grace period;
     /// returns the ones freed.
     pub async fn collect_garbage(&mut self, in_use: &BTreeSet<u32>) -> Result<Vec<u32>> {
+        if !self.writer.leadership().is_leader() {
+            return Err(Error::NotLeader);
+        }
         let store = self.writer.store().clone();
         let cluster = self.writer.cluster().to_string();
         let mut freed = Vec::new();
@@ -555,14 +561,15 @@ impl KubeFeed {
         let pods = reflect::<Pod>(Api::all(client.clone()), notify.clone());
         let services = reflect::<Service>(Api::all(client.clone()), notify.clone());
         let slices = reflect::<EndpointSlice>(Api::all(client), notify.clone());
-        for r in [&nodes.0.clone()] {
-            let _ = r.wait_until_ready().await;
-        }
+        let _ = nodes.0.wait_until_ready().await;
         let _ = pods.0.wait_until_ready().await;
         let _ = services.0.wait_until_ready().await;
         let _ = slices.0.wait_until_ready().await;
         let mut allocator = IdentityAllocator::new(self.writer.clone(), self.local.id, self.grace);
+        let mut leadership = self.writer.leadership().clone();
         loop {
+            // Only the leader allocates and writes.
+            leadership.wait_leader().await;
             if self.writer.store().revision().await.is_ok() {
                 match desired(
                     &self.local,

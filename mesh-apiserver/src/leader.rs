@@ -14,15 +14,18 @@ use crate::store::{Condition, Op, Store};
 #[derive(Debug, Clone)]
 pub struct Leadership {
     rx: watch::Receiver<bool>,
+    /// Keeps a fixed leadership's channel open.
+    _fixed: Option<Arc<watch::Sender<bool>>>,
 }
 
 impl Leadership {
     /// A single replica: always the leader.
     pub fn always() -> Self {
         let (tx, rx) = watch::channel(true);
-        // Keep the sender alive for the process lifetime.
-        std::mem::forget(tx);
-        Leadership { rx }
+        Leadership {
+            rx,
+            _fixed: Some(Arc::new(tx)),
+        }
     }
 
     /// Leader right now.
@@ -107,5 +110,5 @@ pub fn spawn_election(
             }
         }
     });
-    (Leadership { rx }, handle)
+    (Leadership { rx, _fixed: None }, handle)
 }

@@ -103,7 +103,13 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    tokio::signal::ctrl_c().await.ok();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: open watches end so clients reconnect to another replica");
     running.shutdown().await;
     Ok(())
 }

@@ -60,6 +60,7 @@ pub struct Running {
     pub writer: Writer,
     /// Status.
     pub status: StatusSource,
+    export: ExportService,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -67,7 +68,10 @@ pub struct Running {
 impl Running {
     /// Stops every task and closes the listeners.
     pub async fn shutdown(self) {
+        self.export.stop();
         let _ = self.stop.send(true);
+        // Let the open streams end and the server drain.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         for t in &self.tasks {
             t.abort();
         }
@@ -104,6 +108,7 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
     let tls = mesh_certs::tls::server_config(identity, &bundle, authorizer.clone())
         .map_err(|e| Error::certs("export server TLS", e))?;
     let service = ExportService::new(store.clone(), local.clone());
+    let export = service.clone();
     let watchers = service.watcher_gauge();
     let grpc_addr = grpc.local_addr().map_err(|source| Error::Io {
         what: "gRPC listener",
@@ -176,6 +181,7 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         leadership,
         writer,
         status: source,
+        export,
         stop,
         tasks,
     })

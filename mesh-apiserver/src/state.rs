@@ -15,7 +15,7 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::leader::Leadership;
-use crate::store::Store;
+use crate::store::{Op, Store};
 
 /// Root of exported state.
 pub const ROOT: &str = "meshwork/v1/";
@@ -132,6 +132,18 @@ pub fn decode(kind: Kind, key: &str, value: &[u8]) -> Result<Record> {
     })
 }
 
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Create or update.
+    Upsert(Record),
+    /// Remove by kind and key.
+    Delete(Kind, String),
+}
+
+/// Operations per store transaction (etcd's default limit is 128).
+const BATCH: usize = 100;
+
 /// Writes one cluster's records. Only the leader writes; identical values
 /// are not rewritten (no churn for watchers).
 #[derive(Debug, Clone)]
@@ -154,6 +166,11 @@ impl Writer {
     /// The cluster written.
     pub fn cluster(&self) -> &ClusterName {
         &self.cluster
+    }
+
+    /// Whether (and when) this replica may write.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
     }
 
     /// The store.
@@ -199,6 +216,37 @@ impl Writer {
         self.store
             .delete(&record_key(self.cluster.as_str(), kind, key))
             .await
+    }
+
+    /// Writes many changes in few transactions, without reading first
+    /// (the caller knows they are changes). The last change of a key wins.
+    pub async fn write_batch(&self, ops: Vec<BatchOp>) -> Result<()> {
+        if !self.leadership.is_leader() {
+            return Err(Error::NotLeader);
+        }
+        let mut order: Vec<String> = Vec::new();
+        let mut last: std::collections::HashMap<String, Op> = std::collections::HashMap::new();
+        for op in ops {
+            let (key, op) = match op {
+                BatchOp::Upsert(record) => {
+                    self.check(&record)?;
+                    let key = key_of(&record);
+                    (key.clone(), Op::put(key, encode(&record)))
+                }
+                BatchOp::Delete(kind, key) => {
+                    let key = record_key(self.cluster.as_str(), kind, &key);
+                    (key.clone(), Op::Delete(key))
+                }
+            };
+            if last.insert(key.clone(), op).is_none() {
+                order.push(key);
+            }
+        }
+        let ops: Vec<Op> = order.into_iter().filter_map(|k| last.remove(&k)).collect();
+        for chunk in ops.chunks(BATCH) {
+            self.store.txn(Vec::new(), chunk.to_vec()).await?;
+        }
+        Ok(())
     }
 
     /// Marks a kind complete (its first full listing is written).

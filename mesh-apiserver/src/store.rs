@@ -158,6 +158,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The current revision.
     async fn revision(&self) -> Result<u64>;
 
+    /// A number that changes when the store is replaced (a new in-memory
+    /// store, an etcd cluster bootstrapped anew), so revisions of different
+    /// stores are never mistaken for one another. Never 0.
+    async fn epoch(&self) -> Result<u16>;
+
     /// Discards history before `revision`.
     async fn compact(&self, revision: u64) -> Result<()>;
 
@@ -171,6 +176,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
 }
 
+/// Folds a 64-bit identifier into a non-zero epoch.
+pub(crate) fn fold_epoch(id: u64) -> u16 {
+    let e = (id ^ (id >> 16) ^ (id >> 32) ^ (id >> 48)) as u16;
+    if e == 0 { 1 } else { e }
+}
+
 /// Creates `key` with `value` if it does not exist; `true` when created.
 pub async fn create(store: &dyn Store, key: &str, value: Vec<u8>) -> Result<bool> {
     Ok(store
@@ -180,4 +191,16 @@ pub async fn create(store: &dyn Store, key: &str, value: Vec<u8>) -> Result<bool
         )
         .await?
         .is_some())
+}
+
+/// The end of the key range covering `prefix` (etcd's convention).
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }

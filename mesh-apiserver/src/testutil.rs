@@ -252,3 +252,14 @@ impl Pki {
         mesh_certs::tls::client_config(id, &self.bundle()).unwrap()
     }
 }
+
+impl Pki {
+    /// A client config that trusts this CA but presents no certificate.
+    pub fn anonymous_client_config(&self) -> rustls::ClientConfig {
+        rustls::ClientConfig::builder_with_provider(mesh_certs::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(self.bundle().root_store().unwrap())
+            .with_no_client_auth()
+    }
+}

@@ -72,6 +72,10 @@ impl ClusterUnderTest {
     }
 
     fn start(&mut self) {
+        self.server = Some(self.spawn(self.grpc, self.status, "r1"));
+    }
+
+    fn spawn(&self, grpc: u16, status: u16, replica: &str) -> Apiserver {
         let d = self.dir.path();
         let log = d.join(format!(
             "apiserver-{}.log",
@@ -85,8 +89,8 @@ impl ClusterUnderTest {
                 &format!("--pod-cidrs={}", self.cidr),
                 "--store=etcd",
                 &format!("--etcd-endpoints={}", self.etcd.endpoint()),
-                &format!("--grpc-listen=127.0.0.1:{}", self.grpc),
-                &format!("--status-listen=127.0.0.1:{}", self.status),
+                &format!("--grpc-listen=127.0.0.1:{grpc}"),
+                &format!("--status-listen=127.0.0.1:{status}"),
                 &format!("--tls-cert={}", d.join("tls.crt").display()),
                 &format!("--tls-key={}", d.join("tls.key").display()),
                 &format!("--tls-ca={}", d.join("ca.crt").display()),
@@ -95,6 +99,7 @@ impl ClusterUnderTest {
                 "--stale-timeout-seconds=600",
                 "--max-backoff-seconds=1",
                 "--leader-lease-ttl-seconds=2",
+                &format!("--replica-name={replica}"),
             ])
             .env("RUST_LOG", "info,h2=warn,tower=warn,hyper=warn")
             .stdout(file.try_clone().unwrap())
@@ -102,11 +107,7 @@ impl ClusterUnderTest {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn mesh-apiserver");
-        self.server = Some(Apiserver {
-            child,
-            status: self.status,
-            log,
-        });
+        Apiserver { child, status, log }
     }
 
     fn kill(&mut self) {
@@ -129,12 +130,7 @@ impl ClusterUnderTest {
     }
 
     async fn status(&self) -> Option<StatusReport> {
-        let port = self.server.as_ref()?.status;
-        let out = Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{port}/status")])
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
+        status_at(self.server.as_ref()?.status).await
     }
 
     async fn metrics(&self) -> String {
@@ -145,6 +141,14 @@ impl ClusterUnderTest {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+async fn status_at(port: u16) -> Option<StatusReport> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{port}/status")])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
 }
 
 async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F)
@@ -334,6 +338,32 @@ async fn two_clusters_export_import_resume_compaction_and_faults() {
         ),
     )
     .unwrap();
+    // Bad entries next to the good one: refused with a reason, B keeps working.
+    std::fs::write(
+        a.dir.path().join("remotes/c"),
+        remote_entry(
+            "c",
+            3,
+            &["127.0.0.1:1".to_string()],
+            pki.ca.cert_pem(),
+            &pki.cluster("a"),
+            &["10.1.128.0/17"],
+        ),
+    )
+    .unwrap();
+    std::fs::write(a.dir.path().join("remotes/d"), "id: [not a number\n").unwrap();
+    std::fs::write(
+        a.dir.path().join("remotes/e"),
+        remote_entry(
+            "e",
+            2,
+            &["127.0.0.1:1".to_string()],
+            pki.ca.cert_pem(),
+            &pki.cluster("a"),
+            &[],
+        ),
+    )
+    .unwrap();
     b.start();
     a.start();
 
@@ -347,6 +377,10 @@ async fn two_clusters_export_import_resume_compaction_and_faults() {
     }
     for r in seed("a", 1, "10.1") {
         wa.upsert(&r).await.unwrap();
+    }
+    for kind in Kind::ALL {
+        wb.mark_synced(kind).await.unwrap();
+        wa.mark_synced(kind).await.unwrap();
     }
 
     // A's cache of B equals what B exports: global services only, backends only when shared.
@@ -378,6 +412,19 @@ async fn two_clusters_export_import_resume_compaction_and_faults() {
         })
     })
     .await;
+    let report = a.status().await.unwrap();
+    let refused: BTreeMap<String, String> = report
+        .refused_entries
+        .iter()
+        .map(|r| (r.entry.clone(), r.reason.clone()))
+        .collect();
+    assert!(refused["c"].contains("overlap"), "{refused:?}");
+    assert!(refused["d"].contains("malformed YAML"), "{refused:?}");
+    assert!(
+        refused["e"].contains("duplicate cluster id 2"),
+        "{refused:?}"
+    );
+    assert_eq!(report.remotes.len(), 1, "only b is imported");
     let metrics = a.metrics().await;
     assert!(
         metrics.contains("meshwork_remote_connected{cluster=\"a\",remote=\"b\"} 1"),
@@ -617,4 +664,103 @@ async fn mtls_negative_matrix_over_the_real_grpc_port() {
         .await;
         assert!(b.log().contains(label), "{what}: the log names {label}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_replica_hands_import_to_the_other() {
+    init();
+    let pki = Pki::new();
+    let a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
+    let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
+    std::fs::write(
+        a.dir.path().join("remotes/b"),
+        remote_entry(
+            "b",
+            2,
+            &[b.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("a"),
+            &["10.2.0.0/16"],
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        b.dir.path().join("remotes/a"),
+        remote_entry(
+            "a",
+            1,
+            &[a.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("b"),
+            &["10.1.0.0/16"],
+        ),
+    )
+    .unwrap();
+    b.start();
+    // Two replicas of A on A's etcd.
+    let (g1, s1, g2, s2) = (free_port(), free_port(), free_port(), free_port());
+    let mut r1 = Some(a.spawn(g1, s1, "a-r1"));
+    let mut r2 = Some(a.spawn(g2, s2, "a-r2"));
+    let a_store = a.store().await;
+    let b_store = b.store().await;
+    let wb = Writer::new(b_store.clone(), cn("b"), Leadership::always());
+    for r in seed("b", 2, "10.2") {
+        wb.upsert(&r).await.unwrap();
+    }
+    for kind in Kind::ALL {
+        wb.mark_synced(kind).await.unwrap();
+    }
+    let b_prefix = state::cluster_prefix("b");
+    let in_sync = || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    };
+    eventually("A caches B", 30, in_sync).await;
+    eventually("exactly one leader among A's replicas", 20, || async {
+        let l1 = status_at(s1).await.is_some_and(|s| s.leader);
+        let l2 = status_at(s2).await.is_some_and(|s| s.leader);
+        l1 ^ l2
+    })
+    .await;
+    let first_leads = status_at(s1).await.is_some_and(|s| s.leader);
+    // Kill the leader process (SIGKILL: no resignation).
+    let survivor = if first_leads {
+        r1 = None;
+        s2
+    } else {
+        r2 = None;
+        s1
+    };
+    let killed = Instant::now();
+    eventually("the surviving replica leads", 15, || async {
+        status_at(survivor).await.is_some_and(|s| s.leader)
+    })
+    .await;
+    eprintln!(
+        "takeover by the surviving replica after {:?} (lease TTL 2 s)",
+        killed.elapsed()
+    );
+    wb.upsert(&service("b", "web", true, true, &["10.2.1.5", "10.2.1.8"]))
+        .await
+        .unwrap();
+    wb.delete(Kind::Endpoint, "default/web-1").await.unwrap();
+    eventually(
+        "changes in B reach A through the new leader; states equal",
+        30,
+        in_sync,
+    )
+    .await;
+    eventually(
+        "the new leader reports B connected and synced",
+        20,
+        || async {
+            status_at(survivor).await.is_some_and(|s| {
+                s.remotes
+                    .iter()
+                    .any(|r| r.name == "b" && r.connected && r.synced)
+            })
+        },
+    )
+    .await;
+    drop((r1, r2));
 }

@@ -19,7 +19,7 @@ use crate::kube::{Cluster, ClusterInfo, KubeArgs};
 use crate::output::{self, OutputFormat};
 
 /// A status older than this means the mesh-apiserver is not running.
-pub const STATUS_FRESH: Duration = Duration::from_secs(30);
+pub const STATUS_FRESH: Duration = Duration::from_secs(10);
 
 /// One side of a connection, as read before anything is written.
 #[derive(Debug, Clone)]
@@ -423,7 +423,10 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
                     }
                 ),
             ),
-            ("node-agents watching", s.watch_clients.to_string()),
+            (
+                "watch streams",
+                format!("{} (node-agents and remote clusters)", s.watch_clients),
+            ),
         ]);
         let rows: Vec<Vec<String>> = s
             .remotes

@@ -39,6 +39,7 @@ mod error;
 pub mod feed;
 pub mod metrics;
 pub mod node_sync;
+pub mod policy;
 pub mod reconcile;
 pub mod routes;
 

@@ -479,6 +479,13 @@ fn run(encryption: bool) {
     upsert(&c1, a1.record(None));
     upsert(&c1, a2.record(None));
     upsert(&c2, b1.record(None));
+    // Each cluster's feed has listed everything (the export presents a
+    // snapshot as complete only then).
+    for w in [&c1, &c2] {
+        for kind in Kind::ALL {
+            control.block_on(w.mark_synced(kind)).expect("mark synced");
+        }
+    }
 
     let api_c1 = start_export(&servers, &pki, store.clone(), "c1", 1, &a1, 0);
     let api_c2 = start_export(&servers, &pki, store.clone(), "c2", 2, &b1, 0);

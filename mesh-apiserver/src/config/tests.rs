@@ -53,3 +53,18 @@ fn bad_values_name_the_key() {
     let e = c.local().unwrap_err().to_string();
     assert!(e.contains("cluster-id") && e.contains("256"), "{e}");
 }
+
+#[test]
+fn keys_are_kebab_case_and_defaults_suffice() {
+    let keys = Config::keys();
+    assert!(keys.contains(&"cluster-name".to_string()));
+    assert!(keys.contains(&"compat-cilium-annotations".to_string()));
+    assert!(
+        keys.iter()
+            .all(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '-')),
+        "{keys:?}"
+    );
+    let c = Config::from_map(&map(&[("cluster-name", "c1"), ("cluster-id", "1")])).unwrap();
+    assert_eq!(c.store, StoreKind::Memory);
+    assert_eq!(c.clustermesh_secret, "meshwork-clustermesh");
+}

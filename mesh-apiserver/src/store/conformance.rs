@@ -30,6 +30,7 @@ pub async fn take(stream: &mut EventStream, n: usize) -> Vec<StoreEvent> {
 /// Runs every conformance check under `prefix` (unique per run).
 pub async fn run(store: &dyn Store, prefix: &str) {
     basics(store, prefix).await;
+    large_listing(store, prefix).await;
     transactions(store, prefix).await;
     watch_order(store, prefix).await;
     compaction(store, prefix).await;
@@ -37,6 +38,9 @@ pub async fn run(store: &dyn Store, prefix: &str) {
 }
 
 async fn basics(store: &dyn Store, p: &str) {
+    let epoch = store.epoch().await.unwrap();
+    assert_ne!(epoch, 0);
+    assert_eq!(store.epoch().await.unwrap(), epoch, "the epoch is stable");
     let k = format!("{p}basic/a");
     assert_eq!(store.get(&k).await.unwrap(), None);
     let r1 = store.put(&k, b"one".to_vec()).await.unwrap();
@@ -86,6 +90,26 @@ async fn basics(store: &dyn Store, p: &str) {
         "second delete finds nothing"
     );
     assert_eq!(store.get(&k).await.unwrap(), None);
+}
+
+async fn large_listing(store: &dyn Store, p: &str) {
+    // More keys than a page, and more bytes than gRPC's default 4 MiB limit.
+    let value = vec![b'x'; 8 * 1024];
+    let keys: Vec<String> = (0..1200).map(|i| format!("{p}large/{i:05}")).collect();
+    for chunk in keys.chunks(100) {
+        let ops = chunk.iter().map(|k| Op::put(k, value.clone())).collect();
+        store.txn(vec![], ops).await.unwrap();
+    }
+    let (items, _) = store.list(&format!("{p}large/")).await.unwrap();
+    let listed: Vec<String> = items.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(listed, keys, "every key, once, in order");
+    assert!(items.iter().all(|kv| kv.value == value));
+    let first = store.get(&keys[0]).await.unwrap().unwrap().mod_revision;
+    let (changes, _) = store
+        .changes_since(&format!("{p}large/"), first)
+        .await
+        .unwrap();
+    assert_eq!(changes.len(), 1200);
 }
 
 async fn transactions(store: &dyn Store, p: &str) {

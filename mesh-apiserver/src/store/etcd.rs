@@ -57,6 +57,49 @@ impl EtcdStore {
     }
 }
 
+/// Keys per page of a listing.
+const PAGE: i64 = 500;
+
+/// Largest etcd response accepted (a page of big service records, or a
+/// watch response of one large transaction); gRPC's default is 4 MiB.
+const MAX_MESSAGE: usize = 256 << 20;
+
+impl EtcdStore {
+    /// Lists `prefix` page by page, every page at the first page's revision
+    /// (or at `at`), so the result is one consistent snapshot of any size.
+    async fn list_at(
+        &self,
+        prefix: &str,
+        at: Option<i64>,
+    ) -> std::result::Result<(Vec<KeyValue>, u64), etcd_client::Error> {
+        let end = crate::store::prefix_end(prefix);
+        let mut client = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE);
+        let mut items = Vec::new();
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = at;
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if let Some(r) = revision {
+                opts = opts.with_revision(r);
+            }
+            let resp = client.get(from.clone(), Some(opts)).await?;
+            let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            let rev_used = *revision.get_or_insert(header_rev);
+            items.extend(resp.kvs().iter().map(convert));
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok((items, rev(rev_used))),
+            }
+        }
+    }
+}
+
 fn rev(r: i64) -> u64 {
     u64::try_from(r).unwrap_or(0)
 }
@@ -87,16 +130,7 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64)> {
-        let resp = self
-            .client
-            .clone()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(self.err("list"))?;
-        let revision = resp.header().map(|h| rev(h.revision())).unwrap_or(0);
-        let mut items: Vec<KeyValue> = resp.kvs().iter().map(convert).collect();
-        items.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok((items, revision))
+        self.list_at(prefix, None).await.map_err(self.err("list"))
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<u64> {
@@ -156,7 +190,8 @@ impl Store for EtcdStore {
             .with_start_revision(i64::try_from(from_revision.max(1)).unwrap_or(i64::MAX));
         let stream = self
             .client
-            .clone()
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .watch(prefix, Some(opts))
             .await
             .map_err(self.err("watch"))?;
@@ -250,11 +285,11 @@ impl Store for EtcdStore {
         let before: Vec<KeyValue> = if from <= 1 {
             Vec::new()
         } else {
-            let opts = GetOptions::new()
-                .with_prefix()
-                .with_revision(i64::try_from(from - 1).unwrap_or(i64::MAX));
-            match self.client.clone().get(prefix, Some(opts)).await {
-                Ok(resp) => resp.kvs().iter().map(convert).collect(),
+            match self
+                .list_at(prefix, Some(i64::try_from(from - 1).unwrap_or(i64::MAX)))
+                .await
+            {
+                Ok((items, _)) => items,
                 Err(e) if e.to_string().contains("compacted") => {
                     return Err(Error::Compacted {
                         requested: from_revision,
@@ -305,6 +340,18 @@ impl Store for EtcdStore {
             .await
             .map_err(self.err("revision"))?;
         Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0))
+    }
+
+    async fn epoch(&self) -> Result<u16> {
+        let resp = self
+            .client
+            .clone()
+            .get("meshwork/", Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(self.err("epoch"))?;
+        Ok(super::fold_epoch(
+            resp.header().map(|h| h.cluster_id()).unwrap_or(0),
+        ))
     }
 
     async fn compact(&self, revision: u64) -> Result<()> {

@@ -50,6 +50,7 @@ struct Inner {
     state: Mutex<State>,
     events: broadcast::Sender<StoreEvent>,
     max_history: usize,
+    epoch: u16,
 }
 
 impl MemoryStore {
@@ -69,6 +70,14 @@ impl MemoryStore {
             }),
             events,
             max_history: max_history.max(1),
+            epoch: super::fold_epoch(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0)
+                    ^ (u64::from(std::process::id()) << 40)
+                    ^ (Arc::as_ptr(&Arc::new(0u8)) as u64),
+            ),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak: Weak<Inner> = Arc::downgrade(&inner);
@@ -365,6 +374,10 @@ impl Store for MemoryStore {
         let mut g = self.inner.lock();
         g.expire_leases_now(&self.inner);
         Ok(g.state.revision)
+    }
+
+    async fn epoch(&self) -> Result<u16> {
+        Ok(self.inner.epoch)
     }
 
     async fn compact(&self, revision: u64) -> Result<()> {

@@ -289,3 +289,32 @@ fn mesh_api_entry(key: &str, yaml: &str) -> mesh_api::clustermesh::RemoteCluster
     mesh_api::clustermesh::RemoteClusterConfig::parse(key, yaml)
         .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
 }
+
+#[test]
+fn the_charts_crds_are_the_ones_generated_from_the_rust_types() {
+    let objects = render(&json!({})).unwrap();
+    let rendered: Vec<&Object> = objects
+        .iter()
+        .filter(|o| o.kind == "CustomResourceDefinition")
+        .collect();
+    let generated = node_agent::policy::crd::crd_yaml();
+    assert_eq!(
+        rendered.len(),
+        generated.len(),
+        "the chart ships {} CRDs, the code defines {}",
+        rendered.len(),
+        generated.len()
+    );
+    for (file, yaml) in generated {
+        let want: Value = serde_yaml::from_str(&yaml).unwrap();
+        let name = want["metadata"]["name"].as_str().unwrap();
+        let got = rendered
+            .iter()
+            .find(|o| o.name == name)
+            .unwrap_or_else(|| panic!("the chart lacks CRD {name}"));
+        assert_eq!(
+            got.value, want,
+            "helm/meshwork/crds/{file} differs from the Rust types: run `make crds`"
+        );
+    }
+}

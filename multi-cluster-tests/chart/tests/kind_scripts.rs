@@ -12,6 +12,10 @@ fn scripts_pass_shellcheck() {
         "multi-cluster-tests/kind/kind-mesh.sh",
         "helm/images/install-cni.sh",
         "helm/images/mount-bpffs-cgroup.sh",
+        "scripts/setup.sh",
+        "scripts/test.sh",
+        "scripts/demo.sh",
+        "scripts/bench.sh",
     ];
     let out = Command::new("shellcheck")
         .args(scripts.iter().map(|s| repo().join(s)))

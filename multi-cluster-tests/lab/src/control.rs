@@ -354,6 +354,32 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Waits until every cluster's mesh-apiserver has published its status
+    /// (what `meshctl` reads): the lab is up only when meshctl can use it.
+    pub async fn wait_mesh_ready(&self) -> anyhow::Result<()> {
+        for c in &self.plan.clusters {
+            let api: Api<ConfigMap> = Api::namespaced(self.client(c).await?, NAMESPACE);
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while api
+                .get_opt(mesh_api::clustermesh::STATUS_CONFIGMAP)
+                .await?
+                .is_none()
+            {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "cluster {}: the mesh-apiserver published no status within 60 s; see {}",
+                    c.name,
+                    self.log_of(&format!("{}/mesh-apiserver", c.name)).display()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            progress(&format!("cluster {}: mesh-apiserver ready", c.name));
+        }
+        Ok(())
+    }
+}
+
 /// Creates or replaces an object from its JSON.
 async fn apply<K>(api: &Api<K>, name: &str, value: serde_json::Value) -> anyhow::Result<()>
 where

@@ -15,6 +15,7 @@ pub mod bins;
 pub mod control;
 pub mod echo;
 pub mod forward;
+pub mod kubelet;
 pub mod netns;
 pub mod plan;
 pub mod state;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mesh_lab::bins::Bins;
+use mesh_lab::kubelet::PodSpec;
 use mesh_lab::plan::LabPlan;
 use mesh_lab::state::LabState;
 use mesh_lab::up::{Lab, progress};
@@ -50,6 +51,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Create or delete pods (the lab acts as the kubelet: real mesh-cni,
+    /// an echo server on port 8080, a Pod object with its status).
+    #[command(subcommand)]
+    Pod(PodCmd),
+    /// Kill a component, e.g. `mesh-lab kill c2/mesh-apiserver` (roles: see `status`).
+    Kill {
+        /// The role.
+        role: String,
+    },
+    /// Start a component again with the command it had, e.g. `mesh-lab restart c1-n1/node-agent`.
+    Restart {
+        /// The role.
+        role: String,
+    },
     /// (internal) Forward a host loopback port into a lab namespace.
     #[command(hide = true)]
     Forward {
@@ -69,6 +84,68 @@ enum Cmd {
         #[arg(long)]
         port_file: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PodCmd {
+    /// Create a pod.
+    ///
+    /// Example: mesh-lab pod add --cluster c2 --node c2-n1 --namespace shop --name web-1 --label app=web
+    Add {
+        #[command(flatten)]
+        pod: PodArgs,
+        /// Labels `key=value` (repeat).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Delete a pod.
+    Del {
+        #[command(flatten)]
+        pod: PodArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct PodArgs {
+    /// Cluster (c1, c2, …).
+    #[arg(long)]
+    cluster: String,
+    /// Node (c1-n1, …).
+    #[arg(long)]
+    node: String,
+    /// Kubernetes namespace (created when missing).
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// Pod name.
+    #[arg(long)]
+    name: String,
+}
+
+impl PodArgs {
+    fn spec(&self, labels: &[String]) -> anyhow::Result<PodSpec> {
+        let labels = labels
+            .iter()
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| anyhow::anyhow!("--label {l:?}: use key=value"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(PodSpec {
+            cluster: self.cluster.clone(),
+            node: self.node.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            labels,
+        })
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn main() -> ExitCode {
@@ -101,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?
                 .block_on(lab.install())?;
             lab.start_mesh(&bins)?;
+            block_on(lab.wait_mesh_ready())?;
             lab.state.ready = true;
             lab.state.save(&lab.dir)?;
             progress(&format!(
@@ -167,6 +245,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     if alive { "running" } else { "exited" }
                 );
             }
+            Ok(())
+        }
+        Cmd::Pod(cmd) => {
+            let bins = Bins::beside_self()?;
+            let mut lab = Lab::open(&cli.state_dir)?;
+            match cmd {
+                PodCmd::Add { pod, labels } => {
+                    let spec = pod.spec(&labels)?;
+                    let ip = block_on(async {
+                        lab.ensure_namespace(&spec.cluster, &spec.namespace).await?;
+                        lab.add_pod(&bins, &spec).await
+                    })?;
+                    println!("{ip}");
+                }
+                PodCmd::Del { pod } => block_on(lab.delete_pod(&bins, &pod.spec(&[])?))?,
+            }
+            Ok(())
+        }
+        Cmd::Kill { role } => {
+            let n = Lab::open(&cli.state_dir)?.kill(&role)?;
+            progress(&format!("killed {n} process(es) of {role}"));
+            Ok(())
+        }
+        Cmd::Restart { role } => {
+            let pid = Lab::open(&cli.state_dir)?.restart(&role)?;
+            progress(&format!("{role} started again (pid {pid})"));
             Ok(())
         }
         Cmd::Forward {

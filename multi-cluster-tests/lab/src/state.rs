@@ -19,6 +19,22 @@ pub struct Proc {
     pub program: String,
     /// Its log file.
     pub log: PathBuf,
+    /// How to start it again (`mesh-lab restart`): namespace, program, arguments, environment.
+    #[serde(default)]
+    pub command: Option<Command>,
+}
+
+/// A process's command line, kept so it can be restarted as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The namespace it runs in (none: the host's).
+    pub ns: Option<String>,
+    /// The program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
 }
 
 /// The lab's record on disk (`<state dir>/state.json`).

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use mesh_testbed::{run, run_ok};
 
 use crate::plan::{KUBE_API_PORT, LabPlan};
+use anyhow::Context as _;
+
 use crate::state::{LabState, Proc};
 
 /// Prints one progress line.
@@ -145,6 +147,12 @@ impl Lab {
         self.state.procs.push(Proc {
             role: role.to_string(),
             pid,
+            command: Some(crate::state::Command {
+                ns: ns.map(str::to_string),
+                program: program.to_path_buf(),
+                args: args.to_vec(),
+                env: env.to_vec(),
+            }),
             program: program
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
@@ -224,4 +232,70 @@ pub fn wait_for_path(path: &Path, timeout: Duration) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+impl Lab {
+    /// Reopens the lab recorded in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Lab> {
+        let state = LabState::load(dir)?;
+        let plan = state.plan.clone().with_context(|| {
+            format!("no lab in {} (start one with `mesh-lab up`)", dir.display())
+        })?;
+        Ok(Lab {
+            plan,
+            state,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Kills the processes whose role is `role` (e.g. `c2/mesh-apiserver`).
+    pub fn kill(&mut self, role: &str) -> anyhow::Result<usize> {
+        let procs: Vec<Proc> = self
+            .state
+            .procs
+            .iter()
+            .filter(|p| p.role == role)
+            .cloned()
+            .collect();
+        anyhow::ensure!(
+            !procs.is_empty(),
+            "no process with role {role:?}; see `mesh-lab status`"
+        );
+        let mut killed = 0;
+        for p in procs {
+            if Path::new(&format!("/proc/{}", p.pid)).exists()
+                && run("kill", &["-9", &p.pid.to_string()]).status.success()
+            {
+                killed += 1;
+                // Wait until it is gone, so a restart can bind its ports.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Path::new(&format!("/proc/{}/cmdline", p.pid)).exists()
+                    && std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                        .is_ok_and(|c| !c.is_empty())
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        Ok(killed)
+    }
+
+    /// Starts the process of `role` again with the command it had.
+    pub fn restart(&mut self, role: &str) -> anyhow::Result<u32> {
+        let last = self
+            .state
+            .procs
+            .iter()
+            .rev()
+            .find(|p| p.role == role)
+            .cloned()
+            .with_context(|| format!("no process with role {role:?}; see `mesh-lab status`"))?;
+        let cmd = last.command.with_context(|| {
+            format!("{role} was recorded without its command; recreate the lab")
+        })?;
+        let _ = self.kill(role);
+        self.state.procs.retain(|p| p.role != role);
+        self.spawn(role, cmd.ns.as_deref(), &cmd.program, &cmd.args, &cmd.env)
+    }
 }

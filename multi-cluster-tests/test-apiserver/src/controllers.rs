@@ -1,7 +1,7 @@
 //! Controllers that run inside the server: ClusterIP/NodePort allocation for
 //! Services, and an EndpointSlice controller like kube-controller-manager's.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -51,15 +51,16 @@ impl ServiceAllocator {
 
     /// Fills defaults and allocates addresses and node ports of `svc`;
     /// keeps those of `old` on update (they are immutable).
-    pub fn allocate(
+    pub fn allocate<V: std::borrow::Borrow<Value>>(
         &self,
         svc: &mut Value,
         old: Option<&Value>,
-        existing: &[Value],
+        existing: &[V],
     ) -> Result<(), Vec<FieldCause>> {
         let uid = svc.pointer("/metadata/uid").cloned();
         let others: Vec<&Value> = existing
             .iter()
+            .map(|s| s.borrow())
             .filter(|s| s.pointer("/metadata/uid") != uid.as_ref())
             .collect();
         if !svc.get("spec").is_some_and(Value::is_object) {
@@ -112,6 +113,14 @@ impl ServiceAllocator {
         }
         if ty == "ExternalName" {
             return Ok(());
+        }
+        if spec.get("internalTrafficPolicy").is_none_or(Value::is_null) {
+            spec["internalTrafficPolicy"] = json!("Cluster");
+        }
+        if (ty == "NodePort" || ty == "LoadBalancer")
+            && spec.get("externalTrafficPolicy").is_none_or(Value::is_null)
+        {
+            spec["externalTrafficPolicy"] = json!("Cluster");
         }
         let old_ip = old
             .and_then(|o| o.pointer("/spec/clusterIP"))
@@ -398,6 +407,65 @@ fn slice_content(s: &Value) -> (Value, Value, Value) {
     )
 }
 
+/// Selectors of the selector Services of one namespace, indexed by their
+/// first `key=value` pair so a Pod finds its Services through its labels
+/// instead of testing every Service.
+#[derive(Debug, Default)]
+struct SelectorIndex {
+    selectors: Vec<(String, LabelSelector)>,
+    by_pair: HashMap<(String, String), Vec<usize>>,
+}
+
+impl SelectorIndex {
+    fn build(services: impl IntoIterator<Item = (String, LabelSelector)>) -> Self {
+        let mut idx = SelectorIndex::default();
+        for (name, sel) in services {
+            let Some(crate::selector::LabelReq::Eq(k, v)) = sel.0.first().cloned() else {
+                continue;
+            };
+            idx.by_pair
+                .entry((k, v))
+                .or_default()
+                .push(idx.selectors.len());
+            idx.selectors.push((name, sel));
+        }
+        idx
+    }
+
+    /// Indexes (into `selectors`) of the Services selecting `pod`.
+    fn matching(&self, pod: &Value) -> Vec<usize> {
+        let Some(labels) = pod.pointer("/metadata/labels").and_then(Value::as_object) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in labels {
+            let Some(v) = v.as_str() else { continue };
+            if let Some(cands) = self.by_pair.get(&(k.clone(), v.to_string())) {
+                out.extend(
+                    cands
+                        .iter()
+                        .copied()
+                        .filter(|i| self.selectors[*i].1.matches(pod)),
+                );
+            }
+        }
+        out
+    }
+}
+
+fn selector_of(svc: &Value) -> Option<(String, LabelSelector)> {
+    let sel = svc.pointer("/spec/selector")?.as_object()?;
+    if sel.is_empty() {
+        return None;
+    }
+    let name = svc.pointer("/metadata/name")?.as_str()?.to_string();
+    Some((name, LabelSelector::from_map(sel)))
+}
+
+fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.pointer("/metadata/labels")?.get(key)?.as_str()
+}
+
 /// The EndpointSlice controller: keeps managed slices of every selector
 /// Service equal to [`desired_slices`]; runs until the store is dropped.
 #[derive(Debug)]
@@ -406,6 +474,8 @@ pub struct EndpointSliceController {
     slices: ResourceType,
     services: ResourceType,
     pods: ResourceType,
+    /// Selector of every selector Service, by namespace and name.
+    selectors: HashMap<String, BTreeMap<String, LabelSelector>>,
 }
 
 impl EndpointSliceController {
@@ -418,101 +488,185 @@ impl EndpointSliceController {
             services: get("", "services"),
             pods: get("", "pods"),
             store,
+            selectors: HashMap::new(),
         }
     }
 
-    /// Runs the controller: a full pass, then one pass per namespace touched.
-    pub async fn run(self) {
+    /// Runs the controller: a full pass, then, per batch of changes, a pass
+    /// over the Services the changed Pods, Services and slices concern.
+    pub async fn run(mut self) {
         let mut rx = self.store.subscribe();
         self.reconcile_all();
         loop {
-            let mut dirty = BTreeSet::new();
+            let mut batch = Vec::new();
             let mut all = false;
             match rx.recv().await {
-                Ok(ev) => {
-                    if ev.group.is_empty() && (ev.plural == "pods" || ev.plural == "services") {
-                        dirty.insert(ev.namespace.clone());
-                    }
-                }
+                Ok(ev) => batch.push(ev),
                 Err(RecvError::Lagged(_)) => all = true,
                 Err(RecvError::Closed) => return,
             }
             loop {
                 match rx.try_recv() {
-                    Ok(ev) => {
-                        if ev.group.is_empty() && (ev.plural == "pods" || ev.plural == "services") {
-                            dirty.insert(ev.namespace.clone());
-                        }
-                    }
+                    Ok(ev) => batch.push(ev),
                     Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => all = true,
                     Err(_) => break,
                 }
             }
             if all {
                 self.reconcile_all();
-            } else {
-                for ns in dirty {
-                    self.reconcile_namespace(&ns);
-                }
+                continue;
+            }
+            for (ns, services) in self.affected(&batch) {
+                self.reconcile_namespace(&ns, Some(&services));
             }
         }
     }
 
-    fn reconcile_all(&self) {
-        let namespaces: BTreeSet<String> = self
-            .store
-            .all(&self.services, None)
+    /// The Services (by namespace) whose slices a batch of changes may alter:
+    /// changed Services, Services selecting a changed Pod (before or after),
+    /// and owners of managed slices someone else changed or deleted.
+    fn affected(
+        &mut self,
+        batch: &[Arc<crate::store::StoredEvent>],
+    ) -> BTreeMap<String, HashSet<String>> {
+        let mut out: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+        // Services first: the index must know them before their pods are looked up.
+        for ev in batch
             .iter()
-            .chain(self.store.all(&self.slices, None).iter())
-            .filter_map(|o| {
-                o.pointer("/metadata/namespace")?
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .collect();
+            .filter(|e| e.group.is_empty() && e.plural == "services")
+        {
+            let Some(name) = ev.object.pointer("/metadata/name").and_then(Value::as_str) else {
+                continue;
+            };
+            let sels = self.selectors.entry(ev.namespace.clone()).or_default();
+            match (ev.kind, selector_of(&ev.object)) {
+                (crate::store::EventType::Deleted, _) | (_, None) => {
+                    sels.remove(name);
+                }
+                (_, Some((n, sel))) => {
+                    sels.insert(n, sel);
+                }
+            }
+            out.entry(ev.namespace.clone())
+                .or_default()
+                .insert(name.to_string());
+        }
+        let mut indexes: HashMap<String, SelectorIndex> = HashMap::new();
+        for ev in batch {
+            if ev.group == "discovery.k8s.io" && ev.plural == "endpointslices" {
+                if label(&ev.object, MANAGED_BY_LABEL) == Some(MANAGED_BY)
+                    && let Some(svc) = label(&ev.object, SERVICE_NAME_LABEL)
+                {
+                    out.entry(ev.namespace.clone())
+                        .or_default()
+                        .insert(svc.to_string());
+                }
+                continue;
+            }
+            if !(ev.group.is_empty() && ev.plural == "pods") {
+                continue;
+            }
+            let idx = indexes.entry(ev.namespace.clone()).or_insert_with(|| {
+                SelectorIndex::build(
+                    self.selectors
+                        .get(&ev.namespace)
+                        .into_iter()
+                        .flatten()
+                        .map(|(n, s)| (n.clone(), s.clone())),
+                )
+            });
+            let mut hits = idx.matching(&ev.object);
+            if let Some(old) = &ev.old {
+                hits.extend(idx.matching(old));
+            }
+            for i in hits {
+                out.entry(ev.namespace.clone())
+                    .or_default()
+                    .insert(idx.selectors[i].0.clone());
+            }
+        }
+        out
+    }
+
+    fn reconcile_all(&mut self) {
+        self.selectors.clear();
+        let mut namespaces = BTreeSet::new();
+        for svc in self.store.all(&self.services, None) {
+            let ns = svc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if let Some((name, sel)) = selector_of(&svc) {
+                self.selectors
+                    .entry(ns.clone())
+                    .or_default()
+                    .insert(name, sel);
+            }
+            namespaces.insert(ns);
+        }
+        for slice in self.store.all(&self.slices, None) {
+            if let Some(ns) = slice.pointer("/metadata/namespace").and_then(Value::as_str) {
+                namespaces.insert(ns.to_string());
+            }
+        }
         for ns in namespaces {
-            self.reconcile_namespace(&ns);
+            self.reconcile_namespace(&ns, None);
         }
     }
 
-    /// Brings the managed slices of namespace `ns` to the desired state.
-    pub fn reconcile_namespace(&self, ns: &str) {
-        let services = self.store.all(&self.services, Some(ns));
-        let pods = self.store.all(&self.pods, Some(ns));
-        let existing: Vec<Value> = self
-            .store
-            .all(&self.slices, Some(ns))
-            .into_iter()
-            .filter(|s| {
-                s.pointer(&format!(
-                    "/metadata/labels/{}",
-                    MANAGED_BY_LABEL.replace('/', "~1")
-                )) == Some(&json!(MANAGED_BY))
-            })
-            .collect();
+    /// Brings the managed slices of namespace `ns` to the desired state:
+    /// of every Service, or of the Services named in `only`. Pods and slices
+    /// are read once, and only those of the concerned Services are copied.
+    pub fn reconcile_namespace(&self, ns: &str, only: Option<&HashSet<String>>) {
+        let wanted = |name: &str| only.is_none_or(|o| o.contains(name));
+        let mut services = Vec::new();
+        self.store.scan(&self.services, ns, |svc| {
+            if svc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .is_some_and(wanted)
+            {
+                services.push(svc.clone());
+            }
+        });
+        let index = SelectorIndex::build(services.iter().filter_map(selector_of));
+        let mut pods_of: HashMap<String, Vec<Value>> = HashMap::new();
+        self.store.scan(&self.pods, ns, |pod| {
+            for i in index.matching(pod) {
+                pods_of
+                    .entry(index.selectors[i].0.clone())
+                    .or_default()
+                    .push(pod.clone());
+            }
+        });
+        let mut slices_of: HashMap<String, Vec<Value>> = HashMap::new();
+        self.store.scan(&self.slices, ns, |slice| {
+            if label(slice, MANAGED_BY_LABEL) == Some(MANAGED_BY)
+                && let Some(owner) = label(slice, SERVICE_NAME_LABEL)
+                && wanted(owner)
+            {
+                slices_of
+                    .entry(owner.to_string())
+                    .or_default()
+                    .push(slice.clone());
+            }
+        });
         let mut keep: HashSet<String> = HashSet::new();
+        let no_pods = Vec::new();
         for svc in &services {
             let name = svc
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let mut have: Vec<&Value> = existing
-                .iter()
-                .filter(|s| {
-                    s.pointer(&format!(
-                        "/metadata/labels/{}",
-                        SERVICE_NAME_LABEL.replace('/', "~1")
-                    )) == Some(&json!(name))
-                })
-                .collect();
-            let want = desired_slices(svc, &pods);
-            if svc
-                .pointer("/spec/selector")
-                .and_then(Value::as_object)
-                .is_none_or(|s| s.is_empty())
-            {
+            if selector_of(svc).is_none() {
                 continue;
             }
+            let mut have: Vec<&Value> = slices_of
+                .get(name)
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
+            let want = desired_slices(svc, pods_of.get(name).unwrap_or(&no_pods));
             for desired in want {
                 let reuse = have
                     .iter()
@@ -561,7 +715,7 @@ impl EndpointSliceController {
                 }
             }
         }
-        for s in &existing {
+        for s in slices_of.values().flatten() {
             let name = s
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)

@@ -12,16 +12,31 @@
 //! It is NOT a Kubernetes distribution and is never shipped: there is no
 //! scheduler, kubelet, admission, RBAC, OpenAPI schema validation or
 //! persistence. The lab acts as the kubelet and writes pod status itself.
+//!
+//! ```no_run
+//! # async fn demo() -> mesh_test_apiserver::Result<()> {
+//! use mesh_test_apiserver::{Config, TestApiServer};
+//! let server = TestApiServer::start(Config::local("lab-c1")).await?;
+//! server.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig"))?;
+//! println!("serving on {} (kubectl --kubeconfig /tmp/kubeconfig get pods)", server.url());
+//! # Ok(()) }
+//! ```
+//!
+//! The binary `mesh-test-apiserver` runs one server until interrupted:
+//! `mesh-test-apiserver --listen 127.0.0.1:0 --service-cidr 10.96.0.0/16
+//! --kubeconfig-out <path> --context lab-c1 --ready-file <path>`.
 
 pub mod controllers;
 mod error;
 pub mod kubeconfig;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod table;
 pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +70,8 @@ pub struct Config {
     pub history: usize,
     /// Interval between watch bookmarks.
     pub bookmark_interval: Duration,
+    /// Bearer token clients must send (None: a random one).
+    pub token: Option<String>,
 }
 
 impl Config {
@@ -67,6 +84,7 @@ impl Config {
             extra_sans: Vec::new(),
             history: 10_000,
             bookmark_interval: Duration::from_secs(5),
+            token: None,
         }
     }
 }
@@ -107,7 +125,11 @@ impl TestApiServer {
             history: config.history.max(1),
             services: ServiceAllocator::new(config.service_cidr),
         });
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = config
+            .token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let app = Arc::new(App {
             store: store.clone(),
             token: token.clone(),
@@ -159,7 +181,14 @@ impl TestApiServer {
 
     /// The kubeconfig YAML.
     pub fn kubeconfig(&self) -> String {
-        kubeconfig::render(&self.context, &self.url(), &self.ca_pem, &self.token)
+        self.kubeconfig_for(&self.url())
+    }
+
+    /// The kubeconfig YAML with another server URL (a forwarded port, an
+    /// address in another namespace); that address must be in the
+    /// certificate (`Config::extra_sans`).
+    pub fn kubeconfig_for(&self, server_url: &str) -> String {
+        kubeconfig::render(&self.context, server_url, &self.ca_pem, &self.token)
     }
 
     /// Writes the kubeconfig (mode 0600: it holds the token).

@@ -27,9 +27,16 @@ struct Args {
     /// File that receives the bound address once the server serves.
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// Extra DNS names or IPs for the serving certificate (repeatable).
+    /// Extra DNS names or IPs for the serving certificate (repeatable); needed
+    /// when listening on 0.0.0.0 or when clients come through another address.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
+    /// Server URL written into the kubeconfig (default: https://<bound address>).
+    #[arg(long)]
+    server_url: Option<String>,
+    /// Bearer token clients must send (default: a random one, written into the kubeconfig).
+    #[arg(long, env = "MESH_TEST_APISERVER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Watch events kept for resuming watches; older resourceVersions get 410 Gone.
     #[arg(long, default_value_t = 10_000)]
     watch_history: usize,
@@ -55,10 +62,11 @@ async fn main() -> anyhow::Result<()> {
         extra_sans: args.tls_san,
         history: args.watch_history,
         bookmark_interval: Duration::from_secs(args.bookmark_interval_secs.max(1)),
+        token: args.token,
     })
     .await?;
-    server
-        .write_kubeconfig(&args.kubeconfig_out)
+    let url = args.server_url.clone().unwrap_or_else(|| server.url());
+    write_private(&args.kubeconfig_out, server.kubeconfig_for(&url).as_bytes())
         .context("writing the kubeconfig")?;
     if let Some(ready) = &args.ready_file {
         write_private(ready, format!("{}\n", server.addr()).as_bytes())

@@ -165,13 +165,6 @@ impl FieldSelector {
             (actual == *value) == *eq
         })
     }
-
-    /// Field paths this server does not know how to select by (real API
-    /// servers refuse unknown field labels; we accept any dotted path but
-    /// tell the caller which were not of the common set).
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(p, _, _)| p.as_str())
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
 use crate::store::{EventType, ListOptions, Store, StoredEvent};
+use crate::table::IncludeObject;
 
 /// Body type of every response.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -264,15 +266,24 @@ fn route(
             )));
         }
     };
-    if query.get("dryRun").is_some_and(|d| !d.is_empty()) && *method != Method::GET {
-        return Err(ApiError::bad_request(
-            "dryRun is not supported by this test API server: send the request without dryRun (kubectl: drop --dry-run=server)",
-        ));
-    }
-    let store = &app.store;
+    let dry_run = match query.get("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun {other:?} is not valid: the only allowed value is \"All\""
+            )));
+        }
+    };
+    // A dry run acts on a throwaway copy of the state: same validation and
+    // defaults, nothing stored, no events.
+    let scratch = (dry_run && *method != Method::GET).then(|| app.store.scratch_copy());
+    let store = scratch.as_ref().unwrap_or(&app.store);
     let rt = &target.rt;
     let ns = target.namespace.as_deref().unwrap_or("");
     let table = accept.contains("as=Table");
+    let include = IncludeObject::parse(query.get("includeObject"));
+    let metadata_only = !table && accept.contains("as=PartialObjectMetadata");
     match (method, target.name.as_deref()) {
         (&Method::GET, None) => {
             let labels =
@@ -291,7 +302,13 @@ fn route(
                     labels,
                     fields,
                     query,
-                    table,
+                    if table {
+                        Shape::Table(include)
+                    } else if metadata_only {
+                        Shape::Metadata
+                    } else {
+                        Shape::Full
+                    },
                 );
             }
             let limit = match query.get("limit") {
@@ -310,11 +327,34 @@ fn route(
                     .map(str::to_string),
             };
             let list = store.list(rt, target.namespace.as_deref(), &opts)?;
-            Ok(json_response(200, &list))
+            Ok(json_response(
+                200,
+                &if table {
+                    crate::table::list_table(rt, &list, include)
+                } else if metadata_only {
+                    crate::table::partial_list(&list)
+                } else {
+                    list
+                },
+            ))
         }
         (&Method::GET, Some(name)) => {
             let obj = store.get(rt, ns, name)?;
-            Ok(json_response(200, &obj))
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            Ok(json_response(
+                200,
+                &if table {
+                    crate::table::table(rt, std::slice::from_ref(&obj), &rv, include, true)
+                } else if metadata_only {
+                    crate::table::partial(&obj)
+                } else {
+                    obj
+                },
+            ))
         }
         (&Method::POST, None) => {
             let obj = decode(body, content_type)?;
@@ -395,6 +435,16 @@ fn route(
 
 /// Decodes a JSON or YAML body; malformed input is a 400.
 fn decode(body: &Bytes, content_type: &str) -> ApiResult<Value> {
+    if content_type.contains("protobuf") {
+        return crate::protobuf::decode(body).ok_or_else(|| {
+            ApiError::unsupported_media_type(&format!(
+                "{content_type}: this test server decodes protobuf only for Namespace, ConfigMap, Secret and ServiceAccount; send JSON"
+            ))
+        });
+    }
+    if content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
     if content_type.contains("yaml") {
         serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))
@@ -418,9 +468,8 @@ fn watch(
     labels: LabelSelector,
     fields: FieldSelector,
     query: &Query,
-    table: bool,
+    shape: Shape,
 ) -> ApiResult<Response<Body>> {
-    let _ = table;
     let send_initial = query.flag("sendInitialEvents");
     let bookmarks = query.flag("allowWatchBookmarks");
     let timeout = query
@@ -450,6 +499,8 @@ fn watch(
                     fields,
                     bookmarks,
                     tx,
+                    shape,
+                    columns_sent: AtomicBool::new(false),
                 };
                 w.run(start, send_initial, timeout).await;
             });
@@ -476,6 +527,19 @@ struct Watcher {
     fields: FieldSelector,
     bookmarks: bool,
     tx: mpsc::Sender<Bytes>,
+    shape: Shape,
+    columns_sent: AtomicBool,
+}
+
+/// How watch events carry their objects.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// The object.
+    Full,
+    /// `PartialObjectMetadata`.
+    Metadata,
+    /// A one-row Table.
+    Table(IncludeObject),
 }
 
 impl Watcher {
@@ -485,9 +549,30 @@ impl Watcher {
 
     async fn deliver(&self, ev: &StoredEvent) -> bool {
         match Store::filter_event(ev, &self.rt, self.ns.as_deref(), &self.labels, &self.fields) {
-            Some((kind, obj)) => self.send(event_line(kind.as_str(), &obj)).await,
+            Some((kind, obj)) => self.send_object(kind, &obj).await,
             None => true,
         }
+    }
+
+    /// Sends an object event, as a one-row Table when the client asked for
+    /// tables (column definitions only in the first, as the real server does).
+    async fn send_object(&self, kind: EventType, obj: &Value) -> bool {
+        let line = match self.shape {
+            Shape::Table(include) => {
+                let first = !self.columns_sent.swap(true, Ordering::Relaxed);
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                event_line(
+                    kind.as_str(),
+                    &crate::table::table(&self.rt, std::slice::from_ref(obj), rv, include, first),
+                )
+            }
+            Shape::Metadata => event_line(kind.as_str(), &crate::table::partial(obj)),
+            Shape::Full => event_line(kind.as_str(), obj),
+        };
+        self.send(line).await
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {

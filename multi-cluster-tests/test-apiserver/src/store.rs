@@ -98,6 +98,7 @@ pub struct StoreConfig {
 type TypeKey = (String, String);
 type ObjKey = (String, String);
 
+#[derive(Clone)]
 struct Inner {
     rv: u64,
     registry: Registry,
@@ -218,6 +219,21 @@ impl Store {
         store
     }
 
+    /// A private copy of the current state for a dry run: writes to it are
+    /// validated and answered like real ones, and then thrown away.
+    pub fn scratch_copy(&self) -> Arc<Store> {
+        let inner = self.lock().clone();
+        let (events, _) = broadcast::channel(16);
+        let (closer, _) = watch::channel(0);
+        Arc::new(Store {
+            inner: Mutex::new(inner),
+            events,
+            closer,
+            config: self.config.clone(),
+            gone_sent: AtomicU64::new(0),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -298,6 +314,18 @@ impl Store {
             .and_then(|m| m.get(&(Self::ns_key(rt, ns), name.to_string())))
             .map(|o| Self::present(rt, o))
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// Calls `f` on every object of a type in namespace `ns` (under the
+    /// lock: `f` copies only what it needs).
+    pub fn scan(&self, rt: &ResourceType, ns: &str, mut f: impl FnMut(&Value)) {
+        let inner = self.lock();
+        if let Some(m) = inner.objects.get(&rt.storage_key()) {
+            let ns = Self::ns_key(rt, ns);
+            m.range((ns.clone(), String::new())..)
+                .take_while(|((n, _), _)| *n == ns)
+                .for_each(|(_, o)| f(o));
+        }
     }
 
     /// All objects of a type (optionally one namespace), unfiltered.
@@ -624,7 +652,7 @@ impl Store {
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
         meta.insert("generation".into(), json!(1));
-        fold_string_data(rt, &mut body);
+        Self::normalize(rt, &mut body)?;
         Self::validate(rt, &body)?;
         let name = meta_str(&body, "name").unwrap_or("").to_string();
         let type_key = rt.storage_key();
@@ -659,10 +687,12 @@ impl Store {
             ("", "namespaces") => {
                 body["status"] = json!({ "phase": "Active" });
             }
-            ("", "pods") if body.pointer("/status/phase").is_none() => {
-                body["status"] = json!({ "phase": "Pending" });
+            ("", "pods") => {
+                // As the real server: status is the kubelet's, written through /status.
+                body["status"] = json!({ "phase": "Pending", "qosClass": "BestEffort" });
             }
             ("", "services") => {
+                body["status"] = json!({ "loadBalancer": {} });
                 let existing = Self::service_objects(inner);
                 self.config
                     .services
@@ -674,16 +704,79 @@ impl Store {
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 Self::register_crd(inner, body)?;
             }
+            _ if rt.custom && rt.status => {
+                // Custom resources with a status subresource start without status.
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("status");
+                }
+            }
             _ => {}
         }
         Ok(())
     }
 
-    fn service_objects(inner: &Inner) -> Vec<Value> {
+    /// Conversions the real server does on every write: a Secret's
+    /// `stringData` is merged into `data` (base64) and never stored.
+    fn normalize(rt: &ResourceType, body: &mut Value) -> ApiResult<()> {
+        if rt.group.is_empty() && rt.plural == "secrets" {
+            let name = meta_str(body, "name").unwrap_or("").to_string();
+            let Some(o) = body.as_object_mut() else {
+                return Ok(());
+            };
+            if let Some(sd) = o.remove("stringData") {
+                let Some(sd) = sd.as_object() else {
+                    return Err(ApiError::invalid(
+                        "",
+                        "Secret",
+                        &name,
+                        vec![FieldCause {
+                            reason: "FieldValueInvalid",
+                            field: "stringData".into(),
+                            message: "Invalid value: must be a map of strings".into(),
+                        }],
+                    ));
+                };
+                let data = o.entry("data").or_insert_with(|| json!({}));
+                if !data.is_object() {
+                    *data = json!({});
+                }
+                for (k, v) in sd {
+                    let text = v.as_str().ok_or_else(|| {
+                        ApiError::invalid(
+                            "",
+                            "Secret",
+                            &name,
+                            vec![FieldCause {
+                                reason: "FieldValueInvalid",
+                                field: format!("stringData[{k}]"),
+                                message: "Invalid value: must be a string".into(),
+                            }],
+                        )
+                    })?;
+                    data[k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+                }
+            }
+            if o.get("type").is_none_or(Value::is_null) {
+                o.insert("type".into(), json!("Opaque"));
+            }
+        }
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            // Every namespace carries its name as a label (selectable by policies).
+            let name = meta_str(body, "name").unwrap_or("").to_string();
+            let meta = meta_mut(body);
+            if !meta.get("labels").is_some_and(Value::is_object) {
+                meta.insert("labels".into(), json!({}));
+            }
+            meta["labels"]["kubernetes.io/metadata.name"] = json!(name);
+        }
+        Ok(())
+    }
+
+    fn service_objects(inner: &Inner) -> Vec<&Value> {
         inner
             .objects
             .get(&(String::new(), "services".to_string()))
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.values().collect())
             .unwrap_or_default()
     }
 
@@ -825,7 +918,7 @@ impl Store {
                 )));
             }
         }
-        fold_string_data(rt, &mut body);
+        Self::normalize(rt, &mut body)?;
         Self::validate(rt, &body)?;
         body["apiVersion"] = json!(rt.api_version());
         body["kind"] = json!(rt.kind);
@@ -1169,27 +1262,3 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
-
-/// Secrets' `stringData` is write-only: a real API server merges it into
-/// `data` (base64) on every write, over existing keys, and never stores it.
-fn fold_string_data(rt: &ResourceType, body: &mut Value) {
-    use base64::Engine as _;
-    if rt.group.is_empty()
-        && rt.plural == "secrets"
-        && let Some(Value::Object(strings)) =
-            body.as_object_mut().and_then(|o| o.remove("stringData"))
-    {
-        let data = body
-            .as_object_mut()
-            .expect("a Secret is an object")
-            .entry("data")
-            .or_insert_with(|| json!({}));
-        if !data.is_object() {
-            *data = json!({});
-        }
-        for (k, v) in strings {
-            let text = v.as_str().unwrap_or_default();
-            data[k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
-        }
-    }
-}

@@ -39,6 +39,7 @@ fn start_binary() -> Lab {
         .arg(&kubeconfig)
         .arg("--ready-file")
         .arg(&ready)
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
         .expect("mesh-test-apiserver binary starts");
@@ -69,9 +70,11 @@ impl Lab {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--context", "lab-c1"])
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
             .args(args)
             .output()
-            .expect("kubectl runs (install Debian's kubernetes-client)")
+            .expect("kubectl runs (the machine image ships kubectl)")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -179,6 +182,35 @@ fn kubectl_get_apply_annotate_watch_delete() {
         "jsonpath={.spec.clusterIP}",
     ]);
     assert!(ip.starts_with("10.96."), "ClusterIP allocated: {ip}");
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "secret",
+            "creds",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.password}"
+        ]),
+        "aHVudGVyMg==",
+        "stringData is stored as base64 data"
+    );
+
+    // Tables: the columns kubectl users expect.
+    let table = lab.ok(&["get", "svc", "web", "-n", "demo"]);
+    assert!(
+        table.contains("CLUSTER-IP") && table.contains(&ip) && table.contains("80/TCP"),
+        "{table}"
+    );
+    lab.ok(&[
+        "patch", "pod", "web-1", "-n", "demo", "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"phase":"Running","podIP":"10.244.0.5","conditions":[{"type":"Ready","status":"True"}]}}"#,
+    ]);
+    let wide = lab.ok(&["get", "pods", "-n", "demo", "-o", "wide"]);
+    assert!(
+        wide.contains("STATUS") && wide.contains("Running") && wide.contains("10.244.0.5"),
+        "{wide}"
+    );
     let slices = lab.ok(&[
         "get",
         "endpointslices",
@@ -281,6 +313,8 @@ fn kubectl_get_apply_annotate_watch_delete() {
         Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&lab.kubeconfig)
+            .arg("--cache-dir")
+            .arg(lab.dir.path().join("kube-cache"))
             .args([
                 "--context",
                 "lab-c1",
@@ -325,6 +359,61 @@ fn kubectl_get_apply_annotate_watch_delete() {
     assert!(second.starts_with("web-2"));
     drop(watch);
 
+    // Server-side dry run: answered, validated, not stored.
+    let dry = lab.write(
+        "dry.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dry, namespace: demo}\ndata: {a: b}\n",
+    );
+    assert!(
+        lab.ok(&["apply", "--dry-run=server", "-f", s(&dry)])
+            .contains("configmap/dry created (server dry run)")
+    );
+    assert!(
+        !lab.kubectl(&["get", "cm", "dry", "-n", "demo"])
+            .status
+            .success(),
+        "dry run stored nothing"
+    );
+    let out = lab.kubectl(&["apply", "--dry-run=server", "-f", s(&bad)]);
+    assert!(!out.status.success(), "dry run still validates");
+
+    // Typed create commands (kubectl sends protobuf for these).
+    lab.ok(&["create", "namespace", "typed"]);
+    lab.ok(&[
+        "create",
+        "configmap",
+        "c1",
+        "-n",
+        "typed",
+        "--from-literal=a=b",
+    ]);
+    lab.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "-n",
+        "typed",
+        "--from-literal=pw=hunter2",
+    ]);
+    assert_eq!(
+        lab.ok(&["get", "cm", "c1", "-n", "typed", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "secret",
+            "s1",
+            "-n",
+            "typed",
+            "-o",
+            "jsonpath={.data.pw}"
+        ]),
+        "aHVudGVyMg=="
+    );
+    lab.ok(&["delete", "namespace", "typed"]);
+
     // Delete: one object, then everything; the namespace goes with its content.
     assert!(
         lab.ok(&["delete", "secret", "creds", "-n", "demo"])
@@ -342,4 +431,32 @@ fn kubectl_get_apply_annotate_watch_delete() {
     let out = lab.kubectl(&["get", "namespace", "demo"]);
     assert!(!out.status.success(), "namespace demo is gone");
     assert!(!lab.ok(&["get", "crd"]).contains("widgets.example.com"));
+}
+
+#[test]
+fn binary_refuses_a_service_cidr_too_small_to_allocate_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-test-apiserver"))
+        .args(["--service-cidr", "10.96.0.0/30", "--kubeconfig-out"])
+        .arg(dir.path().join("kc"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("service CIDR 10.96.0.0/30") && err.contains("/28 or shorter"),
+        "{err}"
+    );
+    assert!(!dir.path().join("kc").exists(), "nothing written");
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-test-apiserver"))
+        .args([
+            "--service-cidr",
+            "not-a-cidr",
+            "--kubeconfig-out",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--service-cidr"));
 }

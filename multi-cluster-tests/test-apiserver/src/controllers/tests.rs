@@ -46,7 +46,7 @@ fn cluster_ips_are_unique_in_range_and_immutable() {
     );
     let mut outside = svc("o", json!({ "clusterIP": "10.1.0.1" }));
     assert!(
-        a.allocate(&mut outside, None, &[]).unwrap_err()[0]
+        a.allocate(&mut outside, None, &[] as &[Value]).unwrap_err()[0]
             .message
             .contains("not in the valid range")
     );
@@ -71,7 +71,7 @@ fn node_ports_are_allocated_and_kept_on_update() {
         "a",
         json!({ "type": "NodePort", "ports": [ { "port": 80 }, { "port": 443 } ] }),
     );
-    a.allocate(&mut s1, None, &[]).unwrap();
+    a.allocate(&mut s1, None, &[] as &[Value]).unwrap();
     let p1 = s1["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
     let p2 = s1["spec"]["ports"][1]["nodePort"].as_u64().unwrap();
     assert!((30000..=32767).contains(&p1) && p1 != p2);
@@ -97,7 +97,7 @@ fn node_ports_are_allocated_and_kept_on_update() {
     );
     let mut bad = svc("c", json!({ "type": "Sideways" }));
     assert_eq!(
-        a.allocate(&mut bad, None, &[]).unwrap_err()[0].field,
+        a.allocate(&mut bad, None, &[] as &[Value]).unwrap_err()[0].field,
         "spec.type"
     );
 }

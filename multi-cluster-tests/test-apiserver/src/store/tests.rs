@@ -164,9 +164,13 @@ fn status_subresource_separates_spec_and_status() {
     let s = store(100);
     let pods = rt(&s, "", "pods");
     let p = s
-        .create(&pods, "default", json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p" }, "spec": { "containers": [] } }))
+        .create(&pods, "default", json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p" }, "spec": { "containers": [] }, "status": { "phase": "Running", "podIP": "10.0.0.1" } }))
         .unwrap();
-    assert_eq!(p["status"]["phase"], "Pending");
+    assert_eq!(
+        p["status"]["phase"], "Pending",
+        "status in a create is the kubelet's to set"
+    );
+    assert!(p["status"].get("podIP").is_none());
     let mut upd = p.clone();
     upd["status"]["phase"] = json!("Running");
     upd["spec"]["nodeName"] = json!("n1");
@@ -208,4 +212,70 @@ fn watch_filter_turns_selector_changes_into_added_and_deleted() {
         EventType::Added
     );
     assert!(Store::filter_event(&ev, &cms, Some("other"), &db, &none).is_none());
+}
+
+#[test]
+fn secret_string_data_is_stored_as_base64_data() {
+    let s = store(100);
+    let secrets = rt(&s, "", "secrets");
+    let created = s
+        .create(
+            &secrets,
+            "default",
+            json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "x" },
+            "data": { "a": "YQ==" }, "stringData": { "b": "hunter2" } }),
+        )
+        .unwrap();
+    assert_eq!(created["data"], json!({ "a": "YQ==", "b": "aHVudGVyMg==" }));
+    assert!(created.get("stringData").is_none());
+    assert_eq!(created["type"], "Opaque");
+    let patched = s
+        .patch(
+            &secrets,
+            "default",
+            "x",
+            "application/merge-patch+json",
+            br#"{"stringData":{"a":"new"}}"#,
+            false,
+            None,
+        )
+        .unwrap();
+    assert_eq!(patched["data"]["a"], "bmV3");
+    let err = s
+        .patch(
+            &secrets,
+            "default",
+            "x",
+            "application/merge-patch+json",
+            br#"{"stringData":{"a":1}}"#,
+            false,
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(err.code, 422);
+}
+
+#[test]
+fn namespaces_carry_their_name_label() {
+    let s = store(100);
+    let nss = rt(&s, "", "namespaces");
+    let ns = s
+        .create(&nss, "", json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "team-a", "labels": { "x": "y" } } }))
+        .unwrap();
+    assert_eq!(
+        ns["metadata"]["labels"],
+        json!({ "x": "y", "kubernetes.io/metadata.name": "team-a" })
+    );
+    let sel = LabelSelector::parse("kubernetes.io/metadata.name=default").unwrap();
+    let listed = s
+        .list(
+            &nss,
+            None,
+            &ListOptions {
+                labels: sel,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 }

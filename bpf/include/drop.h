@@ -1,0 +1,18 @@
+/* Verdict reason codes. Every dropped packet carries one; it indexes the
+ * metrics array and is copied into the flow event. Rust twin: DropReason. */
+#ifndef MESHWORK_DROP_H
+#define MESHWORK_DROP_H
+
+enum mw_reason {
+	REASON_FORWARDED = 0,          /* not a drop: packet passed */
+	REASON_POLICY_DENIED = 1,      /* an explicit deny rule matched */
+	REASON_POLICY_DEFAULT_DENY = 2,/* endpoint is policy-enforced and no rule allowed */
+	REASON_NO_SERVICE_BACKEND = 3, /* service frontend has no backends */
+	REASON_BACKEND_MISSING = 4,    /* slot or Maglev entry points at an unknown backend */
+	REASON_CT_MAP_FULL = 5,        /* conntrack insert failed */
+	REASON_INVALID_PACKET = 6,     /* truncated or malformed headers */
+	REASON_NAT_FAILED = 7,         /* rewriting addresses/checksums failed */
+	REASON_MAX = 32,               /* size of the metrics array */
+};
+
+#endif

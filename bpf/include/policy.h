@@ -1,0 +1,106 @@
+/* Identity policy: (endpoint, peer identity, port, protocol, direction) ->
+ * verdict, plus the per-endpoint "enforced" flag that turns on default deny.
+ * Identity 0 / port 0 / proto 0 in a key are wildcards. A deny anywhere wins
+ * over an allow. Rust twin in src/maps/policy.rs. */
+#ifndef MESHWORK_POLICY_H
+#define MESHWORK_POLICY_H
+
+#include "common.h"
+#include "drop.h"
+
+#define POLICY_DIR_INGRESS 0 /* traffic to the endpoint */
+#define POLICY_DIR_EGRESS 1  /* traffic from the endpoint */
+
+#define POLICY_ALLOW 1
+#define POLICY_DENY 2
+
+struct policy_key {
+	__u32 endpoint;  /* host-side ifindex of the pod's veth */
+	__u32 identity;  /* peer identity, 0 = any */
+	__be16 port;     /* destination port, 0 = any */
+	__u8 proto;      /* 0 = any */
+	__u8 direction;  /* POLICY_DIR_* */
+};
+MW_ASSERT_SIZE(struct policy_key, 12);
+
+struct policy_val {
+	__u8 action;     /* POLICY_ALLOW / POLICY_DENY */
+	__u8 pad[3];
+	__u32 rule_id;   /* opaque id of the rule that produced the entry (for explain) */
+};
+MW_ASSERT_SIZE(struct policy_val, 8);
+
+/* One local endpoint. The datapath reads the enforcement flags; the other
+ * fields are the agent's record of the endpoint, kept here so a restarted
+ * agent can read its endpoints back from the pinned map. */
+struct policy_endpoint {
+	__u8 ingress_enforced;
+	__u8 egress_enforced;
+	__u16 endpoint_id; /* the agent's node-local endpoint id */
+	__u32 identity;    /* the endpoint's own identity */
+	__be32 ipv4;       /* pod address, 0 unknown */
+	__u8 mac[6];       /* pod-side MAC, zero unknown */
+	__u8 pad[2];
+	char ifname[16];   /* host-side veth name, NUL-padded */
+};
+MW_ASSERT_SIZE(struct policy_endpoint, 36);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct policy_key);
+	__type(value, struct policy_val);
+	__uint(max_entries, 131072);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mw_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct policy_endpoint);
+	__uint(max_entries, 8192);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mw_endpoints SEC(".maps");
+
+static __always_inline int policy_probe(struct policy_key *key, int *allowed, __u32 *rule)
+{
+	struct policy_val *v = bpf_map_lookup_elem(&mw_policy, key);
+	if (!v)
+		return 0;
+	*rule = v->rule_id;
+	if (v->action == POLICY_DENY)
+		return 1;
+	if (v->action == POLICY_ALLOW)
+		*allowed = 1;
+	return 0;
+}
+
+/* Returns REASON_FORWARDED when the packet may pass, else the drop reason. */
+static __always_inline __u32 policy_verdict(__u32 endpoint, __u32 peer, __be16 port, __u8 proto,
+					    __u8 dir, __u32 *rule)
+{
+	struct policy_endpoint *ep = bpf_map_lookup_elem(&mw_endpoints, &endpoint);
+	int allowed = 0;
+	struct policy_key key = { .endpoint = endpoint, .direction = dir };
+
+	*rule = 0;
+	if (!ep)
+		return REASON_FORWARDED;
+	if (dir == POLICY_DIR_INGRESS ? !ep->ingress_enforced : !ep->egress_enforced)
+		return REASON_FORWARDED;
+
+	key.identity = peer; key.port = port; key.proto = proto;
+	if (policy_probe(&key, &allowed, rule))
+		return REASON_POLICY_DENIED;
+	key.port = 0; key.proto = 0;
+	if (policy_probe(&key, &allowed, rule))
+		return REASON_POLICY_DENIED;
+	key.identity = 0; key.port = port; key.proto = proto;
+	if (policy_probe(&key, &allowed, rule))
+		return REASON_POLICY_DENIED;
+	key.port = 0; key.proto = 0;
+	if (policy_probe(&key, &allowed, rule))
+		return REASON_POLICY_DENIED;
+	return allowed ? REASON_FORWARDED : REASON_POLICY_DEFAULT_DENY;
+}
+
+#endif

@@ -1,0 +1,91 @@
+//! Connection tracking (read-only view for dumps and tests; the datapath owns
+//! its entries and the LRU evicts them).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use aya::maps::{HashMap, MapData};
+
+use super::raw::{CtKey, CtVal};
+use super::{CONNTRACK, Protocol, dump_err, ip_from_be, open, port_from_be, typed};
+use crate::error::Result;
+
+/// Which entry kind (see conntrack.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CtDirection {
+    /// A flow the pod opened (post-DNAT tuple).
+    Out,
+    /// A flow opened towards the pod.
+    In,
+    /// The pre-DNAT tuple of a service flow; remembers the backend.
+    Service,
+    /// The backend-side tuple of a NodePort flow (replies are reverse-translated).
+    NodePort,
+}
+
+/// One conntrack entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CtEntry {
+    /// Source address.
+    pub saddr: Ipv4Addr,
+    /// Destination address.
+    pub daddr: Ipv4Addr,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Protocol.
+    pub proto: Protocol,
+    /// Entry kind.
+    pub direction: CtDirection,
+    /// Backend chosen (service entries), 0 otherwise.
+    pub backend_id: u32,
+    /// Service id whose reverse NAT applies to replies, 0 none.
+    pub rev_nat_id: u32,
+    /// Packets seen.
+    pub packets: u32,
+    /// Last packet (CLOCK_MONOTONIC ns).
+    pub last_seen_ns: u64,
+}
+
+/// The conntrack table.
+#[derive(Debug)]
+pub struct ConntrackMap {
+    map: HashMap<MapData, CtKey, CtVal>,
+}
+
+impl ConntrackMap {
+    /// Opens the pinned map under `pin_root` (checking its layout).
+    pub fn open(pin_root: &Path) -> Result<ConntrackMap> {
+        let (m, _) = open(pin_root, &CONNTRACK)?;
+        Ok(ConntrackMap {
+            map: typed(&CONNTRACK, HashMap::try_from(m))?,
+        })
+    }
+
+    /// Every entry.
+    pub fn dump(&self) -> Result<Vec<CtEntry>> {
+        let mut out = Vec::new();
+        for item in self.map.iter() {
+            let (k, v) = item.map_err(|e| dump_err(&CONNTRACK, e))?;
+            out.push(CtEntry {
+                saddr: ip_from_be(k.saddr),
+                daddr: ip_from_be(k.daddr),
+                sport: port_from_be(k.sport),
+                dport: port_from_be(k.dport),
+                proto: Protocol::from_number(k.proto),
+                direction: match k.dir {
+                    0 => CtDirection::Out,
+                    1 => CtDirection::In,
+                    2 => CtDirection::Service,
+                    _ => CtDirection::NodePort,
+                },
+                backend_id: v.backend_id,
+                rev_nat_id: v.rev_nat_id,
+                packets: v.packets,
+                last_seen_ns: v.last_seen_ns,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,234 @@
+/* Per-packet datapath on the host side of a pod's veth.
+ *   from_pod (TC ingress of the host veth): service DNAT with conntrack,
+ *     egress policy of the pod, flow event.
+ *   to_pod (TC egress of the host veth): reverse NAT of replies, ingress
+ *     policy of the pod (peer identity from the ipcache), flow event.
+ *   from_netdev / to_netdev (TC ingress / egress of the node's own
+ *     interface): NodePort DNAT of traffic from other nodes to a local
+ *     backend, and reverse NAT of its replies as they leave (rewriting the
+ *     source to a local address any earlier would make it a martian).
+ * The endpoint id is the host-side veth's ifindex. */
+#include "include/common.h"
+#include "include/drop.h"
+#include "include/packet.h"
+#include "include/lb.h"
+#include "include/conntrack.h"
+#include "include/ipcache.h"
+#include "include/policy.h"
+#include "include/flow.h"
+
+char _license[] SEC("license") = "GPL";
+
+static __always_inline void report(struct __sk_buff *skb, const struct pkt *p, __u8 verdict,
+				   __u8 obs, __u32 reason, __u32 svc_id, __u32 rule_id)
+{
+	struct flow_event ev = {
+		.ts_ns = bpf_ktime_get_ns(),
+		.saddr = p->saddr,
+		.daddr = p->daddr,
+		.sport = p->sport,
+		.dport = p->dport,
+		.proto = p->proto,
+		.verdict = verdict,
+		.observation = obs,
+		.reason = reason,
+		.src_identity = ipcache_identity(p->saddr),
+		.dst_identity = ipcache_identity(p->daddr),
+		.ifindex = skb->ifindex,
+		.svc_id = svc_id,
+		.rule_id = rule_id,
+	};
+	flow_emit(&ev);
+}
+
+static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, __u8 obs, __u32 reason,
+				__u32 svc_id, __u32 rule_id)
+{
+	metrics_count(reason, skb->len);
+	report(skb, p, FLOW_VERDICT_DROPPED, obs, reason, svc_id, rule_id);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int pass(struct __sk_buff *skb)
+{
+	metrics_count(REASON_FORWARDED, skb->len);
+	return TC_ACT_OK;
+}
+
+SEC("classifier")
+int from_pod(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	__u32 endpoint = skb->ifindex;
+	__u32 svc_id = 0, reason = 0, rule = 0;
+	int r = pkt_parse(skb, &p);
+
+	if (r == PARSE_NOT_IPV4)
+		return TC_ACT_OK;
+	if (r != PARSE_OK)
+		return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_INVALID_PACKET, 0, 0);
+
+	if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) {
+		struct lb_svc_val *svc = lb_lookup_service(p.daddr, p.dport, p.proto);
+		if (svc) {
+			struct ct_key sk = {
+				.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport,
+				.dport = p.dport, .proto = p.proto, .dir = CT_DIR_SVC,
+			};
+			struct ct_val *sv = ct_lookup(&sk, p.tcp_flags);
+			struct lb_backend *be = 0;
+			__u32 backend_id = 0;
+
+			svc_id = svc->svc_id;
+			if (sv) {
+				backend_id = sv->backend_id;
+				be = lb_lookup_backend(backend_id);
+			}
+			if (!be) {
+				/* New flow, or its backend was removed: choose again. */
+				backend_id = lb_select_backend(svc, bpf_get_hash_recalc(skb), &reason);
+				if (!backend_id)
+					return drop(skb, &p, FLOW_OBS_FROM_POD, reason, svc_id, 0);
+				be = lb_lookup_backend(backend_id);
+				if (!be)
+					return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_BACKEND_MISSING, svc_id, 0);
+				if (ct_create(&sk, backend_id, svc_id) < 0)
+					return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_CT_MAP_FULL, svc_id, 0);
+			}
+			if (pkt_rewrite(skb, &p, NAT_DST, be->addr, be->port) < 0)
+				return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_NAT_FAILED, svc_id, 0);
+		}
+	}
+
+	struct ct_key k = {
+		.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport,
+		.dport = p.dport, .proto = p.proto, .dir = CT_DIR_OUT,
+	};
+	if (ct_lookup(&k, p.tcp_flags))
+		return pass(skb);
+	struct ct_key rk;
+	ct_reverse(&k, &rk, CT_DIR_IN);
+	if (ct_lookup(&rk, p.tcp_flags))
+		return pass(skb); /* reply of a flow opened towards this pod */
+
+	reason = policy_verdict(endpoint, ipcache_identity(p.daddr), p.dport, p.proto,
+				POLICY_DIR_EGRESS, &rule);
+	if (reason != REASON_FORWARDED)
+		return drop(skb, &p, FLOW_OBS_FROM_POD, reason, svc_id, rule);
+	if (ct_create(&k, 0, svc_id) < 0)
+		return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_CT_MAP_FULL, svc_id, rule);
+	report(skb, &p, FLOW_VERDICT_FORWARDED, FLOW_OBS_FROM_POD, REASON_FORWARDED, svc_id, rule);
+	return pass(skb);
+}
+
+SEC("classifier")
+int to_pod(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	__u32 endpoint = skb->ifindex;
+	__u32 reason, rule = 0;
+	int r = pkt_parse(skb, &p);
+
+	if (r == PARSE_NOT_IPV4)
+		return TC_ACT_OK;
+	if (r != PARSE_OK)
+		return drop(skb, &p, FLOW_OBS_TO_POD, REASON_INVALID_PACKET, 0, 0);
+
+	struct ct_key k = {
+		.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport,
+		.dport = p.dport, .proto = p.proto, .dir = CT_DIR_IN,
+	};
+	struct ct_key rk;
+	ct_reverse(&k, &rk, CT_DIR_OUT);
+	struct ct_val *out = ct_lookup(&rk, p.tcp_flags);
+	if (out) {
+		/* Reply of a flow this pod opened; undo the service DNAT. */
+		__u32 id = out->rev_nat_id;
+		if (id) {
+			struct lb_revnat *rn = bpf_map_lookup_elem(&mw_revnat, &id);
+			if (rn && pkt_rewrite(skb, &p, NAT_SRC, rn->addr, rn->port) < 0)
+				return drop(skb, &p, FLOW_OBS_TO_POD, REASON_NAT_FAILED, id, 0);
+		}
+		return pass(skb);
+	}
+	if (ct_lookup(&k, p.tcp_flags))
+		return pass(skb);
+
+	reason = policy_verdict(endpoint, ipcache_identity(p.saddr), p.dport, p.proto,
+				POLICY_DIR_INGRESS, &rule);
+	if (reason != REASON_FORWARDED)
+		return drop(skb, &p, FLOW_OBS_TO_POD, reason, 0, rule);
+	if (ct_create(&k, 0, 0) < 0)
+		return drop(skb, &p, FLOW_OBS_TO_POD, REASON_CT_MAP_FULL, 0, rule);
+	report(skb, &p, FLOW_VERDICT_FORWARDED, FLOW_OBS_TO_POD, REASON_FORWARDED, 0, rule);
+	return pass(skb);
+}
+
+SEC("classifier")
+int from_netdev(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	__u32 reason = 0;
+	int r = pkt_parse(skb, &p);
+
+	/* The node's own interface carries everything: never drop what we do not handle. */
+	if (r != PARSE_OK || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
+		return TC_ACT_OK;
+	struct lb_svc_val *svc = lb_lookup_service(p.daddr, p.dport, p.proto);
+	if (!svc)
+		return TC_ACT_OK;
+
+	__u32 svc_id = svc->svc_id;
+	struct ct_key sk = {
+		.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport,
+		.dport = p.dport, .proto = p.proto, .dir = CT_DIR_SVC,
+	};
+	struct ct_val *sv = ct_lookup(&sk, p.tcp_flags);
+	struct lb_backend *be = 0;
+	__u32 backend_id = 0;
+	if (sv) {
+		backend_id = sv->backend_id;
+		be = lb_lookup_backend(backend_id);
+	}
+	if (!be) {
+		backend_id = lb_select_backend(svc, bpf_get_hash_recalc(skb), &reason);
+		if (!backend_id)
+			return drop(skb, &p, FLOW_OBS_FROM_NETDEV, reason, svc_id, 0);
+		be = lb_lookup_backend(backend_id);
+		if (!be)
+			return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_BACKEND_MISSING, svc_id, 0);
+		if (ct_create(&sk, backend_id, svc_id) < 0)
+			return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_CT_MAP_FULL, svc_id, 0);
+	}
+	struct ct_key nk = {
+		.saddr = p.saddr, .daddr = be->addr, .sport = p.sport,
+		.dport = be->port, .proto = p.proto, .dir = CT_DIR_NODEPORT,
+	};
+	if (!ct_lookup(&nk, p.tcp_flags) && ct_create(&nk, backend_id, svc_id) < 0)
+		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_CT_MAP_FULL, svc_id, 0);
+	if (pkt_rewrite(skb, &p, NAT_DST, be->addr, be->port) < 0)
+		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_NAT_FAILED, svc_id, 0);
+	return pass(skb);
+}
+
+SEC("classifier")
+int to_netdev(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	int r = pkt_parse(skb, &p);
+
+	if (r != PARSE_OK || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
+		return TC_ACT_OK;
+	struct ct_key nk = {
+		.saddr = p.daddr, .daddr = p.saddr, .sport = p.dport,
+		.dport = p.sport, .proto = p.proto, .dir = CT_DIR_NODEPORT,
+	};
+	struct ct_val *np = ct_lookup(&nk, p.tcp_flags);
+	if (!np || !np->rev_nat_id)
+		return TC_ACT_OK;
+	__u32 id = np->rev_nat_id;
+	struct lb_revnat *rn = bpf_map_lookup_elem(&mw_revnat, &id);
+	if (rn && pkt_rewrite(skb, &p, NAT_SRC, rn->addr, rn->port) < 0)
+		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_NAT_FAILED, id, 0);
+	return pass(skb);
+}

@@ -1,0 +1,687 @@
+//! The datapath on real packets between network namespaces: pod to pod,
+//! ClusterIP through the socket LB (TCP, UDP with the reply from the
+//! ClusterIP) and through TC only, policy with flow events and counters,
+//! backend removal, Maglev, and restart safety.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::{Node, Pod, answer};
+use mesh_bpf::{
+    Backend, BackendId, CtDirection, Datapath, Direction, DropReason, EndpointPolicy,
+    FlowObservation, FlowVerdict, Frontend, LbAlgorithm, PolicyAction, PolicyEntry, PolicyKey,
+    Protocol, ServiceId,
+};
+use mesh_testbed::{BpfDir, Bridge, Cgroup, NetNs, require_root};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+fn tcp(port: u16) -> Frontend {
+    Frontend {
+        addr: VIP,
+        port,
+        proto: Protocol::Tcp,
+    }
+}
+
+fn udp(port: u16) -> Frontend {
+    Frontend {
+        addr: VIP,
+        port,
+        proto: Protocol::Udp,
+    }
+}
+
+/// Registers each pod as a backend (ids 1..) for `port`/proto and a service
+/// on `frontend` with them.
+fn service(dp: &Datapath, id: u32, frontend: Frontend, pods: &[&Pod], port: u16, alg: LbAlgorithm) {
+    let mut b = dp.backends().unwrap();
+    let mut ids = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        let bid = BackendId(id * 100 + i as u32 + 1);
+        b.upsert(
+            bid,
+            Backend {
+                addr: p.ip,
+                port,
+                proto: frontend.proto,
+                cluster_id: 1,
+            },
+        )
+        .unwrap();
+        ids.push(bid);
+    }
+    dp.services()
+        .unwrap()
+        .upsert(frontend, ServiceId(id), &ids, alg)
+        .unwrap();
+}
+
+/// Polls `cond` for up to 5 s (a bounded liveness check, not a timing test).
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Lab {
+    _dir: BpfDir,
+    dp: Datapath,
+    node: Node,
+    client: Pod,
+    other: Pod,
+    b1: Pod,
+    b2: Pod,
+}
+
+fn lab() -> Lab {
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).expect("load datapath");
+    let node = Node::new();
+    let client = node.add_pod(1, "client", 1001);
+    let other = node.add_pod(2, "other", 1002);
+    let b1 = node.add_pod(3, "backend-1", 2001);
+    let b2 = node.add_pod(4, "backend-2", 2001);
+    node.attach(&mut dp, &[&client, &other, &b1, &b2]);
+    b1.serve(8080);
+    b2.serve(8080);
+    Lab {
+        _dir: dir,
+        dp,
+        node,
+        client,
+        other,
+        b1,
+        b2,
+    }
+}
+
+#[test]
+fn pod_to_pod_through_the_tc_programs() {
+    let lab = lab();
+    let (name, peer) = answer(&lab.client.probe(&["tcp", "10.244.1.13:8080"]));
+    assert_eq!(name, "backend-1");
+    assert_eq!(peer, "10.244.1.13:8080");
+    let (name, _) = answer(&lab.client.probe(&["udp", "10.244.1.14:8080"]));
+    assert_eq!(name, "backend-2");
+    // The flow went through our programs: a conntrack entry for it exists.
+    let ct = lab.dp.conntrack().unwrap().dump().unwrap();
+    assert!(
+        ct.iter().any(|e| e.saddr == lab.client.ip
+            && e.daddr == lab.b1.ip
+            && e.dport == 8080
+            && e.direction == CtDirection::Out),
+        "no conntrack entry for client -> backend-1: {ct:?}"
+    );
+    let m = lab.dp.metrics().unwrap().read().unwrap();
+    assert!(m.packets(DropReason::Forwarded) > 0, "{m:?}");
+}
+
+#[test]
+fn clusterip_through_tc_only_tcp_and_udp_replies_from_the_clusterip() {
+    let lab = lab();
+    service(
+        &lab.dp,
+        1,
+        tcp(80),
+        &[&lab.b1, &lab.b2],
+        8080,
+        LbAlgorithm::Random,
+    );
+    service(
+        &lab.dp,
+        2,
+        udp(53),
+        &[&lab.b1, &lab.b2],
+        8080,
+        LbAlgorithm::Random,
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        // The client is in no cgroup with the socket LB: only TC translates.
+        let (name, peer) = answer(&lab.client.probe(&["tcp", "10.96.0.10:80"]));
+        assert_eq!(peer, "10.96.0.10:80", "the socket still sees the ClusterIP");
+        seen.insert(name);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["backend-1".to_string(), "backend-2".to_string()],
+        "random selection over 20 connections reaches both backends"
+    );
+    let (name, peer) = answer(&lab.client.probe(&["udp", "10.96.0.10:53"]));
+    assert!(name.starts_with("backend-"), "{name}");
+    assert_eq!(
+        peer, "10.96.0.10:53",
+        "UDP reply must come from the ClusterIP"
+    );
+    // TC did it: service conntrack entries exist for the ClusterIP tuples.
+    let ct = lab.dp.conntrack().unwrap().dump().unwrap();
+    assert!(
+        ct.iter()
+            .any(|e| e.direction == CtDirection::Service && e.daddr == VIP && e.dport == 80),
+        "{ct:?}"
+    );
+    assert!(
+        ct.iter()
+            .any(|e| e.direction == CtDirection::Service && e.daddr == VIP && e.dport == 53),
+        "{ct:?}"
+    );
+}
+
+#[test]
+fn clusterip_through_socket_lb_tcp_and_udp() {
+    let mut lab = lab();
+    let cg = Cgroup::new();
+    lab.dp.attach_cgroup(cg.path()).expect("attach cgroup");
+    service(&lab.dp, 1, tcp(80), &[&lab.b1], 8080, LbAlgorithm::Random);
+    service(&lab.dp, 2, udp(53), &[&lab.b2], 8080, LbAlgorithm::Random);
+    let mut flows = lab.dp.flows().unwrap();
+    flows.drain();
+
+    let (name, peer) = answer(
+        &lab.client
+            .probe_in_cgroup(cg.path(), &["tcp", "10.96.0.10:80"]),
+    );
+    assert_eq!(name, "backend-1");
+    // The socket was connected to the backend itself: no translation on the wire.
+    assert_eq!(peer, "10.244.1.13:8080");
+    let (ev, _) = flows.wait_for(Duration::from_secs(2), |e| {
+        e.observation == FlowObservation::Socket && e.verdict == FlowVerdict::Translated
+    });
+    let ev = ev.expect("socket LB flow event");
+    assert_eq!((ev.daddr, ev.dport, ev.svc_id), (VIP, 80, 1));
+
+    // Unconnected UDP: sendmsg4 translates, recvmsg4 restores the ClusterIP.
+    let (name, peer) = answer(
+        &lab.client
+            .probe_in_cgroup(cg.path(), &["udp", "10.96.0.10:53"]),
+    );
+    assert_eq!(name, "backend-2");
+    assert_eq!(peer, "10.96.0.10:53", "recvfrom must report the ClusterIP");
+    // Connected UDP: connect4 translates, getpeername4 restores the ClusterIP.
+    let (name, peer) = answer(
+        &lab.client
+            .probe_in_cgroup(cg.path(), &["udp", "10.96.0.10:53", "--connected"]),
+    );
+    assert_eq!(name, "backend-2");
+    assert_eq!(
+        peer, "10.96.0.10:53",
+        "getpeername must report the ClusterIP"
+    );
+
+    // No packet carried the ClusterIP, so TC made no service entries.
+    let ct = lab.dp.conntrack().unwrap().dump().unwrap();
+    assert!(
+        !ct.iter().any(|e| e.direction == CtDirection::Service),
+        "socket LB flows must not need per-packet DNAT: {ct:?}"
+    );
+    // A frontend with no backends: connect() is refused at the socket, and
+    // the drop is reported with its reason.
+    lab.dp
+        .services()
+        .unwrap()
+        .upsert(tcp(90), ServiceId(3), &[], LbAlgorithm::Random)
+        .unwrap();
+    flows.drain();
+    let out = lab
+        .client
+        .probe_in_cgroup(cg.path(), &["tcp", "10.96.0.10:90"]);
+    assert!(!out.status.success(), "no backends: connect must fail");
+    let (ev, seen) = flows.wait_for(Duration::from_secs(2), |e| {
+        e.observation == FlowObservation::Socket && e.verdict == FlowVerdict::Dropped
+    });
+    let ev = ev.unwrap_or_else(|| panic!("no socket drop event: {seen:?}"));
+    assert_eq!(
+        (ev.reason, ev.svc_id, ev.dport),
+        (DropReason::NoServiceBackend, 3, 90)
+    );
+
+    lab.dp.detach_cgroup(cg.path()).expect("detach");
+}
+
+#[test]
+fn policy_default_deny_allow_by_identity_and_port_deny_other_identity() {
+    let lab = lab();
+    let ep = lab.b1.ifindex;
+    let mut pol = lab.dp.policy().unwrap();
+    // Allow client (1001) to TCP 8080, then enforce: default deny for the rest.
+    pol.upsert(
+        PolicyKey {
+            endpoint: ep,
+            identity: lab.client.identity,
+            port: 8080,
+            proto: Some(Protocol::Tcp),
+            direction: Direction::Ingress,
+        },
+        PolicyEntry {
+            action: PolicyAction::Allow,
+            rule_id: 11,
+        },
+    )
+    .unwrap();
+    pol.set_endpoint(
+        ep,
+        EndpointPolicy {
+            identity: lab.b1.identity,
+            ingress_enforced: true,
+            egress_enforced: false,
+        },
+    )
+    .unwrap();
+    let mut flows = lab.dp.flows().unwrap();
+    let before = lab.dp.metrics().unwrap().read().unwrap();
+
+    let (name, _) = answer(&lab.client.probe(&["tcp", "10.244.1.13:8080"]));
+    assert_eq!(name, "backend-1", "allowed identity + port passes");
+
+    let out = lab.other.probe(&["tcp", "10.244.1.13:8080"]);
+    assert!(!out.status.success(), "identity 1002 must be dropped");
+    let (ev, seen) = flows.wait_for(Duration::from_secs(2), |e| {
+        e.verdict == FlowVerdict::Dropped && e.ifindex == ep
+    });
+    let ev = ev.unwrap_or_else(|| panic!("no drop event; saw {seen:?}"));
+    assert_eq!(ev.reason, DropReason::PolicyDefaultDeny);
+    assert_eq!(ev.src_identity, 1002);
+    assert_eq!(ev.dst_identity, 2001);
+    assert_eq!(ev.observation, FlowObservation::ToPod);
+
+    // Same identity, another port: not allowed either (UDP 8080).
+    let out = lab.client.probe(&["udp", "10.244.1.13:8080"]);
+    assert!(!out.status.success(), "UDP was not allowed");
+
+    // An explicit deny rule gives its own reason and rule id.
+    pol.upsert(
+        PolicyKey {
+            endpoint: ep,
+            identity: lab.other.identity,
+            port: 0,
+            proto: None,
+            direction: Direction::Ingress,
+        },
+        PolicyEntry {
+            action: PolicyAction::Deny,
+            rule_id: 22,
+        },
+    )
+    .unwrap();
+    flows.drain();
+    let out = lab.other.probe(&["tcp", "10.244.1.13:8080"]);
+    assert!(!out.status.success());
+    let (ev, seen) = flows.wait_for(Duration::from_secs(2), |e| {
+        e.verdict == FlowVerdict::Dropped && e.ifindex == ep
+    });
+    let ev = ev.unwrap_or_else(|| panic!("no drop event; saw {seen:?}"));
+    assert_eq!(ev.reason, DropReason::PolicyDenied);
+    assert_eq!(ev.rule_id, 22);
+
+    let after = lab.dp.metrics().unwrap().read().unwrap();
+    assert!(
+        after.packets(DropReason::PolicyDefaultDeny)
+            > before.packets(DropReason::PolicyDefaultDeny),
+        "default-deny counter: {after:?}"
+    );
+    assert!(
+        after.packets(DropReason::PolicyDenied) > before.packets(DropReason::PolicyDenied),
+        "deny counter: {after:?}"
+    );
+    // Backend-2 is not selected by any policy: everyone still reaches it.
+    let (name, _) = answer(&lab.other.probe(&["tcp", "10.244.1.14:8080"]));
+    assert_eq!(name, "backend-2");
+    // Replies to flows the enforced pod opened itself are not dropped.
+    lab.other.serve(9000);
+    let (name, _) = answer(&lab.b1.probe(&["tcp", "10.244.1.12:9000"]));
+    assert_eq!(name, "other");
+}
+
+#[test]
+fn backend_removal_new_connections_avoid_it() {
+    let lab = lab();
+    service(
+        &lab.dp,
+        1,
+        tcp(80),
+        &[&lab.b1, &lab.b2],
+        8080,
+        LbAlgorithm::Random,
+    );
+    let mut svc = lab.dp.services().unwrap();
+    let entry = svc.get(tcp(80)).unwrap().unwrap();
+    assert_eq!(entry.backends.len(), 2);
+    // Remove backend-1 from the service (the reconciler's order: slots, then backend).
+    svc.upsert(
+        tcp(80),
+        ServiceId(1),
+        &[entry.backends[1]],
+        LbAlgorithm::Random,
+    )
+    .unwrap();
+    lab.dp
+        .backends()
+        .unwrap()
+        .delete(entry.backends[0])
+        .unwrap();
+    for _ in 0..15 {
+        let (name, _) = answer(&lab.client.probe(&["tcp", "10.96.0.10:80"]));
+        assert_eq!(
+            name, "backend-2",
+            "removed backend must not get new connections"
+        );
+    }
+    // No backends: connections fail and the drop is counted with its reason.
+    svc.upsert(tcp(80), ServiceId(1), &[], LbAlgorithm::Random)
+        .unwrap();
+    let out = lab.client.probe(&["tcp", "10.96.0.10:80"]);
+    assert!(!out.status.success());
+    let m = lab.dp.metrics().unwrap().read().unwrap();
+    assert!(m.packets(DropReason::NoServiceBackend) > 0, "{m:?}");
+}
+
+#[test]
+fn established_connection_keeps_its_backend_when_removed_from_the_service() {
+    use std::io::{BufRead, BufReader, Write};
+    let lab = lab();
+    // Port 8081 of every backend echoes lines prefixed with the pod name.
+    service(&lab.dp, 1, tcp(81), &[&lab.b1], 8081, LbAlgorithm::Random);
+    let stream = mesh_bpf::netns::in_netns(
+        &std::path::PathBuf::from("/var/run/netns").join(lab.client.ns.name()),
+        || {
+            std::net::TcpStream::connect_timeout(
+                &"10.96.0.10:81".parse().unwrap(),
+                Duration::from_secs(2),
+            )
+        },
+    )
+    .unwrap()
+    .expect("connect through TC");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    writeln!(w, "one").unwrap();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "backend-1 one");
+
+    // The service now has only backend-2 (new ids, so backend-1's entry stays).
+    let mut b = lab.dp.backends().unwrap();
+    b.upsert(
+        BackendId(50),
+        Backend {
+            addr: lab.b2.ip,
+            port: 8081,
+            proto: Protocol::Tcp,
+            cluster_id: 1,
+        },
+    )
+    .unwrap();
+    lab.dp
+        .services()
+        .unwrap()
+        .upsert(tcp(81), ServiceId(1), &[BackendId(50)], LbAlgorithm::Random)
+        .unwrap();
+    // Documented behaviour: conntrack keeps the established flow on its
+    // backend while the backend entry exists...
+    line.clear();
+    writeln!(w, "two").unwrap();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "backend-1 two",
+        "established flow stays on its backend"
+    );
+    // ...while new connections go to the remaining backend.
+    let fresh = mesh_bpf::netns::in_netns(
+        &std::path::PathBuf::from("/var/run/netns").join(lab.client.ns.name()),
+        || {
+            std::net::TcpStream::connect_timeout(
+                &"10.96.0.10:81".parse().unwrap(),
+                Duration::from_secs(2),
+            )
+        },
+    )
+    .unwrap()
+    .expect("new connection");
+    fresh
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut fw = fresh.try_clone().unwrap();
+    let mut fr = BufReader::new(fresh);
+    line.clear();
+    writeln!(fw, "three").unwrap();
+    fr.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "backend-2 three");
+}
+
+#[test]
+fn maglev_service_uses_the_generated_table() {
+    let lab = lab();
+    service(
+        &lab.dp,
+        1,
+        tcp(80),
+        &[&lab.b1, &lab.b2],
+        8080,
+        LbAlgorithm::Maglev,
+    );
+    let svc = lab.dp.services().unwrap();
+    let entry = svc.get(tcp(80)).unwrap().unwrap();
+    assert_eq!(entry.algorithm, LbAlgorithm::Maglev);
+    let table = svc
+        .maglev_table(ServiceId(1))
+        .unwrap()
+        .expect("maglev table");
+    assert_eq!(table, mesh_bpf::maglev::table(&entry.backends, 16381));
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (name, _) = answer(&lab.client.probe(&["tcp", "10.96.0.10:80"]));
+        seen.insert(name);
+    }
+    assert_eq!(seen.len(), 2, "flows hash over both backends: {seen:?}");
+}
+
+#[test]
+fn restart_keeps_maps_and_attachments_and_reattach_is_idempotent() {
+    let Lab {
+        _dir: dir,
+        mut dp,
+        node,
+        client,
+        other,
+        b1,
+        b2,
+    } = lab();
+    let cg = Cgroup::new();
+    dp.attach_cgroup(cg.path()).unwrap();
+    service(&dp, 1, tcp(80), &[&b1], 8080, LbAlgorithm::Random);
+    let before = mesh_bpf::dump(dir.path()).unwrap();
+    assert_eq!(before.services.len(), 1);
+    assert_eq!(before.ipcache.len(), 4);
+
+    // An established connection opened through TC (ClusterIP) before the restart.
+    let stream = mesh_bpf::netns::in_netns(
+        &std::path::PathBuf::from("/var/run/netns").join(client.ns.name()),
+        || {
+            std::net::TcpStream::connect_timeout(
+                &"10.96.0.10:80".parse().unwrap(),
+                Duration::from_secs(2),
+            )
+        },
+    )
+    .unwrap()
+    .expect("connect before restart");
+
+    // The agent process "exits": all its fds close; pinned maps and links stay.
+    drop(dp);
+    let (name, _) = answer(&client.probe(&["tcp", "10.96.0.10:80"]));
+    assert_eq!(name, "backend-1", "TC path works with no loader alive");
+    let (name, peer) = answer(&client.probe_in_cgroup(cg.path(), &["tcp", "10.96.0.10:80"]));
+    assert_eq!(
+        (name.as_str(), peer.as_str()),
+        ("backend-1", "10.244.1.13:8080"),
+        "socket LB works with no loader alive"
+    );
+
+    // Restart: load again, re-attach everything (idempotent), state unchanged.
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    node.attach(&mut dp, &[&client, &other, &b1, &b2]);
+    node.attach(&mut dp, &[&client, &other, &b1, &b2]);
+    dp.attach_cgroup(cg.path()).unwrap();
+    dp.attach_cgroup(cg.path()).unwrap();
+    let after = mesh_bpf::dump(dir.path()).unwrap();
+    assert_eq!(
+        (
+            &after.services,
+            &after.backends,
+            &after.ipcache,
+            &after.endpoints,
+            &after.policy
+        ),
+        (
+            &before.services,
+            &before.backends,
+            &before.ipcache,
+            &before.endpoints,
+            &before.policy
+        ),
+        "no flush on restart: state identical"
+    );
+    assert!(
+        after.conntrack_entries >= before.conntrack_entries,
+        "conntrack kept"
+    );
+    let links: Vec<_> = std::fs::read_dir(dir.path().join("links"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        links.len(),
+        8 + 4,
+        "one pinned link per hook, no duplicates: {links:?}"
+    );
+
+    // The pre-restart connection still gets the backend's answer (reverse NAT via CT).
+    let mut buf = String::new();
+    let mut s = stream;
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    std::io::Read::read_to_string(&mut s, &mut buf).expect("read on established connection");
+    assert_eq!(buf.trim(), "backend-1");
+
+    let (name, _) = answer(&client.probe(&["tcp", "10.96.0.10:80"]));
+    assert_eq!(name, "backend-1");
+    let (name, _) = answer(&client.probe_in_cgroup(cg.path(), &["tcp", "10.96.0.10:80"]));
+    assert_eq!(name, "backend-1");
+
+    // Detach removes the attachments: the cgroup client now reaches the
+    // ClusterIP only through TC (the socket sees the ClusterIP as peer).
+    dp.detach_cgroup(cg.path()).unwrap();
+    // The kernel releases an unpinned link asynchronously: allow it a moment.
+    eventually("socket LB detached", || {
+        let (_, peer) = answer(&client.probe_in_cgroup(cg.path(), &["tcp", "10.96.0.10:80"]));
+        peer == "10.96.0.10:80"
+    });
+    mesh_bpf::netns::in_netns(&node.netns_path(), || dp.detach_interface(&client.host_if))
+        .unwrap()
+        .unwrap();
+    let links = std::fs::read_dir(dir.path().join("links")).unwrap().count();
+    assert_eq!(links, 6, "client's two TC links removed");
+
+    // A pod deleted while no agent ran: its veth is gone, its pins are pruned.
+    let other_if = other.host_if.clone();
+    drop(other);
+    // Namespace teardown (and with it the veth pair) is asynchronous.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node
+        .ns
+        .run("ip", &["link", "show", &other_if])
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{other_if} not removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pruned = mesh_bpf::netns::in_netns(&node.netns_path(), || dp.prune_stale_interfaces())
+        .unwrap()
+        .unwrap();
+    assert_eq!(pruned, vec![other_if]);
+    let links = std::fs::read_dir(dir.path().join("links")).unwrap().count();
+    assert_eq!(links, 4, "only the live pods' links remain");
+}
+
+#[test]
+fn nodeport_from_another_node_reaches_a_local_backend() {
+    let mut lab = lab();
+    // Two nodes on an underlay bridge of their own; the other node is a
+    // namespace with only the underlay subnet routed (no default route).
+    let underlay = Bridge::new();
+    underlay.attach(&lab.node.ns, "eth0", "192.168.77.1/24");
+    let other_node = NetNs::new("nd");
+    underlay.attach(&other_node, "eth0", "192.168.77.2/24");
+    lab.b1.ns.run_ok(
+        "ip",
+        &[
+            "route",
+            "add",
+            "192.168.77.0/24",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+        ],
+    );
+    let path = lab.node.netns_path();
+    mesh_bpf::netns::in_netns(&path, || lab.dp.attach_node_interface("eth0"))
+        .unwrap()
+        .expect("attach NodePort program");
+    let node_ip = Ipv4Addr::new(192, 168, 77, 1);
+    for (id, proto) in [(7, Protocol::Tcp), (8, Protocol::Udp)] {
+        let frontend = Frontend {
+            addr: node_ip,
+            port: 30080,
+            proto,
+        };
+        service(&lab.dp, id, frontend, &[&lab.b1], 8080, LbAlgorithm::Random);
+    }
+    let probe = env!("CARGO_BIN_EXE_mesh-bpf-probe");
+    for mode in ["tcp", "udp"] {
+        let out = other_node.run(probe, &[mode, "192.168.77.1:30080"]);
+        let (name, peer) = answer(&out);
+        assert_eq!(
+            name, "backend-1",
+            "{mode} NodePort reaches the local backend"
+        );
+        assert_eq!(
+            peer, "192.168.77.1:30080",
+            "{mode} reply comes from the node address"
+        );
+    }
+    let ct = lab.dp.conntrack().unwrap().dump().unwrap();
+    assert!(
+        ct.iter().any(|e| e.direction == CtDirection::NodePort
+            && e.saddr == Ipv4Addr::new(192, 168, 77, 2)
+            && e.daddr == lab.b1.ip),
+        "{ct:?}"
+    );
+    // Traffic to the node that is not a NodePort is untouched.
+    other_node.run_ok("ping", &["-c", "1", "-W", "2", "192.168.77.1"]);
+    mesh_bpf::netns::in_netns(&path, || lab.dp.detach_node_interface("eth0"))
+        .unwrap()
+        .unwrap();
+    eventually("NodePort detached", || {
+        !other_node
+            .run(probe, &["tcp", "192.168.77.1:30080"])
+            .status
+            .success()
+    });
+}

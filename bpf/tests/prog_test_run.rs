@@ -1,0 +1,309 @@
+//! The TC programs run by the kernel on packets built here
+//! (BPF_PROG_TEST_RUN through aya's `TestRun`), before any namespace exists:
+//! DNAT rewrites address, port and both checksums; policy drops with a reason,
+//! a flow event and a counter; malformed packets are dropped, not crashed on.
+//! In a test run the packet's ifindex is 1 (loopback), our endpoint id here.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use aya::programs::{TestRun, TestRunOptions};
+use mesh_bpf::{
+    Backend, BackendId, Datapath, DropReason, EndpointPolicy, FlowVerdict, Frontend, LbAlgorithm,
+    Protocol, ServiceId,
+};
+use mesh_testbed::{BpfDir, require_root};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+
+fn csum(data: &[u8], initial: u32) -> u16 {
+    let mut sum = initial;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u32 {
+    let mut s = 0u32;
+    for w in [src, dst] {
+        s += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        s += u32::from(u16::from_be_bytes([w[2], w[3]]));
+    }
+    s + u32::from(proto) + len as u32
+}
+
+/// Ethernet + IPv4 + TCP SYN with valid checksums.
+fn tcp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    tcp_packet_flags(src, sport, dst, dport, 0x02)
+}
+
+/// Ethernet + IPv4 + TCP with the given flags and valid checksums.
+fn tcp_packet_flags(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
+    let mut p = vec![0u8; 14 + 20 + 20];
+    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut p[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let c = csum(ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let tcp = &mut p[34..54];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    let c = csum(tcp, pseudo(src.octets(), dst.octets(), 6, 20));
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+fn checksums_valid(p: &[u8]) -> bool {
+    let ip = &p[14..34];
+    let src: [u8; 4] = ip[12..16].try_into().unwrap();
+    let dst: [u8; 4] = ip[16..20].try_into().unwrap();
+    csum(ip, 0) == 0 && csum(&p[34..54], pseudo(src, dst, 6, 20)) == 0
+}
+
+fn run(dp: &mut Datapath, prog: &'static str, pkt: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; pkt.len() + 64];
+    let r = dp
+        .tc_program(prog)
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(pkt),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+#[test]
+fn from_pod_dnats_a_clusterip_packet_with_valid_checksums() {
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let backend = Ipv4Addr::new(10, 244, 1, 13);
+    dp.backends()
+        .unwrap()
+        .upsert(
+            BackendId(5),
+            Backend {
+                addr: backend,
+                port: 8080,
+                proto: Protocol::Tcp,
+                cluster_id: 1,
+            },
+        )
+        .unwrap();
+    dp.services()
+        .unwrap()
+        .upsert(
+            Frontend {
+                addr: vip,
+                port: 80,
+                proto: Protocol::Tcp,
+            },
+            ServiceId(9),
+            &[BackendId(5)],
+            LbAlgorithm::Random,
+        )
+        .unwrap();
+    let client = Ipv4Addr::new(10, 244, 1, 11);
+    let pkt = tcp_packet(client, 40000, vip, 80);
+    assert!(checksums_valid(&pkt), "the test's own packet is valid");
+    let (rc, out) = run(&mut dp, "from_pod", &pkt);
+    assert_eq!(rc, TC_ACT_OK);
+    assert_eq!(
+        &out[30..34],
+        &backend.octets(),
+        "destination rewritten to the backend"
+    );
+    assert_eq!(&out[36..38], &8080u16.to_be_bytes(), "port rewritten");
+    assert_eq!(&out[26..30], &client.octets(), "source untouched");
+    assert!(checksums_valid(&out), "IP and TCP checksums fixed up");
+
+    // The reply, seen by to_pod, is reverse-translated back to the ClusterIP.
+    let reply = tcp_packet(backend, 8080, client, 40000);
+    let (rc, out) = run(&mut dp, "to_pod", &reply);
+    assert_eq!(rc, TC_ACT_OK);
+    assert_eq!(&out[26..30], &vip.octets(), "reply source is the ClusterIP");
+    assert_eq!(
+        &out[34..36],
+        &80u16.to_be_bytes(),
+        "reply source port is the service port"
+    );
+    assert!(checksums_valid(&out));
+}
+
+#[test]
+fn policy_drop_carries_a_reason_event_and_counter() {
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    dp.policy()
+        .unwrap()
+        .set_endpoint(
+            1,
+            EndpointPolicy {
+                identity: 1001,
+                ingress_enforced: false,
+                egress_enforced: true,
+            },
+        )
+        .unwrap();
+    let mut flows = dp.flows().unwrap();
+    let pkt = tcp_packet(
+        Ipv4Addr::new(10, 244, 1, 11),
+        40001,
+        Ipv4Addr::new(10, 244, 1, 13),
+        8080,
+    );
+    let (rc, _) = run(&mut dp, "from_pod", &pkt);
+    assert_eq!(rc, TC_ACT_SHOT, "egress default deny");
+    let (ev, seen) = flows.wait_for(Duration::from_secs(1), |e| {
+        e.verdict == FlowVerdict::Dropped
+    });
+    let ev = ev.unwrap_or_else(|| panic!("no drop event: {seen:?}"));
+    assert_eq!(ev.reason, DropReason::PolicyDefaultDeny);
+    assert_eq!(ev.dport, 8080);
+    let m = dp.metrics().unwrap().read().unwrap();
+    assert_eq!(m.packets(DropReason::PolicyDefaultDeny), 1);
+}
+
+#[test]
+fn malformed_packets_are_dropped_as_invalid() {
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    // An IPv4 header length below the minimum (ihl 4).
+    let mut bad_ihl = tcp_packet(Ipv4Addr::new(10, 0, 0, 1), 1, Ipv4Addr::new(10, 0, 0, 2), 2);
+    bad_ihl[14] = 0x44;
+    // A TCP packet cut right after its IP header: no ports to read.
+    let mut no_l4 = tcp_packet(Ipv4Addr::new(10, 0, 0, 1), 1, Ipv4Addr::new(10, 0, 0, 2), 2);
+    no_l4.truncate(34);
+    for pkt in [&bad_ihl, &no_l4] {
+        for prog in ["from_pod", "to_pod"] {
+            let (rc, _) = run(&mut dp, prog, pkt);
+            assert_eq!(rc, TC_ACT_SHOT, "{prog}");
+        }
+    }
+    let m = dp.metrics().unwrap().read().unwrap();
+    assert_eq!(m.packets(DropReason::InvalidPacket), 4);
+    // Non-IPv4 (ARP) passes untouched.
+    let mut arp = vec![0u8; 14 + 28];
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let (rc, out) = run(&mut dp, "from_pod", &arp);
+    assert_eq!(rc, TC_ACT_OK);
+    assert_eq!(out, arp);
+}
+
+#[test]
+fn established_flows_pass_until_their_conntrack_entry_expires() {
+    use aya::maps::{HashMap, Map, MapData};
+    use mesh_bpf::maps::raw::{CtKey, CtVal};
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let pkt = tcp_packet(
+        Ipv4Addr::new(10, 244, 1, 11),
+        40002,
+        Ipv4Addr::new(10, 244, 1, 13),
+        8080,
+    );
+    assert_eq!(run(&mut dp, "from_pod", &pkt).0, TC_ACT_OK, "no policy yet");
+    dp.policy()
+        .unwrap()
+        .set_endpoint(
+            1,
+            EndpointPolicy {
+                identity: 1001,
+                ingress_enforced: false,
+                egress_enforced: true,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        run(&mut dp, "from_pod", &pkt).0,
+        TC_ACT_OK,
+        "an established flow survives a policy change"
+    );
+    // Make every entry look like a closed connection (FIN seen) idle for
+    // longer than its 10 s lifetime (an open TCP flow lives 6 h: longer than
+    // this machine's uptime, so it cannot be aged this way).
+    let data = MapData::from_pin(dir.path().join("mw_ct")).unwrap();
+    let mut ct: HashMap<MapData, CtKey, CtVal> =
+        HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
+    let entries: Vec<(CtKey, CtVal)> = ct.iter().map(|e| e.unwrap()).collect();
+    assert!(!entries.is_empty());
+    for (k, mut v) in entries {
+        v.last_seen_ns = 1;
+        v.flags |= 1;
+        ct.insert(k, v, 0).unwrap();
+    }
+    assert_eq!(
+        run(&mut dp, "from_pod", &pkt).0,
+        TC_ACT_SHOT,
+        "an expired entry is gone: the current policy decides"
+    );
+}
+
+#[test]
+fn a_new_syn_on_a_closed_tuple_is_judged_by_the_current_policy() {
+    use mesh_bpf::{Direction, PolicyAction, PolicyEntry, PolicyKey};
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let (src, dst) = (Ipv4Addr::new(10, 244, 1, 11), Ipv4Addr::new(10, 244, 1, 13));
+    let allow = PolicyKey {
+        endpoint: 1,
+        identity: 0,
+        port: 8080,
+        proto: Some(Protocol::Tcp),
+        direction: Direction::Egress,
+    };
+    let mut pol = dp.policy().unwrap();
+    pol.upsert(
+        allow,
+        PolicyEntry {
+            action: PolicyAction::Allow,
+            rule_id: 1,
+        },
+    )
+    .unwrap();
+    pol.set_endpoint(
+        1,
+        EndpointPolicy {
+            identity: 1001,
+            ingress_enforced: false,
+            egress_enforced: true,
+        },
+    )
+    .unwrap();
+    let syn = tcp_packet_flags(src, 40003, dst, 8080, 0x02);
+    let fin = tcp_packet_flags(src, 40003, dst, 8080, 0x11);
+    assert_eq!(run(&mut dp, "from_pod", &syn).0, TC_ACT_OK, "allowed");
+    pol.delete(allow).unwrap();
+    assert_eq!(
+        run(&mut dp, "from_pod", &fin).0,
+        TC_ACT_OK,
+        "established flow closes normally"
+    );
+    assert_eq!(
+        run(&mut dp, "from_pod", &syn).0,
+        TC_ACT_SHOT,
+        "a new connection on the closed tuple meets the current policy"
+    );
+}

@@ -1,0 +1,253 @@
+//! The end-to-end harness: one lab shared by every scenario of a run (as
+//! CI's time allows), the real `meshctl`, `kubectl` and `mesh-lab` binaries
+//! driven as a person drives them, and helpers that wait for what the
+//! clusters report.
+//!
+//! What it is for: `tests/lab.rs`. What it is not for: unit or component
+//! tests (those live with their crates).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use mesh_api::clustermesh::MeshStatus;
+
+/// A binary built beside the test (`cargo build --workspace --bins` first;
+/// `make test` does).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// A running lab, removed on drop (also when a scenario panicked).
+#[derive(Debug)]
+pub struct Lab {
+    /// Its state directory.
+    pub dir: PathBuf,
+    /// Its name (prefix of everything it creates).
+    pub name: String,
+    _tmp: Option<PathBuf>,
+}
+
+impl Lab {
+    /// `mesh-lab up` with `clusters` × `nodes`.
+    pub fn up(name: &str, clusters: u8, nodes: u8, encryption: bool) -> Lab {
+        mesh_testbed::require_root();
+        let dir = std::env::temp_dir().join(format!("meshwork-e2e-{name}-{}", std::process::id()));
+        let lab = Lab {
+            dir: dir.clone(),
+            name: name.into(),
+            _tmp: Some(dir),
+        };
+        let mut args = vec![
+            "up".to_string(),
+            format!("--clusters={clusters}"),
+            format!("--nodes={nodes}"),
+        ];
+        if encryption {
+            args.push("--encryption".into());
+        }
+        let out = lab.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "mesh-lab up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    /// Runs `mesh-lab <args>` for this lab.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin("mesh-lab"))
+            .arg(format!("--state-dir={}", self.dir.display()))
+            .arg(format!("--name={}", self.name))
+            .args(args)
+            .output()
+            .expect("run mesh-lab")
+    }
+
+    /// Runs `mesh-lab <args>` and panics with its stderr unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "mesh-lab {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The lab's kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// Runs `meshctl <args>` against the lab's kubeconfig.
+    pub fn meshctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("meshctl"))
+            .env("KUBECONFIG", self.kubeconfig())
+            .args(args)
+            .output()
+            .expect("run meshctl")
+    }
+
+    /// `meshctl <args> -o json`, which must succeed.
+    pub fn meshctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.meshctl(&all);
+        assert!(
+            out.status.success(),
+            "meshctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("meshctl {args:?} -o json: {e}"))
+    }
+
+    /// Runs `kubectl --context <ctx> <args>`, which must succeed.
+    pub fn kubectl(&self, ctx: &str, args: &[&str]) -> String {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", self.kubeconfig())
+            .arg(format!("--context={ctx}"))
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub fn apply(&self, ctx: &str, yaml: &str) {
+        use std::io::Write as _;
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", self.kubeconfig())
+            .args([&format!("--context={ctx}"), "apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(yaml.as_bytes())
+            .expect("write manifest");
+        let out = child.wait_with_output().expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The status `cluster`'s mesh-apiserver publishes (via meshctl).
+    pub fn status(&self, cluster: &str) -> MeshStatus {
+        let v = self.meshctl_json(&["status", "--context", &format!("lab-{cluster}")]);
+        serde_json::from_value(v).expect("meshctl status -o json is a MeshStatus")
+    }
+
+    /// Waits until `check(status of cluster)` holds.
+    pub fn wait_status(
+        &self,
+        cluster: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&MeshStatus) -> bool,
+    ) -> MeshStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.meshctl(&[
+                "status",
+                "--context",
+                &format!("lab-{cluster}"),
+                "-o",
+                "json",
+            ]);
+            let st: Option<MeshStatus> = serde_json::from_slice(&out.stdout).ok();
+            if let Some(st) = &st
+                && check(st)
+            {
+                return st.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{cluster}: {what} not reached within {timeout:?}; last status: {st:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Runs `program args` inside `ns` (a pod's or node's namespace).
+    pub fn exec(&self, ns: &str, program: &Path, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// The namespace of pod `namespace/name` of `cluster`.
+    pub fn pod_ns(&self, cluster: &str, namespace: &str, name: &str) -> String {
+        format!("mw{}-pod-{cluster}-{namespace}-{name}", self.name)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.run(&["down"]);
+        if !out.status.success() {
+            eprintln!(
+                "mesh-lab down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A named scenario over a shared context.
+pub type Scenario<C> = (&'static str, fn(&C));
+
+/// Runs each scenario, catching its panic so every one reports; panics at
+/// the end naming the scenarios that failed.
+pub fn run_scenarios<C>(ctx: &C, scenarios: &[Scenario<C>]) {
+    let mut failed = Vec::new();
+    for (name, f) in scenarios {
+        let t = Instant::now();
+        eprintln!("scenario {name}: start");
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx))) {
+            Ok(()) => eprintln!("scenario {name}: ok ({:.1} s)", t.elapsed().as_secs_f64()),
+            Err(_) => {
+                eprintln!(
+                    "scenario {name}: FAILED ({:.1} s)",
+                    t.elapsed().as_secs_f64()
+                );
+                failed.push(*name);
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} scenarios failed: {}",
+        failed.len(),
+        scenarios.len(),
+        failed.join(", ")
+    );
+}

@@ -1,0 +1,336 @@
+//! The end-to-end scenarios of the control plane, against one lab of three
+//! clusters: connect, status, idempotence, global services crossing (and
+//! only global ones), refusals that change nothing, a remote cluster lost
+//! and back, a third cluster joining, disconnect and reconnect.
+//!
+//! Each scenario asserts on what the clusters report through the same
+//! commands a person uses (meshctl, kubectl, mesh-lab), never on logs.
+
+use std::time::Duration;
+
+use mesh_e2e::{Lab, run_scenarios};
+
+const T: Duration = Duration::from_secs(45);
+
+fn secret(lab: &Lab, ctx: &str) -> String {
+    let out = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", lab.kubeconfig())
+        .args([
+            &format!("--context={ctx}"),
+            "-n",
+            "meshwork-system",
+            "get",
+            "secret",
+            "meshwork-clustermesh",
+            "-o",
+            "jsonpath={.data}",
+        ])
+        .output()
+        .unwrap();
+    // A missing Secret reads as empty: "nothing configured" either way.
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn connect(lab: &Lab, a: &str, b: &str) -> serde_json::Value {
+    lab.meshctl_json(&[
+        "connect",
+        "--context",
+        &format!("lab-{a}"),
+        "--destination-context",
+        &format!("lab-{b}"),
+        "--timeout",
+        "60s",
+    ])
+}
+
+fn connect_and_status(lab: &Lab) {
+    let r = connect(lab, "c1", "c2");
+    assert_eq!(r["synced"], true, "{r}");
+    assert_eq!(r["written"].as_array().unwrap().len(), 2, "{r}");
+    for (me, other) in [("c1", "c2"), ("c2", "c1")] {
+        let st = lab.wait_status(me, "the other's 2 nodes", T, |s| {
+            s.remotes.get(other).is_some_and(|r| r.counts.nodes == 2)
+        });
+        let r = &st.remotes[other];
+        assert!(
+            r.connected && r.synced && r.stale_since.is_none() && r.refused.is_none(),
+            "{me}: {r:?}"
+        );
+    }
+}
+
+fn connecting_again_changes_nothing(lab: &Lab) {
+    let before = (secret(lab, "lab-c1"), secret(lab, "lab-c2"));
+    let r = connect(lab, "c1", "c2");
+    assert_eq!(r["written"], serde_json::json!([]), "{r}");
+    assert_eq!(r["unchanged"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(
+        (secret(lab, "lab-c1"), secret(lab, "lab-c2")),
+        before,
+        "a repeated connect rewrote a Secret"
+    );
+}
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+  annotations:
+    service.meshwork.io/global: "true"
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: internal
+  namespace: shop
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+"#;
+
+fn only_global_services_cross_clusters(lab: &Lab) {
+    for (node, name) in [("c2-n1", "web-1"), ("c2-n2", "web-2")] {
+        lab.ok(&[
+            "pod",
+            "add",
+            "--cluster=c2",
+            &format!("--node={node}"),
+            "--namespace=shop",
+            &format!("--name={name}"),
+            "--label=app=web",
+        ]);
+    }
+    lab.apply("lab-c2", SERVICES);
+    let st = lab.wait_status("c1", "c2's global service and its pods", T, |s| {
+        s.remotes
+            .get("c2")
+            .is_some_and(|r| r.counts.services == 1 && r.counts.endpoints >= 2)
+    });
+    assert_eq!(
+        st.remotes["c2"].counts.services, 1,
+        "the non-global Service must not leave c2"
+    );
+    // Removing the annotation withdraws the service from c1.
+    lab.kubectl(
+        "lab-c2",
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "service",
+            "web",
+            "service.meshwork.io/global-",
+        ],
+    );
+    lab.wait_status("c1", "c2's service withdrawn", T, |s| {
+        s.remotes.get("c2").is_some_and(|r| r.counts.services == 0)
+    });
+    // A malformed annotation is a warning, the service is not global, nothing else breaks.
+    lab.kubectl(
+        "lab-c2",
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "service",
+            "web",
+            "service.meshwork.io/global=yes-please",
+            "--overwrite",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let st = lab.wait_status("c1", "c2 still synced", T, |s| s.is_synced_with("c2"));
+    assert_eq!(
+        st.remotes["c2"].counts.services, 0,
+        "a malformed global annotation must not export the service"
+    );
+    lab.kubectl(
+        "lab-c2",
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "service",
+            "web",
+            "service.meshwork.io/global=true",
+            "--overwrite",
+        ],
+    );
+    lab.wait_status("c1", "c2's service back", T, |s| {
+        s.remotes.get("c2").is_some_and(|r| r.counts.services == 1)
+    });
+}
+
+fn set_c3_config(lab: &Lab, key: &str, value: &str) {
+    let patch = serde_json::json!({"data": {key: value}}).to_string();
+    lab.kubectl(
+        "lab-c3",
+        &[
+            "-n",
+            "meshwork-system",
+            "patch",
+            "configmap",
+            "mesh-apiserver-config",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+    );
+}
+
+fn refusals_change_nothing(lab: &Lab) {
+    let before = (secret(lab, "lab-c1"), secret(lab, "lab-c3"));
+    for (key, value, original, want) in [
+        ("cluster-id", "1", "3", "cluster id 1"),
+        ("cluster-name", "c1", "c3", "names must be unique"),
+        ("pod-cidrs", "10.1.128.0/17", "10.3.0.0/16", "overlaps"),
+    ] {
+        set_c3_config(lab, key, value);
+        let out = lab.meshctl(&[
+            "connect",
+            "--context",
+            "lab-c1",
+            "--destination-context",
+            "lab-c3",
+            "--timeout",
+            "20s",
+        ]);
+        set_c3_config(lab, key, original);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want) && err.contains("nothing was changed"),
+            "{key}={value}: {err}"
+        );
+    }
+    // A mesh-apiserver that is not running: once its published status is
+    // stale (meshctl can know no sooner), connect refuses.
+    lab.ok(&["kill", "c3/mesh-apiserver"]);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    lab.wait_status("c3", "its status to go stale", T, |s| {
+        now().saturating_sub(s.updated_at) > 10
+    });
+    let out = lab.meshctl(&[
+        "connect",
+        "--context",
+        "lab-c1",
+        "--destination-context",
+        "lab-c3",
+        "--timeout",
+        "20s",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not running"),
+        "{err}"
+    );
+    assert!(
+        err.contains("c3") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    lab.ok(&["restart", "c3/mesh-apiserver"]);
+    lab.wait_status("c3", "c3's mesh-apiserver back", T, |s| s.cluster == "c3");
+    assert_eq!(
+        (secret(lab, "lab-c1"), secret(lab, "lab-c3")),
+        before,
+        "a refused connect changed a Secret"
+    );
+}
+
+fn a_lost_remote_is_kept_stale_and_resyncs(lab: &Lab) {
+    lab.ok(&["kill", "c2/mesh-apiserver"]);
+    let st = lab.wait_status("c1", "c2 marked stale", T, |s| {
+        s.remotes
+            .get("c2")
+            .is_some_and(|r| !r.connected && r.stale_since.is_some())
+    });
+    let r = &st.remotes["c2"];
+    assert_eq!(
+        (r.counts.nodes, r.counts.services),
+        (2, 1),
+        "c2's last known state must be kept while it is unreachable: {r:?}"
+    );
+    lab.ok(&["restart", "c2/mesh-apiserver"]);
+    let st = lab.wait_status("c1", "c2 back and synced", T, |s| {
+        s.is_synced_with("c2") && s.remotes["c2"].stale_since.is_none()
+    });
+    assert_eq!(st.remotes["c2"].counts.services, 1);
+}
+
+fn a_third_cluster_joins(lab: &Lab) {
+    for other in ["c1", "c2"] {
+        assert_eq!(connect(lab, "c3", other)["synced"], true);
+    }
+    let st = lab.wait_status("c3", "c1 and c2 synced", T, |s| {
+        s.is_synced_with("c1") && s.is_synced_with("c2")
+    });
+    assert_eq!(
+        st.remotes["c2"].counts.services, 1,
+        "c3 sees c2's global service"
+    );
+    for other in ["c1", "c2"] {
+        lab.wait_status(other, "c3 synced", T, |s| s.is_synced_with("c3"));
+    }
+}
+
+fn disconnect_withdraws_and_reconnect_works(lab: &Lab) {
+    let r = lab.meshctl(&[
+        "disconnect",
+        "--context",
+        "lab-c1",
+        "--destination-context",
+        "lab-c2",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let st = lab.status("c1");
+    assert!(
+        !st.remotes.contains_key("c2") && st.is_synced_with("c3"),
+        "c1 withdrew c2 only: {:?}",
+        st.remotes.keys()
+    );
+    assert!(!lab.status("c2").remotes.contains_key("c1"));
+    assert_eq!(connect(lab, "c1", "c2")["synced"], true);
+    lab.wait_status("c1", "c2 back", T, |s| {
+        s.remotes.get("c2").is_some_and(|r| r.counts.services == 1)
+    });
+}
+
+#[test]
+fn control_plane_scenarios_on_one_lab() {
+    let lab = Lab::up("e2e", 3, 2, false);
+    run_scenarios(
+        &lab,
+        &[
+            ("connect and status", connect_and_status),
+            (
+                "connecting again changes nothing",
+                connecting_again_changes_nothing,
+            ),
+            (
+                "only global services cross clusters",
+                only_global_services_cross_clusters,
+            ),
+            ("refusals change nothing", refusals_change_nothing),
+            (
+                "a lost remote is kept stale and resyncs",
+                a_lost_remote_is_kept_stale_and_resyncs,
+            ),
+            ("a third cluster joins", a_third_cluster_joins),
+            (
+                "disconnect withdraws and reconnect works",
+                disconnect_withdraws_and_reconnect_works,
+            ),
+        ],
+    );
+}

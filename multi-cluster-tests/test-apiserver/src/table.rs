@@ -1,0 +1,354 @@
+//! `meta.k8s.io/v1 Table` responses for `kubectl get`: the columns kubectl
+//! users expect for the core types, NAME and AGE for everything else.
+
+use serde_json::{Value, json};
+
+use crate::registry::ResourceType;
+
+/// How much of each object a row carries (`includeObject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncludeObject {
+    /// No object.
+    None,
+    /// `PartialObjectMetadata` (the default).
+    Metadata,
+    /// The whole object.
+    Object,
+}
+
+impl IncludeObject {
+    /// From the `includeObject` query parameter.
+    pub fn parse(v: Option<&str>) -> Self {
+        match v {
+            Some("None") => IncludeObject::None,
+            Some("Object") => IncludeObject::Object,
+            _ => IncludeObject::Metadata,
+        }
+    }
+}
+
+fn col(name: &str, ty: &str, format: &str, priority: u8) -> Value {
+    json!({ "name": name, "type": ty, "format": format, "description": "", "priority": priority })
+}
+
+/// Kubernetes' short human durations ("5s", "3m2s", "4h", "12d").
+pub fn human_age(secs: i64) -> String {
+    let s = secs.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        let rem = s % 60;
+        if rem == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{rem}s")
+        }
+    } else if m < 180 {
+        format!("{m}m")
+    } else if h < 8 {
+        let rem = m % 60;
+        if rem == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{rem}m")
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if h < 24 * 8 {
+        let rem = h % 24;
+        if rem == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{rem}h")
+        }
+    } else if d < 365 * 2 {
+        format!("{d}d")
+    } else {
+        format!("{}y", d / 365)
+    }
+}
+
+fn age(obj: &Value) -> String {
+    let Some(ts) = obj
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+    else {
+        return "<unknown>".into();
+    };
+    match time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => human_age((time::OffsetDateTime::now_utc() - t).whole_seconds()),
+        Err(_) => "<invalid>".into(),
+    }
+}
+
+fn s<'a>(obj: &'a Value, ptr: &str) -> &'a str {
+    obj.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn or_none(v: &str) -> String {
+    if v.is_empty() {
+        "<none>".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn columns(rt: &ResourceType) -> Vec<Value> {
+    let name = col("Name", "string", "name", 0);
+    let age = col("Age", "string", "", 0);
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => vec![
+            name,
+            col("Ready", "string", "", 0),
+            col("Status", "string", "", 0),
+            col("Restarts", "string", "", 0),
+            age,
+            col("IP", "string", "", 1),
+            col("Node", "string", "", 1),
+        ],
+        ("", "services") => vec![
+            name,
+            col("Type", "string", "", 0),
+            col("Cluster-IP", "string", "", 0),
+            col("External-IP", "string", "", 0),
+            col("Port(s)", "string", "", 0),
+            age,
+            col("Selector", "string", "", 1),
+        ],
+        ("", "nodes") => vec![
+            name,
+            col("Status", "string", "", 0),
+            col("Roles", "string", "", 0),
+            age,
+            col("Version", "string", "", 0),
+            col("Internal-IP", "string", "", 1),
+        ],
+        ("", "namespaces") => vec![name, col("Status", "string", "", 0), age],
+        ("discovery.k8s.io", "endpointslices") => vec![
+            name,
+            col("AddressType", "string", "", 0),
+            col("Ports", "string", "", 0),
+            col("Endpoints", "string", "", 0),
+            age,
+        ],
+        _ => vec![name, age],
+    }
+}
+
+fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
+    let name = json!(s(obj, "/metadata/name"));
+    let terminating = obj.pointer("/metadata/deletionTimestamp").is_some();
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => {
+            let total = obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
+            let ready = statuses.map_or(0, |c| {
+                c.iter().filter(|c| c["ready"] == json!(true)).count()
+            });
+            let restarts: u64 = statuses.map_or(0, |c| {
+                c.iter().filter_map(|c| c["restartCount"].as_u64()).sum()
+            });
+            let status = if terminating {
+                "Terminating"
+            } else {
+                s(obj, "/status/phase")
+            };
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(or_none(status)),
+                json!(restarts.to_string()),
+                json!(age(obj)),
+                json!(or_none(s(obj, "/status/podIP"))),
+                json!(or_none(s(obj, "/spec/nodeName"))),
+            ]
+        }
+        ("", "services") => {
+            let ports: Vec<String> = obj
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| {
+                            let proto = p["protocol"].as_str().unwrap_or("TCP");
+                            match p["nodePort"].as_u64() {
+                                Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                                None => format!("{}/{proto}", p["port"]),
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let selector: Vec<String> = obj
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(s(obj, "/spec/type")),
+                json!(or_none(s(obj, "/spec/clusterIP"))),
+                json!("<none>"),
+                json!(or_none(&ports.join(","))),
+                json!(age(obj)),
+                json!(or_none(&selector.join(","))),
+            ]
+        }
+        ("", "nodes") => {
+            let ready = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == json!("Ready")))
+                .map(|c| c["status"] == json!("True"));
+            let status = match ready {
+                Some(true) => "Ready",
+                Some(false) => "NotReady",
+                None => "Unknown",
+            };
+            let ip = obj
+                .pointer("/status/addresses")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|a| a["type"] == json!("InternalIP")))
+                .and_then(|a| a["address"].as_str())
+                .unwrap_or("");
+            vec![
+                name,
+                json!(status),
+                json!("<none>"),
+                json!(age(obj)),
+                json!(or_none(s(obj, "/status/nodeInfo/kubeletVersion"))),
+                json!(or_none(ip)),
+            ]
+        }
+        ("", "namespaces") => vec![name, json!(s(obj, "/status/phase")), json!(age(obj))],
+        ("discovery.k8s.io", "endpointslices") => {
+            let ports: Vec<String> = obj
+                .get("ports")
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .filter_map(|p| p["port"].as_u64())
+                        .map(|p| p.to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let addrs: Vec<&str> = obj
+                .get("endpoints")
+                .and_then(Value::as_array)
+                .map(|es| {
+                    es.iter()
+                        .filter_map(|e| e.pointer("/addresses/0")?.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let shown = if addrs.len() > 3 {
+                format!("{} + {} more...", addrs[..3].join(","), addrs.len() - 3)
+            } else {
+                addrs.join(",")
+            };
+            vec![
+                name,
+                json!(s(obj, "/addressType")),
+                json!(if ports.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    ports.join(",")
+                }),
+                json!(or_none(&shown)),
+                json!(age(obj)),
+            ]
+        }
+        _ => vec![name, json!(age(obj))],
+    }
+}
+
+fn row(rt: &ResourceType, obj: &Value, include: IncludeObject) -> Value {
+    let mut r = json!({ "cells": cells(rt, obj) });
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Object => r["object"] = obj.clone(),
+        IncludeObject::Metadata => {
+            r["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+            })
+        }
+    }
+    r
+}
+
+/// A Table of the objects in `objects` (list or single object);
+/// `with_columns` false leaves the column definitions out (later watch events).
+pub fn table(
+    rt: &ResourceType,
+    objects: &[Value],
+    resource_version: &str,
+    include: IncludeObject,
+    with_columns: bool,
+) -> Value {
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": { "resourceVersion": resource_version },
+        "columnDefinitions": if with_columns { columns(rt) } else { Vec::new() },
+        "rows": objects.iter().map(|o| row(rt, o, include)).collect::<Vec<_>>(),
+    })
+}
+
+/// Table of a list response (keeps its continue token).
+pub fn list_table(rt: &ResourceType, list: &Value, include: IncludeObject) -> Value {
+    let items = list
+        .get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut t = table(
+        rt,
+        &items,
+        s(list, "/metadata/resourceVersion"),
+        include,
+        true,
+    );
+    if let Some(c) = list.pointer("/metadata/continue") {
+        t["metadata"]["continue"] = c.clone();
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests;
+
+/// `meta.k8s.io/v1 PartialObjectMetadata` of an object (metadata-only requests).
+pub fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// `PartialObjectMetadataList` of a list response.
+pub fn partial_list(list: &Value) -> Value {
+    let items: Vec<Value> = list
+        .get("items")
+        .and_then(Value::as_array)
+        .map(|i| i.iter().map(partial).collect())
+        .unwrap_or_default();
+    json!({
+        "kind": "PartialObjectMetadataList",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list.get("metadata").cloned().unwrap_or(json!({})),
+        "items": items,
+    })
+}
