@@ -11,7 +11,7 @@ use mesh_api::NodeRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::encryption::{Encryption, PeerOptions, desired_peers};
-use crate::routes::{LocalNode, NextHop, Route, RouteTable, desired_routes, sync};
+use crate::routes::{LocalNode, NextHop, Route, RouteTable, Tunnel, desired_routes, sync};
 
 /// The routing part of `/v1/status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,8 +40,13 @@ pub fn sync_nodes(
     let refs: Vec<&NodeRecord> = nodes.iter().collect();
     let mut failures = Vec::new();
     let mut changes = Vec::new();
+    let mut carried = Vec::new();
     if let Some(enc) = encryption {
         let peers = desired_peers(&refs, local, &enc.public_key(), opts);
+        carried = peers
+            .iter()
+            .flat_map(|p| p.allowed_ips.iter().copied())
+            .collect();
         let ps = enc.apply(&peers);
         for k in &ps.added {
             changes.push(format!("peer added {k}"));
@@ -54,8 +59,11 @@ pub fn sync_nodes(
         }
         failures.extend(ps.rejected.iter().map(|e| format!("peer refused: {e}")));
     }
-    let desired: BTreeMap<Ipv4Net, NextHop> =
-        desired_routes(&refs, local, encryption.map(Encryption::ifname));
+    let tunnel = encryption.map(|e| Tunnel {
+        dev: e.ifname(),
+        carried: &carried,
+    });
+    let desired: BTreeMap<Ipv4Net, NextHop> = desired_routes(&refs, local, tunnel);
     match sync(table, &desired) {
         Ok(rs) => {
             changes.extend(rs.replaced.iter().map(|r| format!("route {r}")));

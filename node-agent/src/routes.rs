@@ -91,15 +91,26 @@ pub fn node_ipv4(node: &NodeRecord) -> Option<Ipv4Addr> {
     })
 }
 
+/// The WireGuard side of routing: the device, and the CIDRs its peers carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Tunnel<'a> {
+    /// The device's interface.
+    pub dev: &'a str,
+    /// The AllowedIPs of its peers: only these go into the device.
+    pub carried: &'a [IpNet],
+}
+
 /// The routes this node wants: every other node's IPv4 pod CIDRs, via its
-/// IPv4 address, or through `wireguard_dev` when given and the node has a
-/// WireGuard key. Nodes without an IPv4 address, and CIDRs overlapping the
-/// local node's, are skipped (the first node listed wins a CIDR claimed
-/// twice; records come sorted by cluster and name).
+/// IPv4 address, or through the tunnel's device when a peer carries that
+/// CIDR (a node without a key yet, or refused as a peer, stays on native
+/// routing rather than being blackholed). Nodes without an IPv4 address,
+/// and CIDRs overlapping the local node's, are skipped (the first node
+/// listed wins a CIDR claimed twice; records come sorted by cluster and
+/// name).
 pub fn desired_routes(
     nodes: &[&NodeRecord],
     local: &LocalNode,
-    wireguard_dev: Option<&str>,
+    tunnel: Option<Tunnel<'_>>,
 ) -> BTreeMap<Ipv4Net, NextHop> {
     let mut out = BTreeMap::new();
     for node in nodes {
@@ -107,13 +118,13 @@ pub fn desired_routes(
             continue;
         }
         let Some(ip) = node_ipv4(node) else { continue };
-        let next_hop = match (wireguard_dev, &node.wireguard_key) {
-            (Some(dev), Some(_)) => NextHop::Dev(dev.to_string()),
-            _ => NextHop::Via(ip),
-        };
         for cidr in &node.pod_cidrs {
             let IpNet::V4(v4) = cidr else { continue };
             let v4 = v4.trunc();
+            let next_hop = match tunnel {
+                Some(t) if t.carried.contains(&IpNet::V4(v4)) => NextHop::Dev(t.dev.to_string()),
+                _ => NextHop::Via(ip),
+            };
             let local_overlap = local.pod_cidrs.iter().any(|l| match l {
                 IpNet::V4(l) => l.contains(&v4.network()) || v4.contains(&l.network()),
                 IpNet::V6(_) => false,
@@ -121,7 +132,7 @@ pub fn desired_routes(
             if local_overlap {
                 continue;
             }
-            out.entry(v4).or_insert_with(|| next_hop.clone());
+            out.entry(v4).or_insert(next_hop);
         }
     }
     out

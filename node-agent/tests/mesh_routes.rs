@@ -479,6 +479,13 @@ fn run(encryption: bool) {
     upsert(&c1, a1.record(None));
     upsert(&c1, a2.record(None));
     upsert(&c2, b1.record(None));
+    // Each cluster's feed has listed everything (the export presents a
+    // snapshot as complete only then).
+    for w in [&c1, &c2] {
+        for kind in Kind::ALL {
+            control.block_on(w.mark_synced(kind)).expect("mark synced");
+        }
+    }
 
     let api_c1 = start_export(&servers, &pki, store.clone(), "c1", 1, &a1, 0);
     let api_c2 = start_export(&servers, &pki, store.clone(), "c2", 2, &b1, 0);
@@ -683,6 +690,29 @@ fn run(encryption: bool) {
         assert!(!text.contains("Deleted"), "restart deleted routes:\n{text}");
         assert_eq!(a1.routes(), want);
         assert!(pa1.ping(&ip_b1), "traffic after restart");
+    } else {
+        // The userspace device ends with the process (and its routes with
+        // it); a restarted agent keeps its key and converges to the same
+        // routes and peers.
+        let key = a1.status().encryption.unwrap().public_key;
+        a1.stop_agent();
+        a1.start_agent(&pki, &api_c1, encryption);
+        assert_eq!(
+            a1.status().encryption.unwrap().public_key,
+            key,
+            "key kept in the state dir"
+        );
+        eventually(
+            "routes back after restart",
+            20,
+            || a1.routes() == want,
+            diag(&a1),
+        );
+        assert_eq!(a1.status().encryption.unwrap().peers.len(), 2);
+        assert!(
+            pa1.ping_eventually(&ip_b1, 10),
+            "encrypted traffic after restart"
+        );
     }
 
     // The mesh-apiserver goes away: the last known state is kept.

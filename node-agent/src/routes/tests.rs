@@ -61,10 +61,21 @@ fn every_other_node_of_every_cluster_is_routed_via_its_ip() {
 }
 
 #[test]
-fn with_encryption_nodes_with_a_key_go_through_the_device() {
+fn with_encryption_cidrs_carried_by_a_peer_go_through_the_device() {
     let n2 = node("c1", "n2", "192.168.0.2", "10.1.2.0/24", Some(KEY_A));
     let n3 = node("c1", "n3", "192.168.0.3", "10.1.3.0/24", None);
-    let got = desired_routes(&[&n2, &n3], &local(), Some("mesh-wg0"));
+    let refused = node("c1", "n4", "192.168.0.4", "10.1.4.0/24", Some(KEY_B));
+    let carried: Vec<IpNet> = vec!["10.1.2.0/24".parse().unwrap()];
+    let tunnel = Tunnel {
+        dev: "mesh-wg0",
+        carried: &carried,
+    };
+    let got = desired_routes(&[&n2, &n3, &refused], &local(), Some(tunnel));
+    assert_eq!(
+        got[&"10.1.4.0/24".parse::<Ipv4Net>().unwrap()],
+        via("192.168.0.4"),
+        "a node with a key but no peer is not blackholed into the device"
+    );
     assert_eq!(
         got[&"10.1.2.0/24".parse::<Ipv4Net>().unwrap()],
         NextHop::Dev("mesh-wg0".into())
