@@ -23,12 +23,14 @@
 //! feeds plug into [`reconcile::Reconciler`]).
 
 pub mod api;
+pub mod bpf_datapath;
 pub mod client;
 pub mod cni;
 pub mod config;
 pub mod datapath;
 pub mod endpoint;
 mod error;
+pub mod feed;
 pub mod metrics;
 pub mod reconcile;
 

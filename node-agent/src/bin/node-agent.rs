@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use node_agent::api::{self, AgentState};
+use node_agent::bpf_datapath::{BpfDatapath, BpfDatapathConfig};
 use node_agent::config::{AgentConfig, ConfigError, LogFormat};
-use node_agent::datapath::{Datapath, MemoryDatapath};
+use node_agent::datapath::Datapath;
 use node_agent::endpoint::EndpointManager;
 
 fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match AgentConfig::from_args(std::env::args_os()) {
         Ok(c) => c,
         Err(ConfigError::Clap(e)) => e.exit(),
@@ -50,9 +52,11 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         cluster = %config.cluster_name, cluster_id = %config.cluster_id, node = %config.node_name,
         pod_cidr = ?config.pod_cidr, state_dir = %config.state_dir.display(), "node-agent starting"
     );
-    // The eBPF datapath (mesh-bpf) plugs in here; until then the desired
-    // state is kept in memory and /v1/status says "memory".
-    let datapath: Box<dyn Datapath> = Box::new(MemoryDatapath::default());
+    let datapath: Box<dyn Datapath> = Box::new(
+        BpfDatapath::open(&BpfDatapathConfig::from_agent(&config)).context(
+            "cannot start the eBPF datapath: --bpf-root must be on a bpffs mount and --cgroup-root a cgroup v2 directory",
+        )?,
+    );
     let (manager, report) = EndpointManager::open(&config.state_dir, config.pod_cidr, datapath)
         .context("cannot open the endpoint state")?;
     let mut manager = manager;
@@ -76,7 +80,11 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     let socket = config.agent_socket.clone();
     let metrics_address = config.metrics_address;
+    let feed_config = config.clone();
     let state = AgentState::new(config, manager);
+    let service_feed = node_agent::feed::services::start(&feed_config, state.clone())
+        .await
+        .context("cannot start the Kubernetes service feed")?;
 
     let unix = api::bind_unix(&socket)?;
     let tcp = tokio::net::TcpListener::bind(metrics_address)
@@ -105,6 +113,9 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         () = shutdown_signal() => Ok(()),
     };
     reconciler.abort();
+    if let Some(feed) = service_feed {
+        feed.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     tracing::info!("node-agent stopped");
     result
