@@ -9,6 +9,7 @@ use node_agent::bpf_datapath::{BpfDatapath, BpfDatapathConfig};
 use node_agent::config::{AgentConfig, ConfigError, LogFormat};
 use node_agent::datapath::Datapath;
 use node_agent::endpoint::EndpointManager;
+use node_agent::feed::services;
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -57,8 +58,17 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
             "cannot start the eBPF datapath: --bpf-root must be on a bpffs mount and --cgroup-root a cgroup v2 directory",
         )?,
     );
-    let (manager, report) = EndpointManager::open(&config.state_dir, config.pod_cidr, datapath)
-        .context("cannot open the endpoint state")?;
+    let kube = services::client_for(&config)
+        .await
+        .context("cannot set up the Kubernetes client of the service feed")?;
+    let expected: &[&str] = if kube.is_some() {
+        &[services::SOURCE]
+    } else {
+        &[]
+    };
+    let (manager, report) =
+        EndpointManager::open_expecting(&config.state_dir, config.pod_cidr, datapath, expected)
+            .context("cannot open the endpoint state")?;
     let mut manager = manager;
     let gone = manager
         .prune(host_veth_alive)
@@ -80,11 +90,9 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     let socket = config.agent_socket.clone();
     let metrics_address = config.metrics_address;
-    let feed_config = config.clone();
+    let node_name = config.node_name.to_string();
     let state = AgentState::new(config, manager);
-    let service_feed = node_agent::feed::services::start(&feed_config, state.clone())
-        .await
-        .context("cannot start the Kubernetes service feed")?;
+    let service_feed = kube.map(|client| services::spawn(client, node_name, state.clone()));
 
     let unix = api::bind_unix(&socket)?;
     let tcp = tokio::net::TcpListener::bind(metrics_address)
@@ -122,13 +130,12 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
 }
 
 /// Whether an endpoint's host veth still exists in this namespace with the
-/// same ifindex (/sys/class/net reflects the agent's network namespace).
+/// same ifindex (asked of the kernel for the agent's network namespace:
+/// /sys/class/net shows the namespace of whoever mounted /sys, which is not
+/// ours when the agent only switched its network namespace).
 fn host_veth_alive(ep: &node_agent::endpoint::Endpoint) -> bool {
-    let path = format!("/sys/class/net/{}/ifindex", ep.registration.host_ifname);
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .is_some_and(|i| i == ep.registration.host_ifindex)
+    mesh_bpf::netns::ifindex(&ep.registration.host_ifname)
+        .is_ok_and(|i| i == ep.registration.host_ifindex)
 }
 
 async fn shutdown_signal() {

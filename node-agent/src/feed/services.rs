@@ -338,36 +338,42 @@ where
 #[cfg(test)]
 mod tests;
 
-/// Starts the feed for the agent when kube-proxy replacement is on: a
-/// client from KUBECONFIG or the in-cluster environment, entries applied to
-/// the agent's reconciler under [`SOURCE`]. Without any Kubernetes
+/// The Kubernetes client for the feed when kube-proxy replacement is on:
+/// from KUBECONFIG or the in-cluster environment. Without any Kubernetes
 /// configuration in the environment the agent runs without the feed (a
 /// warning says so); a configuration that does not work is an error.
-pub async fn start(
+/// Call it before opening the endpoint manager, so that [`SOURCE`] can be
+/// declared pending ([`crate::reconcile::Reconciler::expect_source`]).
+pub async fn client_for(
     config: &crate::config::AgentConfig,
-    state: Arc<crate::api::AgentState>,
-) -> std::result::Result<Option<tokio::task::JoinHandle<()>>, kube::Error> {
+) -> std::result::Result<Option<Client>, kube::Error> {
     if !config.kube_proxy_replacement {
         tracing::info!("kube-proxy replacement off: Services are not loaded into the datapath");
         return Ok(None);
     }
     let configured = std::env::var_os("KUBECONFIG").is_some()
         || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let client = match Client::try_default().await {
-        Ok(c) => c,
+    match Client::try_default().await {
+        Ok(c) => Ok(Some(c)),
         Err(e) if !configured => {
             tracing::warn!(error = %e, "no Kubernetes API configured (KUBECONFIG or in-cluster): the service feed is off");
-            return Ok(None);
+            Ok(None)
         }
-        Err(e) => return Err(e),
-    };
-    let node = config.node_name.to_string();
-    Ok(Some(tokio::spawn(async move {
-        run(client, node, move |entries| {
-            let state = state.clone();
-            // Map writes are blocking syscalls under the manager lock.
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the feed into the agent's reconciler under [`SOURCE`] (needs the
+/// multi-threaded runtime: map writes block under the manager lock).
+pub fn spawn(
+    client: Client,
+    node_name: String,
+    state: Arc<crate::api::AgentState>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        run(client, node_name, move |entries| {
             tokio::task::block_in_place(|| state.set_services(SOURCE, entries));
         })
         .await;
-    })))
+    })
 }
