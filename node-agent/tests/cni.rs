@@ -671,6 +671,8 @@ fn restarted_agent_recovers_endpoints_from_its_state_dir() {
             "--cluster-name=c1",
             "--cluster-id=1",
             "--node-name=second",
+            &format!("--bpf-root={}", node.bpf.path().display()),
+            &format!("--cgroup-root={}", node.cgroup.path().display()),
             &format!("--state-dir={}", node.state_dir().display()),
             &format!("--agent-socket={}", node.socket().display()),
             "--metrics-address=127.0.0.1:0",

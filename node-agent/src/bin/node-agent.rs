@@ -53,6 +53,9 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         cluster = %config.cluster_name, cluster_id = %config.cluster_id, node = %config.node_name,
         pod_cidr = ?config.pod_cidr, state_dir = %config.state_dir.display(), "node-agent starting"
     );
+    // Claim the socket first: a second agent for the same node must fail
+    // here, before it touches the live agent's maps and attachments.
+    let unix = api::bind_unix(&config.agent_socket)?;
     let datapath: Box<dyn Datapath> = Box::new(
         BpfDatapath::open(&BpfDatapathConfig::from_agent(&config)).context(
             "cannot start the eBPF datapath: --bpf-root must be on a bpffs mount and --cgroup-root a cgroup v2 directory",
@@ -94,7 +97,6 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let state = AgentState::new(config, manager);
     let service_feed = kube.map(|client| services::spawn(client, node_name, state.clone()));
 
-    let unix = api::bind_unix(&socket)?;
     let tcp = tokio::net::TcpListener::bind(metrics_address)
         .await
         .with_context(|| format!("cannot listen on --metrics-address {metrics_address}"))?;
