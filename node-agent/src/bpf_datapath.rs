@@ -45,6 +45,7 @@ pub struct BpfDatapath {
     algorithm: mesh_bpf::LbAlgorithm,
     nodeports_file: PathBuf,
     nodeports: BTreeSet<(Ipv4Addr, u16, Protocol)>,
+    node_interfaces: BTreeSet<String>,
 }
 
 /// What [`BpfDatapath::open`] needs.
@@ -124,8 +125,13 @@ impl BpfDatapath {
             },
             nodeports_file,
             nodeports,
+            node_interfaces: BTreeSet::new(),
         };
         this.migrate_algorithm()?;
+        let addrs: BTreeSet<Ipv4Addr> = this.nodeports.iter().map(|(a, _, _)| *a).collect();
+        for addr in addrs {
+            this.serve_node_address(addr)?;
+        }
         Ok(this)
     }
 
@@ -147,6 +153,28 @@ impl BpfDatapath {
                     .upsert(v.frontend, &v.backends, self.algorithm)
                     .map_err(bpf_err("change LB algorithm", fe_text(&v.frontend)))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Attaches the NodePort programs to the interface holding the node
+    /// address `addr` (once per interface per process; re-attaching after a
+    /// restart swaps the pinned links' programs in place).
+    fn serve_node_address(&mut self, addr: Ipv4Addr) -> Result<()> {
+        let target = format!("NodePort address {addr}");
+        let Some(ifname) = interface_with_address(addr)? else {
+            return Err(refuse(
+                "attach NodePort programs",
+                &target,
+                "no interface of the agent's network namespace has this address".into(),
+            ));
+        };
+        if self.node_interfaces.insert(ifname.clone()) {
+            self.dp.attach_node_interface(&ifname).map_err(bpf_err(
+                "attach NodePort programs",
+                format!("{target} ({ifname})"),
+            ))?;
+            tracing::info!(%addr, ifname, "NodePort programs attached");
         }
         Ok(())
     }
@@ -178,6 +206,64 @@ impl BpfDatapath {
             .filter(|(_, info, _)| info.endpoint_id == id)
             .collect())
     }
+}
+
+/// The name of the interface that holds `addr` in the calling process's
+/// network namespace (rtnetlink, on a short-lived thread with its own
+/// runtime: callers may be inside the agent's runtime).
+fn interface_with_address(addr: Ipv4Addr) -> Result<Option<String>> {
+    use futures::TryStreamExt as _;
+    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let target = format!("address {addr}");
+    let nl = |e: rtnetlink::Error| refuse("look up node interface", &target, e.to_string());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .map_err(Error::io("start netlink runtime", "/proc/self"))?;
+            rt.block_on(async {
+                let (conn, handle, _) = rtnetlink::new_connection()
+                    .map_err(Error::io("open netlink socket", "/proc/self/ns/net"))?;
+                tokio::spawn(conn);
+                let addrs: Vec<_> = handle
+                    .address()
+                    .get()
+                    .execute()
+                    .try_collect()
+                    .await
+                    .map_err(nl)?;
+                let Some(index) = addrs
+                    .iter()
+                    .find(|m| {
+                        m.attributes.iter().any(|a| {
+                            matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) if *ip == addr)
+                        })
+                    })
+                    .map(|m| m.header.index)
+                else {
+                    return Ok(None);
+                };
+                let link = handle
+                    .link()
+                    .get()
+                    .match_index(index)
+                    .execute()
+                    .try_next()
+                    .await
+                    .map_err(nl)?;
+                Ok(link.and_then(|l| {
+                    l.attributes.into_iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n),
+                        _ => None,
+                    })
+                }))
+            })
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 fn fe_text(f: &mesh_bpf::Frontend) -> String {
@@ -367,6 +453,9 @@ impl Datapath for BpfDatapath {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        if f.kind == FrontendKind::NodePort {
+            self.serve_node_address(frontend.addr)?;
+        }
         self.lb
             .upsert(frontend, &backends, self.algorithm)
             .map_err(bpf_err("upsert service", &target))?;

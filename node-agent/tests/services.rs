@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod as KPod, Service};
+use k8s_openapi::api::core::v1::{Node as KNode, Pod as KPod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use mesh_test_apiserver::{Config, TestApiServer};
 use mesh_testbed::{BpfDir, Cgroup, NetNs, require_root, unique_name};
@@ -350,49 +350,7 @@ fn cluster_ip_is_served_by_ready_pods_and_survives_an_agent_restart() {
     b1.serve("b1");
     b2.serve("b2");
 
-    // The Service and its Pods, as the kubelet would report them.
-    let nodename = node.ns.name().to_string();
-    let (i1, i2) = (ip1.clone(), ip2.clone());
-    let vip = node.kube(move |c| {
-        Box::pin(async move {
-            let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
-            let svc: Service = serde_json::from_value(json!({
-                "metadata": {"name": "web", "namespace": "default"},
-                "spec": {"selector": {"app": "web"},
-                         "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
-            }))
-            .expect("service");
-            let svc = svcs
-                .create(&PostParams::default(), &svc)
-                .await
-                .expect("create service");
-            // Broken services must not disturb the others.
-            let bad: Service = serde_json::from_value(json!({
-                "metadata": {"name": "sctp", "namespace": "default"},
-                "spec": {"ports": [{"port": 9, "protocol": "SCTP"}]}
-            }))
-            .expect("service");
-            svcs.create(&PostParams::default(), &bad)
-                .await
-                .expect("create sctp service");
-            let pods: Api<KPod> = Api::namespaced(c, "default");
-            for (name, ip) in [("b1", i1), ("b2", i2)] {
-                pods.create(&PostParams::default(), &pod_object(name, &nodename))
-                    .await
-                    .expect("create pod");
-                pods.patch_status(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip,
-                        "podIPs": [{"ip": ip}],
-                        "conditions": [{"type": "Ready", "status": "True"}]}})),
-                )
-                .await
-                .expect("pod status");
-            }
-            svc.spec.and_then(|s| s.cluster_ip).expect("clusterIP")
-        })
-    });
+    let vip = create_web(&node, &ip1, &ip2, None);
     let both: BTreeSet<String> = [format!("{ip1}:8080"), format!("{ip2}:8080")].into();
     node.wait_backends(&vip, 80, &both);
     let log = node.log_text();
@@ -486,5 +444,151 @@ fn cluster_ip_is_served_by_ready_pods_and_survives_an_agent_restart() {
         seen,
         ["b1".to_string()].into(),
         "new connections avoid the removed backend"
+    );
+}
+
+/// Creates Service `web` (port 80 → 8080; type NodePort when `node_port`),
+/// a Service with an unsupported protocol, and the Pods b1/b2 at `ip1`/`ip2`
+/// reported Ready as the kubelet would. Returns the ClusterIP.
+fn create_web(node: &Node, ip1: &str, ip2: &str, node_port: Option<u16>) -> String {
+    let nodename = node.ns.name().to_string();
+    let (i1, i2) = (ip1.to_string(), ip2.to_string());
+    node.kube(move |c| {
+        Box::pin(async move {
+            let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+            let mut port = json!({"name": "http", "port": 80, "targetPort": 8080});
+            let mut spec = json!({"selector": {"app": "web"}});
+            if let Some(np) = node_port {
+                port["nodePort"] = json!(np);
+                spec["type"] = json!("NodePort");
+            }
+            spec["ports"] = json!([port]);
+            let svc: Service = serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "default"}, "spec": spec
+            }))
+            .expect("service");
+            let svc = svcs
+                .create(&PostParams::default(), &svc)
+                .await
+                .expect("create service");
+            // Broken services must not disturb the others.
+            let bad: Service = serde_json::from_value(json!({
+                "metadata": {"name": "sctp", "namespace": "default"},
+                "spec": {"ports": [{"port": 9, "protocol": "SCTP"}]}
+            }))
+            .expect("service");
+            svcs.create(&PostParams::default(), &bad)
+                .await
+                .expect("create sctp service");
+            let pods: Api<KPod> = Api::namespaced(c, "default");
+            for (name, ip) in [("b1", i1), ("b2", i2)] {
+                pods.create(&PostParams::default(), &pod_object(name, &nodename))
+                    .await
+                    .expect("create pod");
+                pods.patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip,
+                        "podIPs": [{"ip": ip}],
+                        "conditions": [{"type": "Ready", "status": "True"}]}})),
+                )
+                .await
+                .expect("pod status");
+            }
+            svc.spec.and_then(|s| s.cluster_ip).expect("clusterIP")
+        })
+    })
+}
+
+#[test]
+fn node_port_on_the_node_address_reaches_the_backends_from_another_node() {
+    let mut node = Node::new();
+    // Another "node": a namespace on a veth to ours, no default route.
+    let peer = NetNs::new("peer");
+    mesh_testbed::veth(&node.ns, "eth0", &peer, "eth0");
+    node.ns.addr("eth0", "192.168.77.1/24");
+    peer.addr("eth0", "192.168.77.2/24");
+    // This node's Node object carries its address (the kubelet's job).
+    let name = node.ns.name().to_string();
+    node.kube(move |c| {
+        Box::pin(async move {
+            let nodes: Api<KNode> = Api::all(c);
+            let n: KNode =
+                serde_json::from_value(json!({"metadata": {"name": name}})).expect("node");
+            nodes
+                .create(&PostParams::default(), &n)
+                .await
+                .expect("create node");
+            nodes
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"addresses": [
+                        {"type": "InternalIP", "address": "192.168.77.1"}]}})),
+                )
+                .await
+                .expect("node status");
+        })
+    });
+    node.start_agent();
+    let (b1, b2, client) = (TestPod::new(), TestPod::new(), TestPod::new());
+    let ip1 = node.add(&b1);
+    let ip2 = node.add(&b2);
+    node.add(&client);
+    b1.serve("b1");
+    b2.serve("b2");
+    let vip = create_web(&node, &ip1, &ip2, Some(30080));
+    let both: BTreeSet<String> = [format!("{ip1}:8080"), format!("{ip2}:8080")].into();
+    node.wait_backends(&vip, 80, &both);
+    node.wait_backends("192.168.77.1", 30080, &both);
+
+    let want: BTreeSet<String> = ["b1".to_string(), "b2".to_string()].into();
+    let seen: BTreeSet<String> = (0..24)
+        .map(|_| {
+            let out = peer
+                .command("bash")
+                .args([
+                    "-c",
+                    "echo hi | socat -t2 - TCP:192.168.77.1:30080,connect-timeout=2",
+                ])
+                .output()
+                .expect("socat");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        want,
+        "NodePort from the other node reaches both backends\n{}",
+        node.log_text()
+    );
+    // The ClusterIP keeps working alongside.
+    assert_eq!(client.answers(&vip, 80, None, 12), want);
+
+    // A restarted agent recognises its NodePort frontends: maps unchanged.
+    let before = node.maps();
+    node.stop_agent();
+    node.start_agent();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        node.maps(),
+        before,
+        "maps after the restart equal the maps before"
+    );
+    let services = AgentClient::new(node.socket())
+        .request("GET", "/v1/services", None)
+        .expect("services");
+    let services: Value = serde_json::from_slice(&services.1).expect("json");
+    assert!(
+        services
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|s| s["frontend"]["kind"] == "node-port" && s["frontend"]["port"] == 30080),
+        "{services}"
     );
 }
