@@ -592,3 +592,45 @@ fn node_port_on_the_node_address_reaches_the_backends_from_another_node() {
         "{services}"
     );
 }
+
+#[test]
+fn unusable_bpffs_or_cgroup_stops_the_agent_at_start_up_with_a_clear_message() {
+    let node = Node::new();
+    let not_bpffs = node.dir.path().join("not-bpffs");
+    let not_cgroup = node.dir.path().join("not-cgroup");
+    std::fs::create_dir_all(&not_bpffs).expect("dir");
+    std::fs::create_dir_all(&not_cgroup).expect("dir");
+    let run = |bpf: &Path, cgroup: &Path| {
+        let out = node
+            .agent_command()
+            .args([
+                "--cluster-name=c1",
+                "--cluster-id=1",
+                "--node-name=n1",
+                &format!("--state-dir={}", node.dir.path().join("state").display()),
+                &format!("--agent-socket={}", node.socket().display()),
+                &format!("--bpf-root={}", bpf.display()),
+                &format!("--cgroup-root={}", cgroup.display()),
+                "--metrics-address=127.0.0.1:0",
+            ])
+            .output()
+            .expect("run node-agent");
+        assert!(!out.status.success(), "the agent must not start");
+        assert!(!node.socket().exists(), "no socket file left behind");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&not_bpffs, node.cgroup.path());
+    assert!(
+        err.contains("not on a bpf filesystem") && err.contains(&not_bpffs.display().to_string()),
+        "{err}"
+    );
+    let err = run(node.bpf.path(), &not_cgroup);
+    assert!(
+        err.contains("socket LB") && err.contains(&not_cgroup.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        AgentClient::new(node.socket()).status().is_err(),
+        "nothing serves after a failed start"
+    );
+}

@@ -56,6 +56,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // Claim the socket first: a second agent for the same node must fail
     // here, before it touches the live agent's maps and attachments.
     let unix = api::bind_unix(&config.agent_socket)?;
+    let _socket_file = SocketFile(config.agent_socket.clone());
     let datapath: Box<dyn Datapath> = Box::new(
         BpfDatapath::open(&BpfDatapathConfig::from_agent(&config)).context(
             "cannot start the eBPF datapath: --bpf-root must be on a bpffs mount and --cgroup-root a cgroup v2 directory",
@@ -138,6 +139,15 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
 fn host_veth_alive(ep: &node_agent::endpoint::Endpoint) -> bool {
     mesh_bpf::netns::ifindex(&ep.registration.host_ifname)
         .is_ok_and(|i| i == ep.registration.host_ifindex)
+}
+
+/// Removes the agent socket file when `run` ends, also on a start-up error.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 async fn shutdown_signal() {
