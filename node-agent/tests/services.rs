@@ -126,6 +126,7 @@ impl Node {
                 &format!("--cgroup-root={}", self.cgroup.path().display()),
                 &format!("--wireguard-interface={}", self.ns.name()),
                 "--metrics-address=127.0.0.1:0",
+                "--log-format=json",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -424,6 +425,28 @@ fn cluster_ip_is_served_by_ready_pods_and_survives_an_agent_restart() {
     assert!(
         node.log_text().contains("Kubernetes service feed synced"),
         "the restarted agent synced its feed"
+    );
+    // The restarted agent's first reconcile wrote nothing: the maps already
+    // held its endpoints, their ipcache entries and the services.
+    let restored: Vec<Value> = node
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"] == "endpoints restored from the state dir and reconciled"
+        })
+        .collect();
+    assert_eq!(restored.len(), 2, "two starts logged");
+    let second = &restored[1]["fields"];
+    assert_eq!(
+        (
+            &second["endpoints"],
+            &second["upserted"],
+            &second["removed"],
+            &second["failed"]
+        ),
+        (&json!(3), &json!(0), &json!(0), &json!(0)),
+        "restart reconciled in place with zero writes: {second}"
     );
     drop(stream.kill());
     let _ = stream.wait();
