@@ -360,6 +360,22 @@ fn cluster_ip_is_served_by_ready_pods_and_survives_an_agent_restart() {
         "the SCTP service is named in a warning: {log}"
     );
 
+    let addr = AgentClient::new(node.socket())
+        .status()
+        .expect("status")
+        .metrics_address
+        .expect("metrics address");
+    let script = format!(
+        "exec 3<>/dev/tcp/{}/{}; printf 'GET /metrics HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3",
+        addr.ip(),
+        addr.port()
+    );
+    let metrics = node.ns.run_ok("bash", &["-c", &script]);
+    assert!(
+        metrics.contains("meshwork_errors_total{reason=\"invalid-service\"} 1"),
+        "the skipped Service is counted once: {metrics}"
+    );
+
     // TC path: the client is not in the agent's cgroup.
     let want: BTreeSet<String> = ["b1".to_string(), "b2".to_string()].into();
     let seen = client.answers(&vip, 80, None, 24);

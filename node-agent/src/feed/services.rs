@@ -256,7 +256,12 @@ pub fn node_addresses(node: &Node) -> Vec<Ipv4Addr> {
 /// `client` and calls `apply` with the entries for the datapath after every
 /// change (debounced by 100 ms; also every 30 s as a safety net). Runs
 /// until the task is dropped.
-pub async fn run(client: Client, node_name: String, apply: impl Fn(Vec<ServiceEntry>) + Send) {
+pub async fn run(
+    client: Client,
+    node_name: String,
+    apply: impl Fn(Vec<ServiceEntry>) + Send,
+    on_new_warning: impl Fn(&Warning) + Send,
+) {
     let notify = Arc::new(Notify::new());
     let services = reflect::<Service>(Api::all(client.clone()), notify.clone());
     let slices = reflect::<EndpointSlice>(Api::all(client.clone()), notify.clone());
@@ -285,6 +290,7 @@ pub async fn run(client: Client, node_name: String, apply: impl Fn(Vec<ServiceEn
         let warnings: BTreeSet<Warning> = warnings.into_iter().collect();
         for w in warnings.difference(&last_warnings) {
             tracing::warn!(service = %w.service, "{}", w.message);
+            on_new_warning(w);
         }
         last_warnings = warnings;
         apply(to_datapath(entries));
@@ -371,9 +377,16 @@ pub fn spawn(
     state: Arc<crate::api::AgentState>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        run(client, node_name, move |entries| {
-            tokio::task::block_in_place(|| state.set_services(SOURCE, entries));
-        })
+        let counters = state.clone();
+        run(
+            client,
+            node_name,
+            move |entries| {
+                tokio::task::block_in_place(|| state.set_services(SOURCE, entries));
+            },
+            // Counted once per new warning: meshwork_errors_total{reason="invalid-service"}.
+            move |_| counters.metrics().error("invalid-service"),
+        )
         .await;
     })
 }
