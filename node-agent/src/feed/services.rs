@@ -13,8 +13,8 @@
 //!
 //! What it is not for: merging remote (global-service) backends — that
 //! happens in [`to_datapath`], the seam where the mesh feed plugs in;
-//! sessionAffinity and externalTrafficPolicy (not implemented yet: served
-//! without affinity / as Cluster, with a warning).
+//! sessionAffinity ClientIP (not implemented by the datapath yet: served
+//! without affinity, with a warning).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -49,9 +49,12 @@ pub struct Warning {
 /// The local service entries (ClusterIP and NodePort frontends with their
 /// ready backends, backends sorted so the slot order is stable across
 /// restarts) and the warnings for services skipped or served partially.
+/// NodePort frontends on `node_ips` of this node (`node_name`) get only the
+/// backends on this node when `externalTrafficPolicy: Local`.
 pub fn local_entries(
     services: &[Service],
     slices: &[EndpointSlice],
+    node_name: &str,
     node_ips: &[Ipv4Addr],
 ) -> (Vec<ServiceEntry>, Vec<Warning>) {
     let mut entries = BTreeMap::new();
@@ -122,7 +125,17 @@ pub fn local_entries(
                 },
                 _ => None,
             };
-            let backends = ready_backends(slices, &ns, &name, p.name.as_deref(), proto_text);
+            let located = ready_backends(slices, &ns, &name, p.name.as_deref(), proto_text);
+            let mut backends: Vec<BackendAddr> = located.iter().map(|(b, _)| b.clone()).collect();
+            backends.dedup(); // sorted by address: one slot per address
+            let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+            let node_backends: Vec<BackendAddr> = located
+                .iter()
+                .filter(|(_, n)| !external_local || n.as_deref() == Some(node_name))
+                .map(|(b, _)| b.clone())
+                .collect();
+            let mut node_backends = node_backends;
+            node_backends.dedup();
             let frontend = Frontend {
                 ip: IpAddr::V4(vip),
                 port,
@@ -143,7 +156,7 @@ pub fn local_entries(
                             protocol,
                             kind: FrontendKind::NodePort,
                         },
-                        backends: backends.clone(),
+                        backends: node_backends.clone(),
                         affinity_timeout: None,
                     });
                 }
@@ -178,14 +191,15 @@ pub fn local_entries(
 
 /// Ready backends of one service port, from the service's IPv4
 /// EndpointSlices: endpoints whose `ready` condition is not false (unset
-/// means ready, as in Kubernetes), matched to the port by name and protocol.
+/// means ready, as in Kubernetes), matched to the port by name and protocol;
+/// each with the node it runs on, when the slice says.
 fn ready_backends(
     slices: &[EndpointSlice],
     ns: &str,
     service: &str,
     port_name: Option<&str>,
     protocol: &str,
-) -> Vec<BackendAddr> {
+) -> Vec<(BackendAddr, Option<String>)> {
     let mut out = BTreeSet::new();
     let want_name = port_name.unwrap_or("");
     for slice in slices {
@@ -219,10 +233,13 @@ fn ready_backends(
             }
             for a in &ep.addresses {
                 if let Ok(ip) = a.parse::<Ipv4Addr>() {
-                    out.insert(BackendAddr {
-                        ip: IpAddr::V4(ip),
-                        port,
-                    });
+                    out.insert((
+                        BackendAddr {
+                            ip: IpAddr::V4(ip),
+                            port,
+                        },
+                        ep.node_name.clone(),
+                    ));
                 }
             }
         }
@@ -286,7 +303,7 @@ pub async fn run(
         }
         let svcs: Vec<Service> = services.0.state().iter().map(|s| (**s).clone()).collect();
         let sls: Vec<EndpointSlice> = slices.0.state().iter().map(|s| (**s).clone()).collect();
-        let (entries, warnings) = local_entries(&svcs, &sls, &node_ips);
+        let (entries, warnings) = local_entries(&svcs, &sls, &node_name, &node_ips);
         let warnings: BTreeSet<Warning> = warnings.into_iter().collect();
         for w in warnings.difference(&last_warnings) {
             tracing::warn!(service = %w.service, "{}", w.message);

@@ -34,7 +34,7 @@ fn web_slice() -> EndpointSlice {
 #[test]
 fn cluster_ip_and_node_port_get_the_ready_backends_sorted() {
     let node = "192.0.2.1".parse().unwrap();
-    let (entries, warnings) = local_entries(&[web()], &[web_slice()], &[node]);
+    let (entries, warnings) = local_entries(&[web()], &[web_slice()], "n1", &[node]);
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(entries.len(), 2, "{entries:?}");
     let backends: Vec<String> = entries[0]
@@ -66,7 +66,7 @@ fn bad_port_or_protocol_skips_only_that_service_with_a_warning_naming_it() {
         "metadata": {"namespace": "prod", "name": "huge"},
         "spec": {"clusterIP": "10.96.0.13", "ports": [{"port": 70000}]}
     }));
-    let (entries, warnings) = local_entries(&[sctp, web(), zero, huge], &[web_slice()], &[]);
+    let (entries, warnings) = local_entries(&[sctp, web(), zero, huge], &[web_slice()], "n1", &[]);
     assert_eq!(entries.len(), 1, "only web's ClusterIP: {entries:?}");
     let names: Vec<&str> = warnings.iter().map(|w| w.service.as_str()).collect();
     assert_eq!(names, ["prod/sig", "prod/zero", "prod/huge"]);
@@ -84,7 +84,7 @@ fn headless_and_external_name_services_have_no_frontend() {
         "metadata": {"namespace": "default", "name": "e"},
         "spec": {"type": "ExternalName", "externalName": "example.org"}
     }));
-    let (entries, warnings) = local_entries(&[headless, ext], &[], &[]);
+    let (entries, warnings) = local_entries(&[headless, ext], &[], "n1", &[]);
     assert!(entries.is_empty() && warnings.is_empty());
 }
 
@@ -94,7 +94,32 @@ fn slices_of_other_services_namespaces_or_ports_are_ignored() {
     other_ns.metadata.namespace = Some("other".into());
     let mut other_port = web_slice();
     other_port.ports.as_mut().unwrap()[0].name = Some("metrics".into());
-    let (entries, _) = local_entries(&[web()], &[other_ns, other_port], &[]);
+    let (entries, _) = local_entries(&[web()], &[other_ns, other_port], "n1", &[]);
     assert_eq!(entries.len(), 1);
     assert!(entries[0].backends.is_empty());
+}
+
+#[test]
+fn external_traffic_policy_local_keeps_only_this_nodes_backends_on_node_ports() {
+    let mut svc = web();
+    svc.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+    let mut sl = web_slice();
+    sl.endpoints[0].node_name = Some("n1".into()); // 10.1.0.7 here
+    sl.endpoints[1].node_name = Some("n2".into()); // 10.1.0.3 elsewhere
+    let node = "192.0.2.1".parse().unwrap();
+    let (entries, _) = local_entries(&[svc], &[sl], "n1", &[node]);
+    let by_kind = |k| {
+        entries
+            .iter()
+            .find(|e| e.frontend.kind == k)
+            .map(|e| {
+                e.backends
+                    .iter()
+                    .map(|b| b.ip.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+    };
+    assert_eq!(by_kind(FrontendKind::ClusterIp), ["10.1.0.3", "10.1.0.7"]);
+    assert_eq!(by_kind(FrontendKind::NodePort), ["10.1.0.7"]);
 }
