@@ -425,6 +425,10 @@ fn cluster_ip_is_served_by_ready_pods_and_survives_an_agent_restart() {
     ping(&rx);
     node.stop_agent();
     ping(&rx);
+    // New connections keep being served while no agent runs (pinned
+    // programs and maps), through both paths.
+    assert!(want.contains(&client.request(&vip, 80, None)));
+    assert!(want.contains(&client.request(&vip, 80, Some(node.cgroup.path()))));
     node.start_agent();
     for _ in 0..10 {
         ping(&rx);
