@@ -130,6 +130,17 @@ impl AgentState {
         self.feeds.lock().expect("lock").clone()
     }
 
+    /// Replaces what `source` wants in the service maps and reconciles
+    /// (used by the Kubernetes service feed).
+    pub fn set_services(&self, source: &str, services: Vec<ServiceEntry>) {
+        self.manager
+            .lock()
+            .expect("manager lock")
+            .reconciler()
+            .set_services(source, services);
+        self.reconcile();
+    }
+
     /// Runs one reconcile pass and counts its failures.
     pub fn reconcile(&self) {
         let report = self.manager.lock().expect("manager lock").reconcile();

@@ -7,9 +7,9 @@
 //! what the maps hold, so that a restarted agent can diff and update in place
 //! instead of flushing ([`crate::reconcile`]).
 //!
-//! [`MemoryDatapath`] keeps the same state in memory. The unit tests use it to
-//! check the reconciler's logic, and the agent binary uses it until the mesh-bpf
-//! implementation is wired in (its `/v1/status` says so).
+//! [`MemoryDatapath`] keeps the same state in memory; the unit tests use it to
+//! check the reconciler's logic. The agent runs on
+//! [`crate::bpf_datapath::BpfDatapath`] (`/v1/status` says "ebpf").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};

@@ -142,6 +142,18 @@ impl<D: Datapath> EndpointManager<D> {
         pod_cidr: Option<IpNet>,
         datapath: D,
     ) -> Result<(Self, ReconcileReport)> {
+        Self::open_expecting(state_dir, pod_cidr, datapath, &[])
+    }
+
+    /// [`EndpointManager::open`], with sources declared pending before the
+    /// first reconcile ([`Reconciler::expect_source`]): what they own stays
+    /// in the datapath until they deliver.
+    pub fn open_expecting(
+        state_dir: &Path,
+        pod_cidr: Option<IpNet>,
+        datapath: D,
+        expected: &[&str],
+    ) -> Result<(Self, ReconcileReport)> {
         let dir = state_dir.join("endpoints");
         std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
         let mut endpoints = BTreeMap::new();
@@ -164,6 +176,9 @@ impl<D: Datapath> EndpointManager<D> {
             endpoints,
             reconciler: Reconciler::new(datapath),
         };
+        for source in expected {
+            mgr.reconciler.expect_source(source);
+        }
         for ep in mgr.endpoints.values() {
             mgr.reconciler.set_endpoint(ep.datapath());
         }

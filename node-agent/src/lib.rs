@@ -10,6 +10,10 @@
 //! - [`datapath`]: the [`Datapath`](datapath::Datapath) trait, the seam between
 //!   the agent's logic and the eBPF maps (implemented over mesh-bpf), and an
 //!   in-memory implementation;
+//! - [`bpf_datapath`]: the `Datapath` over mesh-bpf's pinned maps (the one
+//!   the agent runs with);
+//! - [`feed`]: sources of desired state (Kubernetes Services/EndpointSlices:
+//!   kube-proxy replacement);
 //! - [`reconcile`]: desired datapath state from every source, reconciled into
 //!   a `Datapath` by diffing against what it holds (never flush and re-add);
 //! - [`endpoint`]: the endpoint manager: endpoints registered by the CNI,
@@ -24,11 +28,11 @@
 //!   native routes (`<pod CIDR> via <node IP>`) or, with encryption on,
 //!   WireGuard peers and routes through the device.
 //!
-//! What it is not for: loading eBPF programs (crate mesh-bpf), the WireGuard
-//! device itself (mesh-wireguard), Services/EndpointSlices/policies (later
-//! feeds plug into [`reconcile::Reconciler`]).
+//! What it is not for: the eBPF programs themselves (crate mesh-bpf), the
+//! WireGuard device (mesh-wireguard).
 
 pub mod api;
+pub mod bpf_datapath;
 pub mod client;
 pub mod cni;
 pub mod config;

@@ -86,6 +86,7 @@ pub struct Reconciler<D> {
     services: BTreeMap<String, BTreeMap<Frontend, ServiceEntry>>,
     ipcache: BTreeMap<String, BTreeMap<IpNet, IpcacheEntry>>,
     policies: BTreeMap<EndpointId, EndpointPolicy>,
+    pending: std::collections::BTreeSet<String>,
 }
 
 impl<D: Datapath> Reconciler<D> {
@@ -98,7 +99,17 @@ impl<D: Datapath> Reconciler<D> {
             services: BTreeMap::new(),
             ipcache: BTreeMap::new(),
             policies: BTreeMap::new(),
+            pending: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// Declares a source that will deliver services or ipcache entries but
+    /// has not yet (a feed still syncing after a restart). Until every
+    /// declared source has delivered once, reconciling adds and updates but
+    /// removes no service and no ipcache entry, so a restarted agent never
+    /// withdraws what a feed is about to confirm.
+    pub fn expect_source(&mut self, source: &str) {
+        self.pending.insert(source.to_string());
     }
 
     /// The datapath (for status and dumps).
@@ -126,12 +137,14 @@ impl<D: Datapath> Reconciler<D> {
     pub fn set_services(&mut self, source: &str, services: Vec<ServiceEntry>) {
         let map = services.into_iter().map(|s| (s.frontend, s)).collect();
         self.services.insert(source.to_string(), map);
+        self.pending.remove(source);
     }
 
     /// Replaces everything `source` wants in the ipcache.
     pub fn set_ipcache(&mut self, source: &str, entries: Vec<IpcacheEntry>) {
         let map = entries.into_iter().map(|e| (e.cidr, e)).collect();
         self.ipcache.insert(source.to_string(), map);
+        self.pending.remove(source);
     }
 
     /// Sets the policy of an endpoint (replaced as a whole).
@@ -176,8 +189,10 @@ impl<D: Datapath> Reconciler<D> {
             |dp: &mut D, e| dp.upsert_endpoint(e),
             |dp: &mut D, id| dp.remove_endpoint(*id),
             &mut self.datapath,
+            true,
         );
 
+        let may_remove = self.pending.is_empty();
         let desired = self.desired_services();
         diff_apply(
             &mut report,
@@ -189,6 +204,7 @@ impl<D: Datapath> Reconciler<D> {
             |dp: &mut D, s| dp.upsert_service(s),
             |dp: &mut D, fe| dp.remove_service(fe),
             &mut self.datapath,
+            may_remove,
         );
 
         let desired = self.desired_ipcache();
@@ -202,6 +218,7 @@ impl<D: Datapath> Reconciler<D> {
             |dp: &mut D, e| dp.upsert_ipcache(e),
             |dp: &mut D, net| dp.remove_ipcache(net),
             &mut self.datapath,
+            may_remove,
         );
 
         // Policies of removed endpoints went with them; only write changes.
@@ -256,6 +273,7 @@ fn diff_apply<D, K: Ord + Clone, V: PartialEq>(
     upsert: impl Fn(&mut D, &V) -> Result<()>,
     remove: impl Fn(&mut D, &K) -> Result<()>,
     datapath: &mut D,
+    may_remove: bool,
 ) {
     let installed = match installed {
         Ok(i) => i,
@@ -278,7 +296,7 @@ fn diff_apply<D, K: Ord + Clone, V: PartialEq>(
         }
     }
     for k in installed.keys() {
-        if desired.contains_key(k) {
+        if !may_remove || desired.contains_key(k) {
             continue;
         }
         match remove(datapath, k) {

@@ -22,16 +22,31 @@ const AGENT: &str = env!("CARGO_BIN_EXE_node-agent");
 struct Node {
     ns: NetNs,
     dir: tempfile::TempDir,
+    bpf: mesh_testbed::BpfDir,
+    cgroup: mesh_testbed::Cgroup,
     pod_cidr: String,
     agent: Option<Child>,
 }
 
 impl Node {
+    /// The agent in the node's network namespace only (nsenter): unlike `ip
+    /// netns exec`, which remounts /sys, it keeps the host's bpffs and
+    /// cgroup mounts, where its maps are pinned and its cgroup lives.
+    fn agent_command(&self) -> std::process::Command {
+        let mut c = std::process::Command::new("nsenter");
+        c.arg(format!("--net=/var/run/netns/{}", self.ns.name()))
+            .arg("--")
+            .arg(AGENT);
+        c
+    }
+
     fn new(pod_cidr: &str) -> Node {
         require_root();
         let node = Node {
             ns: NetNs::new("nd"),
             dir: tempfile::tempdir().expect("tempdir"),
+            bpf: mesh_testbed::BpfDir::new(),
+            cgroup: mesh_testbed::Cgroup::new(),
             pod_cidr: pod_cidr.to_string(),
             agent: None,
         };
@@ -69,8 +84,7 @@ impl Node {
             .open(self.log())
             .expect("agent log");
         let child = self
-            .ns
-            .command(AGENT)
+            .agent_command()
             .args([
                 "--cluster-name=c1",
                 "--cluster-id=1",
@@ -78,7 +92,8 @@ impl Node {
                 &format!("--pod-cidr={}", self.pod_cidr),
                 &format!("--state-dir={}", self.state_dir().display()),
                 &format!("--agent-socket={}", self.socket().display()),
-                &format!("--bpf-root=/sys/fs/bpf/{}", self.ns.name()),
+                &format!("--bpf-root={}", self.bpf.path().display()),
+                &format!("--cgroup-root={}", self.cgroup.path().display()),
                 &format!("--wireguard-interface={}", self.ns.name()),
                 "--metrics-address=127.0.0.1:0",
             ])
@@ -656,6 +671,8 @@ fn restarted_agent_recovers_endpoints_from_its_state_dir() {
             "--cluster-name=c1",
             "--cluster-id=1",
             "--node-name=second",
+            &format!("--bpf-root={}", node.bpf.path().display()),
+            &format!("--cgroup-root={}", node.cgroup.path().display()),
             &format!("--state-dir={}", node.state_dir().display()),
             &format!("--agent-socket={}", node.socket().display()),
             "--metrics-address=127.0.0.1:0",
@@ -724,7 +741,7 @@ fn local_api_refuses_bad_requests_and_counts_them() {
     let status = client.status().expect("status");
     assert_eq!(status.cluster_name, "c1");
     assert_eq!(status.pod_cidr, Some("10.67.0.0/24".parse().expect("cidr")));
-    assert_eq!(status.datapath, "memory");
+    assert_eq!(status.datapath, "ebpf");
 
     let (code, body) = client
         .request("POST", "/v1/endpoints", Some(b"{\"container_id\": 5}"))

@@ -44,6 +44,8 @@ struct Node {
     ip: Ipv4Addr,
     pod_cidr: String,
     wg: String,
+    bpf: mesh_testbed::BpfDir,
+    cgroup: mesh_testbed::Cgroup,
     agent: Option<Child>,
 }
 
@@ -61,6 +63,8 @@ impl Node {
         let node = Node {
             name: ns.name().to_string(),
             wg: unique_name("mwg"),
+            bpf: mesh_testbed::BpfDir::new(),
+            cgroup: mesh_testbed::Cgroup::new(),
             ns,
             dir: tempfile::tempdir().expect("tempdir"),
             cluster,
@@ -98,7 +102,12 @@ impl Node {
             .append(true)
             .open(d.join("agent.log"))
             .unwrap();
-        let mut cmd = self.ns.command(AGENT);
+        // nsenter, not `ip netns exec` (which remounts /sys and would hide
+        // bpffs and cgroup2 from the agent's eBPF datapath).
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", self.ns.name()))
+            .arg("--")
+            .arg(AGENT);
         cmd.env_remove("KUBECONFIG")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env("RUST_LOG", "info,h2=warn,tower=warn,hyper=warn")
@@ -109,7 +118,8 @@ impl Node {
                 format!("--pod-cidr={}", self.pod_cidr),
                 format!("--state-dir={}", d.join("state").display()),
                 format!("--agent-socket={}", self.socket().display()),
-                format!("--bpf-root=/sys/fs/bpf/{}", self.name),
+                format!("--bpf-root={}", self.bpf.path().display()),
+                format!("--cgroup-root={}", self.cgroup.path().display()),
                 format!("--wireguard-interface={}", self.wg),
                 format!("--wireguard-port={WG_PORT}"),
                 format!("--enable-encryption={encryption}"),

@@ -93,8 +93,13 @@ async fn the_agent_takes_its_pod_cidr_from_the_node() {
     let (_server, _client) = server_with_node(dir.path()).await;
     let socket = dir.path().join("agent.sock");
     let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    // No mesh feed and no encryption: this agent touches no network state,
-    // so it may run in the test's namespace and reach the API on loopback.
+    // No mesh feed, no encryption, no kube-proxy replacement and no pods:
+    // this agent attaches nothing to any interface or cgroup of the host,
+    // and its maps are pinned in its own bpffs directory, so it may run in
+    // the test's namespace and reach the API on loopback.
+    mesh_testbed::require_root();
+    let bpf = mesh_testbed::BpfDir::new();
+    let cgroup = mesh_testbed::Cgroup::new();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_node-agent"))
         .env("KUBECONFIG", dir.path().join("kubeconfig"))
         .args([
@@ -104,6 +109,9 @@ async fn the_agent_takes_its_pod_cidr_from_the_node() {
             format!("--state-dir={}", dir.path().join("state").display()),
             format!("--agent-socket={}", socket.display()),
             "--metrics-address=127.0.0.1:0".into(),
+            format!("--bpf-root={}", bpf.path().display()),
+            format!("--cgroup-root={}", cgroup.path().display()),
+            "--kube-proxy-replacement=false".into(),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -7,14 +7,16 @@ use anyhow::Context as _;
 use std::sync::{Arc, Mutex};
 
 use node_agent::api::{self, AgentState, Feeds};
+use node_agent::bpf_datapath::{BpfDatapath, BpfDatapathConfig};
 use node_agent::config::{AgentConfig, ConfigError, LogFormat};
-use node_agent::datapath::{Datapath, MemoryDatapath};
+use node_agent::datapath::Datapath;
 use node_agent::encryption::{Encryption, PeerOptions};
 use node_agent::endpoint::EndpointManager;
-use node_agent::feed::{mesh::MeshFeed, node as own_node};
+use node_agent::feed::{mesh::MeshFeed, node as own_node, services};
 use node_agent::routes::{LocalNode, NetlinkRoutes};
 
 fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match AgentConfig::from_args(std::env::args_os()) {
         Ok(c) => c,
         Err(ConfigError::Clap(e)) => e.exit(),
@@ -56,6 +58,10 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         cluster = %config.cluster_name, cluster_id = %config.cluster_id, node = %config.node_name,
         pod_cidr = ?config.pod_cidr, state_dir = %config.state_dir.display(), "node-agent starting"
     );
+    // Claim the socket first: a second agent for the same node must fail
+    // here, before it touches the live agent's WireGuard device or maps.
+    let unix = api::bind_unix(&config.agent_socket)?;
+    let _socket_file = SocketFile(config.agent_socket.clone());
     // Kubernetes: only when configured (KUBECONFIG or in-cluster), never a
     // stray ~/.kube/config.
     let kube = if std::env::var_os("KUBECONFIG").is_some()
@@ -169,11 +175,21 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             feeds.clone(),
         ))
     });
-    // The eBPF datapath (mesh-bpf) plugs in here; until then the desired
-    // state is kept in memory and /v1/status says "memory".
-    let datapath: Box<dyn Datapath> = Box::new(MemoryDatapath::default());
-    let (manager, report) = EndpointManager::open(&config.state_dir, config.pod_cidr, datapath)
-        .context("cannot open the endpoint state")?;
+    let datapath: Box<dyn Datapath> = Box::new(
+        BpfDatapath::open(&BpfDatapathConfig::from_agent(&config)).context(
+            "cannot start the eBPF datapath: --bpf-root must be on a bpffs mount and --cgroup-root a cgroup v2 directory",
+        )?,
+    );
+    // Services come from Kubernetes when it is reachable: until that source
+    // has delivered once, the restored maps are kept as they are.
+    let expected: &[&str] = if kube.is_some() {
+        &[services::SOURCE]
+    } else {
+        &[]
+    };
+    let (manager, report) =
+        EndpointManager::open_expecting(&config.state_dir, config.pod_cidr, datapath, expected)
+            .context("cannot open the endpoint state")?;
     let mut manager = manager;
     let gone = manager
         .prune(host_veth_alive)
@@ -195,10 +211,11 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     );
     let socket = config.agent_socket.clone();
     let metrics_address = config.metrics_address;
+    let node_name = config.node_name.to_string();
     let state = AgentState::new(config, manager);
     state.set_feeds(feeds);
+    let service_feed = kube.map(|client| services::spawn(client, node_name, state.clone()));
 
-    let unix = api::bind_unix(&socket)?;
     let tcp = tokio::net::TcpListener::bind(metrics_address)
         .await
         .with_context(|| format!("cannot listen on --metrics-address {metrics_address}"))?;
@@ -227,6 +244,9 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     reconciler.abort();
     if let Some(t) = node_controller {
         t.abort();
+    }
+    if let Some(feed) = service_feed {
+        feed.abort();
     }
     if let Some(enc) = encryption {
         // Routes stay (a restarted agent converges on them); the device goes.
@@ -298,13 +318,21 @@ async fn node_controller(
 }
 
 /// Whether an endpoint's host veth still exists in this namespace with the
-/// same ifindex (/sys/class/net reflects the agent's network namespace).
+/// same ifindex (asked of the kernel for the agent's network namespace:
+/// /sys/class/net shows the namespace of whoever mounted /sys, which is not
+/// ours when the agent only switched its network namespace).
 fn host_veth_alive(ep: &node_agent::endpoint::Endpoint) -> bool {
-    let path = format!("/sys/class/net/{}/ifindex", ep.registration.host_ifname);
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .is_some_and(|i| i == ep.registration.host_ifindex)
+    mesh_bpf::netns::ifindex(&ep.registration.host_ifname)
+        .is_ok_and(|i| i == ep.registration.host_ifindex)
+}
+
+/// Removes the agent socket file when `run` ends, also on a start-up error.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 async fn shutdown_signal() {

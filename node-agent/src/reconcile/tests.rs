@@ -215,3 +215,20 @@ fn policy_changes_write_only_the_endpoint_concerned() {
     assert_eq!(report.removed, vec![ObjectRef::Endpoint(2)]);
     assert!(!r.datapath().policies.contains_key(&2));
 }
+
+#[test]
+fn nothing_is_removed_until_every_expected_source_has_delivered() {
+    let mut r = Reconciler::new(MemoryDatapath::default());
+    r.set_services("feed", vec![service("10.96.0.1", 80, &["10.1.0.1"])]);
+    assert!(r.reconcile().is_ok());
+    // A restarted agent: same maps, the feed has not delivered yet.
+    let mut r = Reconciler::new(r.datapath().clone());
+    r.expect_source("feed");
+    let report = r.reconcile();
+    assert!(report.is_noop(), "{report:?}");
+    assert_eq!(r.datapath().services.len(), 1, "kept while the feed syncs");
+    r.set_services("feed", vec![]);
+    let report = r.reconcile();
+    assert_eq!(report.removed.len(), 1, "{report:?}");
+    assert!(r.datapath().services.is_empty());
+}

@@ -1,0 +1,23 @@
+use super::*;
+
+#[test]
+fn mac_text_round_trips_and_bad_macs_are_none() {
+    let mac = [0x0a, 0x58, 0xff, 0x00, 0x01, 0xbe];
+    assert_eq!(mac_text(mac), "0a:58:ff:00:01:be");
+    assert_eq!(parse_mac("0a:58:ff:00:01:be"), Some(mac));
+    assert_eq!(parse_mac("0a:58:ff:00:01"), None);
+    assert_eq!(parse_mac("zz:58:ff:00:01:be"), None);
+}
+
+#[test]
+fn sctp_and_ipv6_are_refused_with_the_reason() {
+    let e = to_bpf_proto(Protocol::Sctp, "service 10.96.0.1:80/SCTP").unwrap_err();
+    assert!(e.to_string().contains("10.96.0.1:80/SCTP"), "{e}");
+    let e = v4("fd00::1".parse().unwrap(), "frontend").unwrap_err();
+    assert!(format!("{e:?}").contains("IPv4-only"), "{e:?}");
+    assert_eq!(
+        to_bpf_proto(Protocol::Udp, "x").unwrap(),
+        mesh_bpf::Protocol::Udp
+    );
+    assert_eq!(from_bpf_proto(mesh_bpf::Protocol::Icmp), None);
+}

@@ -1,0 +1,409 @@
+//! The Kubernetes service feed: kube-proxy replacement.
+//!
+//! What it is for: watching Services, EndpointSlices and the agent's own
+//! Node (kube-rs reflectors) and turning them into [`ServiceEntry`]s — one
+//! per ClusterIP:port, and one per NodePort on each of the node's IPv4
+//! addresses — with the ready backends of the service's EndpointSlices. The
+//! entries replace the reconciler's [`SOURCE`] part after every change
+//! (debounced), so the datapath only sees differences.
+//!
+//! Bad input: a Service with an invalid port or a protocol the datapath does
+//! not serve is skipped as a whole, with a warning naming it and saying what
+//! is allowed; every other service keeps working.
+//!
+//! What it is not for: merging remote (global-service) backends — that
+//! happens in [`to_datapath`], the seam where the mesh feed plugs in;
+//! sessionAffinity ClientIP (not implemented by the datapath yet: served
+//! without affinity, with a warning).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+use kube::{Api, Client};
+use mesh_api::Protocol;
+use tokio::sync::Notify;
+
+use crate::datapath::{BackendAddr, Frontend, FrontendKind, ServiceEntry};
+
+/// The reconciler source name of this feed.
+pub const SOURCE: &str = "kubernetes-services";
+
+/// The label linking an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A Service the feed could not (fully) serve, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Warning {
+    /// `namespace/name` of the Service.
+    pub service: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+/// The local service entries (ClusterIP and NodePort frontends with their
+/// ready backends, backends sorted so the slot order is stable across
+/// restarts) and the warnings for services skipped or served partially.
+/// NodePort frontends on `node_ips` of this node (`node_name`) get only the
+/// backends on this node when `externalTrafficPolicy: Local`.
+pub fn local_entries(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node_name: &str,
+    node_ips: &[Ipv4Addr],
+) -> (Vec<ServiceEntry>, Vec<Warning>) {
+    let mut entries = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for svc in services {
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let id = format!("{ns}/{name}");
+        let warn = |warnings: &mut Vec<Warning>, message: String| {
+            warnings.push(Warning {
+                service: id.clone(),
+                message,
+            })
+        };
+        let Some(spec) = &svc.spec else { continue };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let Some(cluster_ip) = spec.cluster_ip.as_deref() else {
+            continue;
+        };
+        if cluster_ip.is_empty() || cluster_ip == "None" {
+            continue; // headless: no virtual IP to serve
+        }
+        let Ok(vip) = cluster_ip.parse::<Ipv4Addr>() else {
+            warn(
+                &mut warnings,
+                format!(
+                    "clusterIP {cluster_ip:?} is not an IPv4 address; the datapath serves IPv4 ClusterIPs only"
+                ),
+            );
+            continue;
+        };
+        let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        let mut svc_entries = Vec::new();
+        let mut bad = None;
+        for p in spec.ports.iter().flatten() {
+            let pname = p.name.clone().unwrap_or_default();
+            let label = if pname.is_empty() {
+                format!("port {}", p.port)
+            } else {
+                format!("port {pname:?} ({})", p.port)
+            };
+            let Some(port) = u16::try_from(p.port).ok().filter(|p| *p != 0) else {
+                bad = Some(format!("{label} is not a valid port; use 1-65535"));
+                break;
+            };
+            let proto_text = p.protocol.as_deref().unwrap_or("TCP");
+            let protocol = match proto_text {
+                "TCP" => Protocol::Tcp,
+                "UDP" => Protocol::Udp,
+                other => {
+                    bad = Some(format!(
+                        "{label} has protocol {other:?}; the datapath serves TCP and UDP"
+                    ));
+                    break;
+                }
+            };
+            let node_port = match p.node_port {
+                Some(n) if node_ports => match u16::try_from(n).ok().filter(|n| *n != 0) {
+                    Some(n) => Some(n),
+                    None => {
+                        bad = Some(format!(
+                            "{label} has nodePort {n}, not a valid port; use 1-65535"
+                        ));
+                        break;
+                    }
+                },
+                _ => None,
+            };
+            let located = ready_backends(slices, &ns, &name, p.name.as_deref(), proto_text);
+            let mut backends: Vec<BackendAddr> = located.iter().map(|(b, _)| b.clone()).collect();
+            backends.dedup(); // sorted by address: one slot per address
+            let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+            let node_backends: Vec<BackendAddr> = located
+                .iter()
+                .filter(|(_, n)| !external_local || n.as_deref() == Some(node_name))
+                .map(|(b, _)| b.clone())
+                .collect();
+            let mut node_backends = node_backends;
+            node_backends.dedup();
+            let frontend = Frontend {
+                ip: IpAddr::V4(vip),
+                port,
+                protocol,
+                kind: FrontendKind::ClusterIp,
+            };
+            svc_entries.push(ServiceEntry {
+                frontend,
+                backends: backends.clone(),
+                affinity_timeout: None,
+            });
+            if let Some(np) = node_port {
+                for ip in node_ips {
+                    svc_entries.push(ServiceEntry {
+                        frontend: Frontend {
+                            ip: IpAddr::V4(*ip),
+                            port: np,
+                            protocol,
+                            kind: FrontendKind::NodePort,
+                        },
+                        backends: node_backends.clone(),
+                        affinity_timeout: None,
+                    });
+                }
+            }
+        }
+        if let Some(message) = bad {
+            warn(&mut warnings, format!("{message}; the Service is skipped"));
+            continue;
+        }
+        if spec.session_affinity.as_deref() == Some("ClientIP") {
+            warn(
+                &mut warnings,
+                "sessionAffinity ClientIP is not implemented yet; served without affinity".into(),
+            );
+        }
+        for e in svc_entries {
+            if entries.contains_key(&e.frontend) {
+                warn(
+                    &mut warnings,
+                    format!(
+                        "frontend {}:{}/{} is already served by another Service; this one is skipped for it",
+                        e.frontend.ip, e.frontend.port, e.frontend.protocol
+                    ),
+                );
+                continue;
+            }
+            entries.insert(e.frontend, e);
+        }
+    }
+    (entries.into_values().collect(), warnings)
+}
+
+/// Ready backends of one service port, from the service's IPv4
+/// EndpointSlices: endpoints whose `ready` condition is not false (unset
+/// means ready, as in Kubernetes), matched to the port by name and protocol;
+/// each with the node it runs on, when the slice says.
+fn ready_backends(
+    slices: &[EndpointSlice],
+    ns: &str,
+    service: &str,
+    port_name: Option<&str>,
+    protocol: &str,
+) -> Vec<(BackendAddr, Option<String>)> {
+    let mut out = BTreeSet::new();
+    let want_name = port_name.unwrap_or("");
+    for slice in slices {
+        if slice.metadata.namespace.as_deref() != Some(ns)
+            || slice.address_type != "IPv4"
+            || slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                != Some(service)
+        {
+            continue;
+        }
+        let Some(port) = slice.ports.iter().flatten().find_map(|p| {
+            let name = p.name.as_deref().unwrap_or("");
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            (name == want_name && proto == protocol)
+                .then_some(p.port)
+                .flatten()
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n != 0)
+        }) else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for a in &ep.addresses {
+                if let Ok(ip) = a.parse::<Ipv4Addr>() {
+                    out.insert((
+                        BackendAddr {
+                            ip: IpAddr::V4(ip),
+                            port,
+                        },
+                        ep.node_name.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// What goes to the datapath for the local service entries. Today: the
+/// local entries as they are. This is the seam for global services: the
+/// mesh feed merges remote clusters' backends here (DESIGN.md: shared,
+/// affinity local/remote/none).
+pub fn to_datapath(local: Vec<ServiceEntry>) -> Vec<ServiceEntry> {
+    local
+}
+
+/// The IPv4 InternalIP/ExternalIP addresses of a Node.
+pub fn node_addresses(node: &Node) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = node
+        .status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Watches Services, EndpointSlices and the Node `node_name` through
+/// `client` and calls `apply` with the entries for the datapath after every
+/// change (debounced by 100 ms; also every 30 s as a safety net). Runs
+/// until the task is dropped.
+pub async fn run(
+    client: Client,
+    node_name: String,
+    apply: impl Fn(Vec<ServiceEntry>) + Send,
+    on_new_warning: impl Fn(&Warning) + Send,
+) {
+    let notify = Arc::new(Notify::new());
+    let services = reflect::<Service>(Api::all(client.clone()), notify.clone());
+    let slices = reflect::<EndpointSlice>(Api::all(client.clone()), notify.clone());
+    let nodes = reflect::<Node>(Api::all(client), notify.clone());
+    let _ = services.0.wait_until_ready().await;
+    let _ = slices.0.wait_until_ready().await;
+    let _ = nodes.0.wait_until_ready().await;
+    tracing::info!("Kubernetes service feed synced");
+    let mut last_warnings = BTreeSet::new();
+    let mut warned_no_node = false;
+    loop {
+        let node_ips = nodes
+            .0
+            .state()
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(node_name.as_str()))
+            .map(|n| node_addresses(n))
+            .unwrap_or_default();
+        if node_ips.is_empty() && !warned_no_node {
+            tracing::warn!(node = %node_name, "no IPv4 address known for this Node (object missing or without addresses): NodePort frontends are not served");
+            warned_no_node = true;
+        }
+        let svcs: Vec<Service> = services.0.state().iter().map(|s| (**s).clone()).collect();
+        let sls: Vec<EndpointSlice> = slices.0.state().iter().map(|s| (**s).clone()).collect();
+        let (entries, warnings) = local_entries(&svcs, &sls, &node_name, &node_ips);
+        let warnings: BTreeSet<Warning> = warnings.into_iter().collect();
+        for w in warnings.difference(&last_warnings) {
+            tracing::warn!(service = %w.service, "{}", w.message);
+            on_new_warning(w);
+        }
+        last_warnings = warnings;
+        apply(to_datapath(entries));
+        tokio::select! {
+            () = notify.notified() => tokio::time::sleep(Duration::from_millis(100)).await,
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+/// A reflector's store and its watch task (aborted when dropped, so the
+/// watches end with the feed).
+struct Reflected<K: kube::Resource<DynamicType = ()> + 'static>(
+    reflector::Store<K>,
+    tokio::task::JoinHandle<()>,
+);
+
+impl<K: kube::Resource<DynamicType = ()> + 'static> Drop for Reflected<K> {
+    fn drop(&mut self) {
+        self.1.abort();
+    }
+}
+
+fn reflect<K>(api: Api<K>, notify: Arc<Notify>) -> Reflected<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "Kubernetes watch (service feed)");
+            }
+            notify.notify_one();
+        }
+    });
+    Reflected(reader, task)
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The Kubernetes client for the feed when kube-proxy replacement is on:
+/// from KUBECONFIG or the in-cluster environment. Without any Kubernetes
+/// configuration in the environment the agent runs without the feed (a
+/// warning says so); a configuration that does not work is an error.
+/// Call it before opening the endpoint manager, so that [`SOURCE`] can be
+/// declared pending ([`crate::reconcile::Reconciler::expect_source`]).
+pub async fn client_for(
+    config: &crate::config::AgentConfig,
+) -> std::result::Result<Option<Client>, kube::Error> {
+    if !config.kube_proxy_replacement {
+        tracing::info!("kube-proxy replacement off: Services are not loaded into the datapath");
+        return Ok(None);
+    }
+    let configured = std::env::var_os("KUBECONFIG").is_some()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    match Client::try_default().await {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if !configured => {
+            tracing::warn!(error = %e, "no Kubernetes API configured (KUBECONFIG or in-cluster): the service feed is off");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the feed into the agent's reconciler under [`SOURCE`] (needs the
+/// multi-threaded runtime: map writes block under the manager lock).
+pub fn spawn(
+    client: Client,
+    node_name: String,
+    state: Arc<crate::api::AgentState>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let counters = state.clone();
+        run(
+            client,
+            node_name,
+            move |entries| {
+                tokio::task::block_in_place(|| state.set_services(SOURCE, entries));
+            },
+            // Counted once per new warning: meshwork_errors_total{reason="invalid-service"}.
+            move |_| counters.metrics().error("invalid-service"),
+        )
+        .await;
+    })
+}

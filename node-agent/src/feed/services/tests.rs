@@ -1,0 +1,125 @@
+use super::*;
+use serde_json::json;
+
+fn svc(v: serde_json::Value) -> Service {
+    serde_json::from_value(v).expect("service")
+}
+
+fn slice(v: serde_json::Value) -> EndpointSlice {
+    serde_json::from_value(v).expect("slice")
+}
+
+fn web() -> Service {
+    svc(json!({
+        "metadata": {"namespace": "default", "name": "web"},
+        "spec": {"type": "NodePort", "clusterIP": "10.96.0.10",
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30080}]}
+    }))
+}
+
+fn web_slice() -> EndpointSlice {
+    slice(json!({
+        "metadata": {"namespace": "default", "name": "web-abc",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.1.0.7"], "conditions": {"ready": true}},
+            {"addresses": ["10.1.0.3"]},
+            {"addresses": ["10.1.0.9"], "conditions": {"ready": false}}
+        ]
+    }))
+}
+
+#[test]
+fn cluster_ip_and_node_port_get_the_ready_backends_sorted() {
+    let node = "192.0.2.1".parse().unwrap();
+    let (entries, warnings) = local_entries(&[web()], &[web_slice()], "n1", &[node]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let backends: Vec<String> = entries[0]
+        .backends
+        .iter()
+        .map(|b| format!("{}:{}", b.ip, b.port))
+        .collect();
+    assert_eq!(backends, ["10.1.0.3:8080", "10.1.0.7:8080"]);
+    let kinds: Vec<_> = entries
+        .iter()
+        .map(|e| (e.frontend.ip.to_string(), e.frontend.port, e.frontend.kind))
+        .collect();
+    assert!(kinds.contains(&("10.96.0.10".into(), 80, FrontendKind::ClusterIp)));
+    assert!(kinds.contains(&("192.0.2.1".into(), 30080, FrontendKind::NodePort)));
+    assert_eq!(entries[0].backends, entries[1].backends);
+}
+
+#[test]
+fn bad_port_or_protocol_skips_only_that_service_with_a_warning_naming_it() {
+    let sctp = svc(json!({
+        "metadata": {"namespace": "prod", "name": "sig"},
+        "spec": {"clusterIP": "10.96.0.11", "ports": [{"port": 9, "protocol": "SCTP"}]}
+    }));
+    let zero = svc(json!({
+        "metadata": {"namespace": "prod", "name": "zero"},
+        "spec": {"clusterIP": "10.96.0.12", "ports": [{"port": 0}]}
+    }));
+    let huge = svc(json!({
+        "metadata": {"namespace": "prod", "name": "huge"},
+        "spec": {"clusterIP": "10.96.0.13", "ports": [{"port": 70000}]}
+    }));
+    let (entries, warnings) = local_entries(&[sctp, web(), zero, huge], &[web_slice()], "n1", &[]);
+    assert_eq!(entries.len(), 1, "only web's ClusterIP: {entries:?}");
+    let names: Vec<&str> = warnings.iter().map(|w| w.service.as_str()).collect();
+    assert_eq!(names, ["prod/sig", "prod/zero", "prod/huge"]);
+    assert!(warnings[0].message.contains("TCP and UDP"), "{warnings:?}");
+    assert!(warnings[1].message.contains("1-65535"), "{warnings:?}");
+}
+
+#[test]
+fn headless_and_external_name_services_have_no_frontend() {
+    let headless = svc(json!({
+        "metadata": {"namespace": "default", "name": "h"},
+        "spec": {"clusterIP": "None", "ports": [{"port": 80}]}
+    }));
+    let ext = svc(json!({
+        "metadata": {"namespace": "default", "name": "e"},
+        "spec": {"type": "ExternalName", "externalName": "example.org"}
+    }));
+    let (entries, warnings) = local_entries(&[headless, ext], &[], "n1", &[]);
+    assert!(entries.is_empty() && warnings.is_empty());
+}
+
+#[test]
+fn slices_of_other_services_namespaces_or_ports_are_ignored() {
+    let mut other_ns = web_slice();
+    other_ns.metadata.namespace = Some("other".into());
+    let mut other_port = web_slice();
+    other_port.ports.as_mut().unwrap()[0].name = Some("metrics".into());
+    let (entries, _) = local_entries(&[web()], &[other_ns, other_port], "n1", &[]);
+    assert_eq!(entries.len(), 1);
+    assert!(entries[0].backends.is_empty());
+}
+
+#[test]
+fn external_traffic_policy_local_keeps_only_this_nodes_backends_on_node_ports() {
+    let mut svc = web();
+    svc.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+    let mut sl = web_slice();
+    sl.endpoints[0].node_name = Some("n1".into()); // 10.1.0.7 here
+    sl.endpoints[1].node_name = Some("n2".into()); // 10.1.0.3 elsewhere
+    let node = "192.0.2.1".parse().unwrap();
+    let (entries, _) = local_entries(&[svc], &[sl], "n1", &[node]);
+    let by_kind = |k| {
+        entries
+            .iter()
+            .find(|e| e.frontend.kind == k)
+            .map(|e| {
+                e.backends
+                    .iter()
+                    .map(|b| b.ip.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+    };
+    assert_eq!(by_kind(FrontendKind::ClusterIp), ["10.1.0.3", "10.1.0.7"]);
+    assert_eq!(by_kind(FrontendKind::NodePort), ["10.1.0.7"]);
+}
