@@ -40,9 +40,17 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// `mesh-lab up` with `clusters` × `nodes`.
+    /// `mesh-lab up` with `clusters` × `nodes`, named `<name><2 characters of
+    /// the pid>` so several runs on one host never share a namespace.
     pub fn up(name: &str, clusters: u8, nodes: u8, encryption: bool) -> Lab {
         mesh_testbed::require_root();
+        let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let pid = std::process::id() as usize;
+        let name = &format!(
+            "{name}{}{}",
+            digits[pid / 36 % 36] as char,
+            digits[pid % 36] as char
+        );
         let dir = std::env::temp_dir().join(format!("meshwork-e2e-{name}-{}", std::process::id()));
         let lab = Lab {
             dir: dir.clone(),
@@ -191,6 +199,16 @@ impl Lab {
             );
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+
+    /// The namespace of node `node` (e.g. `c1-n1`).
+    pub fn node_ns(&self, node: &str) -> String {
+        format!("mw{}-{node}", self.name)
+    }
+
+    /// The WireGuard interface of node `c<c>-n<n>`.
+    pub fn wg_interface(&self, cluster: u8, node: u8) -> String {
+        format!("mwg-mw{}{cluster}{node}", self.name)
     }
 
     /// Runs `program args` inside `ns` (a pod's or node's namespace).

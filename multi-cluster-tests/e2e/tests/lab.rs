@@ -468,9 +468,9 @@ fn encrypted_pod_traffic_is_only_wireguard_on_the_wire(lab: &Lab) {
 
 fn wg_show_reads_every_peer_with_a_handshake(lab: &Lab) {
     let out = lab.exec(
-        "mwenc-c1-n1",
+        &lab.node_ns("c1-n1"),
         std::path::Path::new("/usr/bin/wg"),
-        &["show", "mwg-mwenc11", "dump"],
+        &["show", &lab.wg_interface(1, 1), "dump"],
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -39,7 +39,9 @@ pub enum PlanError {
     #[error("--nodes {0}: a cluster in the lab has 1-{MAX_NODES} nodes")]
     Nodes(u8),
     /// A prefix that would make unusable names.
-    #[error("lab name {0:?}: use 1-8 lowercase letters or digits")]
+    #[error(
+        "lab name {0:?}: use 1-7 lowercase letters or digits (WireGuard interface names must stay within 15 characters)"
+    )]
     Name(String),
 }
 
@@ -101,7 +103,7 @@ impl LabPlan {
         encryption: bool,
     ) -> Result<LabPlan, PlanError> {
         if prefix.is_empty()
-            || prefix.len() > 8
+            || prefix.len() > 7
             || !prefix
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
@@ -132,7 +134,8 @@ impl LabPlan {
                             ns: format!("{prefix}-{name}-n{n}"),
                             ip: Ipv4Addr::new(192, 168, 77, 20 * c + n),
                             pod_cidr: Ipv4Net::new(Ipv4Addr::new(10, c, n, 0), 24).expect("/24"),
-                            wg_interface: format!("mwg-{prefix}{c}{n}").chars().take(15).collect(),
+                            // "mwg-" + "mw" + ≤7 + two digits: at most 15, never truncated.
+                            wg_interface: format!("mwg-{prefix}{c}{n}"),
                         })
                         .collect(),
                     name,

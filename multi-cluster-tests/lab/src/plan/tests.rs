@@ -58,6 +58,21 @@ fn names_follow_the_contract() {
 }
 
 #[test]
+fn the_longest_name_keeps_wireguard_interfaces_unique_and_short() {
+    let plan = LabPlan::new("abcdefg", MAX_CLUSTERS, MAX_NODES, true).unwrap();
+    let mut wg: Vec<_> = plan
+        .clusters
+        .iter()
+        .flat_map(|c| c.nodes.iter().map(|n| n.wg_interface.clone()))
+        .collect();
+    assert!(wg.iter().all(|w| w.len() <= 15), "{wg:?}");
+    wg.sort();
+    wg.dedup();
+    assert_eq!(wg.len(), 64);
+    assert!(LabPlan::new("abcdefgh", 1, 1, false).is_err());
+}
+
+#[test]
 fn bad_sizes_are_refused_with_the_limits() {
     assert!(
         LabPlan::new("lab", 0, 1, false)
