@@ -271,8 +271,9 @@ fn ask_until(
 }
 
 /// A global Service in c1 and c2: c1's ClusterIP is served by both
-/// clusters' backends; affinity local keeps c1's clients on c1 while c1 has
-/// a backend, and fails over to c2 when it has none.
+/// clusters' backends; not by c2's while c2 says shared=false; affinity
+/// local keeps c1's clients on c1 while c1 has a backend, and fails over to
+/// c2 when it has none.
 fn a_global_service_is_served_by_both_clusters_with_affinity(lab: &Lab) {
     lab.ok(&[
         "pod",
@@ -301,6 +302,25 @@ fn a_global_service_is_served_by_both_clusters_with_affinity(lab: &Lab) {
     ask_until(lab, &addr, "affinity none", |c| {
         c.keys().map(String::as_str).eq(["c1", "c2"])
     });
+
+    // c2 keeps its backends to itself: c1's clients get c1's only.
+    let c2_shared = |value: &str| {
+        lab.kubectl(
+            "lab-c2",
+            &[
+                "-n",
+                "shop",
+                "annotate",
+                "service",
+                "web",
+                value,
+                "--overwrite",
+            ],
+        )
+    };
+    c2_shared("service.meshwork.io/shared=false");
+    ask_until(lab, &addr, "c2 shared=false", |c| c.get("c1") == Some(&30));
+    c2_shared("service.meshwork.io/shared-");
 
     lab.kubectl(
         "lab-c1",
