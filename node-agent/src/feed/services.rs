@@ -16,8 +16,8 @@
 //! ([`super::global::merge_entries`]); the feed re-runs on changes of either
 //! side.
 //!
-//! What it is not for: sessionAffinity ClientIP (not implemented by the datapath yet: served
-//! without affinity, with a warning).
+//! What it is not for: sessionAffinity ClientIP (not implemented by the
+//! datapath yet: served without affinity, with a warning).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
