@@ -4,6 +4,7 @@
 //! all clusters), its own Node, and the Kubernetes Services/EndpointSlices
 //! (kube-proxy replacement).
 
+pub mod global;
 pub mod mesh;
 pub mod node;
 pub mod services;

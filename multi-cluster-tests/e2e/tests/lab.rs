@@ -218,6 +218,140 @@ fn pod_traffic_crosses_clusters_in_the_clear_without_encryption(lab: &Lab) {
     );
 }
 
+/// Who answered each of `n` requests to `addr` from pod shop/client in c1:
+/// the answering cluster and pod, or None for a failed request.
+fn who_answers(lab: &Lab, addr: &str, n: u32) -> Vec<Option<(String, String)>> {
+    let out = lab.exec(
+        &lab.pod_ns("c1", "shop", "client"),
+        &mesh_e2e::bin("mesh-echo"),
+        &["ask", addr, "-c", &n.to_string(), "--timeout-ms", "1000"],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("mesh-echo JSON");
+            let a = &v["answer"];
+            Some((
+                a["cluster"].as_str()?.to_string(),
+                a["pod"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Asks `addr` 30 times until `done` holds for the answers counted by
+/// cluster (bounded by `T`), and prints that count.
+fn ask_until(
+    lab: &Lab,
+    addr: &str,
+    what: &str,
+    done: impl Fn(&std::collections::BTreeMap<String, usize>) -> bool,
+) {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (mut counts, mut pods) = (
+            std::collections::BTreeMap::new(),
+            std::collections::BTreeMap::new(),
+        );
+        for a in who_answers(lab, addr, 30) {
+            let (cluster, pod) = a.unwrap_or_else(|| ("failed".into(), "-".into()));
+            *counts.entry(cluster).or_insert(0) += 1;
+            *pods.entry(pod).or_insert(0) += 1;
+        }
+        if done(&counts) {
+            eprintln!("{what}: answers by cluster {counts:?}, by pod {pods:?}");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still {counts:?} after {T:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A global Service in c1 and c2: c1's ClusterIP is served by both
+/// clusters' backends; not by c2's while c2 says shared=false; affinity
+/// local keeps c1's clients on c1 while c1 has a backend, and fails over to
+/// c2 when it has none.
+fn a_global_service_is_served_by_both_clusters_with_affinity(lab: &Lab) {
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n2",
+        "--namespace=shop",
+        "--name=web-c1",
+        "--label=app=web",
+    ]);
+    lab.apply("lab-c1", SERVICES.split("---").next().unwrap());
+    let vip = lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    let addr = format!("{}:80", vip.trim());
+    // Only answers, from both clusters (a failure is counted as "failed").
+    ask_until(lab, &addr, "affinity none", |c| {
+        c.keys().map(String::as_str).eq(["c1", "c2"])
+    });
+
+    // c2 keeps its backends to itself: c1's clients get c1's only.
+    let c2_shared = |value: &str| {
+        lab.kubectl(
+            "lab-c2",
+            &[
+                "-n",
+                "shop",
+                "annotate",
+                "service",
+                "web",
+                value,
+                "--overwrite",
+            ],
+        )
+    };
+    c2_shared("service.meshwork.io/shared=false");
+    ask_until(lab, &addr, "c2 shared=false", |c| c.get("c1") == Some(&30));
+    c2_shared("service.meshwork.io/shared-");
+
+    lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "service",
+            "web",
+            "service.meshwork.io/affinity=local",
+            "--overwrite",
+        ],
+    );
+    ask_until(lab, &addr, "affinity local", |c| c.get("c1") == Some(&30));
+
+    lab.ok(&[
+        "pod",
+        "del",
+        "--cluster=c1",
+        "--node=c1-n2",
+        "--namespace=shop",
+        "--name=web-c1",
+    ]);
+    ask_until(lab, &addr, "affinity local, no c1 backend", |c| {
+        c.get("c2") == Some(&30)
+    });
+    // c2 still exports only its own global service.
+    let st = lab.wait_status("c1", "c2 synced", T, |s| s.is_synced_with("c2"));
+    assert_eq!(st.remotes["c2"].counts.services, 1);
+}
+
 fn set_c3_config(lab: &Lab, key: &str, value: &str) {
     let patch = serde_json::json!({"data": {key: value}}).to_string();
     lab.kubectl(
@@ -376,6 +510,10 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "pod traffic crosses clusters in the clear without encryption",
                 pod_traffic_crosses_clusters_in_the_clear_without_encryption,
+            ),
+            (
+                "a global service is served by both clusters, with affinity",
+                a_global_service_is_served_by_both_clusters_with_affinity,
             ),
             ("refusals change nothing", refusals_change_nothing),
             (

@@ -212,9 +212,14 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     let socket = config.agent_socket.clone();
     let metrics_address = config.metrics_address;
     let node_name = config.node_name.to_string();
+    let global = services::GlobalSource {
+        mesh: mesh.clone(),
+        cluster: config.cluster_name.clone(),
+        compat_cilium: config.compat_cilium_annotations,
+    };
     let state = AgentState::new(config, manager);
     state.set_feeds(feeds);
-    let service_feed = kube.map(|client| services::spawn(client, node_name, state.clone()));
+    let service_feed = kube.map(|client| services::spawn(client, node_name, global, state.clone()));
 
     let tcp = tokio::net::TcpListener::bind(metrics_address)
         .await

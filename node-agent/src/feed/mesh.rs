@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
-use mesh_api::{Kind, NodeRecord, Record};
+use mesh_api::{Kind, NodeRecord, Record, ServiceRecord};
 use mesh_apiserver::client::{ExportClient, Mirror};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -76,6 +76,21 @@ impl MeshFeed {
             .values()
             .filter_map(|r| match r {
                 Record::Node(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The global-service records of every cluster, sorted by cluster and
+    /// namespace/name.
+    pub fn services(&self) -> Vec<ServiceRecord> {
+        self.mirror
+            .lock()
+            .expect("mirror lock")
+            .records()
+            .values()
+            .filter_map(|r| match r {
+                Record::Service(s) => Some(s.clone()),
                 _ => None,
             })
             .collect()

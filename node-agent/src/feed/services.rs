@@ -11,10 +11,13 @@
 //! not serve is skipped as a whole, with a warning naming it and saying what
 //! is allowed; every other service keeps working.
 //!
-//! What it is not for: merging remote (global-service) backends — that
-//! happens in [`to_datapath`], the seam where the mesh feed plugs in;
-//! sessionAffinity ClientIP (not implemented by the datapath yet: served
-//! without affinity, with a warning).
+//! Global services: [`to_datapath`] merges remote clusters' backends (from
+//! the mesh feed) into the entries of global Services
+//! ([`super::global::merge_entries`]); the feed re-runs on changes of either
+//! side.
+//!
+//! What it is not for: sessionAffinity ClientIP (not implemented by the
+//! datapath yet: served without affinity, with a warning).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -26,9 +29,11 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Client};
-use mesh_api::Protocol;
+use mesh_api::{ClusterName, Protocol};
 use tokio::sync::Notify;
 
+use super::global::{GlobalInputs, merge_entries};
+use super::mesh::MeshFeed;
 use crate::datapath::{BackendAddr, Frontend, FrontendKind, ServiceEntry};
 
 /// The reconciler source name of this feed.
@@ -247,12 +252,30 @@ fn ready_backends(
     out.into_iter().collect()
 }
 
-/// What goes to the datapath for the local service entries. Today: the
-/// local entries as they are. This is the seam for global services: the
-/// mesh feed merges remote clusters' backends here (DESIGN.md: shared,
-/// affinity local/remote/none).
-pub fn to_datapath(local: Vec<ServiceEntry>) -> Vec<ServiceEntry> {
-    local
+/// Where global services' remote backends come from: the mesh feed, this
+/// agent's cluster and the annotation compatibility flag.
+#[derive(Debug, Clone)]
+pub struct GlobalSource {
+    /// The mesh feed (records of every cluster); without it (no
+    /// mesh-apiserver) global Services keep their local backends.
+    pub mesh: Option<Arc<MeshFeed>>,
+    /// This agent's cluster.
+    pub cluster: ClusterName,
+    /// `compat.ciliumAnnotations`.
+    pub compat_cilium: bool,
+}
+
+/// What goes to the datapath for the local service entries of `services`:
+/// global Services get the backends of every cluster, merged per DESIGN.md
+/// (see [`super::global::merge_entries`]); others stay as they are. Pure:
+/// `records` are all clusters' ServiceRecords, `stale` the clusters known to
+/// be unreachable.
+pub fn to_datapath(
+    services: &[Service],
+    local: Vec<ServiceEntry>,
+    inputs: &GlobalInputs<'_>,
+) -> (Vec<ServiceEntry>, Vec<Warning>) {
+    merge_entries(services, local, inputs)
 }
 
 /// The IPv4 InternalIP/ExternalIP addresses of a Node.
@@ -271,11 +294,12 @@ pub fn node_addresses(node: &Node) -> Vec<Ipv4Addr> {
 
 /// Watches Services, EndpointSlices and the Node `node_name` through
 /// `client` and calls `apply` with the entries for the datapath after every
-/// change (debounced by 100 ms; also every 30 s as a safety net). Runs
-/// until the task is dropped.
+/// change of those or of `global`'s mesh feed (debounced by 100 ms; also
+/// every 30 s as a safety net). Runs until the task is dropped.
 pub async fn run(
     client: Client,
     node_name: String,
+    global: GlobalSource,
     apply: impl Fn(Vec<ServiceEntry>) + Send,
     on_new_warning: impl Fn(&Warning) + Send,
 ) {
@@ -289,6 +313,8 @@ pub async fn run(
     tracing::info!("Kubernetes service feed synced");
     let mut last_warnings = BTreeSet::new();
     let mut warned_no_node = false;
+    let mut mesh_changes = global.mesh.as_ref().map(|m| m.subscribe());
+    let no_stale = BTreeSet::new();
     loop {
         let node_ips = nodes
             .0
@@ -303,16 +329,44 @@ pub async fn run(
         }
         let svcs: Vec<Service> = services.0.state().iter().map(|s| (**s).clone()).collect();
         let sls: Vec<EndpointSlice> = slices.0.state().iter().map(|s| (**s).clone()).collect();
-        let (entries, warnings) = local_entries(&svcs, &sls, &node_name, &node_ips);
+        let (entries, mut warnings) = local_entries(&svcs, &sls, &node_name, &node_ips);
+        let records = global
+            .mesh
+            .as_ref()
+            .map(|m| m.services())
+            .unwrap_or_default();
+        // The mesh-apiserver keeps an unreachable cluster's last known
+        // records and withdraws them when the cluster is removed; the watch
+        // does not say which cluster is stale, and staleness does not change
+        // which backends are used.
+        let inputs = GlobalInputs {
+            cluster: &global.cluster,
+            compat_cilium: global.compat_cilium,
+            records: &records,
+            stale: &no_stale,
+        };
+        let (entries, merge_warnings) = to_datapath(&svcs, entries, &inputs);
+        warnings.extend(merge_warnings);
         let warnings: BTreeSet<Warning> = warnings.into_iter().collect();
         for w in warnings.difference(&last_warnings) {
             tracing::warn!(service = %w.service, "{}", w.message);
             on_new_warning(w);
         }
         last_warnings = warnings;
-        apply(to_datapath(entries));
+        apply(entries);
+        let mesh_changed = async {
+            match mesh_changes.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             () = notify.notified() => tokio::time::sleep(Duration::from_millis(100)).await,
+            () = mesh_changed => tokio::time::sleep(Duration::from_millis(100)).await,
             () = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
     }
@@ -391,6 +445,7 @@ pub async fn client_for(
 pub fn spawn(
     client: Client,
     node_name: String,
+    global: GlobalSource,
     state: Arc<crate::api::AgentState>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -398,6 +453,7 @@ pub fn spawn(
         run(
             client,
             node_name,
+            global,
             move |entries| {
                 tokio::task::block_in_place(|| state.set_services(SOURCE, entries));
             },
