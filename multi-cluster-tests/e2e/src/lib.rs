@@ -296,8 +296,10 @@ impl Lab {
             .join(format!("capture-{}.pcap", std::process::id()));
         let ul = format!("mw{}-ul", self.name);
         let tcpdump = Command::new("ip")
+            // -Z root: tcpdump would otherwise drop to its own user and may
+            // not be allowed to write the file.
             .args([
-                "netns", "exec", &ul, "tcpdump", "-i", "br0", "-U", "-s", "0", "-w",
+                "netns", "exec", &ul, "tcpdump", "-Z", "root", "-i", "br0", "-U", "-s", "0", "-w",
             ])
             .arg(&file)
             .arg(filter)
@@ -320,6 +322,14 @@ impl Lab {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or_else(|| panic!("tcpdump did not report its count: {stderr}"));
         let bytes = std::fs::read(&file).unwrap_or_default();
+        // A pcap file is a 24-byte header, then 16 bytes + data per packet: a
+        // check for what is absent must not pass on a file that was not written.
+        assert!(
+            bytes.len() >= 24 + 16 * packets,
+            "the capture file holds {} bytes for {packets} packets: tcpdump could not write {}",
+            bytes.len(),
+            file.display()
+        );
         let _ = std::fs::remove_file(&file);
         Capture { bytes, packets }
     }

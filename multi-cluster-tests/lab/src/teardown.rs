@@ -82,6 +82,29 @@ pub fn down(state_dir: &Path, prefix: &str) -> anyhow::Result<Removed> {
             removed.paths.push(path.display().to_string());
         }
     }
+    // The files the lab wrote in its state directory (CAs, certificates,
+    // kubeconfigs, config dirs, etcd data, logs), named one by one: the
+    // directory itself may be any path a person chose.
+    let clusters: Vec<String> = match &state.plan {
+        Some(plan) => plan.clusters.iter().map(|c| c.name.to_string()).collect(),
+        None => (1..=crate::plan::MAX_CLUSTERS)
+            .map(|c| format!("c{c}"))
+            .collect(),
+    };
+    for name in clusters.iter().map(String::as_str).chain(["logs"]) {
+        let p = state_dir.join(name);
+        if p.is_dir() && std::fs::remove_dir_all(&p).is_ok() {
+            removed.paths.push(p.display().to_string());
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(state_dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "kubeconfig" || name.ends_with(".kube-port") || name.ends_with(".pcap") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let _ = std::fs::remove_file(LabState::file(state_dir));
     Ok(removed)
 }

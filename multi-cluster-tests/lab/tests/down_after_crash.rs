@@ -118,6 +118,10 @@ fn down_after_a_killed_up_leaves_nothing_behind() {
     assert!(!bpf.exists(), "bpffs directory left behind");
     assert!(!cg.exists(), "cgroup left behind");
     assert!(!sock.exists(), "WireGuard socket left behind");
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "files left in the state dir: {left:?}");
     // A second down is harmless.
     assert!(lab(&state, &["down"]).status.success());
 }
