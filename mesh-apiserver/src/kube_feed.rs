@@ -607,10 +607,25 @@ impl KubeFeed {
     }
 }
 
-fn reflect<K>(
-    api: Api<K>,
-    notify: Arc<Notify>,
-) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
+/// A reflector's store and its watch task (aborted when dropped, so the
+/// watches end with whoever holds it).
+#[derive(Debug)]
+pub struct Reflected<K: kube::Resource<DynamicType = ()> + 'static>(
+    /// The store, kept current by the watch.
+    pub reflector::Store<K>,
+    tokio::task::JoinHandle<()>,
+);
+
+impl<K: kube::Resource<DynamicType = ()> + 'static> Drop for Reflected<K> {
+    fn drop(&mut self) {
+        self.1.abort();
+    }
+}
+
+/// Watches `api` into a store, waking `notify` on every event (and on
+/// errors, which are logged with the resource kind; the watch retries with
+/// backoff). Shared by the mesh-apiserver's and the node-agent's feeds.
+pub fn reflect<K>(api: Api<K>, notify: Arc<Notify>) -> Reflected<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -629,12 +644,12 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             if let Err(e) = ev {
-                tracing::warn!(error = %e, "Kubernetes watch");
+                tracing::warn!(error = %e, kind = %K::kind(&()), "Kubernetes watch");
             }
             notify.notify_one();
         }
     });
-    (reader, task)
+    Reflected(reader, task)
 }
 
 /// The `meshwork-clustermesh` Secret as a config feed (data key → text).

@@ -24,12 +24,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Client};
 use mesh_api::{ClusterName, Protocol};
+use mesh_apiserver::kube_feed::reflect;
 use tokio::sync::Notify;
 
 use super::global::{GlobalInputs, merge_entries};
@@ -370,46 +369,6 @@ pub async fn run(
             () = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
     }
-}
-
-/// A reflector's store and its watch task (aborted when dropped, so the
-/// watches end with the feed).
-struct Reflected<K: kube::Resource<DynamicType = ()> + 'static>(
-    reflector::Store<K>,
-    tokio::task::JoinHandle<()>,
-);
-
-impl<K: kube::Resource<DynamicType = ()> + 'static> Drop for Reflected<K> {
-    fn drop(&mut self) {
-        self.1.abort();
-    }
-}
-
-fn reflect<K>(api: Api<K>, notify: Arc<Notify>) -> Reflected<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            if let Err(e) = ev {
-                tracing::warn!(error = %e, "Kubernetes watch (service feed)");
-            }
-            notify.notify_one();
-        }
-    });
-    Reflected(reader, task)
 }
 
 #[cfg(test)]
