@@ -150,120 +150,121 @@ fn b(v: bool) -> u8 {
     u8::from(v)
 }
 
+/// Writes a gauge family's HELP and TYPE lines.
+fn family(o: &mut String, name: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+}
+
+/// A gauge with one sample for this cluster.
+fn cluster_gauge(o: &mut String, c: &str, name: &str, help: &str, value: impl std::fmt::Display) {
+    family(o, name, help);
+    let _ = writeln!(o, "{name}{{cluster=\"{c}\"}} {value}");
+}
+
+/// A gauge with one sample per remote (none where `value` gives none).
+fn remote_gauge<V: std::fmt::Display>(
+    o: &mut String,
+    c: &str,
+    remotes: &[RemoteStatus],
+    name: &str,
+    help: &str,
+    value: impl Fn(&RemoteStatus) -> Option<V>,
+) {
+    family(o, name, help);
+    for s in remotes {
+        if let Some(v) = value(s) {
+            let _ = writeln!(o, "{name}{{cluster=\"{c}\",remote=\"{}\"}} {v}", s.name);
+        }
+    }
+}
+
 /// Prometheus text exposition of a report.
 pub fn metrics_text(r: &StatusReport) -> String {
     let mut o = String::new();
-    let c = &r.cluster.name;
-    let _ = writeln!(
+    let o = &mut o;
+    let c = r.cluster.name.as_str();
+    let rs = r.remotes.as_slice();
+    cluster_gauge(
         o,
-        "# HELP meshwork_apiserver_leader Whether this replica is the writing leader.\n# TYPE meshwork_apiserver_leader gauge"
+        c,
+        "meshwork_apiserver_leader",
+        "Whether this replica is the writing leader.",
+        b(r.leader),
     );
-    let _ = writeln!(
+    cluster_gauge(
         o,
-        "meshwork_apiserver_leader{{cluster=\"{c}\"}} {}",
-        b(r.leader)
+        c,
+        "meshwork_apiserver_store_up",
+        "Whether the store answers.",
+        b(r.store.reachable),
     );
-    let _ = writeln!(
+    cluster_gauge(
         o,
-        "# HELP meshwork_apiserver_store_up Whether the store answers.\n# TYPE meshwork_apiserver_store_up gauge"
+        c,
+        "meshwork_apiserver_store_latency_seconds",
+        "Latency of a store read.",
+        r.store.latency_seconds,
     );
-    let _ = writeln!(
+    cluster_gauge(
         o,
-        "meshwork_apiserver_store_up{{cluster=\"{c}\"}} {}",
-        b(r.store.reachable)
+        c,
+        "meshwork_apiserver_store_revision",
+        "Current store revision.",
+        r.store.revision,
     );
-    let _ = writeln!(
+    cluster_gauge(
         o,
-        "# HELP meshwork_apiserver_store_latency_seconds Latency of a store read.\n# TYPE meshwork_apiserver_store_latency_seconds gauge"
+        c,
+        "meshwork_apiserver_watch_clients",
+        "Open Export watch streams.",
+        r.watch_clients,
     );
-    let _ = writeln!(
+    remote_gauge(
         o,
-        "meshwork_apiserver_store_latency_seconds{{cluster=\"{c}\"}} {}",
-        r.store.latency_seconds
+        c,
+        rs,
+        "meshwork_remote_connected",
+        "Whether the remote cluster's watch is open.",
+        |s| Some(b(s.connected)),
     );
-    let _ = writeln!(
+    remote_gauge(
         o,
-        "# HELP meshwork_apiserver_store_revision Current store revision.\n# TYPE meshwork_apiserver_store_revision gauge"
+        c,
+        rs,
+        "meshwork_remote_synced",
+        "Whether the remote's cache is complete.",
+        |s| Some(b(s.synced)),
     );
-    let _ = writeln!(
+    remote_gauge(
         o,
-        "meshwork_apiserver_store_revision{{cluster=\"{c}\"}} {}",
-        r.store.revision
+        c,
+        rs,
+        "meshwork_remote_stale",
+        "Whether the remote's cached state is stale.",
+        |s| Some(b(s.is_stale())),
     );
-    let _ = writeln!(
+    remote_gauge(
         o,
-        "# HELP meshwork_apiserver_watch_clients Open Export watch streams.\n# TYPE meshwork_apiserver_watch_clients gauge"
+        c,
+        rs,
+        "meshwork_remote_refused",
+        "Whether the remote is refused (config or identity mismatch).",
+        |s| Some(b(s.refused.is_some())),
     );
-    let _ = writeln!(
+    remote_gauge(
         o,
-        "meshwork_apiserver_watch_clients{{cluster=\"{c}\"}} {}",
-        r.watch_clients
+        c,
+        rs,
+        "meshwork_remote_has_error",
+        "Whether the remote's last attempt failed.",
+        |s| Some(b(s.last_error.is_some())),
     );
-    let _ = writeln!(
+    family(
         o,
-        "# HELP meshwork_remote_connected Whether the remote cluster's watch is open.\n# TYPE meshwork_remote_connected gauge"
+        "meshwork_remote_records",
+        "Cached records of the remote by kind.",
     );
-    for s in &r.remotes {
-        let _ = writeln!(
-            o,
-            "meshwork_remote_connected{{cluster=\"{c}\",remote=\"{}\"}} {}",
-            s.name,
-            b(s.connected)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP meshwork_remote_synced Whether the remote's cache is complete.\n# TYPE meshwork_remote_synced gauge"
-    );
-    for s in &r.remotes {
-        let _ = writeln!(
-            o,
-            "meshwork_remote_synced{{cluster=\"{c}\",remote=\"{}\"}} {}",
-            s.name,
-            b(s.synced)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP meshwork_remote_stale Whether the remote's cached state is stale.\n# TYPE meshwork_remote_stale gauge"
-    );
-    for s in &r.remotes {
-        let _ = writeln!(
-            o,
-            "meshwork_remote_stale{{cluster=\"{c}\",remote=\"{}\"}} {}",
-            s.name,
-            b(s.is_stale())
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP meshwork_remote_refused Whether the remote is refused (config or identity mismatch).\n# TYPE meshwork_remote_refused gauge"
-    );
-    for s in &r.remotes {
-        let _ = writeln!(
-            o,
-            "meshwork_remote_refused{{cluster=\"{c}\",remote=\"{}\"}} {}",
-            s.name,
-            b(s.refused.is_some())
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP meshwork_remote_has_error Whether the remote's last attempt failed.\n# TYPE meshwork_remote_has_error gauge"
-    );
-    for s in &r.remotes {
-        let _ = writeln!(
-            o,
-            "meshwork_remote_has_error{{cluster=\"{c}\",remote=\"{}\"}} {}",
-            s.name,
-            b(s.last_error.is_some())
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP meshwork_remote_records Cached records of the remote by kind.\n# TYPE meshwork_remote_records gauge"
-    );
-    for s in &r.remotes {
+    for s in rs {
         for (kind, n) in &s.counts {
             let _ = writeln!(
                 o,
@@ -272,29 +273,22 @@ pub fn metrics_text(r: &StatusReport) -> String {
             );
         }
     }
-    let _ = writeln!(
+    remote_gauge(
         o,
-        "# HELP meshwork_remote_last_event_age_seconds Seconds since the remote's last event.\n# TYPE meshwork_remote_last_event_age_seconds gauge"
+        c,
+        rs,
+        "meshwork_remote_last_event_age_seconds",
+        "Seconds since the remote's last event.",
+        |s| s.last_event_age_seconds,
     );
-    for s in &r.remotes {
-        if let Some(age) = s.last_event_age_seconds {
-            let _ = writeln!(
-                o,
-                "meshwork_remote_last_event_age_seconds{{cluster=\"{c}\",remote=\"{}\"}} {age}",
-                s.name
-            );
-        }
-    }
-    let _ = writeln!(
+    cluster_gauge(
         o,
-        "# HELP meshwork_clustermesh_refused_entries Config entries refused.\n# TYPE meshwork_clustermesh_refused_entries gauge"
+        c,
+        "meshwork_clustermesh_refused_entries",
+        "Config entries refused.",
+        r.refused_entries.len(),
     );
-    let _ = writeln!(
-        o,
-        "meshwork_clustermesh_refused_entries{{cluster=\"{c}\"}} {}",
-        r.refused_entries.len()
-    );
-    o
+    std::mem::take(o)
 }
 
 async fn healthz() -> &'static str {
