@@ -183,13 +183,10 @@ pub async fn connect(
 ) -> anyhow::Result<()> {
     let a = Cluster::connect(kube, &args.context).await?;
     let b = Cluster::connect(kube, &args.destination_context).await?;
-    progress(
-        format,
-        &format!(
-            "reading clusters from contexts {} and {}",
-            a.context, b.context
-        ),
-    );
+    progress(&format!(
+        "reading clusters from contexts {} and {}",
+        a.context, b.context
+    ));
     let (sa, sb) = (read_side(&a).await?, read_side(&b).await?);
     let problems = check_pair(&sa, &sb, now_secs());
     if !problems.is_empty() {
@@ -231,15 +228,12 @@ pub async fn connect(
         writes.push((importer, si, entry_for(&si.info, exporter, &se.info).await?));
     }
     for (importer, si, entry) in writes {
-        progress(
-            format,
-            &format!(
-                "writing {}'s entry for {} (endpoints {})",
-                si.info.name,
-                entry.name,
-                entry.endpoints.join(", ")
-            ),
-        );
+        progress(&format!(
+            "writing {}'s entry for {} (endpoints {})",
+            si.info.name,
+            entry.name,
+            entry.endpoints.join(", ")
+        ));
         let name = entry.name.to_string();
         importer
             .patch_remotes(&BTreeMap::from([(name.clone(), Some(entry))]))
@@ -251,10 +245,7 @@ pub async fn connect(
         if !args.only_one_direction {
             pairs.push((&b, sa.info.name.to_string()));
         }
-        wait_until(format, args.timeout, &pairs, |st, remote| {
-            st.is_synced_with(remote)
-        })
-        .await?;
+        wait_until(args.timeout, &pairs, |st, remote| st.is_synced_with(remote)).await?;
         report.synced = true;
     }
     output::emit(format, &report, |r| {
@@ -275,7 +266,6 @@ pub async fn connect(
 /// Waits until `done(status of cluster, remote)` holds for every pair,
 /// printing each change of state.
 async fn wait_until(
-    format: OutputFormat,
     timeout: Duration,
     pairs: &[(&Cluster, String)],
     done: impl Fn(&MeshStatus, &str) -> bool,
@@ -306,7 +296,7 @@ async fn wait_until(
             return Ok(());
         }
         if line != last {
-            progress(format, &format!("waiting: {line}"));
+            progress(&format!("waiting: {line}"));
             last = line.clone();
         }
         if Instant::now() >= deadline {
@@ -318,9 +308,8 @@ async fn wait_until(
     }
 }
 
-fn progress(format: OutputFormat, msg: &str) {
-    // Progress goes to stderr so `-o json` stays one document on stdout.
-    let _ = format;
+/// Progress goes to stderr, so `-o json` stays one document on stdout.
+fn progress(msg: &str) {
     eprintln!("meshctl: {msg}");
 }
 
@@ -349,15 +338,15 @@ pub async fn disconnect(
     let b = Cluster::connect(kube, &args.destination_context).await?;
     let (ia, ib) = (a.info().await?, b.info().await?);
     for (c, remote) in [(&a, &ib), (&b, &ia)] {
-        progress(
-            format,
-            &format!("removing {}'s entry for {}", c.context, remote.name),
-        );
+        progress(&format!(
+            "removing {}'s entry for {}",
+            c.context, remote.name
+        ));
         c.patch_remotes(&BTreeMap::from([(remote.name.to_string(), None)]))
             .await?;
     }
     let pairs = vec![(&a, ib.name.to_string()), (&b, ia.name.to_string())];
-    wait_until(format, args.timeout, &pairs, |st, remote| {
+    wait_until(args.timeout, &pairs, |st, remote| {
         !st.remotes.contains_key(remote)
     })
     .await?;
@@ -373,7 +362,7 @@ pub async fn disconnect(
 /// `meshctl status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// Context of the cluster (default: the kubeconfig's current context).
+    /// Context of the cluster.
     #[arg(long)]
     pub context: String,
     /// Wait until every configured remote is connected and synced.
@@ -390,7 +379,7 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
     if args.wait {
         let remotes: Vec<(&Cluster, String)> =
             c.remotes().await?.into_keys().map(|k| (&c, k)).collect();
-        wait_until(format, args.timeout, &remotes, |st, r| st.is_synced_with(r)).await?;
+        wait_until(args.timeout, &remotes, |st, r| st.is_synced_with(r)).await?;
     }
     let st = c.status().await?.with_context(|| {
         format!(

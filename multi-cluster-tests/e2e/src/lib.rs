@@ -36,7 +36,6 @@ pub struct Lab {
     pub dir: PathBuf,
     /// Its name (prefix of everything it creates).
     pub name: String,
-    _tmp: Option<PathBuf>,
 }
 
 impl Lab {
@@ -53,9 +52,8 @@ impl Lab {
         );
         let dir = std::env::temp_dir().join(format!("meshwork-e2e-{name}-{}", std::process::id()));
         let lab = Lab {
-            dir: dir.clone(),
+            dir,
             name: name.into(),
-            _tmp: Some(dir),
         };
         let mut args = vec![
             "up".to_string(),
