@@ -67,6 +67,9 @@ pub struct AgentStatus {
     /// Encryption and WireGuard peers (absent when off).
     #[serde(default)]
     pub encryption: Option<crate::encryption::EncryptionStatus>,
+    /// Identities and policies: rules by id, refused policies.
+    #[serde(default)]
+    pub policy: crate::identity_sync::PolicyStatus,
 }
 
 /// The agent's long-lived parts beyond the endpoint manager, shown in
@@ -79,6 +82,8 @@ pub struct Feeds {
     pub encryption: Option<Arc<crate::encryption::Encryption>>,
     /// The node controller's state.
     pub routing: Mutex<crate::node_sync::RoutingStatus>,
+    /// The identity and policy controller's state.
+    pub policy: Arc<Mutex<crate::identity_sync::PolicyStatus>>,
 }
 
 /// Shared state of the API handlers.
@@ -88,6 +93,7 @@ pub struct AgentState {
     metrics: Metrics,
     metrics_address: Mutex<Option<SocketAddr>>,
     feeds: Mutex<Arc<Feeds>>,
+    endpoints_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -107,7 +113,42 @@ impl AgentState {
             metrics: Metrics::default(),
             metrics_address: Mutex::new(None),
             feeds: Mutex::default(),
+            endpoints_changed: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// A receiver that sees a new value whenever an endpoint is registered
+    /// or deregistered.
+    pub fn subscribe_endpoints(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.endpoints_changed.subscribe()
+    }
+
+    /// Runs `f` on the endpoint manager under its lock (controllers that
+    /// set identities, ipcache and policies in one step).
+    pub fn with_manager<R>(
+        &self,
+        f: impl FnOnce(&mut EndpointManager<Box<dyn Datapath>>) -> R,
+    ) -> R {
+        f(&mut self.manager.lock().expect("manager lock"))
+    }
+
+    /// Counts a reconcile pass done by a controller, and its failures.
+    pub fn count_reconcile(&self, report: &ReconcileReport) {
+        self.metrics.reconcile();
+        for (object, err) in &report.failed {
+            self.metrics.error("datapath-update");
+            tracing::warn!(%object, error = %err, "datapath update failed; will retry");
+        }
+    }
+
+    /// Local endpoints whose ingress or egress is policy-enforced.
+    pub fn enforcing_endpoints(&self) -> usize {
+        let mut mgr = self.manager.lock().expect("manager lock");
+        mgr.reconciler()
+            .desired_policies()
+            .values()
+            .filter(|p| p.ingress_enforced || p.egress_enforced)
+            .count()
     }
 
     /// The counters.
@@ -144,11 +185,7 @@ impl AgentState {
     /// Runs one reconcile pass and counts its failures.
     pub fn reconcile(&self) {
         let report = self.manager.lock().expect("manager lock").reconcile();
-        self.metrics.reconcile();
-        for (object, err) in &report.failed {
-            self.metrics.error("datapath-update");
-            tracing::warn!(%object, error = %err, "datapath update failed; will retry");
-        }
+        self.count_reconcile(&report);
     }
 
     fn status(&self) -> AgentStatus {
@@ -167,6 +204,7 @@ impl AgentState {
             mesh_feed: feeds.mesh.as_ref().map(|m| m.status()),
             routing: feeds.routing.lock().expect("lock").clone(),
             encryption: feeds.encryption.as_ref().map(|e| e.status()),
+            policy: feeds.policy.lock().expect("lock").clone(),
         }
     }
 }
@@ -235,6 +273,7 @@ async fn register(
     match result {
         Ok(ep) => {
             state.metrics.registration();
+            state.endpoints_changed.send_modify(|v| *v += 1);
             tracing::info!(
                 container = %reg.container_id, ifname = %reg.ifname, id = ep.id, ips = ?reg.ips,
                 pod = ?reg.pod_name, namespace = ?reg.pod_namespace, "endpoint registered"
@@ -260,6 +299,7 @@ async fn deregister(
     match result {
         Ok(Some(ep)) => {
             state.metrics.deregistration();
+            state.endpoints_changed.send_modify(|v| *v += 1);
             tracing::info!(container = %container_id, %ifname, id = ep.id, "endpoint deregistered");
             Ok(Json(ep))
         }

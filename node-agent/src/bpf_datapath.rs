@@ -604,7 +604,7 @@ impl Datapath for BpfDatapath {
                     },
                     PolicyEntry {
                         action: PolicyAction::Allow,
-                        rule_id: 0,
+                        rule_id: a.rule,
                     },
                 ))
             })
@@ -637,7 +637,7 @@ impl Datapath for BpfDatapath {
             let allow = entries
                 .iter()
                 .filter(|(k, v)| k.endpoint == ifindex && v.action == PolicyAction::Allow)
-                .map(|(k, _)| PolicyAllow {
+                .map(|(k, v)| PolicyAllow {
                     direction: match k.direction {
                         BpfDirection::Ingress => Direction::Ingress,
                         BpfDirection::Egress => Direction::Egress,
@@ -647,6 +647,7 @@ impl Datapath for BpfDatapath {
                         .flatten(),
                     port: k.port,
                     protocol: k.proto.and_then(from_bpf_proto),
+                    rule: v.rule_id,
                 })
                 .collect();
             out.insert(

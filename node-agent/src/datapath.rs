@@ -118,6 +118,10 @@ pub struct PolicyAllow {
     pub port: u16,
     /// Protocol (None: any).
     pub protocol: Option<Protocol>,
+    /// The rule that allowed it ([`crate::policy::compile::rule_id`]; 0:
+    /// none known), carried into flow events.
+    #[serde(default)]
+    pub rule: u32,
 }
 
 /// The compiled policy of one endpoint, as the policy map holds it.

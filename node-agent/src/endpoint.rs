@@ -8,7 +8,7 @@
 //! [`Reconciler`]: the endpoint itself, its policy, and one ipcache entry per
 //! pod address (source [`LOCAL_SOURCE`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -182,6 +182,18 @@ impl<D: Datapath> EndpointManager<D> {
         for ep in mgr.endpoints.values() {
             mgr.reconciler.set_endpoint(ep.datapath());
         }
+        // The installed policies stay what is desired until the policy
+        // controller computes them again: a restarted agent neither opens
+        // (allow-all) nor rewrites what it enforces.
+        if let Ok(installed) = mgr.reconciler.datapath().policies() {
+            let known: BTreeSet<EndpointId> = mgr.endpoints.values().map(|e| e.id).collect();
+            mgr.reconciler.set_policies(
+                installed
+                    .into_iter()
+                    .filter(|(id, _)| known.contains(id))
+                    .collect(),
+            );
+        }
         mgr.push_ipcache();
         let report = mgr.reconciler.reconcile();
         Ok((mgr, report))
@@ -294,6 +306,33 @@ impl<D: Datapath> EndpointManager<D> {
         self.push_ipcache();
         log_failures(&self.reconciler.reconcile());
         Ok(Some(ep))
+    }
+
+    /// Sets the security identities of several endpoints at once (by
+    /// endpoint id; unknown ids are ignored) and reconciles once. Returns how
+    /// many changed.
+    pub fn set_identities(&mut self, identities: &BTreeMap<EndpointId, Identity>) -> Result<usize> {
+        let mut changed = 0;
+        let keys: Vec<_> = self.endpoints.keys().cloned().collect();
+        for k in keys {
+            let ep = self.endpoints.get(&k).expect("key from the map");
+            let Some(id) = identities.get(&ep.id) else {
+                continue;
+            };
+            if ep.identity == *id {
+                continue;
+            }
+            let mut ep = ep.clone();
+            ep.identity = *id;
+            self.persist(&ep)?;
+            self.reconciler.set_endpoint(ep.datapath());
+            self.endpoints.insert(k, ep);
+            changed += 1;
+        }
+        if changed > 0 {
+            self.push_ipcache();
+        }
+        Ok(changed)
     }
 
     /// Forgets the endpoints for which `alive` is false (e.g. their host

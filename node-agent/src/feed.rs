@@ -7,4 +7,5 @@
 pub mod global;
 pub mod mesh;
 pub mod node;
+pub mod policy;
 pub mod services;

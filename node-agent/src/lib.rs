@@ -41,6 +41,7 @@ pub mod encryption;
 pub mod endpoint;
 mod error;
 pub mod feed;
+pub mod identity_sync;
 pub mod metrics;
 pub mod node_sync;
 pub mod policy;

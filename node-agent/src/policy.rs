@@ -5,4 +5,5 @@
 //! The CRDs in the Helm chart are generated from these types
 //! (`make crds`), never written by hand; a test compares them.
 
+pub mod compile;
 pub mod crd;

@@ -152,6 +152,12 @@ impl<D: Datapath> Reconciler<D> {
         self.policies.insert(id, policy);
     }
 
+    /// Replaces the policies of every endpoint: endpoints missing from
+    /// `policies` get the default (allow all).
+    pub fn set_policies(&mut self, policies: BTreeMap<EndpointId, EndpointPolicy>) {
+        self.policies = policies;
+    }
+
     /// The merged desired services: the local source first, then the others
     /// in name order; the first claim of a frontend wins.
     pub fn desired_services(&self) -> BTreeMap<Frontend, ServiceEntry> {

@@ -155,6 +155,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             node_ip,
             ..Default::default()
         }),
+        policy: Arc::default(),
     });
     let node_controller = mesh.clone().map(|feed| {
         let local = LocalNode {
@@ -182,13 +183,16 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     );
     // Services come from Kubernetes when it is reachable: until that source
     // has delivered once, the restored maps are kept as they are.
-    let expected: &[&str] = if kube.is_some() {
-        &[services::SOURCE]
-    } else {
-        &[]
-    };
+    let mut expected: Vec<&str> = Vec::new();
+    if kube.is_some() {
+        expected.push(services::SOURCE);
+    }
+    if mesh.is_some() {
+        // The mesh's ipcache entries stay until the feed has synced again.
+        expected.push(node_agent::identity_sync::SOURCE);
+    }
     let (manager, report) =
-        EndpointManager::open_expecting(&config.state_dir, config.pod_cidr, datapath, expected)
+        EndpointManager::open_expecting(&config.state_dir, config.pod_cidr, datapath, &expected)
             .context("cannot open the endpoint state")?;
     let mut manager = manager;
     let gone = manager
@@ -217,8 +221,28 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         cluster: config.cluster_name.clone(),
         compat_cilium: config.compat_cilium_annotations,
     };
+    let local_view = node_agent::identity_sync::LocalView {
+        cluster: config.cluster_name.clone(),
+        node: config.node_name.clone(),
+        encryption: config.enable_encryption,
+    };
+    let policy_status = feeds.policy.clone();
     let state = AgentState::new(config, manager);
     state.set_feeds(feeds);
+    let identity_controller = mesh.clone().map(|feed| {
+        let sources = node_agent::identity_sync::Sources {
+            mesh: feed,
+            policies: kube
+                .as_ref()
+                .map(node_agent::feed::policy::PolicyFeed::start),
+        };
+        tokio::spawn(node_agent::identity_sync::run(
+            state.clone(),
+            sources,
+            local_view,
+            policy_status,
+        ))
+    });
     let service_feed = kube.map(|client| services::spawn(client, node_name, global, state.clone()));
 
     let tcp = tokio::net::TcpListener::bind(metrics_address)
@@ -247,6 +271,9 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         () = shutdown_signal() => Ok(()),
     };
     reconciler.abort();
+    if let Some(t) = identity_controller {
+        t.abort();
+    }
     if let Some(t) = node_controller {
         t.abort();
     }

@@ -96,6 +96,23 @@ impl MeshFeed {
             .collect()
     }
 
+    /// Identities, endpoints and nodes of every cluster, in one consistent
+    /// read (what [`crate::identity_sync`] works from).
+    pub fn view(&self) -> crate::identity_sync::MeshView {
+        let mut view = crate::identity_sync::MeshView::default();
+        for r in self.mirror.lock().expect("mirror lock").records().values() {
+            match r {
+                Record::Identity(i) => {
+                    view.identities.insert(i.id, i.labels.clone());
+                }
+                Record::Endpoint(e) => view.endpoints.push(e.clone()),
+                Record::Node(n) => view.nodes.push(n.clone()),
+                Record::Service(_) => {}
+            }
+        }
+        view
+    }
+
     /// The current status.
     pub fn status(&self) -> MeshFeedStatus {
         let mut s = self.status.lock().expect("status lock").clone();

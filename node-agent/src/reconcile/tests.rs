@@ -201,6 +201,7 @@ fn policy_changes_write_only_the_endpoint_concerned() {
             identity: Some(remote_identity()),
             port: 8080,
             protocol: Some(Protocol::Tcp),
+            rule: 7,
         }]
         .into_iter()
         .collect(),

@@ -1,0 +1,297 @@
+//! Identities of every cluster into the datapath: the mesh feed's identity,
+//! endpoint and node records → the local endpoints' security identities,
+//! the ipcache (address → identity, node, encrypt flag) and, with the policy
+//! CRDs, each local endpoint's compiled policy.
+//!
+//! What it is for: the agent's "who is who" controller. One pass
+//! ([`sync`]) is pure over the [`EndpointManager`] (unit-tested on the
+//! in-memory datapath); [`run`] repeats it whenever the mesh feed, the
+//! policies or the local endpoints change, and every 30 s.
+//!
+//! - A local endpoint takes the identity of the mesh-apiserver's
+//!   EndpointRecord of this cluster with the same address (the
+//!   mesh-apiserver allocates identities per label set, for every cluster
+//!   alike); until that record arrives it stays `init`.
+//! - The ipcache gets a /32 per endpoint address of every cluster (its
+//!   identity; the node hosting it; encrypt = encryption on and the node is
+//!   not this one) and a /32 per node address: this node's as `host`, every
+//!   other node's (any cluster) as `remote-node`. Local endpoints come from
+//!   the endpoint manager's own source, which wins.
+//! - Policies are recompiled against every known identity on each pass, so
+//!   a new identity in another cluster reaches the policy map without a
+//!   policy change.
+//!
+//! Restart safety: until the mesh feed has synced once, nothing is written
+//! (the pinned maps keep what the previous agent installed: the reconciler
+//! declares [`SOURCE`] pending and keeps the installed policies).
+//!
+//! What it is not for: routes and WireGuard peers ([`crate::node_sync`]),
+//! services ([`crate::feed::services`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use mesh_api::{ClusterName, EndpointRecord, Identity, LabelSet, NodeName, NodeRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::datapath::{Datapath, EndpointId, EndpointPolicy, IpcacheEntry};
+use crate::endpoint::EndpointManager;
+use crate::policy::compile::{
+    CompileInputs, CompiledPolicies, PolicyProblem, PolicySource, RuleRef, compile,
+};
+
+/// The reconciler source name of the mesh's ipcache entries.
+pub const SOURCE: &str = "mesh";
+
+/// What one pass reads from the mesh feed.
+#[derive(Debug, Clone, Default)]
+pub struct MeshView {
+    /// Every identity of every cluster with its labels.
+    pub identities: BTreeMap<Identity, LabelSet>,
+    /// Every endpoint record of every cluster.
+    pub endpoints: Vec<EndpointRecord>,
+    /// Every node record of every cluster.
+    pub nodes: Vec<NodeRecord>,
+}
+
+/// Who this agent is.
+#[derive(Debug, Clone)]
+pub struct LocalView {
+    /// Its cluster.
+    pub cluster: ClusterName,
+    /// Its node.
+    pub node: NodeName,
+    /// Whether encryption is on (sets the ipcache encrypt flag of endpoints
+    /// on other nodes).
+    pub encryption: bool,
+}
+
+/// The policy side of the agent's status (`/v1/status` → `policy`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// Whether the policy CRDs are watched (Kubernetes reachable).
+    pub watching: bool,
+    /// Policies known (both kinds).
+    pub policies: usize,
+    /// Local endpoints with ingress or egress enforced.
+    pub enforcing_endpoints: usize,
+    /// Every compiled rule, by id (what flow events' `rule_id` refer to).
+    pub rules: Vec<RuleRef>,
+    /// Refused policies and parts left out, with what to change.
+    pub problems: Vec<PolicyProblem>,
+    /// Identities known across the mesh.
+    pub identities: usize,
+}
+
+/// The ipcache entries of the mesh (every cluster's endpoints and nodes).
+pub fn ipcache_entries(view: &MeshView, local: &LocalView) -> Vec<IpcacheEntry> {
+    let node_ip = |cluster: &ClusterName, node: &NodeName| -> Option<Ipv4Addr> {
+        view.nodes
+            .iter()
+            .find(|n| &n.cluster == cluster && &n.name == node)
+            .and_then(|n| first_v4(&n.ips))
+    };
+    let mut out: BTreeMap<IpNet, IpcacheEntry> = BTreeMap::new();
+    for ep in &view.endpoints {
+        let here = ep.cluster == local.cluster && ep.node == local.node;
+        let host = if here {
+            None
+        } else {
+            node_ip(&ep.cluster, &ep.node)
+        };
+        for ip in &ep.ips {
+            if !ip.is_ipv4() {
+                continue;
+            }
+            out.insert(
+                IpNet::from(*ip),
+                IpcacheEntry {
+                    cidr: IpNet::from(*ip),
+                    identity: ep.identity,
+                    node_ip: host,
+                    encrypt: local.encryption && !here,
+                },
+            );
+        }
+    }
+    // Node addresses last: a host-network pod's record must not relabel
+    // its node.
+    for n in &view.nodes {
+        let here = n.cluster == local.cluster && n.name == local.node;
+        let identity = if here {
+            mesh_api::ReservedIdentity::Host.identity()
+        } else {
+            mesh_api::ReservedIdentity::RemoteNode.identity()
+        };
+        for ip in n.ips.iter().filter(|ip| ip.is_ipv4()) {
+            out.insert(
+                IpNet::from(*ip),
+                IpcacheEntry {
+                    cidr: IpNet::from(*ip),
+                    identity,
+                    node_ip: None,
+                    encrypt: false,
+                },
+            );
+        }
+    }
+    out.into_values().collect()
+}
+
+fn first_v4(ips: &[IpAddr]) -> Option<Ipv4Addr> {
+    ips.iter().find_map(|ip| match ip {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    })
+}
+
+/// One pass: local identities, ipcache and policies into `mgr`'s
+/// reconciler, then one reconcile. `policies` is None while the policy
+/// source has not delivered (installed policies are kept).
+pub fn sync<D: Datapath>(
+    mgr: &mut EndpointManager<D>,
+    view: &MeshView,
+    local: &LocalView,
+    policies: Option<&[PolicySource]>,
+) -> crate::Result<(crate::reconcile::ReconcileReport, Option<CompiledPolicies>)> {
+    // Local endpoints: the identity of this cluster's record with the same
+    // address.
+    let by_ip: BTreeMap<IpAddr, Identity> = view
+        .endpoints
+        .iter()
+        .filter(|e| e.cluster == local.cluster)
+        .flat_map(|e| e.ips.iter().map(move |ip| (*ip, e.identity)))
+        .collect();
+    let identities: BTreeMap<EndpointId, Identity> = mgr
+        .list()
+        .iter()
+        .filter_map(|ep| {
+            ep.registration
+                .ips
+                .iter()
+                .find_map(|ip| by_ip.get(ip))
+                .map(|id| (ep.id, *id))
+        })
+        .collect();
+    mgr.set_identities(&identities)?;
+    mgr.reconciler()
+        .set_ipcache(SOURCE, ipcache_entries(view, local));
+    let compiled = policies.map(|policies| {
+        let compiled = compile(
+            policies,
+            &CompileInputs {
+                cluster: &local.cluster,
+                identities: &view.identities,
+            },
+        );
+        let mut per_endpoint = BTreeMap::new();
+        for ep in mgr.list() {
+            let policy = match view.identities.get(&ep.identity) {
+                Some(labels) => compiled.endpoint_policy(labels),
+                // Not resolved yet: only cluster-wide policies selecting
+                // nothing in particular could apply; keep it open until
+                // its identity is known (it cannot be selected by labels).
+                None => EndpointPolicy::default(),
+            };
+            per_endpoint.insert(ep.id, policy);
+        }
+        mgr.reconciler().set_policies(per_endpoint);
+        compiled
+    });
+    Ok((mgr.reconcile(), compiled))
+}
+
+/// The sources a pass reads, each optional.
+#[derive(Debug)]
+pub struct Sources {
+    /// The mesh feed.
+    pub mesh: Arc<crate::feed::mesh::MeshFeed>,
+    /// The policy CRDs (None without Kubernetes).
+    pub policies: Option<crate::feed::policy::PolicyFeed>,
+}
+
+/// Runs passes until the task is dropped.
+pub async fn run(
+    state: Arc<crate::api::AgentState>,
+    sources: Sources,
+    local: LocalView,
+    status: Arc<Mutex<PolicyStatus>>,
+) {
+    let mut mesh_changes = sources.mesh.subscribe();
+    let mut endpoint_changes = state.subscribe_endpoints();
+    let mut last_problems: BTreeSet<PolicyProblem> = BTreeSet::new();
+    let mut ever_synced = false;
+    loop {
+        ever_synced |= sources.mesh.status().synced;
+        let policy_ready = sources.policies.as_ref().map(|p| p.ready());
+        if ever_synced {
+            let view = sources.mesh.view();
+            let policies = match (&sources.policies, policy_ready) {
+                (Some(p), Some(true)) => Some(p.sources()),
+                (Some(_), _) => None,
+                // Without Kubernetes there are no policies: allow all.
+                (None, _) => Some(Vec::new()),
+            };
+            let (state2, local2) = (state.clone(), local.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                state2
+                    .with_manager(|mgr| sync(mgr, &view, &local2, policies.as_deref()))
+                    .map(|(report, compiled)| {
+                        (
+                            report,
+                            compiled,
+                            view.identities.len(),
+                            policies.map(|p| p.len()),
+                        )
+                    })
+            })
+            .await;
+            match result {
+                Ok(Ok((report, compiled, identities, npolicies))) => {
+                    state.count_reconcile(&report);
+                    let mut s = status.lock().expect("policy status lock");
+                    s.watching = sources.policies.is_some();
+                    s.identities = identities;
+                    if let (Some(c), Some(n)) = (compiled, npolicies) {
+                        let problems: BTreeSet<PolicyProblem> =
+                            c.problems.iter().cloned().collect();
+                        for p in problems.difference(&last_problems) {
+                            tracing::warn!(policy = %p.policy, refused = p.refused, "{}", p.message);
+                            state.metrics().error("invalid-policy");
+                        }
+                        last_problems = problems;
+                        s.policies = n;
+                        s.rules = c.rules.values().cloned().collect();
+                        s.problems = c.problems;
+                        s.enforcing_endpoints = state.enforcing_endpoints();
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "identity sync failed; will retry"),
+                Err(e) => tracing::warn!(error = %e, "identity sync task failed"),
+            }
+        }
+        let policy_changed = async {
+            match &sources.policies {
+                Some(p) => p.changed().await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            r = mesh_changes.changed() => {
+                if r.is_err() { return }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r = endpoint_changes.changed() => {
+                if r.is_err() { return }
+            }
+            () = policy_changed => tokio::time::sleep(Duration::from_millis(50)).await,
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+use std::collections::BTreeMap;
+
+use mesh_api::{ClusterId, Identity, LabelSet, ReservedIdentity};
+
+use super::*;
+use crate::datapath::{Direction, MemoryDatapath};
+use crate::endpoint::EndpointRegistration;
+use crate::policy::crd::{IngressRule, MeshNetworkPolicySpec, PortProtocol, PortRule, Selector};
+
+fn id(cluster: u8, n: u16) -> Identity {
+    Identity::new(ClusterId::new(i64::from(cluster)).expect("id"), n).expect("identity")
+}
+
+fn labels(cluster: &str, app: &str) -> LabelSet {
+    let pod: BTreeMap<String, String> = [("app".to_string(), app.to_string())].into();
+    LabelSet::for_pod(&cluster.parse().expect("name"), "shop", &pod).expect("labels")
+}
+
+fn node(cluster: &str, name: &str, ip: &str) -> NodeRecord {
+    NodeRecord {
+        cluster: cluster.parse().expect("cluster"),
+        name: name.parse().expect("node"),
+        ips: vec![ip.parse().expect("ip")],
+        pod_cidrs: Vec::new(),
+        wireguard_key: None,
+    }
+}
+
+fn endpoint(cluster: &str, node: &str, pod: &str, ip: &str, identity: Identity) -> EndpointRecord {
+    EndpointRecord {
+        cluster: cluster.parse().expect("cluster"),
+        namespace: "shop".into(),
+        pod: pod.into(),
+        ips: vec![ip.parse().expect("ip")],
+        identity,
+        node: node.parse().expect("node"),
+        ports: Vec::new(),
+    }
+}
+
+/// c1: n1 (this node, backend pod 10.1.1.2), n2 (frontend 10.1.2.2);
+/// c2: n1 (frontend 10.2.1.2, other 10.2.1.3).
+fn view() -> MeshView {
+    MeshView {
+        identities: [
+            (id(1, 256), labels("c1", "backend")),
+            (id(1, 257), labels("c1", "frontend")),
+            (id(2, 256), labels("c2", "frontend")),
+            (id(2, 257), labels("c2", "other")),
+        ]
+        .into(),
+        endpoints: vec![
+            endpoint("c1", "n1", "backend", "10.1.1.2", id(1, 256)),
+            endpoint("c1", "n2", "frontend", "10.1.2.2", id(1, 257)),
+            endpoint("c2", "n1", "frontend", "10.2.1.2", id(2, 256)),
+            endpoint("c2", "n1", "other", "10.2.1.3", id(2, 257)),
+        ],
+        nodes: vec![
+            node("c1", "n1", "192.168.77.11"),
+            node("c1", "n2", "192.168.77.12"),
+            node("c2", "n1", "192.168.77.21"),
+        ],
+    }
+}
+
+fn local(encryption: bool) -> LocalView {
+    LocalView {
+        cluster: "c1".parse().expect("cluster"),
+        node: "n1".parse().expect("node"),
+        encryption,
+    }
+}
+
+fn registration(ip: &str) -> EndpointRegistration {
+    EndpointRegistration {
+        container_id: "backend".into(),
+        ifname: "eth0".into(),
+        netns: "/var/run/netns/backend".into(),
+        host_ifname: "mwbackend".into(),
+        host_ifindex: 42,
+        pod_mac: None,
+        ips: vec![ip.parse().expect("ip")],
+        pod_namespace: Some("shop".into()),
+        pod_name: Some("backend".into()),
+    }
+}
+
+#[test]
+fn ipcache_holds_every_clusters_endpoints_and_nodes_with_where_they_live() {
+    let entries = ipcache_entries(&view(), &local(true));
+    let by: BTreeMap<String, &IpcacheEntry> =
+        entries.iter().map(|e| (e.cidr.to_string(), e)).collect();
+    let remote = by["10.2.1.2/32"];
+    assert_eq!(remote.identity, id(2, 256));
+    assert_eq!(remote.node_ip, Some("192.168.77.21".parse().expect("ip")));
+    assert!(remote.encrypt);
+    let same_cluster_other_node = by["10.1.2.2/32"];
+    assert_eq!(
+        same_cluster_other_node.node_ip,
+        Some("192.168.77.12".parse().expect("ip"))
+    );
+    assert!(same_cluster_other_node.encrypt);
+    let here = by["10.1.1.2/32"];
+    assert_eq!((here.node_ip, here.encrypt), (None, false));
+    assert_eq!(
+        by["192.168.77.11/32"].identity,
+        ReservedIdentity::Host.identity()
+    );
+    assert_eq!(
+        by["192.168.77.21/32"].identity,
+        ReservedIdentity::RemoteNode.identity()
+    );
+    assert_eq!(entries.len(), 7);
+    // Without encryption nothing is flagged.
+    assert!(
+        ipcache_entries(&view(), &local(false))
+            .iter()
+            .all(|e| !e.encrypt)
+    );
+}
+
+#[test]
+fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut mgr, _) = EndpointManager::open(
+        dir.path(),
+        Some("10.1.1.0/24".parse().expect("cidr")),
+        MemoryDatapath::default(),
+    )
+    .expect("open");
+    let ep = mgr.register(registration("10.1.1.2")).expect("register");
+    assert_eq!(ep.identity, ReservedIdentity::Init.identity());
+    let policy = PolicySource::namespaced(
+        "shop",
+        "backend",
+        &MeshNetworkPolicySpec {
+            endpoint_selector: Selector {
+                match_labels: [("app".to_string(), "backend".to_string())].into(),
+                match_expressions: Vec::new(),
+            },
+            ingress: vec![IngressRule {
+                from_endpoints: vec![Selector {
+                    match_labels: [
+                        ("app".to_string(), "frontend".to_string()),
+                        ("meshwork.io/cluster".to_string(), "c2".to_string()),
+                    ]
+                    .into(),
+                    match_expressions: Vec::new(),
+                }],
+                to_ports: vec![PortRule {
+                    ports: vec![PortProtocol {
+                        port: "8080".into(),
+                        protocol: Some("TCP".into()),
+                    }],
+                }],
+                ..IngressRule::default()
+            }],
+            egress: Vec::new(),
+        },
+    );
+    // Policies not known yet: identities and ipcache move, policy stays.
+    let (report, compiled) = sync(&mut mgr, &view(), &local(false), None).expect("sync");
+    assert!(report.is_ok(), "{report:?}");
+    assert!(compiled.is_none());
+    assert_eq!(mgr.list()[0].identity, id(1, 256));
+    let dp = mgr.datapath();
+    assert_eq!(dp.endpoints[&ep.id].identity, id(1, 256));
+    // The local source (now with the resolved identity) and the mesh agree.
+    assert_eq!(
+        dp.ipcache[&"10.1.1.2/32".parse().expect("cidr")].identity,
+        id(1, 256)
+    );
+    assert_eq!(
+        dp.ipcache[&"10.2.1.3/32".parse().expect("cidr")].identity,
+        id(2, 257)
+    );
+    assert_eq!(dp.policies[&ep.id], EndpointPolicy::default());
+
+    let policies = vec![policy];
+    let (report, compiled) = sync(&mut mgr, &view(), &local(false), Some(&policies)).expect("sync");
+    assert!(report.is_ok(), "{report:?}");
+    let compiled = compiled.expect("compiled");
+    let p = &mgr.datapath().policies[&ep.id];
+    assert!(p.ingress_enforced);
+    let allow: Vec<_> = p.allow.iter().collect();
+    assert_eq!(allow.len(), 1);
+    assert_eq!(
+        (allow[0].direction, allow[0].identity, allow[0].port),
+        (Direction::Ingress, Some(id(2, 256)), 8080)
+    );
+    assert_eq!(compiled.rules[&allow[0].rule].policy, "shop/backend");
+
+    // A new identity in c2 matching the selector reaches the map without a
+    // policy change.
+    let mut v = view();
+    v.identities.insert(id(2, 300), labels("c2", "frontend"));
+    let (report, _) = sync(&mut mgr, &v, &local(false), Some(&policies)).expect("sync");
+    assert!(report.is_ok(), "{report:?}");
+    let peers: Vec<_> = mgr.datapath().policies[&ep.id]
+        .allow
+        .iter()
+        .map(|a| a.identity)
+        .collect();
+    assert_eq!(peers, vec![Some(id(2, 256)), Some(id(2, 300))]);
+    // Policies removed: back to allow-all.
+    let (report, _) = sync(&mut mgr, &view(), &local(false), Some(&[])).expect("sync");
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(mgr.datapath().policies[&ep.id], EndpointPolicy::default());
+}

@@ -1,0 +1,515 @@
+//! Policy compilation: MeshNetworkPolicy / MeshClusterwideNetworkPolicy rules
+//! and the identities of every cluster → the [`EndpointPolicy`] of one local
+//! endpoint, as the policy map holds it.
+//!
+//! What it is for: the pure step between the policy CRDs (plus the mesh
+//! feed's identities) and the datapath. Selectors are compiled to identity
+//! sets by matching every known identity's labels; a new identity (a pod with
+//! new labels in any cluster) therefore changes the result, and the caller
+//! recompiles on every identity change.
+//!
+//! Semantics (those of DESIGN.md, shaped after Cilium):
+//! - an endpoint selected by any policy that has ingress (egress) rules is
+//!   default-deny for ingress (egress); the rules of every selecting policy
+//!   add up (allow only, no deny rules);
+//! - a MeshNetworkPolicy selects endpoints of its own namespace only, and its
+//!   peer selectors (`fromEndpoints`/`toEndpoints`) without the namespace
+//!   label `io.kubernetes.pod.namespace` select peers of its namespace;
+//! - a peer selector without the label `meshwork.io/cluster` selects peers
+//!   of the local cluster only; name the cluster (or use `matchExpressions`
+//!   on that key) to allow peers of other clusters. Like Cilium's
+//!   `policy-default-local-cluster`: a new cluster joining the mesh never
+//!   widens an existing policy by itself;
+//! - entities: `all` (any peer), `world`, `host`, `remote-node`, `cluster`
+//!   (the local cluster's identities plus host and remote-node), `health`,
+//!   `init`, `unmanaged`, `kube-apiserver`;
+//! - `toPorts` restricts the rule to those ports; a rule with ports and no
+//!   peers allows any peer on those ports; an empty rule (`{}`) allows
+//!   nothing but still turns on default-deny;
+//! - CIDR rules (`fromCIDR`/`toCIDR`) are not compiled yet: the rule allows
+//!   nothing (the policy still enforces default-deny: fail closed) and a
+//!   warning says so.
+//!
+//! Bad input: a policy with an invalid selector, an unknown entity or a
+//! port that is not a number is refused as a whole with a message naming it
+//! and what to change; other policies are compiled as usual.
+//!
+//! Each allow entry carries the id of the rule that allowed it (the lowest
+//! when several do), a stable hash of `kind/namespace/name/direction[index]`,
+//! so flow events and `meshctl explain` can name the rule ([`RuleRef`]).
+//!
+//! What it is not for: watching anything (see [`crate::identity_sync`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mesh_api::labels::{
+    CLUSTER_LABEL, LabelSelector, NAMESPACE_LABEL, SelectorOperator, SelectorRequirement,
+};
+use mesh_api::{ClusterName, Identity, LabelSet, Protocol, ReservedIdentity};
+use serde::{Deserialize, Serialize};
+
+use super::crd::{
+    EgressRule, IngressRule, MeshClusterwideNetworkPolicySpec, MeshNetworkPolicySpec, PortRule,
+    Selector,
+};
+use crate::datapath::{Direction, EndpointPolicy, PolicyAllow};
+
+/// One policy as the compiler takes it: either kind, normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    /// `MeshNetworkPolicy` or `MeshClusterwideNetworkPolicy`.
+    pub kind: &'static str,
+    /// Its namespace (None: cluster-wide).
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// Which endpoints it applies to.
+    pub endpoint_selector: Selector,
+    /// Ingress rules.
+    pub ingress: Vec<IngressRule>,
+    /// Egress rules.
+    pub egress: Vec<EgressRule>,
+}
+
+impl PolicySource {
+    /// A namespaced policy.
+    pub fn namespaced(namespace: &str, name: &str, spec: &MeshNetworkPolicySpec) -> Self {
+        PolicySource {
+            kind: "MeshNetworkPolicy",
+            namespace: Some(namespace.to_string()),
+            name: name.to_string(),
+            endpoint_selector: spec.endpoint_selector.clone(),
+            ingress: spec.ingress.clone(),
+            egress: spec.egress.clone(),
+        }
+    }
+
+    /// A cluster-wide policy.
+    pub fn clusterwide(name: &str, spec: &MeshClusterwideNetworkPolicySpec) -> Self {
+        PolicySource {
+            kind: "MeshClusterwideNetworkPolicy",
+            namespace: None,
+            name: name.to_string(),
+            endpoint_selector: spec.endpoint_selector.clone(),
+            ingress: spec.ingress.clone(),
+            egress: spec.egress.clone(),
+        }
+    }
+
+    /// `namespace/name` or `name`.
+    pub fn id(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Names the rule behind a rule id: what flow events and `explain` show.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RuleRef {
+    /// The id carried by policy map entries and flow events.
+    pub id: u32,
+    /// Policy kind.
+    pub kind: String,
+    /// `namespace/name` (or `name` for cluster-wide policies).
+    pub policy: String,
+    /// Direction.
+    pub direction: Direction,
+    /// Index of the rule in that direction's list.
+    pub index: usize,
+}
+
+impl std::fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dir = match self.direction {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        };
+        write!(f, "{} {} {dir}[{}]", self.kind, self.policy, self.index)
+    }
+}
+
+/// A policy the compiler refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PolicyProblem {
+    /// `Kind namespace/name`.
+    pub policy: String,
+    /// What is wrong and what to change.
+    pub message: String,
+    /// Whether the policy was refused (true) or compiled with this part left
+    /// out (false, e.g. CIDR rules).
+    pub refused: bool,
+}
+
+/// The compiled policy set: per policy its selector and rules as identity
+/// sets, ready to be evaluated for each local endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledPolicies {
+    policies: Vec<CompiledPolicy>,
+    /// Every rule, by id.
+    pub rules: BTreeMap<u32, RuleRef>,
+    /// Refused policies and left-out parts.
+    pub problems: Vec<PolicyProblem>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledPolicy {
+    subject: LabelSelector,
+    ingress: Option<Vec<BTreeSet<PolicyAllow>>>,
+    egress: Option<Vec<BTreeSet<PolicyAllow>>>,
+}
+
+/// What the compiler needs to know beyond the policies.
+#[derive(Debug, Clone, Copy)]
+pub struct CompileInputs<'a> {
+    /// This agent's cluster (unnamed peer selectors mean this cluster).
+    pub cluster: &'a ClusterName,
+    /// Every known identity of every cluster with its labels.
+    pub identities: &'a BTreeMap<Identity, LabelSet>,
+}
+
+/// Compiles every policy against the known identities.
+pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> CompiledPolicies {
+    let mut out = CompiledPolicies::default();
+    let mut sorted: Vec<&PolicySource> = policies.iter().collect();
+    sorted.sort_by_key(|p| (p.kind, p.id()));
+    for p in sorted {
+        match compile_one(p, inputs, &mut out) {
+            Ok(c) => out.policies.push(c),
+            Err(message) => out.problems.push(PolicyProblem {
+                policy: format!("{} {}", p.kind, p.id()),
+                message,
+                refused: true,
+            }),
+        }
+    }
+    out
+}
+
+impl CompiledPolicies {
+    /// The policy of an endpoint with identity labels `labels`.
+    pub fn endpoint_policy(&self, labels: &LabelSet) -> EndpointPolicy {
+        let mut policy = EndpointPolicy::default();
+        let mut best: BTreeMap<(Direction, Option<Identity>, u16, Option<Protocol>), u32> =
+            BTreeMap::new();
+        for p in &self.policies {
+            if !p.subject.matches(labels) {
+                continue;
+            }
+            for (dir, rules) in [
+                (Direction::Ingress, &p.ingress),
+                (Direction::Egress, &p.egress),
+            ] {
+                let Some(rules) = rules else { continue };
+                match dir {
+                    Direction::Ingress => policy.ingress_enforced = true,
+                    Direction::Egress => policy.egress_enforced = true,
+                }
+                for allow in rules.iter().flatten() {
+                    let k = (allow.direction, allow.identity, allow.port, allow.protocol);
+                    let e = best.entry(k).or_insert(allow.rule);
+                    *e = (*e).min(allow.rule);
+                }
+            }
+        }
+        policy.allow = best
+            .into_iter()
+            .map(
+                |((direction, identity, port, protocol), rule)| PolicyAllow {
+                    direction,
+                    identity,
+                    port,
+                    protocol,
+                    rule,
+                },
+            )
+            .collect();
+        policy
+    }
+
+    /// Whether any policy is compiled.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+}
+
+/// A stable, non-zero rule id (FNV-1a of the rule's name).
+pub fn rule_id(kind: &str, policy: &str, direction: Direction, index: usize) -> u32 {
+    let text = format!("{kind}/{policy}/{direction:?}[{index}]");
+    let mut h: u32 = 0x811c_9dc5;
+    for b in text.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
+}
+
+fn compile_one(
+    p: &PolicySource,
+    inputs: &CompileInputs<'_>,
+    out: &mut CompiledPolicies,
+) -> Result<CompiledPolicy, String> {
+    let mut subject =
+        to_selector(&p.endpoint_selector).map_err(|e| format!("endpointSelector: {e}"))?;
+    if let Some(ns) = &p.namespace {
+        subject
+            .match_labels
+            .insert(NAMESPACE_LABEL.to_string(), ns.clone());
+    }
+    let ingress: Vec<RuleParts<'_>> = p
+        .ingress
+        .iter()
+        .map(|r| RuleParts {
+            selectors: &r.from_endpoints,
+            entities: &r.from_entities,
+            cidrs: &r.from_cidr,
+            ports: &r.to_ports,
+        })
+        .collect();
+    let egress: Vec<RuleParts<'_>> = p
+        .egress
+        .iter()
+        .map(|r| RuleParts {
+            selectors: &r.to_endpoints,
+            entities: &r.to_entities,
+            cidrs: &r.to_cidr,
+            ports: &r.to_ports,
+        })
+        .collect();
+    let mut compiled = CompiledPolicy {
+        subject,
+        ingress: None,
+        egress: None,
+    };
+    let mut rules = Vec::new();
+    let mut notes = Vec::new();
+    for (dir, list) in [(Direction::Ingress, &ingress), (Direction::Egress, &egress)] {
+        if list.is_empty() {
+            continue;
+        }
+        let mut sets = Vec::new();
+        for (index, rule) in list.iter().enumerate() {
+            let RuleParts {
+                selectors,
+                entities,
+                cidrs,
+                ports,
+            } = *rule;
+            let id = rule_id(p.kind, &p.id(), dir, index);
+            let where_ = format!("{}[{index}]", dir_name(dir));
+            let peers = peers(p, inputs, selectors, entities, &where_)?;
+            let ports = port_list(ports, &where_)?;
+            if !cidrs.is_empty() {
+                notes.push(format!(
+                    "{where_}: CIDR peers ({}) are not enforced yet; they are denied (remove them or allow the entity `world`)",
+                    cidrs.join(", ")
+                ));
+            }
+            let mut set = BTreeSet::new();
+            let peers = match peers {
+                Peers::Some(ids) => ids.into_iter().map(Some).collect::<Vec<_>>(),
+                Peers::Any => vec![None],
+                Peers::NoneSpecified if !ports.is_empty() && cidrs.is_empty() => vec![None],
+                Peers::NoneSpecified => Vec::new(),
+            };
+            let ports = if ports.is_empty() {
+                vec![(0, None)]
+            } else {
+                ports
+            };
+            for identity in &peers {
+                for (port, protocol) in &ports {
+                    set.insert(PolicyAllow {
+                        direction: dir,
+                        identity: *identity,
+                        port: *port,
+                        protocol: *protocol,
+                        rule: id,
+                    });
+                }
+            }
+            rules.push(RuleRef {
+                id,
+                kind: p.kind.to_string(),
+                policy: p.id(),
+                direction: dir,
+                index,
+            });
+            sets.push(set);
+        }
+        match dir {
+            Direction::Ingress => compiled.ingress = Some(sets),
+            Direction::Egress => compiled.egress = Some(sets),
+        }
+    }
+    for r in rules {
+        out.rules.insert(r.id, r);
+    }
+    for message in notes {
+        out.problems.push(PolicyProblem {
+            policy: format!("{} {}", p.kind, p.id()),
+            message,
+            refused: false,
+        });
+    }
+    Ok(compiled)
+}
+
+/// One rule's parts, whichever its direction.
+#[derive(Clone, Copy)]
+struct RuleParts<'a> {
+    selectors: &'a [Selector],
+    entities: &'a [String],
+    cidrs: &'a [String],
+    ports: &'a [PortRule],
+}
+
+fn dir_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    }
+}
+
+enum Peers {
+    Some(BTreeSet<Identity>),
+    Any,
+    NoneSpecified,
+}
+
+fn peers(
+    p: &PolicySource,
+    inputs: &CompileInputs<'_>,
+    selectors: &[Selector],
+    entities: &[String],
+    where_: &str,
+) -> Result<Peers, String> {
+    if selectors.is_empty() && entities.is_empty() {
+        return Ok(Peers::NoneSpecified);
+    }
+    let mut ids = BTreeSet::new();
+    for (i, s) in selectors.iter().enumerate() {
+        let mut sel = to_selector(s).map_err(|e| format!("{where_} selector {i}: {e}"))?;
+        let names = |sel: &LabelSelector, key: &str| {
+            sel.match_labels.contains_key(key) || sel.match_expressions.iter().any(|r| r.key == key)
+        };
+        if let Some(ns) = &p.namespace
+            && !names(&sel, NAMESPACE_LABEL)
+        {
+            sel.match_labels
+                .insert(NAMESPACE_LABEL.to_string(), ns.clone());
+        }
+        if !names(&sel, CLUSTER_LABEL) {
+            sel.match_labels
+                .insert(CLUSTER_LABEL.to_string(), inputs.cluster.to_string());
+        }
+        ids.extend(
+            inputs
+                .identities
+                .iter()
+                .filter(|(_, labels)| sel.matches(labels))
+                .map(|(id, _)| *id),
+        );
+    }
+    for e in entities {
+        let reserved = |r: ReservedIdentity| r.identity();
+        match e.as_str() {
+            "all" => return Ok(Peers::Any),
+            "cluster" => {
+                ids.extend(
+                    inputs
+                        .identities
+                        .iter()
+                        .filter(|(_, l)| l.get(CLUSTER_LABEL) == Some(inputs.cluster.as_str()))
+                        .map(|(id, _)| *id),
+                );
+                ids.insert(reserved(ReservedIdentity::Host));
+                ids.insert(reserved(ReservedIdentity::RemoteNode));
+                ids.insert(reserved(ReservedIdentity::Health));
+                ids.insert(reserved(ReservedIdentity::Init));
+            }
+            other => match ReservedIdentity::ALL.iter().find(|r| r.name() == other) {
+                Some(r) => {
+                    ids.insert(r.identity());
+                }
+                None => {
+                    return Err(format!(
+                        "{where_}: unknown entity {other:?}; use one of all, cluster, {}",
+                        ReservedIdentity::ALL
+                            .iter()
+                            .map(|r| r.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            },
+        }
+    }
+    Ok(Peers::Some(ids))
+}
+
+fn port_list(rules: &[PortRule], where_: &str) -> Result<Vec<(u16, Option<Protocol>)>, String> {
+    let mut out = Vec::new();
+    for r in rules {
+        for pp in &r.ports {
+            let port: u16 = pp.port.parse().map_err(|_| {
+                format!(
+                    "{where_}: port {:?} is not a number from 0 to 65535 (named ports are not supported; write the number)",
+                    pp.port
+                )
+            })?;
+            let protocol = match pp
+                .protocol
+                .as_deref()
+                .map(str::to_ascii_uppercase)
+                .as_deref()
+            {
+                None | Some("ANY") => None,
+                Some("TCP") => Some(Protocol::Tcp),
+                Some("UDP") => Some(Protocol::Udp),
+                Some("SCTP") => Some(Protocol::Sctp),
+                Some(other) => {
+                    return Err(format!(
+                        "{where_}: protocol {other:?} is not one of TCP, UDP, SCTP, ANY"
+                    ));
+                }
+            };
+            out.push((port, protocol));
+        }
+    }
+    Ok(out)
+}
+
+/// The CRD's selector as mesh-api's, validated.
+pub fn to_selector(s: &Selector) -> Result<LabelSelector, String> {
+    let mut exprs = Vec::new();
+    for r in &s.match_expressions {
+        let operator = match r.operator.as_str() {
+            "In" => SelectorOperator::In,
+            "NotIn" => SelectorOperator::NotIn,
+            "Exists" => SelectorOperator::Exists,
+            "DoesNotExist" => SelectorOperator::DoesNotExist,
+            other => {
+                return Err(format!(
+                    "matchExpressions key {:?}: operator {other:?} is not one of In, NotIn, Exists, DoesNotExist",
+                    r.key
+                ));
+            }
+        };
+        exprs.push(SelectorRequirement {
+            key: r.key.clone(),
+            operator,
+            values: r.values.clone(),
+        });
+    }
+    let sel = LabelSelector {
+        match_labels: s.match_labels.clone(),
+        match_expressions: exprs,
+    };
+    sel.validate().map_err(|e| e.to_string())?;
+    Ok(sel)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,346 @@
+use std::collections::BTreeMap;
+
+use mesh_api::{ClusterId, ClusterName, Identity, LabelSet, Protocol, ReservedIdentity};
+
+use super::*;
+use crate::policy::crd::{PortProtocol, SelectorRequirement as CrdRequirement};
+
+fn cluster(name: &str) -> ClusterName {
+    name.parse().expect("cluster name")
+}
+
+fn labels(cluster: &str, ns: &str, app: &str) -> LabelSet {
+    let pod: BTreeMap<String, String> = [("app".to_string(), app.to_string())].into();
+    LabelSet::for_pod(&cluster.parse().expect("name"), ns, &pod).expect("labels")
+}
+
+fn id(cluster: u8, n: u16) -> Identity {
+    Identity::new(ClusterId::new(i64::from(cluster)).expect("id"), n).expect("identity")
+}
+
+/// c1/shop: backend 256, frontend 257; c2/shop: frontend 256, other 257;
+/// c1/other: frontend 258.
+fn identities() -> BTreeMap<Identity, LabelSet> {
+    [
+        (id(1, 256), labels("c1", "shop", "backend")),
+        (id(1, 257), labels("c1", "shop", "frontend")),
+        (id(2, 256), labels("c2", "shop", "frontend")),
+        (id(2, 257), labels("c2", "shop", "other")),
+        (id(1, 258), labels("c1", "other", "frontend")),
+    ]
+    .into()
+}
+
+fn sel(pairs: &[(&str, &str)]) -> Selector {
+    Selector {
+        match_labels: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        match_expressions: Vec::new(),
+    }
+}
+
+fn port(p: &str, proto: &str) -> PortRule {
+    PortRule {
+        ports: vec![PortProtocol {
+            port: p.to_string(),
+            protocol: Some(proto.to_string()),
+        }],
+    }
+}
+
+fn policy(ns: &str, name: &str, subject: Selector, ingress: Vec<IngressRule>) -> PolicySource {
+    PolicySource::namespaced(
+        ns,
+        name,
+        &MeshNetworkPolicySpec {
+            endpoint_selector: subject,
+            ingress,
+            egress: Vec::new(),
+        },
+    )
+}
+
+fn run(policies: &[PolicySource]) -> CompiledPolicies {
+    let ids = identities();
+    compile(
+        policies,
+        &CompileInputs {
+            cluster: &cluster("c1"),
+            identities: &ids,
+        },
+    )
+}
+
+fn allowed(p: &EndpointPolicy) -> Vec<(Option<Identity>, u16, Option<Protocol>)> {
+    p.allow
+        .iter()
+        .map(|a| (a.identity, a.port, a.protocol))
+        .collect()
+}
+
+#[test]
+fn unselected_endpoints_stay_open_and_selected_ones_are_default_deny() {
+    let c = run(&[policy(
+        "shop",
+        "backend",
+        sel(&[("app", "backend")]),
+        vec![IngressRule::default()],
+    )]);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert!(backend.ingress_enforced && !backend.egress_enforced);
+    assert!(backend.allow.is_empty(), "an empty rule allows nothing");
+    let frontend = c.endpoint_policy(&labels("c1", "shop", "frontend"));
+    assert_eq!(frontend, EndpointPolicy::default());
+    // A namespaced policy never selects pods of another namespace.
+    let other = c.endpoint_policy(&labels("c1", "other", "backend"));
+    assert_eq!(other, EndpointPolicy::default());
+}
+
+#[test]
+fn a_peer_selector_naming_a_cluster_selects_only_that_clusters_identities() {
+    let c = run(&[policy(
+        "shop",
+        "from-c2-frontend",
+        sel(&[("app", "backend")]),
+        vec![IngressRule {
+            from_endpoints: vec![sel(&[("app", "frontend"), ("meshwork.io/cluster", "c2")])],
+            to_ports: vec![port("8080", "TCP")],
+            ..IngressRule::default()
+        }],
+    )]);
+    let p = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert_eq!(
+        allowed(&p),
+        vec![(Some(id(2, 256)), 8080, Some(Protocol::Tcp))]
+    );
+    let rule = p.allow.iter().next().expect("one").rule;
+    let r = &c.rules[&rule];
+    assert_eq!(
+        (r.policy.as_str(), r.direction, r.index),
+        ("shop/from-c2-frontend", Direction::Ingress, 0)
+    );
+    assert_eq!(
+        r.to_string(),
+        "MeshNetworkPolicy shop/from-c2-frontend ingress[0]"
+    );
+}
+
+#[test]
+fn an_unnamed_cluster_means_the_local_one_and_the_namespace_the_policys() {
+    let c = run(&[policy(
+        "shop",
+        "frontends",
+        sel(&[("app", "backend")]),
+        vec![IngressRule {
+            from_endpoints: vec![sel(&[("app", "frontend")])],
+            ..IngressRule::default()
+        }],
+    )]);
+    let p = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    // Not c2's frontend (another cluster), not c1/other's (another namespace).
+    assert_eq!(allowed(&p), vec![(Some(id(1, 257)), 0, None)]);
+    // matchExpressions on the cluster key lift the default.
+    let mut any_cluster = sel(&[("app", "frontend")]);
+    any_cluster.match_expressions.push(CrdRequirement {
+        key: "meshwork.io/cluster".into(),
+        operator: "Exists".into(),
+        values: Vec::new(),
+    });
+    let c = run(&[policy(
+        "shop",
+        "frontends",
+        sel(&[("app", "backend")]),
+        vec![IngressRule {
+            from_endpoints: vec![any_cluster],
+            ..IngressRule::default()
+        }],
+    )]);
+    let p = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert_eq!(
+        allowed(&p),
+        vec![(Some(id(1, 257)), 0, None), (Some(id(2, 256)), 0, None)]
+    );
+}
+
+#[test]
+fn entities_ports_only_rules_and_several_policies_add_up() {
+    let ports_only = policy(
+        "shop",
+        "http",
+        sel(&[("app", "backend")]),
+        vec![IngressRule {
+            to_ports: vec![port("80", "ANY")],
+            ..IngressRule::default()
+        }],
+    );
+    let entities = policy(
+        "shop",
+        "host",
+        sel(&[]),
+        vec![IngressRule {
+            from_entities: vec!["host".into(), "remote-node".into()],
+            to_ports: vec![port("9090", "udp")],
+            ..IngressRule::default()
+        }],
+    );
+    let c = run(&[ports_only, entities]);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let p = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert_eq!(
+        allowed(&p),
+        vec![
+            (None, 80, None),
+            (
+                Some(ReservedIdentity::Host.identity()),
+                9090,
+                Some(Protocol::Udp)
+            ),
+            (
+                Some(ReservedIdentity::RemoteNode.identity()),
+                9090,
+                Some(Protocol::Udp)
+            ),
+        ]
+    );
+    // `all` is any peer.
+    let c = run(&[policy(
+        "shop",
+        "all",
+        sel(&[]),
+        vec![IngressRule {
+            from_entities: vec!["all".into()],
+            ..IngressRule::default()
+        }],
+    )]);
+    let p = c.endpoint_policy(&labels("c1", "shop", "frontend"));
+    assert_eq!(allowed(&p), vec![(None, 0, None)]);
+}
+
+#[test]
+fn egress_rules_enforce_egress_only() {
+    let c = run(&[PolicySource::clusterwide(
+        "frontends-to-backend",
+        &MeshClusterwideNetworkPolicySpec {
+            endpoint_selector: sel(&[("app", "frontend")]),
+            ingress: Vec::new(),
+            egress: vec![EgressRule {
+                to_endpoints: vec![sel(&[("app", "backend")])],
+                to_ports: vec![port("8080", "TCP")],
+                ..EgressRule::default()
+            }],
+        },
+    )]);
+    // Cluster-wide: frontends of every namespace of this cluster.
+    for ns in ["shop", "other"] {
+        let p = c.endpoint_policy(&labels("c1", ns, "frontend"));
+        assert!(p.egress_enforced && !p.ingress_enforced, "{ns}");
+        assert_eq!(
+            allowed(&p),
+            vec![(Some(id(1, 256)), 8080, Some(Protocol::Tcp))]
+        );
+        assert!(p.allow.iter().all(|a| a.direction == Direction::Egress));
+    }
+}
+
+#[test]
+fn bad_policies_are_refused_alone_and_cidr_rules_fail_closed() {
+    let good = policy(
+        "shop",
+        "good",
+        sel(&[("app", "backend")]),
+        vec![IngressRule {
+            from_entities: vec!["world".into()],
+            ..IngressRule::default()
+        }],
+    );
+    let bad_entity = policy(
+        "shop",
+        "bad-entity",
+        sel(&[("app", "frontend")]),
+        vec![IngressRule {
+            from_entities: vec!["everyone".into()],
+            ..IngressRule::default()
+        }],
+    );
+    let bad_port = policy(
+        "shop",
+        "bad-port",
+        sel(&[("app", "frontend")]),
+        vec![IngressRule {
+            to_ports: vec![port("http", "TCP")],
+            ..IngressRule::default()
+        }],
+    );
+    let mut bad_op = sel(&[]);
+    bad_op.match_expressions.push(CrdRequirement {
+        key: "app".into(),
+        operator: "Near".into(),
+        values: vec!["x".into()],
+    });
+    let bad_selector = policy("shop", "bad-selector", bad_op, vec![IngressRule::default()]);
+    let cidr = policy(
+        "shop",
+        "cidr",
+        sel(&[("app", "other")]),
+        vec![IngressRule {
+            from_cidr: vec!["192.0.2.0/24".into()],
+            ..IngressRule::default()
+        }],
+    );
+    let c = run(&[good, bad_entity, bad_port, bad_selector, cidr]);
+    let refused: Vec<(&str, &str)> = c
+        .problems
+        .iter()
+        .filter(|p| p.refused)
+        .map(|p| (p.policy.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(refused.iter().any(|(p, m)| p.ends_with("shop/bad-entity")
+        && m.contains("\"everyone\"")
+        && m.contains("remote-node")));
+    assert!(refused.iter().any(|(p, m)| p.ends_with("shop/bad-port")
+        && m.contains("\"http\"")
+        && m.contains("named ports")));
+    assert!(
+        refused
+            .iter()
+            .any(|(p, m)| p.ends_with("shop/bad-selector") && m.contains("\"Near\""))
+    );
+    // The good policy still works; the refused ones select nothing.
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert_eq!(
+        allowed(&backend),
+        vec![(Some(ReservedIdentity::World.identity()), 0, None)]
+    );
+    assert_eq!(
+        c.endpoint_policy(&labels("c1", "shop", "frontend")),
+        EndpointPolicy::default()
+    );
+    // CIDR: enforced, nothing allowed, a non-refusing problem says why.
+    let other = c.endpoint_policy(&labels("c1", "shop", "other"));
+    assert!(other.ingress_enforced && other.allow.is_empty());
+    assert!(c.problems.iter().any(|p| !p.refused
+        && p.policy.ends_with("shop/cidr")
+        && p.message.contains("192.0.2.0/24")));
+}
+
+#[test]
+fn rule_ids_are_stable_non_zero_and_distinct_per_rule() {
+    let a = rule_id("MeshNetworkPolicy", "shop/x", Direction::Ingress, 0);
+    assert_eq!(
+        a,
+        rule_id("MeshNetworkPolicy", "shop/x", Direction::Ingress, 0)
+    );
+    assert_ne!(a, 0);
+    assert_ne!(
+        a,
+        rule_id("MeshNetworkPolicy", "shop/x", Direction::Ingress, 1)
+    );
+    assert_ne!(
+        a,
+        rule_id("MeshNetworkPolicy", "shop/x", Direction::Egress, 0)
+    );
+}
