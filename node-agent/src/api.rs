@@ -432,6 +432,7 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
             endpoints: mgr.list().len(),
             services: dp.services().map(|v| v.len()).unwrap_or(0),
             ipcache_entries: dp.ipcache().map(|v| v.len()).unwrap_or(0),
+            packets: dp.packet_counters().unwrap_or_default(),
         }
     };
     let feeds = state.feeds();

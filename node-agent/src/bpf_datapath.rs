@@ -623,6 +623,23 @@ impl Datapath for BpfDatapath {
         Ok(())
     }
 
+    fn packet_counters(&self) -> Result<Vec<crate::datapath::PacketCounter>> {
+        let root = self.dp.pin_root();
+        let reader = mesh_bpf::MetricsReader::open(root)
+            .map_err(bpf_err("open counters", &root.display().to_string()))?;
+        let m = reader
+            .read()
+            .map_err(bpf_err("read counters", &root.display().to_string()))?;
+        Ok(m.by_reason
+            .into_iter()
+            .map(|(reason, packets, bytes)| crate::datapath::PacketCounter {
+                reason: reason.name().to_string(),
+                packets,
+                bytes,
+            })
+            .collect())
+    }
+
     fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>> {
         let records = self
             .policy

@@ -169,6 +169,23 @@ pub trait Datapath: Send + 'static {
     fn set_policy(&mut self, endpoint: EndpointId, policy: &EndpointPolicy) -> Result<()>;
     /// The policies the datapath holds, per endpoint.
     fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>>;
+
+    /// Packet counters by verdict or drop reason (name, packets, bytes),
+    /// summed over CPUs; empty when the datapath keeps none.
+    fn packet_counters(&self) -> Result<Vec<PacketCounter>> {
+        Ok(Vec::new())
+    }
+}
+
+/// One datapath counter: packets and bytes for a verdict or drop reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketCounter {
+    /// `forwarded` or the drop reason (`policy_default_deny`, ...).
+    pub reason: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
 }
 
 /// A boxed datapath is a datapath (the agent picks the implementation at start-up).
@@ -208,6 +225,9 @@ impl<T: Datapath + ?Sized> Datapath for Box<T> {
     }
     fn policies(&self) -> Result<std::collections::BTreeMap<EndpointId, EndpointPolicy>> {
         (**self).policies()
+    }
+    fn packet_counters(&self) -> Result<Vec<PacketCounter>> {
+        (**self).packet_counters()
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Values read from their owner at scrape time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {
     /// Endpoints registered on this node.
     pub endpoints: usize,
@@ -14,6 +14,8 @@ pub struct Gauges {
     pub services: usize,
     /// ipcache entries in the datapath.
     pub ipcache_entries: usize,
+    /// The datapath's packet counters by verdict / drop reason.
+    pub packets: Vec<crate::datapath::PacketCounter>,
 }
 
 /// The agent's counters. Gauges (endpoint count) are passed in at render
@@ -113,6 +115,23 @@ impl Metrics {
         );
         for (reason, n) in self.errors.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "meshwork_errors_total{{reason=\"{reason}\"}} {n}");
+        }
+        for (name, help, value) in [
+            (
+                "meshwork_datapath_packets_total",
+                "Packets seen by the datapath, by verdict: forwarded or the drop reason.",
+                (|c: &crate::datapath::PacketCounter| c.packets) as fn(&_) -> u64,
+            ),
+            (
+                "meshwork_datapath_bytes_total",
+                "Bytes seen by the datapath, by verdict: forwarded or the drop reason.",
+                |c: &crate::datapath::PacketCounter| c.bytes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for c in &gauges.packets {
+                let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", c.reason, value(c));
+            }
         }
         out
     }

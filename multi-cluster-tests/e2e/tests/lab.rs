@@ -492,6 +492,131 @@ fn disconnect_withdraws_and_reconnect_works(lab: &Lab) {
     });
 }
 
+/// Whether one request from pod `namespace/name` of `cluster` to `addr` is
+/// answered (1 s timeout).
+fn reaches(lab: &Lab, cluster: &str, namespace: &str, name: &str, addr: &str) -> bool {
+    let out = lab.exec(
+        &lab.pod_ns(cluster, namespace, name),
+        &mesh_e2e::bin("mesh-echo"),
+        &["ask", addr, "-c", "1", "--timeout-ms", "1000"],
+    );
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .is_ok_and(|v| v["answer"]["cluster"].is_string())
+    })
+}
+
+/// The datapath's packet counter for `reason` on node `node` (its agent's
+/// `/metrics`, read inside the node's namespace).
+fn datapath_packets(lab: &Lab, node: &str, reason: &str) -> u64 {
+    let out = lab.exec(
+        &lab.node_ns(node),
+        std::path::Path::new("curl"),
+        &["-sS", "--max-time", "5", "http://127.0.0.1:9962/metrics"],
+    );
+    assert!(out.status.success(), "metrics of {node}: {out:?}");
+    let prefix = format!("meshwork_datapath_packets_total{{reason=\"{reason}\"}} ");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|n| n.trim().parse().expect("counter value"))
+        .unwrap_or(0)
+}
+
+/// Waits (bounded by `T`) until `cond` holds, saying what it waited for.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + T;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not after {T:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+const DB_POLICY: &str = r#"
+apiVersion: meshwork.io/v1
+kind: MeshNetworkPolicy
+metadata:
+  name: db-from-c2-clients
+  namespace: shop
+spec:
+  endpointSelector:
+    matchLabels: {app: db}
+  ingress:
+    - fromEndpoints:
+        - matchLabels: {app: client, meshwork.io/cluster: c2}
+      toPorts:
+        - ports: [{port: "8080", protocol: TCP}]
+"#;
+
+/// A policy in c1 admits only c2's `app=client` pods to c1's db on 8080:
+/// c2's client passes; another identity of c2 and the same labels in c1 are
+/// dropped by the datapath, counted with their reason. Removing the policy
+/// opens the db again.
+fn cross_cluster_policy_admits_only_the_named_clusters_pods(lab: &Lab) {
+    for (cluster, node, name, app) in [
+        ("c1", "c1-n2", "db", "db"),
+        ("c2", "c2-n1", "client-c2", "client"),
+    ] {
+        lab.ok(&[
+            "pod",
+            "add",
+            &format!("--cluster={cluster}"),
+            &format!("--node={node}"),
+            "--namespace=shop",
+            &format!("--name={name}"),
+            &format!("--label=app={app}"),
+        ]);
+    }
+    let db = format!("{}:8080", pod_ip(lab, "lab-c1", "shop", "db"));
+    let peers = [
+        ("c2", "client-c2", true),
+        ("c2", "web-1", false),
+        ("c1", "client", false),
+    ];
+    // The control: without a policy every peer gets through.
+    for (cluster, pod, _) in peers {
+        eventually(
+            &format!("{cluster}/{pod} reaches the db before any policy"),
+            || reaches(lab, cluster, "shop", pod, &db),
+        );
+    }
+    lab.apply("lab-c1", DB_POLICY);
+    eventually("the policy is enforced (c1's client refused)", || {
+        !reaches(lab, "c1", "shop", "client", &db)
+    });
+    let before = datapath_packets(lab, "c1-n2", "policy_default_deny");
+    for (cluster, pod, allowed) in peers {
+        for _ in 0..3 {
+            assert_eq!(
+                reaches(lab, cluster, "shop", pod, &db),
+                allowed,
+                "{cluster}/{pod} → db under the policy"
+            );
+        }
+    }
+    let after = datapath_packets(lab, "c1-n2", "policy_default_deny");
+    assert!(
+        after > before,
+        "refused connections are counted as policy_default_deny on c1-n2 ({before} → {after})"
+    );
+    lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "delete",
+            "meshnetworkpolicy",
+            "db-from-c2-clients",
+        ],
+    );
+    eventually("the db is open again once the policy is gone", || {
+        reaches(lab, "c1", "shop", "client", &db)
+    });
+}
+
 #[test]
 fn control_plane_scenarios_on_one_lab() {
     let lab = Lab::up("e2e", 3, 2, false);
@@ -514,6 +639,10 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "a global service is served by both clusters, with affinity",
                 a_global_service_is_served_by_both_clusters_with_affinity,
+            ),
+            (
+                "cross-cluster policy admits only the named cluster's pods",
+                cross_cluster_policy_admits_only_the_named_clusters_pods,
             ),
             ("refusals change nothing", refusals_change_nothing),
             (

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use mesh_certs::{CaDirectory, SpiffeId, TrustDomain, Validity};
 use serde_json::json;
@@ -200,6 +201,20 @@ impl Lab {
                 json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
             )
             .await?;
+            // The policy CRDs, as the chart ships them (node-agents watch them).
+            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+            let mut shipped = 0;
+            for o in objects
+                .iter()
+                .filter(|o| o.kind == "CustomResourceDefinition")
+            {
+                apply(&crds, &o.name, o.value.clone()).await?;
+                shipped += 1;
+            }
+            anyhow::ensure!(
+                shipped > 0,
+                "the chart rendered no CustomResourceDefinition"
+            );
             let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
             for name in ["meshwork-config", "mesh-apiserver-config"] {
                 let o = objects
