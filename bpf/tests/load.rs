@@ -431,4 +431,35 @@ fn load_balancer_allocates_ids_dedupes_backends_and_recovers_them_on_reopen() {
         "be(1) and be(2) unreferenced"
     );
     assert_eq!(dp.backends().unwrap().dump().unwrap().len(), 2);
+    // Graceful prune: a withdrawn backend stays for the grace period (its
+    // flows drain), is kept when referenced again, and then goes.
+    let grace = std::time::Duration::from_millis(300);
+    lb.upsert(third, &[be(5)], LbAlgorithm::Random).unwrap();
+    assert_eq!(
+        lb.prune_backends_unused_for(grace).unwrap(),
+        0,
+        "be(4) just withdrawn"
+    );
+    lb.upsert(third, &[be(4)], LbAlgorithm::Random).unwrap();
+    std::thread::sleep(grace);
+    assert_eq!(
+        lb.prune_backends_unused_for(grace).unwrap(),
+        0,
+        "be(4) used again; be(5)'s clock starts"
+    );
+    std::thread::sleep(grace);
+    assert_eq!(
+        lb.prune_backends_unused_for(grace).unwrap(),
+        1,
+        "be(5) unused for the grace period"
+    );
+    let left: Vec<_> = dp
+        .backends()
+        .unwrap()
+        .dump()
+        .unwrap()
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    assert!(left.contains(&be(4)) && !left.contains(&be(5)), "{left:?}");
 }

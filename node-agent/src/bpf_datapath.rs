@@ -35,6 +35,10 @@ use crate::datapath::{
 };
 use crate::error::{Error, Result};
 
+/// How long a backend entry no service references is kept before it is
+/// freed: flows still on a withdrawn backend drain meanwhile.
+pub const BACKEND_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The eBPF datapath (see the module docs).
 #[derive(Debug)]
 pub struct BpfDatapath {
@@ -620,6 +624,17 @@ impl Datapath for BpfDatapath {
                 &entries,
             )
             .map_err(bpf_err("write policy", &target))?;
+        Ok(())
+    }
+
+    fn housekeeping(&mut self) -> Result<()> {
+        let freed = self
+            .lb
+            .prune_backends_unused_for(BACKEND_GRACE)
+            .map_err(bpf_err("prune backends", "backend map"))?;
+        if freed > 0 {
+            tracing::info!(freed, grace = ?BACKEND_GRACE, "backend entries no service uses were freed");
+        }
         Ok(())
     }
 

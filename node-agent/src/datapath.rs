@@ -170,6 +170,12 @@ pub trait Datapath: Send + 'static {
     /// The policies the datapath holds, per endpoint.
     fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>>;
 
+    /// Periodic upkeep after a reconcile pass (the eBPF datapath frees
+    /// backend entries no service has used for a grace period).
+    fn housekeeping(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Packet counters by verdict or drop reason (name, packets, bytes),
     /// summed over CPUs; empty when the datapath keeps none.
     fn packet_counters(&self) -> Result<Vec<PacketCounter>> {
@@ -228,6 +234,9 @@ impl<T: Datapath + ?Sized> Datapath for Box<T> {
     }
     fn packet_counters(&self) -> Result<Vec<PacketCounter>> {
         (**self).packet_counters()
+    }
+    fn housekeeping(&mut self) -> Result<()> {
+        (**self).housekeeping()
     }
 }
 

@@ -249,6 +249,9 @@ impl<D: Datapath> Reconciler<D> {
                 }
             }
         }
+        if let Err(e) = self.datapath.housekeeping() {
+            tracing::warn!(error = %e, "datapath housekeeping failed; will retry");
+        }
         report
     }
 }

@@ -19,6 +19,9 @@ pub struct LoadBalancer {
     backend_ids: HashMap<Backend, BackendId>,
     next_service: u32,
     next_backend: u32,
+    /// Backends no service references, and since when (for
+    /// [`LoadBalancer::prune_backends_unused_for`]).
+    unused_since: HashMap<BackendId, std::time::Instant>,
 }
 
 /// A service as the reconciler sees it.
@@ -44,6 +47,7 @@ impl LoadBalancer {
             backend_ids: HashMap::new(),
             next_service: 1,
             next_backend: 1,
+            unused_since: HashMap::new(),
             services,
             backends,
         };
@@ -132,6 +136,39 @@ impl LoadBalancer {
             self.backend_ids.remove(b);
         }
         Ok(unused.len())
+    }
+
+    /// Removes backend entries that no service has referenced for at least
+    /// `grace` (measured from the first call that saw them unused), so
+    /// flows still using a withdrawn backend (reverse NAT via conntrack)
+    /// keep it while they drain, and the backend map cannot fill up with
+    /// entries nothing uses. A backend referenced again in the meantime is
+    /// kept (and its clock reset). Returns how many were removed.
+    pub fn prune_backends_unused_for(&mut self, grace: std::time::Duration) -> Result<usize> {
+        let used: std::collections::HashSet<BackendId> = self
+            .services
+            .dump()?
+            .into_iter()
+            .flat_map(|e| e.backends)
+            .collect();
+        let now = std::time::Instant::now();
+        self.unused_since.retain(|id, _| !used.contains(id));
+        let mut expired = Vec::new();
+        for (b, id) in &self.backend_ids {
+            if used.contains(id) {
+                continue;
+            }
+            let since = *self.unused_since.entry(*id).or_insert(now);
+            if now.duration_since(since) >= grace {
+                expired.push((*b, *id));
+            }
+        }
+        for (b, id) in &expired {
+            self.backends.delete(*id)?;
+            self.backend_ids.remove(b);
+            self.unused_since.remove(id);
+        }
+        Ok(expired.len())
     }
 
     /// Every service with its backends resolved to addresses.
