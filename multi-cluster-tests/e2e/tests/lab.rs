@@ -617,6 +617,105 @@ fn cross_cluster_policy_admits_only_the_named_clusters_pods(lab: &Lab) {
     });
 }
 
+/// `GET <path>` on node `node`'s agent socket (its local API), as JSON.
+fn agent_get(lab: &Lab, node: &str, path: &str) -> serde_json::Value {
+    let cluster = node.split('-').next().expect("node c<c>-n<n>");
+    let socket = lab
+        .dir
+        .join(cluster)
+        .join("nodes")
+        .join(node)
+        .join("agent.sock");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--unix-socket"])
+        .arg(&socket)
+        .arg(format!("http://agent{path}"))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "GET {path} on {node}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "GET {path} on {node}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// What the datapath of `node` holds: services and ipcache, as its agent
+/// dumps them from the maps.
+fn datapath_dump(lab: &Lab, node: &str) -> (Vec<String>, Vec<String>) {
+    let sorted = |v: serde_json::Value| {
+        let mut items: Vec<String> = v
+            .as_array()
+            .expect("a JSON array")
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        items.sort();
+        items
+    };
+    (
+        sorted(agent_get(lab, node, "/v1/services")),
+        sorted(agent_get(lab, node, "/v1/ipcache")),
+    )
+}
+
+/// Kills c1-n1's node-agent (SIGKILL) and starts it again while pod
+/// shop/client on that node keeps a TCP stream to c2's web-2 busy and opens
+/// a new connection every 200 ms. Returns the stream's report; checks that
+/// the maps converge to what they held before.
+fn restart_agent_under_traffic(lab: &Lab) -> serde_json::Value {
+    let target = format!("{}:8080", pod_ip(lab, "lab-c2", "shop", "web-2"));
+    eventually("c1's client reaches c2's web-2", || {
+        reaches(lab, "c1", "shop", "client", &target)
+    });
+    let before = datapath_dump(lab, "c1-n1");
+    let stream = std::thread::scope(|s| {
+        let stream = s.spawn(|| {
+            lab.exec(
+                &lab.pod_ns("c1", "shop", "client"),
+                &mesh_e2e::bin("mesh-echo"),
+                &["stream", &target, "--seconds", "12", "--every-ms", "200"],
+            )
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        lab.ok(&["kill", "c1-n1/node-agent"]);
+        std::thread::sleep(Duration::from_millis(500));
+        lab.ok(&["restart", "c1-n1/node-agent"]);
+        stream.join().expect("stream thread")
+    });
+    let report: serde_json::Value = serde_json::from_slice(&stream.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stream report: {e}: {}{}",
+            String::from_utf8_lossy(&stream.stdout),
+            String::from_utf8_lossy(&stream.stderr)
+        )
+    });
+    eprintln!("stream across the agent restart: {report}");
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let after = datapath_dump(lab, "c1-n1");
+        if after == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c1-n1's maps did not converge to what they held before the restart:\nbefore {before:?}\nafter {after:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    report
+}
+
+/// Without encryption the datapath lives in pinned maps and programs: the
+/// established stream never breaks and every new connection succeeds.
+fn an_agent_restarted_under_traffic_loses_no_connection(lab: &Lab) {
+    let r = restart_agent_under_traffic(lab);
+    assert_eq!(r["broken"], false, "the established stream broke: {r}");
+    assert_eq!(r["new_failures"], 0, "new connections failed: {r}");
+    assert!(r["verified_bytes"].as_u64() > Some(0), "{r}");
+}
+
 #[test]
 fn control_plane_scenarios_on_one_lab() {
     let lab = Lab::up("e2e", 3, 2, false);
@@ -643,6 +742,10 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "cross-cluster policy admits only the named cluster's pods",
                 cross_cluster_policy_admits_only_the_named_clusters_pods,
+            ),
+            (
+                "an agent restarted under traffic loses no connection",
+                an_agent_restarted_under_traffic_loses_no_connection,
             ),
             ("refusals change nothing", refusals_change_nothing),
             (
