@@ -661,19 +661,19 @@ fn datapath_dump(lab: &Lab, node: &str) -> (Vec<String>, Vec<String>) {
 }
 
 /// Kills c1-n1's node-agent (SIGKILL) and starts it again while pod
-/// shop/client on that node keeps a TCP stream to c2's web-2 busy and opens
-/// a new connection every 200 ms. Returns the stream's report; checks that
+/// shop/`client` on that node keeps a TCP stream to c2's shop/`server` busy
+/// and opens a new connection every 200 ms. Returns the stream's report; checks that
 /// the maps converge to what they held before.
-fn restart_agent_under_traffic(lab: &Lab) -> serde_json::Value {
-    let target = format!("{}:8080", pod_ip(lab, "lab-c2", "shop", "web-2"));
-    eventually("c1's client reaches c2's web-2", || {
-        reaches(lab, "c1", "shop", "client", &target)
+fn restart_agent_under_traffic(lab: &Lab, client: &str, server: &str) -> serde_json::Value {
+    let target = format!("{}:8080", pod_ip(lab, "lab-c2", "shop", server));
+    eventually(&format!("c1's {client} reaches c2's {server}"), || {
+        reaches(lab, "c1", "shop", client, &target)
     });
     let before = datapath_dump(lab, "c1-n1");
     let stream = std::thread::scope(|s| {
         let stream = s.spawn(|| {
             lab.exec(
-                &lab.pod_ns("c1", "shop", "client"),
+                &lab.pod_ns("c1", "shop", client),
                 &mesh_e2e::bin("mesh-echo"),
                 &["stream", &target, "--seconds", "12", "--every-ms", "200"],
             )
@@ -710,7 +710,7 @@ fn restart_agent_under_traffic(lab: &Lab) -> serde_json::Value {
 /// Without encryption the datapath lives in pinned maps and programs: the
 /// established stream never breaks and every new connection succeeds.
 fn an_agent_restarted_under_traffic_loses_no_connection(lab: &Lab) {
-    let r = restart_agent_under_traffic(lab);
+    let r = restart_agent_under_traffic(lab, "client", "web-2");
     assert_eq!(r["broken"], false, "the established stream broke: {r}");
     assert_eq!(r["new_failures"], 0, "new connections failed: {r}");
     assert!(r["verified_bytes"].as_u64() > Some(0), "{r}");
@@ -865,6 +865,34 @@ fn wg_show_reads_every_peer_with_a_handshake(lab: &Lab) {
     );
 }
 
+/// With encryption the WireGuard device lives in the agent's process: a
+/// killed agent takes it down. The restarted agent comes back with the same
+/// key, its peers handshake again, the established stream recovers (TCP
+/// retransmits) and nothing crosses the underlay in the clear meanwhile.
+fn an_encrypted_agent_restart_keeps_its_key_and_the_stream_recovers(lab: &Lab) {
+    let key = |lab: &Lab| agent_get(lab, "c1-n1", "/v1/status")["encryption"]["public_key"].clone();
+    let before = key(lab);
+    assert!(before.is_string(), "c1-n1 has a WireGuard key: {before}");
+    let mut report = serde_json::Value::Null;
+    let plain = lab.capture("net 10.0.0.0/8", || {
+        report = restart_agent_under_traffic(lab, "a", "b");
+    });
+    assert_eq!(
+        report["broken"], false,
+        "the established stream broke: {report}"
+    );
+    assert!(
+        report["longest_stall_ms"].as_u64() < Some(10_000),
+        "the stream recovered within 10 s: {report}"
+    );
+    assert_eq!(
+        plain.packets, 0,
+        "pod addresses appeared on the underlay during the restart"
+    );
+    assert_eq!(key(lab), before, "the key persisted across the restart");
+    wg_show_reads_every_peer_with_a_handshake(lab);
+}
+
 #[test]
 fn encrypted_datapath_scenarios_on_one_lab() {
     let lab = Lab::up("enc", 2, 2, true);
@@ -878,6 +906,10 @@ fn encrypted_datapath_scenarios_on_one_lab() {
             (
                 "wg show reads every peer with a handshake",
                 wg_show_reads_every_peer_with_a_handshake,
+            ),
+            (
+                "an encrypted agent restart keeps its key and the stream recovers",
+                an_encrypted_agent_restart_keeps_its_key_and_the_stream_recovers,
             ),
         ],
     );
