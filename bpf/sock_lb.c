@@ -40,7 +40,8 @@ static __always_inline int sock4_forward(struct bpf_sock_addr *ctx, int connect)
 	if (!svc)
 		return SYS_PROCEED;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	__u32 backend_id = lb_select_backend(svc, (__u32)(cookie ^ (cookie >> 32)) * 2654435761u, &reason);
+	__u32 backend_id = lb_select_backend(svc, (__u32)(cookie ^ (cookie >> 32)) * 2654435761u,
+					     bpf_get_netns_cookie(ctx), 1, &reason);
 	struct lb_backend *be = backend_id ? lb_lookup_backend(backend_id) : 0;
 	if (!be) {
 		if (!reason)

@@ -86,7 +86,7 @@ int from_pod(struct __sk_buff *skb)
 			}
 			if (!be) {
 				/* New flow, or its backend was removed: choose again. */
-				backend_id = lb_select_backend(svc, bpf_get_hash_recalc(skb), &reason);
+				backend_id = lb_select_backend(svc, bpf_get_hash_recalc(skb), p.saddr, 0, &reason);
 				if (!backend_id)
 					return drop(skb, &p, FLOW_OBS_FROM_POD, reason, svc_id, 0);
 				be = lb_lookup_backend(backend_id);
@@ -191,7 +191,7 @@ int from_netdev(struct __sk_buff *skb)
 		be = lb_lookup_backend(backend_id);
 	}
 	if (!be) {
-		backend_id = lb_select_backend(svc, bpf_get_hash_recalc(skb), &reason);
+		backend_id = lb_select_backend(svc, bpf_get_hash_recalc(skb), p.saddr, 0, &reason);
 		if (!backend_id)
 			return drop(skb, &p, FLOW_OBS_FROM_NETDEV, reason, svc_id, 0);
 		be = lb_lookup_backend(backend_id);

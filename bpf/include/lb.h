@@ -9,6 +9,7 @@
 
 #define MAGLEV_TABLE_SIZE 16381
 #define SVC_FLAG_MAGLEV 0x1
+#define SVC_FLAG_AFFINITY 0x2 /* ClientIP session affinity: see mw_affinity_svc */
 
 /* Frontend: ClusterIP (or NodePort address) : port / protocol. */
 struct lb_svc_key {
@@ -110,6 +111,42 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mw_sk_revnat SEC(".maps");
 
+/* ClientIP session affinity. A client is a network namespace (its cookie,
+ * for the socket LB, which runs before the source address is chosen) or a
+ * source address (the per-packet path). The entry remembers the slot as well
+ * as the backend, so a backend removed from the service is never reused. */
+struct lb_affinity_key {
+	__u64 client;
+	__u32 svc_id;
+	__u8 by_netns; /* 1: client is a netns cookie; 0: an IPv4 address */
+	__u8 pad[3];
+};
+MW_ASSERT_SIZE(struct lb_affinity_key, 16);
+
+struct lb_affinity_val {
+	__u64 last_ns;
+	__u32 backend_id;
+	__u32 slot;
+};
+MW_ASSERT_SIZE(struct lb_affinity_val, 16);
+
+/* Service id -> affinity timeout in seconds (services with SVC_FLAG_AFFINITY). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mw_affinity_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb_affinity_key);
+	__type(value, struct lb_affinity_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mw_affinity SEC(".maps");
+
 static __always_inline struct lb_svc_val *lb_lookup_service(__be32 addr, __be16 port, __u8 proto)
 {
 	struct lb_svc_key key = { .addr = addr, .port = port, .proto = proto };
@@ -118,9 +155,11 @@ static __always_inline struct lb_svc_val *lb_lookup_service(__be32 addr, __be16 
 
 /* Picks a backend id for a new flow. `hash` is a per-flow hash used by
  * Maglev; random selection ignores it. Returns 0 when no backend can be
- * chosen, with *reason set. */
-static __always_inline __u32 lb_select_backend(const struct lb_svc_val *svc, __u32 hash, __u32 *reason)
+ * chosen, with *reason set; *slot is the chosen slot (~0 for Maglev). */
+static __always_inline __u32 lb_select_slot(const struct lb_svc_val *svc, __u32 hash, __u32 *slot,
+					    __u32 *reason)
 {
+	*slot = ~0u;
 	if (svc->backend_count == 0) {
 		*reason = REASON_NO_SERVICE_BACKEND;
 		return 0;
@@ -149,7 +188,43 @@ static __always_inline __u32 lb_select_backend(const struct lb_svc_val *svc, __u
 		*reason = REASON_BACKEND_MISSING;
 		return 0;
 	}
+	*slot = key.slot;
 	return *backend;
+}
+
+/* Picks a backend for a new flow of `client` (see struct lb_affinity_key).
+ * With ClientIP affinity the client keeps its backend while it stays in the
+ * service and the client was seen within the timeout; Maglev services hash
+ * the client instead, which is sticky by construction. */
+static __always_inline __u32 lb_select_backend(const struct lb_svc_val *svc, __u32 hash, __u64 client,
+					       __u8 by_netns, __u32 *reason)
+{
+	__u32 slot;
+	if (!(svc->flags & SVC_FLAG_AFFINITY))
+		return lb_select_slot(svc, hash, &slot, reason);
+	if (svc->flags & SVC_FLAG_MAGLEV)
+		return lb_select_slot(svc, (__u32)(client ^ (client >> 32)) * 2654435761u, &slot, reason);
+	__u32 id = svc->svc_id;
+	__u32 *timeout = bpf_map_lookup_elem(&mw_affinity_svc, &id);
+	if (!timeout)
+		return lb_select_slot(svc, hash, &slot, reason);
+	struct lb_affinity_key key = { .client = client, .svc_id = id, .by_netns = by_netns };
+	__u64 now = bpf_ktime_get_ns();
+	struct lb_affinity_val *av = bpf_map_lookup_elem(&mw_affinity, &key);
+	if (av && now - av->last_ns < (__u64)*timeout * 1000000000ull && av->slot < svc->backend_count) {
+		struct lb_slot_key sk = { .svc_id = id, .slot = av->slot };
+		__u32 *b = bpf_map_lookup_elem(&mw_slots, &sk);
+		if (b && *b == av->backend_id) {
+			av->last_ns = now;
+			return av->backend_id;
+		}
+	}
+	__u32 backend = lb_select_slot(svc, hash, &slot, reason);
+	if (backend) {
+		struct lb_affinity_val v = { .last_ns = now, .backend_id = backend, .slot = slot };
+		bpf_map_update_elem(&mw_affinity, &key, &v, BPF_ANY);
+	}
+	return backend;
 }
 
 static __always_inline struct lb_backend *lb_lookup_backend(__u32 id)

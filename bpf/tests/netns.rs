@@ -685,3 +685,108 @@ fn nodeport_from_another_node_reaches_a_local_backend() {
             .success()
     });
 }
+
+/// Which backends answered `n` TCP connections from the client to `addr`
+/// (in the socket LB's cgroup when `cg` is given, else through TC only).
+fn answered(lab: &Lab, cg: Option<&std::path::Path>, addr: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let out = match cg {
+                Some(cg) => lab.client.probe_in_cgroup(cg, &["tcp", addr]),
+                None => lab.client.probe(&["tcp", addr]),
+            };
+            answer(&out).0
+        })
+        .collect()
+}
+
+#[test]
+fn client_ip_session_affinity_keeps_a_client_on_one_backend_through_both_paths() {
+    let mut lab = lab();
+    let cg = Cgroup::new();
+    lab.dp.attach_cgroup(cg.path()).expect("attach cgroup");
+    service(
+        &lab.dp,
+        1,
+        tcp(80),
+        &[&lab.b1, &lab.b2],
+        8080,
+        LbAlgorithm::Random,
+    );
+    let distinct = |v: &[String]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
+    // The control: without affinity 20 connections reach both backends.
+    let spread = answered(&lab, Some(cg.path()), "10.96.0.10:80", 20);
+    assert_eq!(distinct(&spread), 2, "{spread:?}");
+
+    let mut services = lab.dp.services().unwrap();
+    services.set_affinity(tcp(80), Some(60)).unwrap();
+    assert_eq!(
+        services.get(tcp(80)).unwrap().unwrap().affinity_timeout,
+        Some(60)
+    );
+    // Socket LB (client = its network namespace) and TC (client = its address).
+    for (path, cg) in [("socket LB", Some(cg.path())), ("TC", None)] {
+        let sticky = answered(&lab, cg, "10.96.0.10:80", 20);
+        assert_eq!(
+            distinct(&sticky),
+            1,
+            "{path}: one backend for one client: {sticky:?}"
+        );
+    }
+    // Backend updates keep affinity on; a backend leaving the service is
+    // never chosen again, affinity or not.
+    let pinned = answered(&lab, Some(cg.path()), "10.96.0.10:80", 1).remove(0);
+    let keep_id = if pinned == "backend-1" { 102 } else { 101 };
+    services
+        .upsert(
+            tcp(80),
+            ServiceId(1),
+            &[BackendId(keep_id)],
+            LbAlgorithm::Random,
+        )
+        .unwrap();
+    assert_eq!(
+        services.get(tcp(80)).unwrap().unwrap().affinity_timeout,
+        Some(60)
+    );
+    let moved = answered(&lab, Some(cg.path()), "10.96.0.10:80", 5);
+    assert!(
+        moved.iter().all(|n| *n != pinned),
+        "{pinned} left the service: {moved:?}"
+    );
+    // Clearing affinity spreads again.
+    services
+        .upsert(
+            tcp(80),
+            ServiceId(1),
+            &[BackendId(101), BackendId(102)],
+            LbAlgorithm::Random,
+        )
+        .unwrap();
+    services.set_affinity(tcp(80), None).unwrap();
+    assert_eq!(
+        services.get(tcp(80)).unwrap().unwrap().affinity_timeout,
+        None
+    );
+    let spread = answered(&lab, Some(cg.path()), "10.96.0.10:80", 20);
+    assert_eq!(distinct(&spread), 2, "{spread:?}");
+    // Maglev with affinity hashes the client: sticky as well.
+    services
+        .upsert(
+            tcp(80),
+            ServiceId(1),
+            &[BackendId(101), BackendId(102)],
+            LbAlgorithm::Maglev,
+        )
+        .unwrap();
+    services.set_affinity(tcp(80), Some(60)).unwrap();
+    let sticky = answered(&lab, Some(cg.path()), "10.96.0.10:80", 20);
+    assert_eq!(
+        distinct(&sticky),
+        1,
+        "Maglev: one backend for one client: {sticky:?}"
+    );
+    // A zero timeout is refused.
+    assert!(services.set_affinity(tcp(80), Some(0)).is_err());
+    lab.dp.detach_cgroup(cg.path()).expect("detach");
+}

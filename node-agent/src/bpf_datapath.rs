@@ -17,9 +17,11 @@
 //!   (written atomically); everything else reads back as ClusterIP;
 //! - ipcache: [`mesh_bpf::IpcacheMap`]; policy: [`mesh_bpf::PolicyMap`].
 //!
+//! - ClientIP session affinity: per service, in `mw_affinity_svc` (timeout)
+//!   with the clients' choices in the LRU map `mw_affinity`.
+//!
 //! What it is not for: deciding desired state, IPv6 (the datapath is IPv4
-//! only: IPv6 inputs are refused with an error naming them), ClientIP
-//! session affinity (not implemented by the programs: refused).
+//! only: IPv6 inputs are refused with an error naming them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -432,13 +434,6 @@ impl Datapath for BpfDatapath {
     fn upsert_service(&mut self, s: &ServiceEntry) -> Result<()> {
         let f = &s.frontend;
         let target = format!("service {}:{}/{}", f.ip, f.port, f.protocol);
-        if let Some(t) = s.affinity_timeout {
-            return Err(refuse(
-                "upsert service",
-                &target,
-                format!("ClientIP session affinity ({t}s) is not supported by the eBPF datapath"),
-            ));
-        }
         let proto = to_bpf_proto(f.protocol, &target)?;
         let frontend = mesh_bpf::Frontend {
             addr: v4(f.ip, "frontend")?,
@@ -463,6 +458,9 @@ impl Datapath for BpfDatapath {
         self.lb
             .upsert(frontend, &backends, self.algorithm)
             .map_err(bpf_err("upsert service", &target))?;
+        self.lb
+            .set_affinity(frontend, s.affinity_timeout)
+            .map_err(bpf_err("set session affinity", &target))?;
         let key = (frontend.addr, f.port, f.protocol);
         let changed = match f.kind {
             FrontendKind::NodePort => self.nodeports.insert(key),
@@ -519,7 +517,7 @@ impl Datapath for BpfDatapath {
                             port: b.port,
                         })
                         .collect(),
-                    affinity_timeout: None,
+                    affinity_timeout: v.affinity_timeout,
                 })
             })
             .collect())

@@ -8,13 +8,14 @@ use aya::maps::{HashMap, MapData};
 
 use super::raw::{BackendVal, MAGLEV_TABLE_SIZE, MaglevVal, RevNatVal, SlotKey, SvcKey, SvcVal};
 use super::{
-    BACKENDS, MAGLEV, Protocol, REVNAT, SERVICES, SLOTS, dump_err, get_opt, insert_err, ip_be,
-    ip_from_be, open, port_be, port_from_be, remove_ok, typed,
+    AFFINITY_SVC, BACKENDS, MAGLEV, Protocol, REVNAT, SERVICES, SLOTS, dump_err, get_opt,
+    insert_err, ip_be, ip_from_be, open, port_be, port_from_be, remove_ok, typed,
 };
 use crate::error::{Error, Result};
 use crate::maglev;
 
 const SVC_FLAG_MAGLEV: u16 = 0x1;
+const SVC_FLAG_AFFINITY: u16 = 0x2;
 
 /// Identifies one service frontend (and its reverse-NAT entry). Non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -69,6 +70,8 @@ pub struct ServiceEntry {
     pub backends: Vec<BackendId>,
     /// Selection algorithm.
     pub algorithm: LbAlgorithm,
+    /// ClientIP session affinity timeout in seconds (None: no affinity).
+    pub affinity_timeout: Option<u32>,
 }
 
 fn svc_key(f: &Frontend) -> SvcKey {
@@ -105,7 +108,8 @@ pub struct ServiceMap {
     slots: HashMap<MapData, SlotKey, u32>,
     revnat: HashMap<MapData, u32, RevNatVal>,
     maglev: HashMap<MapData, u32, MaglevVal>,
-    max: [u32; 4],
+    affinity: HashMap<MapData, u32, u32>,
+    max: [u32; 5],
 }
 
 impl ServiceMap {
@@ -115,12 +119,14 @@ impl ServiceMap {
         let (sl, msl) = open(pin_root, &SLOTS)?;
         let (r, mr) = open(pin_root, &REVNAT)?;
         let (m, mm) = open(pin_root, &MAGLEV)?;
+        let (a, ma) = open(pin_root, &AFFINITY_SVC)?;
         Ok(ServiceMap {
             services: typed(&SERVICES, HashMap::try_from(s))?,
             slots: typed(&SLOTS, HashMap::try_from(sl))?,
             revnat: typed(&REVNAT, HashMap::try_from(r))?,
             maglev: typed(&MAGLEV, HashMap::try_from(m))?,
-            max: [ms, msl, mr, mm],
+            affinity: typed(&AFFINITY_SVC, HashMap::try_from(a))?,
+            max: [ms, msl, mr, mm, ma],
         })
     }
 
@@ -188,11 +194,18 @@ impl ServiceMap {
         self.revnat
             .insert(id.0, rn, 0)
             .map_err(|e| insert_err(&REVNAT, self.max[2], e))?;
-        let flags = if algorithm == LbAlgorithm::Maglev {
+        let mut flags = if algorithm == LbAlgorithm::Maglev {
             SVC_FLAG_MAGLEV
         } else {
             0
         };
+        // Affinity is set apart ([`ServiceMap::set_affinity`]); an update
+        // of the backends keeps it.
+        if let Some(old) = old
+            && old.svc_id == id.0
+        {
+            flags |= old.flags & SVC_FLAG_AFFINITY;
+        }
         let val = SvcVal {
             svc_id: id.0,
             backend_count: backends.len() as u16,
@@ -221,7 +234,51 @@ impl ServiceMap {
             remove_ok(&SLOTS, self.slots.remove(&SlotKey { svc_id: id, slot }))?;
         }
         remove_ok(&MAGLEV, self.maglev.remove(&id))?;
+        remove_ok(&AFFINITY_SVC, self.affinity.remove(&id))?;
         remove_ok(&REVNAT, self.revnat.remove(&id))
+    }
+
+    /// Sets (Some(timeout in seconds)) or clears ClientIP session affinity
+    /// of the service behind `frontend`. The timeout is written before the
+    /// flag is set and the flag cleared before the timeout goes. Fails when
+    /// the frontend has no service.
+    pub fn set_affinity(&mut self, frontend: Frontend, timeout: Option<u32>) -> Result<()> {
+        let key = svc_key(&frontend);
+        let Some(mut val) = get_opt(&SERVICES, self.services.get(&key, 0))? else {
+            return Err(Error::InvalidInput {
+                field: "frontend",
+                value: format!("{}:{}", frontend.addr, frontend.port),
+                allowed: "a frontend that has a service (upsert it first)",
+            });
+        };
+        match timeout {
+            Some(0) => Err(Error::InvalidInput {
+                field: "affinity timeout",
+                value: "0".into(),
+                allowed: "1 to 86400 seconds (Kubernetes' range)",
+            }),
+            Some(t) => {
+                self.affinity
+                    .insert(val.svc_id, t, 0)
+                    .map_err(|e| insert_err(&AFFINITY_SVC, self.max[4], e))?;
+                if val.flags & SVC_FLAG_AFFINITY == 0 {
+                    val.flags |= SVC_FLAG_AFFINITY;
+                    self.services
+                        .insert(key, val, 0)
+                        .map_err(|e| insert_err(&SERVICES, self.max[0], e))?;
+                }
+                Ok(())
+            }
+            None => {
+                if val.flags & SVC_FLAG_AFFINITY != 0 {
+                    val.flags &= !SVC_FLAG_AFFINITY;
+                    self.services
+                        .insert(key, val, 0)
+                        .map_err(|e| insert_err(&SERVICES, self.max[0], e))?;
+                }
+                remove_ok(&AFFINITY_SVC, self.affinity.remove(&val.svc_id))
+            }
+        }
     }
 
     /// Removes the service behind `frontend` (no-op when absent). The
@@ -264,6 +321,11 @@ impl ServiceMap {
                 LbAlgorithm::Maglev
             } else {
                 LbAlgorithm::Random
+            },
+            affinity_timeout: if v.flags & SVC_FLAG_AFFINITY != 0 {
+                get_opt(&AFFINITY_SVC, self.affinity.get(&v.svc_id, 0))?
+            } else {
+                None
             },
         })
     }

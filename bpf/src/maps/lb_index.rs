@@ -35,6 +35,8 @@ pub struct ServiceView {
     pub backends: Vec<Backend>,
     /// Selection algorithm.
     pub algorithm: LbAlgorithm,
+    /// ClientIP session affinity timeout in seconds (None: no affinity).
+    pub affinity_timeout: Option<u32>,
 }
 
 impl LoadBalancer {
@@ -104,6 +106,12 @@ impl LoadBalancer {
         self.services.upsert(frontend, id, &ids, algorithm)?;
         self.service_ids.insert(frontend, id);
         Ok(id)
+    }
+
+    /// Sets or clears ClientIP session affinity (timeout in seconds) of the
+    /// service on `frontend`, which must exist.
+    pub fn set_affinity(&mut self, frontend: Frontend, timeout: Option<u32>) -> Result<()> {
+        self.services.set_affinity(frontend, timeout)
     }
 
     /// Removes the service on `frontend` (no-op when absent). Its backends
@@ -187,6 +195,7 @@ impl LoadBalancer {
                     .filter_map(|id| by_id.get(id).copied())
                     .collect(),
                 algorithm: e.algorithm,
+                affinity_timeout: e.affinity_timeout,
             })
             .collect())
     }

@@ -64,6 +64,9 @@ pub(crate) const REVNAT: MapSpec = spec::<u32, RevNatVal>("mw_revnat", MapType::
 pub(crate) const MAGLEV: MapSpec = spec::<u32, MaglevVal>("mw_maglev", MapType::Hash);
 pub(crate) const SK_REVNAT: MapSpec =
     spec::<SkRevNatKey, RevNatVal>("mw_sk_revnat", MapType::LruHash);
+pub(crate) const AFFINITY_SVC: MapSpec = spec::<u32, u32>("mw_affinity_svc", MapType::Hash);
+pub(crate) const AFFINITY: MapSpec =
+    spec::<AffinityKey, AffinityVal>("mw_affinity", MapType::LruHash);
 pub(crate) const IPCACHE: MapSpec =
     spec::<(u32, IpcacheAddr), IpcacheVal>("mw_ipcache", MapType::LpmTrie);
 pub(crate) const POLICY: MapSpec = spec::<PolicyKeyRaw, PolicyValRaw>("mw_policy", MapType::Hash);
@@ -79,8 +82,20 @@ pub(crate) const METRICS: MapSpec = spec::<u32, MetricVal>("mw_metrics", MapType
 
 /// Every map of the datapath, in the order they are checked.
 pub const ALL_MAPS: &[MapSpec] = &[
-    SERVICES, SLOTS, BACKENDS, REVNAT, MAGLEV, SK_REVNAT, IPCACHE, POLICY, ENDPOINTS, CONNTRACK,
-    FLOWS, METRICS,
+    SERVICES,
+    SLOTS,
+    BACKENDS,
+    REVNAT,
+    MAGLEV,
+    SK_REVNAT,
+    AFFINITY_SVC,
+    AFFINITY,
+    IPCACHE,
+    POLICY,
+    ENDPOINTS,
+    CONNTRACK,
+    FLOWS,
+    METRICS,
 ];
 
 /// The pin path of `spec` under `pin_root`.

@@ -190,7 +190,28 @@ pub struct MetricVal {
     pub bytes: u64,
 }
 
+/// `struct lb_affinity_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    pub client: u64,
+    pub svc_id: u32,
+    pub by_netns: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct lb_affinity_val`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AffinityVal {
+    pub last_ns: u64,
+    pub backend_id: u32,
+    pub slot: u32,
+}
+
 pod! {
+    AffinityKey => 16,
+    AffinityVal => 16,
     SvcKey => 8,
     SvcVal => 8,
     SlotKey => 8,

@@ -492,6 +492,52 @@ fn disconnect_withdraws_and_reconnect_works(lab: &Lab) {
     });
 }
 
+/// `sessionAffinity: ClientIP` on c1's global Service keeps c1's client on
+/// one backend pod (of either cluster); back to `None` it spreads again.
+fn session_affinity_keeps_a_client_on_one_pod(lab: &Lab) {
+    let vip = lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    let addr = format!("{}:80", vip.trim());
+    let pods = |lab: &Lab| {
+        who_answers(lab, &addr, 20)
+            .into_iter()
+            .map(|a| {
+                a.map(|(c, p)| format!("{c}/{p}"))
+                    .unwrap_or_else(|| "failed".into())
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let set = |value: &str| {
+        let patch = format!(r#"{{"spec":{{"sessionAffinity":"{value}"}}}}"#);
+        lab.kubectl(
+            "lab-c1",
+            &["-n", "shop", "patch", "svc", "web", "-p", &patch],
+        );
+    };
+    set("ClientIP");
+    eventually(
+        "one pod answers every request with ClientIP affinity",
+        || {
+            let p = pods(lab);
+            p.len() == 1 && !p.contains("failed")
+        },
+    );
+    set("None");
+    eventually("several pods answer again without affinity", || {
+        pods(lab).len() > 1
+    });
+}
+
 /// Whether one request from pod `namespace/name` of `cluster` to `addr` is
 /// answered (1 s timeout).
 fn reaches(lab: &Lab, cluster: &str, namespace: &str, name: &str, addr: &str) -> bool {
@@ -738,6 +784,10 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "a global service is served by both clusters, with affinity",
                 a_global_service_is_served_by_both_clusters_with_affinity,
+            ),
+            (
+                "session affinity ClientIP keeps a client on one pod",
+                session_affinity_keeps_a_client_on_one_pod,
             ),
             (
                 "cross-cluster policy admits only the named cluster's pods",

@@ -170,13 +170,31 @@ pub fn local_entries(
             warn(&mut warnings, format!("{message}; the Service is skipped"));
             continue;
         }
-        if spec.session_affinity.as_deref() == Some("ClientIP") {
-            warn(
-                &mut warnings,
-                "sessionAffinity ClientIP is not implemented yet; served without affinity".into(),
-            );
-        }
-        for e in svc_entries {
+        let affinity = match spec.session_affinity.as_deref() {
+            Some("ClientIP") => {
+                let t = spec
+                    .session_affinity_config
+                    .as_ref()
+                    .and_then(|c| c.client_ip.as_ref())
+                    .and_then(|c| c.timeout_seconds)
+                    .unwrap_or(DEFAULT_AFFINITY_TIMEOUT);
+                match u32::try_from(t).ok().filter(|t| (1..=86_400).contains(t)) {
+                    Some(t) => Some(t),
+                    None => {
+                        warn(
+                            &mut warnings,
+                            format!(
+                                "sessionAffinityConfig.clientIP.timeoutSeconds {t} is outside 1-86400; served with the default {DEFAULT_AFFINITY_TIMEOUT} s"
+                            ),
+                        );
+                        Some(DEFAULT_AFFINITY_TIMEOUT as u32)
+                    }
+                }
+            }
+            _ => None,
+        };
+        for mut e in svc_entries {
+            e.affinity_timeout = affinity;
             if entries.contains_key(&e.frontend) {
                 warn(
                     &mut warnings,
@@ -192,6 +210,9 @@ pub fn local_entries(
     }
     (entries.into_values().collect(), warnings)
 }
+
+/// Kubernetes' default ClientIP affinity timeout (3 hours).
+const DEFAULT_AFFINITY_TIMEOUT: i32 = 10_800;
 
 /// Ready backends of one service port, from the service's IPv4
 /// EndpointSlices: endpoints whose `ready` condition is not false (unset

@@ -123,3 +123,36 @@ fn external_traffic_policy_local_keeps_only_this_nodes_backends_on_node_ports() 
     assert_eq!(by_kind(FrontendKind::ClusterIp), ["10.1.0.3", "10.1.0.7"]);
     assert_eq!(by_kind(FrontendKind::NodePort), ["10.1.0.7"]);
 }
+
+#[test]
+fn client_ip_session_affinity_reaches_every_frontend_with_its_timeout() {
+    let node = "192.0.2.1".parse().unwrap();
+    let with = |affinity: serde_json::Value| {
+        let mut v = serde_json::to_value(web()).unwrap();
+        for (k, x) in affinity.as_object().unwrap() {
+            v["spec"][k] = x.clone();
+        }
+        local_entries(&[svc(v)], &[web_slice()], "n1", &[node])
+    };
+    let (entries, warnings) = with(json!({"sessionAffinity": "ClientIP"}));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(entries.len(), 2);
+    assert!(
+        entries.iter().all(|e| e.affinity_timeout == Some(10_800)),
+        "{entries:?}"
+    );
+    let (entries, _) = with(json!({"sessionAffinity": "ClientIP",
+        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}));
+    assert!(entries.iter().all(|e| e.affinity_timeout == Some(60)));
+    let (entries, _) = with(json!({"sessionAffinity": "None"}));
+    assert!(entries.iter().all(|e| e.affinity_timeout.is_none()));
+    // Out of range: a warning naming the value, served with the default.
+    let (entries, warnings) = with(json!({"sessionAffinity": "ClientIP",
+        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}));
+    assert!(entries.iter().all(|e| e.affinity_timeout == Some(10_800)));
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].message.contains("timeoutSeconds 0"),
+        "{warnings:?}"
+    );
+}
