@@ -50,8 +50,8 @@ pub struct GlobalInputs<'a> {
 
 /// The entries for the datapath: `local` (from
 /// [`super::services::local_entries`] over `services`) with, for each global
-/// Service, its ClusterIP frontends — and NodePort frontends unless
-/// `externalTrafficPolicy: Local` — carrying the merged backends of every
+/// Service, its ClusterIP frontends (not NodePorts, which serve this node's
+/// backends only) carrying the merged backends of every
 /// cluster, sorted. Also the warnings for malformed mesh annotations and for
 /// remote backends whose port cannot be resolved.
 pub fn merge_entries(
@@ -101,7 +101,6 @@ pub fn merge_entries(
                 stale: inputs.stale.contains(&r.cluster),
             })
             .collect();
-        let node_port_merged = spec.external_traffic_policy.as_deref() != Some("Local");
         for p in spec.ports.iter().flatten() {
             let Ok(port) = u16::try_from(p.port) else {
                 continue; // local_entries skipped the Service and warned
@@ -110,14 +109,13 @@ pub fn merge_entries(
                 continue;
             };
             let pname = p.name.clone().unwrap_or_default();
-            let node_port = p.node_port.and_then(|n| u16::try_from(n).ok());
             for entry in entries.values_mut() {
                 let f = entry.frontend;
-                let mine = f.protocol == protocol
-                    && match f.kind {
-                        FrontendKind::ClusterIp => f.ip == vip && f.port == port,
-                        FrontendKind::NodePort => node_port_merged && Some(f.port) == node_port,
-                    };
+                // NodePorts serve this node's backends only (no SNAT).
+                let mine = f.kind == FrontendKind::ClusterIp
+                    && f.protocol == protocol
+                    && f.ip == vip
+                    && f.port == port;
                 if !mine {
                     continue;
                 }

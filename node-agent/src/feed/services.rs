@@ -132,10 +132,13 @@ pub fn local_entries(
             let located = ready_backends(slices, &ns, &name, p.name.as_deref(), proto_text);
             let mut backends: Vec<BackendAddr> = located.iter().map(|(b, _)| b.clone()).collect();
             backends.dedup(); // sorted by address: one slot per address
-            let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+            // NodePort: this node's backends only, whatever the
+            // externalTrafficPolicy. The datapath does not SNAT, so a
+            // backend on another node would answer the client from its own
+            // address and the client would drop the reply.
             let node_backends: Vec<BackendAddr> = located
                 .iter()
-                .filter(|(_, n)| !external_local || n.as_deref() == Some(node_name))
+                .filter(|(_, n)| n.as_deref() == Some(node_name))
                 .map(|(b, _)| b.clone())
                 .collect();
             let mut node_backends = node_backends;

@@ -23,7 +23,7 @@ fn local_web(annotations: serde_json::Value) -> (Vec<Service>, Vec<ServiceEntry>
                      "labels": {"kubernetes.io/service-name": "web"}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": [{"addresses": ["10.1.0.5"], "conditions": {"ready": true}}]
+        "endpoints": [{"addresses": ["10.1.0.5"], "conditions": {"ready": true}, "nodeName": "c1-n1"}]
     }))
     .expect("slice");
     let node = "192.0.2.1".parse().expect("ip");
@@ -212,7 +212,10 @@ fn affinity_local_fails_over_to_remote_when_no_local_backend_is_ready() {
     };
     let (entries, warnings) = merge_entries(&services, local, &inputs);
     assert!(warnings.is_empty(), "{warnings:?}");
-    for e in &entries {
+    for e in entries
+        .iter()
+        .filter(|e| e.frontend.kind == FrontendKind::ClusterIp)
+    {
         assert_eq!(
             e.backends,
             [BackendAddr {
@@ -270,14 +273,14 @@ fn remote_backends_take_their_named_port_else_the_numeric_target_port() {
 }
 
 #[test]
-fn node_ports_merge_unless_external_traffic_policy_is_local() {
+fn node_ports_never_take_remote_backends() {
     let records = [remote("c2", &["10.2.0.7"], 8080, global())];
     let (_, _, entries) = merged(json!({"service.meshwork.io/global": "true"}), &records, &[]);
     let np = entries
         .iter()
         .find(|e| e.frontend.kind == FrontendKind::NodePort)
         .expect("NodePort entry");
-    assert_eq!(np.backends.len(), 2, "{np:?}");
+    assert_eq!(np.backends.len(), 1, "node-local only (no SNAT): {np:?}");
 
     let (mut services, local) = local_web(json!({"service.meshwork.io/global": "true"}));
     services[0]

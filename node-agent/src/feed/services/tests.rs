@@ -24,9 +24,9 @@ fn web_slice() -> EndpointSlice {
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
         "endpoints": [
-            {"addresses": ["10.1.0.7"], "conditions": {"ready": true}},
-            {"addresses": ["10.1.0.3"]},
-            {"addresses": ["10.1.0.9"], "conditions": {"ready": false}}
+            {"addresses": ["10.1.0.7"], "conditions": {"ready": true}, "nodeName": "n1"},
+            {"addresses": ["10.1.0.3"], "nodeName": "n1"},
+            {"addresses": ["10.1.0.9"], "conditions": {"ready": false}, "nodeName": "n1"}
         ]
     }))
 }
@@ -100,28 +100,30 @@ fn slices_of_other_services_namespaces_or_ports_are_ignored() {
 }
 
 #[test]
-fn external_traffic_policy_local_keeps_only_this_nodes_backends_on_node_ports() {
-    let mut svc = web();
-    svc.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
-    let mut sl = web_slice();
-    sl.endpoints[0].node_name = Some("n1".into()); // 10.1.0.7 here
-    sl.endpoints[1].node_name = Some("n2".into()); // 10.1.0.3 elsewhere
-    let node = "192.0.2.1".parse().unwrap();
-    let (entries, _) = local_entries(&[svc], &[sl], "n1", &[node]);
-    let by_kind = |k| {
-        entries
-            .iter()
-            .find(|e| e.frontend.kind == k)
-            .map(|e| {
-                e.backends
-                    .iter()
-                    .map(|b| b.ip.to_string())
-                    .collect::<Vec<_>>()
-            })
-            .unwrap()
-    };
-    assert_eq!(by_kind(FrontendKind::ClusterIp), ["10.1.0.3", "10.1.0.7"]);
-    assert_eq!(by_kind(FrontendKind::NodePort), ["10.1.0.7"]);
+fn node_ports_carry_only_this_nodes_backends_whatever_the_policy() {
+    for policy in ["Local", "Cluster"] {
+        let mut svc = web();
+        svc.spec.as_mut().unwrap().external_traffic_policy = Some(policy.into());
+        let mut sl = web_slice();
+        sl.endpoints[0].node_name = Some("n1".into()); // 10.1.0.7 here
+        sl.endpoints[1].node_name = Some("n2".into()); // 10.1.0.3 elsewhere
+        let node = "192.0.2.1".parse().unwrap();
+        let (entries, _) = local_entries(&[svc], &[sl], "n1", &[node]);
+        let by_kind = |k| {
+            entries
+                .iter()
+                .find(|e| e.frontend.kind == k)
+                .map(|e| {
+                    e.backends
+                        .iter()
+                        .map(|b| b.ip.to_string())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap()
+        };
+        assert_eq!(by_kind(FrontendKind::ClusterIp), ["10.1.0.3", "10.1.0.7"]);
+        assert_eq!(by_kind(FrontendKind::NodePort), ["10.1.0.7"], "{policy}");
+    }
 }
 
 #[test]
