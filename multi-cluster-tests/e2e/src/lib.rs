@@ -42,6 +42,12 @@ impl Lab {
     /// `mesh-lab up` with `clusters` × `nodes`, named `<name><2 characters of
     /// the pid>` so several runs on one host never share a namespace.
     pub fn up(name: &str, clusters: u8, nodes: u8, encryption: bool) -> Lab {
+        Lab::up_with(name, clusters, nodes, encryption, &[])
+    }
+
+    /// [`Lab::up`] with more `mesh-lab up` arguments (e.g.
+    /// `--stale-timeout=20`).
+    pub fn up_with(name: &str, clusters: u8, nodes: u8, encryption: bool, extra: &[&str]) -> Lab {
         mesh_testbed::require_root();
         let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
         let pid = std::process::id() as usize;
@@ -63,6 +69,7 @@ impl Lab {
         if encryption {
             args.push("--encryption".into());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let out = lab.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             out.status.success(),

@@ -432,24 +432,92 @@ fn refusals_change_nothing(lab: &Lab) {
     );
 }
 
-fn a_lost_remote_is_kept_stale_and_resyncs(lab: &Lab) {
-    lab.ok(&["kill", "c2/mesh-apiserver"]);
-    let st = lab.wait_status("c1", "c2 marked stale", T, |s| {
-        s.remotes
-            .get("c2")
-            .is_some_and(|r| !r.connected && r.stale_since.is_some())
-    });
-    let r = &st.remotes["c2"];
-    assert_eq!(
-        (r.counts.nodes, r.counts.services),
-        (2, 1),
-        "c2's last known state must be kept while it is unreachable: {r:?}"
+/// c2's mesh-apiserver dies. The data plane does not depend on it: an
+/// established connection from c1 to a c2 pod keeps streaming and new ones
+/// succeed; c1 keeps c2's last known state (stale) and keeps serving its
+/// global service with c2's backends; after the stale timeout (20 s in this
+/// lab) c1 withdraws c2's state and its ClusterIP has no backend left; when
+/// c2 returns, it resyncs and serves again.
+fn a_lost_remote_is_kept_stale_then_withdrawn_and_resyncs(lab: &Lab) {
+    let vip = lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
     );
+    let global = format!("{}:80", vip.trim());
+    let served_by_c2 = |n| {
+        who_answers(lab, &global, n)
+            .iter()
+            .all(|a| a.as_ref().is_some_and(|(c, _)| c == "c2"))
+    };
+    eventually(
+        "c1's global service is served by c2 (c1 has no web pod now)",
+        || served_by_c2(5),
+    );
+    let web2 = format!("{}:8080", pod_ip(lab, "lab-c2", "shop", "web-2"));
+    let stream = std::thread::scope(|s| {
+        let stream = s.spawn(|| {
+            lab.exec(
+                &lab.pod_ns("c1", "shop", "client"),
+                &mesh_e2e::bin("mesh-echo"),
+                &["stream", &web2, "--seconds", "8", "--every-ms", "500"],
+            )
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        lab.ok(&["kill", "c2/mesh-apiserver"]);
+        let st = lab.wait_status("c1", "c2 marked stale", T, |s| {
+            s.remotes
+                .get("c2")
+                .is_some_and(|r| !r.connected && r.stale_since.is_some())
+        });
+        let r = &st.remotes["c2"];
+        assert_eq!(
+            (r.counts.nodes, r.counts.services),
+            (2, 1),
+            "c2's last known state must be kept while it is unreachable: {r:?}"
+        );
+        assert!(
+            served_by_c2(10),
+            "c2's backends keep serving while c2 is stale"
+        );
+        stream.join().expect("stream thread")
+    });
+    let report: serde_json::Value = serde_json::from_slice(&stream.stdout)
+        .unwrap_or_else(|e| panic!("stream report: {e}: {stream:?}"));
+    assert_eq!(
+        report["broken"], false,
+        "an established connection broke: {report}"
+    );
+    assert_eq!(
+        report["new_failures"], 0,
+        "new connections failed: {report}"
+    );
+    lab.wait_status(
+        "c1",
+        "c2's state withdrawn after the stale timeout",
+        T,
+        |s| {
+            s.remotes
+                .get("c2")
+                .is_some_and(|r| r.counts.services == 0 && r.counts.nodes == 0)
+        },
+    );
+    eventually("c1's ClusterIP has no backend once c2 is withdrawn", || {
+        who_answers(lab, &global, 3).iter().all(Option::is_none)
+    });
     lab.ok(&["restart", "c2/mesh-apiserver"]);
     let st = lab.wait_status("c1", "c2 back and synced", T, |s| {
         s.is_synced_with("c2") && s.remotes["c2"].stale_since.is_none()
     });
     assert_eq!(st.remotes["c2"].counts.services, 1);
+    eventually("c2 serves c1's global service again", || served_by_c2(5));
 }
 
 fn a_third_cluster_joins(lab: &Lab) {
@@ -490,6 +558,49 @@ fn disconnect_withdraws_and_reconnect_works(lab: &Lab) {
     lab.wait_status("c1", "c2 back", T, |s| {
         s.remotes.get("c2").is_some_and(|r| r.counts.services == 1)
     });
+}
+
+const NODE_PORT: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-np
+  namespace: shop
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 8080, targetPort: 8080, nodePort: 30080, protocol: TCP}]
+"#;
+
+/// A NodePort Service in c2 answers on each c2 node's address, from a pod of
+/// c1 (another node, another cluster), with the node's local backend.
+fn node_port_answers_on_each_node_address(lab: &Lab) {
+    lab.apply("lab-c2", NODE_PORT);
+    for (node, pod) in [("c2-n1", "shop/web-1"), ("c2-n2", "shop/web-2")] {
+        let ip = lab.kubectl(
+            "lab-c2",
+            &[
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+            ],
+        );
+        let addr = format!("{}:30080", ip.trim());
+        eventually(&format!("{addr} ({node}) answers"), || {
+            reaches(lab, "c1", "shop", "client", &addr)
+        });
+        for a in lab.ask("c1", "shop", "client", &addr, 3) {
+            assert_eq!(
+                (a["cluster"].as_str(), a["pod"].as_str()),
+                (Some("c2"), Some(pod)),
+                "NodePort on {node} is served by its local backend: {a}"
+            );
+            assert_eq!(a["node"].as_str(), Some(node), "answered on {node}: {a}");
+        }
+    }
+    lab.kubectl("lab-c2", &["-n", "shop", "delete", "svc", "web-np"]);
 }
 
 /// `sessionAffinity: ClientIP` on c1's global Service keeps c1's client on
@@ -764,7 +875,7 @@ fn an_agent_restarted_under_traffic_loses_no_connection(lab: &Lab) {
 
 #[test]
 fn control_plane_scenarios_on_one_lab() {
-    let lab = Lab::up("e2e", 3, 2, false);
+    let lab = Lab::up_with("e2e", 3, 2, false, &["--stale-timeout=20"]);
     run_scenarios(
         &lab,
         &[
@@ -786,6 +897,10 @@ fn control_plane_scenarios_on_one_lab() {
                 a_global_service_is_served_by_both_clusters_with_affinity,
             ),
             (
+                "a NodePort answers on each node's address",
+                node_port_answers_on_each_node_address,
+            ),
+            (
                 "session affinity ClientIP keeps a client on one pod",
                 session_affinity_keeps_a_client_on_one_pod,
             ),
@@ -799,8 +914,8 @@ fn control_plane_scenarios_on_one_lab() {
             ),
             ("refusals change nothing", refusals_change_nothing),
             (
-                "a lost remote is kept stale and resyncs",
-                a_lost_remote_is_kept_stale_and_resyncs,
+                "a lost remote is kept stale, then withdrawn, and resyncs",
+                a_lost_remote_is_kept_stale_then_withdrawn_and_resyncs,
             ),
             ("a third cluster joins", a_third_cluster_joins),
             (

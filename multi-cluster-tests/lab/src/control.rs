@@ -186,12 +186,15 @@ impl Lab {
             ));
             let client = self.client(c).await?;
             let files = ClusterFiles::new(&self.dir, c);
-            let values = json!({
+            let mut values = json!({
                 "cluster": {"name": c.name.as_str(), "id": c.id.get()},
                 "ipam": {"podCIDR": c.pod_cidr.to_string()},
                 "encryption": {"enabled": self.plan.encryption},
                 "clustermesh": {"apiserver": {"service": {"type": "LoadBalancer"}}},
             });
+            if let Some(t) = self.plan.stale_timeout_seconds {
+                values["clustermesh"]["apiserver"]["staleTimeout"] = json!(t);
+            }
             let objects = mesh_chart::render(&values)
                 .map_err(|e| anyhow::anyhow!("render the chart for {}: {e}", c.name))?;
             let ns: Api<Namespace> = Api::all(client.clone());

@@ -42,6 +42,10 @@ enum Cmd {
         /// Encrypt traffic between nodes with WireGuard.
         #[arg(long)]
         encryption: bool,
+        /// Seconds a mesh-apiserver keeps an unreachable remote cluster's
+        /// state before withdrawing it (default: the chart's, 600).
+        #[arg(long, value_name = "SECONDS")]
+        stale_timeout: Option<u64>,
     },
     /// Remove everything the lab created, also after a crashed `up`.
     Down,
@@ -166,9 +170,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             clusters,
             nodes,
             encryption,
+            stale_timeout,
         } => {
             mesh_testbed::require_root();
-            let plan = LabPlan::new(&cli.name, clusters, nodes, encryption)?;
+            let mut plan = LabPlan::new(&cli.name, clusters, nodes, encryption)?;
+            plan.stale_timeout_seconds = stale_timeout;
             let bins = Bins::beside_self()?;
             let mut lab = Lab::start(plan, &cli.state_dir)?;
             lab.build_network()?;

@@ -56,6 +56,11 @@ pub struct LabPlan {
     pub clusters: Vec<ClusterPlan>,
     /// WireGuard between nodes.
     pub encryption: bool,
+    /// How long a mesh-apiserver keeps an unreachable remote's state
+    /// (chart value `clustermesh.apiserver.staleTimeout`; None: the chart's
+    /// default).
+    #[serde(default)]
+    pub stale_timeout_seconds: Option<u64>,
 }
 
 /// One cluster of the lab.
@@ -147,6 +152,7 @@ impl LabPlan {
             prefix,
             clusters,
             encryption,
+            stale_timeout_seconds: None,
         })
     }
 
