@@ -252,6 +252,9 @@ pub async fn run(
             match result {
                 Ok(Ok((report, compiled, identities, npolicies))) => {
                     state.count_reconcile(&report);
+                    if let (Some(feed), Some(c)) = (&sources.policies, &compiled) {
+                        feed.write_status(&c.problems).await;
+                    }
                     let mut s = status.lock().expect("policy status lock");
                     s.watching = sources.policies.is_some();
                     s.identities = identities;

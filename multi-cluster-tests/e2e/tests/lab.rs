@@ -744,6 +744,37 @@ fn cross_cluster_policy_admits_only_the_named_clusters_pods(lab: &Lab) {
     eventually("the policy is enforced (c1's client refused)", || {
         !reaches(lab, "c1", "shop", "client", &db)
     });
+    let status = |name: &str| {
+        lab.kubectl(
+            "lab-c1",
+            &[
+                "-n",
+                "shop",
+                "get",
+                "mnp",
+                name,
+                "-o",
+                "jsonpath={.status.valid} {.status.message}",
+            ],
+        )
+    };
+    eventually("the agents mark the policy valid", || {
+        status("db-from-c2-clients").trim() == "true"
+    });
+    // A bad policy is refused with a message saying what to change, in its
+    // status; the good one keeps working.
+    lab.apply(
+        "lab-c1",
+        &DB_POLICY.replace("db-from-c2-clients", "bad").replace(
+            "- fromEndpoints:",
+            "- fromEntities: [everyone]\n      fromEndpoints:",
+        ),
+    );
+    eventually("the bad policy is marked invalid with the reason", || {
+        let s = status("bad");
+        s.starts_with("false ") && s.contains("unknown entity \"everyone\"")
+    });
+    lab.kubectl("lab-c1", &["-n", "shop", "delete", "mnp", "bad"]);
     let before = datapath_packets(lab, "c1-n2", "policy_default_deny");
     for (cluster, pod, allowed) in peers {
         for _ in 0..3 {

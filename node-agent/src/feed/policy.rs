@@ -16,11 +16,34 @@ use kube::{Api, Client};
 use mesh_apiserver::kube_feed::{Reflected, reflect};
 use tokio::sync::Notify;
 
-use crate::policy::compile::PolicySource;
-use crate::policy::crd::{MeshClusterwideNetworkPolicy, MeshNetworkPolicy};
+use crate::policy::compile::{PolicyProblem, PolicySource};
+use crate::policy::crd::{MeshClusterwideNetworkPolicy, MeshNetworkPolicy, PolicyStatus};
+
+async fn patch_status<K>(api: &Api<K>, name: &str, status: &PolicyStatus) -> usize
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    // Explicit nulls, so that a message that went away is removed.
+    let body = serde_json::json!({ "status": {"valid": status.valid, "message": status.message} });
+    match api
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&body),
+        )
+        .await
+    {
+        Ok(_) => 1,
+        Err(e) => {
+            tracing::warn!(policy = name, error = %e, "cannot write the policy's status; will retry");
+            0
+        }
+    }
+}
 
 /// The two watches and their change signal.
 pub struct PolicyFeed {
+    client: Client,
     namespaced: Reflected<MeshNetworkPolicy>,
     clusterwide: Reflected<MeshClusterwideNetworkPolicy>,
     notify: Arc<Notify>,
@@ -39,6 +62,7 @@ impl PolicyFeed {
     pub fn start(client: &Client) -> PolicyFeed {
         let notify = Arc::new(Notify::new());
         PolicyFeed {
+            client: client.clone(),
             namespaced: reflect(Api::all(client.clone()), notify.clone()),
             clusterwide: reflect(Api::all(client.clone()), notify.clone()),
             notify,
@@ -72,6 +96,54 @@ impl PolicyFeed {
             PolicySource::clusterwide(p.metadata.name.as_deref().unwrap_or_default(), &p.spec)
         }));
         out
+    }
+
+    /// Writes each policy's verdict into its `status` (`valid`, `message`:
+    /// what `kubectl get mnp` shows), only where it differs from what the
+    /// object holds, so the agents of a cluster, which all compile the same
+    /// verdict, write it once between them. Returns how many were written;
+    /// failures are logged and retried on the next pass.
+    pub async fn write_status(&self, problems: &[PolicyProblem]) -> usize {
+        let verdict = |kind: &str, id: &str| -> PolicyStatus {
+            let mine: Vec<&PolicyProblem> = problems
+                .iter()
+                .filter(|p| p.policy == format!("{kind} {id}"))
+                .collect();
+            let refused = mine.iter().any(|p| p.refused);
+            let message = mine
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            PolicyStatus {
+                valid: Some(if refused { "false" } else { "true" }.to_string()),
+                message: (!message.is_empty()).then_some(message),
+            }
+        };
+        let mut written = 0;
+        for p in self.namespaced.0.state() {
+            let (Some(ns), Some(name)) =
+                (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
+            else {
+                continue;
+            };
+            let want = verdict("MeshNetworkPolicy", &format!("{ns}/{name}"));
+            if p.status.as_ref() != Some(&want) {
+                let api: Api<MeshNetworkPolicy> = Api::namespaced(self.client.clone(), ns);
+                written += patch_status(&api, name, &want).await;
+            }
+        }
+        for p in self.clusterwide.0.state() {
+            let Some(name) = p.metadata.name.as_deref() else {
+                continue;
+            };
+            let want = verdict("MeshClusterwideNetworkPolicy", name);
+            if p.status.as_ref() != Some(&want) {
+                let api: Api<MeshClusterwideNetworkPolicy> = Api::all(self.client.clone());
+                written += patch_status(&api, name, &want).await;
+            }
+        }
+        written
     }
 
     /// Resolves on the next change (or watch error) of either kind.
