@@ -43,12 +43,12 @@ pub struct MapUsage {
 }
 
 /// Entry counts of the maps a reconciler fills (services, slots, backends,
-/// reverse NAT, Maglev, ipcache, policy, endpoints, conntrack).
+/// reverse NAT, Maglev, ipcache, policy, endpoints, conntrack, affinity).
 pub fn usage(pin_root: &Path) -> Result<Vec<MapUsage>> {
     use crate::maps::raw::*;
     use crate::maps::{
-        BACKENDS, CONNTRACK, ENDPOINTS, IPCACHE, MAGLEV, MapSpec, POLICY, REVNAT, SERVICES, SLOTS,
-        count_hash, count_ipcache,
+        AFFINITY, AFFINITY_SVC, BACKENDS, CONNTRACK, ENDPOINTS, IPCACHE, MAGLEV, MapSpec, POLICY,
+        REVNAT, SERVICES, SLOTS, count_hash, count_ipcache,
     };
     let row = |spec: &MapSpec, (entries, max_entries): (u64, u32)| MapUsage {
         name: spec.name,
@@ -79,6 +79,14 @@ pub fn usage(pin_root: &Path) -> Result<Vec<MapUsage>> {
         row(
             &CONNTRACK,
             count_hash::<CtKey, CtVal>(pin_root, &CONNTRACK)?,
+        ),
+        row(
+            &AFFINITY_SVC,
+            count_hash::<u32, u32>(pin_root, &AFFINITY_SVC)?,
+        ),
+        row(
+            &AFFINITY,
+            count_hash::<AffinityKey, AffinityVal>(pin_root, &AFFINITY)?,
         ),
     ])
 }

@@ -133,8 +133,8 @@ impl AgentState {
     }
 
     /// Counts a reconcile pass done by a controller, and its failures.
-    pub fn count_reconcile(&self, report: &ReconcileReport) {
-        self.metrics.reconcile();
+    pub fn count_reconcile(&self, report: &ReconcileReport, took: std::time::Duration) {
+        self.metrics.reconcile(took);
         for (object, err) in &report.failed {
             self.metrics.error("datapath-update");
             tracing::warn!(%object, error = %err, "datapath update failed; will retry");
@@ -184,8 +184,9 @@ impl AgentState {
 
     /// Runs one reconcile pass and counts its failures.
     pub fn reconcile(&self) {
+        let start = std::time::Instant::now();
         let report = self.manager.lock().expect("manager lock").reconcile();
-        self.count_reconcile(&report);
+        self.count_reconcile(&report, start.elapsed());
     }
 
     fn status(&self) -> AgentStatus {
@@ -397,8 +398,9 @@ async fn put_services(
     }
     let mut mgr = state.manager.lock().expect("manager lock");
     mgr.reconciler().set_services(LOCAL_API_SOURCE, services);
+    let start = std::time::Instant::now();
     let report = mgr.reconcile();
-    state.metrics.reconcile();
+    state.metrics.reconcile(start.elapsed());
     Ok(Json(ApplyReport::from(&report)))
 }
 
@@ -419,8 +421,9 @@ async fn put_ipcache(
     let entries: Vec<IpcacheEntry> = decode(&state, "a list of ipcache entries", &body)?;
     let mut mgr = state.manager.lock().expect("manager lock");
     mgr.reconciler().set_ipcache(LOCAL_API_SOURCE, entries);
+    let start = std::time::Instant::now();
     let report = mgr.reconcile();
-    state.metrics.reconcile();
+    state.metrics.reconcile(start.elapsed());
     Ok(Json(ApplyReport::from(&report)))
 }
 
@@ -433,6 +436,7 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
             services: dp.services().map(|v| v.len()).unwrap_or(0),
             ipcache_entries: dp.ipcache().map(|v| v.len()).unwrap_or(0),
             packets: dp.packet_counters().unwrap_or_default(),
+            maps: dp.map_usage().unwrap_or_default(),
         }
     };
     let feeds = state.feeds();

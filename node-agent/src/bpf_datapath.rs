@@ -625,6 +625,15 @@ impl Datapath for BpfDatapath {
         Ok(())
     }
 
+    fn map_usage(&self) -> Result<Vec<(String, u64, u64)>> {
+        let root = self.dp.pin_root();
+        Ok(mesh_bpf::usage(root)
+            .map_err(bpf_err("count map entries", &root.display().to_string()))?
+            .into_iter()
+            .map(|u| (u.name.to_string(), u.entries, u64::from(u.max_entries)))
+            .collect())
+    }
+
     fn housekeeping(&mut self) -> Result<()> {
         let freed = self
             .lb

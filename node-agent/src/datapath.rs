@@ -170,6 +170,12 @@ pub trait Datapath: Send + 'static {
     /// The policies the datapath holds, per endpoint.
     fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>>;
 
+    /// How full each map is: (map name, entries, capacity); empty when the
+    /// datapath has no bounded maps.
+    fn map_usage(&self) -> Result<Vec<(String, u64, u64)>> {
+        Ok(Vec::new())
+    }
+
     /// Periodic upkeep after a reconcile pass (the eBPF datapath frees
     /// backend entries no service has used for a grace period).
     fn housekeeping(&mut self) -> Result<()> {
@@ -237,6 +243,9 @@ impl<T: Datapath + ?Sized> Datapath for Box<T> {
     }
     fn housekeeping(&mut self) -> Result<()> {
         (**self).housekeeping()
+    }
+    fn map_usage(&self) -> Result<Vec<(String, u64, u64)>> {
+        (**self).map_usage()
     }
 }
 

@@ -236,6 +236,7 @@ pub async fn run(
                 (None, _) => Some(Vec::new()),
             };
             let (state2, local2) = (state.clone(), local.clone());
+            let start = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || {
                 state2
                     .with_manager(|mgr| sync(mgr, &view, &local2, policies.as_deref()))
@@ -251,7 +252,7 @@ pub async fn run(
             .await;
             match result {
                 Ok(Ok((report, compiled, identities, npolicies))) => {
-                    state.count_reconcile(&report);
+                    state.count_reconcile(&report, start.elapsed());
                     if let (Some(feed), Some(c)) = (&sources.policies, &compiled) {
                         feed.write_status(&c.problems).await;
                     }

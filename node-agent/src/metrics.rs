@@ -16,6 +16,8 @@ pub struct Gauges {
     pub ipcache_entries: usize,
     /// The datapath's packet counters by verdict / drop reason.
     pub packets: Vec<crate::datapath::PacketCounter>,
+    /// (map, entries, capacity) of the datapath's maps.
+    pub maps: Vec<(String, u64, u64)>,
 }
 
 /// The agent's counters. Gauges (endpoint count) are passed in at render
@@ -26,6 +28,8 @@ pub struct Metrics {
     deregistrations: AtomicU64,
     reconciles: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Reconcile passes timed: (count, seconds summed, longest).
+    reconcile_durations: Mutex<(u64, f64, f64)>,
 }
 
 impl Metrics {
@@ -40,8 +44,13 @@ impl Metrics {
     }
 
     /// Counts a reconcile pass.
-    pub fn reconcile(&self) {
+    pub fn reconcile(&self, took: std::time::Duration) {
         self.reconciles.fetch_add(1, Ordering::Relaxed);
+        let mut d = self.reconcile_durations.lock().expect("metrics lock");
+        let secs = took.as_secs_f64();
+        d.0 += 1;
+        d.1 += secs;
+        d.2 = d.2.max(secs);
     }
 
     /// Counts an error by reason (a short kebab-case word).
@@ -116,6 +125,31 @@ impl Metrics {
         for (reason, n) in self.errors.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "meshwork_errors_total{{reason=\"{reason}\"}} {n}");
         }
+        for (name, help, pick) in [
+            (
+                "meshwork_datapath_map_entries",
+                "Entries in each datapath map (pressure: divide by meshwork_datapath_map_capacity).",
+                (|m: &(String, u64, u64)| m.1) as fn(&(String, u64, u64)) -> u64,
+            ),
+            (
+                "meshwork_datapath_map_capacity",
+                "Capacity (max entries) of each datapath map.",
+                |m: &(String, u64, u64)| m.2,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for m in &gauges.maps {
+                let _ = writeln!(out, "{name}{{map=\"{}\"}} {}", m.0, pick(m));
+            }
+        }
+        let (n, sum, max) = {
+            let d = self.reconcile_durations.lock().expect("metrics lock");
+            (d.0, d.1, d.2)
+        };
+        let _ = writeln!(
+            out,
+            "# HELP meshwork_reconcile_duration_seconds Time to reconcile the datapath with the desired state.\n# TYPE meshwork_reconcile_duration_seconds summary\nmeshwork_reconcile_duration_seconds_sum {sum}\nmeshwork_reconcile_duration_seconds_count {n}\n# HELP meshwork_reconcile_duration_max_seconds Longest reconcile pass so far.\n# TYPE meshwork_reconcile_duration_max_seconds gauge\nmeshwork_reconcile_duration_max_seconds {max}"
+        );
         for (name, help, value) in [
             (
                 "meshwork_datapath_packets_total",

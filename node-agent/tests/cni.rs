@@ -812,6 +812,25 @@ fn local_api_refuses_bad_requests_and_counts_them() {
     assert_eq!(code, 200);
     let installed: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(installed, json!([svc(53, 5353)]));
+    // Map pressure and reconcile latency are exported.
+    let metrics = node.metrics();
+    let value = |line: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("{line} missing:\n{metrics}"))
+            .trim()
+            .parse()
+            .expect("number")
+    };
+    assert_eq!(
+        value("meshwork_datapath_map_entries{map=\"mw_services\"} "),
+        1.0
+    );
+    assert!(value("meshwork_datapath_map_capacity{map=\"mw_services\"} ") >= 1024.0);
+    assert!(value("meshwork_datapath_map_capacity{map=\"mw_ct\"} ") > 0.0);
+    assert!(value("meshwork_reconcile_duration_seconds_count ") >= 1.0);
+    assert!(value("meshwork_reconcile_duration_seconds_sum ") > 0.0);
     // A bad port is refused with the reason, and what was installed stays.
     for (bad, wanted) in [
         (json!([svc(0, 80)]), "port 0"),
