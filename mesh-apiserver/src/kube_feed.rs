@@ -26,12 +26,30 @@ use crate::store::{Condition, Op, Store};
 
 /// A problem with one object; it is skipped (or treated as not global) and
 /// nothing else is affected.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Warning {
     /// `Kind namespace/name`.
     pub object: String,
     /// What is wrong and what is allowed.
     pub message: String,
+    /// The object, for the Kubernetes Event that reports the problem.
+    pub reference: Box<k8s_openapi::api::core::v1::ObjectReference>,
+}
+
+impl Warning {
+    /// A problem with `obj`.
+    pub fn on<K: kube::Resource<DynamicType = ()>>(obj: &K, message: String) -> Warning {
+        let ns = obj.meta().namespace.as_deref();
+        let name = obj.meta().name.clone().unwrap_or_default();
+        Warning {
+            object: match ns {
+                Some(ns) => format!("{} {ns}/{name}", K::kind(&())),
+                None => format!("{} {name}", K::kind(&())),
+            },
+            message,
+            reference: Box::new(obj.object_ref(&())),
+        }
+    }
 }
 
 /// Node → NodeRecord: InternalIP first, then other addresses; pod CIDRs
@@ -42,11 +60,7 @@ pub fn node_record(
     cluster: &ClusterName,
     node: &Node,
 ) -> std::result::Result<(NodeRecord, Option<Warning>), Warning> {
-    let object = format!("Node {}", node.name_any());
-    let name = NodeName::new(node.name_any()).map_err(|e| Warning {
-        object: object.clone(),
-        message: e.to_string(),
-    })?;
+    let name = NodeName::new(node.name_any()).map_err(|e| Warning::on(node, e.to_string()))?;
     let mut addrs: Vec<(u8, IpAddr)> = node
         .status
         .as_ref()
@@ -82,23 +96,20 @@ pub fn node_record(
         .iter()
         .map(|c| mesh_api::cidr::parse_cidr("spec.podCIDRs", c))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Warning {
-            object: object.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| Warning::on(node, e.to_string()))?;
     let mut warning = None;
     let wireguard_key = match node.annotations().get(mesh_api::annotations::WG_PUB_KEY) {
         None => None,
         Some(k) => match k.parse::<WireGuardKey>() {
             Ok(k) => Some(k),
             Err(e) => {
-                warning = Some(Warning {
-                    object: object.clone(),
-                    message: format!(
+                warning = Some(Warning::on(
+                    node,
+                    format!(
                         "annotation {}: {e}; exported without a key",
                         mesh_api::annotations::WG_PUB_KEY
                     ),
-                });
+                ));
                 None
             }
         },
@@ -117,16 +128,8 @@ pub fn node_record(
 
 /// The identity labels of a pod.
 pub fn pod_labels(cluster: &ClusterName, pod: &Pod) -> std::result::Result<LabelSet, Warning> {
-    LabelSet::for_pod(cluster, &pod.namespace().unwrap_or_default(), pod.labels()).map_err(|e| {
-        Warning {
-            object: format!(
-                "Pod {}/{}",
-                pod.namespace().unwrap_or_default(),
-                pod.name_any()
-            ),
-            message: e.to_string(),
-        }
-    })
+    LabelSet::for_pod(cluster, &pod.namespace().unwrap_or_default(), pod.labels())
+        .map_err(|e| Warning::on(pod, e.to_string()))
 }
 
 /// A pod that has addresses and a node, as an endpoint with `identity`;
@@ -200,10 +203,10 @@ pub fn service_record(
             Err(e) => {
                 return (
                     None,
-                    Some(Warning {
-                        object,
-                        message: format!("{e}; the Service is treated as not global"),
-                    }),
+                    Some(Warning::on(
+                        service,
+                        format!("{e}; the Service is treated as not global"),
+                    )),
                 );
             }
         };
@@ -226,10 +229,10 @@ pub fn service_record(
         else {
             return (
                 None,
-                Some(Warning {
-                    object,
-                    message: format!("port {} is not 1-65535; the Service is skipped", p.port),
-                }),
+                Some(Warning::on(
+                    service,
+                    format!("port {} is not 1-65535; the Service is skipped", p.port),
+                )),
             );
         };
         let target_port = match &p.target_port {
@@ -560,7 +563,17 @@ impl KubeFeed {
         let nodes = reflect::<Node>(Api::all(client.clone()), notify.clone());
         let pods = reflect::<Pod>(Api::all(client.clone()), notify.clone());
         let services = reflect::<Service>(Api::all(client.clone()), notify.clone());
-        let slices = reflect::<EndpointSlice>(Api::all(client), notify.clone());
+        let slices = reflect::<EndpointSlice>(Api::all(client.clone()), notify.clone());
+        let recorder = kube::runtime::events::Recorder::new(
+            client,
+            kube::runtime::events::Reporter {
+                controller: "mesh-apiserver".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        // Problems already reported (object, message): each is logged and
+        // sent as an Event once, and again only after it went away.
+        let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
         let _ = nodes.0.wait_until_ready().await;
         let _ = pods.0.wait_until_ready().await;
         let _ = services.0.wait_until_ready().await;
@@ -583,9 +596,19 @@ impl KubeFeed {
                 .await
                 {
                     Ok(d) => {
+                        let now: BTreeSet<(String, String)> = d
+                            .warnings
+                            .iter()
+                            .map(|w| (w.object.clone(), w.message.clone()))
+                            .collect();
                         for w in &d.warnings {
+                            if reported.contains(&(w.object.clone(), w.message.clone())) {
+                                continue;
+                            }
                             tracing::warn!(object = %w.object, "{}", w.message);
+                            report_event(&recorder, w).await;
                         }
+                        reported = now;
                         match apply_desired(&self.writer, &d).await {
                             Ok(()) => {
                                 if let Err(e) = allocator.collect_garbage(&d.identities).await {
@@ -604,6 +627,22 @@ impl KubeFeed {
                 () = tokio::time::sleep(self.grace.min(Duration::from_secs(30))) => {}
             }
         }
+    }
+}
+
+/// Sends `w` as a Warning Event on its object (`kubectl describe` shows it).
+/// A failure is logged: the Event is a courtesy, the log line has been
+/// written already.
+async fn report_event(recorder: &kube::runtime::events::Recorder, w: &Warning) {
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "MeshworkInvalidConfig".into(),
+        note: Some(w.message.chars().take(1000).collect()),
+        action: "Export".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &w.reference).await {
+        tracing::warn!(object = %w.object, error = %e, "cannot record the Event");
     }
 }
 

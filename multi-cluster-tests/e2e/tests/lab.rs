@@ -143,7 +143,23 @@ fn only_global_services_cross_clusters(lab: &Lab) {
             "--overwrite",
         ],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // The owner of the Service learns why from an Event on it.
+    eventually("a Warning Event names the malformed annotation", || {
+        let events: serde_json::Value = serde_json::from_str(&lab.kubectl(
+            "lab-c2",
+            &["-n", "shop", "get", "events.events.k8s.io", "-o", "json"],
+        ))
+        .expect("events JSON");
+        events["items"].as_array().is_some_and(|items| {
+            items.iter().any(|e| {
+                e["reason"] == "MeshworkInvalidConfig"
+                    && e["type"] == "Warning"
+                    && e["regarding"]["kind"] == "Service"
+                    && e["regarding"]["name"] == "web"
+                    && e["note"].as_str().is_some_and(|n| n.contains("yes-please"))
+            })
+        })
+    });
     let st = lab.wait_status("c1", "c2 still synced", T, |s| s.is_synced_with("c2"));
     assert_eq!(
         st.remotes["c2"].counts.services, 0,
