@@ -1,6 +1,7 @@
 //! Security identities: a u32 whose bits 16–23 are the cluster id and bits
 //! 0–15 the cluster-local number. 1–255 are reserved and belong to no
-//! cluster.
+//! cluster. Bit 24 marks node-local identities (CIDRs named by policies),
+//! which belong to no cluster and never leave their node.
 
 use std::fmt;
 
@@ -70,6 +71,26 @@ impl Identity {
     /// numbers below would read as reserved ones.
     pub const MIN_LOCAL: u16 = 256;
 
+    /// Bit 24 marks node-local identities: CIDR identities a node-agent
+    /// allocates for the CIDRs its policies name. They never leave the node.
+    pub const NODE_LOCAL: u32 = 1 << 24;
+
+    /// The node-local (CIDR) identity number `n` (1 to 2^24-1).
+    pub fn node_local(n: u32) -> Result<Self> {
+        if n == 0 || n >= Self::NODE_LOCAL {
+            return Err(Error::InvalidIdentity {
+                value: u64::from(n),
+                reason: "node-local identity numbers are 1 to 16777215",
+            });
+        }
+        Ok(Identity(Self::NODE_LOCAL | n))
+    }
+
+    /// Whether it is a node-local (CIDR) identity.
+    pub fn is_node_local(self) -> bool {
+        self.0 & Self::NODE_LOCAL != 0
+    }
+
     /// The label-based identity `local` of `cluster`.
     pub fn new(cluster: ClusterId, local: u16) -> Result<Self> {
         if local < Self::MIN_LOCAL {
@@ -92,8 +113,14 @@ impl Identity {
         if value == 0 {
             return Err(bad("0 is not an identity"));
         }
+        if value >> 24 == 1 {
+            return Identity::node_local(value & (Self::NODE_LOCAL - 1))
+                .map_err(|_| bad("node-local identity 0 does not exist"));
+        }
         if value >> 24 != 0 {
-            return Err(bad("bits 24-31 must be zero"));
+            return Err(bad(
+                "bits 25-31 must be zero (bit 24 marks node-local identities)",
+            ));
         }
         if value <= 255 {
             return if ReservedIdentity::ALL.iter().any(|r| *r as u32 == value) {
@@ -132,6 +159,9 @@ impl Identity {
 
     /// The cluster a label-based identity belongs to; `None` for reserved ones.
     pub fn cluster(self) -> Option<ClusterId> {
+        if self.is_node_local() {
+            return None;
+        }
         ClusterId::new(i64::from((self.0 >> 16) & 0xff)).ok()
     }
 
@@ -165,6 +195,7 @@ impl fmt::Display for Identity {
         match (self.reserved(), self.cluster()) {
             (Some(r), _) => write!(f, "{} (reserved:{})", self.0, r.name()),
             (None, Some(c)) => write!(f, "{} (cluster {c}, local {})", self.0, self.local()),
+            (None, None) if self.is_node_local() => write!(f, "{} (node-local CIDR)", self.0),
             (None, None) => write!(f, "{}", self.0),
         }
     }

@@ -45,6 +45,8 @@ use crate::policy::compile::{
 
 /// The reconciler source name of the mesh's ipcache entries.
 pub const SOURCE: &str = "mesh";
+/// The reconciler source name of the policies' CIDR identities.
+pub const CIDR_SOURCE: &str = "policy-cidrs";
 
 /// What one pass reads from the mesh feed.
 #[derive(Debug, Clone, Default)]
@@ -80,10 +82,13 @@ pub struct PolicyStatus {
     pub enforcing_endpoints: usize,
     /// Every compiled rule, by id (what flow events' `rule_id` refer to).
     pub rules: Vec<RuleRef>,
-    /// Refused policies and parts left out, with what to change.
+    /// Refused policies, with what to change.
     pub problems: Vec<PolicyProblem>,
     /// Identities known across the mesh.
     pub identities: usize,
+    /// The node-local identity of each CIDR the policies name.
+    #[serde(default)]
+    pub cidr_identities: BTreeMap<String, Identity>,
 }
 
 /// The ipcache entries of the mesh (every cluster's endpoints and nodes).
@@ -199,6 +204,19 @@ pub fn sync<D: Datapath>(
             per_endpoint.insert(ep.id, policy);
         }
         mgr.reconciler().set_policies(per_endpoint);
+        mgr.reconciler().set_ipcache(
+            CIDR_SOURCE,
+            compiled
+                .cidr_identities
+                .iter()
+                .map(|(net, identity)| IpcacheEntry {
+                    cidr: IpNet::V4(*net),
+                    identity: *identity,
+                    node_ip: None,
+                    encrypt: false,
+                })
+                .collect(),
+        );
         compiled
     });
     Ok((mgr.reconcile(), compiled))
@@ -263,12 +281,17 @@ pub async fn run(
                         let problems: BTreeSet<PolicyProblem> =
                             c.problems.iter().cloned().collect();
                         for p in problems.difference(&last_problems) {
-                            tracing::warn!(policy = %p.policy, refused = p.refused, "{}", p.message);
+                            tracing::warn!(policy = %p.policy, "policy refused: {}", p.message);
                             state.metrics().error("invalid-policy");
                         }
                         last_problems = problems;
                         s.policies = n;
                         s.rules = c.rules.values().cloned().collect();
+                        s.cidr_identities = c
+                            .cidr_identities
+                            .iter()
+                            .map(|(n, i)| (n.to_string(), *i))
+                            .collect();
                         s.problems = c.problems;
                         s.enforcing_endpoints = state.enforcing_endpoints();
                     }

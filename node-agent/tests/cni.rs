@@ -812,6 +812,30 @@ fn local_api_refuses_bad_requests_and_counts_them() {
     assert_eq!(code, 200);
     let installed: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(installed, json!([svc(53, 5353)]));
+    // A CIDR entry with a node-local (policy CIDR) identity round-trips
+    // through the real LPM map.
+    let cidr_entry = json!([{"cidr": "198.51.100.0/24", "identity": (1u32 << 24) | 1,
+        "node_ip": null, "encrypt": false}]);
+    let (code, body) = client
+        .request(
+            "PUT",
+            "/v1/ipcache",
+            Some(cidr_entry.to_string().as_bytes()),
+        )
+        .expect("put ipcache");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (_, body) = client
+        .request("GET", "/v1/ipcache", None)
+        .expect("get ipcache");
+    let ipcache: Value = serde_json::from_slice(&body).expect("json");
+    assert!(
+        ipcache
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|e| e["cidr"] == "198.51.100.0/24" && e["identity"] == (1u32 << 24) | 1),
+        "{ipcache}"
+    );
     // Map pressure and reconcile latency are exported.
     let metrics = node.metrics();
     let value = |line: &str| -> f64 {

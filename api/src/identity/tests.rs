@@ -31,7 +31,8 @@ fn rejects_malformed_numbers() {
     for (v, why) in [
         (0, "0 is not"),
         (100, "not assigned"),
-        (1 << 24, "bits 24-31"),
+        (1 << 24, "node-local identity 0"),
+        (1 << 25, "bits 25-31"),
         (256, "cluster id"),
         ((5 << 16) | 10, "start at 256"),
     ] {
@@ -39,4 +40,27 @@ fn rejects_malformed_numbers() {
         assert!(err.contains(why), "{v}: {err}");
     }
     assert!(Identity::new(ClusterId::new(1).unwrap(), 255).is_err());
+}
+
+#[test]
+fn node_local_cidr_identities() {
+    let id = Identity::node_local(70_000).unwrap();
+    assert!(id.is_node_local() && !id.is_reserved());
+    assert_eq!(
+        id.cluster(),
+        None,
+        "no cluster even when bits 16-23 are set"
+    );
+    assert_eq!(Identity::from_u32(id.get()).unwrap(), id);
+    assert_eq!(
+        id.to_string(),
+        format!("{} (node-local CIDR)", (1u32 << 24) | 70_000)
+    );
+    assert!(Identity::node_local(0).is_err());
+    assert!(Identity::node_local(1 << 24).is_err());
+    assert!(
+        !Identity::new(ClusterId::new(3).unwrap(), 300)
+            .unwrap()
+            .is_node_local()
+    );
 }

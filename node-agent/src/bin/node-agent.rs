@@ -188,8 +188,12 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         expected.push(services::SOURCE);
     }
     if mesh.is_some() {
-        // The mesh's ipcache entries stay until the feed has synced again.
+        // The mesh's ipcache entries stay until the feed has synced again,
+        // and the policies' CIDR identities until the policies are listed.
         expected.push(node_agent::identity_sync::SOURCE);
+        if kube.is_some() {
+            expected.push(node_agent::identity_sync::CIDR_SOURCE);
+        }
     }
     let (manager, report) =
         EndpointManager::open_expecting(&config.state_dir, config.pod_cidr, datapath, &expected)

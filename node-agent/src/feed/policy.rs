@@ -109,7 +109,7 @@ impl PolicyFeed {
                 .iter()
                 .filter(|p| p.policy == format!("{kind} {id}"))
                 .collect();
-            let refused = mine.iter().any(|p| p.refused);
+            let refused = !mine.is_empty();
             let message = mine
                 .iter()
                 .map(|p| p.message.as_str())

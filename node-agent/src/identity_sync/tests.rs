@@ -207,3 +207,44 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(mgr.datapath().policies[&ep.id], EndpointPolicy::default());
 }
+
+#[test]
+fn policy_cidrs_reach_the_ipcache_with_node_local_identities_and_leave_with_the_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut mgr, _) = EndpointManager::open(
+        dir.path(),
+        Some("10.1.1.0/24".parse().expect("cidr")),
+        MemoryDatapath::default(),
+    )
+    .expect("open");
+    mgr.register(registration("10.1.1.2")).expect("register");
+    let policy = PolicySource::namespaced(
+        "shop",
+        "egress-to-partner",
+        &MeshNetworkPolicySpec {
+            endpoint_selector: Selector::default(),
+            ingress: vec![IngressRule {
+                from_cidr: vec!["198.51.100.0/24".into()],
+                ..IngressRule::default()
+            }],
+            egress: Vec::new(),
+        },
+    );
+    let (report, compiled) = sync(&mut mgr, &view(), &local(false), Some(&[policy])).expect("sync");
+    assert!(report.is_ok(), "{report:?}");
+    let id = compiled.expect("compiled").cidr_identities[&"198.51.100.0/24".parse().expect("net")];
+    let entry = &mgr.datapath().ipcache[&"198.51.100.0/24".parse().expect("cidr")];
+    assert_eq!(
+        (entry.identity, entry.node_ip, entry.encrypt),
+        (id, None, false)
+    );
+    assert!(id.is_node_local());
+    let (report, _) = sync(&mut mgr, &view(), &local(false), Some(&[])).expect("sync");
+    assert!(report.is_ok(), "{report:?}");
+    assert!(
+        !mgr.datapath()
+            .ipcache
+            .contains_key(&"198.51.100.0/24".parse().expect("cidr")),
+        "the CIDR identity goes with the last policy naming it"
+    );
+}

@@ -26,9 +26,14 @@
 //! - `toPorts` restricts the rule to those ports; a rule with ports and no
 //!   peers allows any peer on those ports; an empty rule (`{}`) allows
 //!   nothing but still turns on default-deny;
-//! - CIDR rules (`fromCIDR`/`toCIDR`) are not compiled yet: the rule allows
-//!   nothing (the policy still enforces default-deny: fail closed) and a
-//!   warning says so.
+//! - CIDR rules (`fromCIDR`/`toCIDR`, IPv4): every CIDR any policy names
+//!   gets a node-local identity ([`Identity::node_local`]) and an ipcache
+//!   entry ([`CompiledPolicies::cidr_identities`]); a rule allows the
+//!   identities of every named CIDR inside its own (so `10.0.0.0/8` also
+//!   covers a `10.1.0.0/16` another policy names). Addresses with a CIDR
+//!   identity are still `world`: the entity `world` allows them too. Pods
+//!   and nodes keep their own identities (longest prefix wins), as in
+//!   Cilium, where CIDR rules are for peers outside the mesh;
 //!
 //! Bad input: a policy with an invalid selector, an unknown entity or a
 //! port that is not a number is refused as a whole with a message naming it
@@ -42,6 +47,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ipnet::Ipv4Net;
 use mesh_api::labels::{
     CLUSTER_LABEL, LabelSelector, NAMESPACE_LABEL, SelectorOperator, SelectorRequirement,
 };
@@ -137,9 +143,6 @@ pub struct PolicyProblem {
     pub policy: String,
     /// What is wrong and what to change.
     pub message: String,
-    /// Whether the policy was refused (true) or compiled with this part left
-    /// out (false, e.g. CIDR rules).
-    pub refused: bool,
 }
 
 /// The compiled policy set: per policy its selector and rules as identity
@@ -149,8 +152,11 @@ pub struct CompiledPolicies {
     policies: Vec<CompiledPolicy>,
     /// Every rule, by id.
     pub rules: BTreeMap<u32, RuleRef>,
-    /// Refused policies and left-out parts.
+    /// Refused policies, with what to change.
     pub problems: Vec<PolicyProblem>,
+    /// The node-local identity of every CIDR the policies name (for the
+    /// ipcache).
+    pub cidr_identities: BTreeMap<Ipv4Net, Identity>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +178,23 @@ pub struct CompileInputs<'a> {
 /// Compiles every policy against the known identities.
 pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> CompiledPolicies {
     let mut out = CompiledPolicies::default();
+    // Node-local identities for every well-formed CIDR named anywhere
+    // (numbered in address order; malformed ones refuse their policy below).
+    let named: BTreeSet<Ipv4Net> = policies
+        .iter()
+        .flat_map(|p| {
+            p.ingress
+                .iter()
+                .flat_map(|r| r.from_cidr.iter())
+                .chain(p.egress.iter().flat_map(|r| r.to_cidr.iter()))
+        })
+        .filter_map(|c| c.parse::<Ipv4Net>().ok().map(|n| n.trunc()))
+        .collect();
+    for (i, net) in named.into_iter().enumerate() {
+        if let Ok(id) = Identity::node_local(i as u32 + 1) {
+            out.cidr_identities.insert(net, id);
+        }
+    }
     let mut sorted: Vec<&PolicySource> = policies.iter().collect();
     sorted.sort_by_key(|p| (p.kind, p.id()));
     for p in sorted {
@@ -180,7 +203,6 @@ pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> Compile
             Err(message) => out.problems.push(PolicyProblem {
                 policy: format!("{} {}", p.kind, p.id()),
                 message,
-                refused: true,
             }),
         }
     }
@@ -283,7 +305,6 @@ fn compile_one(
         egress: None,
     };
     let mut rules = Vec::new();
-    let mut notes = Vec::new();
     for (dir, list) in [(Direction::Ingress, &ingress), (Direction::Egress, &egress)] {
         if list.is_empty() {
             continue;
@@ -298,19 +319,27 @@ fn compile_one(
             } = *rule;
             let id = rule_id(p.kind, &p.id(), dir, index);
             let where_ = format!("{}[{index}]", dir_name(dir));
-            let peers = peers(p, inputs, selectors, entities, &where_)?;
+            let peers = peers(
+                p,
+                inputs,
+                &out.cidr_identities,
+                selectors,
+                entities,
+                &where_,
+            )?;
             let ports = port_list(ports, &where_)?;
-            if !cidrs.is_empty() {
-                notes.push(format!(
-                    "{where_}: CIDR peers ({}) are not enforced yet; they are denied (remove them or allow the entity `world`)",
-                    cidrs.join(", ")
-                ));
-            }
+            let by_cidr = cidr_peers(&out.cidr_identities, cidrs, &where_)?;
             let mut set = BTreeSet::new();
             let peers = match peers {
-                Peers::Some(ids) => ids.into_iter().map(Some).collect::<Vec<_>>(),
+                Peers::Some(mut ids) => {
+                    ids.extend(by_cidr);
+                    ids.into_iter().map(Some).collect::<Vec<_>>()
+                }
                 Peers::Any => vec![None],
-                Peers::NoneSpecified if !ports.is_empty() && cidrs.is_empty() => vec![None],
+                Peers::NoneSpecified if !cidrs.is_empty() => {
+                    by_cidr.into_iter().map(Some).collect()
+                }
+                Peers::NoneSpecified if !ports.is_empty() => vec![None],
                 Peers::NoneSpecified => Vec::new(),
             };
             let ports = if ports.is_empty() {
@@ -346,13 +375,6 @@ fn compile_one(
     for r in rules {
         out.rules.insert(r.id, r);
     }
-    for message in notes {
-        out.problems.push(PolicyProblem {
-            policy: format!("{} {}", p.kind, p.id()),
-            message,
-            refused: false,
-        });
-    }
     Ok(compiled)
 }
 
@@ -378,9 +400,34 @@ enum Peers {
     NoneSpecified,
 }
 
+/// The node-local identities of the named CIDRs inside the rule's `cidrs`.
+fn cidr_peers(
+    named: &BTreeMap<Ipv4Net, Identity>,
+    cidrs: &[String],
+    where_: &str,
+) -> Result<BTreeSet<Identity>, String> {
+    let mut out = BTreeSet::new();
+    for c in cidrs {
+        let net: Ipv4Net = c.parse().map_err(|_| {
+            format!(
+                "{where_}: {c:?} is not an IPv4 CIDR such as 192.0.2.0/24 (IPv6 is not supported)"
+            )
+        })?;
+        let net = net.trunc();
+        out.extend(
+            named
+                .iter()
+                .filter(|(n, _)| net.contains(*n))
+                .map(|(_, id)| *id),
+        );
+    }
+    Ok(out)
+}
+
 fn peers(
     p: &PolicySource,
     inputs: &CompileInputs<'_>,
+    cidr_identities: &BTreeMap<Ipv4Net, Identity>,
     selectors: &[Selector],
     entities: &[String],
     where_: &str,
@@ -432,6 +479,10 @@ fn peers(
             other => match ReservedIdentity::ALL.iter().find(|r| r.name() == other) {
                 Some(r) => {
                     ids.insert(r.identity());
+                    // Addresses with a CIDR identity are outside the mesh too.
+                    if *r == ReservedIdentity::World {
+                        ids.extend(cidr_identities.values().copied());
+                    }
                 }
                 None => {
                     return Err(format!(

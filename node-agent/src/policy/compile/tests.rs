@@ -246,7 +246,7 @@ fn egress_rules_enforce_egress_only() {
 }
 
 #[test]
-fn bad_policies_are_refused_alone_and_cidr_rules_fail_closed() {
+fn bad_policies_are_refused_alone() {
     let good = policy(
         "shop",
         "good",
@@ -281,23 +281,25 @@ fn bad_policies_are_refused_alone_and_cidr_rules_fail_closed() {
         values: vec!["x".into()],
     });
     let bad_selector = policy("shop", "bad-selector", bad_op, vec![IngressRule::default()]);
-    let cidr = policy(
+    let bad_cidr = policy(
         "shop",
-        "cidr",
+        "bad-cidr",
         sel(&[("app", "other")]),
         vec![IngressRule {
-            from_cidr: vec!["192.0.2.0/24".into()],
+            from_cidr: vec!["192.0.2.0/33".into()],
             ..IngressRule::default()
         }],
     );
-    let c = run(&[good, bad_entity, bad_port, bad_selector, cidr]);
+    let c = run(&[good, bad_entity, bad_port, bad_selector, bad_cidr]);
     let refused: Vec<(&str, &str)> = c
         .problems
         .iter()
-        .filter(|p| p.refused)
         .map(|p| (p.policy.as_str(), p.message.as_str()))
         .collect();
-    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(refused.iter().any(|(p, m)| p.ends_with("shop/bad-cidr")
+        && m.contains("\"192.0.2.0/33\"")
+        && m.contains("IPv4 CIDR")));
     assert!(refused.iter().any(|(p, m)| p.ends_with("shop/bad-entity")
         && m.contains("\"everyone\"")
         && m.contains("remote-node")));
@@ -319,12 +321,6 @@ fn bad_policies_are_refused_alone_and_cidr_rules_fail_closed() {
         c.endpoint_policy(&labels("c1", "shop", "frontend")),
         EndpointPolicy::default()
     );
-    // CIDR: enforced, nothing allowed, a non-refusing problem says why.
-    let other = c.endpoint_policy(&labels("c1", "shop", "other"));
-    assert!(other.ingress_enforced && other.allow.is_empty());
-    assert!(c.problems.iter().any(|p| !p.refused
-        && p.policy.ends_with("shop/cidr")
-        && p.message.contains("192.0.2.0/24")));
 }
 
 #[test]
@@ -343,4 +339,72 @@ fn rule_ids_are_stable_non_zero_and_distinct_per_rule() {
         a,
         rule_id("MeshNetworkPolicy", "shop/x", Direction::Egress, 0)
     );
+}
+
+#[test]
+fn cidr_rules_get_node_local_identities_nested_cidrs_and_world_included() {
+    let wide = policy(
+        "shop",
+        "wide",
+        sel(&[("app", "backend")]),
+        vec![IngressRule {
+            from_cidr: vec!["10.0.0.0/8".into()],
+            to_ports: vec![port("443", "TCP")],
+            ..IngressRule::default()
+        }],
+    );
+    let narrow = policy(
+        "shop",
+        "narrow",
+        sel(&[("app", "frontend")]),
+        vec![IngressRule {
+            from_cidr: vec!["10.1.0.0/16".into(), "192.0.2.7/24".into()],
+            ..IngressRule::default()
+        }],
+    );
+    let world = policy(
+        "shop",
+        "world",
+        sel(&[("app", "other")]),
+        vec![IngressRule {
+            from_entities: vec!["world".into()],
+            ..IngressRule::default()
+        }],
+    );
+    let c = run(&[wide, narrow, world]);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let ids: Vec<(String, Identity)> = c
+        .cidr_identities
+        .iter()
+        .map(|(n, i)| (n.to_string(), *i))
+        .collect();
+    // Host bits are dropped (192.0.2.7/24 is 192.0.2.0/24), one identity each.
+    assert_eq!(
+        ids.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24"]
+    );
+    assert!(ids.iter().all(|(_, i)| i.is_node_local()));
+    let id = |net: &str| ids.iter().find(|(n, _)| n == net).expect("named").1;
+    // The wide rule also covers the narrower CIDR another policy names.
+    let p = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert_eq!(
+        allowed(&p),
+        vec![
+            (Some(id("10.0.0.0/8")), 443, Some(Protocol::Tcp)),
+            (Some(id("10.1.0.0/16")), 443, Some(Protocol::Tcp)),
+        ]
+    );
+    let p = c.endpoint_policy(&labels("c1", "shop", "frontend"));
+    assert_eq!(
+        allowed(&p),
+        vec![
+            (Some(id("10.1.0.0/16")), 0, None),
+            (Some(id("192.0.2.0/24")), 0, None),
+        ]
+    );
+    // `world` includes every CIDR identity.
+    let p = c.endpoint_policy(&labels("c1", "shop", "other"));
+    let peers: Vec<_> = allowed(&p).into_iter().map(|(i, _, _)| i).collect();
+    assert_eq!(peers.len(), 4, "{peers:?}");
+    assert!(peers.contains(&Some(ReservedIdentity::World.identity())));
 }
