@@ -12,6 +12,9 @@
 //! | PUT | `/v1/services` | replace the services of the `local-api` source ([`ServiceEntry`] list) |
 //! | GET | `/v1/ipcache` | the ipcache entries the datapath holds |
 //! | PUT | `/v1/ipcache` | replace the ipcache entries of the `local-api` source |
+//! | GET | `/v1/flows` | recent [`FlowRecord`]s matching a [`FlowFilter`] (query parameters); `follow=true` streams NDJSON |
+//! | GET | `/v1/policies` | the compiled policy of every endpoint ([`EndpointPolicyReport`]) |
+//! | GET | `/v1/encryption` | [`EncryptionReport`]: mode, device, key, peers with last handshake |
 //!
 //! The `local-api` source is how desired state gets in before the
 //! Kubernetes and mesh feeds exist (and for tests and debugging); it goes
@@ -36,6 +39,7 @@ use crate::config::AgentConfig;
 use crate::datapath::{Datapath, IpcacheEntry, ServiceEntry};
 use crate::endpoint::{Endpoint, EndpointManager, EndpointRegistration};
 use crate::error::Error;
+use crate::flows::{FlowFilter, FlowLog, FlowRecord};
 use crate::metrics::Metrics;
 use crate::reconcile::ReconcileReport;
 
@@ -88,6 +92,7 @@ pub struct AgentState {
     metrics: Metrics,
     metrics_address: Mutex<Option<SocketAddr>>,
     feeds: Mutex<Arc<Feeds>>,
+    flows: Arc<FlowLog>,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -107,7 +112,52 @@ impl AgentState {
             metrics: Metrics::default(),
             metrics_address: Mutex::new(None),
             feeds: Mutex::default(),
+            flows: Arc::new(FlowLog::new(crate::flows::DEFAULT_CAPACITY)),
         })
+    }
+
+    /// The log of recent flows (`/v1/flows`).
+    pub fn flows(&self) -> &Arc<FlowLog> {
+        &self.flows
+    }
+
+    /// What names flow addresses right now: the local endpoints and every
+    /// node the mesh feed knows (plus this node's pod CIDR).
+    pub fn flow_resolver(&self) -> crate::flows::Resolver {
+        let node = self.config.node_name.to_string();
+        let cluster = self.config.cluster_name.to_string();
+        let pods = self
+            .manager
+            .lock()
+            .expect("manager lock")
+            .list()
+            .into_iter()
+            .flat_map(|ep| {
+                let r = ep.registration;
+                r.ips
+                    .into_iter()
+                    .map(move |ip| (ip, r.pod_namespace.clone(), r.pod_name.clone()))
+            })
+            .collect();
+        let mut cidrs: Vec<(IpNet, String, String)> = self
+            .config
+            .pod_cidr
+            .map(|c| (c, cluster.clone(), node.clone()))
+            .into_iter()
+            .collect();
+        if let Some(mesh) = &self.feeds().mesh {
+            for n in mesh.nodes() {
+                for c in &n.pod_cidrs {
+                    cidrs.push((*c, n.cluster.to_string(), n.name.to_string()));
+                }
+            }
+        }
+        crate::flows::Resolver {
+            node,
+            cluster,
+            pods,
+            cidrs,
+        }
     }
 
     /// The counters.
@@ -203,6 +253,9 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/endpoints/{container_id}/{ifname}", delete(deregister))
         .route("/v1/services", get(services).put(put_services))
         .route("/v1/ipcache", get(ipcache).put(put_ipcache))
+        .route("/v1/flows", get(flows))
+        .route("/v1/policies", get(policies))
+        .route("/v1/encryption", get(encryption))
         .with_state(state)
 }
 
@@ -382,6 +435,134 @@ async fn put_ipcache(
     let report = mgr.reconcile();
     state.metrics.reconcile();
     Ok(Json(ApplyReport::from(&report)))
+}
+
+async fn flows(
+    State(state): State<Arc<AgentState>>,
+    query: Result<axum::extract::Query<FlowFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let filter = match query {
+        Ok(q) => q.0,
+        Err(e) => {
+            state.metrics.error("bad-request");
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!(
+                    "bad flow filter ({e}); parameters: namespace, pod, identity (number), verdict ({}), cluster, since (ms since the epoch), last (number), follow (true/false)",
+                    crate::flows::Verdict::ALL.map(|v| v.name()).join(", ")
+                ),
+            ));
+        }
+    };
+    if !filter.follow {
+        return Ok(Json(state.flows.query(&filter)).into_response());
+    }
+    // Subscribe before reading the backlog: a flow pushed in between is
+    // sent twice rather than lost.
+    let rx = state.flows.subscribe();
+    let backlog = if filter.last.is_some() {
+        state.flows.query(&filter)
+    } else {
+        Vec::new()
+    };
+    let line = |f: &FlowRecord| {
+        let mut v = serde_json::to_vec(f).expect("flow serializes");
+        v.push(b'\n');
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(v))
+    };
+    let head = futures::stream::iter(backlog.iter().map(line).collect::<Vec<_>>());
+    let live = futures::stream::unfold((rx, filter), move |(mut rx, filter)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(f) if filter.matches(&f) => return Some((line(&f), (rx, filter))),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "a flow follower fell behind");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures::StreamExt as _;
+    Ok((
+        [("content-type", "application/x-ndjson")],
+        axum::body::Body::from_stream(head.chain(live)),
+    )
+        .into_response())
+}
+
+/// One endpoint's compiled policy, as `GET /v1/policies` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointPolicyReport {
+    /// Node-local endpoint id.
+    pub endpoint_id: crate::datapath::EndpointId,
+    /// Pod namespace, when known.
+    pub namespace: Option<String>,
+    /// Pod name, when known.
+    pub pod: Option<String>,
+    /// The pod's addresses.
+    pub ips: Vec<std::net::IpAddr>,
+    /// Its security identity.
+    pub identity: mesh_api::Identity,
+    /// What the policy map holds for it (no entry: nothing enforced).
+    pub policy: crate::datapath::EndpointPolicy,
+}
+
+async fn policies(
+    State(state): State<Arc<AgentState>>,
+) -> Result<Json<Vec<EndpointPolicyReport>>, ApiError> {
+    let mgr = state.manager.lock().expect("manager lock");
+    let mut held = mgr
+        .datapath()
+        .policies()
+        .map_err(|e| api_error(&state, &e))?;
+    let reports = mgr
+        .list()
+        .into_iter()
+        .map(|ep| EndpointPolicyReport {
+            endpoint_id: ep.id,
+            policy: held.remove(&ep.id).unwrap_or_default(),
+            namespace: ep.registration.pod_namespace,
+            pod: ep.registration.pod_name,
+            ips: ep.registration.ips,
+            identity: ep.identity,
+        })
+        .collect();
+    Ok(Json(reports))
+}
+
+/// What `GET /v1/encryption` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionReport {
+    /// The node.
+    pub node: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// `wireguard` or `off`.
+    pub mode: String,
+    /// Strict mode (`encryption.strictMode.enabled`).
+    pub strict_mode: bool,
+    /// Node encryption (`encryption.nodeEncryption`).
+    pub node_encryption: bool,
+    /// The device, its key and peers (None when encryption is off).
+    pub device: Option<crate::encryption::EncryptionStatus>,
+}
+
+async fn encryption(State(state): State<Arc<AgentState>>) -> Json<EncryptionReport> {
+    let device = state.feeds().encryption.as_ref().map(|e| e.status());
+    Json(EncryptionReport {
+        node: state.config.node_name.to_string(),
+        cluster: state.config.cluster_name.to_string(),
+        mode: if device.is_some() {
+            "wireguard".into()
+        } else {
+            "off".into()
+        },
+        strict_mode: state.config.encryption_strict_mode,
+        node_encryption: state.config.node_encryption,
+        device,
+    })
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {

@@ -1,0 +1,849 @@
+//! `meshctl explain <namespace/pod> <namespace/service|namespace/pod>[:port]`:
+//! hop by hop, why a connection works or not.
+//!
+//! Every hop is read from the component that decides it: the source pod
+//! (Kubernetes), its node-agent (`/v1/status`, `/v1/endpoints`), the service
+//! lookup in the source node's datapath (`/v1/services`), the route and peer
+//! identity (`/v1/ipcache`), the mesh-apiserver's view of the backend's
+//! cluster (connected, stale), the egress policy of the source and the
+//! ingress policy of the backend as their datapaths hold them
+//! (`/v1/policies`), the WireGuard peer with its last handshake
+//! (`/v1/encryption`), and the last flows both agents saw (`/v1/flows`).
+//! The far end is checked through the kube context of the backend's
+//! cluster, found in the kubeconfig by cluster name.
+//!
+//! [`policy_verdict`] and [`hop_summary`] are pure and unit-tested.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use mesh_api::Identity;
+use meshctl::report::{BackendPath, ExplainReport, FlowRecord, Hop, HopStatus};
+use node_agent::datapath::{Direction, EndpointPolicy, IpcacheEntry};
+use node_agent::flows::FlowFilter;
+
+use crate::Outcome;
+use crate::agents::Agent;
+use crate::kube::{Cluster, KubeArgs};
+use crate::output::{self, OutputFormat};
+use crate::services::{ClusterNames, lookup};
+
+/// Flags of `meshctl explain`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  meshctl explain --context lab-c1 shop/client shop/web:80
+  meshctl explain --context lab-c1 shop/client shop/web-2:8080
+  meshctl explain --context lab-c1 shop/client shop/web -o json
+
+The far end of a cross-cluster path is checked through the kube context of
+the backend's cluster (found in the kubeconfig by cluster name).
+
+Exit codes: 0 the connection works (every hop ✔ on at least one backend);
+3 it does not (the ✘ hop says why); 1 error.")]
+pub struct ExplainArgs {
+    /// Context of the source pod's cluster.
+    #[arg(long)]
+    pub context: String,
+    /// The source pod: namespace/name.
+    pub source: String,
+    /// The destination: namespace/service or namespace/pod, optionally
+    /// :port (default: the service's first port; any port for a pod).
+    pub destination: String,
+    /// How many recent matching flows to show.
+    #[arg(long, default_value_t = 5)]
+    pub flows: usize,
+}
+
+fn hop(step: &str, status: HopStatus, detail: impl Into<String>) -> Hop {
+    Hop {
+        step: step.into(),
+        status,
+        detail: detail.into(),
+    }
+}
+
+/// `namespace/name[:port]`.
+pub fn parse_target(s: &str) -> Result<(String, String, Option<u16>), String> {
+    let (name, port) = match s.rsplit_once(':') {
+        Some((n, p)) => (
+            n,
+            Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{s:?}: port {p:?} is not 1-65535"))?,
+            ),
+        ),
+        None => (s, None),
+    };
+    match name.split_once('/') {
+        Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/') => {
+            Ok((ns.to_string(), n.to_string(), port))
+        }
+        _ => Err(format!(
+            "{s:?} is not namespace/name[:port] (e.g. shop/web:80)"
+        )),
+    }
+}
+
+/// Whether `policy` lets traffic with `peer` on `port`/TCP through in
+/// `direction`, and why (pure).
+pub fn policy_verdict(
+    policy: &EndpointPolicy,
+    direction: Direction,
+    peer: Option<Identity>,
+    port: u16,
+    who: &str,
+) -> (HopStatus, String) {
+    let enforced = match direction {
+        Direction::Ingress => policy.ingress_enforced,
+        Direction::Egress => policy.egress_enforced,
+    };
+    let dir = match direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    };
+    if !enforced {
+        return (
+            HopStatus::Pass,
+            format!("{who}: {dir} not enforced (no policy selects it for {dir})"),
+        );
+    }
+    let peer_text = peer
+        .map(|p| format!("identity {}", p.get()))
+        .unwrap_or_else(|| "an unknown peer".into());
+    let port_text = if port == 0 {
+        "any port".to_string()
+    } else {
+        format!("port {port}/TCP")
+    };
+    let found = policy.allow.iter().find(|a| {
+        a.direction == direction
+            && (a.identity.is_none() || a.identity == peer)
+            && (a.port == 0 || port == 0 || a.port == port)
+            && a.protocol.is_none_or(|p| p == mesh_api::Protocol::Tcp)
+    });
+    match found {
+        Some(a) => (
+            HopStatus::Pass,
+            format!(
+                "{who}: {dir} allowed for {peer_text} on {port_text} by the entry ({}, {})",
+                a.identity
+                    .map(|i| format!("identity {}", i.get()))
+                    .unwrap_or_else(|| "any identity".into()),
+                if a.port == 0 {
+                    "any port".to_string()
+                } else {
+                    format!("port {}", a.port)
+                }
+            ),
+        ),
+        None => (
+            HopStatus::Fail,
+            format!(
+                "{who}: {dir} is policy-enforced and no allow entry matches {peer_text} on {port_text}: dropped (policy_default_deny); add a rule allowing it"
+            ),
+        ),
+    }
+}
+
+/// The first failing hop's detail, or None when none fails (pure).
+pub fn hop_summary(hops: &[Hop]) -> Option<String> {
+    hops.iter()
+        .find(|h| h.status == HopStatus::Fail)
+        .map(|h| format!("{}: {}", h.step, h.detail))
+}
+
+fn pod_ip(p: &Pod) -> Option<IpAddr> {
+    p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()
+}
+
+fn pod_name(p: &Pod) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or_default(),
+        p.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn agent_of(nodes: &[Node], node: &str) -> Option<Agent> {
+    nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node))
+        .map(Agent::of)
+}
+
+/// The far end of a backend: its cluster's context, pods and nodes.
+struct FarEnd {
+    cluster: Cluster,
+    pods: Vec<Pod>,
+    nodes: Vec<Node>,
+}
+
+/// Finds (and caches) the context of each cluster name.
+struct Contexts<'a> {
+    kube: &'a KubeArgs,
+    by_name: BTreeMap<String, Option<std::rc::Rc<FarEnd>>>,
+}
+
+impl Contexts<'_> {
+    async fn far_end(&mut self, cluster: &str) -> Option<std::rc::Rc<FarEnd>> {
+        if let Some(c) = self.by_name.get(cluster) {
+            return c.clone();
+        }
+        for ctx in Cluster::contexts(self.kube).unwrap_or_default() {
+            let Ok(c) = Cluster::connect(self.kube, &ctx).await else {
+                continue;
+            };
+            let Ok(Ok(info)) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), c.info()).await
+            else {
+                continue;
+            };
+            if info.name.as_str() == cluster {
+                let (pods, nodes) = (
+                    c.pods().await.unwrap_or_default(),
+                    c.nodes().await.unwrap_or_default(),
+                );
+                let far = std::rc::Rc::new(FarEnd {
+                    cluster: c,
+                    pods,
+                    nodes,
+                });
+                self.by_name.insert(cluster.into(), Some(far.clone()));
+                return Some(far);
+            }
+        }
+        self.by_name.insert(cluster.into(), None);
+        None
+    }
+}
+
+/// Runs `meshctl explain`.
+pub async fn explain(
+    kube: &KubeArgs,
+    args: ExplainArgs,
+    format: OutputFormat,
+) -> anyhow::Result<Outcome> {
+    let (src_ns, src_name, src_port) =
+        parse_target(&args.source).map_err(|e| anyhow::anyhow!("source: {e}"))?;
+    anyhow::ensure!(
+        src_port.is_none(),
+        "source {:?}: give the source pod without a port",
+        args.source
+    );
+    let (dst_ns, dst_name, dst_port) =
+        parse_target(&args.destination).map_err(|e| anyhow::anyhow!("destination: {e}"))?;
+    let cluster = Cluster::connect(kube, &args.context).await?;
+    let names = ClusterNames::of(&cluster).await?;
+    let status = cluster.status().await?;
+    let mut report = ExplainReport {
+        source: format!("{src_ns}/{src_name}"),
+        destination: args.destination.clone(),
+        hops: Vec::new(),
+        backends: Vec::new(),
+        flows: Vec::new(),
+        ok: false,
+        summary: String::new(),
+    };
+    let done = |mut report: ExplainReport| -> anyhow::Result<Outcome> {
+        report.ok = hop_summary(&report.hops).is_none() && report.backends.iter().any(|b| b.ok);
+        report.summary = if report.ok {
+            let n = report.backends.iter().filter(|b| b.ok).count();
+            format!(
+                "{} can reach {}: {n} of {} backend(s) pass every hop",
+                report.source,
+                report.destination,
+                report.backends.len()
+            )
+        } else if let Some(s) = hop_summary(&report.hops) {
+            s
+        } else if report.backends.is_empty() {
+            "no backend to reach".into()
+        } else {
+            let firsts: Vec<String> = report
+                .backends
+                .iter()
+                .filter_map(|b| hop_summary(&b.hops).map(|s| format!("{} ({s})", b.ip)))
+                .collect();
+            format!("no backend passes every hop: {}", firsts.join("; "))
+        };
+        output::emit(format, &report, print)?;
+        Ok(if report.ok {
+            Outcome::Ok
+        } else {
+            Outcome::CheckFailed
+        })
+    };
+
+    // 1. The source pod.
+    let Some(src_pod) = cluster.pod(&src_ns, &src_name).await? else {
+        report.hops.push(hop(
+            "source",
+            HopStatus::Fail,
+            format!(
+                "no Pod {src_ns}/{src_name} in context {} (check the name and namespace)",
+                cluster.context
+            ),
+        ));
+        return done(report);
+    };
+    let src_node = src_pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
+    let Some(src_ip) = pod_ip(&src_pod) else {
+        report.hops.push(hop(
+            "source",
+            HopStatus::Fail,
+            format!("{} has no IP yet: is it running?", report.source),
+        ));
+        return done(report);
+    };
+    report.hops.push(hop(
+        "source",
+        HopStatus::Pass,
+        format!(
+            "{} on node {src_node}, IP {src_ip}, cluster {}",
+            report.source, names.own
+        ),
+    ));
+
+    // 2. Its node-agent.
+    let nodes = cluster.nodes().await?;
+    let Some(src_agent) = agent_of(&nodes, &src_node) else {
+        report.hops.push(hop(
+            "agent",
+            HopStatus::Fail,
+            format!("node {src_node:?} of the pod is not a Node of the cluster"),
+        ));
+        return done(report);
+    };
+    let src_status = match src_agent.call(|c| c.status()) {
+        Ok(s) => s,
+        Err(p) => {
+            report.hops.push(hop("agent", HopStatus::Fail, p.problem));
+            return done(report);
+        }
+    };
+    report.hops.push(hop(
+        "agent",
+        HopStatus::Pass,
+        format!(
+            "node-agent of {src_node} answers at {} (datapath {})",
+            src_agent.api, src_status.datapath
+        ),
+    ));
+    let fetched = src_agent.call(|c| {
+        Ok((
+            c.endpoints()?,
+            c.ipcache()?,
+            c.services()?,
+            c.policies()?,
+            c.encryption()?,
+        ))
+    });
+    let (endpoints, ipcache, services, policies, encryption) = match fetched {
+        Ok(v) => v,
+        Err(p) => {
+            report.hops.push(hop("agent", HopStatus::Fail, p.problem));
+            return done(report);
+        }
+    };
+
+    // 3. The source's identity.
+    let Some(src_ep) = endpoints
+        .iter()
+        .find(|e| e.registration.ips.contains(&src_ip))
+    else {
+        report.hops.push(hop(
+            "identity",
+            HopStatus::Fail,
+            format!(
+                "the node-agent of {src_node} has no endpoint with IP {src_ip}: the pod was not wired by mesh-cni on this node"
+            ),
+        ));
+        return done(report);
+    };
+    let src_identity = src_ep.identity;
+    if src_identity.reserved() == Some(mesh_api::ReservedIdentity::Init) {
+        report.hops.push(hop(
+            "identity",
+            HopStatus::Fail,
+            "identity not resolved yet (init): policies cannot match the pod; wait for the agent to learn its labels",
+        ));
+        return done(report);
+    }
+    report.hops.push(hop(
+        "identity",
+        HopStatus::Pass,
+        format!(
+            "endpoint {} has identity {}{}",
+            src_ep.id,
+            src_identity.get(),
+            src_identity
+                .cluster()
+                .and_then(|c| names.by_id.get(&c.get()))
+                .map(|n| format!(" (cluster {n})"))
+                .unwrap_or_default()
+        ),
+    ));
+
+    // 4. The destination: a Service (lookup in the datapath) or a Pod.
+    let mut targets: Vec<(IpAddr, u16)> = Vec::new();
+    let mut vip: Option<IpAddr> = None;
+    if let Some(svc) = cluster.service(&dst_ns, &dst_name).await? {
+        let spec = svc.spec.clone().unwrap_or_default();
+        let ports: Vec<u16> = spec
+            .ports
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.port as u16)
+            .collect();
+        let port = match dst_port {
+            Some(p) if ports.contains(&p) => p,
+            Some(p) => {
+                report.hops.push(hop(
+                    "service",
+                    HopStatus::Fail,
+                    format!("Service {dst_ns}/{dst_name} has no port {p} (ports: {ports:?})"),
+                ));
+                return done(report);
+            }
+            None => match ports.first() {
+                Some(p) => *p,
+                None => {
+                    report.hops.push(hop(
+                        "service",
+                        HopStatus::Fail,
+                        format!("Service {dst_ns}/{dst_name} has no ports"),
+                    ));
+                    return done(report);
+                }
+            },
+        };
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+        else {
+            report.hops.push(hop(
+                "service",
+                HopStatus::Fail,
+                format!("Service {dst_ns}/{dst_name} has no ClusterIP (headless services are not load-balanced)"),
+            ));
+            return done(report);
+        };
+        vip = Some(ip);
+        let global = crate::services::global_services(
+            std::slice::from_ref(&svc),
+            Some((&services, &ipcache)),
+            &names,
+            false,
+        );
+        let g = global.first();
+        let Some(entry) = services.iter().find(|e| {
+            e.frontend.ip == ip
+                && e.frontend.port == port
+                && e.frontend.kind == node_agent::datapath::FrontendKind::ClusterIp
+        }) else {
+            report.hops.push(hop(
+                "service",
+                HopStatus::Fail,
+                format!(
+                    "the datapath of {src_node} has no frontend {ip}:{port}: kube-proxy replacement is off there, or its service feed has not delivered {dst_ns}/{dst_name} yet"
+                ),
+            ));
+            return done(report);
+        };
+        if entry.backends.is_empty() {
+            report.hops.push(hop(
+                "service",
+                HopStatus::Fail,
+                format!(
+                    "{dst_ns}/{dst_name} ({ip}:{port}) has no backends in the datapath of {src_node}: no ready pod{}; connections are dropped (no_service_backend)",
+                    if g.is_some() {
+                        " in any cluster sharing it"
+                    } else {
+                        " (the service is not global: only this cluster's pods count)"
+                    }
+                ),
+            ));
+            return done(report);
+        }
+        targets = entry.backends.iter().map(|b| (b.ip, b.port)).collect();
+        let by_cluster = g
+            .map(|g| {
+                g.backends_by_cluster
+                    .iter()
+                    .map(|(c, n)| format!("{c}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| format!("{}", targets.len()));
+        report.hops.push(hop(
+            "service",
+            HopStatus::Pass,
+            format!(
+                "{dst_ns}/{dst_name} is {ip}:{port}{}; the datapath of {src_node} balances it to {} backend(s) ({by_cluster})",
+                g.map(|g| format!(", global (affinity {}, shared {})", g.affinity, g.shared))
+                    .unwrap_or_else(|| ", not global".into()),
+                targets.len()
+            ),
+        ));
+    } else if let Some(pod) = cluster.pod(&dst_ns, &dst_name).await? {
+        let Some(ip) = pod_ip(&pod) else {
+            report.hops.push(hop(
+                "destination",
+                HopStatus::Fail,
+                format!("{dst_ns}/{dst_name} has no IP yet: is it running?"),
+            ));
+            return done(report);
+        };
+        targets.push((ip, dst_port.unwrap_or(0)));
+        report.hops.push(hop(
+            "service",
+            HopStatus::Skip,
+            format!("{dst_ns}/{dst_name} is a pod ({ip}): no service lookup"),
+        ));
+    } else {
+        report.hops.push(hop(
+            "destination",
+            HopStatus::Fail,
+            format!(
+                "neither a Service nor a Pod {dst_ns}/{dst_name} in context {}",
+                cluster.context
+            ),
+        ));
+        return done(report);
+    }
+
+    // 5. Every backend: remote cluster, route, egress policy, WireGuard,
+    //    destination endpoint, ingress policy.
+    let src_policy = policies
+        .iter()
+        .find(|p| p.endpoint_id == src_ep.id)
+        .map(|p| p.policy.clone())
+        .unwrap_or_default();
+    let mut contexts = Contexts {
+        kube,
+        by_name: BTreeMap::new(),
+    };
+    let mut far_flows: Vec<FlowRecord> = Vec::new();
+    for (ip, port) in targets.clone() {
+        let mut hops = Vec::new();
+        let entry: Option<&IpcacheEntry> = lookup(&ipcache, ip);
+        let backend_cluster = names.cluster_of(ip, &ipcache);
+        let dst_identity = entry.map(|e| e.identity);
+        // The backend's cluster, as the mesh-apiserver sees it.
+        if let Some(c) = &backend_cluster
+            && *c != names.own
+        {
+            match status.as_ref().and_then(|s| s.remotes.get(c)) {
+                Some(r) if r.stale_since.is_some() => hops.push(hop(
+                    "remote cluster",
+                    HopStatus::Fail,
+                    format!(
+                        "cluster {c} is unreachable since {} (unix s): its backends are kept stale and may be gone{}",
+                        r.stale_since.unwrap_or_default(),
+                        r.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+                    ),
+                )),
+                Some(r) if r.connected && r.synced => hops.push(hop(
+                    "remote cluster",
+                    HopStatus::Pass,
+                    format!("cluster {c} is connected and synced"),
+                )),
+                Some(r) => hops.push(hop(
+                    "remote cluster",
+                    HopStatus::Fail,
+                    format!(
+                        "cluster {c} is {} ({})",
+                        if r.connected { "connected, not synced" } else { "not connected" },
+                        r.last_error.clone().unwrap_or_else(|| "no error reported".into())
+                    ),
+                )),
+                None => hops.push(hop(
+                    "remote cluster",
+                    HopStatus::Fail,
+                    format!("cluster {c} is not connected to {}: run meshctl connect", names.own),
+                )),
+            }
+        }
+        // Route and peer identity from the source node's ipcache.
+        match entry {
+            Some(e) => hops.push(hop(
+                "route",
+                HopStatus::Pass,
+                format!(
+                    "ipcache {} → identity {}{}, {}{}",
+                    e.cidr,
+                    e.identity.get(),
+                    backend_cluster
+                        .as_ref()
+                        .map(|c| format!(" (cluster {c})"))
+                        .unwrap_or_default(),
+                    e.node_ip
+                        .map(|n| format!("via node {n}"))
+                        .unwrap_or_else(|| "on this node".into()),
+                    if e.encrypt { ", encrypted" } else { "" }
+                ),
+            )),
+            None => hops.push(hop(
+                "route",
+                HopStatus::Fail,
+                format!(
+                    "the ipcache of {src_node} has no entry for {ip}: the peer reads as world; is its cluster connected and synced?"
+                ),
+            )),
+        }
+        let (st, why) = policy_verdict(
+            &src_policy,
+            Direction::Egress,
+            dst_identity,
+            port,
+            &report.source,
+        );
+        hops.push(hop("egress policy", st, why));
+        // WireGuard towards the backend's node.
+        let same_node = entry.is_some_and(|e| e.node_ip.is_none())
+            || src_status.pod_cidr.is_some_and(|c| c.contains(&ip));
+        match &encryption.device {
+            _ if same_node => hops.push(hop("wireguard", HopStatus::Skip, "same node: no tunnel")),
+            None => hops.push(hop(
+                "wireguard",
+                HopStatus::Skip,
+                format!(
+                    "encryption is off on {src_node}: traffic crosses the network in the clear"
+                ),
+            )),
+            Some(dev) => {
+                let peer = dev
+                    .peers
+                    .iter()
+                    .find(|p| p.allowed_ips.iter().any(|n| n.contains(&ip)));
+                match peer {
+                    Some(p) => match p.last_handshake_seconds_ago {
+                        Some(age) => hops.push(hop(
+                            "wireguard",
+                            HopStatus::Pass,
+                            format!(
+                                "peer {} at {} holds {ip}, last handshake {}",
+                                crate::encryption::short_key(&p.public_key),
+                                p.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+                                crate::encryption::age(Some(age))
+                            ),
+                        )),
+                        None => hops.push(hop(
+                            "wireguard",
+                            HopStatus::Fail,
+                            format!(
+                                "peer {} at {} holds {ip} but never completed a handshake: is that node's agent running and UDP {} open?",
+                                crate::encryption::short_key(&p.public_key),
+                                p.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+                                p.endpoint.map(|e| e.port()).unwrap_or(51871)
+                            ),
+                        )),
+                    },
+                    None if encryption.strict_mode => hops.push(hop(
+                        "wireguard",
+                        HopStatus::Fail,
+                        format!("no WireGuard peer of {src_node} holds {ip}: strict mode drops this traffic (has that node published its key?)"),
+                    )),
+                    None => hops.push(hop(
+                        "wireguard",
+                        HopStatus::Skip,
+                        format!("no WireGuard peer of {src_node} holds {ip}: sent unencrypted (strict mode would drop it)"),
+                    )),
+                }
+            }
+        }
+        // The far end.
+        let mut path = BackendPath {
+            ip: ip.to_string(),
+            port,
+            cluster: backend_cluster.clone(),
+            pod: None,
+            node: None,
+            hops: Vec::new(),
+            ok: false,
+        };
+        let far = match &backend_cluster {
+            Some(c) if *c == names.own => Some(std::rc::Rc::new(FarEnd {
+                pods: cluster.pods().await?,
+                nodes: nodes.clone(),
+                cluster: cluster.clone(),
+            })),
+            Some(c) => contexts.far_end(c).await,
+            None => None,
+        };
+        match far {
+            None => hops.push(hop(
+                "destination",
+                HopStatus::Skip,
+                format!(
+                    "no kube context for cluster {} in the kubeconfig: its end is not checked",
+                    backend_cluster.as_deref().unwrap_or("(unknown)")
+                ),
+            )),
+            Some(far) => match far.pods.iter().find(|p| pod_ip(p) == Some(ip)) {
+                None => hops.push(hop(
+                    "destination",
+                    HopStatus::Fail,
+                    format!(
+                        "no pod has IP {ip} in context {}: a stale backend",
+                        far.cluster.context
+                    ),
+                )),
+                Some(pod) => {
+                    let node = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default();
+                    path.pod = Some(pod_name(pod));
+                    path.node = Some(node.clone());
+                    let fetched = agent_of(&far.nodes, &node)
+                        .ok_or_else(|| format!("node {node} is not a Node of its cluster"))
+                        .and_then(|a| {
+                            a.call(|c| {
+                                Ok((
+                                    c.endpoints()?,
+                                    c.policies()?,
+                                    c.flows(&FlowFilter {
+                                        pod: Some(pod_name(pod)),
+                                        last: Some(args.flows * 4),
+                                        ..FlowFilter::default()
+                                    })?,
+                                ))
+                            })
+                            .map_err(|p| p.problem)
+                        });
+                    match fetched {
+                        Err(problem) => hops.push(hop("destination", HopStatus::Skip, problem)),
+                        Ok((eps, pols, flows)) => {
+                            far_flows
+                                .extend(flows.into_iter().filter(|f| f.source.ip == Some(src_ip)));
+                            match eps.iter().find(|e| e.registration.ips.contains(&ip)) {
+                                None => hops.push(hop(
+                                    "destination",
+                                    HopStatus::Fail,
+                                    format!("the node-agent of {node} has no endpoint for {ip}: the pod is not wired by mesh-cni"),
+                                )),
+                                Some(ep) => {
+                                    hops.push(hop(
+                                        "destination",
+                                        HopStatus::Pass,
+                                        format!(
+                                            "{} on node {node} (cluster {}), identity {}",
+                                            pod_name(pod),
+                                            backend_cluster.as_deref().unwrap_or("?"),
+                                            ep.identity.get()
+                                        ),
+                                    ));
+                                    let pol = pols
+                                        .iter()
+                                        .find(|p| p.endpoint_id == ep.id)
+                                        .map(|p| p.policy.clone())
+                                        .unwrap_or_default();
+                                    let (st, why) = policy_verdict(
+                                        &pol,
+                                        Direction::Ingress,
+                                        Some(src_identity),
+                                        port,
+                                        &pod_name(pod),
+                                    );
+                                    hops.push(hop("ingress policy", st, why));
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        }
+        path.ok = hop_summary(&hops).is_none();
+        path.hops = hops;
+        report.backends.push(path);
+    }
+
+    // 6. The last flows between the two ends.
+    let addrs: Vec<IpAddr> = targets.iter().map(|(ip, _)| *ip).chain(vip).collect();
+    let near = src_agent
+        .call(|c| {
+            c.flows(&FlowFilter {
+                pod: Some(report.source.clone()),
+                last: Some(args.flows * 4),
+                ..FlowFilter::default()
+            })
+        })
+        .unwrap_or_default();
+    let mut flows: Vec<FlowRecord> = near
+        .into_iter()
+        .filter(|f| {
+            f.destination.ip.is_some_and(|d| addrs.contains(&d))
+                || f.source.ip.is_some_and(|s| addrs.contains(&s))
+        })
+        .chain(far_flows)
+        .collect();
+    flows = crate::observe::merge(flows, Some(args.flows));
+    report.flows = flows;
+    done(report)
+}
+
+fn print(r: &ExplainReport) {
+    println!("{} → {}", r.source, r.destination);
+    println!();
+    let width = r
+        .hops
+        .iter()
+        .chain(r.backends.iter().flat_map(|b| b.hops.iter()))
+        .map(|h| h.step.len())
+        .max()
+        .unwrap_or(0);
+    let line = |indent: &str, h: &Hop| {
+        println!(
+            "{indent}{} {:<width$}  {}",
+            h.status.mark(),
+            h.step,
+            h.detail
+        );
+    };
+    for h in &r.hops {
+        line("", h);
+    }
+    for b in &r.backends {
+        println!();
+        println!(
+            "{} backend {}:{}{}{}{}",
+            if b.ok { "✔" } else { "✘" },
+            b.ip,
+            b.port,
+            b.pod.as_ref().map(|p| format!("  {p}")).unwrap_or_default(),
+            b.cluster
+                .as_ref()
+                .map(|c| format!("  cluster {c}"))
+                .unwrap_or_default(),
+            b.node
+                .as_ref()
+                .map(|n| format!("  node {n}"))
+                .unwrap_or_default(),
+        );
+        for h in &b.hops {
+            line("  ", h);
+        }
+    }
+    println!();
+    if r.flows.is_empty() {
+        println!("no recent flows between them");
+    } else {
+        println!("last flows:");
+        crate::observe::print_table(&r.flows);
+    }
+    println!();
+    println!("{} {}", if r.ok { "✔" } else { "✘" }, r.summary);
+}
+
+#[cfg(test)]
+mod tests;

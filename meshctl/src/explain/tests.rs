@@ -1,0 +1,96 @@
+use super::*;
+use node_agent::datapath::PolicyAllow;
+
+#[test]
+fn targets_parse_with_and_without_port() {
+    assert_eq!(
+        parse_target("shop/web:80"),
+        Ok(("shop".into(), "web".into(), Some(80)))
+    );
+    assert_eq!(
+        parse_target("shop/web"),
+        Ok(("shop".into(), "web".into(), None))
+    );
+    for bad in [
+        "web",
+        "shop/",
+        "/web",
+        "a/b/c",
+        "shop/web:0",
+        "shop/web:http",
+    ] {
+        assert!(parse_target(bad).is_err(), "{bad}");
+    }
+}
+
+fn id(n: u32) -> Identity {
+    Identity::from_u32(n).unwrap()
+}
+
+#[test]
+fn policy_verdicts_follow_enforcement_identity_and_port() {
+    let open = EndpointPolicy::default();
+    let (st, why) = policy_verdict(
+        &open,
+        Direction::Ingress,
+        Some(id(0x2_0100)),
+        8080,
+        "shop/web",
+    );
+    assert_eq!(st, HopStatus::Pass);
+    assert!(why.contains("not enforced"), "{why}");
+
+    let mut p = EndpointPolicy {
+        ingress_enforced: true,
+        ..Default::default()
+    };
+    p.allow.insert(PolicyAllow {
+        direction: Direction::Ingress,
+        identity: Some(id(0x2_0100)),
+        port: 8080,
+        protocol: Some(mesh_api::Protocol::Tcp),
+    });
+    let (st, why) = policy_verdict(&p, Direction::Ingress, Some(id(0x2_0100)), 8080, "shop/web");
+    assert_eq!(st, HopStatus::Pass, "{why}");
+    assert!(
+        why.contains("identity 131328") && why.contains("port 8080"),
+        "{why}"
+    );
+    // Another identity, another port, or egress: default deny.
+    for (peer, port, dir) in [
+        (id(0x2_0101), 8080, Direction::Ingress),
+        (id(0x2_0100), 9090, Direction::Ingress),
+    ] {
+        let (st, why) = policy_verdict(&p, dir, Some(peer), port, "shop/web");
+        assert_eq!(st, HopStatus::Fail, "{why}");
+        assert!(why.contains("policy_default_deny"), "{why}");
+    }
+    let (st, _) = policy_verdict(&p, Direction::Egress, Some(id(0x2_0101)), 1, "shop/web");
+    assert_eq!(st, HopStatus::Pass, "egress is not enforced");
+    // An unknown peer matches only an any-identity entry.
+    let (st, _) = policy_verdict(&p, Direction::Ingress, None, 8080, "shop/web");
+    assert_eq!(st, HopStatus::Fail);
+    p.allow.insert(PolicyAllow {
+        direction: Direction::Ingress,
+        identity: None,
+        port: 0,
+        protocol: None,
+    });
+    let (st, _) = policy_verdict(&p, Direction::Ingress, None, 8080, "shop/web");
+    assert_eq!(st, HopStatus::Pass);
+}
+
+#[test]
+fn the_summary_is_the_first_failing_hop() {
+    let hops = vec![
+        hop("source", HopStatus::Pass, "ok"),
+        hop("wireguard", HopStatus::Skip, "off"),
+        hop("route", HopStatus::Fail, "no ipcache entry"),
+        hop("ingress policy", HopStatus::Fail, "denied"),
+    ];
+    assert_eq!(
+        hop_summary(&hops).as_deref(),
+        Some("route: no ipcache entry")
+    );
+    assert_eq!(hop_summary(&hops[..2]), None);
+}
