@@ -35,6 +35,7 @@ use crate::services::{ClusterNames, lookup};
   meshctl explain --context lab-c1 shop/client shop/web:80
   meshctl explain --context lab-c1 shop/client shop/web-2:8080
   meshctl explain --context lab-c1 shop/client shop/web -o json
+  meshctl explain --context lab-c1 --destination-context lab-c2 shop/a shop/b:8080
 
 The far end of a cross-cluster path is checked through the kube context of
 the backend's cluster (found in the kubeconfig by cluster name).
@@ -50,6 +51,11 @@ pub struct ExplainArgs {
     /// The destination: namespace/service or namespace/pod, optionally
     /// :port (default: the service's first port; any port for a pod).
     pub destination: String,
+    /// Context of the destination pod's cluster, when it is a pod of
+    /// another cluster (services are looked up in the source's cluster:
+    /// global services match by namespace/name).
+    #[arg(long)]
+    pub destination_context: Option<String>,
     /// How many recent matching flows to show.
     #[arg(long, default_value_t = 5)]
     pub flows: usize,
@@ -153,6 +159,11 @@ pub fn hop_summary(hops: &[Hop]) -> Option<String> {
     hops.iter()
         .find(|h| h.status == HopStatus::Fail)
         .map(|h| format!("{}: {}", h.step, h.detail))
+}
+
+/// The reserved identity `world`.
+fn world() -> Identity {
+    Identity::from_u32(mesh_api::ReservedIdentity::World as u32).expect("world is reserved")
 }
 
 fn pod_ip(p: &Pod) -> Option<IpAddr> {
@@ -343,9 +354,10 @@ pub async fn explain(
             c.services()?,
             c.policies()?,
             c.encryption()?,
+            c.nodes()?,
         ))
     });
-    let (endpoints, ipcache, services, policies, encryption) = match fetched {
+    let (endpoints, ipcache, services, policies, encryption, mesh_nodes) = match fetched {
         Ok(v) => v,
         Err(p) => {
             report.hops.push(hop("agent", HopStatus::Fail, p.problem));
@@ -371,25 +383,34 @@ pub async fn explain(
     if src_identity.reserved() == Some(mesh_api::ReservedIdentity::Init) {
         report.hops.push(hop(
             "identity",
-            HopStatus::Fail,
-            "identity not resolved yet (init): policies cannot match the pod; wait for the agent to learn its labels",
+            HopStatus::Skip,
+            format!(
+                "endpoint {} has no resolved identity yet (init): policies that select by labels cannot match it",
+                src_ep.id
+            ),
         ));
-        return done(report);
+    } else {
+        report.hops.push(hop(
+            "identity",
+            HopStatus::Pass,
+            format!(
+                "endpoint {} has identity {}{}",
+                src_ep.id,
+                src_identity.get(),
+                src_identity
+                    .cluster()
+                    .and_then(|c| names.by_id.get(&c.get()))
+                    .map(|n| format!(" (cluster {n})"))
+                    .unwrap_or_default()
+            ),
+        ));
     }
-    report.hops.push(hop(
-        "identity",
-        HopStatus::Pass,
-        format!(
-            "endpoint {} has identity {}{}",
-            src_ep.id,
-            src_identity.get(),
-            src_identity
-                .cluster()
-                .and_then(|c| names.by_id.get(&c.get()))
-                .map(|n| format!(" (cluster {n})"))
-                .unwrap_or_default()
-        ),
-    ));
+    let dump = crate::services::DatapathDump {
+        node: src_node.clone(),
+        services: services.clone(),
+        ipcache: ipcache.clone(),
+        nodes: mesh_nodes.clone(),
+    };
 
     // 4. The destination: a Service (lookup in the datapath) or a Pod.
     let mut targets: Vec<(IpAddr, u16)> = Vec::new();
@@ -439,7 +460,7 @@ pub async fn explain(
         vip = Some(ip);
         let global = crate::services::global_services(
             std::slice::from_ref(&svc),
-            Some((&services, &ipcache)),
+            Some(&dump),
             &names,
             false,
         );
@@ -493,7 +514,13 @@ pub async fn explain(
                 targets.len()
             ),
         ));
-    } else if let Some(pod) = cluster.pod(&dst_ns, &dst_name).await? {
+    } else if let Some(pod) = match &args.destination_context {
+        Some(ctx) => Cluster::connect(kube, ctx).await?,
+        None => cluster.clone(),
+    }
+    .pod(&dst_ns, &dst_name)
+    .await?
+    {
         let Some(ip) = pod_ip(&pod) else {
             report.hops.push(hop(
                 "destination",
@@ -513,8 +540,12 @@ pub async fn explain(
             "destination",
             HopStatus::Fail,
             format!(
-                "neither a Service nor a Pod {dst_ns}/{dst_name} in context {}",
-                cluster.context
+                "neither a Service nor a Pod {dst_ns}/{dst_name} in context {}{}",
+                cluster.context,
+                args.destination_context
+                    .as_ref()
+                    .map(|c| format!(" (nor a Pod in context {c})"))
+                    .unwrap_or_default()
             ),
         ));
         return done(report);
@@ -535,8 +566,10 @@ pub async fn explain(
     for (ip, port) in targets.clone() {
         let mut hops = Vec::new();
         let entry: Option<&IpcacheEntry> = lookup(&ipcache, ip);
-        let backend_cluster = names.cluster_of(ip, &ipcache);
-        let dst_identity = entry.map(|e| e.identity);
+        let backend_cluster = names.cluster_of(ip, &ipcache, &mesh_nodes);
+        // What the source's datapath sees the backend as: its ipcache
+        // identity, else world.
+        let dst_identity = entry.map(|e| e.identity).unwrap_or(world());
         // The backend's cluster, as the mesh-apiserver sees it.
         if let Some(c) = &backend_cluster
             && *c != names.own
@@ -572,44 +605,57 @@ pub async fn explain(
                 )),
             }
         }
-        // Route and peer identity from the source node's ipcache.
-        match entry {
-            Some(e) => hops.push(hop(
+        // The route the source node has towards the backend, and the
+        // identity its datapath gives the backend.
+        let seen_as = match entry {
+            Some(e) => format!(
+                "ipcache {} → identity {}{}",
+                e.cidr,
+                e.identity.get(),
+                if e.encrypt { ", encrypt" } else { "" }
+            ),
+            None => "no ipcache entry: the datapath sees it as world (2)".to_string(),
+        };
+        let same_node = src_status.pod_cidr.is_some_and(|c| c.contains(&ip));
+        let route = src_status
+            .routing
+            .routes
+            .iter()
+            .filter(|r| ipnet::IpNet::V4(r.dst).contains(&ip))
+            .max_by_key(|r| r.dst.prefix_len());
+        match (same_node, route) {
+            (true, _) => hops.push(hop(
+                "route",
+                HopStatus::Pass,
+                format!("{ip} is on {src_node} itself (its pod CIDR); {seen_as}"),
+            )),
+            (false, Some(r)) => hops.push(hop(
                 "route",
                 HopStatus::Pass,
                 format!(
-                    "ipcache {} → identity {}{}, {}{}",
-                    e.cidr,
-                    e.identity.get(),
-                    backend_cluster
-                        .as_ref()
-                        .map(|c| format!(" (cluster {c})"))
-                        .unwrap_or_default(),
-                    e.node_ip
-                        .map(|n| format!("via node {n}"))
-                        .unwrap_or_else(|| "on this node".into()),
-                    if e.encrypt { ", encrypted" } else { "" }
+                    "{src_node} routes {r}{}; {seen_as}",
+                    crate::services::node_of(&mesh_nodes, ip)
+                        .map(|n| format!(" (node {} of cluster {})", n.name, n.cluster))
+                        .unwrap_or_default()
                 ),
             )),
-            None => hops.push(hop(
+            (false, None) => hops.push(hop(
                 "route",
                 HopStatus::Fail,
                 format!(
-                    "the ipcache of {src_node} has no entry for {ip}: the peer reads as world; is its cluster connected and synced?"
+                    "{src_node} has no route to {ip}: no node of any connected cluster has a pod CIDR holding it (is its cluster connected and synced?); {seen_as}"
                 ),
             )),
         }
         let (st, why) = policy_verdict(
             &src_policy,
             Direction::Egress,
-            dst_identity,
+            Some(dst_identity),
             port,
             &report.source,
         );
         hops.push(hop("egress policy", st, why));
         // WireGuard towards the backend's node.
-        let same_node = entry.is_some_and(|e| e.node_ip.is_none())
-            || src_status.pod_cidr.is_some_and(|c| c.contains(&ip));
         match &encryption.device {
             _ if same_node => hops.push(hop("wireguard", HopStatus::Skip, "same node: no tunnel")),
             None => hops.push(hop(
@@ -712,6 +758,7 @@ pub async fn explain(
                                 Ok((
                                     c.endpoints()?,
                                     c.policies()?,
+                                    c.ipcache()?,
                                     c.flows(&FlowFilter {
                                         pod: Some(pod_name(pod)),
                                         last: Some(args.flows * 4),
@@ -723,7 +770,7 @@ pub async fn explain(
                         });
                     match fetched {
                         Err(problem) => hops.push(hop("destination", HopStatus::Skip, problem)),
-                        Ok((eps, pols, flows)) => {
+                        Ok((eps, pols, far_ipcache, flows)) => {
                             far_flows
                                 .extend(flows.into_iter().filter(|f| f.source.ip == Some(src_ip)));
                             match eps.iter().find(|e| e.registration.ips.contains(&ip)) {
@@ -748,10 +795,14 @@ pub async fn explain(
                                         .find(|p| p.endpoint_id == ep.id)
                                         .map(|p| p.policy.clone())
                                         .unwrap_or_default();
+                                    // The source as the far datapath sees it.
+                                    let src_seen = lookup(&far_ipcache, src_ip)
+                                        .map(|e| e.identity)
+                                        .unwrap_or(world());
                                     let (st, why) = policy_verdict(
                                         &pol,
                                         Direction::Ingress,
-                                        Some(src_identity),
+                                        Some(src_seen),
                                         port,
                                         &pod_name(pod),
                                     );

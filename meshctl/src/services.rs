@@ -6,13 +6,15 @@
 //! and what one node-agent's datapath really balances each ClusterIP to
 //! (`GET /v1/services`, merged local + remote backends, ready ones only),
 //! each backend's cluster read from the identity its address has in that
-//! agent's ipcache (`GET /v1/ipcache`).
+//! agent's ipcache (`GET /v1/ipcache`), else from the node whose pod CIDR
+//! holds it (`GET /v1/nodes`, the agent's mesh feed).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
+use mesh_api::NodeRecord;
 use meshctl::report::{GlobalService, ServiceBackend, ServicesReport};
 use node_agent::datapath::{IpcacheEntry, ServiceEntry};
 
@@ -82,8 +84,14 @@ impl ClusterNames {
     }
 
     /// The cluster of `ip`: from its ipcache identity's cluster bits, else
-    /// this cluster's pod CIDRs.
-    pub fn cluster_of(&self, ip: IpAddr, ipcache: &[IpcacheEntry]) -> Option<String> {
+    /// the node whose pod CIDR holds it (the agent's mesh feed), else this
+    /// cluster's pod CIDRs.
+    pub fn cluster_of(
+        &self,
+        ip: IpAddr,
+        ipcache: &[IpcacheEntry],
+        nodes: &[NodeRecord],
+    ) -> Option<String> {
         if let Some(e) = lookup(ipcache, ip)
             && let Some(id) = e.identity.cluster()
         {
@@ -94,11 +102,24 @@ impl ClusterNames {
                     .unwrap_or_else(|| format!("cluster-id-{}", id.get())),
             );
         }
+        if let Some(n) = node_of(nodes, ip) {
+            return Some(n.cluster.to_string());
+        }
         self.own_cidrs
             .iter()
             .any(|c| c.contains(&ip))
             .then(|| self.own.clone())
     }
+}
+
+/// The node whose pod CIDR holds `ip` (longest prefix).
+pub fn node_of(nodes: &[NodeRecord], ip: IpAddr) -> Option<&NodeRecord> {
+    nodes
+        .iter()
+        .flat_map(|n| n.pod_cidrs.iter().map(move |c| (c, n)))
+        .filter(|(c, _)| c.contains(&ip))
+        .max_by_key(|(c, _)| c.prefix_len())
+        .map(|(_, n)| n)
 }
 
 /// The longest-prefix ipcache entry holding `ip`.
@@ -113,7 +134,7 @@ pub fn lookup(ipcache: &[IpcacheEntry], ip: IpAddr) -> Option<&IpcacheEntry> {
 /// holds for their ClusterIP (pure).
 pub fn global_services(
     services: &[Service],
-    datapath: Option<(&[ServiceEntry], &[IpcacheEntry])>,
+    datapath: Option<&DatapathDump>,
     names: &ClusterNames,
     compat_cilium: bool,
 ) -> Vec<GlobalService> {
@@ -150,13 +171,13 @@ pub fn global_services(
             })
             .collect();
         let mut backends = Vec::new();
-        if let (Some((entries, ipcache)), Some(vip)) = (
+        if let (Some(dump), Some(vip)) = (
             datapath,
             cluster_ip
                 .as_deref()
                 .and_then(|ip| ip.parse::<IpAddr>().ok()),
         ) {
-            for e in entries {
+            for e in &dump.services {
                 if e.frontend.ip != vip
                     || e.frontend.kind != node_agent::datapath::FrontendKind::ClusterIp
                     || !ports.iter().any(|(p, _)| *p == e.frontend.port)
@@ -168,7 +189,7 @@ pub fn global_services(
                         frontend_port: e.frontend.port,
                         ip: b.ip.to_string(),
                         port: b.port,
-                        cluster: names.cluster_of(b.ip, ipcache),
+                        cluster: names.cluster_of(b.ip, &dump.ipcache, &dump.nodes),
                     });
                 }
             }
@@ -198,8 +219,19 @@ pub fn global_services(
     out
 }
 
-/// One node's datapath dumps: (node, services, ipcache).
-pub type DatapathDump = (String, Vec<ServiceEntry>, Vec<IpcacheEntry>);
+/// What one node-agent holds: its services and ipcache, and the nodes of
+/// every cluster its mesh feed knows.
+#[derive(Debug, Clone, Default)]
+pub struct DatapathDump {
+    /// The node.
+    pub node: String,
+    /// Its service maps.
+    pub services: Vec<ServiceEntry>,
+    /// Its ipcache.
+    pub ipcache: Vec<IpcacheEntry>,
+    /// Every cluster's nodes.
+    pub nodes: Vec<NodeRecord>,
+}
 
 /// The first agent that answers both dumps, and the ones that did not.
 pub fn first_datapath(
@@ -207,8 +239,15 @@ pub fn first_datapath(
 ) -> (Option<DatapathDump>, Vec<meshctl::report::AgentProblem>) {
     let mut problems = Vec::new();
     for a in agents {
-        match a.call(|c| Ok((c.services()?, c.ipcache()?))) {
-            Ok((s, i)) => return (Some((a.node.clone(), s, i)), problems),
+        match a.call(|c| {
+            Ok(DatapathDump {
+                node: a.node.clone(),
+                services: c.services()?,
+                ipcache: c.ipcache()?,
+                nodes: c.nodes()?,
+            })
+        }) {
+            Ok(d) => return (Some(d), problems),
             Err(p) => problems.push(p),
         }
     }
@@ -229,16 +268,11 @@ pub async fn services(
     }
     let agents = agents::of_cluster(&cluster).await?;
     let (dp, unreachable) = first_datapath(&agents);
-    let services = global_services(
-        &svcs,
-        dp.as_ref().map(|(_, s, i)| (s.as_slice(), i.as_slice())),
-        &names,
-        args.compat_cilium,
-    );
+    let services = global_services(&svcs, dp.as_ref(), &names, args.compat_cilium);
     let report = ServicesReport {
         context: cluster.context.clone(),
         cluster: names.own.clone(),
-        datapath_node: dp.map(|(n, _, _)| n),
+        datapath_node: dp.map(|d| d.node),
         services,
         unreachable,
     };

@@ -13,6 +13,7 @@
 //! | GET | `/v1/ipcache` | the ipcache entries the datapath holds |
 //! | PUT | `/v1/ipcache` | replace the ipcache entries of the `local-api` source |
 //! | GET | `/v1/flows` | recent [`FlowRecord`]s matching a [`FlowFilter`] (query parameters); `follow=true` streams NDJSON |
+//! | GET | `/v1/nodes` | the nodes of every cluster the mesh feed holds (`NodeRecord`s) |
 //! | GET | `/v1/policies` | the compiled policy of every endpoint ([`EndpointPolicyReport`]) |
 //! | GET | `/v1/encryption` | [`EncryptionReport`]: mode, device, key, peers with last handshake |
 //!
@@ -255,6 +256,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/ipcache", get(ipcache).put(put_ipcache))
         .route("/v1/flows", get(flows))
         .route("/v1/policies", get(policies))
+        .route("/v1/nodes", get(nodes))
         .route("/v1/encryption", get(encryption))
         .with_state(state)
 }
@@ -490,6 +492,17 @@ async fn flows(
         axum::body::Body::from_stream(head.chain(live)),
     )
         .into_response())
+}
+
+async fn nodes(State(state): State<Arc<AgentState>>) -> Json<Vec<mesh_api::NodeRecord>> {
+    Json(
+        state
+            .feeds()
+            .mesh
+            .as_ref()
+            .map(|m| m.nodes())
+            .unwrap_or_default(),
+    )
 }
 
 /// One endpoint's compiled policy, as `GET /v1/policies` reports it.

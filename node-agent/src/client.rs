@@ -55,6 +55,11 @@ impl AgentClient {
         self.json("GET", "/v1/ipcache", None)
     }
 
+    /// `GET /v1/nodes`: every cluster's nodes, as the mesh feed holds them.
+    pub fn nodes(&self) -> Result<Vec<mesh_api::NodeRecord>> {
+        self.json("GET", "/v1/nodes", None)
+    }
+
     /// `GET /v1/policies`.
     pub fn policies(&self) -> Result<Vec<crate::api::EndpointPolicyReport>> {
         self.json("GET", "/v1/policies", None)

@@ -73,12 +73,15 @@ fn global_services_list_backends_by_cluster_and_skip_the_others() {
         ],
         affinity_timeout: None,
     }];
-    // 10.1.2.3 has no ipcache entry: named by this cluster's pod CIDR.
-    let cache = vec![
-        ipcache("10.2.1.0/24", 0x2_0100),
-        ipcache("10.2.1.5/32", 0x2_0101),
-    ];
-    let got = global_services(&services, Some((&entries, &cache)), &names(), false);
+    // 10.1.2.3 has no ipcache entry and no node: named by this cluster's pod CIDR.
+    // 10.2.1.4 has no ipcache entry either: named by the node holding it.
+    let dump = DatapathDump {
+        node: "c1-n1".into(),
+        services: entries,
+        ipcache: vec![ipcache("10.2.1.5/32", 0x2_0101)],
+        nodes: vec![node("c2", "c2-n1", "10.2.1.0/24")],
+    };
+    let got = global_services(&services, Some(&dump), &names(), false);
     assert_eq!(got.len(), 2, "{got:#?}");
     let broken = &got[0];
     assert_eq!(broken.name, "broken");
@@ -98,17 +101,32 @@ fn global_services_list_backends_by_cluster_and_skip_the_others() {
     assert!(blind[1].backends.is_empty() && blind[1].backends_by_cluster.is_empty());
 }
 
+fn node(cluster: &str, name: &str, cidr: &str) -> NodeRecord {
+    NodeRecord {
+        cluster: mesh_api::ClusterName::new(cluster).unwrap(),
+        name: mesh_api::NodeName::new(name).unwrap(),
+        ips: vec![],
+        pod_cidrs: vec![cidr.parse().unwrap()],
+        wireguard_key: None,
+    }
+}
+
 #[test]
-fn unknown_cluster_ids_are_shown_as_numbers() {
+fn unknown_cluster_ids_are_shown_as_numbers_and_identity_wins_over_node() {
     let cache = vec![ipcache("10.9.0.0/16", 0x9_0100)];
+    let nodes = vec![node("c2", "c2-n1", "10.9.1.0/24")];
     assert_eq!(
         names()
-            .cluster_of("10.9.1.1".parse().unwrap(), &cache)
+            .cluster_of("10.9.1.1".parse().unwrap(), &cache, &nodes)
             .as_deref(),
         Some("cluster-id-9")
     );
     assert_eq!(
-        names().cluster_of("192.0.2.1".parse().unwrap(), &cache),
+        names().cluster_of("192.0.2.1".parse().unwrap(), &cache, &nodes),
         None
+    );
+    assert_eq!(
+        node_of(&nodes, "10.9.1.7".parse().unwrap()).map(|n| n.name.to_string()),
+        Some("c2-n1".into())
     );
 }

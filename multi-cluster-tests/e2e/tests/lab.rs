@@ -525,6 +525,10 @@ fn control_plane_scenarios_on_one_lab() {
                 "disconnect withdraws and reconnect works",
                 disconnect_withdraws_and_reconnect_works,
             ),
+            (
+                "meshctl services, observe and explain show the cross-cluster path",
+                meshctl_services_observe_and_explain_show_the_cross_cluster_path,
+            ),
         ],
     );
 }
@@ -647,6 +651,410 @@ fn encrypted_datapath_scenarios_on_one_lab() {
                 "wg show reads every peer with a handshake",
                 wg_show_reads_every_peer_with_a_handshake,
             ),
+            (
+                "meshctl encryption status and explain see the WireGuard peers",
+                meshctl_encryption_status_and_explain_see_the_wireguard_peers,
+            ),
         ],
+    );
+}
+
+/// `meshctl <args> -o json`, parsed into `T`; returns it with the exit code.
+fn meshctl_typed<T: serde::de::DeserializeOwned>(lab: &Lab, args: &[&str]) -> (T, Option<i32>) {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = lab.meshctl(&all);
+    let v: T = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "meshctl {args:?} -o json does not parse ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (v, out.status.code())
+}
+
+/// Polls `meshctl <args> -o json` until `done` holds (bounded by `T`).
+fn meshctl_until<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    lab: &Lab,
+    args: &[&str],
+    what: &str,
+    done: impl Fn(&T, Option<i32>) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (v, code) = meshctl_typed::<T>(lab, args);
+        if done(&v, code) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not reached within {T:?}; last (exit {code:?}): {v:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A global service with backends in c1 and c2: `meshctl services` shows
+/// both clusters' backends; requests from c1 to it appear in `meshctl
+/// observe` with their verdict and cluster; `meshctl explain` passes every
+/// hop (WireGuard is off in this lab: skipped, said so) and names what is
+/// wrong for a service without backends; every new command's --help runs.
+fn meshctl_services_observe_and_explain_show_the_cross_cluster_path(lab: &Lab) {
+    use meshctl::report::{ExplainReport, HopStatus, ObserveReport, ServicesReport, Verdict};
+    for cmd in [
+        &["observe", "--help"][..],
+        &["services", "--help"],
+        &["explain", "--help"],
+        &["encryption", "status", "--help"],
+    ] {
+        let out = lab.meshctl(cmd);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("Examples:"),
+            "meshctl {cmd:?}: {text}"
+        );
+    }
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n2",
+        "--namespace=shop",
+        "--name=web-c1b",
+        "--label=app=web",
+    ]);
+    lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "service",
+            "web",
+            "service.meshwork.io/affinity-",
+        ],
+    );
+    let services: ServicesReport = meshctl_until(
+        lab,
+        &["services", "--context", "lab-c1"],
+        "shop/web with backends in c1 and c2",
+        |r: &ServicesReport, code| {
+            code == Some(0)
+                && r.services.iter().any(|s| {
+                    s.name == "web"
+                        && s.backends_by_cluster.get("c1") == Some(&1)
+                        && s.backends_by_cluster.get("c2") == Some(&2)
+                })
+        },
+    );
+    let web = services.services.iter().find(|s| s.name == "web").unwrap();
+    assert_eq!(
+        (
+            services.cluster.as_str(),
+            web.namespace.as_str(),
+            web.affinity.as_str(),
+            web.shared
+        ),
+        ("c1", "shop", "none", true)
+    );
+    assert!(
+        services.services.iter().all(|s| s.name != "internal"),
+        "a non-global Service is listed: {services:#?}"
+    );
+    assert!(services.datapath_node.is_some() && services.unreachable.is_empty());
+
+    // Traffic from c1 to the global service, answered by both clusters.
+    let vip = lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    ask_until(
+        lab,
+        &format!("{}:80", vip.trim()),
+        "meshctl: both clusters",
+        |c| c.keys().map(String::as_str).eq(["c1", "c2"]),
+    );
+    let observed: ObserveReport = meshctl_until(
+        lab,
+        &[
+            "observe",
+            "--context",
+            "lab-c1",
+            "--pod",
+            "shop/client",
+            "--cluster",
+            "c2",
+            "--last",
+            "50",
+        ],
+        "a forwarded flow from shop/client to c2",
+        |r: &ObserveReport, code| {
+            code == Some(0)
+                && r.flows.iter().any(|f| {
+                    f.verdict == Verdict::Forwarded
+                        && f.destination.cluster.as_deref() == Some("c2")
+                })
+        },
+    );
+    let f = observed
+        .flows
+        .iter()
+        .find(|f| f.verdict == Verdict::Forwarded && f.destination.cluster.as_deref() == Some("c2"))
+        .unwrap();
+    assert_eq!(
+        (
+            f.source.namespace.as_deref(),
+            f.source.pod.as_deref(),
+            f.source.cluster.as_deref(),
+            f.cluster.as_str(),
+            f.destination.port
+        ),
+        (Some("shop"), Some("client"), Some("c1"), "c1", 8080),
+        "{f:#?}"
+    );
+    assert!(f.node.starts_with("c1-"), "{f:#?}");
+    // The far end saw it too, with the backend pod named.
+    let far: ObserveReport = meshctl_until(
+        lab,
+        &[
+            "observe",
+            "--context",
+            "lab-c2",
+            "--namespace",
+            "shop",
+            "--cluster",
+            "c1",
+            "--last",
+            "50",
+        ],
+        "c2's agents saw c1's client",
+        |r: &ObserveReport, _| {
+            r.flows.iter().any(|f| {
+                f.source.cluster.as_deref() == Some("c1")
+                    && f.destination
+                        .pod
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with("web-"))
+            })
+        },
+    );
+    assert!(far.unreachable.is_empty(), "{far:#?}");
+
+    // explain: every hop of the working path passes.
+    let (ex, code) = meshctl_typed::<ExplainReport>(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "shop/client",
+            "shop/web:80",
+        ],
+    );
+    assert_eq!(code, Some(0), "{ex:#?}");
+    assert!(ex.ok, "{ex:#?}");
+    let steps: Vec<&str> = ex.hops.iter().map(|h| h.step.as_str()).collect();
+    assert_eq!(steps, ["source", "agent", "identity", "service"], "{ex:#?}");
+    // Identity is ✔ once the agent resolved the pod's labels, – (said so)
+    // before; nothing on a working path is ✘.
+    for h in &ex.hops {
+        let allowed: &[HopStatus] = if h.step == "identity" {
+            &[HopStatus::Pass, HopStatus::Skip]
+        } else {
+            &[HopStatus::Pass]
+        };
+        assert!(allowed.contains(&h.status), "{h:#?}");
+    }
+    assert_eq!(ex.backends.len(), 3, "{ex:#?}");
+    for b in &ex.backends {
+        assert!(b.ok, "{b:#?}");
+        let want: &[&str] = if b.cluster.as_deref() == Some("c2") {
+            &[
+                "remote cluster",
+                "route",
+                "egress policy",
+                "wireguard",
+                "destination",
+                "ingress policy",
+            ]
+        } else {
+            &[
+                "route",
+                "egress policy",
+                "wireguard",
+                "destination",
+                "ingress policy",
+            ]
+        };
+        assert_eq!(
+            b.hops.iter().map(|h| h.step.as_str()).collect::<Vec<_>>(),
+            want,
+            "{b:#?}"
+        );
+        for h in &b.hops {
+            let expected = if h.step == "wireguard" {
+                HopStatus::Skip
+            } else {
+                HopStatus::Pass
+            };
+            assert_eq!(h.status, expected, "{h:#?}");
+        }
+        assert!(
+            b.pod.as_deref().is_some_and(|p| p.starts_with("shop/web-")),
+            "{b:#?}"
+        );
+    }
+    assert_eq!(
+        ex.backends
+            .iter()
+            .filter(|b| b.cluster.as_deref() == Some("c2"))
+            .count(),
+        2
+    );
+    assert!(
+        !ex.flows.is_empty(),
+        "explain shows the last flows: {ex:#?}"
+    );
+    // The table a person reads: one ✔ line per hop, the verdict last.
+    let out = lab.meshctl(&[
+        "explain",
+        "--context",
+        "lab-c1",
+        "shop/client",
+        "shop/web:80",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("✔ shop/client can reach shop/web:80")),
+        "{text}"
+    );
+
+    // A destination that does not exist: exit 3, the ✘ hop says why.
+    let (bad, code) = meshctl_typed::<ExplainReport>(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "shop/client",
+            "shop/nowhere:80",
+        ],
+    );
+    assert_eq!(code, Some(3), "{bad:#?}");
+    assert!(
+        !bad.ok && bad.summary.contains("neither a Service nor a Pod"),
+        "{bad:#?}"
+    );
+
+    lab.ok(&[
+        "pod",
+        "del",
+        "--cluster=c1",
+        "--node=c1-n2",
+        "--namespace=shop",
+        "--name=web-c1b",
+    ]);
+}
+
+/// In the encrypted lab: `meshctl encryption status` shows every node's key
+/// published and its peers; the peer no pod has talked to yet has no
+/// handshake, which is named and makes the command exit 3. `meshctl explain`
+/// across clusters passes the WireGuard hop with its last handshake.
+fn meshctl_encryption_status_and_explain_see_the_wireguard_peers(lab: &Lab) {
+    use meshctl::report::{EncryptionStatusReport, ExplainReport, HopStatus};
+    let (st, code) = meshctl_typed::<EncryptionStatusReport>(
+        lab,
+        &["encryption", "status", "--context", "lab-c1"],
+    );
+    assert_eq!(
+        st.nodes.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(),
+        ["c1-n1", "c1-n2"],
+        "{st:#?}"
+    );
+    for n in &st.nodes {
+        let dev = n.device.as_ref().expect("encryption on");
+        assert_eq!(n.mode, "wireguard");
+        assert!(dev.key_published && dev.public_key.is_some(), "{n:#?}");
+        assert_eq!(
+            dev.peers.len(),
+            3,
+            "every other node of both clusters: {n:#?}"
+        );
+    }
+    let n1 = st.nodes[0].device.as_ref().unwrap();
+    assert!(
+        n1.peers
+            .iter()
+            .filter(|p| p.last_handshake_seconds_ago.is_some())
+            .count()
+            >= 2,
+        "pod a talked to c1-n2 and c2-n2: {n1:#?}"
+    );
+    let silent = st
+        .nodes
+        .iter()
+        .flat_map(|n| n.device.iter().flat_map(|d| d.peers.iter()))
+        .filter(|p| p.last_handshake_seconds_ago.is_none())
+        .count();
+    if silent > 0 {
+        assert_eq!(
+            code,
+            Some(3),
+            "a peer without handshake must fail the check: {st:#?}"
+        );
+        assert_eq!(st.problems.len(), silent, "{st:#?}");
+        assert!(
+            st.problems
+                .iter()
+                .all(|p| p.contains("never completed a handshake")),
+            "{st:#?}"
+        );
+    } else {
+        assert_eq!(code, Some(0), "{st:#?}");
+    }
+
+    let (ex, code) = meshctl_typed::<ExplainReport>(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "--destination-context",
+            "lab-c2",
+            "shop/a",
+            "shop/b:8080",
+        ],
+    );
+    assert_eq!(code, Some(0), "{ex:#?}");
+    assert!(ex.ok, "{ex:#?}");
+    let b = &ex.backends[0];
+    assert_eq!(
+        (b.cluster.as_deref(), b.pod.as_deref(), b.node.as_deref()),
+        (Some("c2"), Some("shop/b"), Some("c2-n2"))
+    );
+    let wg = b.hops.iter().find(|h| h.step == "wireguard").unwrap();
+    assert!(
+        wg.status == HopStatus::Pass && wg.detail.contains("last handshake"),
+        "{wg:#?}"
+    );
+    let route = b.hops.iter().find(|h| h.step == "route").unwrap();
+    assert!(
+        route.status == HopStatus::Pass
+            && route
+                .detail
+                .contains(&format!("dev {}", lab.wg_interface(1, 1))),
+        "pod traffic to c2 goes through the WireGuard device: {route:#?}"
     );
 }
