@@ -17,7 +17,7 @@ use crate::{Outcome, parse_duration};
   meshctl observe --context lab-c1
   meshctl observe --context lab-c1 --verdict dropped --last 50
   meshctl observe --context lab-c1 --pod shop/client --cluster c2 -o json
-  meshctl observe --context lab-c1 --namespace shop --follow
+  meshctl observe --context lab-c1 --pod-namespace shop --follow
 
 Exit codes: 0 every agent answered; 1 error (no agent answered, bad flags);
 4 some agents did not answer (the others' flows are shown).")]
@@ -25,9 +25,10 @@ pub struct ObserveArgs {
     /// Context of the cluster whose agents are asked.
     #[arg(long)]
     pub context: String,
-    /// Only flows from or to pods of this namespace.
+    /// Only flows from or to pods of this namespace (`--namespace` is
+    /// where Meshwork is installed).
     #[arg(long)]
-    pub namespace: Option<String>,
+    pub pod_namespace: Option<String>,
     /// Only flows from or to this pod (`name` or `namespace/name`).
     #[arg(long)]
     pub pod: Option<String>,
@@ -56,7 +57,7 @@ pub struct ObserveArgs {
 impl ObserveArgs {
     fn filter(&self) -> FlowFilter {
         FlowFilter {
-            namespace: self.namespace.clone(),
+            namespace: self.pod_namespace.clone(),
             pod: self.pod.clone(),
             identity: self.identity,
             verdict: self.verdict,

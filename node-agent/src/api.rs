@@ -16,6 +16,7 @@
 //! | GET | `/v1/nodes` | the nodes of every cluster the mesh feed holds (`NodeRecord`s) |
 //! | GET | `/v1/policies` | the compiled policy of every endpoint ([`EndpointPolicyReport`]) |
 //! | GET | `/v1/encryption` | [`EncryptionReport`]: mode, device, key, peers with last handshake |
+//! | POST | `/v1/encryption/rotate-key` | new WireGuard key, published on the Node ([`RotatedKey`]); 409 when encryption is off |
 //!
 //! The `local-api` source is how desired state gets in before the
 //! Kubernetes and mesh feeds exist (and for tests and debugging); it goes
@@ -76,7 +77,7 @@ pub struct AgentStatus {
 
 /// The agent's long-lived parts beyond the endpoint manager, shown in
 /// status and metrics.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Feeds {
     /// The mesh feed.
     pub mesh: Option<Arc<crate::feed::mesh::MeshFeed>>,
@@ -84,6 +85,18 @@ pub struct Feeds {
     pub encryption: Option<Arc<crate::encryption::Encryption>>,
     /// The node controller's state.
     pub routing: Mutex<crate::node_sync::RoutingStatus>,
+    /// Kubernetes access (to publish a rotated key on the Node).
+    pub kube: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for Feeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feeds")
+            .field("mesh", &self.mesh)
+            .field("encryption", &self.encryption)
+            .field("kube", &self.kube.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Shared state of the API handlers.
@@ -239,6 +252,7 @@ fn api_error(state: &AgentState, err: &Error) -> ApiError {
             (StatusCode::SERVICE_UNAVAILABLE, "endpoint-ids-exhausted")
         }
         Error::Datapath { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "datapath"),
+        Error::DeviceStopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "device-stopped"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "state"),
     };
     state.metrics.error(reason);
@@ -258,6 +272,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/policies", get(policies))
         .route("/v1/nodes", get(nodes))
         .route("/v1/encryption", get(encryption))
+        .route("/v1/encryption/rotate-key", axum::routing::post(rotate_key))
         .with_state(state)
 }
 
@@ -576,6 +591,64 @@ async fn encryption(State(state): State<Arc<AgentState>>) -> Json<EncryptionRepo
         node_encryption: state.config.node_encryption,
         device,
     })
+}
+
+/// What `POST /v1/encryption/rotate-key` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotatedKey {
+    /// The node.
+    pub node: String,
+    /// The public key before.
+    pub old_public_key: String,
+    /// The public key now.
+    pub new_public_key: String,
+    /// Whether the new key is on the Node annotation (peers follow it).
+    pub published: bool,
+    /// Why it is not, if not.
+    pub publish_error: Option<String>,
+}
+
+async fn rotate_key(State(state): State<Arc<AgentState>>) -> Result<Json<RotatedKey>, ApiError> {
+    let feeds = state.feeds();
+    let Some(enc) = feeds.encryption.clone() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "encryption-off",
+            format!(
+                "encryption is off on node {}: nothing to rotate (enable encryption.enabled)",
+                state.config.node_name
+            ),
+        ));
+    };
+    let (old, new) = tokio::task::spawn_blocking(move || enc.rotate_key())
+        .await
+        .expect("rotation task")
+        .map_err(|e| api_error(&state, &e))?;
+    tracing::info!(old = %old, new = %new, "WireGuard key rotated");
+    let node = state.config.node_name.to_string();
+    let publish_error = match &feeds.kube {
+        None => Some("no Kubernetes access: the key cannot be published".to_string()),
+        Some(client) => crate::feed::node::publish_annotations(
+            client,
+            &node,
+            &[(crate::feed::node::WG_PUB_KEY_ANNOTATION, new.to_string())],
+        )
+        .await
+        .err()
+        .map(|e| e.to_string()),
+    };
+    if publish_error.is_none()
+        && let Some(enc) = &feeds.encryption
+    {
+        enc.set_published();
+    }
+    Ok(Json(RotatedKey {
+        node,
+        old_public_key: old.to_string(),
+        new_public_key: new.to_string(),
+        published: publish_error.is_none(),
+        publish_error,
+    }))
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {

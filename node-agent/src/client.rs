@@ -70,6 +70,11 @@ impl AgentClient {
         self.json("GET", "/v1/encryption", None)
     }
 
+    /// `POST /v1/encryption/rotate-key`.
+    pub fn rotate_key(&self) -> Result<crate::api::RotatedKey> {
+        self.json("POST", "/v1/encryption/rotate-key", Some(b""))
+    }
+
     /// `GET /v1/flows` with `filter` (its `follow` is ignored).
     pub fn flows(&self, filter: &FlowFilter) -> Result<Vec<FlowRecord>> {
         let filter = FlowFilter {

@@ -80,7 +80,7 @@ fn rows_name_pods_clusters_and_drop_reasons() {
 fn the_filter_carries_every_flag_and_since_is_relative_to_now() {
     let args = ObserveArgs {
         context: "lab-c1".into(),
-        namespace: Some("shop".into()),
+        pod_namespace: Some("shop".into()),
         pod: Some("shop/client".into()),
         identity: Some(7),
         verdict: Some(Verdict::Dropped),

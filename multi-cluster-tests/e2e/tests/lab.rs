@@ -655,6 +655,10 @@ fn encrypted_datapath_scenarios_on_one_lab() {
                 "meshctl encryption status and explain see the WireGuard peers",
                 meshctl_encryption_status_and_explain_see_the_wireguard_peers,
             ),
+            (
+                "meshctl encryption rotate-key: peers follow, traffic resumes",
+                meshctl_rotate_key_peers_follow_and_traffic_resumes,
+            ),
         ],
     );
 }
@@ -829,7 +833,7 @@ fn meshctl_services_observe_and_explain_show_the_cross_cluster_path(lab: &Lab) {
             "observe",
             "--context",
             "lab-c2",
-            "--namespace",
+            "--pod-namespace",
             "shop",
             "--cluster",
             "c1",
@@ -1056,5 +1060,80 @@ fn meshctl_encryption_status_and_explain_see_the_wireguard_peers(lab: &Lab) {
                 .detail
                 .contains(&format!("dev {}", lab.wg_interface(1, 1))),
         "pod traffic to c2 goes through the WireGuard device: {route:#?}"
+    );
+}
+
+/// `meshctl encryption rotate-key --node c1-n1`: the node gets a new key,
+/// publishes it on its Node, the other cluster's node peers with the new
+/// key, and pod traffic across clusters resumes (bounded wait).
+fn meshctl_rotate_key_peers_follow_and_traffic_resumes(lab: &Lab) {
+    use meshctl::report::{EncryptionStatusReport, RotateKeyReport};
+    let (r, code) = meshctl_typed::<RotateKeyReport>(
+        lab,
+        &[
+            "encryption",
+            "rotate-key",
+            "--context",
+            "lab-c1",
+            "--node",
+            "c1-n1",
+        ],
+    );
+    assert_eq!(code, Some(0), "{r:#?}");
+    assert_eq!(r.rotated.len(), 1, "{r:#?}");
+    let k = &r.rotated[0];
+    assert_eq!(k.node, "c1-n1");
+    assert_ne!(k.old_public_key, k.new_public_key);
+    let published = lab.kubectl(
+        "lab-c1",
+        &[
+            "get",
+            "node",
+            "c1-n1",
+            "-o",
+            r"jsonpath={.metadata.annotations.network\.meshwork\.io/wg-pub-key}",
+        ],
+    );
+    assert_eq!(published.trim(), k.new_public_key);
+    // Pod a (c1-n1) reaches pod b (c2-n2) again: c2-n2 follows the new key.
+    let b = pod_ip(lab, "lab-c2", "shop", "b");
+    let deadline = std::time::Instant::now() + T;
+    while lab
+        .exec(
+            &lab.pod_ns("c1", "shop", "a"),
+            &mesh_e2e::bin("mesh-echo"),
+            &["ask", &format!("{b}:8080"), "--timeout-ms", "1000"],
+        )
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod a never reached pod b after the key rotation"
+        );
+    }
+    let st: EncryptionStatusReport = meshctl_until(
+        lab,
+        &["encryption", "status", "--context", "lab-c2"],
+        "c2-n2 peers with c1-n1's new key, with a handshake",
+        |r: &EncryptionStatusReport, _| {
+            r.nodes.iter().any(|n| {
+                n.node == "c2-n2"
+                    && n.device.as_ref().is_some_and(|d| {
+                        d.peers.iter().any(|p| {
+                            p.public_key == k.new_public_key
+                                && p.last_handshake_seconds_ago.is_some()
+                        })
+                    })
+            })
+        },
+    );
+    assert!(
+        st.nodes
+            .iter()
+            .flat_map(|n| n.device.iter().flat_map(|d| d.peers.iter()))
+            .all(|p| p.public_key != k.old_public_key),
+        "the old key is gone from every peer table: {st:#?}"
     );
 }

@@ -172,6 +172,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             node_ip,
             ..Default::default()
         }),
+        kube: kube.clone(),
     });
     let node_controller = mesh.clone().map(|feed| {
         let local = LocalNode {
