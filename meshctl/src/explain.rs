@@ -161,9 +161,17 @@ pub fn hop_summary(hops: &[Hop]) -> Option<String> {
         .map(|h| format!("{}: {}", h.step, h.detail))
 }
 
+/// `131328`, or `5 (init)` for a reserved identity.
+pub fn identity_text(id: Identity) -> String {
+    match id.reserved() {
+        Some(r) => format!("{} ({})", id.get(), r.name()),
+        None => id.get().to_string(),
+    }
+}
+
 /// The reserved identity `world`.
 fn world() -> Identity {
-    Identity::from_u32(mesh_api::ReservedIdentity::World as u32).expect("world is reserved")
+    mesh_api::ReservedIdentity::World.identity()
 }
 
 fn pod_ip(p: &Pod) -> Option<IpAddr> {
@@ -611,10 +619,13 @@ pub async fn explain(
             Some(e) => format!(
                 "ipcache {} → identity {}{}",
                 e.cidr,
-                e.identity.get(),
+                identity_text(e.identity),
                 if e.encrypt { ", encrypt" } else { "" }
             ),
-            None => "no ipcache entry: the datapath sees it as world (2)".to_string(),
+            None => format!(
+                "no ipcache entry: the datapath sees it as {}",
+                identity_text(world())
+            ),
         };
         let same_node = src_status.pod_cidr.is_some_and(|c| c.contains(&ip));
         let route = src_status
@@ -787,7 +798,7 @@ pub async fn explain(
                                             "{} on node {node} (cluster {}), identity {}",
                                             pod_name(pod),
                                             backend_cluster.as_deref().unwrap_or("?"),
-                                            ep.identity.get()
+                                            identity_text(ep.identity)
                                         ),
                                     ));
                                     let pol = pols

@@ -94,3 +94,10 @@ fn the_summary_is_the_first_failing_hop() {
     );
     assert_eq!(hop_summary(&hops[..2]), None);
 }
+
+#[test]
+fn reserved_identities_are_named() {
+    assert_eq!(identity_text(id(5)), "5 (init)");
+    assert_eq!(identity_text(id(2)), "2 (world)");
+    assert_eq!(identity_text(id(0x2_0100)), "131328");
+}

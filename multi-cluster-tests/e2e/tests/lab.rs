@@ -852,6 +852,7 @@ fn meshctl_services_observe_and_explain_show_the_cross_cluster_path(lab: &Lab) {
         },
     );
     assert!(far.unreachable.is_empty(), "{far:#?}");
+    meshctl_observe_follow_streams_new_flows(lab, &format!("{}:80", vip.trim()));
 
     // explain: every hop of the working path passes.
     let (ex, code) = meshctl_typed::<ExplainReport>(
@@ -962,6 +963,7 @@ fn meshctl_services_observe_and_explain_show_the_cross_cluster_path(lab: &Lab) {
         "{bad:#?}"
     );
 
+    meshctl_explain_and_observe_name_a_service_without_backends(lab);
     lab.ok(&[
         "pod",
         "del",
@@ -1136,4 +1138,146 @@ fn meshctl_rotate_key_peers_follow_and_traffic_resumes(lab: &Lab) {
             .all(|p| p.public_key != k.old_public_key),
         "the old key is gone from every peer table: {st:#?}"
     );
+}
+
+/// Kills a child process when dropped (also when the scenario panics).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `meshctl observe --follow -o json` prints one flow per line as requests
+/// happen.
+fn meshctl_observe_follow_streams_new_flows(lab: &Lab, addr: &str) {
+    use std::io::BufRead as _;
+    let mut child = KillOnDrop(
+        std::process::Command::new(mesh_e2e::bin("meshctl"))
+            .env("KUBECONFIG", lab.kubeconfig())
+            .args([
+                "observe",
+                "--context",
+                "lab-c1",
+                "--pod",
+                "shop/client",
+                "--follow",
+                "--last",
+                "0",
+                "-o",
+                "json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("meshctl observe --follow"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let flow: meshctl::report::FlowRecord = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("a followed line is not a flow ({e}): {line}"));
+            if tx.send(flow).is_err() {
+                return;
+            }
+        }
+    });
+    // The follower needs a moment to open its streams.
+    std::thread::sleep(Duration::from_millis(500));
+    who_answers(lab, addr, 3);
+    let flow = rx
+        .recv_timeout(T)
+        .expect("meshctl observe --follow printed no flow for new requests");
+    assert_eq!(
+        (flow.source.namespace.as_deref(), flow.source.pod.as_deref()),
+        (Some("shop"), Some("client")),
+        "{flow:#?}"
+    );
+}
+
+/// A Service whose selector matches no pod: `meshctl explain` stops at the
+/// service hop with "no backends" (exit 3), and the request the client
+/// makes anyway shows in `meshctl observe --verdict dropped` with the
+/// datapath's reason.
+fn meshctl_explain_and_observe_name_a_service_without_backends(lab: &Lab) {
+    use meshctl::report::{ExplainReport, HopStatus, ObserveReport, Verdict};
+    lab.apply(
+        "lab-c1",
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: shop}
+spec:
+  selector: {app: nobody}
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+"#,
+    );
+    let ex: ExplainReport = meshctl_until(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "shop/client",
+            "shop/empty",
+        ],
+        "explain names the missing backends",
+        |r: &ExplainReport, code| {
+            code == Some(3)
+                && r.hops
+                    .iter()
+                    .any(|h| h.step == "service" && h.status == HopStatus::Fail)
+        },
+    );
+    assert!(!ex.ok && ex.summary.contains("no backends"), "{ex:#?}");
+    let vip = lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "get",
+            "svc",
+            "empty",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    let vip = vip.trim().to_string();
+    let answers = who_answers(lab, &format!("{vip}:80"), 2);
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    let dropped: ObserveReport = meshctl_until(
+        lab,
+        &[
+            "observe",
+            "--context",
+            "lab-c1",
+            "--pod",
+            "shop/client",
+            "--verdict",
+            "dropped",
+            "--last",
+            "50",
+        ],
+        "the dropped request to the empty service",
+        |r: &ObserveReport, _| {
+            r.flows
+                .iter()
+                .any(|f| f.destination.ip.map(|i| i.to_string()).as_deref() == Some(vip.as_str()))
+        },
+    );
+    let f = dropped
+        .flows
+        .iter()
+        .find(|f| f.destination.ip.map(|i| i.to_string()).as_deref() == Some(vip.as_str()))
+        .unwrap();
+    assert_eq!(
+        (f.verdict, f.drop_reason.as_deref(), f.destination.port),
+        (Verdict::Dropped, Some("no_service_backend"), 80),
+        "{f:#?}"
+    );
+    lab.kubectl("lab-c1", &["-n", "shop", "delete", "service", "empty"]);
 }
