@@ -211,28 +211,18 @@ impl Contexts<'_> {
         if let Some(c) = self.by_name.get(cluster) {
             return c.clone();
         }
-        for ctx in Cluster::contexts(self.kube).unwrap_or_default() {
-            let Ok(c) = Cluster::connect(self.kube, &ctx).await else {
-                continue;
-            };
-            let Ok(Ok(info)) =
-                tokio::time::timeout(std::time::Duration::from_secs(5), c.info()).await
-            else {
-                continue;
-            };
-            if info.name.as_str() == cluster {
-                let (pods, nodes) = (
-                    c.pods().await.unwrap_or_default(),
-                    c.nodes().await.unwrap_or_default(),
-                );
-                let far = std::rc::Rc::new(FarEnd {
-                    cluster: c,
-                    pods,
-                    nodes,
-                });
-                self.by_name.insert(cluster.into(), Some(far.clone()));
-                return Some(far);
-            }
+        if let Some(c) = Cluster::of_cluster_name(self.kube, cluster).await {
+            let (pods, nodes) = (
+                c.pods().await.unwrap_or_default(),
+                c.nodes().await.unwrap_or_default(),
+            );
+            let far = std::rc::Rc::new(FarEnd {
+                cluster: c,
+                pods,
+                nodes,
+            });
+            self.by_name.insert(cluster.into(), Some(far.clone()));
+            return Some(far);
         }
         self.by_name.insert(cluster.into(), None);
         None

@@ -65,6 +65,24 @@ impl Cluster {
         Ok(kubeconfig.contexts.into_iter().map(|c| c.name).collect())
     }
 
+    /// The context of the kubeconfig whose Meshwork cluster is named
+    /// `cluster` (each context's mesh-apiserver ConfigMap is read, 5 s at
+    /// most each), if any.
+    pub async fn of_cluster_name(args: &KubeArgs, cluster: &str) -> Option<Cluster> {
+        for ctx in Cluster::contexts(args).unwrap_or_default() {
+            let Ok(c) = Cluster::connect(args, &ctx).await else {
+                continue;
+            };
+            if let Ok(Ok(info)) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), c.info()).await
+                && info.name.as_str() == cluster
+            {
+                return Some(c);
+            }
+        }
+        None
+    }
+
     /// Connects to `context` of the kubeconfig.
     pub async fn connect(args: &KubeArgs, context: &str) -> anyhow::Result<Cluster> {
         let kubeconfig = match &args.kubeconfig {

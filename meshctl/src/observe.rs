@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use meshctl::report::{AgentProblem, FlowRecord, ObserveReport, Verdict};
-use node_agent::flows::FlowFilter;
+use node_agent::flows::{FlowFilter, FlowPeer};
 
 use crate::agents::{self, Agent};
 use crate::kube::{Cluster, KubeArgs};
@@ -84,8 +84,9 @@ pub async fn observe(
     if args.follow {
         return follow(&agents, &filter, format);
     }
-    let (flows, unreachable) = collect(&agents, &filter);
+    let (mut flows, unreachable) = collect(&agents, &filter);
     let outcome = partial(&agents, &unreachable)?;
+    name_remote_pods(kube, &cluster, &mut flows).await;
     let report = ObserveReport {
         context: cluster.context.clone(),
         flows,
@@ -96,6 +97,60 @@ pub async fn observe(
         warn_unreachable(&r.unreachable);
     })?;
     Ok(outcome)
+}
+
+/// Names the addresses the agents could not (pods of other nodes and of
+/// other clusters) from the Pods of this context and of the contexts of
+/// the other clusters in the flows (best effort: a cluster without a
+/// context in the kubeconfig stays unnamed).
+async fn name_remote_pods(kube: &KubeArgs, cluster: &Cluster, flows: &mut [FlowRecord]) {
+    let unnamed = |p: &FlowPeer| p.pod.is_none() && p.ip.is_some();
+    if !flows
+        .iter()
+        .any(|f| unnamed(&f.source) || unnamed(&f.destination))
+    {
+        return;
+    }
+    let own = cluster.info().await.ok().map(|i| i.name.to_string());
+    let mut pods: Vec<k8s_openapi::api::core::v1::Pod> = cluster.pods().await.unwrap_or_default();
+    let others: std::collections::BTreeSet<String> = flows
+        .iter()
+        .flat_map(|f| [&f.source, &f.destination])
+        .filter(|p| unnamed(p))
+        .filter_map(|p| p.cluster.clone())
+        .filter(|c| Some(c) != own.as_ref())
+        .collect();
+    for c in others {
+        if let Some(other) = Cluster::of_cluster_name(kube, &c).await {
+            pods.extend(other.pods().await.unwrap_or_default());
+        }
+    }
+    name_peers(flows, &pods);
+}
+
+/// Fills namespace/pod of unnamed peers whose address is a pod's IP (pure).
+pub fn name_peers(flows: &mut [FlowRecord], pods: &[k8s_openapi::api::core::v1::Pod]) {
+    let by_ip: std::collections::BTreeMap<std::net::IpAddr, (String, String)> = pods
+        .iter()
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            Some((
+                ip,
+                (p.metadata.namespace.clone()?, p.metadata.name.clone()?),
+            ))
+        })
+        .collect();
+    for f in flows.iter_mut() {
+        for peer in [&mut f.source, &mut f.destination] {
+            if peer.pod.is_some() {
+                continue;
+            }
+            if let Some((ns, name)) = peer.ip.and_then(|ip| by_ip.get(&ip)) {
+                peer.namespace = Some(ns.clone());
+                peer.pod = Some(name.clone());
+            }
+        }
+    }
 }
 
 /// The matching flows of every agent, merged in time order and cut to

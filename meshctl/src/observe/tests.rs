@@ -132,3 +132,21 @@ fn partial_is_an_error_only_when_no_agent_answered() {
     assert_eq!(partial(&agents, &[problem("a")]).unwrap(), Outcome::Partial);
     assert!(partial(&agents, &[problem("a"), problem("b")]).is_err());
 }
+
+#[test]
+fn unnamed_peers_are_named_from_pods_and_named_ones_are_kept() {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "shop", "name": "web-2"},
+        "status": {"podIP": "10.2.1.9"}
+    }))
+    .unwrap();
+    let impostor: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "other", "name": "x"},
+        "status": {"podIP": "10.1.1.5"}
+    }))
+    .unwrap();
+    let mut flows = vec![flow("n1", 1, Verdict::Forwarded, None)];
+    name_peers(&mut flows, &[pod, impostor]);
+    assert_eq!(flows[0].destination.display_name(), "shop/web-2");
+    assert_eq!(flows[0].source.display_name(), "shop/client");
+}

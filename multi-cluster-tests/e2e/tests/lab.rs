@@ -1228,9 +1228,11 @@ spec:
         "explain names the missing backends",
         |r: &ExplainReport, code| {
             code == Some(3)
-                && r.hops
-                    .iter()
-                    .any(|h| h.step == "service" && h.status == HopStatus::Fail)
+                && r.hops.iter().any(|h| {
+                    h.step == "service"
+                        && h.status == HopStatus::Fail
+                        && h.detail.contains("no backends")
+                })
         },
     );
     assert!(!ex.ok && ex.summary.contains("no backends"), "{ex:#?}");
