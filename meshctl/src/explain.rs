@@ -154,6 +154,80 @@ pub fn policy_verdict(
     }
 }
 
+/// The WireGuard hop from `src_node` (its `/v1/encryption`) towards `ip`
+/// (pure).
+pub fn wireguard_hop(
+    encryption: &meshctl::report::EncryptionReport,
+    src_node: &str,
+    ip: IpAddr,
+    same_node: bool,
+) -> Hop {
+    let Some(dev) = &encryption.device else {
+        return if same_node {
+            hop("wireguard", HopStatus::Skip, "same node: no tunnel")
+        } else {
+            hop(
+                "wireguard",
+                HopStatus::Skip,
+                format!(
+                    "encryption is off on {src_node}: traffic crosses the network in the clear"
+                ),
+            )
+        };
+    };
+    if same_node {
+        return hop("wireguard", HopStatus::Skip, "same node: no tunnel");
+    }
+    let key = |p: &node_agent::encryption::PeerReport| crate::encryption::short_key(&p.public_key);
+    let endpoint = |p: &node_agent::encryption::PeerReport| {
+        p.endpoint
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    match dev
+        .peers
+        .iter()
+        .find(|p| p.allowed_ips.iter().any(|n| n.contains(&ip)))
+    {
+        Some(p) => match p.last_handshake_seconds_ago {
+            Some(age) => hop(
+                "wireguard",
+                HopStatus::Pass,
+                format!(
+                    "peer {} at {} holds {ip}, last handshake {}",
+                    key(p),
+                    endpoint(p),
+                    crate::encryption::age(Some(age))
+                ),
+            ),
+            None => hop(
+                "wireguard",
+                HopStatus::Fail,
+                format!(
+                    "peer {} at {} holds {ip} but never completed a handshake: is that node's agent running and UDP {} open?",
+                    key(p),
+                    endpoint(p),
+                    p.endpoint.map(|e| e.port()).or(dev.port).unwrap_or(51871)
+                ),
+            ),
+        },
+        None if encryption.strict_mode => hop(
+            "wireguard",
+            HopStatus::Fail,
+            format!(
+                "no WireGuard peer of {src_node} holds {ip}: strict mode drops this traffic (has that node published its key?)"
+            ),
+        ),
+        None => hop(
+            "wireguard",
+            HopStatus::Skip,
+            format!(
+                "no WireGuard peer of {src_node} holds {ip}: sent unencrypted (strict mode would drop it)"
+            ),
+        ),
+    }
+}
+
 /// The first failing hop's detail, or None when none fails (pure).
 pub fn hop_summary(hops: &[Hop]) -> Option<String> {
     hops.iter()
@@ -657,56 +731,7 @@ pub async fn explain(
         );
         hops.push(hop("egress policy", st, why));
         // WireGuard towards the backend's node.
-        match &encryption.device {
-            _ if same_node => hops.push(hop("wireguard", HopStatus::Skip, "same node: no tunnel")),
-            None => hops.push(hop(
-                "wireguard",
-                HopStatus::Skip,
-                format!(
-                    "encryption is off on {src_node}: traffic crosses the network in the clear"
-                ),
-            )),
-            Some(dev) => {
-                let peer = dev
-                    .peers
-                    .iter()
-                    .find(|p| p.allowed_ips.iter().any(|n| n.contains(&ip)));
-                match peer {
-                    Some(p) => match p.last_handshake_seconds_ago {
-                        Some(age) => hops.push(hop(
-                            "wireguard",
-                            HopStatus::Pass,
-                            format!(
-                                "peer {} at {} holds {ip}, last handshake {}",
-                                crate::encryption::short_key(&p.public_key),
-                                p.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-                                crate::encryption::age(Some(age))
-                            ),
-                        )),
-                        None => hops.push(hop(
-                            "wireguard",
-                            HopStatus::Fail,
-                            format!(
-                                "peer {} at {} holds {ip} but never completed a handshake: is that node's agent running and UDP {} open?",
-                                crate::encryption::short_key(&p.public_key),
-                                p.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-                                p.endpoint.map(|e| e.port()).unwrap_or(51871)
-                            ),
-                        )),
-                    },
-                    None if encryption.strict_mode => hops.push(hop(
-                        "wireguard",
-                        HopStatus::Fail,
-                        format!("no WireGuard peer of {src_node} holds {ip}: strict mode drops this traffic (has that node published its key?)"),
-                    )),
-                    None => hops.push(hop(
-                        "wireguard",
-                        HopStatus::Skip,
-                        format!("no WireGuard peer of {src_node} holds {ip}: sent unencrypted (strict mode would drop it)"),
-                    )),
-                }
-            }
-        }
+        hops.push(wireguard_hop(&encryption, &src_node, ip, same_node));
         // The far end.
         let mut path = BackendPath {
             ip: ip.to_string(),

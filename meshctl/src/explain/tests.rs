@@ -101,3 +101,64 @@ fn reserved_identities_are_named() {
     assert_eq!(identity_text(id(2)), "2 (world)");
     assert_eq!(identity_text(id(0x2_0100)), "131328");
 }
+
+fn encryption(strict: bool, handshake: Option<u64>) -> meshctl::report::EncryptionReport {
+    meshctl::report::EncryptionReport {
+        node: "c1-n1".into(),
+        cluster: "c1".into(),
+        mode: "wireguard".into(),
+        strict_mode: strict,
+        node_encryption: false,
+        device: Some(node_agent::encryption::EncryptionStatus {
+            enabled: true,
+            interface: Some("mesh-wg0".into()),
+            port: Some(51871),
+            public_key: Some("k".into()),
+            key_published: true,
+            peers: vec![node_agent::encryption::PeerReport {
+                public_key: "PEERKEY0123456789".into(),
+                endpoint: Some("192.168.7.2:51871".parse().unwrap()),
+                allowed_ips: vec!["10.2.1.0/24".parse().unwrap()],
+                last_handshake_seconds_ago: handshake,
+                rx_bytes: 0,
+                tx_bytes: 0,
+            }],
+            rejected: vec![],
+        }),
+    }
+}
+
+#[test]
+fn the_wireguard_hop_names_the_peer_its_handshake_and_strict_mode() {
+    let ip: IpAddr = "10.2.1.7".parse().unwrap();
+    let other: IpAddr = "10.3.1.7".parse().unwrap();
+    let h = wireguard_hop(&encryption(false, Some(4)), "c1-n1", ip, false);
+    assert_eq!(h.status, HopStatus::Pass, "{h:?}");
+    assert!(
+        h.detail.contains("PEERKEY0…") && h.detail.contains("4s ago"),
+        "{h:?}"
+    );
+    let h = wireguard_hop(&encryption(false, None), "c1-n1", ip, false);
+    assert_eq!(h.status, HopStatus::Fail, "{h:?}");
+    assert!(h.detail.contains("never completed a handshake"), "{h:?}");
+    // No peer holds the address: dropped in strict mode, in the clear otherwise.
+    let h = wireguard_hop(&encryption(true, Some(1)), "c1-n1", other, false);
+    assert_eq!(h.status, HopStatus::Fail, "{h:?}");
+    assert!(h.detail.contains("strict mode drops"), "{h:?}");
+    let h = wireguard_hop(&encryption(false, Some(1)), "c1-n1", other, false);
+    assert_eq!(h.status, HopStatus::Skip, "{h:?}");
+    assert!(h.detail.contains("sent unencrypted"), "{h:?}");
+    // Same node, or encryption off: nothing to check.
+    let h = wireguard_hop(&encryption(true, None), "c1-n1", ip, true);
+    assert_eq!(h.status, HopStatus::Skip);
+    let off = meshctl::report::EncryptionReport {
+        mode: "off".into(),
+        device: None,
+        ..encryption(false, None)
+    };
+    let h = wireguard_hop(&off, "c1-n1", ip, false);
+    assert!(
+        h.status == HopStatus::Skip && h.detail.contains("encryption is off"),
+        "{h:?}"
+    );
+}
