@@ -332,25 +332,32 @@ pub async fn explain(
     };
     let done = |mut report: ExplainReport| -> anyhow::Result<Outcome> {
         report.ok = hop_summary(&report.hops).is_none() && report.backends.iter().any(|b| b.ok);
+        let failing: Vec<String> = report
+            .backends
+            .iter()
+            .filter_map(|b| hop_summary(&b.hops).map(|s| format!("{} ({s})", b.ip)))
+            .collect();
         report.summary = if report.ok {
-            let n = report.backends.iter().filter(|b| b.ok).count();
-            format!(
+            let n = report.backends.len() - failing.len();
+            let mut s = format!(
                 "{} can reach {}: {n} of {} backend(s) pass every hop",
                 report.source,
                 report.destination,
                 report.backends.len()
-            )
+            );
+            if !failing.is_empty() {
+                s.push_str(&format!(
+                    "; connections balanced to the others fail: {}",
+                    failing.join("; ")
+                ));
+            }
+            s
         } else if let Some(s) = hop_summary(&report.hops) {
             s
         } else if report.backends.is_empty() {
             "no backend to reach".into()
         } else {
-            let firsts: Vec<String> = report
-                .backends
-                .iter()
-                .filter_map(|b| hop_summary(&b.hops).map(|s| format!("{} ({s})", b.ip)))
-                .collect();
-            format!("no backend passes every hop: {}", firsts.join("; "))
+            format!("no backend passes every hop: {}", failing.join("; "))
         };
         output::emit(format, &report, print)?;
         Ok(if report.ok {
