@@ -61,6 +61,12 @@ pub struct ExplainArgs {
     pub flows: usize,
 }
 
+/// `report` with a failing hop appended (the walk stops there).
+fn fail(mut report: ExplainReport, step: &str, detail: impl Into<String>) -> ExplainReport {
+    report.hops.push(hop(step, HopStatus::Fail, detail));
+    report
+}
+
 fn hop(step: &str, status: HopStatus, detail: impl Into<String>) -> Hop {
     Hop {
         step: step.into(),
@@ -369,15 +375,14 @@ pub async fn explain(
 
     // 1. The source pod.
     let Some(src_pod) = cluster.pod(&src_ns, &src_name).await? else {
-        report.hops.push(hop(
+        return done(fail(
+            report,
             "source",
-            HopStatus::Fail,
             format!(
                 "no Pod {src_ns}/{src_name} in context {} (check the name and namespace)",
                 cluster.context
             ),
         ));
-        return done(report);
     };
     let src_node = src_pod
         .spec
@@ -385,12 +390,8 @@ pub async fn explain(
         .and_then(|s| s.node_name.clone())
         .unwrap_or_default();
     let Some(src_ip) = pod_ip(&src_pod) else {
-        report.hops.push(hop(
-            "source",
-            HopStatus::Fail,
-            format!("{} has no IP yet: is it running?", report.source),
-        ));
-        return done(report);
+        let detail = format!("{} has no IP yet: is it running?", report.source);
+        return done(fail(report, "source", detail));
     };
     report.hops.push(hop(
         "source",
@@ -404,19 +405,15 @@ pub async fn explain(
     // 2. Its node-agent.
     let nodes = cluster.nodes().await?;
     let Some(src_agent) = agent_of(&nodes, &src_node) else {
-        report.hops.push(hop(
+        return done(fail(
+            report,
             "agent",
-            HopStatus::Fail,
             format!("node {src_node:?} of the pod is not a Node of the cluster"),
         ));
-        return done(report);
     };
     let src_status = match src_agent.call(|c| c.status()) {
         Ok(s) => s,
-        Err(p) => {
-            report.hops.push(hop("agent", HopStatus::Fail, p.problem));
-            return done(report);
-        }
+        Err(p) => return done(fail(report, "agent", p.problem)),
     };
     report.hops.push(hop(
         "agent",
@@ -438,10 +435,7 @@ pub async fn explain(
     });
     let (endpoints, ipcache, services, policies, encryption, mesh_nodes) = match fetched {
         Ok(v) => v,
-        Err(p) => {
-            report.hops.push(hop("agent", HopStatus::Fail, p.problem));
-            return done(report);
-        }
+        Err(p) => return done(fail(report, "agent", p.problem)),
     };
 
     // 3. The source's identity.
@@ -449,14 +443,13 @@ pub async fn explain(
         .iter()
         .find(|e| e.registration.ips.contains(&src_ip))
     else {
-        report.hops.push(hop(
+        return done(fail(
+            report,
             "identity",
-            HopStatus::Fail,
             format!(
                 "the node-agent of {src_node} has no endpoint with IP {src_ip}: the pod was not wired by mesh-cni on this node"
             ),
         ));
-        return done(report);
     };
     let src_identity = src_ep.identity;
     if src_identity.reserved() == Some(mesh_api::ReservedIdentity::Init) {
@@ -505,22 +498,20 @@ pub async fn explain(
         let port = match dst_port {
             Some(p) if ports.contains(&p) => p,
             Some(p) => {
-                report.hops.push(hop(
+                return done(fail(
+                    report,
                     "service",
-                    HopStatus::Fail,
                     format!("Service {dst_ns}/{dst_name} has no port {p} (ports: {ports:?})"),
                 ));
-                return done(report);
             }
             None => match ports.first() {
                 Some(p) => *p,
                 None => {
-                    report.hops.push(hop(
+                    return done(fail(
+                        report,
                         "service",
-                        HopStatus::Fail,
                         format!("Service {dst_ns}/{dst_name} has no ports"),
                     ));
-                    return done(report);
                 }
             },
         };
@@ -529,12 +520,13 @@ pub async fn explain(
             .as_deref()
             .and_then(|ip| ip.parse::<IpAddr>().ok())
         else {
-            report.hops.push(hop(
+            return done(fail(
+                report,
                 "service",
-                HopStatus::Fail,
-                format!("Service {dst_ns}/{dst_name} has no ClusterIP (headless services are not load-balanced)"),
+                format!(
+                    "Service {dst_ns}/{dst_name} has no ClusterIP (headless services are not load-balanced)"
+                ),
             ));
-            return done(report);
         };
         vip = Some(ip);
         let global = crate::services::global_services(
@@ -549,19 +541,18 @@ pub async fn explain(
                 && e.frontend.port == port
                 && e.frontend.kind == node_agent::datapath::FrontendKind::ClusterIp
         }) else {
-            report.hops.push(hop(
+            return done(fail(
+                report,
                 "service",
-                HopStatus::Fail,
                 format!(
                     "the datapath of {src_node} has no frontend {ip}:{port}: kube-proxy replacement is off there, or its service feed has not delivered {dst_ns}/{dst_name} yet"
                 ),
             ));
-            return done(report);
         };
         if entry.backends.is_empty() {
-            report.hops.push(hop(
+            return done(fail(
+                report,
                 "service",
-                HopStatus::Fail,
                 format!(
                     "{dst_ns}/{dst_name} ({ip}:{port}) has no backends in the datapath of {src_node}: no ready pod{}; connections are dropped (no_service_backend)",
                     if g.is_some() {
@@ -571,7 +562,6 @@ pub async fn explain(
                     }
                 ),
             ));
-            return done(report);
         }
         targets = entry.backends.iter().map(|b| (b.ip, b.port)).collect();
         let by_cluster = g
@@ -601,12 +591,11 @@ pub async fn explain(
     .await?
     {
         let Some(ip) = pod_ip(&pod) else {
-            report.hops.push(hop(
+            return done(fail(
+                report,
                 "destination",
-                HopStatus::Fail,
                 format!("{dst_ns}/{dst_name} has no IP yet: is it running?"),
             ));
-            return done(report);
         };
         targets.push((ip, dst_port.unwrap_or(0)));
         report.hops.push(hop(
@@ -615,9 +604,9 @@ pub async fn explain(
             format!("{dst_ns}/{dst_name} is a pod ({ip}): no service lookup"),
         ));
     } else {
-        report.hops.push(hop(
+        return done(fail(
+            report,
             "destination",
-            HopStatus::Fail,
             format!(
                 "neither a Service nor a Pod {dst_ns}/{dst_name} in context {}{}",
                 cluster.context,
@@ -627,7 +616,6 @@ pub async fn explain(
                     .unwrap_or_default()
             ),
         ));
-        return done(report);
     }
 
     // 5. Every backend: remote cluster, route, egress policy, WireGuard,
