@@ -625,9 +625,15 @@ pub async fn explain(
         .find(|p| p.endpoint_id == src_ep.id)
         .map(|p| p.policy.clone())
         .unwrap_or_default();
+    // This cluster is the far end of its own backends.
+    let own_end = std::rc::Rc::new(FarEnd {
+        pods: cluster.pods().await?,
+        nodes: nodes.clone(),
+        cluster: cluster.clone(),
+    });
     let mut contexts = Contexts {
         kube,
-        by_name: BTreeMap::new(),
+        by_name: BTreeMap::from([(names.own.clone(), Some(own_end))]),
     };
     let mut far_flows: Vec<FlowRecord> = Vec::new();
     for (ip, port) in targets.clone() {
@@ -738,11 +744,6 @@ pub async fn explain(
             ok: false,
         };
         let far = match &backend_cluster {
-            Some(c) if *c == names.own => Some(std::rc::Rc::new(FarEnd {
-                pods: cluster.pods().await?,
-                nodes: nodes.clone(),
-                cluster: cluster.clone(),
-            })),
             Some(c) => contexts.far_end(c).await,
             None => None,
         };

@@ -964,6 +964,7 @@ fn meshctl_services_observe_and_explain_show_the_cross_cluster_path(lab: &Lab) {
     );
 
     meshctl_explain_and_observe_name_a_service_without_backends(lab);
+    meshctl_explain_names_a_stale_remote_cluster(lab);
     lab.ok(&[
         "pod",
         "del",
@@ -1282,4 +1283,51 @@ spec:
         "{f:#?}"
     );
     lab.kubectl("lab-c1", &["-n", "shop", "delete", "service", "empty"]);
+}
+
+/// c2's mesh-apiserver is lost: `meshctl explain` still passes through c1's
+/// backend, and marks c2's backends ✘ at the remote-cluster hop, saying
+/// the cluster is stale; after the restart everything passes again.
+fn meshctl_explain_names_a_stale_remote_cluster(lab: &Lab) {
+    use meshctl::report::{ExplainReport, HopStatus};
+    lab.ok(&["kill", "c2/mesh-apiserver"]);
+    lab.wait_status("c1", "c2 marked stale", T, |s| {
+        s.remotes.get("c2").is_some_and(|r| r.stale_since.is_some())
+    });
+    let (ex, code) = meshctl_typed::<ExplainReport>(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "shop/client",
+            "shop/web:80",
+        ],
+    );
+    lab.ok(&["restart", "c2/mesh-apiserver"]);
+    lab.wait_status("c1", "c2 back and synced", T, |s| {
+        s.is_synced_with("c2") && s.remotes["c2"].stale_since.is_none()
+    });
+    assert_eq!(code, Some(0), "c1's own backend still works: {ex:#?}");
+    let c2: Vec<_> = ex
+        .backends
+        .iter()
+        .filter(|b| b.cluster.as_deref() == Some("c2"))
+        .collect();
+    assert_eq!(c2.len(), 2, "stale backends are kept: {ex:#?}");
+    for b in c2 {
+        let h = &b.hops[0];
+        assert!(
+            !b.ok
+                && h.step == "remote cluster"
+                && h.status == HopStatus::Fail
+                && h.detail.contains("stale"),
+            "{b:#?}"
+        );
+    }
+    assert!(
+        ex.summary.contains("1 of 3") && ex.summary.contains("others fail"),
+        "{}",
+        ex.summary
+    );
 }
