@@ -668,6 +668,7 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
         feeds.encryption.as_ref().map(|e| e.status()).as_ref(),
         &feeds.routing.lock().expect("lock"),
     ));
+    text.push_str(&crate::metrics::render_flows(state.flows.total()));
     ([("content-type", "text/plain; version=0.0.4")], text)
 }
 

@@ -1080,6 +1080,13 @@ fn flows_from_real_packets_are_served_named_filtered_and_followed() {
             .iter()
             .all(|p| !p.policy.ingress_enforced && !p.policy.egress_enforced)
     );
+    let counted = node
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("meshwork_flow_events_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("meshwork_flow_events_total in /metrics");
+    assert!(counted >= 2, "flow events counted: {counted}");
     let enc = node.client().encryption().unwrap();
     assert_eq!((enc.mode.as_str(), enc.device.is_none()), ("off", true));
     assert_eq!(enc.node, node.ns.name());
