@@ -97,10 +97,17 @@ done
 echo "WireGuard on node c1-n1 (the stock wg tool reads Meshwork's device):"
 ip netns exec mwlab-c1-n1 wg show mwg-mwlab11 | sed 's/^/  /'
 echo
+echo "why shop/client reaches shop/web, hop by hop (meshctl explain):"
+$meshctl explain --context lab-c1 shop/client shop/web:80 | sed 's/^/  /' || true
+echo
 say "explore"
 cat <<TXT
   export KUBECONFIG=$KUBECONFIG
   target/debug/meshctl status --context lab-c1
+  target/debug/meshctl explain --context lab-c1 shop/client shop/web:80
+  target/debug/meshctl observe --context lab-c1 --pod shop/client --follow
+  target/debug/meshctl services --context lab-c1
+  target/debug/meshctl encryption status --context lab-c1
   ip netns exec mwlab-pod-c1-shop-client target/debug/mesh-echo ask $cip:80 -c 10
   kubectl --context lab-c2 get nodes,pods,svc -A
   target/debug/mesh-lab --state-dir $state status

@@ -18,6 +18,10 @@ pub const SHARED: &str = "service.meshwork.io/shared";
 pub const AFFINITY: &str = "service.meshwork.io/affinity";
 /// Node annotation holding the node's WireGuard public key.
 pub const WG_PUB_KEY: &str = "network.meshwork.io/wg-pub-key";
+/// Node annotation saying where the node-agent's local API is, e.g.
+/// `unix:///var/run/meshwork/agent.sock` (what `meshctl observe`,
+/// `explain` and `encryption` talk to).
+pub const AGENT_API: &str = "network.meshwork.io/agent-api";
 
 /// Cilium's names, in order of precedence, per setting.
 const CILIUM_GLOBAL: &[&str] = &["service.cilium.io/global", "io.cilium/global-service"];

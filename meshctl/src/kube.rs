@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use mesh_api::clustermesh::{
@@ -53,6 +53,36 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
+    /// The names of every context of the kubeconfig.
+    pub fn contexts(args: &KubeArgs) -> anyhow::Result<Vec<String>> {
+        let kubeconfig = match &args.kubeconfig {
+            Some(p) => Kubeconfig::read_from(p)
+                .with_context(|| format!("read kubeconfig {}", p.display()))?,
+            None => {
+                Kubeconfig::read().context("read kubeconfig (set --kubeconfig or KUBECONFIG)")?
+            }
+        };
+        Ok(kubeconfig.contexts.into_iter().map(|c| c.name).collect())
+    }
+
+    /// The context of the kubeconfig whose Meshwork cluster is named
+    /// `cluster` (each context's mesh-apiserver ConfigMap is read, 5 s at
+    /// most each), if any.
+    pub async fn of_cluster_name(args: &KubeArgs, cluster: &str) -> Option<Cluster> {
+        for ctx in Cluster::contexts(args).unwrap_or_default() {
+            let Ok(c) = Cluster::connect(args, &ctx).await else {
+                continue;
+            };
+            if let Ok(Ok(info)) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), c.info()).await
+                && info.name.as_str() == cluster
+            {
+                return Some(c);
+            }
+        }
+        None
+    }
+
     /// Connects to `context` of the kubeconfig.
     pub async fn connect(args: &KubeArgs, context: &str) -> anyhow::Result<Cluster> {
         let kubeconfig = match &args.kubeconfig {
@@ -109,6 +139,58 @@ impl Cluster {
             "context {}: cannot read {object} in namespace {} from the Kubernetes API server at {} (is the cluster up and the context right?)",
             self.context, self.namespace, self.server
         )
+    }
+
+    /// Every Node of the cluster.
+    pub async fn nodes(&self) -> anyhow::Result<Vec<Node>> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        Ok(api
+            .list(&ListParams::default())
+            .await
+            .with_context(|| self.reading("nodes"))?
+            .items)
+    }
+
+    /// Pod `namespace/name`, if it exists.
+    pub async fn pod(&self, namespace: &str, name: &str) -> anyhow::Result<Option<Pod>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        api.get_opt(name).await.with_context(|| {
+            format!(
+                "context {}: cannot read Pod {namespace}/{name} from {}",
+                self.context, self.server
+            )
+        })
+    }
+
+    /// Every Pod of the cluster.
+    pub async fn pods(&self) -> anyhow::Result<Vec<Pod>> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        Ok(api
+            .list(&ListParams::default())
+            .await
+            .with_context(|| self.reading("pods"))?
+            .items)
+    }
+
+    /// Service `namespace/name`, if it exists.
+    pub async fn service(&self, namespace: &str, name: &str) -> anyhow::Result<Option<Service>> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        api.get_opt(name).await.with_context(|| {
+            format!(
+                "context {}: cannot read Service {namespace}/{name} from {}",
+                self.context, self.server
+            )
+        })
+    }
+
+    /// Every Service of the cluster.
+    pub async fn services(&self) -> anyhow::Result<Vec<Service>> {
+        let api: Api<Service> = Api::all(self.client.clone());
+        Ok(api
+            .list(&ListParams::default())
+            .await
+            .with_context(|| self.reading("services"))?
+            .items)
     }
 
     /// Reads the cluster's identity from the mesh-apiserver's ConfigMap.

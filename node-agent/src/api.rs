@@ -12,6 +12,11 @@
 //! | PUT | `/v1/services` | replace the services of the `local-api` source ([`ServiceEntry`] list) |
 //! | GET | `/v1/ipcache` | the ipcache entries the datapath holds |
 //! | PUT | `/v1/ipcache` | replace the ipcache entries of the `local-api` source |
+//! | GET | `/v1/flows` | recent [`FlowRecord`]s matching a [`FlowFilter`] (query parameters); `follow=true` streams NDJSON |
+//! | GET | `/v1/nodes` | the nodes of every cluster the mesh feed holds (`NodeRecord`s) |
+//! | GET | `/v1/policies` | the compiled policy of every endpoint ([`EndpointPolicyReport`]) |
+//! | GET | `/v1/encryption` | [`EncryptionReport`]: mode, device, key, peers with last handshake |
+//! | POST | `/v1/encryption/rotate-key` | new WireGuard key, published on the Node ([`RotatedKey`]); 409 when encryption is off |
 //!
 //! The `local-api` source is how desired state gets in before the
 //! Kubernetes and mesh feeds exist (and for tests and debugging); it goes
@@ -36,6 +41,7 @@ use crate::config::AgentConfig;
 use crate::datapath::{Datapath, IpcacheEntry, ServiceEntry};
 use crate::endpoint::{Endpoint, EndpointManager, EndpointRegistration};
 use crate::error::Error;
+use crate::flows::{FlowFilter, FlowLog, FlowRecord};
 use crate::metrics::Metrics;
 use crate::reconcile::ReconcileReport;
 
@@ -74,7 +80,7 @@ pub struct AgentStatus {
 
 /// The agent's long-lived parts beyond the endpoint manager, shown in
 /// status and metrics.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Feeds {
     /// The mesh feed.
     pub mesh: Option<Arc<crate::feed::mesh::MeshFeed>>,
@@ -84,6 +90,19 @@ pub struct Feeds {
     pub routing: Mutex<crate::node_sync::RoutingStatus>,
     /// The identity and policy controller's state.
     pub policy: Arc<Mutex<crate::identity_sync::PolicyStatus>>,
+    /// Kubernetes access (to publish a rotated key on the Node).
+    pub kube: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for Feeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feeds")
+            .field("mesh", &self.mesh)
+            .field("encryption", &self.encryption)
+            .field("kube", &self.kube.is_some())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Shared state of the API handlers.
@@ -94,6 +113,7 @@ pub struct AgentState {
     metrics_address: Mutex<Option<SocketAddr>>,
     feeds: Mutex<Arc<Feeds>>,
     endpoints_changed: tokio::sync::watch::Sender<u64>,
+    flows: Arc<FlowLog>,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -114,6 +134,7 @@ impl AgentState {
             metrics_address: Mutex::new(None),
             feeds: Mutex::default(),
             endpoints_changed: tokio::sync::watch::channel(0).0,
+            flows: Arc::new(FlowLog::new(crate::flows::DEFAULT_CAPACITY)),
         })
     }
 
@@ -149,6 +170,50 @@ impl AgentState {
             .values()
             .filter(|p| p.ingress_enforced || p.egress_enforced)
             .count()
+    }
+
+    /// The log of recent flows (`/v1/flows`).
+    pub fn flows(&self) -> &Arc<FlowLog> {
+        &self.flows
+    }
+
+    /// What names flow addresses right now: the local endpoints and every
+    /// node the mesh feed knows (plus this node's pod CIDR).
+    pub fn flow_resolver(&self) -> crate::flows::Resolver {
+        let node = self.config.node_name.to_string();
+        let cluster = self.config.cluster_name.to_string();
+        let pods = self
+            .manager
+            .lock()
+            .expect("manager lock")
+            .list()
+            .into_iter()
+            .flat_map(|ep| {
+                let r = ep.registration;
+                r.ips
+                    .into_iter()
+                    .map(move |ip| (ip, r.pod_namespace.clone(), r.pod_name.clone()))
+            })
+            .collect();
+        let mut cidrs: Vec<(IpNet, String, String)> = self
+            .config
+            .pod_cidr
+            .map(|c| (c, cluster.clone(), node.clone()))
+            .into_iter()
+            .collect();
+        if let Some(mesh) = &self.feeds().mesh {
+            for n in mesh.nodes() {
+                for c in &n.pod_cidrs {
+                    cidrs.push((*c, n.cluster.to_string(), n.name.to_string()));
+                }
+            }
+        }
+        crate::flows::Resolver {
+            node,
+            cluster,
+            pods,
+            cidrs,
+        }
     }
 
     /// The counters.
@@ -227,6 +292,7 @@ fn api_error(state: &AgentState, err: &Error) -> ApiError {
             (StatusCode::SERVICE_UNAVAILABLE, "endpoint-ids-exhausted")
         }
         Error::Datapath { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "datapath"),
+        Error::DeviceStopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "device-stopped"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "state"),
     };
     state.metrics.error(reason);
@@ -242,6 +308,11 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/endpoints/{container_id}/{ifname}", delete(deregister))
         .route("/v1/services", get(services).put(put_services))
         .route("/v1/ipcache", get(ipcache).put(put_ipcache))
+        .route("/v1/flows", get(flows))
+        .route("/v1/policies", get(policies))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/encryption", get(encryption))
+        .route("/v1/encryption/rotate-key", axum::routing::post(rotate_key))
         .with_state(state)
 }
 
@@ -427,6 +498,226 @@ async fn put_ipcache(
     Ok(Json(ApplyReport::from(&report)))
 }
 
+async fn flows(
+    State(state): State<Arc<AgentState>>,
+    query: Result<axum::extract::Query<FlowFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let filter = match query {
+        Ok(q) => q.0,
+        Err(e) => {
+            state.metrics.error("bad-request");
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!(
+                    "bad flow filter ({e}); parameters: namespace, pod, identity (number), verdict ({}), cluster, since (ms since the epoch), last (number), follow (true/false)",
+                    crate::flows::Verdict::ALL.map(|v| v.name()).join(", ")
+                ),
+            ));
+        }
+    };
+    if !filter.follow {
+        return Ok(Json(state.flows.query(&filter)).into_response());
+    }
+    // Subscribe before reading the backlog: a flow pushed in between is
+    // sent twice rather than lost.
+    let rx = state.flows.subscribe();
+    let backlog = if filter.last.is_some() {
+        state.flows.query(&filter)
+    } else {
+        Vec::new()
+    };
+    let line = |f: &FlowRecord| {
+        let mut v = serde_json::to_vec(f).expect("flow serializes");
+        v.push(b'\n');
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(v))
+    };
+    let head = futures::stream::iter(backlog.iter().map(line).collect::<Vec<_>>());
+    let live = futures::stream::unfold((rx, filter), move |(mut rx, filter)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(f) if filter.matches(&f) => return Some((line(&f), (rx, filter))),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "a flow follower fell behind");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures::StreamExt as _;
+    Ok((
+        [("content-type", "application/x-ndjson")],
+        axum::body::Body::from_stream(head.chain(live)),
+    )
+        .into_response())
+}
+
+async fn nodes(State(state): State<Arc<AgentState>>) -> Json<Vec<mesh_api::NodeRecord>> {
+    Json(
+        state
+            .feeds()
+            .mesh
+            .as_ref()
+            .map(|m| m.nodes())
+            .unwrap_or_default(),
+    )
+}
+
+/// One endpoint's compiled policy, as `GET /v1/policies` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointPolicyReport {
+    /// Node-local endpoint id.
+    pub endpoint_id: crate::datapath::EndpointId,
+    /// Pod namespace, when known.
+    pub namespace: Option<String>,
+    /// Pod name, when known.
+    pub pod: Option<String>,
+    /// The pod's addresses.
+    pub ips: Vec<std::net::IpAddr>,
+    /// Its security identity.
+    pub identity: mesh_api::Identity,
+    /// What the policy map holds for it (no entry: nothing enforced).
+    pub policy: crate::datapath::EndpointPolicy,
+    /// The rules behind its allow entries, by rule id (`Kind ns/name
+    /// direction[index]`).
+    #[serde(default)]
+    pub rules: std::collections::BTreeMap<u32, String>,
+}
+
+async fn policies(
+    State(state): State<Arc<AgentState>>,
+) -> Result<Json<Vec<EndpointPolicyReport>>, ApiError> {
+    let names: std::collections::BTreeMap<u32, String> = state
+        .feeds()
+        .policy
+        .lock()
+        .expect("policy status lock")
+        .rules
+        .iter()
+        .map(|r| (r.id, r.to_string()))
+        .collect();
+    let mgr = state.manager.lock().expect("manager lock");
+    let mut held = mgr
+        .datapath()
+        .policies()
+        .map_err(|e| api_error(&state, &e))?;
+    let reports = mgr
+        .list()
+        .into_iter()
+        .map(|ep| {
+            let policy = held.remove(&ep.id).unwrap_or_default();
+            let rules = policy
+                .allow
+                .iter()
+                .filter_map(|a| names.get(&a.rule).map(|n| (a.rule, n.clone())))
+                .collect();
+            (ep, policy, rules)
+        })
+        .map(|(ep, policy, rules)| EndpointPolicyReport {
+            endpoint_id: ep.id,
+            policy,
+            rules,
+            namespace: ep.registration.pod_namespace,
+            pod: ep.registration.pod_name,
+            ips: ep.registration.ips,
+            identity: ep.identity,
+        })
+        .collect();
+    Ok(Json(reports))
+}
+
+/// What `GET /v1/encryption` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionReport {
+    /// The node.
+    pub node: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// `wireguard` or `off`.
+    pub mode: String,
+    /// Strict mode (`encryption.strictMode.enabled`).
+    pub strict_mode: bool,
+    /// Node encryption (`encryption.nodeEncryption`).
+    pub node_encryption: bool,
+    /// The device, its key and peers (None when encryption is off).
+    pub device: Option<crate::encryption::EncryptionStatus>,
+}
+
+async fn encryption(State(state): State<Arc<AgentState>>) -> Json<EncryptionReport> {
+    let device = state.feeds().encryption.as_ref().map(|e| e.status());
+    Json(EncryptionReport {
+        node: state.config.node_name.to_string(),
+        cluster: state.config.cluster_name.to_string(),
+        mode: if device.is_some() {
+            "wireguard".into()
+        } else {
+            "off".into()
+        },
+        strict_mode: state.config.encryption_strict_mode,
+        node_encryption: state.config.node_encryption,
+        device,
+    })
+}
+
+/// What `POST /v1/encryption/rotate-key` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotatedKey {
+    /// The node.
+    pub node: String,
+    /// The public key before.
+    pub old_public_key: String,
+    /// The public key now.
+    pub new_public_key: String,
+    /// Whether the new key is on the Node annotation (peers follow it).
+    pub published: bool,
+    /// Why it is not, if not.
+    pub publish_error: Option<String>,
+}
+
+async fn rotate_key(State(state): State<Arc<AgentState>>) -> Result<Json<RotatedKey>, ApiError> {
+    let feeds = state.feeds();
+    let Some(enc) = feeds.encryption.clone() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "encryption-off",
+            format!(
+                "encryption is off on node {}: nothing to rotate (enable encryption.enabled)",
+                state.config.node_name
+            ),
+        ));
+    };
+    let (old, new) = tokio::task::spawn_blocking(move || enc.rotate_key())
+        .await
+        .expect("rotation task")
+        .map_err(|e| api_error(&state, &e))?;
+    tracing::info!(old = %old, new = %new, "WireGuard key rotated");
+    let node = state.config.node_name.to_string();
+    let publish_error = match &feeds.kube {
+        None => Some("no Kubernetes access: the key cannot be published".to_string()),
+        Some(client) => crate::feed::node::publish_annotations(
+            client,
+            &node,
+            &[(crate::feed::node::WG_PUB_KEY_ANNOTATION, new.to_string())],
+        )
+        .await
+        .err()
+        .map(|e| e.to_string()),
+    };
+    if publish_error.is_none()
+        && let Some(enc) = &feeds.encryption
+    {
+        enc.set_published();
+    }
+    Ok(Json(RotatedKey {
+        node,
+        old_public_key: old.to_string(),
+        new_public_key: new.to_string(),
+        published: publish_error.is_none(),
+        publish_error,
+    }))
+}
+
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
     let gauges = {
         let mgr = state.manager.lock().expect("manager lock");
@@ -446,6 +737,7 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
         feeds.encryption.as_ref().map(|e| e.status()).as_ref(),
         &feeds.routing.lock().expect("lock"),
     ));
+    text.push_str(&crate::metrics::render_flows(state.flows.total()));
     ([("content-type", "text/plain; version=0.0.4")], text)
 }
 

@@ -2,7 +2,7 @@
 //! socket), for the CNI plugin (which must not need an async runtime) and
 //! for tests and tools.
 
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::api::AgentStatus;
 use crate::endpoint::{Endpoint, EndpointRegistration};
 use crate::error::{Error, Result};
+use crate::flows::{FlowFilter, FlowRecord};
 
 /// Client of one agent's socket.
 #[derive(Debug, Clone)]
@@ -42,6 +43,155 @@ impl AgentClient {
     /// `GET /v1/endpoints`.
     pub fn endpoints(&self) -> Result<Vec<Endpoint>> {
         self.json("GET", "/v1/endpoints", None)
+    }
+
+    /// `GET /v1/services`.
+    pub fn services(&self) -> Result<Vec<crate::datapath::ServiceEntry>> {
+        self.json("GET", "/v1/services", None)
+    }
+
+    /// `GET /v1/ipcache`.
+    pub fn ipcache(&self) -> Result<Vec<crate::datapath::IpcacheEntry>> {
+        self.json("GET", "/v1/ipcache", None)
+    }
+
+    /// `GET /v1/nodes`: every cluster's nodes, as the mesh feed holds them.
+    pub fn nodes(&self) -> Result<Vec<mesh_api::NodeRecord>> {
+        self.json("GET", "/v1/nodes", None)
+    }
+
+    /// `GET /v1/policies`.
+    pub fn policies(&self) -> Result<Vec<crate::api::EndpointPolicyReport>> {
+        self.json("GET", "/v1/policies", None)
+    }
+
+    /// `GET /v1/encryption`.
+    pub fn encryption(&self) -> Result<crate::api::EncryptionReport> {
+        self.json("GET", "/v1/encryption", None)
+    }
+
+    /// `POST /v1/encryption/rotate-key`.
+    pub fn rotate_key(&self) -> Result<crate::api::RotatedKey> {
+        self.json("POST", "/v1/encryption/rotate-key", Some(b""))
+    }
+
+    /// `GET /v1/flows` with `filter` (its `follow` is ignored).
+    pub fn flows(&self, filter: &FlowFilter) -> Result<Vec<FlowRecord>> {
+        let filter = FlowFilter {
+            follow: false,
+            ..filter.clone()
+        };
+        self.json("GET", &format!("/v1/flows{}", filter.query()), None)
+    }
+
+    /// `GET /v1/flows?follow=true&…`: calls `on_flow` for every flow the
+    /// agent streams until it returns `false` or the agent closes the
+    /// stream. No read timeout: a follow waits for as long as it takes.
+    pub fn follow_flows(
+        &self,
+        filter: &FlowFilter,
+        mut on_flow: impl FnMut(FlowRecord) -> bool,
+    ) -> Result<()> {
+        let path = format!(
+            "/v1/flows{}",
+            FlowFilter {
+                follow: true,
+                ..filter.clone()
+            }
+            .query()
+        );
+        let unreachable = |source| Error::AgentUnreachable {
+            socket: self.socket.clone(),
+            source,
+        };
+        let protocol = |reason: String| Error::AgentProtocol {
+            socket: self.socket.clone(),
+            path: path.clone(),
+            reason,
+        };
+        let mut stream = UnixStream::connect(&self.socket).map_err(unreachable)?;
+        stream
+            .set_write_timeout(Some(self.timeout))
+            .map_err(unreachable)?;
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: meshwork-agent\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).map_err(unreachable)?;
+        let mut reader = std::io::BufReader::new(stream);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).map_err(unreachable)?;
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| protocol(format!("bad status line {status_line:?}")))?;
+        let mut chunked = false;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).map_err(unreachable)? == 0 {
+                return Err(protocol("no end of headers".into()));
+            }
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            chunked |= l.starts_with("transfer-encoding:") && l.contains("chunked");
+        }
+        if status != 200 {
+            let mut body = Vec::new();
+            let _ = reader.read_to_end(&mut body);
+            let body = if chunked {
+                dechunk(&body).unwrap_or(body)
+            } else {
+                body
+            };
+            return Err(Error::AgentRefused {
+                method: "GET",
+                path,
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        let mut pending = Vec::new();
+        let mut deliver = |data: &[u8], pending: &mut Vec<u8>| -> Result<bool> {
+            pending.extend_from_slice(data);
+            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let flow: FlowRecord = serde_json::from_slice(&line)
+                    .map_err(|e| protocol(format!("streamed line is not a flow: {e}")))?;
+                if !on_flow(flow) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        if !chunked {
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = reader.read(&mut buf).map_err(unreachable)?;
+                if n == 0 || !deliver(&buf[..n], &mut pending)? {
+                    return Ok(());
+                }
+            }
+        }
+        loop {
+            let mut size_line = String::new();
+            if reader.read_line(&mut size_line).map_err(unreachable)? == 0 {
+                return Ok(());
+            }
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| protocol(format!("bad chunk size {size_line:?}")))?;
+            if size == 0 {
+                return Ok(());
+            }
+            let mut chunk = vec![0u8; size + 2];
+            reader.read_exact(&mut chunk).map_err(unreachable)?;
+            if !deliver(&chunk[..size], &mut pending)? {
+                return Ok(());
+            }
+        }
     }
 
     /// `POST /v1/endpoints`.

@@ -126,7 +126,8 @@ pub struct EncryptionStatus {
 /// The running device and what was last applied to it.
 pub struct Encryption {
     device: Mutex<Option<Device>>,
-    public_key: WireGuardKey,
+    public_key: Mutex<WireGuardKey>,
+    state_dir: std::path::PathBuf,
     ifname: String,
     port: u16,
     rejected: Mutex<Vec<String>>,
@@ -137,7 +138,7 @@ impl std::fmt::Debug for Encryption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Encryption")
             .field("ifname", &self.ifname)
-            .field("public_key", &self.public_key.to_string())
+            .field("public_key", &self.public_key().to_string())
             .finish_non_exhaustive()
     }
 }
@@ -163,7 +164,8 @@ impl Encryption {
             source: Box::new(source),
         })?;
         Ok(Encryption {
-            public_key: device.public_key(),
+            public_key: Mutex::new(device.public_key()),
+            state_dir: state_dir.to_path_buf(),
             port: device.listen_port(),
             ifname: ifname.to_string(),
             device: Mutex::new(Some(device)),
@@ -179,7 +181,28 @@ impl Encryption {
 
     /// This node's public key.
     pub fn public_key(&self) -> WireGuardKey {
-        self.public_key
+        *self.public_key.lock().expect("key lock")
+    }
+
+    /// Generates a new key, persists it in the state dir and gives it to
+    /// the device (sessions restart with the next packet); returns (old,
+    /// new) public keys. The new key still has to be published on the Node
+    /// for the peers to follow.
+    pub fn rotate_key(&self) -> Result<(WireGuardKey, WireGuardKey)> {
+        let guard = self.device.lock().expect("device lock");
+        let dev = guard.as_ref().ok_or_else(|| Error::DeviceStopped {
+            ifname: self.ifname.clone(),
+        })?;
+        let store = KeyStore::in_state_dir(&self.state_dir);
+        let old = self.public_key();
+        let new = dev.rotate_key(&store).map_err(|source| Error::Wireguard {
+            what: format!("key rotation in {}", store.path().display()),
+            source: Box::new(source),
+        })?;
+        *self.public_key.lock().expect("key lock") = new;
+        self.published
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok((old, new))
     }
 
     /// Records that the key is on the Node annotation.
@@ -226,7 +249,7 @@ impl Encryption {
             enabled: true,
             interface: Some(self.ifname.clone()),
             port: Some(self.port),
-            public_key: Some(self.public_key.to_string()),
+            public_key: Some(self.public_key().to_string()),
             key_published: self.published.load(std::sync::atomic::Ordering::Relaxed),
             peers,
             rejected: self.rejected.lock().expect("lock").clone(),

@@ -187,6 +187,14 @@ pub enum Error {
         #[source]
         source: Box<mesh_wireguard::Error>,
     },
+    /// The WireGuard device is shut down (the agent is stopping).
+    #[error(
+        "wireguard device {ifname} is shut down (the agent is stopping); retry once it is back"
+    )]
+    DeviceStopped {
+        /// The device's interface.
+        ifname: String,
+    },
     /// A Kubernetes request failed.
     #[error("kubernetes: {what}: {source}")]
     Kube {

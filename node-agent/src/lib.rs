@@ -21,6 +21,8 @@
 //! - [`api`] / [`client`]: the local HTTP/JSON API on a unix socket and its
 //!   small blocking client (used by mesh-cni);
 //! - [`metrics`]: Prometheus text exposition;
+//! - [`flows`]: the datapath's flow events, named (pod, cluster, node) and
+//!   kept in a bounded log for `GET /v1/flows` and `meshctl observe`;
 //! - [`feed`]: the mesh feed (one Watch to the local mesh-apiserver, every
 //!   cluster's records) and the agent's own Node (pod CIDR, InternalIP, the
 //!   published WireGuard key);
@@ -41,6 +43,7 @@ pub mod encryption;
 pub mod endpoint;
 mod error;
 pub mod feed;
+pub mod flows;
 pub mod identity_sync;
 pub mod metrics;
 pub mod node_sync;

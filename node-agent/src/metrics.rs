@@ -171,6 +171,13 @@ impl Metrics {
     }
 }
 
+/// Prometheus lines for the flow log.
+pub fn render_flows(events_total: u64) -> String {
+    format!(
+        "# HELP meshwork_flow_events_total Flow events read from the datapath's ring buffer.\n# TYPE meshwork_flow_events_total counter\nmeshwork_flow_events_total {events_total}\n"
+    )
+}
+
 /// Prometheus lines for the mesh feed, routes and WireGuard peers.
 pub fn render_feeds(
     mesh: Option<&crate::feed::mesh::MeshFeedStatus>,

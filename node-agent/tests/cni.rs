@@ -1,7 +1,8 @@
 //! The real `mesh-cni` plugin, invoked exactly as a container runtime does
 //! (CNI_* environment, configuration on stdin, CNI_NETNS a /var/run/netns
 //! path), inside a "node" namespace where the real `node-agent` binary runs.
-//! Pods are namespaces; traffic is real ping and TCP between them.
+//! Pods are namespaces; traffic is real ping and TCP between them, and what
+//! the datapath saw of it comes back from the agent's flow log.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -953,4 +954,183 @@ fn del_succeeds_for_unknown_containers_and_vanished_namespaces() {
     assert!(!node.ipam_files().contains(&ip), "address not released");
     assert!(node.pod_links().is_empty());
     assert!(node.client().endpoints().expect("endpoints").is_empty());
+}
+
+/// Polls `/v1/flows` with `filter` until `pred` holds for one flow.
+fn wait_flow(
+    node: &Node,
+    filter: &node_agent::flows::FlowFilter,
+    pred: impl Fn(&node_agent::flows::FlowRecord) -> bool,
+) -> node_agent::flows::FlowRecord {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let flows = node.client().flows(filter).expect("GET /v1/flows");
+        if let Some(f) = flows.iter().find(|f| pred(f)) {
+            return f.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no matching flow within 10 s for {filter:?}; flows: {flows:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Flows from real packets: the TC programs' events come back from
+/// `GET /v1/flows` named (pod, cluster, node) with verdict and drop reason,
+/// by filter and as a follow stream; `/v1/policies` and `/v1/encryption`
+/// describe the same endpoints and the device.
+#[test]
+fn flows_from_real_packets_are_served_named_filtered_and_followed() {
+    // A ClusterIP without backends (dialled only from inside a pod).
+    let empty_vip = "10.96.73.1";
+    let node = Node::with_agent("10.73.0.0/24");
+    let (client, server) = (Pod::new(), Pod::new());
+    let client_ip = pod_ip(&node.add(&client));
+    let server_ip = pod_ip(&node.add(&server));
+    server.serve_echo(8080);
+    assert_eq!(client.tcp_echo(&server_ip, 8080, "hello"), "hello");
+    let client_name = format!("default/{}", client.id);
+
+    // A forwarded flow, named on both sides.
+    let fwd = wait_flow(
+        &node,
+        &node_agent::flows::FlowFilter {
+            pod: Some(client_name.clone()),
+            verdict: Some(node_agent::flows::Verdict::Forwarded),
+            ..node_agent::flows::FlowFilter::default()
+        },
+        |f| f.destination.ip.map(|i| i.to_string()).as_deref() == Some(server_ip.as_str()),
+    );
+    assert_eq!(fwd.protocol, "tcp");
+    assert_eq!(fwd.drop_reason, None);
+    assert_eq!(fwd.destination.port, 8080);
+    assert_eq!(fwd.source.ip.unwrap().to_string(), client_ip);
+    assert_eq!(fwd.source.pod.as_deref(), Some(client.id.as_str()));
+    assert_eq!(fwd.source.namespace.as_deref(), Some("default"));
+    assert_eq!(fwd.destination.pod.as_deref(), Some(server.id.as_str()));
+    assert_eq!(fwd.source.cluster.as_deref(), Some("c1"));
+    assert_eq!(fwd.node, node.ns.name());
+
+    // A service without backends: the datapath drops, the flow says why.
+    let empty = node_agent::datapath::ServiceEntry {
+        frontend: node_agent::datapath::Frontend {
+            ip: empty_vip.parse().unwrap(),
+            port: 80,
+            protocol: mesh_api::Protocol::Tcp,
+            kind: node_agent::datapath::FrontendKind::ClusterIp,
+        },
+        backends: vec![],
+        affinity_timeout: None,
+    };
+    let body = serde_json::to_vec(&vec![empty]).unwrap();
+    let (status, resp) = node
+        .client()
+        .request("PUT", "/v1/services", Some(&body))
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+
+    // A follower started before the drop receives it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let follower = node.client();
+    let follow_filter = node_agent::flows::FlowFilter {
+        verdict: Some(node_agent::flows::Verdict::Dropped),
+        pod: Some(client.id.clone()),
+        ..node_agent::flows::FlowFilter::default()
+    };
+    std::thread::spawn(move || {
+        // Ends when the agent is killed at the end of the test.
+        let _ = follower.follow_flows(&follow_filter, |f| tx.send(f).is_ok());
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client
+        .ns
+        .command("bash")
+        .args([
+            "-c",
+            &format!("echo nobody | socat -t1 - TCP:{empty_vip}:80,connect-timeout=1"),
+        ])
+        .output()
+        .expect("socat");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("nobody"),
+        "a service without backends answered"
+    );
+    let dropped = wait_flow(
+        &node,
+        &node_agent::flows::FlowFilter {
+            verdict: Some(node_agent::flows::Verdict::Dropped),
+            namespace: Some("default".into()),
+            ..node_agent::flows::FlowFilter::default()
+        },
+        |f| f.destination.ip.map(|i| i.to_string()).as_deref() == Some(empty_vip),
+    );
+    assert_eq!(dropped.drop_reason.as_deref(), Some("no_service_backend"));
+    assert_eq!(dropped.destination.port, 80);
+    assert_eq!(dropped.source.pod.as_deref(), Some(client.id.as_str()));
+    assert_eq!(dropped.observation, "from-pod");
+    let streamed = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the follow stream delivered the drop");
+    assert_eq!(streamed.verdict, node_agent::flows::Verdict::Dropped);
+    assert_eq!(streamed.drop_reason.as_deref(), Some("no_service_backend"));
+
+    // Filters exclude: the forwarded flow is not a drop, and no flow is
+    // from the future or of another cluster.
+    let none = node
+        .client()
+        .flows(&node_agent::flows::FlowFilter {
+            cluster: Some("c9".into()),
+            ..node_agent::flows::FlowFilter::default()
+        })
+        .unwrap();
+    assert!(none.is_empty(), "{none:#?}");
+    let later = node
+        .client()
+        .flows(&node_agent::flows::FlowFilter {
+            since: Some(dropped.time_unix_ms + 60_000),
+            ..node_agent::flows::FlowFilter::default()
+        })
+        .unwrap();
+    assert!(later.is_empty(), "{later:#?}");
+    let last = node
+        .client()
+        .flows(&node_agent::flows::FlowFilter {
+            last: Some(1),
+            ..node_agent::flows::FlowFilter::default()
+        })
+        .unwrap();
+    assert_eq!(last.len(), 1);
+
+    // A bad filter is refused with what is allowed.
+    let (status, resp) = node
+        .client()
+        .request("GET", "/v1/flows?verdict=sideways", None)
+        .unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("forwarded, dropped"), "{text}");
+
+    // Policies: both endpoints, nothing enforced. Encryption: off.
+    let policies = node.client().policies().unwrap();
+    let pods: Vec<_> = policies.iter().filter_map(|p| p.pod.clone()).collect();
+    assert!(
+        pods.contains(&client.id) && pods.contains(&server.id),
+        "{policies:#?}"
+    );
+    assert!(
+        policies
+            .iter()
+            .all(|p| !p.policy.ingress_enforced && !p.policy.egress_enforced)
+    );
+    let counted = node
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("meshwork_flow_events_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("meshwork_flow_events_total in /metrics");
+    assert!(counted >= 2, "flow events counted: {counted}");
+    let enc = node.client().encryption().unwrap();
+    assert_eq!((enc.mode.as_str(), enc.device.is_none()), ("off", true));
+    assert_eq!(enc.node, node.ns.name());
 }

@@ -806,6 +806,53 @@ fn cross_cluster_policy_admits_only_the_named_clusters_pods(lab: &Lab) {
         after > before,
         "refused connections are counted as policy_default_deny on c1-n2 ({before} → {after})"
     );
+    // explain names the policy on both ends of the story.
+    use meshctl::report::{ExplainReport, HopStatus};
+    let ingress = |ex: &ExplainReport| {
+        ex.backends
+            .iter()
+            .flat_map(|b| b.hops.iter())
+            .find(|h| h.step == "ingress policy")
+            .cloned()
+            .unwrap_or_else(|| panic!("no ingress policy hop: {ex:#?}"))
+    };
+    let (ex, code) = meshctl_typed::<ExplainReport>(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "shop/client",
+            "shop/db:8080",
+        ],
+    );
+    assert_eq!((code, ex.ok), (Some(3), false), "{ex:#?}");
+    let hop = ingress(&ex);
+    assert_eq!(hop.status, HopStatus::Fail, "{hop:#?}");
+    assert!(
+        hop.detail
+            .contains("selected by MeshNetworkPolicy shop/db-from-c2-clients"),
+        "{hop:#?}"
+    );
+    let (ex, code) = meshctl_typed::<ExplainReport>(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c2",
+            "--destination-context",
+            "lab-c1",
+            "shop/client-c2",
+            "shop/db:8080",
+        ],
+    );
+    assert_eq!((code, ex.ok), (Some(0), true), "{ex:#?}");
+    let hop = ingress(&ex);
+    assert!(
+        hop.detail
+            .contains("rule MeshNetworkPolicy shop/db-from-c2-clients ingress[0]"),
+        "{hop:#?}"
+    );
     lab.kubectl(
         "lab-c1",
         &[
@@ -969,6 +1016,10 @@ fn control_plane_scenarios_on_one_lab() {
                 "disconnect withdraws and reconnect works",
                 disconnect_withdraws_and_reconnect_works,
             ),
+            (
+                "meshctl services, observe and explain show the cross-cluster path",
+                meshctl_services_observe_and_explain_show_the_cross_cluster_path,
+            ),
         ],
     );
 }
@@ -1123,6 +1174,678 @@ fn encrypted_datapath_scenarios_on_one_lab() {
                 "an encrypted agent restart keeps its key and the stream recovers",
                 an_encrypted_agent_restart_keeps_its_key_and_the_stream_recovers,
             ),
+            (
+                "meshctl encryption status and explain see the WireGuard peers",
+                meshctl_encryption_status_and_explain_see_the_wireguard_peers,
+            ),
+            (
+                "meshctl encryption rotate-key: peers follow, traffic resumes",
+                meshctl_rotate_key_peers_follow_and_traffic_resumes,
+            ),
         ],
+    );
+}
+
+/// `meshctl <args> -o json`, parsed into `T`; returns it with the exit code.
+fn meshctl_typed<T: serde::de::DeserializeOwned>(lab: &Lab, args: &[&str]) -> (T, Option<i32>) {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = lab.meshctl(&all);
+    let v: T = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "meshctl {args:?} -o json does not parse ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (v, out.status.code())
+}
+
+/// Polls `meshctl <args> -o json` until `done` holds (bounded by `T`).
+fn meshctl_until<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    lab: &Lab,
+    args: &[&str],
+    what: &str,
+    done: impl Fn(&T, Option<i32>) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (v, code) = meshctl_typed::<T>(lab, args);
+        if done(&v, code) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not reached within {T:?}; last (exit {code:?}): {v:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A global service with backends in c1 and c2: `meshctl services` shows
+/// both clusters' backends; requests from c1 to it appear in `meshctl
+/// observe` with their verdict and cluster; `meshctl explain` passes every
+/// hop (WireGuard is off in this lab: skipped, said so) and names what is
+/// wrong for a service without backends; every new command's --help runs.
+fn meshctl_services_observe_and_explain_show_the_cross_cluster_path(lab: &Lab) {
+    use meshctl::report::{ExplainReport, HopStatus, ObserveReport, ServicesReport, Verdict};
+    for cmd in [
+        &["observe", "--help"][..],
+        &["services", "--help"],
+        &["explain", "--help"],
+        &["encryption", "status", "--help"],
+    ] {
+        let out = lab.meshctl(cmd);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("Examples:"),
+            "meshctl {cmd:?}: {text}"
+        );
+    }
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n2",
+        "--namespace=shop",
+        "--name=web-c1b",
+        "--label=app=web",
+    ]);
+    lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "service",
+            "web",
+            "service.meshwork.io/affinity-",
+        ],
+    );
+    let services: ServicesReport = meshctl_until(
+        lab,
+        &["services", "--context", "lab-c1"],
+        "shop/web with backends in c1 and c2",
+        |r: &ServicesReport, code| {
+            code == Some(0)
+                && r.services.iter().any(|s| {
+                    s.name == "web"
+                        && s.backends_by_cluster.get("c1") == Some(&1)
+                        && s.backends_by_cluster.get("c2") == Some(&2)
+                })
+        },
+    );
+    let web = services.services.iter().find(|s| s.name == "web").unwrap();
+    assert_eq!(
+        (
+            services.cluster.as_str(),
+            web.namespace.as_str(),
+            web.affinity.as_str(),
+            web.shared
+        ),
+        ("c1", "shop", "none", true)
+    );
+    assert!(
+        services.services.iter().all(|s| s.name != "internal"),
+        "a non-global Service is listed: {services:#?}"
+    );
+    assert!(services.datapath_node.is_some() && services.unreachable.is_empty());
+
+    // Traffic from c1 to the global service, answered by both clusters.
+    let vip = lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    ask_until(
+        lab,
+        &format!("{}:80", vip.trim()),
+        "meshctl: both clusters",
+        |c| c.keys().map(String::as_str).eq(["c1", "c2"]),
+    );
+    let observed: ObserveReport = meshctl_until(
+        lab,
+        &[
+            "observe",
+            "--context",
+            "lab-c1",
+            "--pod",
+            "shop/client",
+            "--cluster",
+            "c2",
+            "--last",
+            "50",
+        ],
+        "a forwarded flow from shop/client to c2",
+        |r: &ObserveReport, code| {
+            code == Some(0)
+                && r.flows.iter().any(|f| {
+                    f.verdict == Verdict::Forwarded
+                        && f.destination.cluster.as_deref() == Some("c2")
+                })
+        },
+    );
+    let f = observed
+        .flows
+        .iter()
+        .find(|f| f.verdict == Verdict::Forwarded && f.destination.cluster.as_deref() == Some("c2"))
+        .unwrap();
+    assert_eq!(
+        (
+            f.source.namespace.as_deref(),
+            f.source.pod.as_deref(),
+            f.source.cluster.as_deref(),
+            f.cluster.as_str(),
+            f.destination.port
+        ),
+        (Some("shop"), Some("client"), Some("c1"), "c1", 8080),
+        "{f:#?}"
+    );
+    assert!(f.node.starts_with("c1-"), "{f:#?}");
+    // The far end saw it too, with the backend pod named.
+    let far: ObserveReport = meshctl_until(
+        lab,
+        &[
+            "observe",
+            "--context",
+            "lab-c2",
+            "--pod-namespace",
+            "shop",
+            "--cluster",
+            "c1",
+            "--last",
+            "50",
+        ],
+        "c2's agents saw c1's client",
+        |r: &ObserveReport, _| {
+            r.flows.iter().any(|f| {
+                f.source.cluster.as_deref() == Some("c1")
+                    && f.destination
+                        .pod
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with("web-"))
+            })
+        },
+    );
+    assert!(far.unreachable.is_empty(), "{far:#?}");
+    meshctl_observe_follow_streams_new_flows(lab, &format!("{}:80", vip.trim()));
+
+    // explain: every hop of the working path passes.
+    let (ex, code) = meshctl_typed::<ExplainReport>(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "shop/client",
+            "shop/web:80",
+        ],
+    );
+    assert_eq!(code, Some(0), "{ex:#?}");
+    assert!(ex.ok, "{ex:#?}");
+    let steps: Vec<&str> = ex.hops.iter().map(|h| h.step.as_str()).collect();
+    assert_eq!(steps, ["source", "agent", "identity", "service"], "{ex:#?}");
+    // Every hop of a working path is ✔ (the identity too: the agent
+    // resolved the pod's labels from the mesh feed).
+    for h in &ex.hops {
+        assert_eq!(h.status, HopStatus::Pass, "{h:#?}");
+    }
+    assert_eq!(ex.backends.len(), 3, "{ex:#?}");
+    for b in &ex.backends {
+        assert!(b.ok, "{b:#?}");
+        let want: &[&str] = if b.cluster.as_deref() == Some("c2") {
+            &[
+                "remote cluster",
+                "route",
+                "egress policy",
+                "wireguard",
+                "destination",
+                "ingress policy",
+            ]
+        } else {
+            &[
+                "route",
+                "egress policy",
+                "wireguard",
+                "destination",
+                "ingress policy",
+            ]
+        };
+        assert_eq!(
+            b.hops.iter().map(|h| h.step.as_str()).collect::<Vec<_>>(),
+            want,
+            "{b:#?}"
+        );
+        for h in &b.hops {
+            let expected = if h.step == "wireguard" {
+                HopStatus::Skip
+            } else {
+                HopStatus::Pass
+            };
+            assert_eq!(h.status, expected, "{h:#?}");
+        }
+        assert!(
+            b.pod.as_deref().is_some_and(|p| p.starts_with("shop/web-")),
+            "{b:#?}"
+        );
+    }
+    assert_eq!(
+        ex.backends
+            .iter()
+            .filter(|b| b.cluster.as_deref() == Some("c2"))
+            .count(),
+        2
+    );
+    assert!(
+        !ex.flows.is_empty(),
+        "explain shows the last flows: {ex:#?}"
+    );
+    // The table a person reads: one ✔ line per hop, the verdict last.
+    let out = lab.meshctl(&[
+        "explain",
+        "--context",
+        "lab-c1",
+        "shop/client",
+        "shop/web:80",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("✔ shop/client can reach shop/web:80")),
+        "{text}"
+    );
+
+    // A destination that does not exist: exit 3, the ✘ hop says why.
+    let (bad, code) = meshctl_typed::<ExplainReport>(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "shop/client",
+            "shop/nowhere:80",
+        ],
+    );
+    assert_eq!(code, Some(3), "{bad:#?}");
+    assert!(
+        !bad.ok && bad.summary.contains("neither a Service nor a Pod"),
+        "{bad:#?}"
+    );
+
+    meshctl_explain_and_observe_name_a_service_without_backends(lab);
+    meshctl_explain_names_a_stale_remote_cluster(lab);
+    lab.ok(&[
+        "pod",
+        "del",
+        "--cluster=c1",
+        "--node=c1-n2",
+        "--namespace=shop",
+        "--name=web-c1b",
+    ]);
+}
+
+/// In the encrypted lab: `meshctl encryption status` shows every node's key
+/// published and its peers; the peer no pod has talked to yet has no
+/// handshake, which is named and makes the command exit 3. `meshctl explain`
+/// across clusters passes the WireGuard hop with its last handshake.
+fn meshctl_encryption_status_and_explain_see_the_wireguard_peers(lab: &Lab) {
+    use meshctl::report::{EncryptionStatusReport, ExplainReport, HopStatus};
+    let (st, code) = meshctl_typed::<EncryptionStatusReport>(
+        lab,
+        &["encryption", "status", "--context", "lab-c1"],
+    );
+    assert_eq!(
+        st.nodes.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(),
+        ["c1-n1", "c1-n2"],
+        "{st:#?}"
+    );
+    for n in &st.nodes {
+        let dev = n.device.as_ref().expect("encryption on");
+        assert_eq!(n.mode, "wireguard");
+        assert!(dev.key_published && dev.public_key.is_some(), "{n:#?}");
+        assert_eq!(
+            dev.peers.len(),
+            3,
+            "every other node of both clusters: {n:#?}"
+        );
+    }
+    let n1 = st.nodes[0].device.as_ref().unwrap();
+    assert!(
+        n1.peers
+            .iter()
+            .filter(|p| p.last_handshake_seconds_ago.is_some())
+            .count()
+            >= 2,
+        "pod a talked to c1-n2 and c2-n2: {n1:#?}"
+    );
+    let silent = st
+        .nodes
+        .iter()
+        .flat_map(|n| n.device.iter().flat_map(|d| d.peers.iter()))
+        .filter(|p| p.last_handshake_seconds_ago.is_none())
+        .count();
+    if silent > 0 {
+        assert_eq!(
+            code,
+            Some(3),
+            "a peer without handshake must fail the check: {st:#?}"
+        );
+        assert_eq!(st.problems.len(), silent, "{st:#?}");
+        assert!(
+            st.problems
+                .iter()
+                .all(|p| p.contains("never completed a handshake")),
+            "{st:#?}"
+        );
+    } else {
+        assert_eq!(code, Some(0), "{st:#?}");
+    }
+
+    let (ex, code) = meshctl_typed::<ExplainReport>(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "--destination-context",
+            "lab-c2",
+            "shop/a",
+            "shop/b:8080",
+        ],
+    );
+    assert_eq!(code, Some(0), "{ex:#?}");
+    assert!(ex.ok, "{ex:#?}");
+    let b = &ex.backends[0];
+    assert_eq!(
+        (b.cluster.as_deref(), b.pod.as_deref(), b.node.as_deref()),
+        (Some("c2"), Some("shop/b"), Some("c2-n2"))
+    );
+    let wg = b.hops.iter().find(|h| h.step == "wireguard").unwrap();
+    assert!(
+        wg.status == HopStatus::Pass && wg.detail.contains("last handshake"),
+        "{wg:#?}"
+    );
+    let route = b.hops.iter().find(|h| h.step == "route").unwrap();
+    assert!(
+        route.status == HopStatus::Pass
+            && route
+                .detail
+                .contains(&format!("dev {}", lab.wg_interface(1, 1))),
+        "pod traffic to c2 goes through the WireGuard device: {route:#?}"
+    );
+}
+
+/// `meshctl encryption rotate-key --node c1-n1`: the node gets a new key,
+/// publishes it on its Node, the other cluster's node peers with the new
+/// key, and pod traffic across clusters resumes (bounded wait).
+fn meshctl_rotate_key_peers_follow_and_traffic_resumes(lab: &Lab) {
+    use meshctl::report::{EncryptionStatusReport, RotateKeyReport};
+    let (r, code) = meshctl_typed::<RotateKeyReport>(
+        lab,
+        &[
+            "encryption",
+            "rotate-key",
+            "--context",
+            "lab-c1",
+            "--node",
+            "c1-n1",
+        ],
+    );
+    assert_eq!(code, Some(0), "{r:#?}");
+    assert_eq!(r.rotated.len(), 1, "{r:#?}");
+    let k = &r.rotated[0];
+    assert_eq!(k.node, "c1-n1");
+    assert_ne!(k.old_public_key, k.new_public_key);
+    let published = lab.kubectl(
+        "lab-c1",
+        &[
+            "get",
+            "node",
+            "c1-n1",
+            "-o",
+            r"jsonpath={.metadata.annotations.network\.meshwork\.io/wg-pub-key}",
+        ],
+    );
+    assert_eq!(published.trim(), k.new_public_key);
+    // Pod a (c1-n1) reaches pod b (c2-n2) again: c2-n2 follows the new key.
+    let b = pod_ip(lab, "lab-c2", "shop", "b");
+    let deadline = std::time::Instant::now() + T;
+    while lab
+        .exec(
+            &lab.pod_ns("c1", "shop", "a"),
+            &mesh_e2e::bin("mesh-echo"),
+            &["ask", &format!("{b}:8080"), "--timeout-ms", "1000"],
+        )
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod a never reached pod b after the key rotation"
+        );
+    }
+    let st: EncryptionStatusReport = meshctl_until(
+        lab,
+        &["encryption", "status", "--context", "lab-c2"],
+        "c2-n2 peers with c1-n1's new key, with a handshake",
+        |r: &EncryptionStatusReport, _| {
+            r.nodes.iter().any(|n| {
+                n.node == "c2-n2"
+                    && n.device.as_ref().is_some_and(|d| {
+                        d.peers.iter().any(|p| {
+                            p.public_key == k.new_public_key
+                                && p.last_handshake_seconds_ago.is_some()
+                        })
+                    })
+            })
+        },
+    );
+    assert!(
+        st.nodes
+            .iter()
+            .flat_map(|n| n.device.iter().flat_map(|d| d.peers.iter()))
+            .all(|p| p.public_key != k.old_public_key),
+        "the old key is gone from every peer table: {st:#?}"
+    );
+}
+
+/// Kills a child process when dropped (also when the scenario panics).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `meshctl observe --follow -o json` prints one flow per line as requests
+/// happen.
+fn meshctl_observe_follow_streams_new_flows(lab: &Lab, addr: &str) {
+    use std::io::BufRead as _;
+    let mut child = KillOnDrop(
+        std::process::Command::new(mesh_e2e::bin("meshctl"))
+            .env("KUBECONFIG", lab.kubeconfig())
+            .args([
+                "observe",
+                "--context",
+                "lab-c1",
+                "--pod",
+                "shop/client",
+                "--follow",
+                "--last",
+                "0",
+                "-o",
+                "json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("meshctl observe --follow"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let flow: meshctl::report::FlowRecord = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("a followed line is not a flow ({e}): {line}"));
+            if tx.send(flow).is_err() {
+                return;
+            }
+        }
+    });
+    // The follower needs a moment to open its streams.
+    std::thread::sleep(Duration::from_millis(500));
+    who_answers(lab, addr, 3);
+    let flow = rx
+        .recv_timeout(T)
+        .expect("meshctl observe --follow printed no flow for new requests");
+    assert_eq!(
+        (flow.source.namespace.as_deref(), flow.source.pod.as_deref()),
+        (Some("shop"), Some("client")),
+        "{flow:#?}"
+    );
+}
+
+/// A Service whose selector matches no pod: `meshctl explain` stops at the
+/// service hop with "no backends" (exit 3), and the request the client
+/// makes anyway shows in `meshctl observe --verdict dropped` with the
+/// datapath's reason.
+fn meshctl_explain_and_observe_name_a_service_without_backends(lab: &Lab) {
+    use meshctl::report::{ExplainReport, HopStatus, ObserveReport, Verdict};
+    lab.apply(
+        "lab-c1",
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: shop}
+spec:
+  selector: {app: nobody}
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+"#,
+    );
+    let ex: ExplainReport = meshctl_until(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "shop/client",
+            "shop/empty",
+        ],
+        "explain names the missing backends",
+        |r: &ExplainReport, code| {
+            code == Some(3)
+                && r.hops.iter().any(|h| {
+                    h.step == "service"
+                        && h.status == HopStatus::Fail
+                        && h.detail.contains("no backends")
+                })
+        },
+    );
+    assert!(!ex.ok && ex.summary.contains("no backends"), "{ex:#?}");
+    let vip = lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "get",
+            "svc",
+            "empty",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    let vip = vip.trim().to_string();
+    let answers = who_answers(lab, &format!("{vip}:80"), 2);
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    let dropped: ObserveReport = meshctl_until(
+        lab,
+        &[
+            "observe",
+            "--context",
+            "lab-c1",
+            "--pod",
+            "shop/client",
+            "--verdict",
+            "dropped",
+            "--last",
+            "50",
+        ],
+        "the dropped request to the empty service",
+        |r: &ObserveReport, _| {
+            r.flows
+                .iter()
+                .any(|f| f.destination.ip.map(|i| i.to_string()).as_deref() == Some(vip.as_str()))
+        },
+    );
+    let f = dropped
+        .flows
+        .iter()
+        .find(|f| f.destination.ip.map(|i| i.to_string()).as_deref() == Some(vip.as_str()))
+        .unwrap();
+    assert_eq!(
+        (f.verdict, f.drop_reason.as_deref(), f.destination.port),
+        (Verdict::Dropped, Some("no_service_backend"), 80),
+        "{f:#?}"
+    );
+    lab.kubectl("lab-c1", &["-n", "shop", "delete", "service", "empty"]);
+}
+
+/// c2's mesh-apiserver is lost: `meshctl explain` still passes through c1's
+/// backend, and marks c2's backends ✘ at the remote-cluster hop, saying
+/// the cluster is stale; after the restart everything passes again.
+fn meshctl_explain_names_a_stale_remote_cluster(lab: &Lab) {
+    use meshctl::report::{ExplainReport, HopStatus};
+    lab.ok(&["kill", "c2/mesh-apiserver"]);
+    lab.wait_status("c1", "c2 marked stale", T, |s| {
+        s.remotes.get("c2").is_some_and(|r| r.stale_since.is_some())
+    });
+    let (ex, code) = meshctl_typed::<ExplainReport>(
+        lab,
+        &[
+            "explain",
+            "--context",
+            "lab-c1",
+            "shop/client",
+            "shop/web:80",
+        ],
+    );
+    lab.ok(&["restart", "c2/mesh-apiserver"]);
+    lab.wait_status("c1", "c2 back and synced", T, |s| {
+        s.is_synced_with("c2") && s.remotes["c2"].stale_since.is_none()
+    });
+    assert_eq!(code, Some(0), "c1's own backend still works: {ex:#?}");
+    let c2: Vec<_> = ex
+        .backends
+        .iter()
+        .filter(|b| b.cluster.as_deref() == Some("c2"))
+        .collect();
+    assert_eq!(c2.len(), 2, "stale backends are kept: {ex:#?}");
+    for b in c2 {
+        let h = &b.hops[0];
+        assert!(
+            !b.ok
+                && h.step == "remote cluster"
+                && h.status == HopStatus::Fail
+                && h.detail.contains("stale"),
+            "{b:#?}"
+        );
+    }
+    assert!(
+        ex.summary.contains("1 of 3") && ex.summary.contains("others fail"),
+        "{}",
+        ex.summary
     );
 }

@@ -109,19 +109,36 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     } else {
         None
     };
-    if let (Some(enc), Some(client)) = (&encryption, &kube) {
-        let (enc, client, name) = (enc.clone(), client.clone(), config.node_name.to_string());
+    if let Some(client) = &kube {
+        // One merge patch: where meshctl finds this agent, and the
+        // WireGuard key when encryption is on.
+        let (enc, client, name) = (
+            encryption.clone(),
+            client.clone(),
+            config.node_name.to_string(),
+        );
+        let api = own_node::agent_api_value(&config.agent_socket);
         tokio::spawn(async move {
+            let mut annotations = vec![(own_node::AGENT_API_ANNOTATION, api.clone())];
+            if let Some(enc) = &enc {
+                annotations.push((
+                    own_node::WG_PUB_KEY_ANNOTATION,
+                    enc.public_key().to_string(),
+                ));
+            }
             let mut backoff = Duration::from_secs(1);
             loop {
-                match own_node::publish_key(&client, &name, &enc.public_key()).await {
+                match own_node::publish_annotations(&client, &name, &annotations).await {
                     Ok(()) => {
-                        enc.set_published();
-                        tracing::info!(node = %name, key = %enc.public_key(), "WireGuard public key published on the Node");
+                        if let Some(enc) = &enc {
+                            enc.set_published();
+                            tracing::info!(node = %name, key = %enc.public_key(), "WireGuard public key published on the Node");
+                        }
+                        tracing::info!(node = %name, agent_api = %api, "local API address published on the Node");
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot publish the WireGuard key")
+                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot annotate the Node")
                     }
                 }
                 tokio::time::sleep(backoff).await;
@@ -156,6 +173,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             ..Default::default()
         }),
         policy: Arc::default(),
+        kube: kube.clone(),
     });
     let node_controller = mesh.clone().map(|feed| {
         let local = LocalNode {
@@ -231,6 +249,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         encryption: config.enable_encryption,
     };
     let policy_status = feeds.policy.clone();
+    let bpf_root = config.bpf_root.clone();
     let state = AgentState::new(config, manager);
     state.set_feeds(feeds);
     let identity_controller = mesh.clone().map(|feed| {
@@ -247,6 +266,11 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             policy_status,
         ))
     });
+    let flow_reader = {
+        let s = state.clone();
+        node_agent::flows::spawn_reader(&bpf_root, state.flows().clone(), move || s.flow_resolver())
+            .context("cannot read the datapath's flow events")?
+    };
     let service_feed = kube.map(|client| services::spawn(client, node_name, global, state.clone()));
 
     let tcp = tokio::net::TcpListener::bind(metrics_address)
@@ -278,6 +302,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     if let Some(t) = identity_controller {
         t.abort();
     }
+    drop(flow_reader);
     if let Some(t) = node_controller {
         t.abort();
     }

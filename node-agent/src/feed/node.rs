@@ -1,7 +1,8 @@
 //! The agent's own Node object: its pod CIDR (when `--pod-cidr` is not
 //! given), its InternalIP, and the WireGuard public key the agent publishes
 //! on it (annotation `network.meshwork.io/wg-pub-key`, a JSON merge patch
-//! that touches nothing else). Kubernetes access comes from `KUBECONFIG` or
+//! that touches nothing else), and where its local API is (annotation
+//! `network.meshwork.io/agent-api`, read by `meshctl`). Kubernetes access comes from `KUBECONFIG` or
 //! the in-cluster service account.
 
 use std::net::IpAddr;
@@ -15,6 +16,46 @@ use crate::error::{Error, Result};
 
 /// The annotation holding a node's WireGuard public key.
 pub const WG_PUB_KEY_ANNOTATION: &str = mesh_api::annotations::WG_PUB_KEY;
+
+/// The annotation saying where the agent's local API is.
+pub const AGENT_API_ANNOTATION: &str = mesh_api::annotations::AGENT_API;
+
+/// The [`AGENT_API_ANNOTATION`] value for an agent serving on `socket`:
+/// `unix://<absolute path>`.
+pub fn agent_api_value(socket: &std::path::Path) -> String {
+    let abs = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
+    format!("unix://{}", abs.display())
+}
+
+/// The merge patch that sets `annotations` and touches nothing else.
+pub fn annotations_patch(annotations: &[(&str, String)]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::json!({ "metadata": { "annotations": map } })
+}
+
+/// Sets `annotations` on Node `name` (one merge patch).
+pub async fn publish_annotations(
+    client: &kube::Client,
+    name: &str,
+    annotations: &[(&str, String)],
+) -> Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let keys: Vec<&str> = annotations.iter().map(|(k, _)| *k).collect();
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&annotations_patch(annotations)),
+    )
+    .await
+    .map_err(|e| Error::Kube {
+        what: format!("annotate Node {name} with {}", keys.join(", ")),
+        source: Box::new(e),
+    })?;
+    Ok(())
+}
 
 /// What the agent takes from its Node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -88,9 +129,7 @@ pub async fn read(client: &kube::Client, name: &str) -> Result<OwnNode> {
 
 /// The merge patch that sets the key annotation.
 pub fn key_patch(key: &WireGuardKey) -> serde_json::Value {
-    serde_json::json!({
-        "metadata": { "annotations": { WG_PUB_KEY_ANNOTATION: key.to_string() } }
-    })
+    annotations_patch(&[(WG_PUB_KEY_ANNOTATION, key.to_string())])
 }
 
 /// Publishes `key` on Node `name` (merge patch of one annotation).

@@ -44,3 +44,22 @@ fn key_patch_touches_only_the_annotation() {
         }}})
     );
 }
+
+#[test]
+fn agent_api_annotation_is_an_absolute_unix_url_and_patches_only_itself() {
+    assert_eq!(
+        agent_api_value(std::path::Path::new("/var/run/meshwork/agent.sock")),
+        "unix:///var/run/meshwork/agent.sock"
+    );
+    let rel = agent_api_value(std::path::Path::new("run/agent.sock"));
+    assert!(
+        rel.starts_with("unix:///") && rel.ends_with("/run/agent.sock"),
+        "{rel}"
+    );
+    assert_eq!(
+        annotations_patch(&[(AGENT_API_ANNOTATION, "unix:///a.sock".into())]),
+        serde_json::json!({"metadata": {"annotations": {
+            "network.meshwork.io/agent-api": "unix:///a.sock"
+        }}})
+    );
+}
