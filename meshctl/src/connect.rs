@@ -388,7 +388,13 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
         )
     })?;
     let age = now_secs().saturating_sub(st.updated_at);
-    output::emit(format, &st, |s| {
+    let report = meshctl::report::StatusReport {
+        agents: agents_summary(&c).await,
+        mesh: st,
+    };
+    output::emit(format, &report, |r| {
+        let s = &r.mesh;
+        let a = &r.agents;
         output::fields(&[
             ("cluster", format!("{} (id {})", s.cluster, s.cluster_id)),
             (
@@ -416,7 +422,24 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
                 "watch streams",
                 format!("{} (node-agents and remote clusters)", s.watch_clients),
             ),
+            (
+                "node-agents",
+                format!(
+                    "{}/{} ready{}",
+                    a.ready,
+                    a.nodes,
+                    if a.unreachable.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} not reachable from here", a.unreachable.len())
+                    }
+                ),
+            ),
+            ("encryption", a.encryption.clone()),
         ]);
+        for p in a.unreachable.iter().chain(&a.not_ready) {
+            println!("  {}: {}", p.node, p.problem);
+        }
         let rows: Vec<Vec<String>> = s
             .remotes
             .values()
@@ -455,6 +478,67 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
             );
         }
     })
+}
+
+/// Asks every node-agent of `c` for its status (in parallel): how many are
+/// ready (mesh feed synced) and which encryption they run.
+async fn agents_summary(c: &Cluster) -> meshctl::report::AgentsSummary {
+    use meshctl::report::{AgentProblem, AgentsSummary};
+    let agents = match crate::agents::of_cluster(c).await {
+        Ok(a) => a,
+        Err(e) => {
+            return AgentsSummary {
+                encryption: "unknown".into(),
+                unreachable: vec![AgentProblem {
+                    node: "-".into(),
+                    problem: format!("{e:#}"),
+                }],
+                ..AgentsSummary::default()
+            };
+        }
+    };
+    let answers = crate::agents::each(&agents, |a| a.call(|cl| cl.status()));
+    let mut summary = AgentsSummary {
+        nodes: agents.len(),
+        ..AgentsSummary::default()
+    };
+    let mut modes = std::collections::BTreeSet::new();
+    for (agent, answer) in agents.iter().zip(answers) {
+        match answer {
+            Err(p) => summary.unreachable.push(p),
+            Ok(st) => {
+                modes.insert(match &st.encryption {
+                    Some(e) if e.enabled => "wireguard",
+                    _ => "off",
+                });
+                match &st.mesh_feed {
+                    Some(f) if f.synced => summary.ready += 1,
+                    Some(f) => summary.not_ready.push(AgentProblem {
+                        node: agent.node.clone(),
+                        problem: format!(
+                            "mesh feed to {} not synced{}",
+                            f.address,
+                            f.last_error
+                                .as_ref()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        ),
+                    }),
+                    None => summary.not_ready.push(AgentProblem {
+                        node: agent.node.clone(),
+                        problem: "runs without a mesh-apiserver (--mesh-apiserver-address unset)"
+                            .into(),
+                    }),
+                }
+            }
+        }
+    }
+    summary.encryption = match modes.len() {
+        0 => "unknown".into(),
+        1 => modes.into_iter().next().expect("one").into(),
+        _ => "mixed (agents disagree: see `meshctl encryption status`)".into(),
+    };
+    summary
 }
 
 fn yes_no(b: bool) -> String {

@@ -16,6 +16,33 @@ pub struct AgentProblem {
     pub problem: String,
 }
 
+/// `meshctl status -o json`: the mesh-apiserver's published status plus
+/// what this cluster's node-agents say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The mesh-apiserver's status (the `meshwork-status` ConfigMap).
+    #[serde(flatten)]
+    pub mesh: mesh_api::clustermesh::MeshStatus,
+    /// The node-agents.
+    pub agents: AgentsSummary,
+}
+
+/// The node-agents of a cluster, as they answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentsSummary {
+    /// Nodes of the cluster.
+    pub nodes: usize,
+    /// Agents that answered and whose mesh feed is synced.
+    pub ready: usize,
+    /// Encryption as the agents report it: `wireguard`, `off`, `mixed`
+    /// (agents disagree) or `unknown` (none answered).
+    pub encryption: String,
+    /// Agents that did not answer, and what to do.
+    pub unreachable: Vec<AgentProblem>,
+    /// Agents that answered but are not ready, and why.
+    pub not_ready: Vec<AgentProblem>,
+}
+
 /// `meshctl observe -o json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObserveReport {

@@ -57,6 +57,26 @@ fn connect_and_status(lab: &Lab) {
             "{me}: {r:?}"
         );
     }
+    // status also reports this cluster's node-agents and encryption mode.
+    let (st, code) =
+        meshctl_typed::<meshctl::report::StatusReport>(lab, &["status", "--context", "lab-c1"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        (
+            st.agents.nodes,
+            st.agents.ready,
+            st.agents.encryption.as_str()
+        ),
+        (2, 2, "off"),
+        "{st:#?}"
+    );
+    assert!(st.agents.unreachable.is_empty(), "{st:#?}");
+    let table = String::from_utf8_lossy(&lab.meshctl(&["status", "--context", "lab-c1"]).stdout)
+        .to_string();
+    assert!(
+        table.contains("2/2 ready") && table.contains("encryption"),
+        "{table}"
+    );
 }
 
 fn connecting_again_changes_nothing(lab: &Lab) {
@@ -1099,6 +1119,20 @@ fn encrypted_pod_traffic_is_only_wireguard_on_the_wire(lab: &Lab) {
     );
 }
 
+fn status_reports_wireguard_on_every_agent(lab: &Lab) {
+    for c in ["c1", "c2"] {
+        let (st, _) = meshctl_typed::<meshctl::report::StatusReport>(
+            lab,
+            &["status", "--context", &format!("lab-{c}")],
+        );
+        assert_eq!(
+            (st.agents.ready, st.agents.encryption.as_str()),
+            (2, "wireguard"),
+            "{c}: {st:#?}"
+        );
+    }
+}
+
 fn wg_show_reads_every_peer_with_a_handshake(lab: &Lab) {
     let out = lab.exec(
         &lab.node_ns("c1-n1"),
@@ -1169,6 +1203,10 @@ fn encrypted_datapath_scenarios_on_one_lab() {
             (
                 "wg show reads every peer with a handshake",
                 wg_show_reads_every_peer_with_a_handshake,
+            ),
+            (
+                "meshctl status reports WireGuard on every agent",
+                status_reports_wireguard_on_every_agent,
             ),
             (
                 "an encrypted agent restart keeps its key and the stream recovers",
