@@ -596,6 +596,47 @@ fn disconnect_withdraws_and_reconnect_works(lab: &Lab) {
     });
 }
 
+/// Pod to pod without NAT: on the same node, across nodes of one cluster,
+/// across clusters; each backend sees the client's own address.
+fn pod_to_pod_on_the_same_node_across_nodes_and_across_clusters(lab: &Lab) {
+    for (node, name) in [("c1-n1", "peer-same"), ("c1-n2", "peer-other")] {
+        lab.ok(&[
+            "pod",
+            "add",
+            "--cluster=c1",
+            &format!("--node={node}"),
+            "--namespace=shop",
+            &format!("--name={name}"),
+            "--label=app=peer",
+        ]);
+    }
+    let client = pod_ip(lab, "lab-c1", "shop", "client");
+    for (ctx, name, cluster, node) in [
+        ("lab-c1", "peer-same", "c1", "c1-n1"),
+        ("lab-c1", "peer-other", "c1", "c1-n2"),
+        ("lab-c2", "web-2", "c2", "c2-n2"),
+    ] {
+        let addr = format!("{}:8080", pod_ip(lab, ctx, "shop", name));
+        for a in lab.ask("c1", "shop", "client", &addr, 2) {
+            assert_eq!(
+                (
+                    a["cluster"].as_str(),
+                    a["node"].as_str(),
+                    a["pod"].as_str(),
+                    a["peer"].as_str()
+                ),
+                (
+                    Some(cluster),
+                    Some(node),
+                    Some(format!("shop/{name}").as_str()),
+                    Some(client.as_str())
+                ),
+                "client (c1-n1) → {name}"
+            );
+        }
+    }
+}
+
 const NODE_PORT: &str = r#"
 apiVersion: v1
 kind: Service
@@ -1009,6 +1050,10 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "a global service is served by both clusters, with affinity",
                 a_global_service_is_served_by_both_clusters_with_affinity,
+            ),
+            (
+                "pod to pod on the same node, across nodes and across clusters",
+                pod_to_pod_on_the_same_node_across_nodes_and_across_clusters,
             ),
             (
                 "a NodePort answers on each node's address",
