@@ -179,3 +179,24 @@ pub enum Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, for people: `outer: cause: root`,
+/// leaving out a cause whose text the line already holds (the crates'
+/// messages often name their cause, which also stays in the chain for
+/// programs that walk it). What the binaries print when they fail.
+pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests;

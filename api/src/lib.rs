@@ -19,7 +19,7 @@ pub mod proto;
 pub mod records;
 
 pub use cluster::{ClusterId, ClusterName, NodeName, dns_label_problem, dns_subdomain_problem};
-pub use error::{Error, Result};
+pub use error::{Error, Result, report};
 pub use identity::{Identity, ReservedIdentity};
 pub use labels::{LabelSelector, LabelSet, SelectorOperator, SelectorRequirement};
 pub use records::{

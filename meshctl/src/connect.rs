@@ -491,7 +491,7 @@ async fn agents_summary(c: &Cluster) -> meshctl::report::AgentsSummary {
                 encryption: "unknown".into(),
                 unreachable: vec![AgentProblem {
                     node: "-".into(),
-                    problem: format!("{e:#}"),
+                    problem: mesh_api::report(e.as_ref()),
                 }],
                 ..AgentsSummary::default()
             };

@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         Ok(Outcome::CheckFailed) => ExitCode::from(3),
         Ok(Outcome::Partial) => ExitCode::from(4),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", mesh_api::report(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -667,6 +667,12 @@ fn unusable_bpffs_or_cgroup_stops_the_agent_at_start_up_with_a_clear_message() {
         err.contains("not on a bpf filesystem") && err.contains(&not_bpffs.display().to_string()),
         "{err}"
     );
+    // Each cause is said once (the messages quote their causes).
+    assert_eq!(
+        err.matches("not on a bpf filesystem").count(),
+        1,
+        "a cause repeated: {err}"
+    );
     let err = run(node.bpf.path(), &not_cgroup);
     assert!(
         err.contains("socket LB") && err.contains(&not_cgroup.display().to_string()),

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", mesh_api::report(e.as_ref()));
             ExitCode::FAILURE
         }
     }
