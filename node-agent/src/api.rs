@@ -75,10 +75,22 @@ pub struct AgentStatus {
 pub struct Feeds {
     /// The mesh feed.
     pub mesh: Option<Arc<crate::feed::mesh::MeshFeed>>,
-    /// The WireGuard device.
-    pub encryption: Option<Arc<crate::encryption::Encryption>>,
+    /// The WireGuard device (changes when encryption is toggled at runtime).
+    pub encryption: Mutex<Option<Arc<crate::encryption::Encryption>>>,
     /// The node controller's state.
     pub routing: Mutex<crate::node_sync::RoutingStatus>,
+}
+
+impl Feeds {
+    /// The WireGuard device, while encryption is on.
+    pub fn encryption(&self) -> Option<Arc<crate::encryption::Encryption>> {
+        self.encryption.lock().expect("encryption lock").clone()
+    }
+
+    /// Records the device the node controller now runs (None: encryption off).
+    pub fn set_encryption(&self, enc: Option<Arc<crate::encryption::Encryption>>) {
+        *self.encryption.lock().expect("encryption lock") = enc;
+    }
 }
 
 /// Shared state of the API handlers.
@@ -166,7 +178,7 @@ impl AgentState {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mesh_feed: feeds.mesh.as_ref().map(|m| m.status()),
             routing: feeds.routing.lock().expect("lock").clone(),
-            encryption: feeds.encryption.as_ref().map(|e| e.status()),
+            encryption: feeds.encryption().map(|e| e.status()),
         }
     }
 }
@@ -398,9 +410,14 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
     let mut text = state.metrics.render(&gauges);
     text.push_str(&crate::metrics::render_feeds(
         feeds.mesh.as_ref().map(|m| m.status()).as_ref(),
-        feeds.encryption.as_ref().map(|e| e.status()).as_ref(),
+        feeds.encryption().map(|e| e.status()).as_ref(),
         &feeds.routing.lock().expect("lock"),
     ));
+    // The per-reason counters live in the pinned maps (absent until the
+    // eBPF datapath is loaded).
+    if let Ok(m) = mesh_bpf::MetricsReader::open(&state.config.bpf_root).and_then(|r| r.read()) {
+        text.push_str(&crate::metrics::render_datapath(&m));
+    }
     ([("content-type", "text/plain; version=0.0.4")], text)
 }
 

@@ -211,5 +211,31 @@ pub fn render_feeds(
     out
 }
 
+/// Prometheus lines for the datapath's per-reason counters: packets and
+/// bytes forwarded (`reason="forwarded"`) and dropped by reason (the labels
+/// are [`mesh_bpf::DropReason::name`], e.g. `encryption_required`).
+pub fn render_datapath(m: &mesh_bpf::Metrics) -> String {
+    let mut out = String::new();
+    for (name, help, pick) in [
+        (
+            "meshwork_datapath_packets_total",
+            "Packets seen by the per-packet programs, by verdict reason.",
+            0,
+        ),
+        (
+            "meshwork_datapath_bytes_total",
+            "Bytes seen by the per-packet programs, by verdict reason.",
+            1,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (reason, packets, bytes) in &m.by_reason {
+            let v = if pick == 0 { packets } else { bytes };
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {v}", reason.name());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

@@ -249,7 +249,7 @@ impl Capture {
             std::env::temp_dir().join(format!("{}.pcap", mesh_testbed::unique_name("mwcap")));
         let child = underlay
             .command("tcpdump")
-            .args(["-i", "br0", "-U", "-n", "-s", "0", "-w"])
+            .args(["-i", "br0", "--immediate-mode", "-U", "-n", "-s", "0", "-w"])
             .arg(&file)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -59,3 +59,21 @@ fn feed_metrics_are_grouped_under_their_help_and_type() {
         "{without}"
     );
 }
+
+#[test]
+fn datapath_counters_are_labelled_by_reason_name() {
+    let m = mesh_bpf::Metrics {
+        by_reason: vec![
+            (mesh_bpf::DropReason::Forwarded, 10, 1000),
+            (mesh_bpf::DropReason::EncryptionRequired, 3, 252),
+        ],
+    };
+    let text = super::render_datapath(&m);
+    for line in [
+        "meshwork_datapath_packets_total{reason=\"forwarded\"} 10",
+        "meshwork_datapath_packets_total{reason=\"encryption_required\"} 3",
+        "meshwork_datapath_bytes_total{reason=\"encryption_required\"} 252",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+    }
+}
