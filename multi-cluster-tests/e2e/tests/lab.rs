@@ -647,6 +647,302 @@ fn encrypted_datapath_scenarios_on_one_lab() {
                 "wg show reads every peer with a handshake",
                 wg_show_reads_every_peer_with_a_handshake,
             ),
+            (
+                "strict mode drops what would leave unencrypted",
+                strict_mode_drops_what_would_leave_unencrypted,
+            ),
+            (
+                "encryption toggles off and on at runtime",
+                encryption_toggles_off_and_on_at_runtime,
+            ),
         ],
     );
+}
+
+/// `GET <path>` on node `node`'s agent API (its unix socket in the lab's
+/// state dir), as JSON.
+fn agent_get(lab: &Lab, cluster: &str, node: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read as _, Write as _};
+    let sock = lab
+        .dir
+        .join(cluster)
+        .join("nodes")
+        .join(node)
+        .join("agent.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock)
+        .unwrap_or_else(|e| panic!("agent socket {}: {e}", sock.display()));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{node} {path}: {e}: {text}"))
+}
+
+/// Waits until `check` holds for node `node`'s agent status.
+fn wait_agent(
+    lab: &Lab,
+    cluster: &str,
+    node: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let st = agent_get(lab, cluster, node, "/v1/status");
+        if check(&st) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{node}: {what} not within {T:?}; status: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `kubectl patch` of one key of cluster `c`'s meshwork-config (the lab's
+/// kubelet part carries it to the agents' config dir).
+fn set_meshwork_config(lab: &Lab, c: &str, key: &str, value: &str) {
+    let patch = serde_json::json!({"data": {key: value}}).to_string();
+    lab.kubectl(
+        &format!("lab-{c}"),
+        &[
+            "-n",
+            "meshwork-system",
+            "patch",
+            "configmap",
+            "meshwork-config",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+    );
+}
+
+/// A counter of node `node`'s `/metrics` (read inside its namespace).
+fn agent_metric(lab: &Lab, cluster: &str, node: &str, series: &str) -> u64 {
+    let addr = agent_get(lab, cluster, node, "/v1/status")["metrics_address"]
+        .as_str()
+        .expect("metrics address")
+        .to_string();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let script = format!(
+        "exec 3<>/dev/tcp/{host}/{port}; printf 'GET /metrics HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3"
+    );
+    let out = lab.exec(
+        &lab.node_ns(node),
+        std::path::Path::new("/bin/bash"),
+        &["-c", &script],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One request from pod `from` (c1) to `to:8080`, 1 s timeout: whether it
+/// was answered.
+fn answered(lab: &Lab, from: &str, to: &str) -> bool {
+    lab.exec(
+        &lab.pod_ns("c1", "shop", from),
+        &mesh_e2e::bin("mesh-echo"),
+        &["ask", &format!("{to}:8080"), "--timeout-ms", "1000"],
+    )
+    .status
+    .success()
+}
+
+fn wait_answered(lab: &Lab, from: &str, to: &str, what: &str) {
+    let deadline = std::time::Instant::now() + T;
+    while !answered(lab, from, to) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: no answer within {T:?}"
+        );
+    }
+}
+
+/// Strict mode on in c1 (ConfigMap edit, applied at runtime); c2-n2's key
+/// annotation removed, so c1's nodes lose their peer for it and fall back
+/// to a native route: the datapath drops the pod's requests to c2-n2's pod
+/// (counted as encryption_required), nothing with a pod address reaches
+/// the underlay. The key back: answered again through the tunnel.
+fn strict_mode_drops_what_would_leave_unencrypted(lab: &Lab) {
+    assert_eq!(connect(lab, "c1", "c2")["synced"], true);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n1",
+        "--namespace=shop",
+        "--name=strict-a",
+    ]);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c2",
+        "--node=c2-n2",
+        "--namespace=shop",
+        "--name=strict-b",
+    ]);
+    let b = pod_ip(lab, "lab-c2", "shop", "strict-b");
+    wait_answered(
+        lab,
+        "strict-a",
+        &b,
+        "strict-a → strict-b before strict mode",
+    );
+    set_meshwork_config(lab, "c1", "encryption-strict-mode", "true");
+    wait_agent(lab, "c1", "c1-n1", "strict mode on", |s| {
+        s["routing"]["strict_mode"] == true
+    });
+    let key = lab.kubectl(
+        "lab-c2",
+        &[
+            "get",
+            "node",
+            "c2-n2",
+            "-o",
+            "jsonpath={.metadata.annotations.network\\.meshwork\\.io/wg-pub-key}",
+        ],
+    );
+    assert!(!key.is_empty(), "c2-n2 has no published key");
+    lab.kubectl(
+        "lab-c2",
+        &[
+            "annotate",
+            "node",
+            "c2-n2",
+            "network.meshwork.io/wg-pub-key-",
+        ],
+    );
+    wait_agent(lab, "c1", "c1-n1", "peer for c2-n2 removed", |s| {
+        s["encryption"]["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && !p.iter().any(|p| p["public_key"] == key.as_str()))
+    });
+    let before = agent_metric(
+        lab,
+        "c1",
+        "c1-n1",
+        "meshwork_datapath_packets_total{reason=\"encryption_required\"}",
+    );
+    let mut ok = true;
+    let plain = lab.capture("net 10.0.0.0/8", || ok = answered(lab, "strict-a", &b));
+    assert!(
+        !ok,
+        "strict mode let a request to a node without a peer through"
+    );
+    assert_eq!(
+        plain.packets, 0,
+        "pod addresses on the underlay: traffic left unencrypted"
+    );
+    let after = agent_metric(
+        lab,
+        "c1",
+        "c1-n1",
+        "meshwork_datapath_packets_total{reason=\"encryption_required\"}",
+    );
+    assert!(after > before, "drops not counted: {before} → {after}");
+    lab.kubectl(
+        "lab-c2",
+        &[
+            "annotate",
+            "node",
+            "c2-n2",
+            &format!("network.meshwork.io/wg-pub-key={key}"),
+        ],
+    );
+    wait_answered(
+        lab,
+        "strict-a",
+        &b,
+        "strict-a → strict-b with the peer back",
+    );
+    set_meshwork_config(lab, "c1", "encryption-strict-mode", "false");
+    wait_agent(lab, "c1", "c1-n1", "strict mode off", |s| {
+        s["routing"]["strict_mode"] == false
+    });
+}
+
+/// encryption off in both clusters' ConfigMaps: every agent removes its
+/// device and withdraws its key, pods talk in clear (the greeting is
+/// readable on the underlay); on again: same keys, only WireGuard.
+fn encryption_toggles_off_and_on_at_runtime(lab: &Lab) {
+    assert_eq!(connect(lab, "c1", "c2")["synced"], true);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n1",
+        "--namespace=shop",
+        "--name=toggle-a",
+    ]);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c2",
+        "--node=c2-n1",
+        "--namespace=shop",
+        "--name=toggle-b",
+    ]);
+    let b = pod_ip(lab, "lab-c2", "shop", "toggle-b");
+    wait_answered(lab, "toggle-a", &b, "toggle-a → toggle-b encrypted");
+    let nodes = [
+        ("c1", "c1-n1"),
+        ("c1", "c1-n2"),
+        ("c2", "c2-n1"),
+        ("c2", "c2-n2"),
+    ];
+    let keys: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|(c, n)| agent_get(lab, c, n, "/v1/status")["encryption"]["public_key"].clone())
+        .collect();
+    for c in ["c1", "c2"] {
+        set_meshwork_config(lab, c, "enable-encryption", "false");
+    }
+    for (c, n) in nodes {
+        wait_agent(lab, c, n, "encryption off, native routes", |s| {
+            s["encryption"].is_null()
+                && s["routing"]["routes"].as_array().is_some_and(|r| {
+                    r.len() == 3 && r.iter().all(|r| r["next_hop"].get("via").is_some())
+                })
+        });
+    }
+    wait_answered(lab, "toggle-a", &b, "toggle-a → toggle-b in clear");
+    let mut answers = vec![];
+    let clear = lab.capture("net 10.0.0.0/8", || {
+        answers = lab.ask("c1", "shop", "toggle-a", &format!("{b}:8080"), 3)
+    });
+    assert!(answers.iter().all(|a| a["cluster"] == "c2"), "{answers:?}");
+    assert!(
+        clear.packets > 0 && clear.contains("cluster=c2"),
+        "encryption off: the greeting crosses the underlay in clear ({} packets)",
+        clear.packets
+    );
+    for c in ["c1", "c2"] {
+        set_meshwork_config(lab, c, "enable-encryption", "true");
+    }
+    for ((c, n), key) in nodes.iter().zip(&keys) {
+        wait_agent(lab, c, n, "encryption on again with 3 peers", |s| {
+            s["encryption"]["public_key"] == *key
+                && s["encryption"]["peers"]
+                    .as_array()
+                    .is_some_and(|p| p.len() == 3)
+        });
+    }
+    wait_answered(lab, "toggle-a", &b, "toggle-a → toggle-b encrypted again");
+    let mut answers = vec![];
+    let plain = lab.capture("net 10.0.0.0/8", || {
+        answers = lab.ask("c1", "shop", "toggle-a", &format!("{b}:8080"), 3)
+    });
+    assert_eq!(answers.len(), 3);
+    assert_eq!(
+        plain.packets, 0,
+        "pod addresses on the underlay after encryption came back"
+    );
+    let wire = lab.capture("udp port 51871", || {
+        lab.ask("c1", "shop", "toggle-a", &format!("{b}:8080"), 3);
+    });
+    assert!(wire.packets > 0 && !wire.contains("cluster=c2"));
 }
