@@ -28,7 +28,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +215,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/endpoints/{container_id}/{ifname}", delete(deregister))
         .route("/v1/services", get(services).put(put_services))
         .route("/v1/ipcache", get(ipcache).put(put_ipcache))
+        .route("/v1/encryption/rotate-key", post(rotate_key))
         .with_state(state)
 }
 
@@ -394,6 +395,55 @@ async fn put_ipcache(
     let report = mgr.reconcile();
     state.metrics.reconcile();
     Ok(Json(ApplyReport::from(&report)))
+}
+
+/// Answer of `POST /v1/encryption/rotate-key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateKeyResponse {
+    /// The key peers knew until now (base64).
+    pub previous_public_key: String,
+    /// The new key (base64), being published on the Node annotation.
+    pub public_key: String,
+}
+
+/// `POST /v1/encryption/rotate-key`: a new WireGuard key for this node,
+/// persisted, in use at once, and republished on the Node annotation so the
+/// other nodes' peers follow (traffic resumes within a handshake once they
+/// have). 409 `encryption-off` when encryption is off.
+async fn rotate_key(
+    State(state): State<Arc<AgentState>>,
+) -> Result<Json<RotateKeyResponse>, ApiError> {
+    let Some(enc) = state.feeds().encryption() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "encryption-off",
+            "encryption is off on this node: nothing to rotate (set encryption.enabled)".into(),
+        ));
+    };
+    let previous = enc.public_key();
+    let done = tokio::task::spawn_blocking(move || enc.rotate_key())
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rotate-key",
+                e.to_string(),
+            )
+        })?;
+    match done {
+        Ok(key) => Ok(Json(RotateKeyResponse {
+            previous_public_key: previous.to_string(),
+            public_key: key.to_string(),
+        })),
+        Err(e) => {
+            state.metrics.error("rotate-key");
+            Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rotate-key",
+                e.to_string(),
+            ))
+        }
+    }
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {

@@ -39,6 +39,11 @@ impl AgentClient {
         self.json("GET", "/v1/status", None)
     }
 
+    /// `POST /v1/encryption/rotate-key`: a new WireGuard key for the node.
+    pub fn rotate_key(&self) -> Result<crate::api::RotateKeyResponse> {
+        self.json("POST", "/v1/encryption/rotate-key", None)
+    }
+
     /// `GET /v1/endpoints`.
     pub fn endpoints(&self) -> Result<Vec<Endpoint>> {
         self.json("GET", "/v1/endpoints", None)

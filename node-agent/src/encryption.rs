@@ -6,8 +6,12 @@
 //! = its pod CIDRs, plus its node IP /32 with node encryption). The routes
 //! that send pod traffic into the device are [`crate::routes`]'s job.
 //!
-//! What it is not for: toggling encryption at runtime (start-up state only),
-//! strict mode (the datapath drops what would leave unencrypted).
+//! [`Encryption::rotate_key`] replaces the key (persisted first) and wakes
+//! the node controller, which publishes the new public key so peers follow.
+//!
+//! What it is not for: deciding when encryption is on (the node controller
+//! starts and stops the device from the runtime settings), strict mode (the
+//! datapath drops what would leave unencrypted).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -126,7 +130,9 @@ pub struct EncryptionStatus {
 /// The running device and what was last applied to it.
 pub struct Encryption {
     device: Mutex<Option<Device>>,
-    public_key: WireGuardKey,
+    public_key: Mutex<WireGuardKey>,
+    state_dir: std::path::PathBuf,
+    rotated: tokio::sync::Notify,
     ifname: String,
     port: u16,
     rejected: Mutex<Vec<String>>,
@@ -137,7 +143,7 @@ impl std::fmt::Debug for Encryption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Encryption")
             .field("ifname", &self.ifname)
-            .field("public_key", &self.public_key.to_string())
+            .field("public_key", &self.public_key().to_string())
             .finish_non_exhaustive()
     }
 }
@@ -163,7 +169,9 @@ impl Encryption {
             source: Box::new(source),
         })?;
         Ok(Encryption {
-            public_key: device.public_key(),
+            public_key: Mutex::new(device.public_key()),
+            state_dir: state_dir.to_path_buf(),
+            rotated: tokio::sync::Notify::new(),
             port: device.listen_port(),
             ifname: ifname.to_string(),
             device: Mutex::new(Some(device)),
@@ -179,7 +187,37 @@ impl Encryption {
 
     /// This node's public key.
     pub fn public_key(&self) -> WireGuardKey {
-        self.public_key
+        *self.public_key.lock().expect("key lock")
+    }
+
+    /// Generates a new key, persists it in the state dir (0600, atomically)
+    /// and gives it to the device: sessions restart with the next packet,
+    /// and peers accept the new key once they learn it from the Node
+    /// annotation (the node controller republishes it, woken by
+    /// [`Encryption::key_rotated`]). Returns the new public key.
+    pub fn rotate_key(&self) -> Result<WireGuardKey> {
+        let guard = self.device.lock().expect("device lock");
+        let dev = guard.as_ref().ok_or_else(|| Error::Config {
+            flag: "enable-encryption",
+            reason: "the WireGuard device is shutting down".into(),
+        })?;
+        let store = KeyStore::in_state_dir(&self.state_dir);
+        let key = dev.rotate_key(&store).map_err(|source| Error::Wireguard {
+            what: format!("rotate the key in {}", store.path().display()),
+            source: Box::new(source),
+        })?;
+        *self.public_key.lock().expect("key lock") = key;
+        self.published
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.rotated.notify_one();
+        tracing::info!(public_key = %key, "WireGuard key rotated");
+        Ok(key)
+    }
+
+    /// Completes after the next [`Encryption::rotate_key`] (or at once if
+    /// one happened since the last call).
+    pub async fn key_rotated(&self) {
+        self.rotated.notified().await;
     }
 
     /// Records that the key is on the Node annotation.
@@ -226,7 +264,7 @@ impl Encryption {
             enabled: true,
             interface: Some(self.ifname.clone()),
             port: Some(self.port),
-            public_key: Some(self.public_key.to_string()),
+            public_key: Some(self.public_key().to_string()),
             key_published: self.published.load(std::sync::atomic::Ordering::Relaxed),
             peers,
             rejected: self.rejected.lock().expect("lock").clone(),

@@ -418,6 +418,18 @@ impl NodeController {
             }
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return },
+                () = async {
+                    match &device {
+                        Some(d) => d.key_rotated().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // A new key: publish it so the other nodes' peers follow.
+                    if let Some(a) = annotator.take() {
+                        a.abort();
+                    }
+                    annotator = device.clone().and_then(|d| self.publish(d));
+                },
                 // Without --config-dir nothing is watched: the sender is gone.
                 r = settings.changed(), if watching => if r.is_err() { watching = false },
                 () = tokio::time::sleep(Duration::from_secs(10)) => {},
