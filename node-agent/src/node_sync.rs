@@ -190,6 +190,12 @@ pub struct RoutingStatus {
     /// strict mode is off).
     #[serde(default)]
     pub must_encrypt: Vec<Ipv4Net>,
+    /// With encryption on: other nodes' pod CIDRs that have no usable
+    /// WireGuard peer (no key yet, removed, refused) and so are routed
+    /// natively — in clear without strict mode, dropped by the datapath
+    /// with it. Never silent: logged when it changes, and a gauge.
+    #[serde(default)]
+    pub unencrypted: Vec<Ipv4Net>,
 }
 
 /// Where a pass writes: the routing table, and the datapath's strict-mode
@@ -286,6 +292,27 @@ pub fn sync_nodes(
         status.strict_mode = enforce_dev.is_some();
     }
     status.must_encrypt = must.keys().copied().collect();
+    let unencrypted: Vec<Ipv4Net> = match encryption {
+        Some(_) => desired
+            .iter()
+            .filter(|(_, hop)| matches!(hop, NextHop::Via(_)))
+            .map(|(net, _)| *net)
+            .collect(),
+        None => Vec::new(),
+    };
+    if unencrypted != status.unencrypted && !unencrypted.is_empty() {
+        tracing::warn!(
+            cidrs = ?unencrypted,
+            strict_mode = enforce_dev.is_some(),
+            "encryption is on but these nodes' pods have no WireGuard peer: {}",
+            if enforce_dev.is_some() {
+                "strict mode drops their traffic"
+            } else {
+                "their traffic is routed in clear (turn on encryption.strictMode to drop it)"
+            }
+        );
+    }
+    status.unencrypted = unencrypted;
     if status.node_ip.is_none() {
         status.node_ip = nodes
             .iter()

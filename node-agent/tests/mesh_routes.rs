@@ -936,6 +936,17 @@ fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runt
         || a1.routes() == native(&b1) && a1.status().encryption.is_some_and(|e| e.peers.is_empty()),
         diag(&a1),
     );
+    assert_eq!(
+        a1.status().routing.unencrypted,
+        vec![b1.pod_cidr.parse::<ipnet::Ipv4Net>().unwrap()],
+        "the node without a peer is reported"
+    );
+    assert!(
+        a1.metrics()
+            .lines()
+            .any(|l| l == "meshwork_node_routes_unencrypted 1"),
+        "gauge of routes bypassing WireGuard"
+    );
     let mut flows = mesh_bpf::FlowReader::open(a1.bpf.path()).expect("flow ring");
     flows.drain();
     let before = drops(&a1, mesh_bpf::DropReason::EncryptionRequired);
@@ -996,6 +1007,7 @@ fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runt
         "traffic resumes with the peer\n{}",
         a1.log()
     );
+    assert!(a1.status().routing.unencrypted.is_empty());
 
     // A bad edit is refused: nothing changes.
     set_key(&a1, "enable-encryption", "sometimes");
