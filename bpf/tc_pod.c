@@ -1,6 +1,8 @@
 /* Per-packet datapath on the host side of a pod's veth.
  *   from_pod (TC ingress of the host veth): service DNAT with conntrack,
- *     egress policy of the pod, flow event.
+ *     strict-mode encryption (traffic to another node's pods that would
+ *     not leave through the WireGuard device is dropped), egress policy of
+ *     the pod, flow event.
  *   to_pod (TC egress of the host veth): reverse NAT of replies, ingress
  *     policy of the pod (peer identity from the ipcache), flow event.
  *   from_netdev / to_netdev (TC ingress / egress of the node's own
@@ -16,6 +18,7 @@
 #include "include/ipcache.h"
 #include "include/policy.h"
 #include "include/flow.h"
+#include "include/encrypt.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -99,6 +102,12 @@ int from_pod(struct __sk_buff *skb)
 				return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_NAT_FAILED, svc_id, 0);
 		}
 	}
+
+	/* Before conntrack: an established flow is dropped too once its
+	 * route stops leading into the tunnel (after any DNAT: the backend is
+	 * the real destination). */
+	if (encrypt_violation(skb, &p))
+		return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_ENCRYPTION_REQUIRED, svc_id, 0);
 
 	struct ct_key k = {
 		.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport,

@@ -12,6 +12,7 @@ enum mw_reason {
 	REASON_CT_MAP_FULL = 5,        /* conntrack insert failed */
 	REASON_INVALID_PACKET = 6,     /* truncated or malformed headers */
 	REASON_NAT_FAILED = 7,         /* rewriting addresses/checksums failed */
+	REASON_ENCRYPTION_REQUIRED = 8,/* strict mode: would leave the node unencrypted */
 	REASON_MAX = 32,               /* size of the metrics array */
 };
 

@@ -26,8 +26,8 @@ use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::maps::{
-    ALL_MAPS, BackendMap, ConntrackMap, FlowReader, IpcacheMap, MetricsReader, PolicyMap,
-    ServiceMap, check_pinned_layouts, pin_path,
+    ALL_MAPS, BackendMap, ConntrackMap, EncryptMap, FlowReader, IpcacheMap, MetricsReader,
+    PolicyMap, ServiceMap, check_pinned_layouts, pin_path,
 };
 
 /// The default pin root (DESIGN.md); configurable because several agents
@@ -367,6 +367,10 @@ impl Datapath {
     /// Opens the flow event reader.
     pub fn flows(&self) -> Result<FlowReader> {
         FlowReader::open(&self.pin_root)
+    }
+    /// Opens the strict-mode encryption maps.
+    pub fn encryption(&self) -> Result<EncryptMap> {
+        EncryptMap::open(&self.pin_root)
     }
     /// Opens the counters.
     pub fn metrics(&self) -> Result<MetricsReader> {

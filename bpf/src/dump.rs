@@ -6,9 +6,9 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::maps::{
-    Backend, BackendId, BackendMap, ConntrackMap, EndpointInfo, EndpointPolicy, IpcacheEntry,
-    IpcacheMap, Metrics, MetricsReader, PolicyEntry, PolicyKey, PolicyMap, ServiceEntry,
-    ServiceMap,
+    Backend, BackendId, BackendMap, ConntrackMap, EncryptConfig, EncryptMap, EndpointInfo,
+    EndpointPolicy, IpcacheEntry, IpcacheMap, Metrics, MetricsReader, PolicyEntry, PolicyKey,
+    PolicyMap, ServiceEntry, ServiceMap,
 };
 
 /// Contents of the pinned maps under one pin root (conntrack as a count:
@@ -29,6 +29,11 @@ pub struct Dump {
     pub conntrack_entries: usize,
     /// Counters by reason.
     pub metrics: Metrics,
+    /// Strict-mode encryption: CIDRs that must leave through the WireGuard
+    /// device (network, prefix length, owning node IP).
+    pub encrypt_cidrs: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    /// Strict-mode enforcement and the device's ifindex.
+    pub encrypt_config: EncryptConfig,
 }
 
 /// How full one map is (for map-pressure metrics).
@@ -95,6 +100,7 @@ pub fn usage(pin_root: &Path) -> Result<Vec<MapUsage>> {
 /// there once; nothing needs to be running).
 pub fn dump(pin_root: &Path) -> Result<Dump> {
     let policy = PolicyMap::open(pin_root)?;
+    let encrypt = EncryptMap::open(pin_root)?;
     Ok(Dump {
         services: ServiceMap::open(pin_root)?.dump()?,
         backends: BackendMap::open(pin_root)?.dump()?,
@@ -103,5 +109,7 @@ pub fn dump(pin_root: &Path) -> Result<Dump> {
         policy: policy.dump()?,
         conntrack_entries: ConntrackMap::open(pin_root)?.dump()?.len(),
         metrics: MetricsReader::open(pin_root)?.read()?,
+        encrypt_cidrs: encrypt.dump()?,
+        encrypt_config: encrypt.config()?,
     })
 }

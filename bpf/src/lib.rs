@@ -28,7 +28,8 @@ pub use dump::{Dump, MapUsage, dump, usage};
 pub use error::{Error, Result};
 pub use maps::{
     Backend, BackendId, BackendMap, ConntrackMap, CtDirection, CtEntry, Direction, DropReason,
-    EndpointInfo, EndpointPolicy, FlowEvent, FlowObservation, FlowReader, FlowVerdict, Frontend,
-    IpcacheEntry, IpcacheMap, LbAlgorithm, LoadBalancer, Metrics, MetricsReader, PolicyAction,
-    PolicyEntry, PolicyKey, PolicyMap, Protocol, ServiceEntry, ServiceId, ServiceMap, ServiceView,
+    EncryptConfig, EncryptMap, EncryptSync, EndpointInfo, EndpointPolicy, FlowEvent,
+    FlowObservation, FlowReader, FlowVerdict, Frontend, IpcacheEntry, IpcacheMap, LbAlgorithm,
+    LoadBalancer, Metrics, MetricsReader, PolicyAction, PolicyEntry, PolicyKey, PolicyMap,
+    Protocol, ServiceEntry, ServiceId, ServiceMap, ServiceView,
 };

@@ -790,3 +790,154 @@ fn client_ip_session_affinity_keeps_a_client_on_one_backend_through_both_paths()
     assert!(services.set_affinity(tcp(80), Some(0)).is_err());
     lab.dp.detach_cgroup(cg.path()).expect("detach");
 }
+
+/// Strict-mode encryption on real packets. The node has two ways to the
+/// other node's pods: a "tunnel" link (a veth standing in for the WireGuard
+/// device: the datapath only compares egress ifindexes) and the underlay
+/// bridge. While the route uses the tunnel, pod traffic passes; when the
+/// route moves to the underlay (what a removed peer does), the packets are
+/// dropped in `from_pod` with reason EncryptionRequired (counter and flow
+/// event), none reaches the underlay; with enforcement off the same packets
+/// cross the underlay in clear (so the capture check can fail).
+#[test]
+fn strict_mode_drops_pod_traffic_that_would_leave_outside_the_tunnel() {
+    const MARKER_HEX: &str = "6d657368776f726b2d73656372657421";
+    const MARKER: &[u8] = b"meshwork-secret!";
+    let lab = lab();
+    let underlay = Bridge::new();
+    underlay.attach(&lab.node.ns, "eth0", "192.168.77.1/24");
+    let other = NetNs::new("nd");
+    underlay.attach(&other, "eth0", "192.168.77.2/24");
+    mesh_testbed::veth(&lab.node.ns, "tun0", &other, "tun0");
+    lab.node.ns.addr("tun0", "192.168.78.1/30");
+    other.addr("tun0", "192.168.78.2/30");
+    // The remote pod, and the way back to this node's pods.
+    other.run_ok("ip", &["addr", "add", "10.245.0.10/32", "dev", "lo"]);
+    other.run_ok("ip", &["link", "set", "lo", "up"]);
+    other.run_ok(
+        "ip",
+        &["route", "add", "10.244.1.0/24", "via", "192.168.78.1"],
+    );
+    let set_route = |via: &str| {
+        lab.node
+            .ns
+            .run_ok("ip", &["route", "replace", "10.245.0.0/24", "via", via]);
+    };
+    set_route("192.168.78.2");
+
+    let tun_ifindex: u32 = lab
+        .node
+        .ns
+        .run_ok("cat", &["/sys/class/net/tun0/ifindex"])
+        .trim()
+        .parse()
+        .unwrap();
+    let mut enc = lab.dp.encryption().unwrap();
+    assert_eq!(enc.config().unwrap(), mesh_bpf::EncryptConfig::default());
+    let desired = [(
+        (Ipv4Addr::new(10, 245, 0, 0), 24),
+        Ipv4Addr::new(192, 168, 77, 2),
+    )]
+    .into_iter()
+    .collect();
+    let sync = enc.sync(&desired, true).unwrap();
+    assert_eq!(sync.upserted.len(), 1);
+    assert!(
+        enc.sync(&desired, true).unwrap().upserted.is_empty(),
+        "sync is idempotent"
+    );
+    assert!(enc.covers(Ipv4Addr::new(10, 245, 0, 10)).unwrap());
+    enc.set_config(mesh_bpf::EncryptConfig {
+        strict: true,
+        wg_ifindex: tun_ifindex,
+    })
+    .unwrap();
+
+    let ping = |pod: &Pod| {
+        pod.ns
+            .run(
+                "ping",
+                &[
+                    "-c",
+                    "3",
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "1",
+                    "-p",
+                    MARKER_HEX,
+                    "10.245.0.10",
+                ],
+            )
+            .status
+            .success()
+    };
+    assert!(ping(&lab.client), "through the tunnel: allowed");
+
+    // The route leaves the tunnel: dropped, counted, reported, nothing on
+    // the underlay.
+    set_route("192.168.77.2");
+    let mut flows = lab.dp.flows().unwrap();
+    flows.drain();
+    let before = lab.dp.metrics().unwrap().read().unwrap();
+    let cap = common::Capture::start(underlay.ns());
+    assert!(!ping(&lab.client), "strict mode must drop it");
+    let pcap = cap.stop();
+    assert!(
+        !pcap.windows(MARKER.len()).any(|w| w == MARKER),
+        "the marker reached the underlay"
+    );
+    let after = lab.dp.metrics().unwrap().read().unwrap();
+    assert!(
+        after.packets(DropReason::EncryptionRequired)
+            >= before.packets(DropReason::EncryptionRequired) + 3,
+        "{after:?}"
+    );
+    let (ev, seen) = flows.wait_for(Duration::from_secs(2), |e| {
+        e.reason == DropReason::EncryptionRequired
+    });
+    let ev = ev.unwrap_or_else(|| panic!("no EncryptionRequired event; saw {seen:?}"));
+    assert_eq!(ev.verdict, FlowVerdict::Dropped);
+    assert_eq!(ev.observation, FlowObservation::FromPod);
+    assert_eq!(ev.saddr, lab.client.ip);
+    assert_eq!(ev.daddr, Ipv4Addr::new(10, 245, 0, 10));
+    assert_eq!(ev.ifindex, lab.client.ifindex);
+    assert_eq!(DropReason::EncryptionRequired.name(), "encryption_required");
+
+    // No route at all: dropped with the same reason.
+    lab.node.ns.run_ok("ip", &["route", "del", "10.245.0.0/24"]);
+    let n = lab.dp.metrics().unwrap().read().unwrap();
+    assert!(!ping(&lab.client));
+    let m = lab.dp.metrics().unwrap().read().unwrap();
+    assert!(
+        m.packets(DropReason::EncryptionRequired) > n.packets(DropReason::EncryptionRequired),
+        "{m:?}"
+    );
+
+    // Addresses outside the set are not affected: node-local pods still talk.
+    let (name, _) = answer(&lab.client.probe(&["tcp", "10.244.1.13:8080"]));
+    assert_eq!(name, "backend-1");
+
+    // Control: enforcement off, the same packets cross the underlay in clear.
+    set_route("192.168.77.2");
+    other.run_ok(
+        "ip",
+        &["route", "replace", "10.244.1.0/24", "via", "192.168.77.1"],
+    );
+    enc.set_config(mesh_bpf::EncryptConfig {
+        strict: false,
+        wg_ifindex: tun_ifindex,
+    })
+    .unwrap();
+    let cap = common::Capture::start(underlay.ns());
+    assert!(ping(&lab.client), "enforcement off: native routing");
+    let pcap = cap.stop();
+    assert!(
+        pcap.windows(MARKER.len()).any(|w| w == MARKER),
+        "without strict mode the marker crosses the underlay"
+    );
+    // Unlisting works and is idempotent.
+    let sync = enc.sync(&Default::default(), true).unwrap();
+    assert_eq!(sync.removed.len(), 1);
+    assert!(!enc.covers(Ipv4Addr::new(10, 245, 0, 10)).unwrap());
+}

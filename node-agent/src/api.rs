@@ -84,8 +84,8 @@ pub struct AgentStatus {
 pub struct Feeds {
     /// The mesh feed.
     pub mesh: Option<Arc<crate::feed::mesh::MeshFeed>>,
-    /// The WireGuard device.
-    pub encryption: Option<Arc<crate::encryption::Encryption>>,
+    /// The WireGuard device (changes when encryption is toggled at runtime).
+    pub encryption: Mutex<Option<Arc<crate::encryption::Encryption>>>,
     /// The node controller's state.
     pub routing: Mutex<crate::node_sync::RoutingStatus>,
     /// The identity and policy controller's state.
@@ -102,6 +102,18 @@ impl std::fmt::Debug for Feeds {
             .field("kube", &self.kube.is_some())
             .field("policy", &self.policy)
             .finish_non_exhaustive()
+    }
+}
+
+impl Feeds {
+    /// The WireGuard device, while encryption is on.
+    pub fn encryption(&self) -> Option<Arc<crate::encryption::Encryption>> {
+        self.encryption.lock().expect("encryption lock").clone()
+    }
+
+    /// Records the device the node controller now runs (None: encryption off).
+    pub fn set_encryption(&self, enc: Option<Arc<crate::encryption::Encryption>>) {
+        *self.encryption.lock().expect("encryption lock") = enc;
     }
 }
 
@@ -269,7 +281,7 @@ impl AgentState {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mesh_feed: feeds.mesh.as_ref().map(|m| m.status()),
             routing: feeds.routing.lock().expect("lock").clone(),
-            encryption: feeds.encryption.as_ref().map(|e| e.status()),
+            encryption: feeds.encryption().map(|e| e.status()),
             policy: feeds.policy.lock().expect("lock").clone(),
         }
     }
@@ -645,7 +657,9 @@ pub struct EncryptionReport {
 }
 
 async fn encryption(State(state): State<Arc<AgentState>>) -> Json<EncryptionReport> {
-    let device = state.feeds().encryption.as_ref().map(|e| e.status());
+    let feeds = state.feeds();
+    let device = feeds.encryption().map(|e| e.status());
+    let strict_mode = feeds.routing.lock().expect("routing lock").strict_mode;
     Json(EncryptionReport {
         node: state.config.node_name.to_string(),
         cluster: state.config.cluster_name.to_string(),
@@ -654,7 +668,7 @@ async fn encryption(State(state): State<Arc<AgentState>>) -> Json<EncryptionRepo
         } else {
             "off".into()
         },
-        strict_mode: state.config.encryption_strict_mode,
+        strict_mode,
         node_encryption: state.config.node_encryption,
         device,
     })
@@ -677,7 +691,7 @@ pub struct RotatedKey {
 
 async fn rotate_key(State(state): State<Arc<AgentState>>) -> Result<Json<RotatedKey>, ApiError> {
     let feeds = state.feeds();
-    let Some(enc) = feeds.encryption.clone() else {
+    let Some(enc) = feeds.encryption() else {
         return Err(ApiError(
             StatusCode::CONFLICT,
             "encryption-off",
@@ -691,7 +705,6 @@ async fn rotate_key(State(state): State<Arc<AgentState>>) -> Result<Json<Rotated
         .await
         .expect("rotation task")
         .map_err(|e| api_error(&state, &e))?;
-    tracing::info!(old = %old, new = %new, "WireGuard key rotated");
     let node = state.config.node_name.to_string();
     let publish_error = match &feeds.kube {
         None => Some("no Kubernetes access: the key cannot be published".to_string()),
@@ -705,7 +718,7 @@ async fn rotate_key(State(state): State<Arc<AgentState>>) -> Result<Json<Rotated
         .map(|e| e.to_string()),
     };
     if publish_error.is_none()
-        && let Some(enc) = &feeds.encryption
+        && let Some(enc) = feeds.encryption()
     {
         enc.set_published();
     }
@@ -734,7 +747,7 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
     let mut text = state.metrics.render(&gauges);
     text.push_str(&crate::metrics::render_feeds(
         feeds.mesh.as_ref().map(|m| m.status()).as_ref(),
-        feeds.encryption.as_ref().map(|e| e.status()).as_ref(),
+        feeds.encryption().map(|e| e.status()).as_ref(),
         &feeds.routing.lock().expect("lock"),
     ));
     text.push_str(&crate::metrics::render_flows(state.flows.total()));

@@ -35,7 +35,10 @@
 //! | `metrics.address` | `metrics-address` | `127.0.0.1:9962` |
 //! | `logFormat` | `log-format` | `text` (or `json`) |
 //!
-//! `config-dir` itself is a command-line-only flag.
+//! `config-dir` itself is a command-line-only flag. The `encryption.*`
+//! keys (see [`EncryptionSettings`]) are re-read while the agent runs, as
+//! the kubelet updates the mounted ConfigMap; every other key is read at
+//! start-up only.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -333,6 +336,33 @@ impl AgentConfig {
             });
         }
         Ok(())
+    }
+}
+
+/// The part of the configuration the agent applies while running: the
+/// node controller converges the WireGuard device, peers, routes and strict
+/// mode to it when the config directory changes (see [`crate::config_watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionSettings {
+    /// `enable-encryption`.
+    pub enabled: bool,
+    /// `encryption-strict-mode`.
+    pub strict_mode: bool,
+    /// `node-encryption`.
+    pub node_encryption: bool,
+    /// `wireguard-persistent-keepalive`.
+    pub persistent_keepalive: u16,
+}
+
+impl AgentConfig {
+    /// The runtime-applied encryption settings.
+    pub fn encryption_settings(&self) -> EncryptionSettings {
+        EncryptionSettings {
+            enabled: self.enable_encryption,
+            strict_mode: self.encryption_strict_mode,
+            node_encryption: self.node_encryption,
+            persistent_keepalive: self.wireguard_persistent_keepalive,
+        }
     }
 }
 

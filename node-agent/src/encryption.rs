@@ -6,8 +6,12 @@
 //! = its pod CIDRs, plus its node IP /32 with node encryption). The routes
 //! that send pod traffic into the device are [`crate::routes`]'s job.
 //!
-//! What it is not for: toggling encryption at runtime (start-up state only),
-//! strict mode (the datapath drops what would leave unencrypted).
+//! [`Encryption::rotate_key`] replaces the key (persisted first) and wakes
+//! the node controller, which publishes the new public key so peers follow.
+//!
+//! What it is not for: deciding when encryption is on (the node controller
+//! starts and stops the device from the runtime settings), strict mode (the
+//! datapath drops what would leave unencrypted).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -128,6 +132,7 @@ pub struct Encryption {
     device: Mutex<Option<Device>>,
     public_key: Mutex<WireGuardKey>,
     state_dir: std::path::PathBuf,
+    rotated: tokio::sync::Notify,
     ifname: String,
     port: u16,
     rejected: Mutex<Vec<String>>,
@@ -166,6 +171,7 @@ impl Encryption {
         Ok(Encryption {
             public_key: Mutex::new(device.public_key()),
             state_dir: state_dir.to_path_buf(),
+            rotated: tokio::sync::Notify::new(),
             port: device.listen_port(),
             ifname: ifname.to_string(),
             device: Mutex::new(Some(device)),
@@ -184,10 +190,12 @@ impl Encryption {
         *self.public_key.lock().expect("key lock")
     }
 
-    /// Generates a new key, persists it in the state dir and gives it to
-    /// the device (sessions restart with the next packet); returns (old,
-    /// new) public keys. The new key still has to be published on the Node
-    /// for the peers to follow.
+    /// Generates a new key, persists it in the state dir (0600, atomically)
+    /// and gives it to the device: sessions restart with the next packet,
+    /// and peers accept the new key once they learn it from the Node
+    /// annotation (the API publishes it at once; the node controller,
+    /// woken by [`Encryption::key_rotated`], republishes it too, so a failed
+    /// publish is retried). Returns (old, new) public keys.
     pub fn rotate_key(&self) -> Result<(WireGuardKey, WireGuardKey)> {
         let guard = self.device.lock().expect("device lock");
         let dev = guard.as_ref().ok_or_else(|| Error::DeviceStopped {
@@ -202,7 +210,15 @@ impl Encryption {
         *self.public_key.lock().expect("key lock") = new;
         self.published
             .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.rotated.notify_one();
+        tracing::info!(old = %old, new = %new, "WireGuard key rotated");
         Ok((old, new))
+    }
+
+    /// Completes after the next [`Encryption::rotate_key`] (or at once if
+    /// one happened since the last call).
+    pub async fn key_rotated(&self) {
+        self.rotated.notified().await;
     }
 
     /// Records that the key is on the Node annotation.

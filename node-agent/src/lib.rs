@@ -28,7 +28,10 @@
 //!   published WireGuard key);
 //! - [`routes`], [`encryption`], [`node_sync`]: nodes of every cluster →
 //!   native routes (`<pod CIDR> via <node IP>`) or, with encryption on,
-//!   WireGuard peers and routes through the device.
+//!   WireGuard peers and routes through the device, and the datapath's
+//!   strict-mode set;
+//! - [`config_watch`]: re-reads the config directory so `encryption.*`
+//!   changes apply without a restart.
 //!
 //! What it is not for: the eBPF programs themselves (crate mesh-bpf), the
 //! WireGuard device (mesh-wireguard).
@@ -38,6 +41,7 @@ pub mod bpf_datapath;
 pub mod client;
 pub mod cni;
 pub mod config;
+pub mod config_watch;
 pub mod datapath;
 pub mod encryption;
 pub mod endpoint;

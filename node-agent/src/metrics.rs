@@ -241,6 +241,12 @@ pub fn render_feeds(
         one(routing.routes.len() as i64),
     );
     family(
+        "meshwork_node_routes_unencrypted",
+        "gauge",
+        "With encryption on: routes to other nodes' pods that bypass WireGuard (no peer).",
+        one(routing.unencrypted.len() as i64),
+    );
+    family(
         "meshwork_node_sync_failures",
         "gauge",
         "Failures in the last node sync pass.",

@@ -1,17 +1,174 @@
-//! Nodes of every cluster → WireGuard peers and routes: one pass of the
-//! agent's node controller, over the [`RouteTable`] seam and the
-//! [`Encryption`] device. Peers go first, so a route into the device never
-//! points at a missing peer.
+//! Nodes of every cluster → WireGuard peers, routes and the strict-mode
+//! set: one pass of the agent's node controller, over the [`RouteTable`]
+//! and [`EncryptionMap`] seams and the [`Encryption`] device. Peers go
+//! first, so a route into the device never points at a missing peer.
+//!
+//! Strict mode: every other node's pod CIDR (all clusters) is listed in the
+//! datapath's "must leave encrypted" set whether or not the node has a peer;
+//! a node without a usable peer keeps its native route (so the choice stays
+//! visible in `ip route`), and the datapath drops pod traffic that the route
+//! would send around the device, with reason `encryption_required`. CIDRs
+//! are listed before routes change and unlisted after, and enforcement is
+//! switched off before routes leave the device and on after they enter it,
+//! so neither a plaintext window nor a spurious drop opens during a pass.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use mesh_api::NodeRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::encryption::{Encryption, PeerOptions, desired_peers};
+use crate::error::{Error, Result};
 use crate::routes::{LocalNode, NextHop, Route, RouteTable, Tunnel, desired_routes, sync};
+
+/// The datapath's strict-mode maps (seam: [`BpfEncryptionMap`] for the
+/// kernel, [`MemoryEncryptionMap`] for unit tests).
+pub trait EncryptionMap {
+    /// Lists every CIDR of `cidrs` (owned by the node IP given); with
+    /// `prune`, unlists the others. Returns the changes as text.
+    fn sync(&mut self, cidrs: &BTreeMap<Ipv4Net, Ipv4Addr>, prune: bool) -> Result<Vec<String>>;
+    /// Enforcement on (traffic to a listed CIDR must leave through
+    /// `device`) or off (`None`).
+    fn enforce(&mut self, device: Option<&str>) -> Result<()>;
+}
+
+/// [`EncryptionMap`] over the pinned maps of mesh-bpf; the device's
+/// ifindex is looked up in the calling thread's network namespace.
+#[derive(Debug)]
+pub struct BpfEncryptionMap {
+    map: mesh_bpf::EncryptMap,
+}
+
+impl BpfEncryptionMap {
+    /// Opens the maps pinned under `bpf_root` (the datapath must be loaded).
+    pub fn open(bpf_root: &std::path::Path) -> Result<BpfEncryptionMap> {
+        let map = mesh_bpf::EncryptMap::open(bpf_root).map_err(|e| Error::Datapath {
+            op: "open strict-mode maps",
+            target: bpf_root.display().to_string(),
+            source: Box::new(e),
+        })?;
+        Ok(BpfEncryptionMap { map })
+    }
+}
+
+fn strict_err(op: &'static str, target: String) -> impl FnOnce(mesh_bpf::Error) -> Error {
+    move |e| Error::Datapath {
+        op,
+        target,
+        source: Box::new(e),
+    }
+}
+
+impl EncryptionMap for BpfEncryptionMap {
+    fn sync(&mut self, cidrs: &BTreeMap<Ipv4Net, Ipv4Addr>, prune: bool) -> Result<Vec<String>> {
+        let desired = cidrs
+            .iter()
+            .map(|(net, ip)| ((net.network(), net.prefix_len()), *ip))
+            .collect();
+        let done = self
+            .map
+            .sync(&desired, prune)
+            .map_err(strict_err("sync strict-mode CIDRs", "mw_encrypt".into()))?;
+        Ok(done
+            .upserted
+            .iter()
+            .map(|(a, l)| format!("must encrypt {a}/{l}"))
+            .chain(
+                done.removed
+                    .iter()
+                    .map(|(a, l)| format!("no longer must encrypt {a}/{l}")),
+            )
+            .collect())
+    }
+
+    fn enforce(&mut self, device: Option<&str>) -> Result<()> {
+        let want = match device {
+            Some(dev) => mesh_bpf::EncryptConfig {
+                strict: true,
+                wg_ifindex: mesh_bpf::netns::ifindex(dev)
+                    .map_err(strict_err("look up WireGuard device", dev.to_string()))?,
+            },
+            None => mesh_bpf::EncryptConfig::default(),
+        };
+        let have = self.map.config().map_err(strict_err(
+            "read strict-mode switch",
+            "mw_encrypt_cfg".into(),
+        ))?;
+        if have != want {
+            self.map.set_config(want).map_err(strict_err(
+                "set strict-mode switch",
+                "mw_encrypt_cfg".into(),
+            ))?;
+            tracing::info!(
+                strict = want.strict,
+                wg_ifindex = want.wg_ifindex,
+                "strict-mode enforcement set"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// An in-memory [`EncryptionMap`] (unit tests).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryEncryptionMap {
+    /// Listed CIDRs.
+    pub cidrs: BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// Enforcement device.
+    pub device: Option<String>,
+    /// Operations, in order (`list …`, `unlist …`, `enforce …`, `off`).
+    pub log: Vec<String>,
+}
+
+impl EncryptionMap for MemoryEncryptionMap {
+    fn sync(&mut self, cidrs: &BTreeMap<Ipv4Net, Ipv4Addr>, prune: bool) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (net, ip) in cidrs {
+            if self.cidrs.insert(*net, *ip) != Some(*ip) {
+                out.push(format!("list {net}"));
+            }
+        }
+        if prune {
+            let gone: Vec<Ipv4Net> = self
+                .cidrs
+                .keys()
+                .filter(|n| !cidrs.contains_key(n))
+                .copied()
+                .collect();
+            for n in gone {
+                self.cidrs.remove(&n);
+                out.push(format!("unlist {n}"));
+            }
+        }
+        self.log.extend(out.iter().cloned());
+        Ok(out)
+    }
+
+    fn enforce(&mut self, device: Option<&str>) -> Result<()> {
+        if self.device.as_deref() != device {
+            self.device = device.map(str::to_string);
+            self.log.push(match device {
+                Some(d) => format!("enforce {d}"),
+                None => "off".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Every other node's IPv4 pod CIDR (all clusters, with or without a key)
+/// with its node's IP: what strict mode requires to leave encrypted.
+pub fn must_encrypt(nodes: &[&NodeRecord], local: &LocalNode) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+    desired_routes(nodes, local, None)
+        .into_iter()
+        .filter_map(|(net, hop)| match hop {
+            NextHop::Via(ip) => Some((net, ip)),
+            NextHop::Dev(_) => None,
+        })
+        .collect()
+}
 
 /// The routing part of `/v1/status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,17 +183,54 @@ pub struct RoutingStatus {
     pub last_changes: Vec<String>,
     /// Failures of the last pass (retried on the next).
     pub failures: Vec<String>,
+    /// Whether the datapath enforces strict-mode encryption.
+    #[serde(default)]
+    pub strict_mode: bool,
+    /// CIDRs the datapath requires to leave encrypted (listed even while
+    /// strict mode is off).
+    #[serde(default)]
+    pub must_encrypt: Vec<Ipv4Net>,
+    /// With encryption on: other nodes' pod CIDRs that have no usable
+    /// WireGuard peer (no key yet, removed, refused) and so are routed
+    /// natively — in clear without strict mode, dropped by the datapath
+    /// with it. Never silent: logged when it changes, and a gauge.
+    #[serde(default)]
+    pub unencrypted: Vec<Ipv4Net>,
 }
 
-/// Runs one pass; updates `status`.
+/// Where a pass writes: the routing table, and the datapath's strict-mode
+/// maps (None: the datapath is not open yet).
+pub struct Targets<'a> {
+    /// The routing table.
+    pub routes: &'a mut dyn RouteTable,
+    /// The strict-mode maps.
+    pub strict_map: Option<&'a mut dyn EncryptionMap>,
+}
+
+impl std::fmt::Debug for Targets<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Targets")
+            .field("strict_map", &self.strict_map.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs one pass; updates `status`. Strict mode is enforced when `strict`
+/// and `encryption` (a device) are both given; the strict-mode set is kept
+/// in any case.
 pub fn sync_nodes(
     nodes: &[NodeRecord],
     local: &LocalNode,
     encryption: Option<&Encryption>,
     opts: &PeerOptions,
-    table: &mut dyn RouteTable,
+    targets: Targets<'_>,
+    strict: bool,
     status: &mut RoutingStatus,
 ) {
+    let Targets {
+        routes: table,
+        mut strict_map,
+    } = targets;
     let refs: Vec<&NodeRecord> = nodes.iter().collect();
     let mut failures = Vec::new();
     let mut changes = Vec::new();
@@ -64,6 +258,19 @@ pub fn sync_nodes(
         carried: &carried,
     });
     let desired: BTreeMap<Ipv4Net, NextHop> = desired_routes(&refs, local, tunnel);
+    let must = must_encrypt(&refs, local);
+    let enforce_dev = encryption.filter(|_| strict).map(Encryption::ifname);
+    if let Some(m) = strict_map.as_deref_mut() {
+        match m.sync(&must, false) {
+            Ok(c) => changes.extend(c),
+            Err(e) => failures.push(format!("strict mode: {e}")),
+        }
+        if enforce_dev.is_none()
+            && let Err(e) = m.enforce(None)
+        {
+            failures.push(format!("strict mode off: {e}"));
+        }
+    }
     match sync(table, &desired) {
         Ok(rs) => {
             changes.extend(rs.replaced.iter().map(|r| format!("route {r}")));
@@ -72,6 +279,40 @@ pub fn sync_nodes(
         }
         Err(e) => failures.push(format!("list routes: {e}")),
     }
+    if let Some(m) = strict_map {
+        if let Some(dev) = enforce_dev
+            && let Err(e) = m.enforce(Some(dev))
+        {
+            failures.push(format!("strict mode on: {e}"));
+        }
+        match m.sync(&must, true) {
+            Ok(c) => changes.extend(c),
+            Err(e) => failures.push(format!("strict mode: {e}")),
+        }
+        status.strict_mode = enforce_dev.is_some();
+    }
+    status.must_encrypt = must.keys().copied().collect();
+    let unencrypted: Vec<Ipv4Net> = match encryption {
+        Some(_) => desired
+            .iter()
+            .filter(|(_, hop)| matches!(hop, NextHop::Via(_)))
+            .map(|(net, _)| *net)
+            .collect(),
+        None => Vec::new(),
+    };
+    if unencrypted != status.unencrypted && !unencrypted.is_empty() {
+        tracing::warn!(
+            cidrs = ?unencrypted,
+            strict_mode = enforce_dev.is_some(),
+            "encryption is on but these nodes' pods have no WireGuard peer: {}",
+            if enforce_dev.is_some() {
+                "strict mode drops their traffic"
+            } else {
+                "their traffic is routed in clear (turn on encryption.strictMode to drop it)"
+            }
+        );
+    }
+    status.unencrypted = unencrypted;
     if status.node_ip.is_none() {
         status.node_ip = nodes
             .iter()
@@ -92,3 +333,6 @@ pub fn sync_nodes(
     }
     status.failures = failures;
 }
+
+#[cfg(test)]
+mod tests;

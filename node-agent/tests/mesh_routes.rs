@@ -47,6 +47,9 @@ struct Node {
     bpf: mesh_testbed::BpfDir,
     cgroup: mesh_testbed::Cgroup,
     agent: Option<Child>,
+    /// With a config dir, encryption settings come from its files (as the
+    /// chart's mounted ConfigMap) instead of the command line.
+    config_dir: Option<PathBuf>,
 }
 
 impl Node {
@@ -72,6 +75,7 @@ impl Node {
             ip,
             pod_cidr: pod_cidr.to_string(),
             agent: None,
+            config_dir: None,
         };
         std::fs::create_dir_all(node.dir.path().join("state")).expect("state dir");
         node
@@ -122,7 +126,10 @@ impl Node {
                 format!("--cgroup-root={}", self.cgroup.path().display()),
                 format!("--wireguard-interface={}", self.wg),
                 format!("--wireguard-port={WG_PORT}"),
-                format!("--enable-encryption={encryption}"),
+                match &self.config_dir {
+                    Some(dir) => format!("--config-dir={}", dir.display()),
+                    None => format!("--enable-encryption={encryption}"),
+                },
                 format!("--mesh-apiserver-address={apiserver}"),
                 format!("--mesh-client-cert={}", d.join("node.crt").display()),
                 format!("--mesh-client-key={}", d.join("node.key").display()),
@@ -309,7 +316,7 @@ impl Capture {
         let child = bridge
             .ns()
             .command("tcpdump")
-            .args(["-i", "br0", "-U", "-n", "-s", "0", "-w"])
+            .args(["-i", "br0", "--immediate-mode", "-U", "-n", "-s", "0", "-w"])
             .arg(&file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -792,4 +799,315 @@ fn native_routes_connect_pods_across_nodes_and_clusters() {
 #[test]
 fn with_encryption_pod_traffic_is_wireguard_on_the_wire() {
     run(true);
+}
+
+/// Writes ConfigMap key `key` into `node`'s config dir as the kubelet does
+/// (a new file renamed over the old one).
+fn set_key(node: &Node, key: &str, value: &str) {
+    let dir = node.config_dir.as_ref().expect("node has a config dir");
+    let tmp = dir.join(format!(".{key}.new"));
+    std::fs::write(&tmp, value).unwrap();
+    std::fs::rename(&tmp, dir.join(key)).unwrap();
+}
+
+/// The datapath's packet counter for `reason`, read from the agent's
+/// pinned maps.
+fn drops(node: &Node, reason: mesh_bpf::DropReason) -> u64 {
+    mesh_bpf::MetricsReader::open(node.bpf.path())
+        .and_then(|r| r.read())
+        .map(|m| m.packets(reason))
+        .unwrap_or(0)
+}
+
+/// Strict mode and the runtime toggle, with the real agent, WireGuard device
+/// and eBPF datapath. Two nodes of two clusters; encryption and strict mode
+/// come from each agent's config dir.
+/// - The peer for the remote node is removed (its record loses the key):
+///   the agent falls back to a native route, and the datapath drops the
+///   pod's packets to that node with reason `encryption_required` (counter,
+///   flow event, `/metrics`); a capture on the underlay sees no plaintext.
+///   The peer back: traffic resumes through the tunnel.
+/// - A bad edit of the config dir is refused and changes nothing.
+/// - encryption turned off in the config dir: device and peers go, routes
+///   become native, the pods talk in clear (the capture can fail); turned
+///   on again: same key, routes into the device, only WireGuard on the wire.
+#[test]
+fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runtime() {
+    require_root();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let bridge = Bridge::new();
+    let mut a1 = Node::new(
+        &bridge,
+        "c1",
+        1,
+        Ipv4Addr::new(10, 98, 0, 1),
+        "10.211.1.0/24",
+    );
+    let mut b1 = Node::new(
+        &bridge,
+        "c2",
+        2,
+        Ipv4Addr::new(10, 98, 0, 2),
+        "10.212.1.0/24",
+    );
+    for n in [&mut a1, &mut b1] {
+        let dir = n.dir.path().join("config");
+        std::fs::create_dir_all(&dir).unwrap();
+        n.config_dir = Some(dir);
+        set_key(n, "enable-encryption", "true");
+        set_key(n, "encryption-strict-mode", "true");
+    }
+    let pki = Pki::new();
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let w1 = Writer::new(
+        store.clone(),
+        ClusterName::new("c1").unwrap(),
+        Leadership::always(),
+    );
+    let w2 = Writer::new(
+        store.clone(),
+        ClusterName::new("c2").unwrap(),
+        Leadership::always(),
+    );
+    let upsert = |w: &Writer, r: Record| control.block_on(w.upsert(&r)).expect("store upsert");
+    upsert(&w1, a1.record(None));
+    upsert(&w2, b1.record(None));
+    for w in [&w1, &w2] {
+        for kind in Kind::ALL {
+            control.block_on(w.mark_synced(kind)).expect("mark synced");
+        }
+    }
+    let api_c1 = start_export(&servers, &pki, store.clone(), "c1", 1, &a1, 0);
+    let api_c2 = start_export(&servers, &pki, store.clone(), "c2", 2, &b1, 0);
+    a1.start_agent(&pki, &api_c1, true);
+    b1.start_agent(&pki, &api_c2, true);
+    let key_of = |n: &Node| -> WireGuardKey {
+        n.status()
+            .encryption
+            .and_then(|e| e.public_key)
+            .expect("encryption on with a key")
+            .parse()
+            .unwrap()
+    };
+    let (key_a1, key_b1) = (key_of(&a1), key_of(&b1));
+    upsert(&w1, a1.record(Some(key_a1)));
+    upsert(&w2, b1.record(Some(key_b1)));
+    let tunnel = |n: &Node, via: &Node| vec![format!("{} dev {}", n.pod_cidr, via.wg)];
+    let native = |n: &Node| vec![format!("{} via {}", n.pod_cidr, n.ip)];
+    eventually(
+        "a1 routes b1's pods into the tunnel, strict",
+        20,
+        || a1.routes() == tunnel(&b1, &a1) && a1.status().routing.strict_mode,
+        diag(&a1),
+    );
+    eventually(
+        "b1 routes a1's pods into the tunnel",
+        20,
+        || b1.routes() == tunnel(&a1, &b1),
+        diag(&b1),
+    );
+    assert_eq!(
+        a1.status().routing.must_encrypt,
+        vec![b1.pod_cidr.parse::<ipnet::Ipv4Net>().unwrap()]
+    );
+    let (pa1, _ip_a1) = a1.pod();
+    let (_pb1, ip_b1) = b1.pod();
+    assert!(
+        pa1.ping_eventually(&ip_b1, 15),
+        "encrypted a1 → b1\n{}",
+        a1.log()
+    );
+
+    // Strict mode: the peer goes, the route turns native, the datapath drops.
+    upsert(&w2, b1.record(None));
+    eventually(
+        "peer for b1 removed, native route",
+        20,
+        || a1.routes() == native(&b1) && a1.status().encryption.is_some_and(|e| e.peers.is_empty()),
+        diag(&a1),
+    );
+    assert_eq!(
+        a1.status().routing.unencrypted,
+        vec![b1.pod_cidr.parse::<ipnet::Ipv4Net>().unwrap()],
+        "the node without a peer is reported"
+    );
+    assert!(
+        a1.metrics()
+            .lines()
+            .any(|l| l == "meshwork_node_routes_unencrypted 1"),
+        "gauge of routes bypassing WireGuard"
+    );
+    let mut flows = mesh_bpf::FlowReader::open(a1.bpf.path()).expect("flow ring");
+    flows.drain();
+    let before = drops(&a1, mesh_bpf::DropReason::EncryptionRequired);
+    let cap = Capture::start(&bridge, tmp.path());
+    let ok = pa1
+        .ns
+        .run(
+            "ping",
+            &["-c", "3", "-i", "0.2", "-W", "1", "-p", MARKER_HEX, &ip_b1],
+        )
+        .status
+        .success();
+    // Node-to-node traffic is not pod traffic: it crosses in clear, and
+    // shows the capture works.
+    a1.ns
+        .run_ok("ping", &["-c", "1", "-W", "2", &b1.ip.to_string()]);
+    let file = cap.file.clone();
+    let pcap = cap.stop();
+    let cap = Capture { child: None, file };
+    assert!(!ok, "strict mode let traffic to b1's pod leave in clear");
+    assert!(
+        cap.count(&format!("icmp and host {}", b1.ip)) >= 1,
+        "the capture missed the node-to-node control ping: it proves nothing"
+    );
+    assert!(!contains(&pcap, MARKER), "the marker reached the underlay");
+    assert_eq!(
+        cap.count(&format!("host {ip_b1}")),
+        0,
+        "plaintext packets to b1's pod on the underlay:\n{}",
+        cap.text(&format!("host {ip_b1}"))
+    );
+    let after = drops(&a1, mesh_bpf::DropReason::EncryptionRequired);
+    assert!(after >= before + 3, "drops counted: {before} → {after}");
+    let (ev, seen) = flows.wait_for(Duration::from_secs(2), |e| {
+        e.reason == mesh_bpf::DropReason::EncryptionRequired
+    });
+    let ev = ev.unwrap_or_else(|| panic!("no encryption_required flow event; saw {seen:?}"));
+    assert_eq!(ev.daddr.to_string(), ip_b1);
+    assert_eq!(ev.verdict, mesh_bpf::FlowVerdict::Dropped);
+    let m = a1.metrics();
+    assert!(
+        m.lines().any(|l| l
+            .strip_prefix("meshwork_datapath_packets_total{reason=\"encryption_required\"} ")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= 3)),
+        "/metrics lacks the encryption_required drops:\n{m}"
+    );
+    // The peer back: traffic resumes through the tunnel.
+    upsert(&w2, b1.record(Some(key_b1)));
+    eventually(
+        "route back into the tunnel",
+        20,
+        || a1.routes() == tunnel(&b1, &a1),
+        diag(&a1),
+    );
+    assert!(
+        pa1.ping_eventually(&ip_b1, 15),
+        "traffic resumes with the peer\n{}",
+        a1.log()
+    );
+    assert!(a1.status().routing.unencrypted.is_empty());
+
+    // A bad edit is refused: nothing changes.
+    set_key(&a1, "enable-encryption", "sometimes");
+    std::thread::sleep(Duration::from_secs(5));
+    eventually(
+        "bad edit reported",
+        10,
+        || a1.log().contains("does not parse"),
+        diag(&a1),
+    );
+    assert!(
+        a1.status().encryption.is_some(),
+        "a bad edit tore encryption down"
+    );
+    assert_eq!(a1.routes(), tunnel(&b1, &a1));
+
+    // Encryption off at runtime (strict first: it needs encryption).
+    for n in [&a1, &b1] {
+        set_key(n, "encryption-strict-mode", "false");
+        set_key(n, "enable-encryption", "false");
+    }
+    for (n, other) in [(&a1, &b1), (&b1, &a1)] {
+        eventually(
+            &format!("{} converged to encryption off", n.name),
+            20,
+            || {
+                let st = n.status();
+                st.encryption.is_none() && !st.routing.strict_mode && n.routes() == native(other)
+            },
+            diag(n),
+        );
+        assert!(
+            !n.ns.run("ip", &["link", "show", &n.wg]).status.success(),
+            "the WireGuard device of {} is still there",
+            n.name
+        );
+    }
+    let cap = Capture::start(&bridge, tmp.path());
+    let ok = pa1.ping_eventually(&ip_b1, 15)
+        && pa1
+            .ns
+            .run(
+                "ping",
+                &["-c", "2", "-i", "0.2", "-W", "1", "-p", MARKER_HEX, &ip_b1],
+            )
+            .status
+            .success();
+    let file = cap.file.clone();
+    let pcap = cap.stop();
+    let cap = Capture { child: None, file };
+    assert!(ok, "native routing after encryption off\n{}", a1.log());
+    assert!(
+        contains(&pcap, MARKER),
+        "encryption off: the marker crosses in clear (the wire check can fail); pcap {} bytes; saw:\n{}\nroutes {:?}",
+        pcap.len(),
+        cap.text(""),
+        a1.routes()
+    );
+
+    // And on again: same keys, routes into the device, only WireGuard.
+    for n in [&a1, &b1] {
+        set_key(n, "enable-encryption", "true");
+        set_key(n, "encryption-strict-mode", "true");
+    }
+    for (n, other, key) in [(&a1, &b1, key_a1), (&b1, &a1, key_b1)] {
+        eventually(
+            &format!("{} converged to encryption on", n.name),
+            20,
+            || {
+                let st = n.status();
+                st.encryption.is_some_and(|e| e.peers.len() == 1)
+                    && st.routing.strict_mode
+                    && n.routes() == tunnel(other, n)
+            },
+            diag(n),
+        );
+        assert_eq!(key_of(n), key, "the key survives the toggle");
+    }
+    assert!(
+        pa1.ping_eventually(&ip_b1, 15),
+        "encrypted again\n{}",
+        a1.log()
+    );
+    let cap = Capture::start(&bridge, tmp.path());
+    let ok = pa1
+        .ns
+        .run(
+            "ping",
+            &["-c", "3", "-i", "0.2", "-W", "1", "-p", MARKER_HEX, &ip_b1],
+        )
+        .status
+        .success();
+    let file = cap.file.clone();
+    let pcap = cap.stop();
+    let cap = Capture { child: None, file };
+    assert!(ok, "marked ping through the tunnel");
+    assert!(!contains(&pcap, MARKER), "the marker crossed in clear");
+    assert!(cap.count(&format!("udp port {WG_PORT}")) >= 6);
+    drop(pa1);
+    a1.stop_agent();
+    b1.stop_agent();
+    servers.shutdown_background();
 }

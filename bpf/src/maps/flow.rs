@@ -29,13 +29,17 @@ pub enum DropReason {
     InvalidPacket,
     /// Address/checksum rewrite failed.
     NatFailed,
+    /// Strict-mode encryption: traffic to another node's pods would have
+    /// left the node outside the WireGuard device (no peer, or a route that
+    /// bypasses the tunnel).
+    EncryptionRequired,
     /// A code this build does not know.
     Unknown(u32),
 }
 
 impl DropReason {
     /// Every known reason.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Forwarded,
         DropReason::PolicyDenied,
         DropReason::PolicyDefaultDeny,
@@ -44,6 +48,7 @@ impl DropReason {
         DropReason::CtMapFull,
         DropReason::InvalidPacket,
         DropReason::NatFailed,
+        DropReason::EncryptionRequired,
     ];
 
     /// The numeric code.
@@ -57,6 +62,7 @@ impl DropReason {
             DropReason::CtMapFull => 5,
             DropReason::InvalidPacket => 6,
             DropReason::NatFailed => 7,
+            DropReason::EncryptionRequired => 8,
             DropReason::Unknown(c) => c,
         }
     }
@@ -80,6 +86,7 @@ impl DropReason {
             DropReason::CtMapFull => "ct_map_full",
             DropReason::InvalidPacket => "invalid_packet",
             DropReason::NatFailed => "nat_failed",
+            DropReason::EncryptionRequired => "encryption_required",
             DropReason::Unknown(_) => "unknown",
         }
     }

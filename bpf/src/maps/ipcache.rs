@@ -32,7 +32,8 @@ pub struct IpcacheMap {
     max: u32,
 }
 
-fn check_prefix(addr: Ipv4Addr, prefix_len: u8) -> Result<Key<IpcacheAddr>> {
+/// The LPM key of `addr/prefix_len`, refusing host bits and lengths over 32.
+pub(crate) fn check_prefix(addr: Ipv4Addr, prefix_len: u8) -> Result<Key<IpcacheAddr>> {
     if prefix_len > 32 {
         return Err(Error::InvalidInput {
             field: "ipcache prefix length",

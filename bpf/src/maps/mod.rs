@@ -7,6 +7,7 @@
 pub mod raw;
 
 mod conntrack;
+mod encrypt;
 mod flow;
 mod ipcache;
 mod lb;
@@ -21,6 +22,7 @@ use aya::maps::{Map, MapData, MapError, MapType};
 use crate::error::{Error, Result};
 
 pub use conntrack::{ConntrackMap, CtDirection, CtEntry};
+pub use encrypt::{EncryptConfig, EncryptMap, EncryptSync};
 pub use flow::{
     DropReason, FlowEvent, FlowObservation, FlowReader, FlowVerdict, Metrics, MetricsReader,
 };
@@ -79,6 +81,9 @@ pub(crate) const FLOWS: MapSpec = MapSpec {
     value_size: 0,
 };
 pub(crate) const METRICS: MapSpec = spec::<u32, MetricVal>("mw_metrics", MapType::PerCpuArray);
+pub(crate) const ENCRYPT: MapSpec =
+    spec::<(u32, IpcacheAddr), EncryptVal>("mw_encrypt", MapType::LpmTrie);
+pub(crate) const ENCRYPT_CFG: MapSpec = spec::<u32, EncryptCfg>("mw_encrypt_cfg", MapType::Array);
 
 /// Every map of the datapath, in the order they are checked.
 pub const ALL_MAPS: &[MapSpec] = &[
@@ -96,6 +101,8 @@ pub const ALL_MAPS: &[MapSpec] = &[
     CONNTRACK,
     FLOWS,
     METRICS,
+    ENCRYPT,
+    ENCRYPT_CFG,
 ];
 
 /// The pin path of `spec` under `pin_root`.

@@ -182,6 +182,21 @@ pub struct FlowEventRaw {
     pub rule_id: u32,
 }
 
+/// `struct encrypt_val`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncryptVal {
+    pub node_ip: u32,
+}
+
+/// `struct encrypt_cfg`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncryptCfg {
+    pub wg_ifindex: u32,
+    pub flags: u32,
+}
+
 /// `struct metric_val`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -228,4 +243,6 @@ pod! {
     CtVal => 24,
     FlowEventRaw => 48,
     MetricVal => 16,
+    EncryptVal => 4,
+    EncryptCfg => 8,
 }

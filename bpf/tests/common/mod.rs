@@ -235,3 +235,57 @@ pub fn answer(out: &Output) -> (String, String) {
     let peer = parts.next().unwrap_or_default().to_string();
     (name, peer)
 }
+
+/// A capture (tcpdump, full packets) on `br0` of the underlay namespace.
+pub struct Capture {
+    child: Option<std::process::Child>,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing; returns once tcpdump has written its file header.
+    pub fn start(underlay: &NetNs) -> Capture {
+        let file =
+            std::env::temp_dir().join(format!("{}.pcap", mesh_testbed::unique_name("mwcap")));
+        let child = underlay
+            .command("tcpdump")
+            .args(["-i", "br0", "--immediate-mode", "-U", "-n", "-s", "0", "-w"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump (scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !file.exists() {
+            assert!(Instant::now() < deadline, "tcpdump did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Capture {
+            child: Some(child),
+            file,
+        }
+    }
+
+    /// Stops the capture; returns the raw pcap bytes (payloads included).
+    pub fn stop(mut self) -> Vec<u8> {
+        if let Some(mut c) = self.child.take() {
+            std::thread::sleep(Duration::from_millis(300));
+            mesh_testbed::run_ok("kill", &["-INT", &c.id().to_string()]);
+            let _ = c.wait();
+        }
+        let bytes = std::fs::read(&self.file).expect("pcap file");
+        assert!(bytes.len() >= 24, "tcpdump wrote no pcap header");
+        bytes
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.file);
+    }
+}

@@ -126,6 +126,47 @@ fn every_scenario_renders_lints_and_is_made_of_valid_objects() {
     }
 }
 
+/// The agent re-reads `encryption.*` from its mounted ConfigMap while it
+/// runs (`config_watch`): the chart's ConfigMap, written as the kubelet
+/// mounts it (one file per key), gives the runtime settings the values set.
+#[test]
+fn the_mounted_config_map_gives_the_runtime_encryption_settings() {
+    for (name, values) in scenarios() {
+        let objects = render(&values).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "meshwork-chart-{}-{}",
+            std::process::id(),
+            name.replace(' ', "-").replace(',', "")
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (k, v) in config_map(&objects, "meshwork-config") {
+            std::fs::write(dir.join(k), v).unwrap();
+        }
+        let args: Vec<std::ffi::OsString> = vec![
+            "node-agent".into(),
+            format!("--config-dir={}", dir.display()).into(),
+            "--node-name=worker-1".into(),
+        ];
+        let got = node_agent::config_watch::read(&args);
+        let _ = std::fs::remove_dir_all(&dir);
+        let got = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = |path: &[&str]| path.iter().fold(&values, |v, k| &v[*k]).clone();
+        let want = node_agent::config::EncryptionSettings {
+            enabled: v(&["encryption", "enabled"]).as_bool().unwrap_or(false),
+            strict_mode: v(&["encryption", "strictMode", "enabled"])
+                .as_bool()
+                .unwrap_or(false),
+            node_encryption: v(&["encryption", "nodeEncryption"])
+                .as_bool()
+                .unwrap_or(false),
+            persistent_keepalive: v(&["encryption", "wireguard", "persistentKeepalive"])
+                .as_u64()
+                .unwrap_or(0) as u16,
+        };
+        assert_eq!(got, want, "{name}");
+    }
+}
+
 #[test]
 fn the_agent_config_map_is_read_by_the_agents_own_parser() {
     for (name, values) in scenarios() {

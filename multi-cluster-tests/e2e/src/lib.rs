@@ -304,7 +304,21 @@ impl Lab {
             // -Z root: tcpdump would otherwise drop to its own user and may
             // not be allowed to write the file.
             .args([
-                "netns", "exec", &ul, "tcpdump", "-Z", "root", "-i", "br0", "-U", "-s", "0", "-w",
+                // --immediate-mode: without it the last second of packets
+                // can be lost at SIGINT, and a check for absence passes.
+                "netns",
+                "exec",
+                &ul,
+                "tcpdump",
+                "-Z",
+                "root",
+                "--immediate-mode",
+                "-i",
+                "br0",
+                "-U",
+                "-s",
+                "0",
+                "-w",
             ])
             .arg(&file)
             .arg(filter)

@@ -929,28 +929,9 @@ fn cross_cluster_policy_admits_only_the_named_clusters_pods(lab: &Lab) {
     });
 }
 
-/// `GET <path>` on node `node`'s agent socket (its local API), as JSON.
-fn agent_get(lab: &Lab, node: &str, path: &str) -> serde_json::Value {
-    let cluster = node.split('-').next().expect("node c<c>-n<n>");
-    let socket = lab
-        .dir
-        .join(cluster)
-        .join("nodes")
-        .join(node)
-        .join("agent.sock");
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5", "--unix-socket"])
-        .arg(&socket)
-        .arg(format!("http://agent{path}"))
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "GET {path} on {node}: {out:?}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "GET {path} on {node}: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+/// The cluster of node `c<c>-n<n>`.
+fn cluster_of(node: &str) -> &str {
+    node.split('-').next().expect("node c<c>-n<n>")
 }
 
 /// What the datapath of `node` holds: services and ipcache, as its agent
@@ -967,8 +948,8 @@ fn datapath_dump(lab: &Lab, node: &str) -> (Vec<String>, Vec<String>) {
         items
     };
     (
-        sorted(agent_get(lab, node, "/v1/services")),
-        sorted(agent_get(lab, node, "/v1/ipcache")),
+        sorted(agent_get(lab, cluster_of(node), node, "/v1/services")),
+        sorted(agent_get(lab, cluster_of(node), node, "/v1/ipcache")),
     )
 }
 
@@ -1212,7 +1193,8 @@ fn wg_show_reads_every_peer_with_a_handshake(lab: &Lab) {
 /// key, its peers handshake again, the established stream recovers (TCP
 /// retransmits) and nothing crosses the underlay in the clear meanwhile.
 fn an_encrypted_agent_restart_keeps_its_key_and_the_stream_recovers(lab: &Lab) {
-    let key = |lab: &Lab| agent_get(lab, "c1-n1", "/v1/status")["encryption"]["public_key"].clone();
+    let key =
+        |lab: &Lab| agent_get(lab, "c1", "c1-n1", "/v1/status")["encryption"]["public_key"].clone();
     let before = key(lab);
     assert!(before.is_string(), "c1-n1 has a WireGuard key: {before}");
     let mut report = serde_json::Value::Null;
@@ -1233,6 +1215,399 @@ fn an_encrypted_agent_restart_keeps_its_key_and_the_stream_recovers(lab: &Lab) {
     );
     assert_eq!(key(lab), before, "the key persisted across the restart");
     wg_show_reads_every_peer_with_a_handshake(lab);
+}
+
+/// `GET <path>` on node `node`'s agent API (its unix socket in the lab's
+/// state dir), as JSON.
+fn agent_get(lab: &Lab, cluster: &str, node: &str, path: &str) -> serde_json::Value {
+    agent_request(lab, cluster, node, "GET", path)
+}
+
+/// `<method> <path>` on node `node`'s agent API, as JSON.
+fn agent_request(
+    lab: &Lab,
+    cluster: &str,
+    node: &str,
+    method: &str,
+    path: &str,
+) -> serde_json::Value {
+    use std::io::{Read as _, Write as _};
+    let sock = lab
+        .dir
+        .join(cluster)
+        .join("nodes")
+        .join(node)
+        .join("agent.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock)
+        .unwrap_or_else(|e| panic!("agent socket {}: {e}", sock.display()));
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: agent\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{node} {path}: {e}: {text}"))
+}
+
+/// Waits until `check` holds for node `node`'s agent status.
+fn wait_agent(
+    lab: &Lab,
+    cluster: &str,
+    node: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let st = agent_get(lab, cluster, node, "/v1/status");
+        if check(&st) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{node}: {what} not within {T:?}; status: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `kubectl patch` of one key of cluster `c`'s meshwork-config (the lab's
+/// kubelet part carries it to the agents' config dir).
+fn set_meshwork_config(lab: &Lab, c: &str, key: &str, value: &str) {
+    let patch = serde_json::json!({"data": {key: value}}).to_string();
+    lab.kubectl(
+        &format!("lab-{c}"),
+        &[
+            "-n",
+            "meshwork-system",
+            "patch",
+            "configmap",
+            "meshwork-config",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+    );
+}
+
+/// A counter of node `node`'s `/metrics` (read inside its namespace).
+fn agent_metric(lab: &Lab, cluster: &str, node: &str, series: &str) -> u64 {
+    let addr = agent_get(lab, cluster, node, "/v1/status")["metrics_address"]
+        .as_str()
+        .expect("metrics address")
+        .to_string();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let script = format!(
+        "exec 3<>/dev/tcp/{host}/{port}; printf 'GET /metrics HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3"
+    );
+    let out = lab.exec(
+        &lab.node_ns(node),
+        std::path::Path::new("/bin/bash"),
+        &["-c", &script],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One request from pod `from` (c1) to `to:8080`, 1 s timeout: whether it
+/// was answered.
+fn answered(lab: &Lab, from: &str, to: &str) -> bool {
+    lab.exec(
+        &lab.pod_ns("c1", "shop", from),
+        &mesh_e2e::bin("mesh-echo"),
+        &["ask", &format!("{to}:8080"), "--timeout-ms", "1000"],
+    )
+    .status
+    .success()
+}
+
+fn wait_answered(lab: &Lab, from: &str, to: &str, what: &str) {
+    let deadline = std::time::Instant::now() + T;
+    while !answered(lab, from, to) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: no answer within {T:?}"
+        );
+    }
+}
+
+/// Strict mode on in c1 (ConfigMap edit, applied at runtime); c2-n2's key
+/// annotation removed, so c1's nodes lose their peer for it and fall back
+/// to a native route: the datapath drops the pod's requests to c2-n2's pod
+/// (counted as encryption_required), nothing with a pod address reaches
+/// the underlay. The key back: answered again through the tunnel.
+fn strict_mode_drops_what_would_leave_unencrypted(lab: &Lab) {
+    assert_eq!(connect(lab, "c1", "c2")["synced"], true);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n1",
+        "--namespace=shop",
+        "--name=strict-a",
+    ]);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c2",
+        "--node=c2-n2",
+        "--namespace=shop",
+        "--name=strict-b",
+    ]);
+    let b = pod_ip(lab, "lab-c2", "shop", "strict-b");
+    wait_answered(
+        lab,
+        "strict-a",
+        &b,
+        "strict-a → strict-b before strict mode",
+    );
+    set_meshwork_config(lab, "c1", "encryption-strict-mode", "true");
+    wait_agent(lab, "c1", "c1-n1", "strict mode on", |s| {
+        s["routing"]["strict_mode"] == true
+    });
+    let key = lab.kubectl(
+        "lab-c2",
+        &[
+            "get",
+            "node",
+            "c2-n2",
+            "-o",
+            "jsonpath={.metadata.annotations.network\\.meshwork\\.io/wg-pub-key}",
+        ],
+    );
+    assert!(!key.is_empty(), "c2-n2 has no published key");
+    lab.kubectl(
+        "lab-c2",
+        &[
+            "annotate",
+            "node",
+            "c2-n2",
+            "network.meshwork.io/wg-pub-key-",
+        ],
+    );
+    wait_agent(lab, "c1", "c1-n1", "peer for c2-n2 removed", |s| {
+        s["encryption"]["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && !p.iter().any(|p| p["public_key"] == key.as_str()))
+    });
+    let before = agent_metric(
+        lab,
+        "c1",
+        "c1-n1",
+        "meshwork_datapath_packets_total{reason=\"encryption_required\"}",
+    );
+    let mut ok = true;
+    let plain = lab.capture("net 10.0.0.0/8", || ok = answered(lab, "strict-a", &b));
+    assert!(
+        !ok,
+        "strict mode let a request to a node without a peer through"
+    );
+    assert_eq!(
+        plain.packets, 0,
+        "pod addresses on the underlay: traffic left unencrypted"
+    );
+    let after = agent_metric(
+        lab,
+        "c1",
+        "c1-n1",
+        "meshwork_datapath_packets_total{reason=\"encryption_required\"}",
+    );
+    assert!(after > before, "drops not counted: {before} → {after}");
+    lab.kubectl(
+        "lab-c2",
+        &[
+            "annotate",
+            "node",
+            "c2-n2",
+            &format!("network.meshwork.io/wg-pub-key={key}"),
+        ],
+    );
+    wait_answered(
+        lab,
+        "strict-a",
+        &b,
+        "strict-a → strict-b with the peer back",
+    );
+    set_meshwork_config(lab, "c1", "encryption-strict-mode", "false");
+    wait_agent(lab, "c1", "c1-n1", "strict mode off", |s| {
+        s["routing"]["strict_mode"] == false
+    });
+}
+
+/// encryption off in both clusters' ConfigMaps: every agent removes its
+/// device and withdraws its key, pods talk in clear (the greeting is
+/// readable on the underlay); on again: same keys, only WireGuard.
+fn encryption_toggles_off_and_on_at_runtime(lab: &Lab) {
+    assert_eq!(connect(lab, "c1", "c2")["synced"], true);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n1",
+        "--namespace=shop",
+        "--name=toggle-a",
+    ]);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c2",
+        "--node=c2-n1",
+        "--namespace=shop",
+        "--name=toggle-b",
+    ]);
+    let b = pod_ip(lab, "lab-c2", "shop", "toggle-b");
+    wait_answered(lab, "toggle-a", &b, "toggle-a → toggle-b encrypted");
+    let nodes = [
+        ("c1", "c1-n1"),
+        ("c1", "c1-n2"),
+        ("c2", "c2-n1"),
+        ("c2", "c2-n2"),
+    ];
+    let keys: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|(c, n)| agent_get(lab, c, n, "/v1/status")["encryption"]["public_key"].clone())
+        .collect();
+    for c in ["c1", "c2"] {
+        set_meshwork_config(lab, c, "enable-encryption", "false");
+    }
+    for (c, n) in nodes {
+        wait_agent(lab, c, n, "encryption off, native routes", |s| {
+            s["encryption"].is_null()
+                && s["routing"]["routes"].as_array().is_some_and(|r| {
+                    r.len() == 3 && r.iter().all(|r| r["next_hop"].get("via").is_some())
+                })
+        });
+    }
+    wait_answered(lab, "toggle-a", &b, "toggle-a → toggle-b in clear");
+    let mut answers = vec![];
+    let clear = lab.capture("net 10.0.0.0/8", || {
+        answers = lab.ask("c1", "shop", "toggle-a", &format!("{b}:8080"), 3)
+    });
+    assert!(answers.iter().all(|a| a["cluster"] == "c2"), "{answers:?}");
+    assert!(
+        clear.packets > 0 && clear.contains("cluster=c2"),
+        "encryption off: the greeting crosses the underlay in clear ({} packets)",
+        clear.packets
+    );
+    for c in ["c1", "c2"] {
+        set_meshwork_config(lab, c, "enable-encryption", "true");
+    }
+    for ((c, n), key) in nodes.iter().zip(&keys) {
+        wait_agent(lab, c, n, "encryption on again with 3 peers", |s| {
+            s["encryption"]["public_key"] == *key
+                && s["encryption"]["peers"]
+                    .as_array()
+                    .is_some_and(|p| p.len() == 3)
+        });
+    }
+    wait_answered(lab, "toggle-a", &b, "toggle-a → toggle-b encrypted again");
+    let mut answers = vec![];
+    let plain = lab.capture("net 10.0.0.0/8", || {
+        answers = lab.ask("c1", "shop", "toggle-a", &format!("{b}:8080"), 3)
+    });
+    assert_eq!(answers.len(), 3);
+    assert_eq!(
+        plain.packets, 0,
+        "pod addresses on the underlay after encryption came back"
+    );
+    let wire = lab.capture("udp port 51871", || {
+        lab.ask("c1", "shop", "toggle-a", &format!("{b}:8080"), 3);
+    });
+    assert!(wire.packets > 0 && !wire.contains("cluster=c2"));
+}
+
+/// The longest the stream may stall while a key rotates: the new key
+/// reaches the other cluster's nodes through the Node annotation, both
+/// mesh-apiservers and their agents, then the next handshake attempt
+/// (WireGuard retries every 5 s) and TCP's retransmission catch up.
+const ROTATION_STALL_BOUND_MS: u64 = 8_000;
+
+/// c1-n1's key rotated through its agent API (`POST
+/// /v1/encryption/rotate-key`) while pod rot-a streams to rot-b in c2: the
+/// connection survives (never stalls longer than the bound), the other
+/// cluster's nodes peer with the new key only, and no pod address appears
+/// on the underlay meanwhile.
+fn wireguard_key_rotation_under_traffic(lab: &Lab) {
+    assert_eq!(connect(lab, "c1", "c2")["synced"], true);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c1",
+        "--node=c1-n1",
+        "--namespace=shop",
+        "--name=rot-a",
+    ]);
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c2",
+        "--node=c2-n1",
+        "--namespace=shop",
+        "--name=rot-b",
+    ]);
+    let b = pod_ip(lab, "lab-c2", "shop", "rot-b");
+    wait_answered(lab, "rot-a", &b, "rot-a → rot-b before the rotation");
+    let old = agent_get(lab, "c1", "c1-n1", "/v1/status")["encryption"]["public_key"]
+        .as_str()
+        .expect("c1-n1 has a key")
+        .to_string();
+    let mut rotated = serde_json::Value::Null;
+    let mut report = serde_json::Value::Null;
+    let plain = lab.capture("net 10.0.0.0/8", || {
+        let stream = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.pod_ns("c1", "shop", "rot-a")])
+            .arg(mesh_e2e::bin("mesh-echo"))
+            .args([
+                "stream",
+                &format!("{b}:8080"),
+                "--seconds",
+                "20",
+                "--every-ms",
+                "500",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("mesh-echo stream");
+        std::thread::sleep(Duration::from_secs(4));
+        rotated = agent_request(lab, "c1", "c1-n1", "POST", "/v1/encryption/rotate-key");
+        let out = stream.wait_with_output().expect("stream report");
+        report = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("stream report: {e}: {:?}", out));
+    });
+    eprintln!("key rotation under traffic: {report}");
+    assert_eq!(rotated["old_public_key"], old.as_str(), "{rotated}");
+    let new = rotated["new_public_key"]
+        .as_str()
+        .expect("new key")
+        .to_string();
+    assert_ne!(new, old);
+    assert_eq!(report["broken"], false, "the stream broke: {report}");
+    let stall = report["longest_stall_ms"].as_u64().unwrap();
+    assert!(
+        stall <= ROTATION_STALL_BOUND_MS,
+        "the stream stalled {stall} ms (bound {ROTATION_STALL_BOUND_MS} ms): {report}"
+    );
+    assert!(report["verified_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        plain.packets, 0,
+        "pod addresses on the underlay during the rotation"
+    );
+    for (c, n) in [("c2", "c2-n1"), ("c2", "c2-n2"), ("c1", "c1-n2")] {
+        wait_agent(lab, c, n, "peer with c1-n1's new key only", |s| {
+            let keys: Vec<&str> = s["encryption"]["peers"]
+                .as_array()
+                .map(|p| p.iter().filter_map(|p| p["public_key"].as_str()).collect())
+                .unwrap_or_default();
+            keys.contains(&new.as_str()) && !keys.contains(&old.as_str())
+        });
+    }
+    wait_agent(lab, "c1", "c1-n1", "new key published", |s| {
+        s["encryption"]["public_key"] == new.as_str() && s["encryption"]["key_published"] == true
+    });
 }
 
 #[test]
@@ -1264,6 +1639,18 @@ fn encrypted_datapath_scenarios_on_one_lab() {
             (
                 "meshctl encryption rotate-key: peers follow, traffic resumes",
                 meshctl_rotate_key_peers_follow_and_traffic_resumes,
+            ),
+            (
+                "strict mode drops what would leave unencrypted",
+                strict_mode_drops_what_would_leave_unencrypted,
+            ),
+            (
+                "encryption toggles off and on at runtime",
+                encryption_toggles_off_and_on_at_runtime,
+            ),
+            (
+                "WireGuard key rotation under traffic",
+                wireguard_key_rotation_under_traffic,
             ),
         ],
     );

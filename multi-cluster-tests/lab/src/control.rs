@@ -275,6 +275,27 @@ impl Lab {
     /// configuration plus what is specific to the lab (addresses, paths).
     pub fn start_mesh(&mut self, bins: &Bins) -> anyhow::Result<()> {
         let cgroup_root = mesh_testbed::cgroup2_root();
+        // The kubelet's part: a changed meshwork-config reaches the agents'
+        // config dir (they apply encryption.* at runtime).
+        for c in self.plan.clusters.clone() {
+            let files = ClusterFiles::new(&self.dir, &c);
+            let args = vec![
+                "config-sync".to_string(),
+                format!("--lab={}", self.plan.prefix),
+                format!("--context={}", c.context),
+                format!("--kubeconfig={}", self.kubeconfig().display()),
+                format!("--namespace={NAMESPACE}"),
+                "--config-map=meshwork-config".into(),
+                format!("--dir={}", files.config_dir("meshwork-config").display()),
+            ];
+            self.spawn(
+                &format!("{}/config-sync", c.name),
+                None,
+                &std::env::current_exe()?,
+                &args,
+                &[],
+            )?;
+        }
         for c in self.plan.clusters.clone() {
             let files = ClusterFiles::new(&self.dir, &c);
             let kube_env = [(

@@ -69,6 +69,29 @@ enum Cmd {
         /// The role.
         role: String,
     },
+    /// (internal) Keep a config directory equal to a ConfigMap, as the
+    /// kubelet keeps a mounted ConfigMap.
+    #[command(hide = true)]
+    ConfigSync {
+        /// The lab prefix (marks the process for `down`).
+        #[arg(long)]
+        lab: String,
+        /// Kube context of the cluster.
+        #[arg(long)]
+        context: String,
+        /// Kubeconfig holding that context.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Namespace of the ConfigMap.
+        #[arg(long)]
+        namespace: String,
+        /// Its name.
+        #[arg(long)]
+        config_map: String,
+        /// The directory to keep.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// (internal) Forward a host loopback port into a lab namespace.
     #[command(hide = true)]
     Forward {
@@ -279,6 +302,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             progress(&format!("{role} started again (pid {pid})"));
             Ok(())
         }
+        Cmd::ConfigSync {
+            lab: _,
+            context,
+            kubeconfig,
+            namespace,
+            config_map,
+            dir,
+        } => block_on(mesh_lab::config_sync::run(
+            &kubeconfig,
+            &context,
+            &namespace,
+            &config_map,
+            &dir,
+        )),
         Cmd::Forward {
             lab: _,
             netns,

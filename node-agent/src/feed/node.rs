@@ -148,5 +148,21 @@ pub async fn publish_key(client: &kube::Client, name: &str, key: &WireGuardKey) 
     Ok(())
 }
 
+/// Removes the key annotation from Node `name` (encryption turned off);
+/// absent already: not an error.
+pub async fn withdraw_key(client: &kube::Client, name: &str) -> Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = serde_json::json!({
+        "metadata": { "annotations": { WG_PUB_KEY_ANNOTATION: null } }
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::Kube {
+            what: format!("remove {WG_PUB_KEY_ANNOTATION} from Node {name}"),
+            source: Box::new(e),
+        })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

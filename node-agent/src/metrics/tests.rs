@@ -59,3 +59,30 @@ fn feed_metrics_are_grouped_under_their_help_and_type() {
         "{without}"
     );
 }
+
+#[test]
+fn datapath_counters_are_labelled_by_reason_name() {
+    let gauges = Gauges {
+        packets: vec![
+            crate::datapath::PacketCounter {
+                reason: mesh_bpf::DropReason::Forwarded.name().into(),
+                packets: 10,
+                bytes: 1000,
+            },
+            crate::datapath::PacketCounter {
+                reason: mesh_bpf::DropReason::EncryptionRequired.name().into(),
+                packets: 3,
+                bytes: 252,
+            },
+        ],
+        ..Gauges::default()
+    };
+    let text = Metrics::default().render(&gauges);
+    for line in [
+        "meshwork_datapath_packets_total{reason=\"forwarded\"} 10",
+        "meshwork_datapath_packets_total{reason=\"encryption_required\"} 3",
+        "meshwork_datapath_bytes_total{reason=\"encryption_required\"} 252",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+    }
+}
