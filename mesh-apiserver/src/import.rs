@@ -263,6 +263,9 @@ pub struct ImportSettings {
     pub stale_timeout: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Nameservers for remote endpoints given as DNS names (`ip:port`);
+    /// empty: the system's resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
 }
 
 impl Default for ImportSettings {
@@ -270,6 +273,7 @@ impl Default for ImportSettings {
         ImportSettings {
             stale_timeout: Duration::from_secs(600),
             max_backoff: Duration::from_secs(10),
+            nameservers: Vec::new(),
         }
     }
 }
@@ -287,6 +291,7 @@ pub struct Importer {
     local: LocalCluster,
     leadership: Leadership,
     settings: ImportSettings,
+    resolver: EndpointResolver,
     running: Arc<Mutex<BTreeMap<ClusterName, Running>>>,
     refused: Arc<Mutex<Vec<Refused>>>,
 }
@@ -307,11 +312,13 @@ impl Importer {
         leadership: Leadership,
         settings: ImportSettings,
     ) -> Self {
+        let resolver = EndpointResolver::new(&settings.nameservers);
         Importer {
             store,
             local,
             leadership,
             settings,
+            resolver,
             running: Arc::default(),
             refused: Arc::default(),
         }
@@ -369,6 +376,7 @@ impl Importer {
                     self.local.clone(),
                     self.leadership.clone(),
                     self.settings.clone(),
+                    self.resolver.clone(),
                     config.clone(),
                     status.clone(),
                 ));
@@ -432,47 +440,133 @@ fn update(status: &Mutex<RemoteStatus>, f: impl FnOnce(&mut RemoteStatus)) {
     f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
-/// Resolves `host:port` endpoints; DNS names through hickory-resolver.
-pub async fn resolve(entry: &str, endpoints: &[String]) -> Result<Vec<SocketAddr>> {
-    let mut out = Vec::new();
-    for e in endpoints {
-        let (host, port) = e.rsplit_once(':').ok_or_else(|| Error::RemoteConfig {
-            entry: entry.to_string(),
-            reason: format!("endpoint {e:?} is not host:port"),
-        })?;
-        let port: u16 = port.parse().map_err(|_| Error::RemoteConfig {
-            entry: entry.to_string(),
-            reason: format!("endpoint {e:?}: bad port"),
-        })?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            out.push(SocketAddr::new(ip, port));
-            continue;
-        }
-        let resolver = hickory_resolver::Resolver::builder_tokio()
-            .map_err(|e| Error::Resolve {
-                entry: entry.to_string(),
-                host: host.to_string(),
-                detail: e.to_string(),
-            })?
-            .build()
-            .map_err(|e| Error::Resolve {
-                entry: entry.to_string(),
-                host: host.to_string(),
-                detail: e.to_string(),
-            })?;
-        let ips = resolver.lookup_ip(host).await.map_err(|e| Error::Resolve {
-            entry: entry.to_string(),
-            host: host.to_string(),
-            detail: e.to_string(),
-        })?;
-        out.extend(ips.iter().map(|ip| SocketAddr::new(ip, port)));
-    }
-    Ok(out)
+/// Resolves remote endpoints: IP literals as they are, DNS names through
+/// one hickory resolver built once per importer (so its cache and its
+/// connections to the nameservers are shared by every remote and every
+/// reconnection).
+#[derive(Clone)]
+pub struct EndpointResolver {
+    /// The resolver, or why it could not be built (reported only when a
+    /// remote names a host: IP endpoints need no resolver).
+    dns: std::result::Result<hickory_resolver::TokioResolver, String>,
+    /// Where it asks, for error messages.
+    source: String,
 }
 
-async fn connect(config: &RemoteConfig) -> Result<ExportClient> {
-    let addrs = resolve(&config.entry, &config.endpoints).await?;
+impl std::fmt::Debug for EndpointResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointResolver")
+            .field("source", &self.source)
+            .field("ok", &self.dns.is_ok())
+            .finish()
+    }
+}
+
+impl EndpointResolver {
+    /// A resolver asking `nameservers` (UDP, then TCP), or the system's
+    /// resolver configuration (`/etc/resolv.conf`) when the list is empty.
+    pub fn new(nameservers: &[SocketAddr]) -> Self {
+        use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+        use hickory_resolver::net::runtime::TokioRuntimeProvider;
+        if nameservers.is_empty() {
+            let dns = hickory_resolver::Resolver::builder_tokio()
+                .and_then(|b| b.build())
+                .map_err(|e| {
+                    format!(
+                        "the system resolver configuration is unusable ({e}); set --dns-nameservers"
+                    )
+                });
+            return EndpointResolver {
+                dns,
+                source: "the system resolver".into(),
+            };
+        }
+        let servers = nameservers
+            .iter()
+            .map(|ns| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = ns.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = ns.port();
+                NameServerConfig::new(ns.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        let dns = hickory_resolver::Resolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+        .build()
+        .map_err(|e| format!("building a resolver for {nameservers:?}: {e}"));
+        EndpointResolver {
+            dns,
+            source: format!(
+                "nameservers {}",
+                nameservers
+                    .iter()
+                    .map(SocketAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+
+    /// Resolves `host:port` endpoints. A name that does not resolve is
+    /// skipped when another endpoint gives addresses; when none does, the
+    /// error names the first failing host.
+    pub async fn resolve(&self, entry: &str, endpoints: &[String]) -> Result<Vec<SocketAddr>> {
+        let mut out = Vec::new();
+        let mut failed = None;
+        for e in endpoints {
+            let (host, port) = e.rsplit_once(':').ok_or_else(|| Error::RemoteConfig {
+                entry: entry.to_string(),
+                reason: format!("endpoint {e:?} is not host:port"),
+            })?;
+            let port: u16 = port.parse().map_err(|_| Error::RemoteConfig {
+                entry: entry.to_string(),
+                reason: format!("endpoint {e:?}: bad port"),
+            })?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                out.push(SocketAddr::new(ip, port));
+                continue;
+            }
+            let looked_up = match &self.dns {
+                Ok(dns) => dns
+                    .lookup_ip(host)
+                    .await
+                    .map(|ips| ips.iter().collect::<Vec<_>>())
+                    .map_err(|e| format!("{e} (asked {})", self.source)),
+                Err(why) => Err(why.clone()),
+            };
+            match looked_up {
+                Ok(ips) if !ips.is_empty() => {
+                    out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, port)));
+                }
+                Ok(_) => {
+                    failed.get_or_insert((
+                        host.to_string(),
+                        format!("no address (asked {})", self.source),
+                    ));
+                }
+                Err(detail) => {
+                    tracing::warn!(%entry, %host, %detail, "endpoint does not resolve");
+                    failed.get_or_insert((host.to_string(), detail));
+                }
+            }
+        }
+        match failed {
+            Some((host, detail)) if out.is_empty() => Err(Error::Resolve {
+                entry: entry.to_string(),
+                host,
+                detail,
+            }),
+            _ => Ok(out),
+        }
+    }
+}
+
+async fn connect(config: &RemoteConfig, resolver: &EndpointResolver) -> Result<ExportClient> {
+    let addrs = resolver.resolve(&config.entry, &config.endpoints).await?;
     let ctx = |what: &str| format!("clustermesh entry {:?}: {what}", config.entry);
     let bundle = TrustBundle::from_pem(&config.ca, "ca").map_err(|e| Error::certs(ctx("ca"), e))?;
     let identity = TlsIdentity::from_pem(&config.cert, &config.key, "cert", "key")
@@ -561,6 +655,7 @@ async fn remote_task(
     local: LocalCluster,
     mut leadership: Leadership,
     settings: ImportSettings,
+    resolver: EndpointResolver,
     config: RemoteConfig,
     status: Arc<Mutex<RemoteStatus>>,
 ) {
@@ -607,12 +702,12 @@ async fn remote_task(
         }
         let result = session(
             &config,
+            &resolver,
             &local,
             &writer,
             &mut mirror,
             &status,
             &mut disconnected_at,
-            &leadership,
         )
         .await;
         let err = match result {
@@ -667,15 +762,15 @@ async fn remote_task(
 /// One connection: Info checks, then the watch until it fails.
 async fn session(
     config: &RemoteConfig,
+    resolver: &EndpointResolver,
     local: &LocalCluster,
     writer: &Writer,
     mirror: &mut Mirror,
     status: &Mutex<RemoteStatus>,
     disconnected_at: &mut Option<(std::time::Instant, String)>,
-    leadership: &Leadership,
 ) -> Result<()> {
     let remote = &config.name;
-    let mut client = connect(config).await?;
+    let mut client = connect(config, resolver).await?;
     let info = client.info().await?;
     if let Err(reason) = check_info(config, local, &info) {
         tracing::warn!(%remote, %reason, "remote cluster refused");
@@ -696,7 +791,7 @@ async fn session(
         s.connections += 1;
     });
     tracing::info!(%remote, resume, "watching remote cluster");
-    let mut leadership = leadership.clone();
+    let mut leadership = writer.leadership().clone();
     loop {
         let item = tokio::select! {
             item = stream.next() => item,

@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         import: ImportSettings {
             stale_timeout: Duration::from_secs(config.stale_timeout_seconds),
             max_backoff: Duration::from_secs(config.max_backoff_seconds.max(1)),
+            nameservers: config.nameservers()?,
         },
         config: feed,
     })

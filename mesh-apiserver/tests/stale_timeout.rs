@@ -42,6 +42,7 @@ async fn cluster(
         import: ImportSettings {
             stale_timeout: stale,
             max_backoff: Duration::from_millis(500),
+            ..Default::default()
         },
         config: feed,
     })

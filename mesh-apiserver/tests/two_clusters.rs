@@ -43,6 +43,7 @@ struct ClusterUnderTest {
     server: Option<Apiserver>,
     grpc: u16,
     status: u16,
+    extra_args: Vec<String>,
 }
 
 impl ClusterUnderTest {
@@ -68,7 +69,23 @@ impl ClusterUnderTest {
             server: None,
             grpc: free_port(),
             status: free_port(),
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Replaces the server certificate by one for these names.
+    fn serve_as(&self, pki: &Pki, names: &[&str]) {
+        let server = pki
+            .ca
+            .issue_server(
+                &names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                mesh_certs::Validity::days(30).unwrap(),
+            )
+            .unwrap();
+        let d = self.dir.path();
+        std::fs::write(d.join("tls.crt"), &server.cert_pem).unwrap();
+        mesh_certs::pem::write_atomic(&d.join("tls.key"), server.key_pem.as_bytes(), 0o600)
+            .unwrap();
     }
 
     fn start(&mut self) {
@@ -101,6 +118,7 @@ impl ClusterUnderTest {
                 "--leader-lease-ttl-seconds=2",
                 &format!("--replica-name={replica}"),
             ])
+            .args(&self.extra_args)
             .env("RUST_LOG", "info,h2=warn,tower=warn,hyper=warn")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -763,4 +781,179 @@ async fn killing_the_leader_replica_hands_import_to_the_other() {
     )
     .await;
     drop((r1, r2));
+}
+
+/// A real authoritative DNS server (hickory-server) on 127.0.0.1, UDP, a
+/// random port, serving zone `mesh.test` from memory; stops when dropped.
+struct DnsServer {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DnsServer {
+    async fn start(records: &[(&str, std::net::Ipv4Addr)]) -> DnsServer {
+        use hickory_server::net::runtime::TokioRuntimeProvider;
+        use hickory_server::proto::rr::rdata::{A, SOA};
+        use hickory_server::proto::rr::{LowerName, Name, RData, Record as DnsRecord};
+        use hickory_server::store::in_memory::InMemoryZoneHandler;
+        use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+        let origin = Name::from_ascii("mesh.test.").unwrap();
+        let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
+            origin.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+        );
+        let soa = SOA::new(
+            Name::from_ascii("ns.mesh.test.").unwrap(),
+            Name::from_ascii("admin.mesh.test.").unwrap(),
+            1,
+            3600,
+            600,
+            86400,
+            30,
+        );
+        assert!(zone.upsert_mut(
+            DnsRecord::from_rdata(origin.clone(), 3600, RData::SOA(soa)),
+            1
+        ));
+        for (name, ip) in records {
+            let name = Name::from_ascii(format!("{name}.")).unwrap();
+            assert!(zone.upsert_mut(DnsRecord::from_rdata(name, 30, RData::A(A(*ip))), 1));
+        }
+        let mut catalog = Catalog::new();
+        catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let mut server = hickory_server::Server::new(catalog);
+        server.register_socket(socket);
+        let task = tokio::spawn(async move {
+            let _ = server.block_until_done().await;
+        });
+        DnsServer { port, task }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Remote endpoints given as DNS names: A resolves B's name through a real
+/// DNS server (the only place the name exists), connects over mTLS with the
+/// name verified against B's certificate, and syncs; a remote whose name
+/// does not resolve carries an error naming the host, and B keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_endpoints_given_as_dns_names_resolve_through_the_configured_nameserver() {
+    init();
+    let pki = Pki::new();
+    let dns = DnsServer::start(&[("b.mesh.test", std::net::Ipv4Addr::LOCALHOST)]).await;
+    let mut a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
+    let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
+    a.extra_args
+        .push(format!("--dns-nameservers=127.0.0.1:{}", dns.port));
+    // B's certificate names only b.mesh.test: A must dial and verify the name.
+    b.serve_as(&pki, &["b.mesh.test"]);
+    let client = pki.cluster("a");
+    // server_name unset: A verifies the endpoint's host name.
+    let entry = |name: &str, id: u8, endpoint: String, cidr: &str| {
+        mesh_api::clustermesh::RemoteClusterConfig {
+            name: cn(name),
+            id: ClusterId::new(i64::from(id)).unwrap(),
+            endpoints: vec![endpoint],
+            server_name: None,
+            pod_cidrs: vec![cidr.parse().unwrap()],
+            ca_cert: pki.ca.cert_pem().to_string(),
+            client_cert: client.cert_pem.clone(),
+            client_key: client.key_pem.clone(),
+        }
+        .to_yaml()
+    };
+    std::fs::write(
+        a.dir.path().join("remotes/b"),
+        entry("b", 2, format!("b.mesh.test:{}", b.grpc), "10.2.0.0/16"),
+    )
+    .unwrap();
+    std::fs::write(
+        a.dir.path().join("remotes/c"),
+        entry("c", 3, "nope.mesh.test:1".into(), "10.3.0.0/16"),
+    )
+    .unwrap();
+    std::fs::write(
+        b.dir.path().join("remotes/a"),
+        remote_entry(
+            "a",
+            1,
+            &[a.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("b"),
+            &["10.1.0.0/16"],
+        ),
+    )
+    .unwrap();
+    b.start();
+    a.start();
+    let a_store = a.store().await;
+    let b_store = b.store().await;
+    let wb = Writer::new(b_store.clone(), cn("b"), Leadership::always());
+    for r in seed("b", 2, "10.2") {
+        wb.upsert(&r).await.unwrap();
+    }
+    // A's own feed has listed its (empty) cluster: its export may complete.
+    let wa = Writer::new(a_store.clone(), cn("a"), Leadership::always());
+    for kind in Kind::ALL {
+        wb.mark_synced(kind).await.unwrap();
+        wa.mark_synced(kind).await.unwrap();
+    }
+    let b_prefix = state::cluster_prefix("b");
+    eventually("A caches B's export, dialled by name", 30, || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    })
+    .await;
+    // An A node-agent sees B's global service with its backend.
+    let mut agent = agent_client(&pki, &a, "a-n1").await;
+    let mut mirror = Mirror::new();
+    let (_, stream) = watch_until_synced(&mut agent, &mut mirror, 0).await;
+    drop(stream);
+    match mirror
+        .records()
+        .get(&(Kind::Service, "b/default/web".into()))
+    {
+        Some(Record::Service(s)) => assert_eq!(s.backends.len(), 1, "{s:?}"),
+        other => panic!("b/default/web at the A agent: {other:?}"),
+    }
+    eventually(
+        "A: b connected and synced; c carries a DNS error naming its host",
+        20,
+        || async {
+            a.status().await.is_some_and(|s| {
+                let b_ok = s
+                    .remotes
+                    .iter()
+                    .any(|r| r.name == "b" && r.connected && r.synced);
+                let c_err = s.remotes.iter().any(|r| {
+                    r.name == "c"
+                        && !r.connected
+                        && r.last_error.as_deref().is_some_and(|e| {
+                            e.contains("nope.mesh.test") && e.contains("DNS resolution failed")
+                        })
+                });
+                b_ok && c_err
+            })
+        },
+    )
+    .await;
+    let report = a.status().await.unwrap();
+    let c = report.remotes.iter().find(|r| r.name == "c").unwrap();
+    eprintln!("remote c: {:?}", c.last_error);
+    // B keeps working next to the broken entry: a change still arrives.
+    wb.upsert(&service("b", "web", true, true, &["10.2.1.5", "10.2.1.6"]))
+        .await
+        .unwrap();
+    eventually("a change in B reaches A", 20, || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    })
+    .await;
 }
