@@ -66,6 +66,10 @@ pub struct Config {
     /// CA bundle trusted for client certificates (PEM).
     #[arg(long, default_value = "/etc/meshwork/tls/ca.crt")]
     pub tls_ca: PathBuf,
+    /// Re-read --tls-cert, --tls-key and --tls-ca this often (seconds):
+    /// changed files are used by new connections without a restart.
+    #[arg(long, default_value_t = 5)]
+    pub tls_reload_seconds: u64,
     /// The mesh's SPIFFE trust domain.
     #[arg(long, default_value = "meshwork.local")]
     pub trust_domain: String,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use mesh_api::{ClusterId, ClusterName, Kind};
-use mesh_certs::{TlsIdentity, TrustBundle};
+use mesh_certs::{LiveTls, TlsIdentity, TrustBundle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -282,6 +282,28 @@ struct Running {
     config: RemoteConfig,
     status: Arc<Mutex<RemoteStatus>>,
     task: JoinHandle<()>,
+    /// Its CA bundle and our client certificate, swapped in place when only
+    /// they change (CA rotation): the open stream keeps going.
+    tls: LiveTls,
+}
+
+/// Whether two configs of a remote differ at most in their TLS material.
+fn same_peer(a: &RemoteConfig, b: &RemoteConfig) -> bool {
+    a.entry == b.entry
+        && a.name == b.name
+        && a.id == b.id
+        && a.endpoints == b.endpoints
+        && a.server_name == b.server_name
+        && a.pod_cidrs == b.pod_cidrs
+}
+
+/// The remote's TLS material (already validated by [`parse_entry`]).
+fn remote_tls(config: &RemoteConfig) -> Result<(TlsIdentity, TrustBundle)> {
+    let ctx = |what: &str| format!("clustermesh entry {:?}: {what}", config.entry);
+    let bundle = TrustBundle::from_pem(&config.ca, "ca").map_err(|e| Error::certs(ctx("ca"), e))?;
+    let identity = TlsIdentity::from_pem(&config.cert, &config.key, "cert", "key")
+        .map_err(|e| Error::certs(ctx("client certificate"), e))?;
+    Ok((identity, bundle))
 }
 
 /// Runs one import task per configured remote, following config changes.
@@ -346,23 +368,59 @@ impl Importer {
             .map(|r| (r.name.clone(), r))
             .collect();
         let mut removed = Vec::new();
+        let mut refused = Vec::new();
         {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             let names: Vec<ClusterName> = running.keys().cloned().collect();
             for name in names {
-                if wanted.get(&name) != running.get(&name).map(|r| &r.config)
-                    && let Some(r) = running.remove(&name)
-                {
-                    r.task.abort();
-                    if !wanted.contains_key(&name) {
+                let (Some(want), Some(run)) = (wanted.get(&name), running.get_mut(&name)) else {
+                    if let Some(r) = running.remove(&name) {
+                        r.task.abort();
                         removed.push(name);
                     }
+                    continue;
+                };
+                if *want == run.config {
+                    continue;
+                }
+                if same_peer(want, &run.config) {
+                    match remote_tls(want).and_then(|(id, bundle)| {
+                        run.tls.update(id, &bundle).map_err(|e| {
+                            Error::certs(format!("clustermesh entry {:?}", want.entry), e)
+                        })
+                    }) {
+                        Ok(()) => {
+                            tracing::info!(remote = %name, "remote's CA bundle or client certificate changed: used from the next connection, the open stream keeps going");
+                            run.config = want.clone();
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(remote = %name, error = %e, "new TLS material unusable; restarting the import")
+                        }
+                    }
+                }
+                if let Some(r) = running.remove(&name) {
+                    r.task.abort();
                 }
             }
             for (name, config) in wanted {
                 if running.contains_key(&name) {
                     continue;
                 }
+                let tls = match remote_tls(&config).and_then(|(id, bundle)| {
+                    LiveTls::new(id, &bundle).map_err(|e| {
+                        Error::certs(format!("clustermesh entry {:?}", config.entry), e)
+                    })
+                }) {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        refused.push(Refused {
+                            entry: config.entry.clone(),
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
                 let status = Arc::new(Mutex::new(RemoteStatus {
                     name: name.to_string(),
                     entry: config.entry.clone(),
@@ -376,7 +434,7 @@ impl Importer {
                     self.local.clone(),
                     self.leadership.clone(),
                     self.settings.clone(),
-                    self.resolver.clone(),
+                    (self.resolver.clone(), tls.clone()),
                     config.clone(),
                     status.clone(),
                 ));
@@ -386,9 +444,16 @@ impl Importer {
                         config,
                         status,
                         task,
+                        tls,
                     },
                 );
             }
+        }
+        if !refused.is_empty() {
+            self.refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(refused);
         }
         for name in removed {
             let writer = Writer::new(self.store.clone(), name.clone(), self.leadership.clone());
@@ -565,14 +630,14 @@ impl EndpointResolver {
     }
 }
 
-async fn connect(config: &RemoteConfig, resolver: &EndpointResolver) -> Result<ExportClient> {
+/// How a remote is reached: the shared resolver and its live TLS material.
+type Reach = (EndpointResolver, LiveTls);
+
+async fn connect(config: &RemoteConfig, (resolver, tls): &Reach) -> Result<ExportClient> {
     let addrs = resolver.resolve(&config.entry, &config.endpoints).await?;
-    let ctx = |what: &str| format!("clustermesh entry {:?}: {what}", config.entry);
-    let bundle = TrustBundle::from_pem(&config.ca, "ca").map_err(|e| Error::certs(ctx("ca"), e))?;
-    let identity = TlsIdentity::from_pem(&config.cert, &config.key, "cert", "key")
-        .map_err(|e| Error::certs(ctx("client certificate"), e))?;
-    let tls = mesh_certs::tls::client_config(identity, &bundle)
-        .map_err(|e| Error::certs(ctx("TLS"), e))?;
+    let tls = tls
+        .client_config()
+        .map_err(|e| Error::certs(format!("clustermesh entry {:?}: TLS", config.entry), e))?;
     ExportClient::connect(addrs, &config.server_name, tls).await
 }
 
@@ -655,7 +720,7 @@ async fn remote_task(
     local: LocalCluster,
     mut leadership: Leadership,
     settings: ImportSettings,
-    resolver: EndpointResolver,
+    reach: Reach,
     config: RemoteConfig,
     status: Arc<Mutex<RemoteStatus>>,
 ) {
@@ -702,7 +767,7 @@ async fn remote_task(
         }
         let result = session(
             &config,
-            &resolver,
+            &reach,
             &local,
             &writer,
             &mut mirror,
@@ -762,7 +827,7 @@ async fn remote_task(
 /// One connection: Info checks, then the watch until it fails.
 async fn session(
     config: &RemoteConfig,
-    resolver: &EndpointResolver,
+    reach: &Reach,
     local: &LocalCluster,
     writer: &Writer,
     mirror: &mut Mirror,
@@ -770,7 +835,7 @@ async fn session(
     disconnected_at: &mut Option<(std::time::Instant, String)>,
 ) -> Result<()> {
     let remote = &config.name;
-    let mut client = connect(config, resolver).await?;
+    let mut client = connect(config, reach).await?;
     let info = client.info().await?;
     if let Err(reason) = check_info(config, local, &info) {
         tracing::warn!(%remote, %reason, "remote cluster refused");

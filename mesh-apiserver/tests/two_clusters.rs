@@ -117,6 +117,7 @@ impl ClusterUnderTest {
                 "--max-backoff-seconds=1",
                 "--leader-lease-ttl-seconds=2",
                 &format!("--replica-name={replica}"),
+                "--tls-reload-seconds=1",
             ])
             .args(&self.extra_args)
             .env("RUST_LOG", "info,h2=warn,tower=warn,hyper=warn")
@@ -956,4 +957,272 @@ async fn remote_endpoints_given_as_dns_names_resolve_through_the_configured_name
             == store_state(a_store.as_ref(), &b_prefix).await
     })
     .await;
+}
+
+fn write_pem(path: &std::path::Path, text: &str) {
+    mesh_certs::pem::write_atomic(path, text.as_bytes(), 0o600).unwrap();
+}
+
+/// Writes a cluster's server certificate, key and CA bundle files.
+fn write_server_tls(dir: &std::path::Path, cert: &mesh_certs::IssuedCert, bundle: &str) {
+    write_pem(&dir.join("tls.key"), &cert.key_pem);
+    write_pem(&dir.join("tls.crt"), &cert.cert_pem);
+    write_pem(&dir.join("ca.crt"), bundle);
+}
+
+/// A CA rotation across two running clusters without a restart and without
+/// a refused connection: trust old+new everywhere, reissue every leaf
+/// (servers, A's node-agent, each side's client entry) under the new CA,
+/// then drop the old CA. Meanwhile A's import stream of B and an A agent's
+/// watch stay open, and fresh handshakes (A→B with A's current entry, agent
+/// → A with the agent's current files) are made every 100 ms; none may fail.
+/// Afterwards a client with an old-CA certificate is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_old_ca() {
+    init();
+    let old = Pki::new();
+    let new = Pki::new();
+    let mut a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &old).await;
+    let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &old).await;
+    let entry_for = |name: &str,
+                     id: u8,
+                     endpoint: String,
+                     ca: &str,
+                     client: &mesh_certs::IssuedCert,
+                     cidr: &str| {
+        mesh_api::clustermesh::RemoteClusterConfig {
+            name: cn(name),
+            id: ClusterId::new(i64::from(id)).unwrap(),
+            endpoints: vec![endpoint],
+            server_name: Some("127.0.0.1".into()),
+            pod_cidrs: vec![cidr.parse().unwrap()],
+            ca_cert: ca.to_string(),
+            client_cert: client.cert_pem.clone(),
+            client_key: client.key_pem.clone(),
+        }
+        .to_yaml()
+    };
+    let (a_dir, b_dir) = (a.dir.path().to_path_buf(), b.dir.path().to_path_buf());
+    let (a_ep, b_ep) = (a.endpoint(), b.endpoint());
+    // The entries (A's for B, B's for A) and the A agent's files for a CA bundle and a CA.
+    let write_entries = |bundle: &str, issuer: &Pki| {
+        std::fs::write(
+            a_dir.join("remotes/b"),
+            entry_for(
+                "b",
+                2,
+                b_ep.clone(),
+                bundle,
+                &issuer.cluster("a"),
+                "10.2.0.0/16",
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            b_dir.join("remotes/a"),
+            entry_for(
+                "a",
+                1,
+                a_ep.clone(),
+                bundle,
+                &issuer.cluster("b"),
+                "10.1.0.0/16",
+            ),
+        )
+        .unwrap();
+    };
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent_files = mesh_certs::TlsFiles {
+        cert: agent_dir.path().join("tls.crt"),
+        key: agent_dir.path().join("tls.key"),
+        ca: agent_dir.path().join("ca.crt"),
+    };
+    let write_agent = |bundle: &str, issuer: &Pki| {
+        write_server_tls(agent_dir.path(), &issuer.node("a", "a-n1"), bundle);
+    };
+    let old_pem = old.ca.cert_pem().to_string();
+    let new_pem = new.ca.cert_pem().to_string();
+    let both = format!("{old_pem}{new_pem}");
+    write_entries(&old_pem, &old);
+    write_agent(&old_pem, &old);
+    b.start();
+    a.start();
+    let a_store = a.store().await;
+    let b_store = b.store().await;
+    let wa = Writer::new(a_store.clone(), cn("a"), Leadership::always());
+    let wb = Writer::new(b_store.clone(), cn("b"), Leadership::always());
+    for r in seed("b", 2, "10.2") {
+        wb.upsert(&r).await.unwrap();
+    }
+    for kind in Kind::ALL {
+        wb.mark_synced(kind).await.unwrap();
+        wa.mark_synced(kind).await.unwrap();
+    }
+    let b_prefix = state::cluster_prefix("b");
+    eventually("A caches B", 30, || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    })
+    .await;
+    eventually("A reports B connected and synced", 20, || async {
+        a.status().await.is_some_and(|s| {
+            s.remotes
+                .iter()
+                .any(|r| r.name == "b" && r.connected && r.synced)
+        })
+    })
+    .await;
+    let connections = |s: &StatusReport| {
+        s.remotes
+            .iter()
+            .find(|r| r.name == "b")
+            .map(|r| (r.connected, r.connections))
+    };
+    let before = connections(&a.status().await.unwrap()).unwrap();
+
+    // The A agent: live TLS from its files, one watch held open throughout.
+    let agent_tls = mesh_certs::LiveTls::from_files(&agent_files).unwrap();
+    let _agent_watch = agent_tls.watch_files(agent_files.clone(), Duration::from_millis(200));
+    let a_addr: std::net::SocketAddr = a.endpoint().parse().unwrap();
+    let b_addr: std::net::SocketAddr = b.endpoint().parse().unwrap();
+    let mut agent = ExportClient::connect(
+        vec![a_addr],
+        "127.0.0.1",
+        agent_tls.client_config().unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut mirror = Mirror::new();
+    let (_, mut agent_stream) = watch_until_synced(&mut agent, &mut mirror, 0).await;
+
+    // Fresh handshakes every 100 ms, each with the material of that moment.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        let agent_tls = agent_tls.clone();
+        let entry = a.dir.path().join("remotes/b");
+        tokio::spawn(async move {
+            let (mut ok, mut failures) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                // A → B with A's current entry for B (what A's import would dial).
+                let text = std::fs::read_to_string(&entry).unwrap();
+                let cfg = mesh_api::clustermesh::RemoteClusterConfig::parse("b", &text).unwrap();
+                let id =
+                    mesh_certs::TlsIdentity::from_pem(&cfg.client_cert, &cfg.client_key, "c", "k")
+                        .unwrap();
+                let bundle = mesh_certs::TrustBundle::from_pem(&cfg.ca_cert, "ca").unwrap();
+                let tls = mesh_certs::tls::client_config(id, &bundle).unwrap();
+                for (what, addr, tls) in [
+                    ("A→B", b_addr, tls),
+                    ("agent→A", a_addr, agent_tls.client_config().unwrap()),
+                ] {
+                    let r = match ExportClient::connect(vec![addr], "127.0.0.1", tls).await {
+                        Ok(mut c) => c.info().await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(()) => ok += 1,
+                        Err(e) => failures.push(format!("{what}: {e}")),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (ok, failures)
+        })
+    };
+    // Each step waits out the reload interval (1 s) and the config poll (1 s).
+    let settle = || tokio::time::sleep(Duration::from_secs(3));
+    let mut backends = vec!["10.2.1.5".to_string()];
+    let mut change_b = async |step: &str| {
+        backends.push(format!("10.2.1.{}", 10 + backends.len()));
+        let refs: Vec<&str> = backends.iter().map(String::as_str).collect();
+        wb.upsert(&service("b", "web", true, true, &refs))
+            .await
+            .unwrap();
+        eprintln!("rotation step: {step}");
+    };
+    // 1. Trust both CAs everywhere.
+    write_server_tls(&a_dir, &old.server(), &both);
+    write_server_tls(&b_dir, &old.server(), &both);
+    write_entries(&both, &old);
+    write_agent(&both, &old);
+    change_b("dual trust").await;
+    settle().await;
+    // 2. Every leaf reissued under the new CA.
+    write_server_tls(&b_dir, &new.server(), &both);
+    write_server_tls(&a_dir, &new.server(), &both);
+    write_entries(&both, &new);
+    write_agent(&both, &new);
+    change_b("leaves reissued").await;
+    settle().await;
+    // 3. The old CA dropped.
+    write_server_tls(&b_dir, &new.server(), &new_pem);
+    write_server_tls(&a_dir, &new.server(), &new_pem);
+    write_entries(&new_pem, &new);
+    write_agent(&new_pem, &new);
+    change_b("old CA dropped").await;
+    settle().await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failures) = prober.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "refused during the rotation ({ok} fine): {failures:#?}"
+    );
+    assert!(ok > 40, "the prober ran: {ok} handshakes");
+    let after = connections(&a.status().await.unwrap()).unwrap();
+    assert_eq!(
+        after, before,
+        "A's import stream of B never reconnected (connected, connections)"
+    );
+    // The agent's watch, opened before the rotation, still delivers B's last change.
+    let want: Vec<std::net::IpAddr> = backends.iter().map(|b| b.parse().unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(Record::Service(s)) = mirror
+            .records()
+            .get(&(Kind::Service, "b/default/web".into()))
+            && s.backends.iter().map(|b| b.ip).collect::<Vec<_>>() == want
+        {
+            break;
+        }
+        let ev = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            agent_stream.next(),
+        )
+        .await
+        .expect("the pre-rotation agent watch delivers B's last change")
+        .expect("the agent's watch is still open")
+        .expect("valid event");
+        mirror.apply(&ev);
+    }
+    // An old-CA certificate is refused now, by B and by A; the new one is served.
+    for (addr, cert, server) in [
+        (b_addr, old.cluster("a"), &b),
+        (a_addr, old.node("a", "a-n1"), &a),
+    ] {
+        let id =
+            mesh_certs::TlsIdentity::from_pem(&cert.cert_pem, &cert.key_pem, "c", "k").unwrap();
+        let bundle = mesh_certs::TrustBundle::from_pem(&both, "both").unwrap();
+        let cfg = mesh_certs::tls::client_config(id, &bundle).unwrap();
+        let refused = match ExportClient::connect(vec![addr], "127.0.0.1", cfg).await {
+            Err(_) => true,
+            Ok(mut c) => c.info().await.is_err(),
+        };
+        assert!(refused, "an old-CA certificate must be refused at {addr}");
+        eventually("the refusal is recorded", 10, || async {
+            server
+                .status()
+                .await
+                .is_some_and(|s| !s.refused_peers.is_empty())
+        })
+        .await;
+    }
+    let mut fresh = ExportClient::connect(
+        vec![b_addr],
+        "127.0.0.1",
+        new.client_config(&new.cluster("a")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fresh.info().await.unwrap().name, "b");
 }
