@@ -39,7 +39,27 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
+/// A short digest of the three texts (to tell which files a process loaded).
+fn digest(texts: &[String; 3]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for t in texts {
+        h.update(t.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl TlsFiles {
+    /// A digest of the files' current contents; equal to
+    /// [`LiveTls::fingerprint`] once they are loaded.
+    pub fn fingerprint(&self) -> Result<String> {
+        Ok(digest(&self.read()?))
+    }
+
     fn read(&self) -> Result<[String; 3]> {
         Ok([
             pem::read_text(&self.cert)?,
@@ -122,6 +142,12 @@ impl LiveTls {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The digest of the files the material was loaded from (empty when it
+    /// was not loaded from files); logged at each reload.
+    pub fn fingerprint(&self) -> String {
+        self.read().source.as_ref().map(digest).unwrap_or_default()
+    }
+
     /// How many times the material was set (1 at start).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
@@ -175,7 +201,8 @@ impl LiveTls {
                         Ok(true) => {
                             last_error.clear();
                             tracing::info!(cert = %files.cert.display(), ca = %files.ca.display(),
-                                generation = live.generation(), "TLS certificate and trust bundle reloaded");
+                                generation = live.generation(), fingerprint = %live.fingerprint(),
+                                "TLS certificate and trust bundle reloaded");
                         }
                         Ok(false) => last_error.clear(),
                         Err(e) => {

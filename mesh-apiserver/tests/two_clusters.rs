@@ -1130,8 +1130,42 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
             (ok, failures)
         })
     };
-    // Each step waits out the reload interval (1 s) and the config poll (1 s).
-    let settle = || tokio::time::sleep(Duration::from_secs(3));
+    // A step is complete when every party serves exactly the files of the
+    // step: each server logs the fingerprint of the files it loaded, each
+    // entry swap is logged, the agent's LiveTls tells its own.
+    let files_of = |dir: &std::path::Path| mesh_certs::TlsFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+        ca: dir.join("ca.crt"),
+    };
+    let entry_swaps = |c: &ClusterUnderTest| {
+        c.log()
+            .matches("remote's CA bundle or client certificate changed")
+            .count()
+    };
+    let mut swaps = (entry_swaps(&a), entry_swaps(&b));
+    let mut settle = async |step: &str| {
+        let want_a = files_of(&a_dir).fingerprint().unwrap();
+        let want_b = files_of(&b_dir).fingerprint().unwrap();
+        eventually(
+            &format!("{step}: both servers loaded the step's files and entries"),
+            30,
+            || async {
+                a.log().contains(&want_a)
+                    && b.log().contains(&want_b)
+                    && entry_swaps(&a) > swaps.0
+                    && entry_swaps(&b) > swaps.1
+            },
+        )
+        .await;
+        eventually(
+            &format!("{step}: the agent loaded its files"),
+            30,
+            || async { agent_tls.fingerprint() == agent_files.fingerprint().unwrap() },
+        )
+        .await;
+        swaps = (entry_swaps(&a), entry_swaps(&b));
+    };
     let mut backends = vec!["10.2.1.5".to_string()];
     let mut change_b = async |step: &str| {
         backends.push(format!("10.2.1.{}", 10 + backends.len()));
@@ -1147,21 +1181,23 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
     write_entries(&both, &old);
     write_agent(&both, &old);
     change_b("dual trust").await;
-    settle().await;
+    settle("dual trust").await;
     // 2. Every leaf reissued under the new CA.
     write_server_tls(&b_dir, &new.server(), &both);
     write_server_tls(&a_dir, &new.server(), &both);
     write_entries(&both, &new);
     write_agent(&both, &new);
     change_b("leaves reissued").await;
-    settle().await;
+    settle("leaves reissued").await;
     // 3. The old CA dropped.
     write_server_tls(&b_dir, &new.server(), &new_pem);
     write_server_tls(&a_dir, &new.server(), &new_pem);
     write_entries(&new_pem, &new);
     write_agent(&new_pem, &new);
     change_b("old CA dropped").await;
-    settle().await;
+    settle("old CA dropped").await;
+    // Fresh handshakes keep running a little past the last swap.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok, failures) = prober.await.unwrap();
     assert!(

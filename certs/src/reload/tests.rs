@@ -124,6 +124,7 @@ async fn files_are_reloaded_only_when_changed_and_valid() {
     write(&server(&new), &[&old, &new]);
     assert!(live.reload(&files).unwrap());
     assert_eq!(live.generation(), 2);
+    assert_eq!(live.fingerprint(), files.fingerprint().unwrap());
     // The watcher thread picks changes up by itself.
     let watch = live.watch_files(files.clone(), Duration::from_millis(50));
     write(&server(&new), &[&new]);
