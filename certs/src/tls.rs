@@ -221,9 +221,9 @@ impl Authorizer {
 }
 
 #[derive(Debug)]
-struct SpiffeClientVerifier {
-    chain: Arc<dyn ClientCertVerifier>,
-    authorizer: Authorizer,
+pub(crate) struct SpiffeClientVerifier {
+    pub(crate) chain: Arc<dyn ClientCertVerifier>,
+    pub(crate) authorizer: Authorizer,
 }
 
 impl ClientCertVerifier for SpiffeClientVerifier {

@@ -4,7 +4,18 @@
 //! propagation latency of 1000 changes in B's store to the A client (p50,
 //! p99), side by side with a raw etcd watch on B's store (the one-hop floor).
 //!
+//! Then the figure from Kubernetes: cluster C's mesh-apiserver runs its
+//! Kubernetes feed against a test API server (mesh-test-apiserver, driven
+//! over HTTPS with kube-rs) holding `K8S_SERVICES` global services with
+//! `K8S_PODS` ready pods each; A imports C too. Each of the changes flips
+//! one pod's Ready condition (a pod status patch, as a kubelet does); the
+//! API server's EndpointSlice controller updates the slice, C's feed writes
+//! the service, A imports it, and the A node-agent client (the same watch,
+//! still holding all of B) sees the backend's readiness change. Printed:
+//! Kubernetes → A client, and its first hop Kubernetes → C's store.
+//!
 //! Usage: export_bench <path to mesh-apiserver binary> [services] [endpoints] [changes]
+//! (env K8S_SERVICES, default 100; K8S_PODS, default 5)
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -46,39 +57,44 @@ fn rss_mib(pid: u32) -> f64 {
 fn spawn(
     bin: &str,
     dir: &std::path::Path,
-    name: &str,
-    id: u8,
-    cidr: &str,
+    (name, id, cidr): (&str, u8, &str),
     etcd: &str,
     grpc: u16,
+    kubeconfig: Option<&std::path::Path>,
 ) -> Proc {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let mut cmd = Command::new(bin);
+    match kubeconfig {
+        Some(kc) => cmd
+            .arg("--kubernetes=true")
+            .arg("--identity-gc-grace-seconds=3600")
+            .env("KUBECONFIG", kc),
+        None => cmd.arg("--kubernetes=false"),
+    };
     Proc(
-        Command::new(bin)
-            .args([
-                &format!("--cluster-name={name}"),
-                &format!("--cluster-id={id}"),
-                &format!("--pod-cidrs={cidr}"),
-                "--store=etcd",
-                &format!("--etcd-endpoints={etcd}"),
-                &format!("--grpc-listen=127.0.0.1:{grpc}"),
-                &format!("--status-listen=127.0.0.1:{}", free_port()),
-                &format!("--tls-cert={}", dir.join("tls.crt").display()),
-                &format!("--tls-key={}", dir.join("tls.key").display()),
-                &format!("--tls-ca={}", dir.join("ca.crt").display()),
-                &format!(
-                    "--clustermesh-config-dir={}",
-                    dir.join(format!("remotes-{name}")).display()
-                ),
-                "--kubernetes=false",
-                "--max-backoff-seconds=1",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn mesh-apiserver"),
+        cmd.args([
+            &format!("--cluster-name={name}"),
+            &format!("--cluster-id={id}"),
+            &format!("--pod-cidrs={cidr}"),
+            "--store=etcd",
+            &format!("--etcd-endpoints={etcd}"),
+            &format!("--grpc-listen=127.0.0.1:{grpc}"),
+            &format!("--status-listen=127.0.0.1:{}", free_port()),
+            &format!("--tls-cert={}", dir.join("tls.crt").display()),
+            &format!("--tls-key={}", dir.join("tls.key").display()),
+            &format!("--tls-ca={}", dir.join("ca.crt").display()),
+            &format!(
+                "--clustermesh-config-dir={}",
+                dir.join(format!("remotes-{name}")).display()
+            ),
+            "--max-backoff-seconds=1",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn mesh-apiserver"),
     )
 }
 
@@ -253,9 +269,23 @@ async fn run() {
         "seeded B with {services} global services, {endpoints} endpoints in {:.1?}",
         t.elapsed()
     );
-    let pb = spawn(bin, d, "b", 2, "10.2.0.0/16", &etcd_b.endpoint(), gb);
+    let pb = spawn(
+        bin,
+        d,
+        ("b", 2, "10.2.0.0/16"),
+        &etcd_b.endpoint(),
+        gb,
+        None,
+    );
     let start = Instant::now();
-    let pa = spawn(bin, d, "a", 1, "10.1.0.0/16", &etcd_a.endpoint(), ga);
+    let pa = spawn(
+        bin,
+        d,
+        ("a", 1, "10.1.0.0/16"),
+        &etcd_a.endpoint(),
+        ga,
+        None,
+    );
     let expected = 50 + 100 + endpoints + services;
     // The A node-agent client: reconnect until A has all of B and the watch is synced.
     let cfg = pki.client_config(&pki.node("a", "a-n1"));
@@ -347,23 +377,292 @@ async fn run() {
     for (k, _) in mirror.records().keys() {
         *counts.entry(*k).or_default() += 1;
     }
+    let kube = kube_phase(KubePhase {
+        bin,
+        pki: &pki,
+        dir: d,
+        a_grpc: ga,
+        services: env_usize("K8S_SERVICES", 100),
+        pods: env_usize("K8S_PODS", 5),
+        changes,
+        mirror: &mut mirror,
+        stream: &mut stream,
+    })
+    .await;
     println!("export/import benchmark: {services} global services, {endpoints} endpoints in B");
     println!(
         "  A node-agent client synced with all {expected} of B's records after {synced:.2?} (A started cold, B's export seeded)"
     );
     println!("  RSS: A mesh-apiserver {rss_a:.1} MiB, B mesh-apiserver {rss_b:.1} MiB");
-    println!("  propagation over {changes} changes (ms)     p50      p99");
-    println!(
-        "    B store → A node-agent client    {:>8.2} {:>8.2}",
-        pct(&mut mesh_lat.clone(), 0.5),
-        pct(&mut mesh_lat, 0.99)
+    println!("  propagation over {changes} changes (ms)            p50      p99");
+    let row = |what: &str, v: &mut Vec<f64>, note: &str| {
+        println!(
+            "    {what:<38}{:>8.2} {:>8.2}{note}",
+            pct(&mut v.clone(), 0.5),
+            pct(v, 0.99)
+        );
+    };
+    row(
+        "C's Kubernetes → A node-agent client",
+        &mut kube.to_client.clone(),
+        &format!(
+            "   (pod Ready flipped; C's Kubernetes: {} global services × {} pods)",
+            kube.services, kube.pods
+        ),
+    );
+    row(
+        "C's Kubernetes → C's store",
+        &mut kube.to_store.clone(),
+        "   (slice controller + C's feed)",
+    );
+    row("B store → A node-agent client", &mut mesh_lat, "");
+    row(
+        "B store → raw etcd watch on B",
+        &mut raw_lat,
+        "   (one-hop floor)",
     );
     println!(
-        "    B store → raw etcd watch on B    {:>8.2} {:>8.2}   (one-hop floor)",
-        pct(&mut raw_lat.clone(), 0.5),
-        pct(&mut raw_lat, 0.99)
+        "  C's feed (100 ms debounce, full reconcile per change) synced {} records in {:.2?}; C mesh-apiserver RSS {:.1} MiB",
+        kube.records, kube.synced, kube.rss
     );
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?}: not a number"))
+        })
+        .unwrap_or(default)
+}
+
+struct KubePhase<'a, S> {
+    bin: &'a str,
+    pki: &'a Pki,
+    dir: &'a std::path::Path,
+    a_grpc: u16,
+    services: usize,
+    pods: usize,
+    changes: u64,
+    mirror: &'a mut Mirror,
+    stream: &'a mut S,
+}
+
+struct KubeFigures {
+    services: usize,
+    pods: usize,
+    records: usize,
+    synced: Duration,
+    rss: f64,
+    to_client: Vec<f64>,
+    to_store: Vec<f64>,
+}
+
+fn pod_ip(n: usize) -> std::net::IpAddr {
+    format!("10.3.{}.{}", n / 250 % 256, n % 250 + 1)
+        .parse()
+        .unwrap()
+}
+
+async fn set_ready(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    ip: std::net::IpAddr,
+    ready: bool,
+) {
+    let status = if ready { "True" } else { "False" };
+    let patch = serde_json::json!({"status": {
+        "phase": "Running",
+        "podIP": ip.to_string(),
+        "podIPs": [{"ip": ip.to_string()}],
+        "conditions": [{"type": "Ready", "status": status}, {"type": "ContainersReady", "status": status}],
+    }});
+    pods.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("patch status of pod {name}: {e}"));
+}
+
+/// Whether `ev` is C's service `svc{i}` with the backend at `ip` in state `ready`.
+fn shows(ev: &WatchEvent, i: usize, ip: std::net::IpAddr, ready: bool) -> bool {
+    matches!(ev, WatchEvent::Upsert { record: Record::Service(s), .. }
+        if s.cluster.as_str() == "c"
+            && s.name == format!("svc{i}")
+            && s.backends.iter().any(|b| b.ip == ip && b.ready == ready))
+}
+
+async fn kube_phase<S>(p: KubePhase<'_, S>) -> KubeFigures
+where
+    S: futures::Stream<Item = mesh_apiserver::Result<WatchEvent>> + Unpin,
+{
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    use kube::api::PostParams;
+    let d = p.dir;
+    let server =
+        mesh_test_apiserver::TestApiServer::start(mesh_test_apiserver::Config::local("bench-c"))
+            .await
+            .expect("start the test API server");
+    let kubeconfig = d.join("kubeconfig-c");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let svcs: kube::Api<Service> = kube::Api::namespaced(client.clone(), "default");
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client, "default");
+    let t = Instant::now();
+    for i in 0..p.services {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("svc{i}"), "annotations": {"service.meshwork.io/global": "true"}},
+            "spec": {"selector": {"app": format!("svc{i}")}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        }))
+        .unwrap();
+        svcs.create(&PostParams::default(), &svc).await.unwrap();
+        for j in 0..p.pods {
+            let name = format!("svc{i}-{j}");
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": {"app": format!("svc{i}")}},
+                "spec": {"nodeName": "c-n1", "containers": [{"name": "app", "image": "echo",
+                    "ports": [{"name": "http", "containerPort": 8080}]}]},
+            }))
+            .unwrap();
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+            set_ready(&pods, &name, pod_ip(i * p.pods + j), true).await;
+        }
+    }
     println!(
-        "  (Kubernetes → B store is not included: the test API server is not available to this benchmark yet)"
+        "created {} global services and {} ready pods in C's Kubernetes in {:.1?}",
+        p.services,
+        p.services * p.pods,
+        t.elapsed()
     );
+    // C lists A (so A's client certificate is allowed), A lists C.
+    let gc = free_port();
+    std::fs::create_dir(d.join("remotes-c")).unwrap();
+    std::fs::write(
+        d.join("remotes-c/a"),
+        remote_entry(
+            "a",
+            1,
+            &[format!("127.0.0.1:{}", p.a_grpc)],
+            p.pki.ca.cert_pem(),
+            &p.pki.cluster("c"),
+            &[],
+        ),
+    )
+    .unwrap();
+    let etcd_c = EtcdServer::start().await;
+    let c_store: Arc<dyn Store> = Arc::new(etcd_c.store().await);
+    let start = Instant::now();
+    let pc = spawn(
+        p.bin,
+        d,
+        ("c", 3, "10.3.0.0/16"),
+        &etcd_c.endpoint(),
+        gc,
+        Some(&kubeconfig),
+    );
+    std::fs::write(
+        d.join("remotes-a/c"),
+        remote_entry(
+            "c",
+            3,
+            &[format!("127.0.0.1:{gc}")],
+            p.pki.ca.cert_pem(),
+            &p.pki.cluster("a"),
+            &[],
+        ),
+    )
+    .unwrap();
+    // Until the A client holds every service of C with all its backends ready.
+    let complete = |m: &Mirror| {
+        m.records()
+            .iter()
+            .filter(|((kind, key), r)| {
+                *kind == mesh_api::Kind::Service
+                    && key.starts_with("c/")
+                    && matches!(r, Record::Service(s) if s.backends.len() == p.pods && s.backends.iter().all(|b| b.ready))
+            })
+            .count()
+            == p.services
+    };
+    while !complete(p.mirror) {
+        match tokio::time::timeout(Duration::from_secs(120), p.stream.next()).await {
+            Ok(Some(Ok(ev))) => {
+                p.mirror.apply(&ev);
+            }
+            other => panic!(
+                "C's services did not reach the A client ({other:?}); see {}",
+                d.join("c.log").display()
+            ),
+        }
+    }
+    let synced = start.elapsed();
+    let records = p
+        .mirror
+        .records()
+        .keys()
+        .filter(|(_, key)| key.starts_with("c/"))
+        .count();
+    let rss = rss_mib(pc.0.id());
+    let rev = c_store.revision().await.unwrap();
+    let mut raw = c_store
+        .watch(&state::cluster_prefix("c"), rev + 1)
+        .await
+        .unwrap();
+    let mut to_client = Vec::new();
+    let mut to_store = Vec::new();
+    let mut ready = vec![true; p.services];
+    for seq in 1..=p.changes as usize {
+        let i = (seq * 7919) % p.services;
+        ready[i] = !ready[i];
+        let want = ready[i];
+        let ip = pod_ip(i * p.pods);
+        let t = Instant::now();
+        set_ready(&pods, &format!("svc{i}-0"), ip, want).await;
+        let (mut at_store, mut at_client) = (None, None);
+        while at_store.is_none() || at_client.is_none() {
+            tokio::select! {
+                ev = raw.next(), if at_store.is_none() => {
+                    if let Some(Ok(StoreEvent::Put(kv))) = ev
+                        && let Ok(state::ParsedKey::Record { kind, .. }) = state::parse_key(&kv.key)
+                        && let Ok(r) = state::decode(kind, &kv.key, &kv.value)
+                        && matches!(&r, Record::Service(s) if s.name == format!("svc{i}")
+                            && s.backends.iter().any(|b| b.ip == ip && b.ready == want))
+                    {
+                        at_store = Some(t.elapsed());
+                    }
+                }
+                ev = tokio::time::timeout(Duration::from_secs(60), p.stream.next()), if at_client.is_none() => {
+                    let ev = ev
+                        .unwrap_or_else(|_| panic!("change {seq} (svc{i} ready={want}) did not reach the A client within 60 s"))
+                        .expect("stream open")
+                        .expect("valid event");
+                    p.mirror.apply(&ev);
+                    if shows(&ev, i, ip, want) {
+                        at_client = Some(t.elapsed());
+                    }
+                }
+            }
+        }
+        to_store.push(at_store.unwrap().as_secs_f64() * 1000.0);
+        to_client.push(at_client.unwrap().as_secs_f64() * 1000.0);
+    }
+    drop(pc);
+    KubeFigures {
+        services: p.services,
+        pods: p.pods,
+        records,
+        synced,
+        rss,
+        to_client,
+        to_store,
+    }
 }

@@ -66,6 +66,10 @@ pub struct Config {
     /// CA bundle trusted for client certificates (PEM).
     #[arg(long, default_value = "/etc/meshwork/tls/ca.crt")]
     pub tls_ca: PathBuf,
+    /// Re-read --tls-cert, --tls-key and --tls-ca this often (seconds):
+    /// changed files are used by new connections without a restart.
+    #[arg(long, default_value_t = 5)]
+    pub tls_reload_seconds: u64,
     /// The mesh's SPIFFE trust domain.
     #[arg(long, default_value = "meshwork.local")]
     pub trust_domain: String,
@@ -85,6 +89,11 @@ pub struct Config {
     /// Longest wait between reconnections to a remote, seconds.
     #[arg(long, default_value_t = 10)]
     pub max_backoff_seconds: u64,
+    /// Nameservers (`ip` or `ip:port`, comma-separated) that resolve remote
+    /// endpoints given as DNS names; empty: the system's resolver
+    /// configuration (`/etc/resolv.conf`).
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    pub dns_nameservers: Vec<String>,
     /// Elect a leader among replicas (etcd store only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
@@ -128,6 +137,31 @@ impl Config {
             .collect()
     }
 
+    /// The `--dns-nameservers` as socket addresses (port 53 when omitted).
+    pub fn nameservers(&self) -> Result<Vec<SocketAddr>> {
+        self.dns_nameservers
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        s.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| Error::Config {
+                        key: "dns-nameservers".into(),
+                        value: s.to_string(),
+                        reason:
+                            "expected an IP address or ip:port (e.g. 10.96.0.10 or 127.0.0.1:5353)"
+                                .into(),
+                    })
+            })
+            .collect()
+    }
+
     /// Validates the values and returns this cluster's facts.
     pub fn local(&self) -> Result<LocalCluster> {
         let name = ClusterName::new(self.cluster_name.clone()).map_err(|e| Error::Config {
@@ -152,6 +186,7 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<IpNet>>>()?;
+        self.nameservers()?;
         if self.leader_lease_ttl_seconds < 2 {
             return Err(Error::Config {
                 key: "leader-lease-ttl-seconds".into(),

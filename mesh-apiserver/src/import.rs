@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use mesh_api::{ClusterId, ClusterName, Kind};
-use mesh_certs::{TlsIdentity, TrustBundle};
+use mesh_certs::{LiveTls, TlsIdentity, TrustBundle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -263,6 +263,9 @@ pub struct ImportSettings {
     pub stale_timeout: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Nameservers for remote endpoints given as DNS names (`ip:port`);
+    /// empty: the system's resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
 }
 
 impl Default for ImportSettings {
@@ -270,6 +273,7 @@ impl Default for ImportSettings {
         ImportSettings {
             stale_timeout: Duration::from_secs(600),
             max_backoff: Duration::from_secs(10),
+            nameservers: Vec::new(),
         }
     }
 }
@@ -278,6 +282,28 @@ struct Running {
     config: RemoteConfig,
     status: Arc<Mutex<RemoteStatus>>,
     task: JoinHandle<()>,
+    /// Its CA bundle and our client certificate, swapped in place when only
+    /// they change (CA rotation): the open stream keeps going.
+    tls: LiveTls,
+}
+
+/// Whether two configs of a remote differ at most in their TLS material.
+fn same_peer(a: &RemoteConfig, b: &RemoteConfig) -> bool {
+    a.entry == b.entry
+        && a.name == b.name
+        && a.id == b.id
+        && a.endpoints == b.endpoints
+        && a.server_name == b.server_name
+        && a.pod_cidrs == b.pod_cidrs
+}
+
+/// The remote's TLS material (already validated by [`parse_entry`]).
+fn remote_tls(config: &RemoteConfig) -> Result<(TlsIdentity, TrustBundle)> {
+    let ctx = |what: &str| format!("clustermesh entry {:?}: {what}", config.entry);
+    let bundle = TrustBundle::from_pem(&config.ca, "ca").map_err(|e| Error::certs(ctx("ca"), e))?;
+    let identity = TlsIdentity::from_pem(&config.cert, &config.key, "cert", "key")
+        .map_err(|e| Error::certs(ctx("client certificate"), e))?;
+    Ok((identity, bundle))
 }
 
 /// Runs one import task per configured remote, following config changes.
@@ -287,6 +313,7 @@ pub struct Importer {
     local: LocalCluster,
     leadership: Leadership,
     settings: ImportSettings,
+    resolver: EndpointResolver,
     running: Arc<Mutex<BTreeMap<ClusterName, Running>>>,
     refused: Arc<Mutex<Vec<Refused>>>,
 }
@@ -307,11 +334,13 @@ impl Importer {
         leadership: Leadership,
         settings: ImportSettings,
     ) -> Self {
+        let resolver = EndpointResolver::new(&settings.nameservers);
         Importer {
             store,
             local,
             leadership,
             settings,
+            resolver,
             running: Arc::default(),
             refused: Arc::default(),
         }
@@ -339,23 +368,59 @@ impl Importer {
             .map(|r| (r.name.clone(), r))
             .collect();
         let mut removed = Vec::new();
+        let mut refused = Vec::new();
         {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             let names: Vec<ClusterName> = running.keys().cloned().collect();
             for name in names {
-                if wanted.get(&name) != running.get(&name).map(|r| &r.config)
-                    && let Some(r) = running.remove(&name)
-                {
-                    r.task.abort();
-                    if !wanted.contains_key(&name) {
+                let (Some(want), Some(run)) = (wanted.get(&name), running.get_mut(&name)) else {
+                    if let Some(r) = running.remove(&name) {
+                        r.task.abort();
                         removed.push(name);
                     }
+                    continue;
+                };
+                if *want == run.config {
+                    continue;
+                }
+                if same_peer(want, &run.config) {
+                    match remote_tls(want).and_then(|(id, bundle)| {
+                        run.tls.update(id, &bundle).map_err(|e| {
+                            Error::certs(format!("clustermesh entry {:?}", want.entry), e)
+                        })
+                    }) {
+                        Ok(()) => {
+                            tracing::info!(remote = %name, "remote's CA bundle or client certificate changed: used from the next connection, the open stream keeps going");
+                            run.config = want.clone();
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(remote = %name, error = %e, "new TLS material unusable; restarting the import")
+                        }
+                    }
+                }
+                if let Some(r) = running.remove(&name) {
+                    r.task.abort();
                 }
             }
             for (name, config) in wanted {
                 if running.contains_key(&name) {
                     continue;
                 }
+                let tls = match remote_tls(&config).and_then(|(id, bundle)| {
+                    LiveTls::new(id, &bundle).map_err(|e| {
+                        Error::certs(format!("clustermesh entry {:?}", config.entry), e)
+                    })
+                }) {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        refused.push(Refused {
+                            entry: config.entry.clone(),
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
                 let status = Arc::new(Mutex::new(RemoteStatus {
                     name: name.to_string(),
                     entry: config.entry.clone(),
@@ -369,6 +434,7 @@ impl Importer {
                     self.local.clone(),
                     self.leadership.clone(),
                     self.settings.clone(),
+                    (self.resolver.clone(), tls.clone()),
                     config.clone(),
                     status.clone(),
                 ));
@@ -378,9 +444,16 @@ impl Importer {
                         config,
                         status,
                         task,
+                        tls,
                     },
                 );
             }
+        }
+        if !refused.is_empty() {
+            self.refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(refused);
         }
         for name in removed {
             let writer = Writer::new(self.store.clone(), name.clone(), self.leadership.clone());
@@ -432,53 +505,139 @@ fn update(status: &Mutex<RemoteStatus>, f: impl FnOnce(&mut RemoteStatus)) {
     f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
-/// Resolves `host:port` endpoints; DNS names through hickory-resolver.
-pub async fn resolve(entry: &str, endpoints: &[String]) -> Result<Vec<SocketAddr>> {
-    let mut out = Vec::new();
-    for e in endpoints {
-        let (host, port) = e.rsplit_once(':').ok_or_else(|| Error::RemoteConfig {
-            entry: entry.to_string(),
-            reason: format!("endpoint {e:?} is not host:port"),
-        })?;
-        let port: u16 = port.parse().map_err(|_| Error::RemoteConfig {
-            entry: entry.to_string(),
-            reason: format!("endpoint {e:?}: bad port"),
-        })?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            out.push(SocketAddr::new(ip, port));
-            continue;
-        }
-        let resolver = hickory_resolver::Resolver::builder_tokio()
-            .map_err(|e| Error::Resolve {
-                entry: entry.to_string(),
-                host: host.to_string(),
-                detail: e.to_string(),
-            })?
-            .build()
-            .map_err(|e| Error::Resolve {
-                entry: entry.to_string(),
-                host: host.to_string(),
-                detail: e.to_string(),
-            })?;
-        let ips = resolver.lookup_ip(host).await.map_err(|e| Error::Resolve {
-            entry: entry.to_string(),
-            host: host.to_string(),
-            detail: e.to_string(),
-        })?;
-        out.extend(ips.iter().map(|ip| SocketAddr::new(ip, port)));
-    }
-    Ok(out)
+/// Resolves remote endpoints: IP literals as they are, DNS names through
+/// one hickory resolver built once per importer (so its cache and its
+/// connections to the nameservers are shared by every remote and every
+/// reconnection).
+#[derive(Clone)]
+pub struct EndpointResolver {
+    /// The resolver, or why it could not be built (reported only when a
+    /// remote names a host: IP endpoints need no resolver).
+    dns: std::result::Result<hickory_resolver::TokioResolver, String>,
+    /// Where it asks, for error messages.
+    source: String,
 }
 
-async fn connect(config: &RemoteConfig) -> Result<ExportClient> {
-    let addrs = resolve(&config.entry, &config.endpoints).await?;
-    let ctx = |what: &str| format!("clustermesh entry {:?}: {what}", config.entry);
-    let bundle = TrustBundle::from_pem(&config.ca, "ca").map_err(|e| Error::certs(ctx("ca"), e))?;
-    let identity = TlsIdentity::from_pem(&config.cert, &config.key, "cert", "key")
-        .map_err(|e| Error::certs(ctx("client certificate"), e))?;
-    let tls = mesh_certs::tls::client_config(identity, &bundle)
-        .map_err(|e| Error::certs(ctx("TLS"), e))?;
+impl std::fmt::Debug for EndpointResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointResolver")
+            .field("source", &self.source)
+            .field("ok", &self.dns.is_ok())
+            .finish()
+    }
+}
+
+impl EndpointResolver {
+    /// A resolver asking `nameservers` (UDP, then TCP), or the system's
+    /// resolver configuration (`/etc/resolv.conf`) when the list is empty.
+    pub fn new(nameservers: &[SocketAddr]) -> Self {
+        use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+        use hickory_resolver::net::runtime::TokioRuntimeProvider;
+        if nameservers.is_empty() {
+            let dns = hickory_resolver::Resolver::builder_tokio()
+                .and_then(|b| b.build())
+                .map_err(|e| {
+                    format!(
+                        "the system resolver configuration is unusable ({e}); set --dns-nameservers"
+                    )
+                });
+            return EndpointResolver {
+                dns,
+                source: "the system resolver".into(),
+            };
+        }
+        let servers = nameservers
+            .iter()
+            .map(|ns| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = ns.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = ns.port();
+                NameServerConfig::new(ns.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        let dns = hickory_resolver::Resolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+        .build()
+        .map_err(|e| format!("building a resolver for {nameservers:?}: {e}"));
+        EndpointResolver {
+            dns,
+            source: format!(
+                "nameservers {}",
+                nameservers
+                    .iter()
+                    .map(SocketAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+
+    /// Resolves `host:port` endpoints. A name that does not resolve is
+    /// skipped when another endpoint gives addresses; when none does, the
+    /// error names the first failing host.
+    pub async fn resolve(&self, entry: &str, endpoints: &[String]) -> Result<Vec<SocketAddr>> {
+        let mut out = Vec::new();
+        let mut failed = None;
+        for e in endpoints {
+            let (host, port) = e.rsplit_once(':').ok_or_else(|| Error::RemoteConfig {
+                entry: entry.to_string(),
+                reason: format!("endpoint {e:?} is not host:port"),
+            })?;
+            let port: u16 = port.parse().map_err(|_| Error::RemoteConfig {
+                entry: entry.to_string(),
+                reason: format!("endpoint {e:?}: bad port"),
+            })?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                out.push(SocketAddr::new(ip, port));
+                continue;
+            }
+            let looked_up = match &self.dns {
+                Ok(dns) => dns
+                    .lookup_ip(host)
+                    .await
+                    .map(|ips| ips.iter().collect::<Vec<_>>())
+                    .map_err(|e| format!("{e} (asked {})", self.source)),
+                Err(why) => Err(why.clone()),
+            };
+            match looked_up {
+                Ok(ips) if !ips.is_empty() => {
+                    out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, port)));
+                }
+                Ok(_) => {
+                    failed.get_or_insert((
+                        host.to_string(),
+                        format!("no address (asked {})", self.source),
+                    ));
+                }
+                Err(detail) => {
+                    tracing::warn!(%entry, %host, %detail, "endpoint does not resolve");
+                    failed.get_or_insert((host.to_string(), detail));
+                }
+            }
+        }
+        match failed {
+            Some((host, detail)) if out.is_empty() => Err(Error::Resolve {
+                entry: entry.to_string(),
+                host,
+                detail,
+            }),
+            _ => Ok(out),
+        }
+    }
+}
+
+/// How a remote is reached: the shared resolver and its live TLS material.
+type Reach = (EndpointResolver, LiveTls);
+
+async fn connect(config: &RemoteConfig, (resolver, tls): &Reach) -> Result<ExportClient> {
+    let addrs = resolver.resolve(&config.entry, &config.endpoints).await?;
+    let tls = tls
+        .client_config()
+        .map_err(|e| Error::certs(format!("clustermesh entry {:?}: TLS", config.entry), e))?;
     ExportClient::connect(addrs, &config.server_name, tls).await
 }
 
@@ -561,6 +720,7 @@ async fn remote_task(
     local: LocalCluster,
     mut leadership: Leadership,
     settings: ImportSettings,
+    reach: Reach,
     config: RemoteConfig,
     status: Arc<Mutex<RemoteStatus>>,
 ) {
@@ -607,12 +767,12 @@ async fn remote_task(
         }
         let result = session(
             &config,
+            &reach,
             &local,
             &writer,
             &mut mirror,
             &status,
             &mut disconnected_at,
-            &leadership,
         )
         .await;
         let err = match result {
@@ -667,15 +827,15 @@ async fn remote_task(
 /// One connection: Info checks, then the watch until it fails.
 async fn session(
     config: &RemoteConfig,
+    reach: &Reach,
     local: &LocalCluster,
     writer: &Writer,
     mirror: &mut Mirror,
     status: &Mutex<RemoteStatus>,
     disconnected_at: &mut Option<(std::time::Instant, String)>,
-    leadership: &Leadership,
 ) -> Result<()> {
     let remote = &config.name;
-    let mut client = connect(config).await?;
+    let mut client = connect(config, reach).await?;
     let info = client.info().await?;
     if let Err(reason) = check_info(config, local, &info) {
         tracing::warn!(%remote, %reason, "remote cluster refused");
@@ -696,7 +856,7 @@ async fn session(
         s.connections += 1;
     });
     tracing::info!(%remote, resume, "watching remote cluster");
-    let mut leadership = leadership.clone();
+    let mut leadership = writer.leadership().clone();
     loop {
         let item = tokio::select! {
             item = stream.next() => item,

@@ -322,6 +322,12 @@ pub struct IdentityAllocator {
     cluster_id: mesh_api::ClusterId,
     grace: Duration,
     unused_since: HashMap<u32, Instant>,
+    /// Label-set index key → identity, as read or allocated by this
+    /// allocator while it leads: every reconcile asks for every pod's
+    /// identity, and a store round trip per pod made each change cost
+    /// O(pods). Entries go when this allocator frees them, all of them when
+    /// leadership is lost (another leader may free meanwhile).
+    known: std::sync::Mutex<HashMap<String, Identity>>,
 }
 
 fn index_key(cluster: &str, labels: &LabelSet) -> String {
@@ -340,7 +346,18 @@ impl IdentityAllocator {
             cluster_id,
             grace,
             unused_since: HashMap::new(),
+            known: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Identity>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets every identity known without asking the store (call when
+    /// leadership was lost and regained).
+    pub fn forget(&self) {
+        self.known().clear();
     }
 
     /// The identity of `labels`, allocating it if needed. Safe against
@@ -352,6 +369,9 @@ impl IdentityAllocator {
         let store: &dyn Store = self.writer.store().as_ref();
         let cluster = self.writer.cluster().as_str();
         let index = index_key(cluster, labels);
+        if let Some(id) = self.known().get(&index) {
+            return Ok(*id);
+        }
         for _ in 0..32 {
             if let Some(kv) = store.get(&index).await? {
                 let id = String::from_utf8_lossy(&kv.value)
@@ -359,6 +379,7 @@ impl IdentityAllocator {
                     .ok()
                     .and_then(|n| Identity::from_u32(n).ok());
                 if let Some(id) = id {
+                    self.known().insert(index, id);
                     return Ok(id);
                 }
             }
@@ -399,6 +420,7 @@ impl IdentityAllocator {
                 .await?;
             if won.is_some() {
                 tracing::info!(identity = id.get(), ?labels, "identity allocated");
+                self.known().insert(index, id);
                 return Ok(id);
             }
         }
@@ -431,6 +453,7 @@ impl IdentityAllocator {
             }
             let id_key = record_key(&cluster, Kind::Identity, &n.to_string());
             let index = index_key(&cluster, &i.labels);
+            self.known().remove(&index);
             let Some(kv) = store.get(&id_key).await? else {
                 continue;
             };
@@ -513,18 +536,25 @@ pub async fn desired(
     Ok(d)
 }
 
-/// Makes the store hold exactly `desired` for the feed's kinds.
+/// Makes the store hold exactly `desired` for the feed's kinds. One list
+/// per kind tells what is stored; only records that differ are written, so
+/// a change costs writes in proportion to what changed.
 pub async fn apply_desired(writer: &Writer, desired: &Desired) -> Result<()> {
     for kind in [Kind::Node, Kind::Endpoint, Kind::Service] {
-        let current = writer.list(kind).await?;
-        for (key, _) in current {
+        let current: BTreeMap<String, Record> = writer.list(kind).await?.into_iter().collect();
+        for key in current.keys() {
             if !desired.records.contains_key(&(kind, key.clone())) {
-                writer.delete(kind, &key).await?;
+                writer.delete(kind, key).await?;
             }
         }
-    }
-    for r in desired.records.values() {
-        writer.upsert(r).await?;
+        for ((k, key), r) in desired.records.range((kind, String::new())..) {
+            if *k != kind {
+                break;
+            }
+            if current.get(key) != Some(r) {
+                writer.upsert(r).await?;
+            }
+        }
     }
     for kind in Kind::ALL {
         writer.mark_synced(kind).await?;
@@ -582,6 +612,9 @@ impl KubeFeed {
         let mut leadership = self.writer.leadership().clone();
         loop {
             // Only the leader allocates and writes.
+            if !leadership.is_leader() {
+                allocator.forget();
+            }
             leadership.wait_leader().await;
             if self.writer.store().revision().await.is_ok() {
                 match desired(

@@ -10,7 +10,7 @@ use mesh_apiserver::import::{ImportSettings, directory_feed};
 use mesh_apiserver::leader::ElectionConfig;
 use mesh_apiserver::server::{ServerParts, start};
 use mesh_apiserver::store::{EtcdStore, MemoryStore, Store};
-use mesh_certs::{TlsIdentity, TrustBundle, TrustDomain};
+use mesh_certs::{LiveTls, TlsFiles, TrustDomain};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -65,18 +65,27 @@ async fn main() -> anyhow::Result<()> {
     let status = tokio::net::TcpListener::bind(config.status_listen)
         .await
         .with_context(|| format!("--status-listen {}", config.status_listen))?;
+    // Mounted Secrets change under a CA rotation: new handshakes use the new
+    // files, open streams keep going.
+    let files = TlsFiles {
+        cert: config.tls_cert.clone(),
+        key: config.tls_key.clone(),
+        ca: config.tls_ca.clone(),
+    };
+    let tls = LiveTls::from_files(&files)?;
+    let _tls_watch = tls.watch_files(files, Duration::from_secs(config.tls_reload_seconds.max(1)));
     let running = start(ServerParts {
         local: local.clone(),
         store,
         election,
         grpc,
         status: Some(status),
-        identity: TlsIdentity::load(&config.tls_cert, &config.tls_key)?,
-        bundle: TrustBundle::load(&config.tls_ca)?,
+        tls,
         trust_domain: TrustDomain::new(config.trust_domain.clone())?,
         import: ImportSettings {
             stale_timeout: Duration::from_secs(config.stale_timeout_seconds),
             max_backoff: Duration::from_secs(config.max_backoff_seconds.max(1)),
+            nameservers: config.nameservers()?,
         },
         config: feed,
     })

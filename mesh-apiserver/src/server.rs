@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_certs::{AccessPolicy, Authorizer, TlsIdentity, TrustBundle, TrustDomain};
+use mesh_certs::{AccessPolicy, Authorizer, LiveTls, TrustDomain};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,10 +31,9 @@ pub struct ServerParts {
     pub grpc: TcpListener,
     /// The status listener.
     pub status: Option<TcpListener>,
-    /// Server certificate and key.
-    pub identity: TlsIdentity,
-    /// CAs trusted for clients.
-    pub bundle: TrustBundle,
+    /// Server certificate, key and the CAs trusted for clients; swapped
+    /// without a restart (CA rotation) by whoever holds a clone.
+    pub tls: LiveTls,
     /// The mesh's trust domain.
     pub trust_domain: TrustDomain,
     /// Import settings.
@@ -89,8 +88,7 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         election,
         grpc,
         status,
-        identity,
-        bundle,
+        tls,
         trust_domain,
         import,
         config,
@@ -105,7 +103,8 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         None => Leadership::always(),
     };
     let authorizer = Authorizer::new(trust_domain, AccessPolicy::nodes_of(local.name.clone()));
-    let tls = mesh_certs::tls::server_config(identity, &bundle, authorizer.clone())
+    let tls = tls
+        .server_config(authorizer.clone())
         .map_err(|e| Error::certs("export server TLS", e))?;
     let service = ExportService::new(store.clone(), local.clone());
     let export = service.clone();

@@ -31,8 +31,11 @@ async fn serve(pki: &Pki, store: Arc<dyn Store>) -> mesh_apiserver::server::Runn
         election: None,
         grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         status: None,
-        identity: TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key").unwrap(),
-        bundle: pki.bundle(),
+        tls: mesh_certs::LiveTls::new(
+            TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key").unwrap(),
+            &pki.bundle(),
+        )
+        .unwrap(),
         trust_domain: TrustDomain::default(),
         import: ImportSettings::default(),
         config: feed,

@@ -13,7 +13,7 @@ use mesh_apiserver::server::{Running, ServerParts, start};
 use mesh_apiserver::state;
 use mesh_apiserver::store::{MemoryStore, Store};
 use mesh_apiserver::testutil::{Pki, init, remote_entry};
-use mesh_certs::{TlsIdentity, TrustDomain};
+use mesh_certs::{LiveTls, TlsIdentity, TrustDomain};
 use tokio::sync::watch;
 
 async fn cluster(
@@ -36,12 +36,16 @@ async fn cluster(
         election: None,
         grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         status: None,
-        identity: TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key").unwrap(),
-        bundle: pki.bundle(),
+        tls: LiveTls::new(
+            TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key").unwrap(),
+            &pki.bundle(),
+        )
+        .unwrap(),
         trust_domain: TrustDomain::default(),
         import: ImportSettings {
             stale_timeout: stale,
             max_backoff: Duration::from_millis(500),
+            ..Default::default()
         },
         config: feed,
     })

@@ -43,6 +43,7 @@ struct ClusterUnderTest {
     server: Option<Apiserver>,
     grpc: u16,
     status: u16,
+    extra_args: Vec<String>,
 }
 
 impl ClusterUnderTest {
@@ -68,7 +69,23 @@ impl ClusterUnderTest {
             server: None,
             grpc: free_port(),
             status: free_port(),
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Replaces the server certificate by one for these names.
+    fn serve_as(&self, pki: &Pki, names: &[&str]) {
+        let server = pki
+            .ca
+            .issue_server(
+                &names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                mesh_certs::Validity::days(30).unwrap(),
+            )
+            .unwrap();
+        let d = self.dir.path();
+        std::fs::write(d.join("tls.crt"), &server.cert_pem).unwrap();
+        mesh_certs::pem::write_atomic(&d.join("tls.key"), server.key_pem.as_bytes(), 0o600)
+            .unwrap();
     }
 
     fn start(&mut self) {
@@ -100,7 +117,9 @@ impl ClusterUnderTest {
                 "--max-backoff-seconds=1",
                 "--leader-lease-ttl-seconds=2",
                 &format!("--replica-name={replica}"),
+                "--tls-reload-seconds=1",
             ])
+            .args(&self.extra_args)
             .env("RUST_LOG", "info,h2=warn,tower=warn,hyper=warn")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -763,4 +782,483 @@ async fn killing_the_leader_replica_hands_import_to_the_other() {
     )
     .await;
     drop((r1, r2));
+}
+
+/// A real authoritative DNS server (hickory-server) on 127.0.0.1, UDP, a
+/// random port, serving zone `mesh.test` from memory; stops when dropped.
+struct DnsServer {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DnsServer {
+    async fn start(records: &[(&str, std::net::Ipv4Addr)]) -> DnsServer {
+        use hickory_server::net::runtime::TokioRuntimeProvider;
+        use hickory_server::proto::rr::rdata::{A, SOA};
+        use hickory_server::proto::rr::{LowerName, Name, RData, Record as DnsRecord};
+        use hickory_server::store::in_memory::InMemoryZoneHandler;
+        use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+        let origin = Name::from_ascii("mesh.test.").unwrap();
+        let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
+            origin.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+        );
+        let soa = SOA::new(
+            Name::from_ascii("ns.mesh.test.").unwrap(),
+            Name::from_ascii("admin.mesh.test.").unwrap(),
+            1,
+            3600,
+            600,
+            86400,
+            30,
+        );
+        assert!(zone.upsert_mut(
+            DnsRecord::from_rdata(origin.clone(), 3600, RData::SOA(soa)),
+            1
+        ));
+        for (name, ip) in records {
+            let name = Name::from_ascii(format!("{name}.")).unwrap();
+            assert!(zone.upsert_mut(DnsRecord::from_rdata(name, 30, RData::A(A(*ip))), 1));
+        }
+        let mut catalog = Catalog::new();
+        catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let mut server = hickory_server::Server::new(catalog);
+        server.register_socket(socket);
+        let task = tokio::spawn(async move {
+            let _ = server.block_until_done().await;
+        });
+        DnsServer { port, task }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Remote endpoints given as DNS names: A resolves B's name through a real
+/// DNS server (the only place the name exists), connects over mTLS with the
+/// name verified against B's certificate, and syncs; a remote whose name
+/// does not resolve carries an error naming the host, and B keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_endpoints_given_as_dns_names_resolve_through_the_configured_nameserver() {
+    init();
+    let pki = Pki::new();
+    let dns = DnsServer::start(&[("b.mesh.test", std::net::Ipv4Addr::LOCALHOST)]).await;
+    let mut a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
+    let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
+    a.extra_args
+        .push(format!("--dns-nameservers=127.0.0.1:{}", dns.port));
+    // B's certificate names only b.mesh.test: A must dial and verify the name.
+    b.serve_as(&pki, &["b.mesh.test"]);
+    let client = pki.cluster("a");
+    // server_name unset: A verifies the endpoint's host name.
+    let entry = |name: &str, id: u8, endpoint: String, cidr: &str| {
+        mesh_api::clustermesh::RemoteClusterConfig {
+            name: cn(name),
+            id: ClusterId::new(i64::from(id)).unwrap(),
+            endpoints: vec![endpoint],
+            server_name: None,
+            pod_cidrs: vec![cidr.parse().unwrap()],
+            ca_cert: pki.ca.cert_pem().to_string(),
+            client_cert: client.cert_pem.clone(),
+            client_key: client.key_pem.clone(),
+        }
+        .to_yaml()
+    };
+    std::fs::write(
+        a.dir.path().join("remotes/b"),
+        entry("b", 2, format!("b.mesh.test:{}", b.grpc), "10.2.0.0/16"),
+    )
+    .unwrap();
+    std::fs::write(
+        a.dir.path().join("remotes/c"),
+        entry("c", 3, "nope.mesh.test:1".into(), "10.3.0.0/16"),
+    )
+    .unwrap();
+    std::fs::write(
+        b.dir.path().join("remotes/a"),
+        remote_entry(
+            "a",
+            1,
+            &[a.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("b"),
+            &["10.1.0.0/16"],
+        ),
+    )
+    .unwrap();
+    b.start();
+    a.start();
+    let a_store = a.store().await;
+    let b_store = b.store().await;
+    let wb = Writer::new(b_store.clone(), cn("b"), Leadership::always());
+    for r in seed("b", 2, "10.2") {
+        wb.upsert(&r).await.unwrap();
+    }
+    // A's own feed has listed its (empty) cluster: its export may complete.
+    let wa = Writer::new(a_store.clone(), cn("a"), Leadership::always());
+    for kind in Kind::ALL {
+        wb.mark_synced(kind).await.unwrap();
+        wa.mark_synced(kind).await.unwrap();
+    }
+    let b_prefix = state::cluster_prefix("b");
+    eventually("A caches B's export, dialled by name", 30, || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    })
+    .await;
+    // An A node-agent sees B's global service with its backend.
+    let mut agent = agent_client(&pki, &a, "a-n1").await;
+    let mut mirror = Mirror::new();
+    let (_, stream) = watch_until_synced(&mut agent, &mut mirror, 0).await;
+    drop(stream);
+    match mirror
+        .records()
+        .get(&(Kind::Service, "b/default/web".into()))
+    {
+        Some(Record::Service(s)) => assert_eq!(s.backends.len(), 1, "{s:?}"),
+        other => panic!("b/default/web at the A agent: {other:?}"),
+    }
+    eventually(
+        "A: b connected and synced; c carries a DNS error naming its host",
+        20,
+        || async {
+            a.status().await.is_some_and(|s| {
+                let b_ok = s
+                    .remotes
+                    .iter()
+                    .any(|r| r.name == "b" && r.connected && r.synced);
+                let c_err = s.remotes.iter().any(|r| {
+                    r.name == "c"
+                        && !r.connected
+                        && r.last_error.as_deref().is_some_and(|e| {
+                            e.contains("nope.mesh.test") && e.contains("DNS resolution failed")
+                        })
+                });
+                b_ok && c_err
+            })
+        },
+    )
+    .await;
+    let report = a.status().await.unwrap();
+    let c = report.remotes.iter().find(|r| r.name == "c").unwrap();
+    eprintln!("remote c: {:?}", c.last_error);
+    // B keeps working next to the broken entry: a change still arrives.
+    wb.upsert(&service("b", "web", true, true, &["10.2.1.5", "10.2.1.6"]))
+        .await
+        .unwrap();
+    eventually("a change in B reaches A", 20, || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    })
+    .await;
+}
+
+fn write_pem(path: &std::path::Path, text: &str) {
+    mesh_certs::pem::write_atomic(path, text.as_bytes(), 0o600).unwrap();
+}
+
+/// Writes a cluster's server certificate, key and CA bundle files.
+fn write_server_tls(dir: &std::path::Path, cert: &mesh_certs::IssuedCert, bundle: &str) {
+    write_pem(&dir.join("tls.key"), &cert.key_pem);
+    write_pem(&dir.join("tls.crt"), &cert.cert_pem);
+    write_pem(&dir.join("ca.crt"), bundle);
+}
+
+/// A CA rotation across two running clusters without a restart and without
+/// a refused connection: trust old+new everywhere, reissue every leaf
+/// (servers, A's node-agent, each side's client entry) under the new CA,
+/// then drop the old CA. Meanwhile A's import stream of B and an A agent's
+/// watch stay open, and fresh handshakes (A→B with A's current entry, agent
+/// → A with the agent's current files) are made every 100 ms; none may fail.
+/// Afterwards a client with an old-CA certificate is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_old_ca() {
+    init();
+    let old = Pki::new();
+    let new = Pki::new();
+    let mut a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &old).await;
+    let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &old).await;
+    let entry_for = |name: &str,
+                     id: u8,
+                     endpoint: String,
+                     ca: &str,
+                     client: &mesh_certs::IssuedCert,
+                     cidr: &str| {
+        mesh_api::clustermesh::RemoteClusterConfig {
+            name: cn(name),
+            id: ClusterId::new(i64::from(id)).unwrap(),
+            endpoints: vec![endpoint],
+            server_name: Some("127.0.0.1".into()),
+            pod_cidrs: vec![cidr.parse().unwrap()],
+            ca_cert: ca.to_string(),
+            client_cert: client.cert_pem.clone(),
+            client_key: client.key_pem.clone(),
+        }
+        .to_yaml()
+    };
+    let (a_dir, b_dir) = (a.dir.path().to_path_buf(), b.dir.path().to_path_buf());
+    let (a_ep, b_ep) = (a.endpoint(), b.endpoint());
+    // The entries (A's for B, B's for A) and the A agent's files for a CA bundle and a CA.
+    let write_entries = |bundle: &str, issuer: &Pki| {
+        std::fs::write(
+            a_dir.join("remotes/b"),
+            entry_for(
+                "b",
+                2,
+                b_ep.clone(),
+                bundle,
+                &issuer.cluster("a"),
+                "10.2.0.0/16",
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            b_dir.join("remotes/a"),
+            entry_for(
+                "a",
+                1,
+                a_ep.clone(),
+                bundle,
+                &issuer.cluster("b"),
+                "10.1.0.0/16",
+            ),
+        )
+        .unwrap();
+    };
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent_files = mesh_certs::TlsFiles {
+        cert: agent_dir.path().join("tls.crt"),
+        key: agent_dir.path().join("tls.key"),
+        ca: agent_dir.path().join("ca.crt"),
+    };
+    let write_agent = |bundle: &str, issuer: &Pki| {
+        write_server_tls(agent_dir.path(), &issuer.node("a", "a-n1"), bundle);
+    };
+    let old_pem = old.ca.cert_pem().to_string();
+    let new_pem = new.ca.cert_pem().to_string();
+    let both = format!("{old_pem}{new_pem}");
+    write_entries(&old_pem, &old);
+    write_agent(&old_pem, &old);
+    b.start();
+    a.start();
+    let a_store = a.store().await;
+    let b_store = b.store().await;
+    let wa = Writer::new(a_store.clone(), cn("a"), Leadership::always());
+    let wb = Writer::new(b_store.clone(), cn("b"), Leadership::always());
+    for r in seed("b", 2, "10.2") {
+        wb.upsert(&r).await.unwrap();
+    }
+    for kind in Kind::ALL {
+        wb.mark_synced(kind).await.unwrap();
+        wa.mark_synced(kind).await.unwrap();
+    }
+    let b_prefix = state::cluster_prefix("b");
+    eventually("A caches B", 30, || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    })
+    .await;
+    eventually("A reports B connected and synced", 20, || async {
+        a.status().await.is_some_and(|s| {
+            s.remotes
+                .iter()
+                .any(|r| r.name == "b" && r.connected && r.synced)
+        })
+    })
+    .await;
+    let connections = |s: &StatusReport| {
+        s.remotes
+            .iter()
+            .find(|r| r.name == "b")
+            .map(|r| (r.connected, r.connections))
+    };
+    let before = connections(&a.status().await.unwrap()).unwrap();
+
+    // The A agent: live TLS from its files, one watch held open throughout.
+    let agent_tls = mesh_certs::LiveTls::from_files(&agent_files).unwrap();
+    let _agent_watch = agent_tls.watch_files(agent_files.clone(), Duration::from_millis(200));
+    let a_addr: std::net::SocketAddr = a.endpoint().parse().unwrap();
+    let b_addr: std::net::SocketAddr = b.endpoint().parse().unwrap();
+    let mut agent = ExportClient::connect(
+        vec![a_addr],
+        "127.0.0.1",
+        agent_tls.client_config().unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut mirror = Mirror::new();
+    let (_, mut agent_stream) = watch_until_synced(&mut agent, &mut mirror, 0).await;
+
+    // Fresh handshakes every 100 ms, each with the material of that moment.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        let agent_tls = agent_tls.clone();
+        let entry = a.dir.path().join("remotes/b");
+        tokio::spawn(async move {
+            let (mut ok, mut failures) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                // A → B with A's current entry for B (what A's import would dial).
+                let text = std::fs::read_to_string(&entry).unwrap();
+                let cfg = mesh_api::clustermesh::RemoteClusterConfig::parse("b", &text).unwrap();
+                let id =
+                    mesh_certs::TlsIdentity::from_pem(&cfg.client_cert, &cfg.client_key, "c", "k")
+                        .unwrap();
+                let bundle = mesh_certs::TrustBundle::from_pem(&cfg.ca_cert, "ca").unwrap();
+                let tls = mesh_certs::tls::client_config(id, &bundle).unwrap();
+                for (what, addr, tls) in [
+                    ("A→B", b_addr, tls),
+                    ("agent→A", a_addr, agent_tls.client_config().unwrap()),
+                ] {
+                    let r = match ExportClient::connect(vec![addr], "127.0.0.1", tls).await {
+                        Ok(mut c) => c.info().await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(()) => ok += 1,
+                        Err(e) => failures.push(format!("{what}: {e}")),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (ok, failures)
+        })
+    };
+    // A step is complete when every party serves exactly the files of the
+    // step: each server logs the fingerprint of the files it loaded, each
+    // entry swap is logged, the agent's LiveTls tells its own.
+    let files_of = |dir: &std::path::Path| mesh_certs::TlsFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+        ca: dir.join("ca.crt"),
+    };
+    let entry_swaps = |c: &ClusterUnderTest| {
+        c.log()
+            .matches("remote's CA bundle or client certificate changed")
+            .count()
+    };
+    let mut swaps = (entry_swaps(&a), entry_swaps(&b));
+    let mut settle = async |step: &str| {
+        let want_a = files_of(&a_dir).fingerprint().unwrap();
+        let want_b = files_of(&b_dir).fingerprint().unwrap();
+        eventually(
+            &format!("{step}: both servers loaded the step's files and entries"),
+            30,
+            || async {
+                a.log().contains(&want_a)
+                    && b.log().contains(&want_b)
+                    && entry_swaps(&a) > swaps.0
+                    && entry_swaps(&b) > swaps.1
+            },
+        )
+        .await;
+        eventually(
+            &format!("{step}: the agent loaded its files"),
+            30,
+            || async { agent_tls.fingerprint() == agent_files.fingerprint().unwrap() },
+        )
+        .await;
+        swaps = (entry_swaps(&a), entry_swaps(&b));
+    };
+    let mut backends = vec!["10.2.1.5".to_string()];
+    let mut change_b = async |step: &str| {
+        backends.push(format!("10.2.1.{}", 10 + backends.len()));
+        let refs: Vec<&str> = backends.iter().map(String::as_str).collect();
+        wb.upsert(&service("b", "web", true, true, &refs))
+            .await
+            .unwrap();
+        eprintln!("rotation step: {step}");
+    };
+    // 1. Trust both CAs everywhere.
+    write_server_tls(&a_dir, &old.server(), &both);
+    write_server_tls(&b_dir, &old.server(), &both);
+    write_entries(&both, &old);
+    write_agent(&both, &old);
+    change_b("dual trust").await;
+    settle("dual trust").await;
+    // 2. Every leaf reissued under the new CA.
+    write_server_tls(&b_dir, &new.server(), &both);
+    write_server_tls(&a_dir, &new.server(), &both);
+    write_entries(&both, &new);
+    write_agent(&both, &new);
+    change_b("leaves reissued").await;
+    settle("leaves reissued").await;
+    // 3. The old CA dropped.
+    write_server_tls(&b_dir, &new.server(), &new_pem);
+    write_server_tls(&a_dir, &new.server(), &new_pem);
+    write_entries(&new_pem, &new);
+    write_agent(&new_pem, &new);
+    change_b("old CA dropped").await;
+    settle("old CA dropped").await;
+    // Fresh handshakes keep running a little past the last swap.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failures) = prober.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "refused during the rotation ({ok} fine): {failures:#?}"
+    );
+    assert!(ok > 40, "the prober ran: {ok} handshakes");
+    let after = connections(&a.status().await.unwrap()).unwrap();
+    assert_eq!(
+        after, before,
+        "A's import stream of B never reconnected (connected, connections)"
+    );
+    // The agent's watch, opened before the rotation, still delivers B's last change.
+    let want: Vec<std::net::IpAddr> = backends.iter().map(|b| b.parse().unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(Record::Service(s)) = mirror
+            .records()
+            .get(&(Kind::Service, "b/default/web".into()))
+            && s.backends.iter().map(|b| b.ip).collect::<Vec<_>>() == want
+        {
+            break;
+        }
+        let ev = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            agent_stream.next(),
+        )
+        .await
+        .expect("the pre-rotation agent watch delivers B's last change")
+        .expect("the agent's watch is still open")
+        .expect("valid event");
+        mirror.apply(&ev);
+    }
+    // An old-CA certificate is refused now, by B and by A; the new one is served.
+    for (addr, cert, server) in [
+        (b_addr, old.cluster("a"), &b),
+        (a_addr, old.node("a", "a-n1"), &a),
+    ] {
+        let id =
+            mesh_certs::TlsIdentity::from_pem(&cert.cert_pem, &cert.key_pem, "c", "k").unwrap();
+        let bundle = mesh_certs::TrustBundle::from_pem(&both, "both").unwrap();
+        let cfg = mesh_certs::tls::client_config(id, &bundle).unwrap();
+        let refused = match ExportClient::connect(vec![addr], "127.0.0.1", cfg).await {
+            Err(_) => true,
+            Ok(mut c) => c.info().await.is_err(),
+        };
+        assert!(refused, "an old-CA certificate must be refused at {addr}");
+        eventually("the refusal is recorded", 10, || async {
+            server
+                .status()
+                .await
+                .is_some_and(|s| !s.refused_peers.is_empty())
+        })
+        .await;
+    }
+    let mut fresh = ExportClient::connect(
+        vec![b_addr],
+        "127.0.0.1",
+        new.client_config(&new.cluster("a")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fresh.info().await.unwrap().name, "b");
 }

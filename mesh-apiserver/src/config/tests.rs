@@ -68,3 +68,37 @@ fn keys_are_kebab_case_and_defaults_suffice() {
     assert_eq!(c.store, StoreKind::Memory);
     assert_eq!(c.clustermesh_secret, "meshwork-clustermesh");
 }
+
+#[test]
+fn dns_nameservers_take_ip_or_ip_port_and_name_the_key_when_bad() {
+    let base = [("cluster-name", "c1"), ("cluster-id", "3")];
+    let c = Config::from_map(&map(&base)).unwrap();
+    assert!(
+        c.nameservers().unwrap().is_empty(),
+        "default: the system resolver"
+    );
+    let mut m = map(&base);
+    m.insert(
+        "dns-nameservers".into(),
+        "10.96.0.10,127.0.0.1:5353,[::1]:53".into(),
+    );
+    let c = Config::from_map(&m).unwrap();
+    assert_eq!(
+        c.nameservers().unwrap(),
+        vec![
+            "10.96.0.10:53".parse().unwrap(),
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+    m.insert("dns-nameservers".into(), "dns.example:53".into());
+    let e = Config::from_map(&m)
+        .unwrap()
+        .local()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dns-nameservers") && e.contains("dns.example"),
+        "{e}"
+    );
+}

@@ -74,3 +74,32 @@ async fn directory_feed_follows_files() {
     assert_eq!(d.keys().collect::<Vec<_>>(), vec!["c"]);
     task.abort();
 }
+
+#[tokio::test]
+async fn endpoints_as_ip_literals_need_no_nameserver_and_bad_ones_are_named() {
+    // A nameserver nobody answers on: only names would ask it.
+    let resolver = EndpointResolver::new(&["127.0.0.1:9".parse().unwrap()]);
+    let got = resolver
+        .resolve("b", &["10.0.0.1:32379".into(), "[fd00::1]:32379".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            "10.0.0.1:32379".parse().unwrap(),
+            "[fd00::1]:32379".parse().unwrap()
+        ]
+    );
+    let e = resolver
+        .resolve("b", &["10.0.0.1".into()])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not host:port") && e.contains("\"b\""), "{e}");
+    let e = resolver
+        .resolve("b", &["10.0.0.1:http".into()])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad port"), "{e}");
+}

@@ -259,3 +259,53 @@ async fn identities_are_allocated_once_per_label_set_and_collected_when_unused()
     // A freed label set gets a fresh allocation.
     assert!(alloc.allocate(&l2).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_reconcile_writes_only_what_changed() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let writer = Writer::new(store.clone(), c(), Leadership::always());
+    let alloc = IdentityAllocator::new(
+        writer.clone(),
+        mesh_api::ClusterId::new(1).unwrap(),
+        Duration::from_secs(60),
+    );
+    let pods: Vec<Arc<Pod>> = (0..20)
+        .map(|i| {
+            Arc::new(pod(
+                &format!("web-{i}"),
+                "web",
+                Some(&format!("10.1.1.{}", i + 1)),
+            ))
+        })
+        .collect();
+    let mut d = desired(&local(), &alloc, false, &[], &pods, &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(d.records.len(), 20);
+    apply_desired(&writer, &d).await.unwrap();
+    let settled = store.revision().await.unwrap();
+    // The same state again: no write at all (identities known, records equal).
+    let again = desired(&local(), &alloc, false, &[], &pods, &[], &[])
+        .await
+        .unwrap();
+    apply_desired(&writer, &again).await.unwrap();
+    assert_eq!(
+        store.revision().await.unwrap(),
+        settled,
+        "nothing changed, nothing written"
+    );
+    // One pod gone: exactly one delete.
+    d.records
+        .remove(&(Kind::Endpoint, "default/web-0".to_string()));
+    apply_desired(&writer, &d).await.unwrap();
+    assert_eq!(store.revision().await.unwrap(), settled + 1);
+    assert_eq!(writer.list(Kind::Endpoint).await.unwrap().len(), 19);
+}
+
+fn local() -> LocalCluster {
+    LocalCluster {
+        name: c(),
+        id: mesh_api::ClusterId::new(1).unwrap(),
+        pod_cidrs: vec!["10.1.0.0/16".parse().unwrap()],
+    }
+}

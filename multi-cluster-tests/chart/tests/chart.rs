@@ -31,6 +31,10 @@ fn scenarios() -> Vec<(&'static str, Value)> {
             json!({"clustermesh": {"apiserver": {"etcd": {"mode": "memory"}}}}),
         ),
         (
+            "nameservers for remote endpoint names",
+            json!({"clustermesh": {"apiserver": {"dnsNameservers": ["10.96.0.10", "10.96.0.11:53"]}}}),
+        ),
+        (
             "service monitors",
             json!({"metrics": {"serviceMonitor": {"enabled": true}}}),
         ),
@@ -275,6 +279,21 @@ fn the_apiserver_config_map_is_read_by_its_own_parser() {
             "{name}"
         );
         assert_eq!(cfg.namespace, "meshwork-system", "{name}");
+        let nameservers: Vec<String> = cfg
+            .nameservers()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect();
+        let want: Vec<String> = values["clustermesh"]["apiserver"]["dnsNameservers"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|s| s.as_str().unwrap().split(':').next().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(nameservers, want, "{name}");
     }
 }
 
@@ -282,6 +301,10 @@ fn the_apiserver_config_map_is_read_by_its_own_parser() {
 fn bad_values_are_refused_with_helms_message() {
     for (values, want) in [
         (json!({"cluster": {"id": 0}}), "/cluster/id"),
+        (
+            json!({"clustermesh": {"apiserver": {"dnsNameservers": ["dns.example"]}}}),
+            "/clustermesh/apiserver/dnsNameservers/0",
+        ),
         (json!({"cluster": {"id": 256}}), "/cluster/id"),
         (json!({"cluster": {"name": "Not_A_Label"}}), "/cluster/name"),
         (json!({"encryption": {"type": "ipsec"}}), "/encryption/type"),

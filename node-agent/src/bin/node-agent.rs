@@ -139,6 +139,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         config.encryption_settings(),
         node_agent::config_watch::DEFAULT_PERIOD,
     );
+    let mut _tls_watch = None;
     let mesh = match &config.mesh_apiserver_address {
         Some(address) => {
             let (Some(cert), Some(key), Some(ca)) = (
@@ -150,8 +151,22 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
                     "--mesh-apiserver-address needs --mesh-client-cert, --mesh-client-key and --mesh-client-ca (the node's certificate)"
                 );
             };
-            let tls = node_agent::feed::mesh::client_tls(cert, key, ca)
+            // Checked once with the flags named in errors; then served from
+            // a LiveTls that follows the files (CA rotation, renewal): the
+            // next connection uses them, the open watch keeps going.
+            node_agent::feed::mesh::client_tls(cert, key, ca)
                 .context("cannot load the node's mesh-apiserver client certificate")?;
+            let files = mesh_certs::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            };
+            let live = mesh_certs::LiveTls::from_files(&files)
+                .context("cannot load the node's mesh-apiserver client certificate")?;
+            _tls_watch = Some(live.watch_files(files, Duration::from_secs(5)));
+            let tls = live
+                .client_config()
+                .context("the node's mesh-apiserver client TLS configuration")?;
             let feed = MeshFeed::new(address);
             tokio::spawn(feed.clone().run(tls, Duration::from_secs(10)));
             Some(feed)
