@@ -24,9 +24,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A key file readable by group or others.
+    /// A key file others can read or write.
     #[error(
-        "private key {path} has mode {mode:o}: it must not be readable by group or others; run `chmod 600 {path}`"
+        "private key {path} has mode {mode:o}: others must not be able to read or write it; run `chmod 600 {path}` (or 640 for a group the service runs as)"
     )]
     KeyFilePermissions {
         /// The file.

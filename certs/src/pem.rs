@@ -3,7 +3,10 @@
 //! Every write is atomic: the bytes go to a temporary file in the target's
 //! directory, are synced, get their mode, and only then replace the target,
 //! so a crash or a full disk never leaves a half-written key or bundle.
-//! Private keys are written 0600 and refused when group or others can read them.
+//! Private keys are written 0600 and refused when others (not the owner or
+//! its group) can read or write them. Group read is allowed: Kubernetes
+//! projects Secret volumes group-owned by the pod's `fsGroup`, which is how a
+//! non-root container reads its key.
 
 use std::fs;
 use std::io::Write;
@@ -30,14 +33,15 @@ pub fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-/// Reads a private key file after checking that only its owner can read it.
+/// Reads a private key file after checking that others cannot read or write
+/// it (owner and group may).
 pub fn read_key_file(path: &Path) -> Result<String> {
     let meta = fs::metadata(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if mode & 0o007 != 0 {
         return Err(Error::KeyFilePermissions {
             path: path.to_path_buf(),
             mode,

@@ -44,6 +44,11 @@ fn key_file_with_open_mode_is_refused() {
         err.contains("open.key") && err.contains("chmod 600"),
         "{err}"
     );
+    // Group-readable is fine (a Secret volume with the pod's fsGroup).
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(read_key_file(&p).unwrap(), "x");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o602)).unwrap();
+    assert!(read_key_file(&p).is_err(), "writable by others");
 }
 
 #[test]

@@ -422,3 +422,51 @@ fn the_certgen_jobs_arguments_are_accepted_by_meshctl() {
     );
     assert!(err.contains("Kubernetes client"), "{err}");
 }
+
+/// The key-mode check of mesh-certs (owner and group only) and the pods'
+/// Secret mounts agree: the non-root mesh-apiserver reads its key through
+/// its fsGroup with mode 0440; the root node-agent's key is 0400.
+#[test]
+fn tls_keys_are_mounted_readable_by_the_process_and_nobody_else() {
+    for (name, values) in scenarios() {
+        let objects = render(&values).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut checked = 0;
+        for o in &objects {
+            let spec = match o.kind.as_str() {
+                "Deployment" | "DaemonSet" => &o.value["spec"]["template"]["spec"],
+                _ => continue,
+            };
+            for v in spec["volumes"].as_array().into_iter().flatten() {
+                let Some(secret) = v["secret"]["secretName"].as_str() else {
+                    continue;
+                };
+                if !secret.ends_with("-tls") {
+                    continue;
+                }
+                let mode = v["secret"]["defaultMode"].as_u64().unwrap_or_else(|| {
+                    panic!("{name}: {} mounts {secret} with the default 0644", o.name)
+                });
+                assert_eq!(
+                    mode & 0o007,
+                    0,
+                    "{name}: {} mounts {secret} readable by others",
+                    o.name
+                );
+                checked += 1;
+                let runs_as = spec["containers"][0]["securityContext"]["runAsUser"].as_u64();
+                if runs_as.is_some_and(|u| u != 0) {
+                    assert_eq!(
+                        (spec["securityContext"]["fsGroup"].as_u64(), mode & 0o040),
+                        (runs_as, 0o040),
+                        "{name}: {} runs as {runs_as:?}: it reads {secret} through its fsGroup",
+                        o.name
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            checked, 2,
+            "{name}: the apiserver's and the agents' TLS mounts"
+        );
+    }
+}
