@@ -99,7 +99,13 @@ impl Node {
         let cert = pki.node(self.cluster, &self.name);
         let d = self.dir.path();
         std::fs::write(d.join("node.crt"), &cert.cert_pem).unwrap();
-        std::fs::write(d.join("node.key"), &cert.key_pem).unwrap();
+        // Written as a key should be: only the owner may read it.
+        mesh_certs::pem::write_atomic(
+            &d.join("node.key"),
+            cert.key_pem.as_bytes(),
+            mesh_certs::pem::KEY_MODE,
+        )
+        .unwrap();
         std::fs::write(d.join("ca.crt"), pki.ca.cert_pem()).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
