@@ -127,23 +127,7 @@ impl LoadBalancer {
     /// many were removed. Call it some time after updates (e.g. once
     /// established flows to removed backends have drained).
     pub fn prune_backends(&mut self) -> Result<usize> {
-        let used: std::collections::HashSet<BackendId> = self
-            .services
-            .dump()?
-            .into_iter()
-            .flat_map(|e| e.backends)
-            .collect();
-        let unused: Vec<(Backend, BackendId)> = self
-            .backend_ids
-            .iter()
-            .filter(|(_, id)| !used.contains(id))
-            .map(|(b, id)| (*b, *id))
-            .collect();
-        for (b, id) in &unused {
-            self.backends.delete(*id)?;
-            self.backend_ids.remove(b);
-        }
-        Ok(unused.len())
+        self.prune_backends_unused_for(std::time::Duration::ZERO)
     }
 
     /// Removes backend entries that no service has referenced for at least

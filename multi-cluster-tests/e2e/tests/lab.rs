@@ -1101,22 +1101,9 @@ fn encrypted_pod_traffic_is_only_wireguard_on_the_wire(lab: &Lab) {
         pod_ip(lab, "lab-c1", "shop", "c"),
     );
     // Peers come from the mesh feed: allow the first handshake and route.
-    let deadline = std::time::Instant::now() + T;
-    while lab
-        .exec(
-            &lab.pod_ns("c1", "shop", "a"),
-            &mesh_e2e::bin("mesh-echo"),
-            &["ask", &format!("{b}:8080"), "--timeout-ms", "1000"],
-        )
-        .status
-        .code()
-        != Some(0)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pod a never reached pod b across clusters"
-        );
-    }
+    eventually("pod a reaches pod b across clusters", || {
+        reaches(lab, "c1", "shop", "a", &format!("{b}:8080"))
+    });
     let mut answers = vec![];
     let plain = lab.capture("net 10.0.0.0/8", || {
         answers = lab.ask("c1", "shop", "a", &format!("{b}:8080"), 3);
@@ -2088,22 +2075,9 @@ fn meshctl_rotate_key_peers_follow_and_traffic_resumes(lab: &Lab) {
     assert_eq!(published.trim(), k.new_public_key);
     // Pod a (c1-n1) reaches pod b (c2-n2) again: c2-n2 follows the new key.
     let b = pod_ip(lab, "lab-c2", "shop", "b");
-    let deadline = std::time::Instant::now() + T;
-    while lab
-        .exec(
-            &lab.pod_ns("c1", "shop", "a"),
-            &mesh_e2e::bin("mesh-echo"),
-            &["ask", &format!("{b}:8080"), "--timeout-ms", "1000"],
-        )
-        .status
-        .code()
-        != Some(0)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pod a never reached pod b after the key rotation"
-        );
-    }
+    eventually("pod a reaches pod b after the key rotation", || {
+        reaches(lab, "c1", "shop", "a", &format!("{b}:8080"))
+    });
     let st: EncryptionStatusReport = meshctl_until(
         lab,
         &["encryption", "status", "--context", "lab-c2"],

@@ -85,6 +85,17 @@ fn registration(ip: &str) -> EndpointRegistration {
     }
 }
 
+/// An endpoint manager on the in-memory datapath, for node n1 of c1.
+fn manager(dir: &std::path::Path) -> EndpointManager<MemoryDatapath> {
+    EndpointManager::open(
+        dir,
+        Some("10.1.1.0/24".parse().expect("cidr")),
+        MemoryDatapath::default(),
+    )
+    .expect("open")
+    .0
+}
+
 #[test]
 fn ipcache_holds_every_clusters_endpoints_and_nodes_with_where_they_live() {
     let entries = ipcache_entries(&view(), &local(true));
@@ -122,12 +133,7 @@ fn ipcache_holds_every_clusters_endpoints_and_nodes_with_where_they_live() {
 #[test]
 fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut mgr, _) = EndpointManager::open(
-        dir.path(),
-        Some("10.1.1.0/24".parse().expect("cidr")),
-        MemoryDatapath::default(),
-    )
-    .expect("open");
+    let mut mgr = manager(dir.path());
     let ep = mgr.register(registration("10.1.1.2")).expect("register");
     assert_eq!(ep.identity, ReservedIdentity::Init.identity());
     let policy = PolicySource::namespaced(
@@ -211,12 +217,7 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
 #[test]
 fn policy_cidrs_reach_the_ipcache_with_node_local_identities_and_leave_with_the_policy() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut mgr, _) = EndpointManager::open(
-        dir.path(),
-        Some("10.1.1.0/24".parse().expect("cidr")),
-        MemoryDatapath::default(),
-    )
-    .expect("open");
+    let mut mgr = manager(dir.path());
     mgr.register(registration("10.1.1.2")).expect("register");
     let policy = PolicySource::namespaced(
         "shop",
