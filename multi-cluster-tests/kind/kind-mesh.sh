@@ -112,7 +112,7 @@ suite() {
   for i in $(seq 1 "$clusters"); do
     contexts="${contexts:+$contexts,}kind-meshwork-c$i"
   done
-  run env "MESHWORK_E2E_CONTEXTS=$contexts" cargo test --manifest-path "$repo/Cargo.toml" -p mesh-e2e -- --test-threads=1
+  run env "MESHWORK_E2E_CONTEXTS=$contexts" cargo test --manifest-path "$repo/Cargo.toml" -p mesh-e2e --test contexts
 }
 
 down() {

@@ -93,7 +93,8 @@ fn dry_run_prints_the_commands_in_order_and_changes_nothing() {
     // Lines are shell-quoted (printf %q), so they can be pasted back as they are.
     let test = dry_run(&["test", "--clusters", "2"]).replace("\\,", ",");
     assert!(
-        test.contains("MESHWORK_E2E_CONTEXTS=kind-meshwork-c1,kind-meshwork-c2"),
+        test.contains("MESHWORK_E2E_CONTEXTS=kind-meshwork-c1,kind-meshwork-c2")
+            && test.contains("--test contexts"),
         "{test}"
     );
     let down = dry_run(&["down", "--clusters", "2"]);

@@ -3,14 +3,17 @@
 //! driven as a person drives them, and helpers that wait for what the
 //! clusters report.
 //!
-//! What it is for: `tests/lab.rs`. What it is not for: unit or component
-//! tests (those live with their crates).
+//! What it is for: `tests/lab.rs`, and [`portable`]'s scenarios that also
+//! run against real clusters (`tests/contexts.rs`). What it is not for:
+//! unit or component tests (those live with their crates).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use mesh_api::clustermesh::MeshStatus;
+
+pub mod portable;
 
 /// A binary built beside the test (`cargo build --workspace --bins` first;
 /// `make test` does).
@@ -103,6 +106,14 @@ impl Lab {
     /// The lab's kubeconfig.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
+    }
+
+    /// The lab as kube contexts, for the [`portable`] scenarios.
+    pub fn contexts(&self, names: &[&str]) -> portable::Contexts {
+        portable::Contexts {
+            kubeconfig: Some(self.kubeconfig()),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        }
     }
 
     /// Runs `meshctl <args>` against the lab's kubeconfig.

@@ -1600,6 +1600,12 @@ fn wireguard_key_rotation_under_traffic(lab: &Lab) {
 #[test]
 fn encrypted_datapath_scenarios_on_one_lab() {
     let lab = Lab::up("enc", 2, 2, true);
+    // The scenarios that need only kube contexts, as kind-mesh.sh runs them
+    // against real clusters (tests/contexts.rs).
+    run_scenarios(
+        &lab.contexts(&["lab-c1", "lab-c2"]),
+        &mesh_e2e::portable::scenarios(),
+    );
     run_scenarios(
         &lab,
         &[
