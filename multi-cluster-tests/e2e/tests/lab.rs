@@ -1009,6 +1009,194 @@ fn an_agent_restarted_under_traffic_loses_no_connection(lab: &Lab) {
     assert!(r["verified_bytes"].as_u64() > Some(0), "{r}");
 }
 
+/// Calls c2's mesh-apiserver (its gRPC port, from its control namespace)
+/// with the client certificate `cert`/`key`: curl's exit status and stderr.
+fn call_c2_apiserver_with(
+    lab: &Lab,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (bool, String) {
+    let ns = format!("mw{}-c2-ctl", lab.name);
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{ns}"))
+        .args(["curl", "-sS", "-k", "--max-time", "5", "--http2"])
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .arg("https://192.168.77.40:32379/")
+        .output()
+        .expect("run curl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The refusals c2's mesh-apiserver reports on its status endpoint.
+fn c2_refused_peers(lab: &Lab) -> String {
+    let ns = format!("mw{}-c2-ctl", lab.name);
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{ns}"))
+        .args([
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:9963/status",
+        ])
+        .output()
+        .expect("run curl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "c2 mesh-apiserver /status: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    v["refusedPeers"].to_string()
+}
+
+/// `meshctl ca rotate --context lab-c2` while c1's client keeps a stream to
+/// c2's web-2 busy and opens a new connection every 200 ms: the stream never
+/// breaks, no new connection fails (the lab's stale timeout is 20 s, so a
+/// remote refused during the rotation would have its backends withdrawn),
+/// every cluster reports c2 connected and synced, and again after c2's
+/// mesh-apiserver restarts (every client then handshakes with the new
+/// certificates). A certificate from c2's old CA is accepted before and
+/// refused after.
+fn ca_rotation_under_cross_cluster_traffic(lab: &Lab) {
+    let target = format!("{}:8080", pod_ip(lab, "lab-c2", "shop", "web-2"));
+    eventually("c1's client reaches c2's web-2", || {
+        reaches(lab, "c1", "shop", "client", &target)
+    });
+    // The node-agents' certificate as c2's old CA issued it.
+    let keep = lab.dir.join("c2-old-ca-client");
+    std::fs::create_dir_all(&keep).unwrap();
+    let projected = lab.dir.join("c2/tls/meshwork-node-agent-tls");
+    let (old_cert, old_key) = (keep.join("old.crt"), keep.join("old.key"));
+    std::fs::copy(projected.join("tls.crt"), &old_cert).unwrap();
+    std::fs::copy(projected.join("tls.key"), &old_key).unwrap();
+    let (_, before) = call_c2_apiserver_with(lab, &old_cert, &old_key);
+    assert!(
+        !before.contains("alert"),
+        "the old certificate must be accepted before the rotation: {before}"
+    );
+    let stream_seconds = 60;
+    let (rotation, stream, took) = std::thread::scope(|s| {
+        let stream = s.spawn(|| {
+            lab.exec(
+                &lab.pod_ns("c1", "shop", "client"),
+                &mesh_e2e::bin("mesh-echo"),
+                &[
+                    "stream",
+                    &target,
+                    "--seconds",
+                    &stream_seconds.to_string(),
+                    "--every-ms",
+                    "200",
+                ],
+            )
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let t = std::time::Instant::now();
+        let rotation = lab.meshctl_json(&[
+            "ca",
+            "rotate",
+            "--context",
+            "lab-c2",
+            "--reload-wait",
+            "8s",
+            "--timeout",
+            "60s",
+        ]);
+        let took = t.elapsed();
+        (rotation, stream.join().expect("stream thread"), took)
+    });
+    eprintln!("ca rotate: {rotation} in {took:?}");
+    assert!(
+        took < Duration::from_secs(stream_seconds - 4),
+        "the rotation ({took:?}) outlasted the traffic ({stream_seconds} s)"
+    );
+    let c = &rotation["clusters"][0];
+    assert_eq!(c["cluster"], "c2", "{rotation}");
+    assert_ne!(c["old_ca"], c["new_ca"], "{rotation}");
+    let importers: Vec<&str> = c["importers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    assert!(
+        importers.contains(&"c1") && importers.contains(&"c3"),
+        "c1 and c3 import c2: {rotation}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&stream.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stream report: {e}: {}{}",
+            String::from_utf8_lossy(&stream.stdout),
+            String::from_utf8_lossy(&stream.stderr)
+        )
+    });
+    eprintln!("stream across the CA rotation: {report}");
+    assert_eq!(
+        report["broken"], false,
+        "the established stream broke: {report}"
+    );
+    assert_eq!(
+        report["new_failures"], 0,
+        "new connections failed: {report}"
+    );
+    assert!(report["verified_bytes"].as_u64() > Some(0), "{report}");
+    // The rotation is finished: no phase left on the CA Secret.
+    let phase = lab.kubectl(
+        "lab-c2",
+        &[
+            "-n",
+            "meshwork-system",
+            "get",
+            "secret",
+            "meshwork-ca",
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ],
+    );
+    assert!(!phase.contains("ca-rotation"), "{phase}");
+    // Every client handshakes again, with the new certificates only.
+    lab.ok(&["kill", "c2/mesh-apiserver"]);
+    lab.ok(&["restart", "c2/mesh-apiserver"]);
+    for other in ["c1", "c3"] {
+        lab.wait_status(other, "c2 connected and synced again", T, |s| {
+            s.is_synced_with("c2")
+        });
+    }
+    lab.wait_status("c2", "c1 and c3 synced again", T, |s| {
+        s.is_synced_with("c1") && s.is_synced_with("c3")
+    });
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let st = lab.meshctl_json(&["status", "--context", "lab-c2"]);
+        if st["agents"]["ready"] == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c2's node-agents did not reconnect with their new certificate: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The old CA's certificate is refused at the handshake, and said so.
+    let (ok, after) = call_c2_apiserver_with(lab, &old_cert, &old_key);
+    assert!(
+        !ok && after.contains("alert"),
+        "old-CA certificate not refused: {after}"
+    );
+    let refused = c2_refused_peers(lab);
+    assert!(
+        refused.contains("wrong-ca"),
+        "c2 names the refusal: {refused}"
+    );
+}
+
 #[test]
 fn control_plane_scenarios_on_one_lab() {
     let lab = Lab::up_with("e2e", 3, 2, false, &["--stale-timeout=20"]);
@@ -1061,6 +1249,10 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "disconnect withdraws and reconnect works",
                 disconnect_withdraws_and_reconnect_works,
+            ),
+            (
+                "CA rotation under cross-cluster traffic",
+                ca_rotation_under_cross_cluster_traffic,
             ),
             (
                 "meshctl services, observe and explain show the cross-cluster path",
