@@ -1056,7 +1056,7 @@ fn c2_refused_peers(lab: &Lab) -> String {
     v["refusedPeers"].to_string()
 }
 
-/// `meshctl ca rotate --context lab-c2` while c1's client keeps a stream to
+/// `meshctl ca rotate --context lab-c2 --context lab-c1` while c1's client keeps a stream to
 /// c2's web-2 busy and opens a new connection every 200 ms: the stream never
 /// breaks, no new connection fails (the lab's stale timeout is 20 s, so a
 /// remote refused during the rotation would have its backends withdrawn),
@@ -1076,12 +1076,13 @@ fn ca_rotation_under_cross_cluster_traffic(lab: &Lab) {
     let (old_cert, old_key) = (keep.join("old.crt"), keep.join("old.key"));
     std::fs::copy(projected.join("tls.crt"), &old_cert).unwrap();
     std::fs::copy(projected.join("tls.key"), &old_key).unwrap();
-    let (_, before) = call_c2_apiserver_with(lab, &old_cert, &old_key);
+    let (ok_before, before) = call_c2_apiserver_with(lab, &old_cert, &old_key);
+    eprintln!("old-CA certificate before the rotation: curl ok={ok_before} {before}");
     assert!(
         !before.contains("alert"),
         "the old certificate must be accepted before the rotation: {before}"
     );
-    let stream_seconds = 60;
+    let stream_seconds = 80;
     let (rotation, stream, took) = std::thread::scope(|s| {
         let stream = s.spawn(|| {
             lab.exec(
@@ -1104,6 +1105,8 @@ fn ca_rotation_under_cross_cluster_traffic(lab: &Lab) {
             "rotate",
             "--context",
             "lab-c2",
+            "--context",
+            "lab-c1",
             "--reload-wait",
             "8s",
             "--timeout",
@@ -1117,19 +1120,24 @@ fn ca_rotation_under_cross_cluster_traffic(lab: &Lab) {
         took < Duration::from_secs(stream_seconds - 4),
         "the rotation ({took:?}) outlasted the traffic ({stream_seconds} s)"
     );
-    let c = &rotation["clusters"][0];
-    assert_eq!(c["cluster"], "c2", "{rotation}");
-    assert_ne!(c["old_ca"], c["new_ca"], "{rotation}");
-    let importers: Vec<&str> = c["importers"]
-        .as_array()
-        .unwrap()
+    for (i, (me, others)) in [("c2", ["c1", "c3"]), ("c1", ["c2", "c3"])]
         .iter()
-        .map(|p| p[0].as_str().unwrap())
-        .collect();
-    assert!(
-        importers.contains(&"c1") && importers.contains(&"c3"),
-        "c1 and c3 import c2: {rotation}"
-    );
+        .enumerate()
+    {
+        let c = &rotation["clusters"][i];
+        assert_eq!(c["cluster"], *me, "{rotation}");
+        assert_ne!(c["old_ca"], c["new_ca"], "{rotation}");
+        let importers: Vec<&str> = c["importers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_str().unwrap())
+            .collect();
+        assert!(
+            others.iter().all(|o| importers.contains(o)),
+            "{others:?} import {me}: {rotation}"
+        );
+    }
     let report: serde_json::Value = serde_json::from_slice(&stream.stdout).unwrap_or_else(|e| {
         panic!(
             "stream report: {e}: {}{}",
@@ -1147,45 +1155,62 @@ fn ca_rotation_under_cross_cluster_traffic(lab: &Lab) {
         "new connections failed: {report}"
     );
     assert!(report["verified_bytes"].as_u64() > Some(0), "{report}");
-    // The rotation is finished: no phase left on the CA Secret.
-    let phase = lab.kubectl(
-        "lab-c2",
-        &[
-            "-n",
-            "meshwork-system",
-            "get",
-            "secret",
-            "meshwork-ca",
-            "-o",
-            "jsonpath={.metadata.annotations}",
-        ],
-    );
-    assert!(!phase.contains("ca-rotation"), "{phase}");
-    // Every client handshakes again, with the new certificates only.
+    // The rotation is finished: no phase left on the CA Secrets.
+    for ctx in ["lab-c1", "lab-c2"] {
+        let phase = lab.kubectl(
+            ctx,
+            &[
+                "-n",
+                "meshwork-system",
+                "get",
+                "secret",
+                "meshwork-ca",
+                "-o",
+                "jsonpath={.metadata.annotations}",
+            ],
+        );
+        assert!(!phase.contains("ca-rotation"), "{ctx}: {phase}");
+    }
+    // Every client handshakes again, with the new certificates only: the
+    // streams are seen broken before c2's mesh-apiserver comes back.
+    let feed = |node: &str| agent_get(lab, "c2", node, "/v1/status")["mesh_feed"].clone();
+    let connects: Vec<u64> = ["c2-n1", "c2-n2"]
+        .iter()
+        .map(|n| feed(n)["connects"].as_u64().expect("mesh_feed.connects"))
+        .collect();
     lab.ok(&["kill", "c2/mesh-apiserver"]);
+    for other in ["c1", "c3"] {
+        lab.wait_status(other, "c2 seen disconnected", T, |s| {
+            s.remotes.get("c2").is_some_and(|r| !r.connected)
+        });
+    }
+    let restarted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     lab.ok(&["restart", "c2/mesh-apiserver"]);
     for other in ["c1", "c3"] {
         lab.wait_status(other, "c2 connected and synced again", T, |s| {
             s.is_synced_with("c2")
         });
     }
-    lab.wait_status("c2", "c1 and c3 synced again", T, |s| {
-        s.is_synced_with("c1") && s.is_synced_with("c3")
+    lab.wait_status("c2", "c1 and c3 synced again, after the restart", T, |s| {
+        s.updated_at > restarted && s.is_synced_with("c1") && s.is_synced_with("c3")
     });
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let st = lab.meshctl_json(&["status", "--context", "lab-c2"]);
-        if st["agents"]["ready"] == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "c2's node-agents did not reconnect with their new certificate: {st}"
+    for (node, before) in ["c2-n1", "c2-n2"].iter().zip(connects) {
+        eventually(
+            &format!("{node}'s node-agent reconnects with its new certificate"),
+            || {
+                let f = feed(node);
+                f["connected"] == true
+                    && f["synced"] == true
+                    && f["connects"].as_u64().is_some_and(|c| c > before)
+            },
         );
-        std::thread::sleep(Duration::from_millis(500));
     }
     // The old CA's certificate is refused at the handshake, and said so.
     let (ok, after) = call_c2_apiserver_with(lab, &old_cert, &old_key);
+    eprintln!("old-CA certificate after the rotation: curl ok={ok} {after}");
     assert!(
         !ok && after.contains("alert"),
         "old-CA certificate not refused: {after}"
@@ -1195,6 +1220,71 @@ fn ca_rotation_under_cross_cluster_traffic(lab: &Lab) {
         refused.contains("wrong-ca"),
         "c2 names the refusal: {refused}"
     );
+}
+
+/// `meshctl ca rotate --context lab-c3` killed once step 1 is recorded
+/// resumes where it stopped when run again: the same new CA, the remaining
+/// steps, and c1 and c2 still synced with c3 afterwards.
+fn an_interrupted_ca_rotation_resumes(lab: &Lab) {
+    let phase = || {
+        lab.kubectl(
+            "lab-c3",
+            &[
+                "-n",
+                "meshwork-system",
+                "get",
+                "secret",
+                "meshwork-ca",
+                "-o",
+                "jsonpath={.metadata.annotations.meshwork\\.io/ca-rotation}",
+            ],
+        )
+    };
+    let mut child = std::process::Command::new(mesh_e2e::bin("meshctl"))
+        .env("KUBECONFIG", lab.kubeconfig())
+        .args(["ca", "rotate", "--context", "lab-c3", "--reload-wait", "8s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run meshctl");
+    let deadline = std::time::Instant::now() + T;
+    while phase() != "trust-both" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "step 1 never recorded: phase {:?}",
+            phase()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().expect("kill meshctl");
+    let _ = child.wait();
+    assert_eq!(phase(), "trust-both", "interrupted in step 2");
+    let r = lab.meshctl_json(&[
+        "ca",
+        "rotate",
+        "--context",
+        "lab-c3",
+        "--reload-wait",
+        "8s",
+        "--timeout",
+        "60s",
+    ]);
+    eprintln!("resumed rotation: {r}");
+    let c = &r["clusters"][0];
+    assert_eq!(c["resumed_from"], "trust-both", "{r}");
+    let steps: Vec<&str> = c["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["reissue certificates", "drop the old CA"], "{r}");
+    assert_eq!(phase(), "", "the rotation finished");
+    for other in ["c1", "c2"] {
+        lab.wait_status(other, "c3 synced after the rotation", T, |s| {
+            s.is_synced_with("c3")
+        });
+    }
 }
 
 #[test]
@@ -1253,6 +1343,10 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "CA rotation under cross-cluster traffic",
                 ca_rotation_under_cross_cluster_traffic,
+            ),
+            (
+                "an interrupted CA rotation resumes",
+                an_interrupted_ca_rotation_resumes,
             ),
             (
                 "meshctl services, observe and explain show the cross-cluster path",
