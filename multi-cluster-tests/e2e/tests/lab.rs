@@ -1259,6 +1259,22 @@ fn an_interrupted_ca_rotation_resumes(lab: &Lab) {
     child.kill().expect("kill meshctl");
     let _ = child.wait();
     assert_eq!(phase(), "trust-both", "interrupted in step 2");
+    let ca_key = |key: &str| {
+        lab.kubectl(
+            "lab-c3",
+            &[
+                "-n",
+                "meshwork-system",
+                "get",
+                "secret",
+                "meshwork-ca",
+                "-o",
+                &format!("jsonpath={{.data.{key}}}"),
+            ],
+        )
+    };
+    let kept = ca_key("new-ca\\.crt");
+    assert!(!kept.is_empty(), "the new CA is kept in the Secret");
     let r = lab.meshctl_json(&[
         "ca",
         "rotate",
@@ -1280,6 +1296,12 @@ fn an_interrupted_ca_rotation_resumes(lab: &Lab) {
         .collect();
     assert_eq!(steps, ["reissue certificates", "drop the old CA"], "{r}");
     assert_eq!(phase(), "", "the rotation finished");
+    assert_eq!(
+        ca_key("ca\\.crt"),
+        kept,
+        "the resumed rotation finished with the CA the interrupted one made"
+    );
+    assert_eq!(ca_key("new-ca\\.crt"), "", "the kept new CA is removed");
     for other in ["c1", "c2"] {
         lab.wait_status(other, "c3 synced after the rotation", T, |s| {
             s.is_synced_with("c3")
