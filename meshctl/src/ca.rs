@@ -54,20 +54,51 @@ pub enum CaCommand {
     ///
     /// Example: meshctl ca certgen --namespace meshwork-system --cluster-name c1
     Certgen(crate::certgen::CertgenArgs),
-    /// Rotate the mesh CA without refusing anyone: first a new signing CA
-    /// and a bundle trusting old and new; after every certificate has been
+    /// Rotate a mesh CA without refusing anyone.
+    ///
+    /// With --context (repeat for several clusters): rotates the CA of each
+    /// running cluster (Secret meshwork-ca) and of everything that trusts it,
+    /// in three steps, each waiting until the Secrets are reloaded and the
+    /// mesh reports connected and synced: (1) trust old and new CA: the
+    /// cluster's bundle, and the entry for it of every cluster that imports
+    /// it (found among the kubeconfig's contexts); (2) reissue the
+    /// mesh-apiserver and node-agent certificates and the importers' client
+    /// certificates under the new CA; (3) drop the old CA. The phase reached
+    /// is kept in the annotation meshwork.io/ca-rotation on Secret
+    /// meshwork-ca: run the same command again to resume an interrupted
+    /// rotation.
+    ///
+    /// With --ca-dir: a CA directory on disk; first a new signing CA and a
+    /// bundle trusting old and new; after every certificate has been
     /// reissued, `--finish` drops the old CA.
     ///
-    /// Example: meshctl ca rotate --ca-dir ./mesh-ca && … && meshctl ca rotate --ca-dir ./mesh-ca --finish
+    /// Examples:
+    ///   meshctl ca rotate --context lab-c2
+    ///   meshctl ca rotate --context lab-c1 --context lab-c2 --reload-wait 10s -o json
+    ///   meshctl ca rotate --ca-dir ./mesh-ca && … && meshctl ca rotate --ca-dir ./mesh-ca --finish
+    #[command(verbatim_doc_comment)]
     Rotate {
-        #[command(flatten)]
-        dir: CaDirArg,
-        /// Finish a rotation under way: trust only the new CA.
+        /// Directory holding ca.crt, ca.key and bundle.crt (a CA on disk).
+        #[arg(long, required_unless_present = "context", conflicts_with = "context")]
+        ca_dir: Option<PathBuf>,
+        /// Kube context of a cluster whose CA to rotate (repeat).
         #[arg(long)]
+        context: Vec<String>,
+        /// With --ca-dir: finish a rotation under way: trust only the new CA.
+        #[arg(long, requires = "ca_dir")]
         finish: bool,
         /// Lifetime of the new CA certificate, in days.
         #[arg(long, default_value_t = 3650)]
         days: i64,
+        /// With --context: how long each step waits for updated Secrets to
+        /// reach the mounted files and be reloaded (the kubelet can take a
+        /// minute; mesh-apiserver and node-agents re-read every 5 s).
+        #[arg(long, default_value = "90s", value_parser = crate::connect::parse_duration)]
+        reload_wait: std::time::Duration,
+        /// With --context: how long each step waits for the mesh to report
+        /// every connection connected and synced.
+        #[arg(long, default_value = "3m", value_parser = crate::connect::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -166,7 +197,11 @@ struct InspectedCert {
 }
 
 /// Runs a `ca` command.
-pub fn run(cmd: CaCommand, format: OutputFormat) -> anyhow::Result<()> {
+pub fn run(
+    cmd: CaCommand,
+    kube: &crate::kube::KubeArgs,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
     match cmd {
         CaCommand::Certgen(args) => crate::block_on(crate::certgen::certgen(args, format)),
         CaCommand::Create {
@@ -179,8 +214,30 @@ pub fn run(cmd: CaCommand, format: OutputFormat) -> anyhow::Result<()> {
             let report = ca_report(&ca_dir, None)?;
             output::emit(format, &report, print_ca_report)
         }
-        CaCommand::Rotate { dir, finish, days } => {
-            let ca_dir = CaDirectory::new(&dir.ca_dir);
+        CaCommand::Rotate {
+            ca_dir: None,
+            context,
+            days,
+            reload_wait,
+            timeout,
+            ..
+        } => crate::block_on(crate::ca_rotate::rotate(
+            kube,
+            crate::ca_rotate::RotateArgs {
+                contexts: context,
+                days,
+                reload_wait,
+                timeout,
+            },
+            format,
+        )),
+        CaCommand::Rotate {
+            ca_dir: Some(dir),
+            finish,
+            days,
+            ..
+        } => {
+            let ca_dir = CaDirectory::new(&dir);
             let next = if finish {
                 ca_dir.rotate_finish()?;
                 None

@@ -265,7 +265,7 @@ pub async fn connect(
 
 /// Waits until `done(status of cluster, remote)` holds for every pair,
 /// printing each change of state.
-async fn wait_until(
+pub(crate) async fn wait_until(
     timeout: Duration,
     pairs: &[(&Cluster, String)],
     done: impl Fn(&MeshStatus, &str) -> bool,
@@ -309,7 +309,7 @@ async fn wait_until(
 }
 
 /// Progress goes to stderr, so `-o json` stays one document on stdout.
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("meshctl: {msg}");
 }
 

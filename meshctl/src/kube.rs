@@ -370,6 +370,71 @@ impl Cluster {
             .collect())
     }
 
+    /// Secret `name` in Meshwork's namespace, if it exists: its data as text
+    /// (keys that are not UTF-8 are skipped) and its annotations.
+    pub async fn secret_texts(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<Option<(BTreeMap<String, String>, BTreeMap<String, String>)>> {
+        let Some(secret) = self
+            .api::<Secret>()
+            .get_opt(name)
+            .await
+            .with_context(|| self.reading(name))?
+        else {
+            return Ok(None);
+        };
+        let data = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|t| (k, t)))
+            .collect();
+        Ok(Some((
+            data,
+            secret.metadata.annotations.unwrap_or_default(),
+        )))
+    }
+
+    /// Merges into Secret `name`: keys set (`Some`) or removed (`None`), and
+    /// annotations set or removed the same way, in one patch.
+    pub async fn patch_secret(
+        &self,
+        name: &str,
+        data: &BTreeMap<String, Option<String>>,
+        annotations: &BTreeMap<String, Option<String>>,
+    ) -> anyhow::Result<()> {
+        let data: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_ref().map_or(serde_json::Value::Null, |t| {
+                        serde_json::Value::String(base64_encode(t.as_bytes()))
+                    }),
+                )
+            })
+            .collect();
+        let patch = serde_json::json!({"metadata": {"annotations": annotations}, "data": data});
+        self.api::<Secret>()
+            .patch(
+                name,
+                &PatchParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(&patch),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "context {}: update Secret {}/{name}",
+                    self.context, self.namespace
+                )
+            })?;
+        Ok(())
+    }
+
     /// Adds or replaces remote entries (`Some`) and removes others (`None`) in one patch.
     pub async fn patch_remotes(
         &self,

@@ -13,6 +13,7 @@
 
 mod agents;
 mod ca;
+mod ca_rotate;
 mod certgen;
 mod connect;
 mod encryption;
@@ -98,7 +99,7 @@ fn main() -> ExitCode {
     let (kube, out) = (&cli.kube, cli.output);
     let done = |r: anyhow::Result<()>| r.map(|()| Outcome::Ok);
     let result = match cli.command {
-        Command::Ca(cmd) => done(ca::run(cmd, out)),
+        Command::Ca(cmd) => done(ca::run(cmd, kube, out)),
         Command::Connect(a) => done(block_on(connect::connect(kube, a, out))),
         Command::Disconnect(a) => done(block_on(connect::disconnect(kube, a, out))),
         Command::Status(a) => done(block_on(connect::status(kube, a, out))),

@@ -26,6 +26,14 @@ use crate::up::{Lab, progress, wait_for_file, wait_for_path};
 
 /// Namespace Meshwork is installed in, in every lab cluster.
 pub const NAMESPACE: &str = "meshwork-system";
+/// The Secret keys the lab projects into files, as the chart mounts them:
+/// the mesh-apiserver reads `meshwork-apiserver-tls`, the node-agents
+/// `meshwork-node-agent-tls`; `meshwork-ca` is kept as the CA directory.
+pub const TLS_PROJECTIONS: [(&str, &[&str]); 3] = [
+    ("meshwork-ca", &["ca.crt", "ca.key", "bundle.crt"]),
+    ("meshwork-apiserver-tls", &["tls.crt", "tls.key", "ca.crt"]),
+    ("meshwork-node-agent-tls", &["tls.crt", "tls.key", "ca.crt"]),
+];
 /// Field manager for what the lab applies.
 const MANAGER: &str = "mesh-lab";
 
@@ -50,6 +58,14 @@ impl ClusterFiles {
     /// Certificates issued from it.
     pub fn tls(&self) -> PathBuf {
         self.dir.join("tls")
+    }
+    /// What the kubelet would mount from Secret `secret`, key `key` (the
+    /// TLS Secrets the processes read; see [`TLS_PROJECTIONS`]).
+    pub fn projected(&self, secret: &str, key: &str) -> PathBuf {
+        match secret {
+            "meshwork-ca" => self.ca().join(key),
+            _ => self.tls().join(secret).join(key),
+        }
     }
     /// Kubeconfig for processes inside the lab (server = control IP).
     pub fn inner_kubeconfig(&self) -> PathBuf {
@@ -251,6 +267,17 @@ impl Lab {
                 "stringData": {"ca.crt": text(ca.path().join(CaDirectory::CERT))?, "ca.key": text(ca.path().join(CaDirectory::KEY))?, "bundle.crt": text(ca.path().join(CaDirectory::BUNDLE))?}});
             let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
             apply(&secrets, "meshwork-ca", secret).await?;
+            // The certificate Secrets the chart's certgen Job would create,
+            // from the files the lab issued (the processes read them back
+            // through config-sync, as pods read mounted Secrets).
+            for (name, keys) in &TLS_PROJECTIONS[1..] {
+                let mut data = serde_json::Map::new();
+                for k in *keys {
+                    data.insert((*k).to_string(), json!(text(files.projected(name, k))?));
+                }
+                let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NAMESPACE}, "type": "Opaque", "stringData": data});
+                apply(&secrets, name, secret).await?;
+            }
             let nodes: Api<Node> = Api::all(client.clone());
             for n in &c.nodes {
                 let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n.name.as_str(), "labels": {"kubernetes.io/hostname": n.name.as_str()}},
@@ -288,6 +315,15 @@ impl Lab {
                 "--config-map=meshwork-config".into(),
                 format!("--dir={}", files.config_dir("meshwork-config").display()),
             ];
+            let mut args = args;
+            for (name, keys) in TLS_PROJECTIONS {
+                for k in keys {
+                    args.push(format!(
+                        "--secret-file={name}/{k}={}",
+                        files.projected(name, k).display()
+                    ));
+                }
+            }
             self.spawn(
                 &format!("{}/config-sync", c.name),
                 None,
@@ -302,7 +338,6 @@ impl Lab {
                 "KUBECONFIG".to_string(),
                 files.inner_kubeconfig().display().to_string(),
             )];
-            let tls = files.tls();
             progress(&format!(
                 "cluster {}: mesh-apiserver at {}:{MESH_API_PORT}",
                 c.name, c.control_ip
@@ -314,11 +349,23 @@ impl Lab {
                 ),
                 format!("--grpc-listen={}:{MESH_API_PORT}", c.control_ip),
                 "--status-listen=127.0.0.1:9963".into(),
-                format!("--tls-cert={}", tls.join("apiserver.crt").display()),
-                format!("--tls-key={}", tls.join("apiserver.key").display()),
+                format!(
+                    "--tls-cert={}",
+                    files
+                        .projected("meshwork-apiserver-tls", "tls.crt")
+                        .display()
+                ),
+                format!(
+                    "--tls-key={}",
+                    files
+                        .projected("meshwork-apiserver-tls", "tls.key")
+                        .display()
+                ),
                 format!(
                     "--tls-ca={}",
-                    files.ca().join(CaDirectory::BUNDLE).display()
+                    files
+                        .projected("meshwork-apiserver-tls", "ca.crt")
+                        .display()
                 ),
                 format!("--replica-name={}-apiserver", c.name),
             ];
@@ -355,15 +402,21 @@ impl Lab {
                     format!("--mesh-apiserver-address={}:{MESH_API_PORT}", c.control_ip),
                     format!(
                         "--mesh-client-cert={}",
-                        tls.join(format!("{}.crt", n.name)).display()
+                        files
+                            .projected("meshwork-node-agent-tls", "tls.crt")
+                            .display()
                     ),
                     format!(
                         "--mesh-client-key={}",
-                        tls.join(format!("{}.key", n.name)).display()
+                        files
+                            .projected("meshwork-node-agent-tls", "tls.key")
+                            .display()
                     ),
                     format!(
                         "--mesh-client-ca={}",
-                        files.ca().join(CaDirectory::BUNDLE).display()
+                        files
+                            .projected("meshwork-node-agent-tls", "ca.crt")
+                            .display()
                     ),
                     "--metrics-address=127.0.0.1:9962".into(),
                 ];
@@ -452,23 +505,46 @@ fn write_config_dir(dir: &Path, data: &BTreeMap<String, String>) -> anyhow::Resu
     Ok(())
 }
 
-/// The cluster's CA, the mesh-apiserver's server certificate, and a
-/// node-agent client certificate per node.
+/// The cluster's CA, the mesh-apiserver's server certificate and the
+/// node-agents' client certificate (one for all nodes, as the chart's
+/// certgen issues it), each with the CA bundle, laid out as
+/// [`ClusterFiles::projected`] names them.
 fn issue_certs(files: &ClusterFiles, c: &ClusterPlan) -> anyhow::Result<()> {
     let dir = CaDirectory::new(files.ca());
     let ca = dir.create(TrustDomain::default(), Validity::days(30)?)?;
-    let tls = files.tls();
-    std::fs::create_dir_all(&tls)?;
+    let bundle = dir.bundle()?;
     let names = vec![
         c.control_ip.to_string(),
         format!("mesh-apiserver.{NAMESPACE}.svc"),
     ];
-    ca.issue_server(&names, Validity::days(30)?)?
-        .save(&tls, "apiserver")?;
-    for n in &c.nodes {
-        let id = SpiffeId::node(ca.trust_domain().clone(), c.name.clone(), n.name.clone());
-        ca.issue_client(&id, Validity::days(30)?)?
-            .save(&tls, n.name.as_str())?;
+    let node = SpiffeId::node(
+        ca.trust_domain().clone(),
+        c.name.clone(),
+        mesh_api::NodeName::new("node-agents")?,
+    );
+    for (secret, cert) in [
+        (
+            "meshwork-apiserver-tls",
+            ca.issue_server(&names, Validity::days(30)?)?,
+        ),
+        (
+            "meshwork-node-agent-tls",
+            ca.issue_client(&node, Validity::days(30)?)?,
+        ),
+    ] {
+        let path = |k: &str| files.projected(secret, k);
+        std::fs::create_dir_all(files.tls().join(secret))?;
+        mesh_certs::pem::write_atomic(
+            &path("tls.key"),
+            cert.key_pem.as_bytes(),
+            mesh_certs::pem::KEY_MODE,
+        )?;
+        mesh_certs::pem::write_atomic(
+            &path("tls.crt"),
+            cert.cert_pem.as_bytes(),
+            mesh_certs::pem::CERT_MODE,
+        )?;
+        bundle.save(&path("ca.crt"))?;
     }
     Ok(())
 }

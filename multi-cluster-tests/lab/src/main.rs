@@ -91,6 +91,9 @@ enum Cmd {
         /// The directory to keep.
         #[arg(long)]
         dir: PathBuf,
+        /// A Secret key to keep a file equal to: SECRET/KEY=PATH (repeat).
+        #[arg(long = "secret-file")]
+        secret_files: Vec<mesh_lab::config_sync::SecretFile>,
     },
     /// (internal) Forward a host loopback port into a lab namespace.
     #[command(hide = true)]
@@ -309,12 +312,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             namespace,
             config_map,
             dir,
+            secret_files,
         } => block_on(mesh_lab::config_sync::run(
             &kubeconfig,
             &context,
             &namespace,
             &config_map,
             &dir,
+            &secret_files,
         )),
         Cmd::Forward {
             lab: _,
