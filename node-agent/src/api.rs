@@ -269,14 +269,20 @@ impl AgentState {
     fn status(&self) -> AgentStatus {
         let feeds = self.feeds();
         let pod_cidr = self.config.pod_cidr;
-        let mgr = self.manager.lock().expect("manager lock");
+        // One lock at a time: controllers hold their own state's lock while
+        // they take the manager's, so holding the manager's here while
+        // taking theirs could deadlock.
+        let (datapath, endpoints) = {
+            let mgr = self.manager.lock().expect("manager lock");
+            (mgr.datapath().kind().to_string(), mgr.list().len())
+        };
         AgentStatus {
             cluster_name: self.config.cluster_name.to_string(),
             cluster_id: self.config.cluster_id.get(),
             node_name: self.config.node_name.to_string(),
             pod_cidr,
-            datapath: mgr.datapath().kind().to_string(),
-            endpoints: mgr.list().len(),
+            datapath,
+            endpoints,
             metrics_address: *self.metrics_address.lock().expect("lock"),
             version: env!("CARGO_PKG_VERSION").to_string(),
             mesh_feed: feeds.mesh.as_ref().map(|m| m.status()),

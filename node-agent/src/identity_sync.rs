@@ -274,6 +274,10 @@ pub async fn run(
                     if let (Some(feed), Some(c)) = (&sources.policies, &compiled) {
                         feed.write_status(&c.problems).await;
                     }
+                    // Before taking the status lock: never hold it while
+                    // taking the manager's (the API takes them the other
+                    // way round).
+                    let enforcing = state.enforcing_endpoints();
                     let mut s = status.lock().expect("policy status lock");
                     s.watching = sources.policies.is_some();
                     s.identities = identities;
@@ -293,7 +297,7 @@ pub async fn run(
                             .map(|(n, i)| (n.to_string(), *i))
                             .collect();
                         s.problems = c.problems;
-                        s.enforcing_endpoints = state.enforcing_endpoints();
+                        s.enforcing_endpoints = enforcing;
                     }
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "identity sync failed; will retry"),
