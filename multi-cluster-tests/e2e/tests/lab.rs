@@ -1209,12 +1209,12 @@ fn ca_rotation_under_cross_cluster_traffic(lab: &Lab) {
         );
     }
     // The old CA's certificate is refused at the handshake, and said so.
+    // (How curl words it depends on timing: an "unknown ca" alert, or the
+    // connection already closed. The server's own record, fresh since its
+    // restart above, is the proof of why.)
     let (ok, after) = call_c2_apiserver_with(lab, &old_cert, &old_key);
     eprintln!("old-CA certificate after the rotation: curl ok={ok} {after}");
-    assert!(
-        !ok && after.contains("alert"),
-        "old-CA certificate not refused: {after}"
-    );
+    assert!(!ok, "old-CA certificate not refused: {after}");
     let refused = c2_refused_peers(lab);
     assert!(
         refused.contains("wrong-ca"),
