@@ -308,6 +308,7 @@ fn ask_until(
 
 /// A global Service in c1 and c2: c1's ClusterIP is served by both
 /// clusters' backends; not by c2's while c2 says shared=false; affinity
+/// remote sends c1's clients to c2; affinity
 /// local keeps c1's clients on c1 while c1 has a backend, and fails over to
 /// c2 when it has none.
 fn a_global_service_is_served_by_both_clusters_with_affinity(lab: &Lab) {
@@ -371,6 +372,35 @@ fn a_global_service_is_served_by_both_clusters_with_affinity(lab: &Lab) {
         ],
     );
     ask_until(lab, &addr, "affinity local", |c| c.get("c1") == Some(&30));
+    // Remote: c1's clients go to c2 while c2 has ready backends.
+    lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "service",
+            "web",
+            "service.meshwork.io/affinity=remote",
+            "--overwrite",
+        ],
+    );
+    ask_until(lab, &addr, "affinity remote", |c| c.get("c2") == Some(&30));
+    lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "service",
+            "web",
+            "service.meshwork.io/affinity=local",
+            "--overwrite",
+        ],
+    );
+    ask_until(lab, &addr, "affinity local again", |c| {
+        c.get("c1") == Some(&30)
+    });
 
     lab.ok(&[
         "pod",
