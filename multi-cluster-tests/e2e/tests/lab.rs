@@ -113,6 +113,23 @@ spec:
   ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
 "#;
 
+/// `kubectl annotate --overwrite service shop/web <annotation>` in `ctx`
+/// (`key=value` sets, `key-` removes).
+fn annotate_web(lab: &Lab, ctx: &str, annotation: &str) {
+    lab.kubectl(
+        ctx,
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "--overwrite",
+            "service",
+            "web",
+            annotation,
+        ],
+    );
+}
+
 fn only_global_services_cross_clusters(lab: &Lab) {
     for (node, name) in [("c2-n1", "web-1"), ("c2-n2", "web-2")] {
         lab.ok(&[
@@ -136,33 +153,12 @@ fn only_global_services_cross_clusters(lab: &Lab) {
         "the non-global Service must not leave c2"
     );
     // Removing the annotation withdraws the service from c1.
-    lab.kubectl(
-        "lab-c2",
-        &[
-            "-n",
-            "shop",
-            "annotate",
-            "service",
-            "web",
-            "service.meshwork.io/global-",
-        ],
-    );
+    annotate_web(lab, "lab-c2", "service.meshwork.io/global-");
     lab.wait_status("c1", "c2's service withdrawn", T, |s| {
         s.remotes.get("c2").is_some_and(|r| r.counts.services == 0)
     });
     // A malformed annotation is a warning, the service is not global, nothing else breaks.
-    lab.kubectl(
-        "lab-c2",
-        &[
-            "-n",
-            "shop",
-            "annotate",
-            "service",
-            "web",
-            "service.meshwork.io/global=yes-please",
-            "--overwrite",
-        ],
-    );
+    annotate_web(lab, "lab-c2", "service.meshwork.io/global=yes-please");
     // The owner of the Service learns why from an Event on it.
     eventually("a Warning Event names the malformed annotation", || {
         let events: serde_json::Value = serde_json::from_str(&lab.kubectl(
@@ -185,18 +181,7 @@ fn only_global_services_cross_clusters(lab: &Lab) {
         st.remotes["c2"].counts.services, 0,
         "a malformed global annotation must not export the service"
     );
-    lab.kubectl(
-        "lab-c2",
-        &[
-            "-n",
-            "shop",
-            "annotate",
-            "service",
-            "web",
-            "service.meshwork.io/global=true",
-            "--overwrite",
-        ],
-    );
+    annotate_web(lab, "lab-c2", "service.meshwork.io/global=true");
     lab.wait_status("c1", "c2's service back", T, |s| {
         s.remotes.get("c2").is_some_and(|r| r.counts.services == 1)
     });
@@ -341,63 +326,16 @@ fn a_global_service_is_served_by_both_clusters_with_affinity(lab: &Lab) {
     });
 
     // c2 keeps its backends to itself: c1's clients get c1's only.
-    let c2_shared = |value: &str| {
-        lab.kubectl(
-            "lab-c2",
-            &[
-                "-n",
-                "shop",
-                "annotate",
-                "service",
-                "web",
-                value,
-                "--overwrite",
-            ],
-        )
-    };
-    c2_shared("service.meshwork.io/shared=false");
+    annotate_web(lab, "lab-c2", "service.meshwork.io/shared=false");
     ask_until(lab, &addr, "c2 shared=false", |c| c.get("c1") == Some(&30));
-    c2_shared("service.meshwork.io/shared-");
+    annotate_web(lab, "lab-c2", "service.meshwork.io/shared-");
 
-    lab.kubectl(
-        "lab-c1",
-        &[
-            "-n",
-            "shop",
-            "annotate",
-            "service",
-            "web",
-            "service.meshwork.io/affinity=local",
-            "--overwrite",
-        ],
-    );
+    annotate_web(lab, "lab-c1", "service.meshwork.io/affinity=local");
     ask_until(lab, &addr, "affinity local", |c| c.get("c1") == Some(&30));
     // Remote: c1's clients go to c2 while c2 has ready backends.
-    lab.kubectl(
-        "lab-c1",
-        &[
-            "-n",
-            "shop",
-            "annotate",
-            "service",
-            "web",
-            "service.meshwork.io/affinity=remote",
-            "--overwrite",
-        ],
-    );
+    annotate_web(lab, "lab-c1", "service.meshwork.io/affinity=remote");
     ask_until(lab, &addr, "affinity remote", |c| c.get("c2") == Some(&30));
-    lab.kubectl(
-        "lab-c1",
-        &[
-            "-n",
-            "shop",
-            "annotate",
-            "service",
-            "web",
-            "service.meshwork.io/affinity=local",
-            "--overwrite",
-        ],
-    );
+    annotate_web(lab, "lab-c1", "service.meshwork.io/affinity=local");
     ask_until(lab, &addr, "affinity local again", |c| {
         c.get("c1") == Some(&30)
     });
@@ -2052,17 +1990,7 @@ fn meshctl_services_observe_and_explain_show_the_cross_cluster_path(lab: &Lab) {
         "--name=web-c1b",
         "--label=app=web",
     ]);
-    lab.kubectl(
-        "lab-c1",
-        &[
-            "-n",
-            "shop",
-            "annotate",
-            "service",
-            "web",
-            "service.meshwork.io/affinity-",
-        ],
-    );
+    annotate_web(lab, "lab-c1", "service.meshwork.io/affinity-");
     let services: ServicesReport = meshctl_until(
         lab,
         &["services", "--context", "lab-c1"],
