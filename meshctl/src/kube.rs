@@ -141,14 +141,22 @@ impl Cluster {
         )
     }
 
-    /// Every Node of the cluster.
-    pub async fn nodes(&self) -> anyhow::Result<Vec<Node>> {
-        let api: Api<Node> = Api::all(self.client.clone());
+    /// Every object of kind `K` in the cluster (`what` names it in errors).
+    async fn list_all<K>(&self, what: &str) -> anyhow::Result<Vec<K>>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
         Ok(api
             .list(&ListParams::default())
             .await
-            .with_context(|| self.reading("nodes"))?
+            .with_context(|| self.reading(what))?
             .items)
+    }
+
+    /// Every Node of the cluster.
+    pub async fn nodes(&self) -> anyhow::Result<Vec<Node>> {
+        self.list_all("nodes").await
     }
 
     /// Pod `namespace/name`, if it exists.
@@ -164,12 +172,7 @@ impl Cluster {
 
     /// Every Pod of the cluster.
     pub async fn pods(&self) -> anyhow::Result<Vec<Pod>> {
-        let api: Api<Pod> = Api::all(self.client.clone());
-        Ok(api
-            .list(&ListParams::default())
-            .await
-            .with_context(|| self.reading("pods"))?
-            .items)
+        self.list_all("pods").await
     }
 
     /// Service `namespace/name`, if it exists.
@@ -185,12 +188,7 @@ impl Cluster {
 
     /// Every Service of the cluster.
     pub async fn services(&self) -> anyhow::Result<Vec<Service>> {
-        let api: Api<Service> = Api::all(self.client.clone());
-        Ok(api
-            .list(&ListParams::default())
-            .await
-            .with_context(|| self.reading("services"))?
-            .items)
+        self.list_all("services").await
     }
 
     /// Reads the cluster's identity from the mesh-apiserver's ConfigMap.
