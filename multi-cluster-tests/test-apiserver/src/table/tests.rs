@@ -63,7 +63,13 @@ fn event_rows_are_the_same_through_both_apis() {
         "regarding": { "kind": "Service", "name": "web" },
         "reportingController": "mesh-apiserver", "reportingInstance": "m-0",
     });
-    let through_events = table(events, &[recorded.clone()], "1", IncludeObject::None, true);
+    let through_events = table(
+        events,
+        std::slice::from_ref(&recorded),
+        "1",
+        IncludeObject::None,
+        true,
+    );
     let stored = crate::events::events_v1_to_core(&recorded);
     let through_core = table(core, &[stored], "1", IncludeObject::None, true);
     assert_eq!(through_events, through_core);
