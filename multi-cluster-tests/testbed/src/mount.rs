@@ -49,16 +49,14 @@ impl MountDir {
 pub fn mount_at(path: &Path) -> Option<(String, String)> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
     let want = path.to_str()?;
-    info.lines()
-        .rev()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let sep = f.iter().position(|x| *x == "-")?;
-            if f.get(4) != Some(&want) {
-                return None;
-            }
-            Some((f.get(sep + 1)?.to_string(), f.get(3)?.to_string()))
-        })
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        if f.get(4) != Some(&want) {
+            return None;
+        }
+        Some((f.get(sep + 1)?.to_string(), f.get(3)?.to_string()))
+    })
 }
 
 impl Drop for MountDir {
