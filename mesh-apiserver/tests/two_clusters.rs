@@ -409,6 +409,14 @@ async fn two_clusters_export_import_resume_compaction_and_faults() {
             == store_state(a_store.as_ref(), &b_prefix).await
     })
     .await;
+    // The remote's story can be filtered by its session span.
+    let log = strip_ansi(&a.log());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("remote_session{remote=b cluster=a resume=")
+                && l.contains("watching remote cluster")),
+        "no remote_session span on A's watch of B:\n{log}"
+    );
     let cache = store_state(a_store.as_ref(), &b_prefix).await;
     assert!(cache.contains_key(&(Kind::Service, "b/default/web".into())));
     assert!(
@@ -1279,4 +1287,22 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
     .await
     .unwrap();
     assert_eq!(fresh.info().await.unwrap().name, "b");
+}
+
+/// The log without terminal colour codes (`ESC [ … m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
