@@ -38,7 +38,7 @@ unshare --mount --propagation private -- bash -c '
   set -u
   mount -t tmpfs -o mode=0700 fresh-machine /sys/fs/bpf || exit 1
   if [ -n "$(ls -A /sys/fs/bpf)" ]; then echo "test: /sys/fs/bpf is not empty" >&2; exit 1; fi
-  bash scripts/demo.sh; rc=$?
+  make -s demo; rc=$?
   make -s demo-down || rc=1
   exit $rc
 ' || demo_rc=$?
