@@ -7,11 +7,13 @@
 //! leases) and the stock `kubectl` rely on: discovery, list/watch with
 //! bookmarks and 410 Gone, selectors, optimistic concurrency, finalizers,
 //! patches, status subresources, CRDs and custom resources, ClusterIP and
-//! NodePort allocation and an EndpointSlice controller.
+//! NodePort allocation, an EndpointSlice controller, and the workload
+//! controllers (Deployments, ReplicaSets, garbage collection) and scheduler
+//! that make `kubectl create deployment` and `kubectl scale` work.
 //!
 //! It is NOT a Kubernetes distribution and is never shipped: there is no
-//! scheduler, kubelet, admission, RBAC, OpenAPI schema validation or
-//! persistence. The lab acts as the kubelet and writes pod status itself.
+//! kubelet, admission, RBAC, OpenAPI schema validation or persistence. The
+//! lab acts as the kubelet and writes pod status itself.
 //!
 //! ```no_run
 //! # async fn demo() -> mesh_test_apiserver::Result<()> {
@@ -26,6 +28,7 @@
 //! `mesh-test-apiserver --listen 127.0.0.1:0 --service-cidr 10.96.0.0/16
 //! --kubeconfig-out <path> --context lab-c1 --ready-file <path>`.
 
+pub mod apps;
 pub mod controllers;
 mod error;
 pub mod events;
@@ -40,6 +43,7 @@ pub mod status;
 pub mod store;
 pub mod table;
 pub mod validate;
+pub mod workloads;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -140,6 +144,8 @@ impl TestApiServer {
         let acceptor = TlsAcceptor::from(Arc::new(tls));
         let accept_task = tokio::spawn(accept_loop(listener, acceptor, app));
         let controller = tokio::spawn(EndpointSliceController::new(store.clone()).run());
+        let mut tasks = vec![accept_task, controller];
+        tasks.extend(workloads::spawn(&store));
         tracing::info!(%addr, context = config.context, "test API server listening");
         Ok(TestApiServer {
             addr,
@@ -147,7 +153,7 @@ impl TestApiServer {
             ca_pem,
             token,
             context: config.context,
-            tasks: vec![accept_task, controller],
+            tasks,
         })
     }
 

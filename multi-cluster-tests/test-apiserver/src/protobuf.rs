@@ -1,5 +1,5 @@
 //! Decoding of the Kubernetes protobuf request bodies kubectl sends for the
-//! typed `kubectl create namespace|configmap|secret|serviceaccount`
+//! typed `kubectl create namespace|configmap|secret|serviceaccount|deployment`
 //! commands. Only those kinds and the common ObjectMeta fields are known;
 //! anything else is refused with 415 so the caller can send JSON instead.
 
@@ -88,6 +88,10 @@ fn object_meta(b: &[u8]) -> Option<Value> {
     let mut finalizers = Vec::new();
     for (f, v) in fields(b)? {
         let Wire::Bytes(x) = v else { continue };
+        // Go's encoder writes unset strings as empty ones: they say nothing.
+        if x.is_empty() && matches!(f, 1 | 2 | 3 | 6) {
+            continue;
+        }
         match f {
             1 => {
                 m.insert("name".into(), string(x)?);
@@ -196,6 +200,7 @@ pub fn decode(body: &[u8]) -> Option<Value> {
                 obj["automountServiceAccountToken"] = json!(b != 0)
             }
             ("ServiceAccount", _, _) => {}
+            ("Deployment", f, v) => workload::deployment(&mut obj, f, &v)?,
             _ => return None,
         }
     }
@@ -210,6 +215,8 @@ pub fn decode(body: &[u8]) -> Option<Value> {
     }
     Some(obj)
 }
+
+mod workload;
 
 #[cfg(test)]
 mod tests;

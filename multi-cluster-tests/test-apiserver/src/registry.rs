@@ -77,6 +77,7 @@ impl ResourceType {
             main["categories"] = json!(self.categories);
         }
         let mut out = vec![main];
+        out.extend(crate::apps::scale_discovery(self));
         if self.status {
             out.push(json!({
                 "name": format!("{}/status", self.plural),
@@ -109,7 +110,7 @@ fn builtin(
         status,
         custom: false,
         preferred: true,
-        categories: if matches!(plural, "pods" | "services") {
+        categories: if matches!(plural, "pods" | "services" | "deployments" | "replicasets") {
             vec!["all".to_string()]
         } else {
             Vec::new()
@@ -160,6 +161,8 @@ impl Registry {
                 false,
             ),
             builtin("coordination.k8s.io", "leases", "Lease", true, &[], false),
+            builtin("apps", "deployments", "Deployment", true, &["deploy"], true),
+            builtin("apps", "replicasets", "ReplicaSet", true, &["rs"], true),
             builtin("events.k8s.io", "events", "Event", true, &["ev"], false),
             builtin(
                 "apiextensions.k8s.io",
@@ -184,6 +187,11 @@ impl Registry {
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
         self.types
             .get(&(group.to_string(), version.to_string(), plural.to_string()))
+    }
+
+    /// Every served type (each version once).
+    pub fn types(&self) -> impl Iterator<Item = &ResourceType> {
+        self.types.values()
     }
 
     /// Any served version of (group, plural), the preferred one first.

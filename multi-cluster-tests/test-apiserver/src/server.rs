@@ -261,6 +261,7 @@ fn route(
         None => false,
         Some("status") if target.rt.status => true,
         Some("finalize") if target.rt.plural == "namespaces" => false,
+        Some("scale") if crate::apps::is_workload(&target.rt) => false,
         Some(sub) => {
             return Err(ApiError::no_route(&format!(
                 "{path} (subresource {sub:?} is not served)"
@@ -285,6 +286,10 @@ fn route(
     let table = accept.contains("as=Table");
     let include = IncludeObject::parse(query.get("includeObject"));
     let metadata_only = !table && accept.contains("as=PartialObjectMetadata");
+    if let (Some("scale"), Some(name)) = (target.subresource.as_deref(), target.name.as_deref()) {
+        let scale = crate::apps::serve_scale(store, method, rt, ns, name, content_type, body)?;
+        return Ok(json_response(200, &scale));
+    }
     match (method, target.name.as_deref()) {
         (&Method::GET, None) => {
             let labels =
@@ -391,9 +396,15 @@ fn route(
             let precondition = opts
                 .pointer("/preconditions/resourceVersion")
                 .and_then(Value::as_str);
+            let policy = crate::store::Propagation::parse(
+                opts.get("propagationPolicy")
+                    .and_then(Value::as_str)
+                    .or(query.get("propagationPolicy")),
+                opts.get("orphanDependents").and_then(Value::as_bool),
+            )?;
             Ok(json_response(
                 200,
-                &store.delete(rt, ns, name, precondition)?,
+                &store.delete_propagating(rt, ns, name, precondition, policy)?,
             ))
         }
         (&Method::DELETE, None) => {
@@ -441,7 +452,7 @@ fn decode(body: &Bytes, content_type: &str) -> ApiResult<Value> {
     if content_type.contains("protobuf") {
         return crate::protobuf::decode(body).ok_or_else(|| {
             ApiError::unsupported_media_type(&format!(
-                "{content_type}: this test server decodes protobuf only for Namespace, ConfigMap, Secret and ServiceAccount; send JSON"
+                "{content_type}: this test server decodes protobuf only for Namespace, ConfigMap, Secret, ServiceAccount and Deployment (containers with image, command, args, ports, env, resources); send JSON"
             ))
         });
     }

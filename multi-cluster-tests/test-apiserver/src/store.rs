@@ -778,6 +778,7 @@ impl Store {
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 Self::register_crd(inner, body)?;
             }
+            ("apps", _) => crate::apps::on_create(rt, body),
             _ if rt.custom && rt.status => {
                 // Custom resources with a status subresource start without status.
                 if let Some(o) = body.as_object_mut() {
@@ -792,6 +793,7 @@ impl Store {
     /// Conversions the real server does on every write: a Secret's
     /// `stringData` is merged into `data` (base64) and never stored.
     fn normalize(rt: &ResourceType, body: &mut Value) -> ApiResult<()> {
+        crate::apps::normalize(rt, body)?;
         if rt.group.is_empty() && rt.plural == "secrets" {
             let name = meta_str(body, "name").unwrap_or("").to_string();
             let Some(o) = body.as_object_mut() else {
@@ -1016,6 +1018,7 @@ impl Store {
             ("apiextensions.k8s.io", "customresourcedefinitions") if !status => {
                 Self::register_crd(inner, &mut body)?;
             }
+            ("apps", _) => crate::apps::check_update(rt, &old, &body)?,
             _ => {}
         }
         let finalizers_empty = body
@@ -1337,6 +1340,9 @@ impl Store {
         }
     }
 }
+
+mod propagation;
+pub use propagation::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER, Propagation};
 
 #[cfg(test)]
 mod tests;

@@ -138,8 +138,46 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
             age,
         ],
         ("", "events") | ("events.k8s.io", "events") => event_columns(),
+        ("apps", "deployments") => vec![
+            name,
+            col("Ready", "string", "", 0),
+            col("Up-to-date", "string", "", 0),
+            col("Available", "string", "", 0),
+            age,
+            col("Containers", "string", "", 1),
+            col("Images", "string", "", 1),
+            col("Selector", "string", "", 1),
+        ],
+        ("apps", "replicasets") => vec![
+            name,
+            col("Desired", "string", "", 0),
+            col("Current", "string", "", 0),
+            col("Ready", "string", "", 0),
+            age,
+            col("Containers", "string", "", 1),
+            col("Images", "string", "", 1),
+            col("Selector", "string", "", 1),
+        ],
         _ => vec![name, age],
     }
+}
+
+/// CONTAINERS, IMAGES and SELECTOR of a workload (`kubectl get -o wide`).
+fn workload_wide(obj: &Value) -> [Value; 3] {
+    let containers: Vec<&Value> = obj
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
+    let names: Vec<&str> = containers.iter().map(|c| s(c, "/name")).collect();
+    let images: Vec<&str> = containers.iter().map(|c| s(c, "/image")).collect();
+    let selector =
+        crate::apps::format_selector(obj.pointer("/spec/selector").unwrap_or(&Value::Null));
+    [
+        json!(names.join(",")),
+        json!(images.join(",")),
+        json!(or_none(&selector)),
+    ]
 }
 
 fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
@@ -276,6 +314,38 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
         }
         ("", "events") => event_cells(obj),
         ("events.k8s.io", "events") => event_cells(&crate::events::events_v1_to_core(obj)),
+        ("apps", "deployments") => {
+            let n = |f: &str| crate::apps::status_count(obj, f);
+            let [c, i, sel] = workload_wide(obj);
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    n("readyReplicas"),
+                    crate::apps::replicas(obj)
+                )),
+                json!(n("updatedReplicas")),
+                json!(n("availableReplicas")),
+                json!(age(obj)),
+                c,
+                i,
+                sel,
+            ]
+        }
+        ("apps", "replicasets") => {
+            let n = |f: &str| crate::apps::status_count(obj, f);
+            let [c, i, sel] = workload_wide(obj);
+            vec![
+                name,
+                json!(crate::apps::replicas(obj)),
+                json!(n("replicas")),
+                json!(n("readyReplicas")),
+                json!(age(obj)),
+                c,
+                i,
+                sel,
+            ]
+        }
         _ => vec![name, json!(age(obj))],
     }
 }
