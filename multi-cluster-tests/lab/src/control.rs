@@ -5,7 +5,8 @@
 //! with the chart's ConfigMaps as their `--config-dir`.
 //!
 //! The lab plays the parts Kubernetes would: the kubelet (Node objects, and
-//! pods through `mesh-lab pod`) and the cloud's load balancer (the
+//! one `mesh-lab kubelet` per node running the Pods bound to it, see
+//! [`crate::kubelet`]) and the cloud's load balancer (the
 //! mesh-apiserver Service gets the control namespace's address as its
 //! load-balancer ingress, so `meshctl connect` finds it as on a cloud).
 

@@ -4,7 +4,8 @@
 //!
 //! Per cluster: a control namespace (test Kubernetes API server, etcd,
 //! mesh-apiserver) and node namespaces running the real node-agent; the lab
-//! acts as the kubelet (pods made through the real mesh-cni). A kubeconfig
+//! acts as the kubelet (one per node, running the Pods bound to it through
+//! the real mesh-cni), so `kubectl create deployment` works as on a cluster. A kubeconfig
 //! with contexts `lab-c1…lab-cN` reaches each API server through a host
 //! loopback port forwarder, as kind's port mapping does.
 //!

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mesh_lab::bins::Bins;
-use mesh_lab::kubelet::PodSpec;
+use mesh_lab::kubelet::{Kubelet, PodSpec};
 use mesh_lab::plan::LabPlan;
 use mesh_lab::state::LabState;
 use mesh_lab::up::{Lab, progress};
@@ -55,8 +55,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Create or delete pods (the lab acts as the kubelet: real mesh-cni,
-    /// an echo server on port 8080, a Pod object with its status).
+    /// Create or delete pods: a Pod bound to the node, which that node's
+    /// kubelet runs (real mesh-cni, an echo server on port 8080, its status).
     #[command(subcommand)]
     Pod(PodCmd),
     /// Kill a component, e.g. `mesh-lab kill c2/mesh-apiserver` (roles: see `status`).
@@ -94,6 +94,17 @@ enum Cmd {
         /// A Secret key to keep a file equal to: SECRET/KEY=PATH (repeat).
         #[arg(long = "secret-file")]
         secret_files: Vec<mesh_lab::config_sync::SecretFile>,
+    },
+    /// (internal) The kubelet of one node: runs the Pods bound to it (real
+    /// mesh-cni, the echo server) and writes their status.
+    #[command(hide = true)]
+    Kubelet {
+        /// The lab prefix (marks the process for `down`).
+        #[arg(long)]
+        lab: String,
+        /// The node (c1-n1, …).
+        #[arg(long)]
+        node: String,
     },
     /// (internal) Forward a host loopback port into a lab namespace.
     #[command(hide = true)]
@@ -210,6 +221,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?
                 .block_on(lab.install())?;
             lab.start_mesh(&bins)?;
+            lab.start_kubelets()?;
             block_on(lab.wait_mesh_ready())?;
             lab.state.ready = true;
             lab.state.save(&lab.dir)?;
@@ -280,20 +292,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Pod(cmd) => {
-            let bins = Bins::beside_self()?;
-            let mut lab = Lab::open(&cli.state_dir)?;
+            let lab = Lab::open(&cli.state_dir)?;
             match cmd {
                 PodCmd::Add { pod, labels } => {
-                    let spec = pod.spec(&labels)?;
-                    let ip = block_on(async {
-                        lab.ensure_namespace(&spec.cluster, &spec.namespace).await?;
-                        lab.add_pod(&bins, &spec).await
-                    })?;
+                    let ip = block_on(lab.add_pod(&pod.spec(&labels)?))?;
                     println!("{ip}");
                 }
-                PodCmd::Del { pod } => block_on(lab.delete_pod(&bins, &pod.spec(&[])?))?,
+                PodCmd::Del { pod } => block_on(lab.delete_pod(&pod.spec(&[])?))?,
             }
             Ok(())
+        }
+        Cmd::Kubelet { lab: _, node } => {
+            let lab = Lab::open(&cli.state_dir)?;
+            let kubelet = Kubelet::new(&lab, &node, Bins::beside_self()?)?;
+            let cluster = lab
+                .plan
+                .clusters
+                .iter()
+                .find(|c| c.nodes.iter().any(|n| n.name.as_str() == node))
+                .expect("Kubelet::new found the node")
+                .clone();
+            block_on(async {
+                let client = lab.client(&cluster).await?;
+                kubelet.run(client).await
+            })
         }
         Cmd::Kill { role } => {
             let n = Lab::open(&cli.state_dir)?.kill(&role)?;
