@@ -2,7 +2,7 @@
 # The README's first command: a local multi-cluster Meshwork on this host.
 # Builds, brings up 2 clusters x 2 nodes in network namespaces (mesh-lab) with
 # WireGuard encryption on, connects them with meshctl, deploys a global service
-# with backends in both clusters, sends requests to it from a pod and reports
+# backed by a Deployment in both clusters, sends requests to it from a pod and reports
 # which cluster answered each, and what the wire carried. The lab stays up
 # until `make demo-down`.
 set -euo pipefail
@@ -44,11 +44,10 @@ say "bringing up 2 clusters x 2 nodes with encryption (test Kubernetes API, etcd
 say "connecting the clusters: meshctl connect --context lab-c1 --destination-context lab-c2"
 $meshctl connect --context lab-c1 --destination-context lab-c2 --timeout 90s
 
-say "deploying the global service shop/web: two backends in each cluster"
+say "deploying the global service shop/web: a Deployment of two backends in each cluster"
 for c in 1 2; do
-  for n in 1 2; do
-    "${lab[@]}" pod add --cluster "c$c" --node "c$c-n$n" --namespace shop --name "web-c$c-n$n" --label app=web >/dev/null
-  done
+  kubectl --context "lab-c$c" create namespace shop >/dev/null
+  kubectl --context "lab-c$c" -n shop create deployment web --image=mesh-echo --replicas=2 --port=8080 >/dev/null
   kubectl --context "lab-c$c" apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Service
@@ -61,6 +60,10 @@ spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
 YAML
+done
+for c in 1 2; do
+  kubectl --context "lab-c$c" -n shop rollout status deployment/web --timeout=60s >/dev/null
+  echo "lab-c$c: deployment shop/web $(kubectl --context "lab-c$c" -n shop get deployment web -o jsonpath='{.status.readyReplicas}/{.spec.replicas}') ready, pods on $(kubectl --context "lab-c$c" -n shop get pods -l app=web -o jsonpath='{.items[*].spec.nodeName}')"
 done
 
 say "waiting until each cluster has imported the other's global service"
@@ -133,6 +136,8 @@ cat <<TXT
   target/debug/meshctl encryption status --context lab-c1
   ip netns exec $prefix-pod-c1-shop-client target/debug/mesh-echo ask $cip:80 -c 10
   kubectl --context lab-c2 get nodes,pods,svc -A
+  kubectl --context lab-c1 -n shop scale deployment web --replicas=4   # c2 sees 4 backends in c1
+  kubectl --context lab-c1 -n shop set env deployment/web COLOR=blue   # a rolling replacement
   ${lab[*]} status
   ${lab[*]} kill c2/mesh-apiserver   # then watch c1 keep c2's state, stale
   ${lab[*]} restart c2/mesh-apiserver

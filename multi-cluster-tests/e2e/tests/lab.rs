@@ -1,7 +1,8 @@
 //! The end-to-end scenarios of the control plane, against one lab of three
 //! clusters: connect, status, idempotence, global services crossing (and
-//! only global ones), refusals that change nothing, a remote cluster lost
-//! and back, a third cluster joining, disconnect and reconnect.
+//! only global ones), a Deployment backing one ([`deployments`]), refusals
+//! that change nothing, a remote cluster lost and back, a third cluster
+//! joining, disconnect and reconnect.
 //!
 //! Each scenario asserts on what the clusters report through the same
 //! commands a person uses (meshctl, kubectl, mesh-lab), never on logs.
@@ -9,6 +10,9 @@
 use std::time::Duration;
 
 use mesh_e2e::{Lab, run_scenarios};
+
+#[path = "lab/deployments.rs"]
+mod deployments;
 
 const T: Duration = Duration::from_secs(45);
 
@@ -1299,6 +1303,10 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "a global service is served by both clusters, with affinity",
                 a_global_service_is_served_by_both_clusters_with_affinity,
+            ),
+            (
+                "a Deployment scales and rolls, and the global service follows",
+                deployments::a_deployment_scales_and_rolls_and_the_global_service_follows,
             ),
             (
                 "pod to pod on the same node, across nodes and across clusters",
