@@ -15,6 +15,11 @@
 //! restarted kubelet picks its pods up again. [`plan`] decides what to
 //! start, stop and report from the Pods and those records; [`Kubelet`] is
 //! the I/O around it.
+//!
+//! What it is not: a container runtime. Every pod runs `mesh-echo` on port
+//! 8080 whatever its image and command say; a server that dies is not
+//! restarted; there is no graceful termination (the test API server removes
+//! a deleted Pod at once, and the kubelet stops it when it sees that).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -199,6 +204,11 @@ impl Kubelet {
             bins,
             logs: lab.dir.join("logs"),
         })
+    }
+
+    /// The cluster of its node.
+    pub fn cluster(&self) -> &ClusterPlan {
+        &self.cluster
     }
 
     fn pods_dir(&self) -> PathBuf {

@@ -305,15 +305,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Kubelet { lab: _, node } => {
             let lab = Lab::open(&cli.state_dir)?;
             let kubelet = Kubelet::new(&lab, &node, Bins::beside_self()?)?;
-            let cluster = lab
-                .plan
-                .clusters
-                .iter()
-                .find(|c| c.nodes.iter().any(|n| n.name.as_str() == node))
-                .expect("Kubelet::new found the node")
-                .clone();
             block_on(async {
-                let client = lab.client(&cluster).await?;
+                let client = lab.client(kubelet.cluster()).await?;
                 kubelet.run(client).await
             })
         }
