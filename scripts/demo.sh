@@ -86,7 +86,9 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 pcap="$state/demo.pcap"
-ip netns exec "$prefix-ul" tcpdump -Z root -i br0 -nn -U -s 0 -w "$pcap" 2>/dev/null &
+# --immediate-mode: without it most of a short burst is still buffered at
+# SIGINT and lost, and "0 packets with a pod address" would prove nothing.
+ip netns exec "$prefix-ul" tcpdump -Z root --immediate-mode -i br0 -nn -U -s 0 -w "$pcap" 2>/dev/null &
 dump=$!
 sleep 1
 answers=$("${client[@]}" ask "$cip:80" -c 20 || true)
