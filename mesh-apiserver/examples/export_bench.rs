@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mesh_api::proto::WatchEvent;
+use mesh_proto::WatchEvent;
 use mesh_api::{
     Backend, ClusterId, ClusterName, EndpointRecord, Identity, IdentityRecord, LabelSet, NamedPort,
     NodeName, NodeRecord, Protocol, Record, ServiceMeshOptions, ServicePort, ServiceRecord,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use hyper_util::rt::TokioIo;
-use mesh_api::proto::{WatchEvent, pb};
+use mesh_proto::{WatchEvent, pb};
 use mesh_api::{Kind, Record};
 use rustls::ClientConfig;
 use tokio::net::TcpStream;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use mesh_api::proto::pb;
+use mesh_proto::pb;
 use mesh_api::{Kind, Record};
 use mesh_certs::{Authorizer, PeerKind, SpiffeId};
 use rustls::ServerConfig;
@@ -473,7 +473,7 @@ impl pb::export_server::Export for ExportService {
         let mut kinds = Vec::new();
         for k in &req.kinds {
             kinds.push(
-                mesh_api::proto::kind_from_wire("WatchRequest", "kinds", *k)
+                mesh_proto::kind_from_wire("WatchRequest", "kinds", *k)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?,
             );
         }

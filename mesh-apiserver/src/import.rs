@@ -644,7 +644,7 @@ async fn connect(config: &RemoteConfig, (resolver, tls): &Reach) -> Result<Expor
 fn check_info(
     config: &RemoteConfig,
     local: &LocalCluster,
-    info: &mesh_api::proto::pb::ClusterInfo,
+    info: &mesh_proto::pb::ClusterInfo,
 ) -> std::result::Result<(), String> {
     if info.name != config.name.as_str() {
         return Err(format!(
@@ -877,7 +877,7 @@ async fn session(
         for item in items {
             match item {
                 Ok(event) => {
-                    synced_now |= matches!(event, mesh_api::proto::WatchEvent::SyncComplete { .. });
+                    synced_now |= matches!(event, mesh_proto::WatchEvent::SyncComplete { .. });
                     changes.extend(mirror.apply(&event));
                 }
                 Err(e) => {

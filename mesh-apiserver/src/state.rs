@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use mesh_api::proto::pb;
+use mesh_proto::pb;
 use mesh_api::{ClusterName, Kind, Record};
 use prost::Message;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mesh_api::proto::WatchEvent;
+use mesh_proto::WatchEvent;
 use mesh_api::{ClusterId, ClusterName, Kind, NodeName, NodeRecord, Record};
 use mesh_apiserver::client::{ExportClient, Mirror};
 use mesh_apiserver::export::LocalCluster;
