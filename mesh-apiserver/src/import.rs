@@ -16,11 +16,11 @@ use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use mesh_api::{ClusterId, ClusterName, Kind};
 use mesh_certs::{LiveTls, TlsIdentity, TrustBundle};
+use mesh_export_client::{Change, ExportClient, Mirror};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client::{Change, ExportClient, Mirror};
 use crate::error::{Error, Result};
 use crate::export::LocalCluster;
 use crate::leader::Leadership;
@@ -638,7 +638,7 @@ async fn connect(config: &RemoteConfig, (resolver, tls): &Reach) -> Result<Expor
     let tls = tls
         .client_config()
         .map_err(|e| Error::certs(format!("clustermesh entry {:?}: TLS", config.entry), e))?;
-    ExportClient::connect(addrs, &config.server_name, tls).await
+    Ok(ExportClient::connect(addrs, &config.server_name, tls).await?)
 }
 
 fn check_info(
@@ -780,8 +780,7 @@ async fn remote_task(
             Err(e) => {
                 if !matches!(
                     e,
-                    Error::Rpc { .. }
-                        | Error::Connect { .. }
+                    Error::Export(_)
                         | Error::Resolve { .. }
                         | Error::RemoteConfig { .. }
                         | Error::Certs { .. }
@@ -903,7 +902,7 @@ async fn session(
             }
         });
         if let Some(e) = failed {
-            return Err(e);
+            return Err(e.into());
         }
         if synced_now {
             *disconnected_at = None;

@@ -10,7 +10,6 @@
 //! What it is not for: programming any datapath (the node-agent does that)
 //! or issuing certificates (mesh-certs and meshctl do).
 
-pub mod client;
 pub mod config;
 mod error;
 pub mod export;

@@ -28,6 +28,12 @@ pub mod pb {
     tonic::include_proto!("meshwork.v1");
 }
 
+/// The cluster-qualified key used on the wire (`Delete.key`, and what a
+/// watcher's mirror keys records by): `<cluster>/<key>`.
+pub fn wire_key(cluster: &str, key: &str) -> String {
+    format!("{cluster}/{key}")
+}
+
 fn ip(what: &'static str, s: &str) -> Result<IpAddr> {
     s.parse().map_err(|_| Error::InvalidIp {
         what,

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use mesh_api::{Kind, NodeRecord, Record, ServiceRecord};
-use mesh_apiserver::client::{ExportClient, Mirror};
+use mesh_export_client::{ExportClient, Mirror};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
