@@ -17,8 +17,12 @@ build: setup
 demo: setup ## the local multi-cluster demo (left up until make demo-down)
 	@bash scripts/demo.sh
 
+# Where the demo lab keeps its state (scripts/demo.sh reads the same variable).
+MESHWORK_DEMO_STATE ?= .lab
+export MESHWORK_DEMO_STATE
+
 demo-down: ## remove the demo lab
-	@target/debug/mesh-lab --state-dir .lab down
+	@target/debug/mesh-lab --state-dir "$(MESHWORK_DEMO_STATE)" down
 
 lint: setup ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

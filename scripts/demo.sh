@@ -7,18 +7,32 @@
 # until `make demo-down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Each step is announced with the time the previous one took, so a long first
+# build or a slow step is never silent.
+started=$SECONDS
+last=$SECONDS
+say() {
+  local took=$((SECONDS - last))
+  last=$SECONDS
+  [ "$took" -gt 0 ] && printf '   (%ds)\n' "$took"
+  printf '\n\033[1m== %s\033[0m\n' "$*"
+}
 if [ "$(id -u)" -ne 0 ]; then
   echo "demo: needs root (network namespaces, eBPF, TUN devices)" >&2
   exit 1
 fi
-state=.lab
-lab=(target/debug/mesh-lab --state-dir "$state")
+# MESHWORK_DEMO_STATE / MESHWORK_DEMO_NAME: where the lab keeps its state and
+# the prefix of what it creates, so the suite's run never meets a person's demo.
+state=${MESHWORK_DEMO_STATE:-.lab}
+name=${MESHWORK_DEMO_NAME:-lab}
+prefix=mw$name
+lab=(target/debug/mesh-lab --state-dir "$state" --name "$name")
 meshctl=target/debug/meshctl
-export KUBECONFIG="$PWD/$state/kubeconfig"
+KUBECONFIG="$(realpath -m "$state")/kubeconfig"
+export KUBECONFIG
 
-say "building (first time: a few minutes)"
-cargo build -q --workspace --bins
+say "building (the first time takes several minutes on 2 cores; cargo shows its progress)"
+cargo build --workspace --bins
 if [ -f "$state/state.json" ]; then
   say "removing the previous demo lab"
   "${lab[@]}" down
@@ -63,28 +77,37 @@ done
 say "requests to the global service from a pod in c1"
 "${lab[@]}" pod add --cluster c1 --node c1-n1 --namespace shop --name client --label app=client >/dev/null
 cip=$(kubectl --context lab-c1 -n shop get svc web -o jsonpath='{.spec.clusterIP}')
-client=(ip netns exec mwlab-pod-c1-shop-client target/debug/mesh-echo)
+client=(ip netns exec "$prefix-pod-c1-shop-client" target/debug/mesh-echo)
 for _ in $(seq 1 60); do
   "${client[@]}" ask "$cip:80" --timeout-ms 1000 >/dev/null 2>&1 && break
   sleep 0.5
 done
 pcap="$state/demo.pcap"
-ip netns exec mwlab-ul tcpdump -Z root -i br0 -nn -U -s 0 -w "$pcap" 2>/dev/null &
+ip netns exec "$prefix-ul" tcpdump -Z root -i br0 -nn -U -s 0 -w "$pcap" 2>/dev/null &
 dump=$!
 sleep 1
 answers=$("${client[@]}" ask "$cip:80" -c 20 || true)
 sleep 0.5
 kill -INT "$dump"; wait "$dump" 2>/dev/null || true
 echo "20 requests to shop/web at its ClusterIP $cip:80 in c1:"
+# Exits 1 unless all 20 were answered and both clusters answered some.
+served=0
 printf '%s\n' "$answers" | python3 -c '
 import collections, json, sys
-by = collections.Counter()
+by, clusters, failed = collections.Counter(), set(), 0
 for line in sys.stdin:
+    if not line.strip():
+        continue
     a = json.loads(line).get("answer")
+    if a:
+        clusters.add(a["cluster"])
+    else:
+        failed += 1
     by[(a["cluster"] + " (" + a["pod"] + ")") if a else "failed"] += 1
 for k, n in sorted(by.items()):
     print(f"  {n:3d} answered by {k}")
-'
+sys.exit(0 if sum(by.values()) == 20 and failed == 0 and len(clusters) == 2 else 1)
+' || served=1
 wg=$(tcpdump -r "$pcap" -nn 'udp port 51871' 2>/dev/null | wc -l)
 plain=$(tcpdump -r "$pcap" -nn 'net 10.0.0.0/8' 2>/dev/null | wc -l)
 echo "the underlay carried $wg WireGuard packets and $plain packets with a pod address (0: nothing left unencrypted)"
@@ -95,7 +118,7 @@ for c in 1 2; do
   echo
 done
 echo "WireGuard on node c1-n1 (the stock wg tool reads Meshwork's device):"
-ip netns exec mwlab-c1-n1 wg show mwg-mwlab11 | sed 's/^/  /'
+ip netns exec "$prefix-c1-n1" wg show "mwg-${prefix}11" | sed 's/^/  /'
 echo
 echo "why shop/client reaches shop/web, hop by hop (meshctl explain):"
 $meshctl explain --context lab-c1 shop/client shop/web:80 | sed 's/^/  /' || true
@@ -108,10 +131,15 @@ cat <<TXT
   target/debug/meshctl observe --context lab-c1 --pod shop/client --follow
   target/debug/meshctl services --context lab-c1
   target/debug/meshctl encryption status --context lab-c1
-  ip netns exec mwlab-pod-c1-shop-client target/debug/mesh-echo ask $cip:80 -c 10
+  ip netns exec $prefix-pod-c1-shop-client target/debug/mesh-echo ask $cip:80 -c 10
   kubectl --context lab-c2 get nodes,pods,svc -A
-  target/debug/mesh-lab --state-dir $state status
-  target/debug/mesh-lab --state-dir $state kill c2/mesh-apiserver   # then watch c1 keep c2's state, stale
-  target/debug/mesh-lab --state-dir $state restart c2/mesh-apiserver
+  ${lab[*]} status
+  ${lab[*]} kill c2/mesh-apiserver   # then watch c1 keep c2's state, stale
+  ${lab[*]} restart c2/mesh-apiserver
 remove everything with: make demo-down
 TXT
+if [ "$served" -ne 0 ] || [ "$plain" -ne 0 ] || [ "$wg" -eq 0 ]; then
+  echo "demo: FAILED: the global service was not served by both clusters, or the wire carried a pod address in the clear (see above; logs in $state/logs)" >&2
+  exit 1
+fi
+printf '\ndemo: ready in %ds\n' "$((SECONDS - started))"

@@ -17,6 +17,7 @@ DEB_PACKAGES=(
   protobuf-compiler libprotobuf-dev               # etcd-client's build script needs protoc and the well-known .proto files
   etcd-server                                     # the real store for component tests and the lab
   wireguard-tools wireguard-go                    # `wg` and an independent WireGuard peer
+  python3-kubernetes                              # the official Python client drives the lab's test API server in tests
 )
 # Python packages (PyPI).
 PIP_PACKAGES=(

@@ -13,6 +13,48 @@ pub enum Error {
         /// The configured pin root.
         path: PathBuf,
     },
+    /// Mounting a missing bpffs or cgroup v2 failed (usually: not root, or
+    /// no CAP_SYS_ADMIN).
+    #[error(
+        "cannot mount {fs} at {path}: {source}; run node-agent as root (it needs CAP_SYS_ADMIN), or mount it before starting: `{command} {path}`"
+    )]
+    Mount {
+        /// The filesystem ("bpffs" or "cgroup2").
+        fs: &'static str,
+        /// The mount point.
+        path: PathBuf,
+        /// The command a person would run instead.
+        command: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A filesystem would have to be mounted over a directory with contents.
+    #[error(
+        "{path} is not on {fs} and is not empty: mounting {fs} there would hide what it holds; choose an empty directory, or mount {fs} there yourself"
+    )]
+    WouldHide {
+        /// The filesystem ("bpffs" or "cgroup2").
+        fs: &'static str,
+        /// The directory.
+        path: PathBuf,
+    },
+    /// cgroup v2 is missing and this process is in a private cgroup namespace.
+    #[error(
+        "cgroup root {path} is not a cgroup v2 mount, and this process runs in a private cgroup namespace (a container): a cgroup v2 mounted from here would be this container's own subtree, where no other pod runs, so the socket LB would see no traffic; mount the host's cgroup v2 at {path} first from the host's cgroup namespace (the chart's init container runs `nsenter --cgroup=/hostproc/1/ns/cgroup mount -t cgroup2 none {path}`)"
+    )]
+    PrivateCgroupNamespace {
+        /// The configured cgroup root.
+        path: PathBuf,
+    },
+    /// The cgroup root is not a cgroup v2 directory even after mounting.
+    #[error(
+        "cgroup root {path} is not a cgroup v2 directory; point it at the host's cgroup v2 mount (or an empty directory, where it is mounted)"
+    )]
+    NotCgroup2 {
+        /// The configured cgroup root.
+        path: PathBuf,
+    },
     /// A filesystem operation on a pin path, a cgroup or a netns file failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -21,6 +21,7 @@ pub mod dump;
 mod error;
 pub mod maglev;
 pub mod maps;
+pub mod mounts;
 pub mod netns;
 
 pub use datapath::{DEFAULT_PIN_ROOT, Datapath};

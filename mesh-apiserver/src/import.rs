@@ -823,7 +823,14 @@ async fn remote_task(
     }
 }
 
-/// One connection: Info checks, then the watch until it fails.
+/// One connection: Info checks, then the watch until it fails. Runs in a
+/// `remote_session` span naming the remote, this cluster and the revision
+/// it resumed from, the fields people filter a remote's story by.
+#[tracing::instrument(
+    name = "remote_session",
+    skip_all,
+    fields(remote = %config.name, cluster = %local.name, resume = tracing::field::Empty)
+)]
 async fn session(
     config: &RemoteConfig,
     reach: &Reach,
@@ -845,6 +852,7 @@ async fn session(
         });
     }
     let resume = mirror.resume_revision();
+    tracing::Span::current().record("resume", resume);
     mirror.begin_watch(resume);
     let mut stream = client
         .watch(&[], resume, &format!("mesh-apiserver of {}", local.name))

@@ -92,6 +92,13 @@ impl BpfDatapath {
     pub fn open(config: &BpfDatapathConfig) -> Result<BpfDatapath> {
         let root = &config.bpf_root;
         let target = root.display().to_string();
+        // A fresh machine has neither mounted: prepare them, as Cilium's
+        // agent does (the chart's init container normally has already).
+        mesh_bpf::mounts::ensure_bpffs(root).map_err(bpf_err("prepare bpffs", &target))?;
+        if let Some(cgroup) = &config.cgroup_root {
+            mesh_bpf::mounts::ensure_cgroup2(cgroup)
+                .map_err(bpf_err("prepare cgroup v2", cgroup.display().to_string()))?;
+        }
         let mut dp = mesh_bpf::Datapath::load(root).map_err(bpf_err("load datapath", &target))?;
         if let Some(cgroup) = &config.cgroup_root {
             dp.attach_cgroup(cgroup)

@@ -16,7 +16,7 @@
 //! | `ipam.podCIDR` (else the Node's `spec.podCIDR`) | `pod-cidr` | none |
 //! | `bpf.root` | `bpf-root` | `/sys/fs/bpf/meshwork` |
 //! | `stateDir` | `state-dir` | `/var/lib/meshwork` |
-//! | `cgroup.root` | `cgroup-root` | `/sys/fs/cgroup` |
+//! | `cgroup.root` | `cgroup-root` | `/run/meshwork/cgroupv2` |
 //! | `agent.socketPath` | `agent-socket` | `/var/run/meshwork/agent.sock` |
 //! | `kubeProxyReplacement` | `kube-proxy-replacement` | `true` |
 //! | `loadBalancer.algorithm` | `lb-algorithm` | `random` (or `maglev`) |
@@ -119,8 +119,10 @@ pub struct AgentConfig {
     #[arg(long, default_value = "/var/lib/meshwork")]
     pub state_dir: PathBuf,
 
-    /// cgroup v2 directory the socket load balancer attaches to.
-    #[arg(long, default_value = "/sys/fs/cgroup")]
+    /// cgroup v2 directory the socket load balancer attaches to (at the
+    /// hierarchy's root it sees every pod). When it is an empty directory the
+    /// agent mounts the host's cgroup v2 there, as the chart's init container does.
+    #[arg(long, default_value = "/run/meshwork/cgroupv2")]
     pub cgroup_root: PathBuf,
 
     /// Unix socket of the local API (used by mesh-cni and meshctl).

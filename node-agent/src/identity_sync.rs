@@ -138,6 +138,18 @@ fn first_v4(ips: &[IpAddr]) -> Option<Ipv4Addr> {
 /// One pass: local identities, ipcache and policies into `mgr`'s
 /// reconciler, then one reconcile. `policies` is None while the policy
 /// source has not delivered (installed policies are kept).
+#[tracing::instrument(
+    name = "identity_sync",
+    skip_all,
+    fields(
+        cluster = %local.cluster,
+        node = %local.node,
+        identities = view.identities.len(),
+        endpoints = view.endpoints.len(),
+        nodes = view.nodes.len(),
+        policies = policies.map(<[PolicySource]>::len),
+    )
+)]
 pub fn sync<D: Datapath>(
     mgr: &mut EndpointManager<D>,
     view: &MeshView,

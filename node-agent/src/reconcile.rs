@@ -181,6 +181,11 @@ impl<D: Datapath> Reconciler<D> {
     /// Makes the datapath hold exactly the desired state, touching only what
     /// differs. A dump that fails is reported as a failure of every desired
     /// object of that kind (nothing is written blindly).
+    #[tracing::instrument(
+        name = "reconcile",
+        skip_all,
+        fields(endpoints = self.endpoints.len())
+    )]
     pub fn reconcile(&mut self) -> ReconcileReport {
         let mut report = ReconcileReport::default();
 

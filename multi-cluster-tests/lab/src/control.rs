@@ -302,6 +302,7 @@ impl Lab {
     /// configuration plus what is specific to the lab (addresses, paths).
     pub fn start_mesh(&mut self, bins: &Bins) -> anyhow::Result<()> {
         let cgroup_root = mesh_testbed::cgroup2_root();
+        crate::bpffs::mount(&self.dir)?;
         // The kubelet's part: a changed meshwork-config reaches the agents'
         // config dir (they apply encryption.* at runtime).
         for c in self.plan.clusters.clone() {
@@ -379,8 +380,7 @@ impl Lab {
             for n in &c.nodes {
                 let node_dir = files.node_dir(n.name.as_str());
                 std::fs::create_dir_all(&node_dir)?;
-                let bpf_root =
-                    PathBuf::from("/sys/fs/bpf").join(format!("{}-{}", self.plan.prefix, n.name));
+                let bpf_root = crate::bpffs::pin_root(&self.dir, n.name.as_str());
                 let cgroup = cgroup_root.join(format!("{}-{}", self.plan.prefix, n.name));
                 std::fs::create_dir_all(&cgroup)?;
                 progress(&format!(

@@ -12,6 +12,7 @@
 //! What it is not for: production. It is never shipped.
 
 pub mod bins;
+pub mod bpffs;
 pub mod config_sync;
 pub mod control;
 pub mod echo;

@@ -1,7 +1,7 @@
 //! `mesh-lab down`: removes everything a lab created, whether or not `up`
 //! finished. It works from the state file and, for what the state file may
-//! have missed, from the naming contract: every namespace, bpffs directory,
-//! cgroup and WireGuard socket of lab `<name>` starts with `mw<name>-` (or
+//! have missed, from the naming contract: every namespace, cgroup and
+//! WireGuard socket of lab `<name>` starts with `mw<name>-` (or
 //! `mwg-mw<name>` for WireGuard interfaces), which nothing else uses.
 
 use std::path::Path;
@@ -17,7 +17,7 @@ pub struct Removed {
     pub processes: usize,
     /// Namespaces deleted.
     pub namespaces: Vec<String>,
-    /// Other paths removed (bpffs, cgroups, sockets).
+    /// Other paths removed (the lab's bpffs, cgroups, sockets).
     pub paths: Vec<String>,
 }
 
@@ -56,9 +56,11 @@ pub fn down(state_dir: &Path, prefix: &str) -> anyhow::Result<Removed> {
             removed.namespaces.push(ns);
         }
     }
+    if let Some(p) = crate::bpffs::unmount(state_dir) {
+        removed.paths.push(p.display().to_string());
+    }
     let cgroup_root = mesh_testbed::cgroup2_root();
     for (dir, pat) in [
-        (Path::new("/sys/fs/bpf"), format!("{prefix}-")),
         (cgroup_root.as_path(), format!("{prefix}-")),
         (Path::new("/var/run/wireguard"), format!("mwg-{prefix}")),
     ] {

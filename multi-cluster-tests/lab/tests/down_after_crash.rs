@@ -83,8 +83,9 @@ fn down_after_a_killed_up_leaves_nothing_behind() {
         ])
         .spawn()
         .unwrap();
-    mesh_testbed::ensure_bpffs();
-    let bpf = Path::new("/sys/fs/bpf").join(format!("{PREFIX}-c1-n1"));
+    // The lab's own bpffs, as `up` mounts it before starting the agents.
+    mesh_lab::bpffs::mount(&state).unwrap();
+    let bpf = mesh_lab::bpffs::pin_root(&state, "c1-n1");
     std::fs::create_dir_all(bpf.join("maps")).unwrap();
     let cg = mesh_testbed::cgroup2_root().join(format!("{PREFIX}-c1-n1"));
     std::fs::create_dir_all(&cg).unwrap();
@@ -116,6 +117,11 @@ fn down_after_a_killed_up_leaves_nothing_behind() {
         "processes left behind"
     );
     assert!(!bpf.exists(), "bpffs directory left behind");
+    assert_eq!(
+        mesh_testbed::mount_at(&mesh_lab::bpffs::dir(&state)),
+        None,
+        "the lab's bpffs is still mounted"
+    );
     assert!(!cg.exists(), "cgroup left behind");
     assert!(!sock.exists(), "WireGuard socket left behind");
     let left: Vec<_> = std::fs::read_dir(&state)

@@ -28,9 +28,11 @@
 
 pub mod controllers;
 mod error;
+pub mod events;
 pub mod kubeconfig;
 pub mod patch;
 pub mod protobuf;
+pub mod query;
 pub mod registry;
 pub mod selector;
 pub mod server;

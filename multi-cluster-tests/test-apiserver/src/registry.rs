@@ -42,8 +42,13 @@ impl ResourceType {
         }
     }
 
-    /// The storage key of the type: versions of one resource share storage.
+    /// The storage key of the type: versions of one resource share storage,
+    /// and so do core and events.k8s.io Events (one store in kube-apiserver;
+    /// `crate::events` converts between their schemas).
     pub fn storage_key(&self) -> (String, String) {
+        if self.group == "events.k8s.io" && self.plural == "events" {
+            return (String::new(), self.plural.clone());
+        }
         (self.group.clone(), self.plural.clone())
     }
 

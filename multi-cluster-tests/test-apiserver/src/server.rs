@@ -66,8 +66,9 @@ impl Query {
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.as_str())
     }
+    /// A boolean parameter, decoded as kube-apiserver does.
     fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("true" | "1"))
+        crate::query::kube_bool(self.get(k))
     }
 }
 
@@ -294,6 +295,7 @@ fn route(
                 FieldSelector::parse(query.get("fieldSelector").unwrap_or("")).map_err(|e| {
                     ApiError::bad_request(format!("unable to parse fieldSelector: {e}"))
                 })?;
+            let fields = crate::events::core_field_selector(rt, fields);
             if query.flag("watch") {
                 return watch(
                     app,
@@ -403,6 +405,7 @@ fn route(
                 FieldSelector::parse(query.get("fieldSelector").unwrap_or("")).map_err(|e| {
                     ApiError::bad_request(format!("unable to parse fieldSelector: {e}"))
                 })?;
+            let fields = crate::events::core_field_selector(rt, fields);
             let opts = ListOptions {
                 labels,
                 fields,
@@ -606,7 +609,7 @@ impl Watcher {
                     .unwrap_or("")
                     == n
             });
-            if in_ns && self.labels.matches(obj) && self.fields.matches(obj) {
+            if in_ns && Store::selected(&self.rt, obj, &self.labels, &self.fields) {
                 let shown = Store::present(&self.rt, obj);
                 if !self
                     .send(event_line(EventType::Added.as_str(), &shown))

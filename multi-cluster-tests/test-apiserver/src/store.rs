@@ -2,6 +2,7 @@
 //! etcd's revision), a bounded event history for watch resumption, and the
 //! write paths (create, update, patch, delete) with their API semantics.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,6 +12,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
 
 use crate::controllers::ServiceAllocator;
+use crate::events;
 use crate::patch;
 use crate::registry::{self, Registry, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -179,6 +181,32 @@ fn parse_rv(s: &str) -> ApiResult<u64> {
     })
 }
 
+/// `configmaps` or `events.events.k8s.io`, as errors name a resource.
+fn qualified_plural(rt: &ResourceType) -> String {
+    if rt.group.is_empty() {
+        rt.plural.clone()
+    } else {
+        format!("{}.{}", rt.plural, rt.group)
+    }
+}
+
+/// Fills a written body's missing `apiVersion` and `kind` from the URL, as
+/// kube-apiserver's decoder does (the URL's group, version and kind are its
+/// defaults): clients that build bodies from typed models without them,
+/// the Python client's among them, are served.
+pub fn default_type_from_url(rt: &ResourceType, body: &mut Value) {
+    let Some(o) = body.as_object_mut() else {
+        return;
+    };
+    let missing = |v: Option<&Value>| v.and_then(Value::as_str).is_none_or(str::is_empty);
+    if missing(o.get("kind")) {
+        o.insert("kind".into(), json!(rt.kind));
+    }
+    if missing(o.get("apiVersion")) {
+        o.insert("apiVersion".into(), json!(rt.api_version()));
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
     rv: u64,
@@ -289,12 +317,47 @@ impl Store {
         self.gone_sent.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The object as served at `rt`'s version.
+    /// The object as served at `rt`'s version (an Event through
+    /// events.k8s.io in that API's schema).
     pub fn present(rt: &ResourceType, obj: &Value) -> Value {
+        if events::is_events_v1(rt) {
+            return events::core_to_events_v1(obj);
+        }
         let mut o = obj.clone();
         o["apiVersion"] = json!(rt.api_version());
         o["kind"] = json!(rt.kind);
         o
+    }
+
+    /// What selectors of a request at `rt` see: the stored object, or its
+    /// conversion when `rt` serves it in another schema (so
+    /// `regarding.name=web` selects through events.k8s.io).
+    fn selectable<'a>(rt: &ResourceType, obj: &'a Value) -> Cow<'a, Value> {
+        if events::is_events_v1(rt) {
+            Cow::Owned(Self::present(rt, obj))
+        } else {
+            Cow::Borrowed(obj)
+        }
+    }
+
+    /// Whether `obj` (as stored) passes a request's selectors.
+    pub fn selected(
+        rt: &ResourceType,
+        obj: &Value,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> bool {
+        labels.matches(obj) && (fields.0.is_empty() || fields.matches(&Self::selectable(rt, obj)))
+    }
+
+    /// A body written at `rt` in the form the store keeps (events.k8s.io
+    /// Events become core Events), and the apiVersion stored with it.
+    fn to_storage(rt: &ResourceType, body: Value) -> (Value, String) {
+        if events::is_events_v1(rt) {
+            (events::events_v1_to_core(&body), "v1".to_string())
+        } else {
+            (body, rt.api_version())
+        }
     }
 
     fn ns_key(rt: &ResourceType, ns: &str) -> String {
@@ -383,7 +446,7 @@ impl Store {
             if ns.is_some_and(|want| want != n) {
                 continue;
             }
-            if !opts.labels.matches(obj) || !opts.fields.matches(obj) {
+            if !Self::selected(rt, obj, &opts.labels, &opts.fields) {
                 continue;
             }
             if opts.limit > 0 && items.len() == opts.limit {
@@ -546,11 +609,20 @@ impl Store {
                 rt.kind
             )));
         }
-        let group = av.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        if group != rt.group || kind != rt.kind {
+        // kube-apiserver's decoder fails first on a kind it cannot convert
+        // to the URL's, then compares the group/version.
+        if kind != rt.kind {
+            let version = av.rsplit_once('/').map_or(av, |(_, v)| v);
             return Err(ApiError::bad_request(format!(
-                "the object provided is unrecognized (must be of type {}): got apiVersion {av:?} kind {kind:?}",
-                rt.kind
+                "{kind} in version {version:?} cannot be handled as a {}: the body's kind {kind:?} is not the kind of {} (send it to its own resource, or fix its kind)",
+                rt.kind,
+                qualified_plural(rt)
+            )));
+        }
+        if av != rt.api_version() {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                rt.api_version()
             )));
         }
         if let Some(body_ns) = meta_str(body, "namespace")
@@ -607,9 +679,11 @@ impl Store {
             .map(|o| o.pointer("/metadata/deletionTimestamp").is_some())
     }
 
-    /// `create`.
+    /// `create`. A body without apiVersion or kind gets the URL's.
     pub fn create(&self, rt: &ResourceType, ns: &str, mut body: Value) -> ApiResult<Value> {
+        default_type_from_url(rt, &mut body);
         Self::check_body(rt, ns, &body)?;
+        let (mut body, stored_api_version) = Self::to_storage(rt, body);
         let mut inner = self.lock();
         let ns = Self::ns_key(rt, ns);
         if rt.namespaced {
@@ -664,7 +738,7 @@ impl Store {
         {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
-        body["apiVersion"] = json!(rt.api_version());
+        body["apiVersion"] = json!(stored_api_version);
         self.defaults_on_create(&mut inner, rt, &mut body)?;
         let stored = self.commit(
             &mut inner,
@@ -826,9 +900,10 @@ impl Store {
         rt: &ResourceType,
         ns: &str,
         name: &str,
-        body: Value,
+        mut body: Value,
         status: bool,
     ) -> ApiResult<Value> {
+        default_type_from_url(rt, &mut body);
         Self::check_body(rt, ns, &body)?;
         let mut inner = self.lock();
         self.update_locked(&mut inner, rt, ns, name, body, status)
@@ -849,11 +924,12 @@ impl Store {
         rt: &ResourceType,
         ns: &str,
         name: &str,
-        mut body: Value,
+        body: Value,
         status: bool,
     ) -> ApiResult<Value> {
         let ns = Self::ns_key(rt, ns);
         let old = Self::current(inner, rt, &ns, name)?;
+        let (mut body, stored_api_version) = Self::to_storage(rt, body);
         if let Some(body_name) = meta_str(&body, "name")
             && body_name != name
         {
@@ -920,7 +996,7 @@ impl Store {
         }
         Self::normalize(rt, &mut body)?;
         Self::validate(rt, &body)?;
-        body["apiVersion"] = json!(rt.api_version());
+        body["apiVersion"] = json!(stored_api_version);
         body["kind"] = json!(rt.kind);
         if spec_part(&body) != spec_part(&old) {
             let g = old_meta
@@ -1027,9 +1103,10 @@ impl Store {
                         "the name of the object ({n}) does not match the name on the URL ({name})"
                     )));
                 }
+                let (group, plural) = rt.storage_key();
                 let akey = (
-                    rt.group.clone(),
-                    rt.plural.clone(),
+                    group,
+                    plural,
                     Self::ns_key(rt, ns),
                     name.to_string(),
                     manager.to_string(),
@@ -1235,13 +1312,14 @@ impl Store {
         labels: &LabelSelector,
         fields: &FieldSelector,
     ) -> Option<(EventType, Value)> {
-        if ev.group != rt.group || ev.plural != rt.plural {
+        let (group, plural) = rt.storage_key();
+        if ev.group != group || ev.plural != plural {
             return None;
         }
         if ns.is_some_and(|n| n != ev.namespace) {
             return None;
         }
-        let matches = |o: &Value| labels.matches(o) && fields.matches(o);
+        let matches = |o: &Value| Self::selected(rt, o, labels, fields);
         let now = matches(&ev.object);
         match ev.kind {
             EventType::Added | EventType::Deleted => {

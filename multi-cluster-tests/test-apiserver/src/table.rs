@@ -70,10 +70,15 @@ pub fn human_age(secs: i64) -> String {
 }
 
 fn age(obj: &Value) -> String {
-    let Some(ts) = obj
-        .pointer("/metadata/creationTimestamp")
-        .and_then(Value::as_str)
-    else {
+    since(
+        obj.pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str),
+    )
+}
+
+/// How long ago `ts` (RFC 3339, with or without fractions) was.
+fn since(ts: Option<&str>) -> String {
+    let Some(ts) = ts.filter(|t| !t.is_empty()) else {
         return "<unknown>".into();
     };
     match time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339) {
@@ -132,6 +137,7 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
             col("Endpoints", "string", "", 0),
             age,
         ],
+        ("", "events") | ("events.k8s.io", "events") => event_columns(),
         _ => vec![name, age],
     }
 }
@@ -268,8 +274,87 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
                 json!(age(obj)),
             ]
         }
+        ("", "events") => event_cells(obj),
+        ("events.k8s.io", "events") => event_cells(&crate::events::events_v1_to_core(obj)),
         _ => vec![name, json!(age(obj))],
     }
+}
+
+/// kube-apiserver's Event columns (one printer for both Event APIs).
+fn event_columns() -> Vec<Value> {
+    vec![
+        col("Last Seen", "string", "", 0),
+        col("Type", "string", "", 0),
+        col("Reason", "string", "", 0),
+        col("Object", "string", "", 0),
+        col("Subobject", "string", "", 1),
+        col("Source", "string", "", 1),
+        col("Message", "string", "", 0),
+        col("First Seen", "string", "", 1),
+        col("Count", "string", "", 1),
+        col("Name", "string", "name", 1),
+    ]
+}
+
+/// The cells of a core/v1 Event: times fall back from the legacy
+/// timestamps to `eventTime` and the series, as kube-apiserver prints.
+fn event_cells(ev: &Value) -> Vec<Value> {
+    let ts = |p: &str| {
+        ev.pointer(p)
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    };
+    let first = match ts("/firstTimestamp") {
+        Some(t) => since(Some(t)),
+        None => since(ts("/eventTime")),
+    };
+    let mut last = match ts("/lastTimestamp") {
+        Some(t) => since(Some(t)),
+        None => first.clone(),
+    };
+    let mut count = ev["count"].as_i64().unwrap_or(0);
+    if ev.get("series").is_some_and(Value::is_object) {
+        last = since(ts("/series/lastObservedTime"));
+        count = ev
+            .pointer("/series/count")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+    } else if count == 0 {
+        // Singleton events carry no count in the new API.
+        count = 1;
+    }
+    let kind = s(ev, "/involvedObject/kind").to_lowercase();
+    let target = match s(ev, "/involvedObject/name") {
+        "" => kind,
+        n => format!("{kind}/{n}"),
+    };
+    let either = |a: &str, b: &str| {
+        let a = s(ev, a);
+        if a.is_empty() {
+            s(ev, b).to_string()
+        } else {
+            a.to_string()
+        }
+    };
+    let component = either("/source/component", "/reportingComponent");
+    let instance = either("/source/host", "/reportingInstance");
+    let source = if instance.is_empty() {
+        component
+    } else {
+        format!("{component}, {instance}")
+    };
+    vec![
+        json!(last),
+        json!(s(ev, "/type")),
+        json!(s(ev, "/reason")),
+        json!(target),
+        json!(s(ev, "/involvedObject/fieldPath")),
+        json!(source),
+        json!(s(ev, "/message").trim()),
+        json!(first),
+        json!(count),
+        json!(s(ev, "/metadata/name")),
+    ]
 }
 
 fn row(rt: &ResourceType, obj: &Value, include: IncludeObject) -> Value {

@@ -77,8 +77,9 @@ async fn bad_requests_get_kubernetes_status_errors_and_the_server_keeps_serving(
     .await;
     assert_eq!(s.code, 400, "wrong kind for the URL: {s:?}");
     assert!(
-        s.message.contains("must be of type ConfigMap"),
-        "{}",
+        s.message
+            .starts_with("Secret in version \"v1\" cannot be handled as a ConfigMap"),
+        "kube-apiserver's message: {}",
         s.message
     );
 
@@ -91,6 +92,28 @@ async fn bad_requests_get_kubernetes_status_errors_and_the_server_keeps_serving(
     )
     .await;
     assert_eq!(s.code, 400, "wrong apiVersion for the URL: {s:?}");
+    assert_eq!(
+        s.message,
+        "the API version in the data (apps/v1) does not match the expected API version (v1)"
+    );
+
+    // An Event in the events.k8s.io schema sent to the core URL: same kind,
+    // other API (kube-apiserver converts it, then refuses the version).
+    let s = raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/events",
+        "application/json",
+        r#"{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"a"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (
+            400,
+            "the API version in the data (events.k8s.io/v1) does not match the expected API version (v1)"
+        )
+    );
 
     let s = raw(
         &client,

@@ -460,3 +460,131 @@ fn binary_refuses_a_service_cidr_too_small_to_allocate_from() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--service-cidr"));
 }
+
+/// A kube-rs client from the kubeconfig the binary wrote.
+async fn kube_client(lab: &Lab) -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = kube::config::Kubeconfig::read_from(&lab.kubeconfig).expect("kubeconfig parses");
+    let opts = kube::config::KubeConfigOptions {
+        context: Some("lab-c1".into()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .expect("kubeconfig loads");
+    kube::Client::try_from(config).expect("client builds")
+}
+
+/// The lines of `kubectl describe`'s `Events:` section.
+fn events_section(describe: &str) -> Vec<&str> {
+    describe
+        .lines()
+        .skip_while(|l| !l.starts_with("Events:"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_describe_and_get_events_show_a_warning_recorded_through_events_k8s_io() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let lab = start_binary();
+    let svc = lab.write(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: 80}]}\n",
+    );
+    lab.ok(&["apply", "-f", s(&svc)]);
+    let message = "service.meshwork.io/global: \"yes-please\" is not true or false";
+    let quiet = lab.ok(&["describe", "svc", "web", "-n", "shop"]);
+    assert!(
+        events_section(&quiet).concat().contains("<none>"),
+        "no events yet:\n{quiet}"
+    );
+
+    // The Warning as the mesh-apiserver sends it: kube-rs' Recorder, which
+    // creates an events.k8s.io/v1 Event and merge-patches its series on a repeat.
+    let client = kube_client(&lab).await;
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), "shop");
+    let web = services.get("web").await.unwrap();
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: "mesh-apiserver".into(),
+            instance: Some("mesh-apiserver-0".into()),
+        },
+    );
+    let warning = Event {
+        type_: EventType::Warning,
+        reason: "MeshworkInvalidConfig".into(),
+        note: Some(message.into()),
+        action: "Export".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&web, &());
+    recorder.publish(&warning, &reference).await.unwrap();
+    recorder.publish(&warning, &reference).await.unwrap();
+
+    // kubectl describe lists core/v1 Events with the Service's name,
+    // namespace, kind and uid as field selectors.
+    let described = lab.ok(&["describe", "svc", "web", "-n", "shop"]);
+    let section = events_section(&described);
+    let line = section
+        .iter()
+        .find(|l| l.contains("MeshworkInvalidConfig"))
+        .unwrap_or_else(|| panic!("describe shows the Warning:\n{described}"));
+    for want in ["Warning", message, "mesh-apiserver", "(x2 over"] {
+        assert!(line.contains(want), "{want:?} in {line:?}\n{described}");
+    }
+    assert!(
+        section[1].split_whitespace().collect::<Vec<_>>()
+            == ["Type", "Reason", "Age", "From", "Message"],
+        "{described}"
+    );
+
+    // kubectl get events: kube-apiserver's columns, through both APIs.
+    for resource in ["events", "events.events.k8s.io"] {
+        let table = lab.ok(&["get", resource, "-n", "shop"]);
+        let mut lines = table.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        assert_eq!(
+            header,
+            ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+            "{table}"
+        );
+        let row = lines.next().unwrap_or("");
+        for want in ["Warning", "MeshworkInvalidConfig", "service/web", message] {
+            assert!(row.contains(want), "{want:?} in {resource} row:\n{table}");
+        }
+    }
+    let wide = lab.ok(&["get", "events", "-n", "shop", "-o", "wide"]);
+    assert!(
+        wide.contains("mesh-apiserver, mesh-apiserver-0") && wide.contains(" 2 "),
+        "SOURCE and COUNT columns:\n{wide}"
+    );
+    let warnings = lab.ok(&[
+        "get",
+        "events",
+        "-n",
+        "shop",
+        "--field-selector",
+        "type=Warning,involvedObject.kind=Service",
+        "-o",
+        "name",
+    ]);
+    assert!(warnings.trim().starts_with("event/web."), "{warnings}");
+    let normal = lab.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        "shop",
+        "--field-selector",
+        "type=Normal",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&normal.stdout),
+        String::from_utf8_lossy(&normal.stderr),
+    );
+    assert!(
+        normal.status.success() && out.is_empty() && err.contains("No resources found"),
+        "no Normal events: {out}{err}"
+    );
+}

@@ -16,10 +16,12 @@
 
 mod cgroup;
 mod cmd;
+mod mount;
 mod netns;
 
 pub use cgroup::{BpfDir, Cgroup, cgroup2_root, ensure_bpffs};
 pub use cmd::{run, run_ok, run_status};
+pub use mount::{MountDir, mount_at};
 pub use netns::{Bridge, NetNs, unique_name, veth};
 
 /// Panics, with what to do, unless the test runs as root. Tests that need the

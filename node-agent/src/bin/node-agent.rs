@@ -208,7 +208,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     };
     let datapath: Box<dyn Datapath> = Box::new(
         BpfDatapath::open(&BpfDatapathConfig::from_agent(&config)).context(
-            "cannot start the eBPF datapath: --bpf-root must be on a bpffs mount and --cgroup-root a cgroup v2 directory",
+            "cannot start the eBPF datapath (--bpf-root needs bpffs, --cgroup-root cgroup v2)",
         )?,
     );
     // Services come from Kubernetes when it is reachable: until that source

@@ -339,6 +339,14 @@ pub async fn run(
     let mut mesh_changes = global.mesh.as_ref().map(|m| m.subscribe());
     let no_stale = BTreeSet::new();
     loop {
+        let pass = tracing::info_span!(
+            "services_pass",
+            node = %node_name,
+            cluster = %global.cluster,
+            services = tracing::field::Empty,
+            entries = tracing::field::Empty
+        );
+        let entered = pass.enter();
         let node_ips = nodes
             .0
             .state()
@@ -376,7 +384,10 @@ pub async fn run(
             on_new_warning(w);
         }
         last_warnings = warnings;
+        pass.record("services", svcs.len());
+        pass.record("entries", entries.len());
         apply(entries);
+        drop(entered);
         let mesh_changed = async {
             match mesh_changes.as_mut() {
                 Some(rx) => {

@@ -279,3 +279,154 @@ fn namespaces_carry_their_name_label() {
         .unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_body_without_api_version_and_kind_gets_the_urls() {
+    let s = store(100);
+    let cms = rt(&s, "", "configmaps");
+    let obj = s
+        .create(
+            &cms,
+            "default",
+            json!({ "metadata": { "name": "bare" }, "data": { "a": "b" } }),
+        )
+        .unwrap();
+    assert_eq!(
+        (obj["apiVersion"].as_str(), obj["kind"].as_str()),
+        (Some("v1"), Some("ConfigMap"))
+    );
+    // Each defaults on its own, as kube-apiserver's decoder does.
+    let only_kind = s
+        .update(
+            &cms,
+            "default",
+            "bare",
+            json!({ "kind": "ConfigMap", "metadata": { "name": "bare" }, "data": { "a": "c" } }),
+            false,
+        )
+        .unwrap();
+    assert_eq!(only_kind["data"]["a"], "c");
+    // A body that contradicts the URL is refused, kind first.
+    let e = s
+        .create(
+            &cms,
+            "default",
+            json!({ "kind": "Secret", "metadata": { "name": "x" } }),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, 400);
+    assert!(
+        e.message
+            .starts_with("Secret in version \"v1\" cannot be handled as a ConfigMap"),
+        "{}",
+        e.message
+    );
+    let e = s
+        .create(
+            &cms,
+            "default",
+            json!({ "apiVersion": "apps/v1", "metadata": { "name": "x" } }),
+        )
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            400,
+            "the API version in the data (apps/v1) does not match the expected API version (v1)"
+        )
+    );
+}
+
+#[test]
+fn core_and_events_k8s_io_events_are_one_store() {
+    let s = store(100);
+    let core = rt(&s, "", "events");
+    let events = rt(&s, "events.k8s.io", "events");
+    let written = s
+        .create(&events, "default", json!({
+            "metadata": { "name": "web.1" },
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reason": "MeshworkInvalidConfig", "note": "bad", "type": "Warning",
+            "regarding": { "kind": "Service", "name": "web", "namespace": "default", "uid": "u1" },
+            "reportingController": "mesh-apiserver", "reportingInstance": "m", "action": "Export",
+        }))
+        .unwrap();
+    assert_eq!(written["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(written["note"], "bad");
+    let read = s.get(&core, "default", "web.1").unwrap();
+    assert_eq!(read["apiVersion"], "v1");
+    assert_eq!(
+        (
+            read["message"].as_str(),
+            read["involvedObject"]["name"].as_str()
+        ),
+        (Some("bad"), Some("web"))
+    );
+    assert_eq!(
+        read["metadata"]["resourceVersion"],
+        written["metadata"]["resourceVersion"]
+    );
+    // kubectl describe's selector on the core list; the events.k8s.io spelling on its list.
+    let describe = ListOptions {
+        fields: FieldSelector::parse("involvedObject.name=web,involvedObject.namespace=default,involvedObject.kind=Service,involvedObject.uid=u1").unwrap(),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list(&core, Some("default"), &describe).unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let regarding = ListOptions {
+        fields: FieldSelector::parse("regarding.name=web,reportingController=mesh-apiserver")
+            .unwrap(),
+        ..Default::default()
+    };
+    let listed = s.list(&events, Some("default"), &regarding).unwrap();
+    assert_eq!(listed["items"][0]["note"], "bad");
+    assert_eq!(listed["kind"], "EventList");
+    assert_eq!(listed["apiVersion"], "events.k8s.io/v1");
+
+    // A write through core is seen through events.k8s.io, watches included.
+    let mut live = s
+        .watch(&events, Some(&s.revision().to_string()), false)
+        .unwrap();
+    let mut patch_body = read.clone();
+    patch_body["message"] = json!("worse");
+    s.update(&core, "default", "web.1", patch_body, false)
+        .unwrap();
+    let ev = live.live.try_recv().unwrap();
+    let (kind, obj) = Store::filter_event(
+        &ev,
+        &events,
+        Some("default"),
+        &LabelSelector::default(),
+        &FieldSelector::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (kind, obj["note"].as_str()),
+        (EventType::Modified, Some("worse"))
+    );
+    assert_eq!(obj["regarding"]["uid"], "u1");
+    // A merge patch in the events.k8s.io schema.
+    let out = s
+        .patch(
+            &events,
+            "default",
+            "web.1",
+            "application/merge-patch+json",
+            br#"{"series":{"count":2,"lastObservedTime":"2026-01-01T00:01:00.000000Z"}}"#,
+            false,
+            None,
+        )
+        .unwrap();
+    assert_eq!(out["series"]["count"], 2);
+    assert_eq!(
+        s.get(&core, "default", "web.1").unwrap()["series"]["count"],
+        2
+    );
+    s.delete(&core, "default", "web.1", None).unwrap();
+    assert_eq!(s.get(&events, "default", "web.1").unwrap_err().code, 404);
+}

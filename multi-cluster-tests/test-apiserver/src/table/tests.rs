@@ -48,3 +48,63 @@ fn pod_and_service_rows() {
     assert!(t["rows"][0].get("object").is_none());
     assert!(t["columnDefinitions"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn event_rows_are_the_same_through_both_apis() {
+    let reg = crate::registry::Registry::new();
+    let core = reg.get("", "v1", "events").unwrap();
+    let events = reg.get("events.k8s.io", "v1", "events").unwrap();
+    // As kube-rs' Recorder writes it: eventTime and a series, no legacy times.
+    let recorded = json!({
+        "metadata": { "name": "web.1" },
+        "eventTime": "2020-01-01T00:00:00.000001Z",
+        "series": { "count": 4, "lastObservedTime": "2020-01-02T00:00:00.000001Z" },
+        "reason": "MeshworkInvalidConfig", "type": "Warning", "note": " bad annotation\n",
+        "regarding": { "kind": "Service", "name": "web" },
+        "reportingController": "mesh-apiserver", "reportingInstance": "m-0",
+    });
+    let through_events = table(
+        events,
+        std::slice::from_ref(&recorded),
+        "1",
+        IncludeObject::None,
+        true,
+    );
+    let stored = crate::events::events_v1_to_core(&recorded);
+    let through_core = table(core, &[stored], "1", IncludeObject::None, true);
+    assert_eq!(through_events, through_core);
+    let cells = &through_core["rows"][0]["cells"];
+    let first = since(Some("2020-01-01T00:00:00.000001Z"));
+    let last = since(Some("2020-01-02T00:00:00.000001Z"));
+    assert_eq!(
+        cells,
+        &json!([
+            last,
+            "Warning",
+            "MeshworkInvalidConfig",
+            "service/web",
+            "",
+            "mesh-apiserver, m-0",
+            "bad annotation",
+            first,
+            4,
+            "web.1"
+        ])
+    );
+    assert_eq!(through_core["columnDefinitions"][0]["name"], "Last Seen");
+
+    // A legacy singleton: its own times, count 1 when unset, source first.
+    let legacy = json!({
+        "metadata": { "name": "p.2" },
+        "involvedObject": { "kind": "Pod", "name": "p", "fieldPath": "spec.containers{c}" },
+        "firstTimestamp": "2020-01-01T00:00:00Z", "lastTimestamp": null,
+        "source": { "component": "kubelet", "host": "n1" }, "reportingComponent": "",
+    });
+    let cells = &table(core, &[legacy], "1", IncludeObject::None, true)["rows"][0]["cells"];
+    let first = since(Some("2020-01-01T00:00:00Z"));
+    assert_eq!(cells[0], json!(first), "last seen falls back to first seen");
+    assert_eq!(cells[4], "spec.containers{c}");
+    assert_eq!(cells[5], "kubelet, n1");
+    assert_eq!(cells[8], 1);
+    assert_eq!(since(None), "<unknown>");
+}
