@@ -1,11 +1,12 @@
 //! Meshwork's domain model: cluster ids and names, security identities,
 //! label sets and selectors, the records a cluster exports (nodes,
 //! endpoints, services), the rules for Service annotations and for merging
-//! global-service backends, CIDR overlap checks, and the protobuf export/watch
-//! API with lossless conversions.
+//! global-service backends, and CIDR overlap checks.
 //!
 //! It is the core every binary shares. It does no I/O: no Kubernetes client,
-//! no network, no files. Its logic is tested without root or a network.
+//! no network, no files, no gRPC (the protobuf API and its conversions to
+//! these types live in crate mesh-proto, which depends on this one). Its
+//! logic is tested without root or a network.
 
 pub mod annotations;
 pub mod cidr;
@@ -15,7 +16,6 @@ mod error;
 mod identity;
 pub mod labels;
 pub mod merge;
-pub mod proto;
 pub mod records;
 
 pub use cluster::{ClusterId, ClusterName, NodeName, dns_label_problem, dns_subdomain_problem};

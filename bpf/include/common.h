@@ -21,9 +21,16 @@
 /* Compile-time layout checks: the Rust twins assert the same sizes. */
 #define MW_ASSERT_SIZE(type, size) _Static_assert(sizeof(type) == (size), #type " must be " #size " bytes")
 
-/* Reserved identities (DESIGN.md "Identities"). */
+/* Reserved identities (DESIGN.md "Identities"): the twins of mesh-api's
+ * ReservedIdentity, all of them, so the C twin test can compare both ways.
+ * 0 is no identity at all (an address the ipcache does not know). */
 #define IDENTITY_UNKNOWN 0
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
+#define IDENTITY_UNMANAGED 3
+#define IDENTITY_HEALTH 4
+#define IDENTITY_INIT 5
+#define IDENTITY_REMOTE_NODE 6
+#define IDENTITY_KUBE_APISERVER 7
 
 #endif

@@ -23,15 +23,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mesh_api::proto::WatchEvent;
 use mesh_api::{
     Backend, ClusterId, ClusterName, EndpointRecord, Identity, IdentityRecord, LabelSet, NamedPort,
     NodeName, NodeRecord, Protocol, Record, ServiceMeshOptions, ServicePort, ServiceRecord,
 };
-use mesh_apiserver::client::{ExportClient, Mirror};
 use mesh_apiserver::state;
 use mesh_apiserver::store::{Op, Store, StoreEvent};
 use mesh_apiserver::testutil::{EtcdServer, Pki, free_port, init, remote_entry};
+use mesh_export_client::{ExportClient, Mirror};
+use mesh_proto::WatchEvent;
 
 struct Proc(Child);
 impl Drop for Proc {
@@ -497,7 +497,7 @@ fn shows(ev: &WatchEvent, i: usize, ip: std::net::IpAddr, ready: bool) -> bool {
 
 async fn kube_phase<S>(p: KubePhase<'_, S>) -> KubeFigures
 where
-    S: futures::Stream<Item = mesh_apiserver::Result<WatchEvent>> + Unpin,
+    S: futures::Stream<Item = mesh_export_client::Result<WatchEvent>> + Unpin,
 {
     use k8s_openapi::api::core::v1::{Pod, Service};
     use kube::api::PostParams;

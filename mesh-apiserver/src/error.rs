@@ -97,16 +97,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A gRPC call failed.
-    #[error("export server {endpoint}: {source}")]
-    Rpc {
-        /// The endpoint.
-        endpoint: String,
-        /// The status.
-        #[source]
-        source: Box<tonic::Status>,
-    },
-    /// A gRPC channel could not be built or connected.
+    /// Watching a remote cluster's `Export` failed (connect, RPC, an
+    /// invalid event).
+    #[error(transparent)]
+    Export(#[from] mesh_export_client::Error),
+    /// The `Export` server could not be served.
     #[error("export server {endpoint}: connection failed: {source}")]
     Connect {
         /// The endpoint.

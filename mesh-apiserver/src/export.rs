@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use mesh_api::proto::pb;
 use mesh_api::{Kind, Record};
 use mesh_certs::{Authorizer, PeerKind, SpiffeId};
+use mesh_proto::{pb, wire_key};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,11 +53,6 @@ impl Scope {
             Scope::Local => state::ROOT.to_string(),
         }
     }
-}
-
-/// The cluster-qualified key used on the wire: `<cluster>/<key>`.
-pub fn wire_key(cluster: &str, key: &str) -> String {
-    format!("{cluster}/{key}")
 }
 
 /// Turns one store change into what `scope` may see of it: `None` for
@@ -473,7 +468,7 @@ impl pb::export_server::Export for ExportService {
         let mut kinds = Vec::new();
         for k in &req.kinds {
             kinds.push(
-                mesh_api::proto::kind_from_wire("WatchRequest", "kinds", *k)
+                mesh_proto::kind_from_wire("WatchRequest", "kinds", *k)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?,
             );
         }

@@ -16,11 +16,11 @@ use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use mesh_api::{ClusterId, ClusterName, Kind};
 use mesh_certs::{LiveTls, TlsIdentity, TrustBundle};
+use mesh_export_client::{Change, ExportClient, Mirror};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client::{Change, ExportClient, Mirror};
 use crate::error::{Error, Result};
 use crate::export::LocalCluster;
 use crate::leader::Leadership;
@@ -638,13 +638,13 @@ async fn connect(config: &RemoteConfig, (resolver, tls): &Reach) -> Result<Expor
     let tls = tls
         .client_config()
         .map_err(|e| Error::certs(format!("clustermesh entry {:?}: TLS", config.entry), e))?;
-    ExportClient::connect(addrs, &config.server_name, tls).await
+    Ok(ExportClient::connect(addrs, &config.server_name, tls).await?)
 }
 
 fn check_info(
     config: &RemoteConfig,
     local: &LocalCluster,
-    info: &mesh_api::proto::pb::ClusterInfo,
+    info: &mesh_proto::pb::ClusterInfo,
 ) -> std::result::Result<(), String> {
     if info.name != config.name.as_str() {
         return Err(format!(
@@ -780,8 +780,7 @@ async fn remote_task(
             Err(e) => {
                 if !matches!(
                     e,
-                    Error::Rpc { .. }
-                        | Error::Connect { .. }
+                    Error::Export(_)
                         | Error::Resolve { .. }
                         | Error::RemoteConfig { .. }
                         | Error::Certs { .. }
@@ -885,7 +884,7 @@ async fn session(
         for item in items {
             match item {
                 Ok(event) => {
-                    synced_now |= matches!(event, mesh_api::proto::WatchEvent::SyncComplete { .. });
+                    synced_now |= matches!(event, mesh_proto::WatchEvent::SyncComplete { .. });
                     changes.extend(mirror.apply(&event));
                 }
                 Err(e) => {
@@ -911,7 +910,7 @@ async fn session(
             }
         });
         if let Some(e) = failed {
-            return Err(e);
+            return Err(e.into());
         }
         if synced_now {
             *disconnected_at = None;

@@ -17,6 +17,7 @@ use mesh_api::{
     Backend, ClusterName, EndpointRecord, Identity, IdentityRecord, Kind, LabelSet, NamedPort,
     NodeName, NodeRecord, Protocol, Record, ServicePort, ServiceRecord, WireGuardKey,
 };
+use mesh_export_client::reflect::reflect;
 use tokio::sync::{Notify, watch};
 
 use crate::error::{Error, Result};
@@ -677,51 +678,6 @@ async fn report_event(recorder: &kube::runtime::events::Recorder, w: &Warning) {
     if let Err(e) = recorder.publish(&event, &w.reference).await {
         tracing::warn!(object = %w.object, error = %e, "cannot record the Event");
     }
-}
-
-/// A reflector's store and its watch task (aborted when dropped, so the
-/// watches end with whoever holds it).
-#[derive(Debug)]
-pub struct Reflected<K: kube::Resource<DynamicType = ()> + 'static>(
-    /// The store, kept current by the watch.
-    pub reflector::Store<K>,
-    tokio::task::JoinHandle<()>,
-);
-
-impl<K: kube::Resource<DynamicType = ()> + 'static> Drop for Reflected<K> {
-    fn drop(&mut self) {
-        self.1.abort();
-    }
-}
-
-/// Watches `api` into a store, waking `notify` on every event (and on
-/// errors, which are logged with the resource kind; the watch retries with
-/// backoff). Shared by the mesh-apiserver's and the node-agent's feeds.
-pub fn reflect<K>(api: Api<K>, notify: Arc<Notify>) -> Reflected<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            if let Err(e) = ev {
-                tracing::warn!(error = %e, kind = %K::kind(&()), "Kubernetes watch");
-            }
-            notify.notify_one();
-        }
-    });
-    Reflected(reader, task)
 }
 
 /// The `meshwork-clustermesh` Secret as a config feed (data key → text).

@@ -7,10 +7,11 @@
 //! clusters' exports into its own store (the KVStoreMesh design), electing
 //! one writing leader among replicas, and reporting status and metrics.
 //!
-//! What it is not for: programming any datapath (the node-agent does that)
-//! or issuing certificates (mesh-certs and meshctl do).
+//! What it is not for: programming any datapath (the node-agent does that),
+//! issuing certificates (mesh-certs and meshctl do), or being linked by
+//! clients: the wire types are crate mesh-proto, the `Export` client and
+//! `Mirror` crate mesh-export-client.
 
-pub mod client;
 pub mod config;
 mod error;
 pub mod export;

@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use mesh_api::proto::pb;
 use mesh_api::{ClusterName, Kind, Record};
+use mesh_proto::pb;
 use prost::Message;
 
 use crate::error::{Error, Result};

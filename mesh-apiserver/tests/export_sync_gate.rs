@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mesh_api::proto::WatchEvent;
 use mesh_api::{ClusterId, ClusterName, Kind, NodeName, NodeRecord, Record};
-use mesh_apiserver::client::{ExportClient, Mirror};
 use mesh_apiserver::export::LocalCluster;
 use mesh_apiserver::import::ImportSettings;
 use mesh_apiserver::server::{ServerParts, start};
 use mesh_apiserver::store::{MemoryStore, Store};
 use mesh_apiserver::testutil::{Pki, init};
 use mesh_certs::{TlsIdentity, TrustDomain};
+use mesh_export_client::{ExportClient, Mirror};
+use mesh_proto::WatchEvent;
 
 async fn serve(pki: &Pki, store: Arc<dyn Store>) -> mesh_apiserver::server::Running {
     let server = pki.server();

@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mesh_api::proto::WatchEvent;
 use mesh_api::{
     Backend, ClusterId, ClusterName, EndpointRecord, Identity, IdentityRecord, Kind, LabelSet,
     NamedPort, NodeName, NodeRecord, Protocol, Record, ServiceMeshOptions, ServicePort,
     ServiceRecord,
 };
-use mesh_apiserver::client::{ExportClient, Mirror, MirrorKey, mirror_key};
 use mesh_apiserver::leader::Leadership;
 use mesh_apiserver::state::{self, ParsedKey, Writer};
 use mesh_apiserver::status::StatusReport;
 use mesh_apiserver::store::Store;
 use mesh_apiserver::testutil::{EtcdServer, Pki, free_port, init, remote_entry};
+use mesh_export_client::{ExportClient, Mirror, MirrorKey, mirror_key};
+use mesh_proto::WatchEvent;
 
 struct Apiserver {
     child: Child,
@@ -306,7 +306,7 @@ async fn watch_until_synced(
     resume: u64,
 ) -> (
     Vec<WatchEvent>,
-    impl futures::Stream<Item = mesh_apiserver::Result<WatchEvent>> + use<>,
+    impl futures::Stream<Item = mesh_export_client::Result<WatchEvent>> + use<>,
 ) {
     mirror.begin_watch(resume);
     let mut stream = client.watch(&[], resume, "test").await.unwrap();

@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Node;
+use mesh_agent_api::AgentClient;
 use mesh_api::annotations::AGENT_API;
 use meshctl::report::AgentProblem;
-use node_agent::client::AgentClient;
 
 /// One node and how to reach its agent.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ impl Agent {
     /// says what to do.
     pub fn call<T>(
         &self,
-        f: impl FnOnce(&AgentClient) -> node_agent::Result<T>,
+        f: impl FnOnce(&AgentClient) -> mesh_agent_api::Result<T>,
     ) -> Result<T, AgentProblem> {
         let client = self.client.as_ref().map_err(|p| AgentProblem {
             node: self.node.clone(),
@@ -72,9 +72,9 @@ pub fn client_for(node: &str, api: &str) -> Result<AgentClient, String> {
 }
 
 /// A failed agent call, said so a person knows what to do.
-pub fn describe(node: &str, api: &str, e: &node_agent::Error) -> String {
+pub fn describe(node: &str, api: &str, e: &mesh_agent_api::Error) -> String {
     match e {
-        node_agent::Error::AgentUnreachable { source, .. } => format!(
+        mesh_agent_api::Error::AgentUnreachable { source, .. } => format!(
             "node {node}: cannot reach its node-agent at {api} ({source}). meshctl talks to node-agents over their local unix socket: run meshctl on that node or where the socket is mounted (e.g. `kubectl -n meshwork-system exec <node-agent pod on {node}> -- meshctl ...`)"
         ),
         other => format!("node {node}: node-agent at {api}: {other}"),

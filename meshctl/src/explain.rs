@@ -18,10 +18,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use mesh_agent_api::datapath::{Direction, EndpointPolicy, IpcacheEntry};
+use mesh_agent_api::flows::FlowFilter;
 use mesh_api::Identity;
 use meshctl::report::{BackendPath, ExplainReport, FlowRecord, Hop, HopStatus};
-use node_agent::datapath::{Direction, EndpointPolicy, IpcacheEntry};
-use node_agent::flows::FlowFilter;
 
 use crate::Outcome;
 use crate::agents::Agent;
@@ -206,8 +206,9 @@ pub fn wireguard_hop(
     if same_node {
         return hop("wireguard", HopStatus::Skip, "same node: no tunnel");
     }
-    let key = |p: &node_agent::encryption::PeerReport| crate::encryption::short_key(&p.public_key);
-    let endpoint = |p: &node_agent::encryption::PeerReport| {
+    let key =
+        |p: &mesh_agent_api::encryption::PeerReport| crate::encryption::short_key(&p.public_key);
+    let endpoint = |p: &mesh_agent_api::encryption::PeerReport| {
         p.endpoint
             .map(|e| e.to_string())
             .unwrap_or_else(|| "-".into())
@@ -561,7 +562,7 @@ pub async fn explain(
         let Some(entry) = services.iter().find(|e| {
             e.frontend.ip == ip
                 && e.frontend.port == port
-                && e.frontend.kind == node_agent::datapath::FrontendKind::ClusterIp
+                && e.frontend.kind == mesh_agent_api::datapath::FrontendKind::ClusterIp
         }) else {
             return done(fail(
                 report,

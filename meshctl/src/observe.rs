@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use mesh_agent_api::flows::{FlowFilter, FlowPeer};
 use meshctl::report::{AgentProblem, FlowRecord, ObserveReport, Verdict};
-use node_agent::flows::{FlowFilter, FlowPeer};
 
 use crate::agents::{self, Agent};
 use crate::kube::{Cluster, KubeArgs};
@@ -63,7 +63,7 @@ impl ObserveArgs {
             verdict: self.verdict,
             cluster: self.cluster.clone(),
             since: self.since.map(|d| {
-                node_agent::flows::unix_ms(std::time::SystemTime::now())
+                mesh_agent_api::flows::unix_ms(std::time::SystemTime::now())
                     .saturating_sub(d.as_millis() as u64)
             }),
             last: Some(self.last),
@@ -209,7 +209,7 @@ pub fn warn_unreachable(unreachable: &[AgentProblem]) {
 
 /// One table row of a flow.
 pub fn row(f: &FlowRecord) -> Vec<String> {
-    let side = |p: &node_agent::flows::FlowPeer| {
+    let side = |p: &mesh_agent_api::flows::FlowPeer| {
         let mut s = p.display_name();
         if p.port != 0 {
             s.push_str(&format!(":{}", p.port));

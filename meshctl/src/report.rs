@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use node_agent::api::EncryptionReport;
-pub use node_agent::flows::{FlowPeer, FlowRecord, Verdict};
+pub use mesh_agent_api::encryption::EncryptionReport;
+pub use mesh_agent_api::flows::{FlowPeer, FlowRecord, Verdict};
 
 /// A node whose agent did not answer, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

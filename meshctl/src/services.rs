@@ -14,9 +14,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
+use mesh_agent_api::datapath::{IpcacheEntry, ServiceEntry};
 use mesh_api::NodeRecord;
 use meshctl::report::{GlobalService, ServiceBackend, ServicesReport};
-use node_agent::datapath::{IpcacheEntry, ServiceEntry};
 
 use crate::Outcome;
 use crate::agents::{self, Agent};
@@ -179,7 +179,7 @@ pub fn global_services(
         ) {
             for e in &dump.services {
                 if e.frontend.ip != vip
-                    || e.frontend.kind != node_agent::datapath::FrontendKind::ClusterIp
+                    || e.frontend.kind != mesh_agent_api::datapath::FrontendKind::ClusterIp
                     || !ports.iter().any(|(p, _)| *p == e.frontend.port)
                 {
                     continue;

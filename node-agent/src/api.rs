@@ -35,7 +35,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 
 use crate::config::AgentConfig;
 use crate::datapath::{Datapath, IpcacheEntry, ServiceEntry};
@@ -45,38 +44,11 @@ use crate::flows::{FlowFilter, FlowLog, FlowRecord};
 use crate::metrics::Metrics;
 use crate::reconcile::ReconcileReport;
 
-/// What `GET /v1/status` returns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentStatus {
-    /// Cluster name.
-    pub cluster_name: String,
-    /// Cluster id.
-    pub cluster_id: u8,
-    /// Node name.
-    pub node_name: String,
-    /// The node's pod CIDR (what mesh-cni allocates from), if known.
-    pub pod_cidr: Option<IpNet>,
-    /// Which datapath implementation is attached ("memory": no eBPF yet).
-    pub datapath: String,
-    /// Number of endpoints.
-    pub endpoints: usize,
-    /// Where `/metrics` is served.
-    pub metrics_address: Option<SocketAddr>,
-    /// Agent version.
-    pub version: String,
-    /// The mesh feed (absent without `--mesh-apiserver-address`).
-    #[serde(default)]
-    pub mesh_feed: Option<crate::feed::mesh::MeshFeedStatus>,
-    /// Routes to other nodes.
-    #[serde(default)]
-    pub routing: crate::node_sync::RoutingStatus,
-    /// Encryption and WireGuard peers (absent when off).
-    #[serde(default)]
-    pub encryption: Option<crate::encryption::EncryptionStatus>,
-    /// Identities and policies: rules by id, refused policies.
-    #[serde(default)]
-    pub policy: crate::identity_sync::PolicyStatus,
-}
+/// The shapes this API serves (crate mesh-agent-api, which clients use).
+pub use mesh_agent_api::datapath::ApplyReport;
+pub use mesh_agent_api::encryption::{EncryptionReport, RotatedKey};
+pub use mesh_agent_api::policy::EndpointPolicyReport;
+pub use mesh_agent_api::status::AgentStatus;
 
 /// The agent's long-lived parts beyond the endpoint manager, shown in
 /// status and metrics.
@@ -405,17 +377,6 @@ async fn deregister(
 /// The source name of desired state set through this API.
 pub const LOCAL_API_SOURCE: &str = "local-api";
 
-/// What a PUT of desired state answers: how the reconcile went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApplyReport {
-    /// Objects written.
-    pub upserted: Vec<String>,
-    /// Objects removed.
-    pub removed: Vec<String>,
-    /// Objects the datapath refused, with the reason (retried periodically).
-    pub failed: Vec<String>,
-}
-
 impl From<&ReconcileReport> for ApplyReport {
     fn from(r: &ReconcileReport) -> Self {
         ApplyReport {
@@ -582,27 +543,6 @@ async fn nodes(State(state): State<Arc<AgentState>>) -> Json<Vec<mesh_api::NodeR
     )
 }
 
-/// One endpoint's compiled policy, as `GET /v1/policies` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointPolicyReport {
-    /// Node-local endpoint id.
-    pub endpoint_id: crate::datapath::EndpointId,
-    /// Pod namespace, when known.
-    pub namespace: Option<String>,
-    /// Pod name, when known.
-    pub pod: Option<String>,
-    /// The pod's addresses.
-    pub ips: Vec<std::net::IpAddr>,
-    /// Its security identity.
-    pub identity: mesh_api::Identity,
-    /// What the policy map holds for it (no entry: nothing enforced).
-    pub policy: crate::datapath::EndpointPolicy,
-    /// The rules behind its allow entries, by rule id (`Kind ns/name
-    /// direction[index]`).
-    #[serde(default)]
-    pub rules: std::collections::BTreeMap<u32, String>,
-}
-
 async fn policies(
     State(state): State<Arc<AgentState>>,
 ) -> Result<Json<Vec<EndpointPolicyReport>>, ApiError> {
@@ -645,23 +585,6 @@ async fn policies(
     Ok(Json(reports))
 }
 
-/// What `GET /v1/encryption` returns.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EncryptionReport {
-    /// The node.
-    pub node: String,
-    /// Its cluster.
-    pub cluster: String,
-    /// `wireguard` or `off`.
-    pub mode: String,
-    /// Strict mode (`encryption.strictMode.enabled`).
-    pub strict_mode: bool,
-    /// Node encryption (`encryption.nodeEncryption`).
-    pub node_encryption: bool,
-    /// The device, its key and peers (None when encryption is off).
-    pub device: Option<crate::encryption::EncryptionStatus>,
-}
-
 async fn encryption(State(state): State<Arc<AgentState>>) -> Json<EncryptionReport> {
     let feeds = state.feeds();
     let device = feeds.encryption().map(|e| e.status());
@@ -678,21 +601,6 @@ async fn encryption(State(state): State<Arc<AgentState>>) -> Json<EncryptionRepo
         node_encryption: state.config.node_encryption,
         device,
     })
-}
-
-/// What `POST /v1/encryption/rotate-key` answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RotatedKey {
-    /// The node.
-    pub node: String,
-    /// The public key before.
-    pub old_public_key: String,
-    /// The public key now.
-    pub new_public_key: String,
-    /// Whether the new key is on the Node annotation (peers follow it).
-    pub published: bool,
-    /// Why it is not, if not.
-    pub publish_error: Option<String>,
 }
 
 async fn rotate_key(State(state): State<Arc<AgentState>>) -> Result<Json<RotatedKey>, ApiError> {

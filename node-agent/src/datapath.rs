@@ -11,18 +11,21 @@
 //! check the reconciler's logic. The agent runs on
 //! [`crate::bpf_datapath::BpfDatapath`] (`/v1/status` says "ebpf").
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
-use mesh_api::{Identity, Protocol};
+use mesh_api::Identity;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
-/// A node-local endpoint number (like Cilium's endpoint id): the key of the
-/// per-endpoint maps (policy). 1-65535, stable while the endpoint lives.
-pub type EndpointId = u16;
+/// The entries the datapath holds are the local API's types (`/v1/services`,
+/// `/v1/ipcache`, `/v1/policies` serve them as they are).
+pub use mesh_agent_api::datapath::{
+    BackendAddr, Direction, EndpointId, EndpointPolicy, Frontend, FrontendKind, IpcacheEntry,
+    PolicyAllow, ServiceEntry,
+};
 
 /// What the datapath needs to know about a local pod endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,100 +42,6 @@ pub struct DatapathEndpoint {
     pub ips: Vec<IpAddr>,
     /// Its security identity (reserved `init` until resolved).
     pub identity: Identity,
-}
-
-/// Kind of a service frontend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FrontendKind {
-    /// A ClusterIP (virtual IP).
-    ClusterIp,
-    /// A NodePort on the node's addresses.
-    NodePort,
-}
-
-/// A service frontend: what clients connect to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Frontend {
-    /// The virtual IP (for NodePort: the node address, or 0.0.0.0 for any).
-    pub ip: IpAddr,
-    /// The port.
-    pub port: u16,
-    /// The protocol.
-    pub protocol: Protocol,
-    /// ClusterIP or NodePort.
-    pub kind: FrontendKind,
-}
-
-/// One backend of a service frontend.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct BackendAddr {
-    /// Backend address.
-    pub ip: IpAddr,
-    /// Backend port.
-    pub port: u16,
-}
-
-/// A frontend with its backends, as the LB maps hold it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceEntry {
-    /// The frontend.
-    pub frontend: Frontend,
-    /// Backends in slot order.
-    pub backends: Vec<BackendAddr>,
-    /// ClientIP session affinity timeout in seconds (None: no affinity).
-    pub affinity_timeout: Option<u32>,
-}
-
-/// An ipcache entry: which identity an address range has and where it lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IpcacheEntry {
-    /// The range (a /32 for a pod).
-    pub cidr: IpNet,
-    /// Its identity.
-    pub identity: Identity,
-    /// The node hosting it (None: this node or outside the mesh).
-    pub node_ip: Option<Ipv4Addr>,
-    /// Whether traffic to it must be encrypted.
-    pub encrypt: bool,
-}
-
-/// Traffic direction relative to an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Direction {
-    /// Towards the endpoint.
-    Ingress,
-    /// From the endpoint.
-    Egress,
-}
-
-/// One allowed (peer, port) pair of an endpoint's policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PolicyAllow {
-    /// Direction.
-    pub direction: Direction,
-    /// Peer identity (None: any peer).
-    pub identity: Option<Identity>,
-    /// Port (0: any port).
-    pub port: u16,
-    /// Protocol (None: any).
-    pub protocol: Option<Protocol>,
-    /// The rule that allowed it ([`crate::policy::compile::rule_id`]; 0:
-    /// none known), carried into flow events.
-    #[serde(default)]
-    pub rule: u32,
-}
-
-/// The compiled policy of one endpoint, as the policy map holds it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointPolicy {
-    /// Ingress is default-deny (some policy selects the endpoint for ingress).
-    pub ingress_enforced: bool,
-    /// Egress is default-deny.
-    pub egress_enforced: bool,
-    /// What is allowed.
-    pub allow: BTreeSet<PolicyAllow>,
 }
 
 /// The datapath, as the agent's logic sees it. Implemented over the pinned

@@ -21,10 +21,12 @@ use std::time::SystemTime;
 use ipnet::{IpNet, Ipv4Net};
 use mesh_api::{NodeRecord, WireGuardKey};
 use mesh_wireguard::{Device, DeviceConfig, KeyStore, PeerConfig, PeerSync};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::routes::{LocalNode, node_ipv4};
+
+/// What `/v1/status` and `/v1/encryption` report of the device.
+pub use mesh_agent_api::encryption::{EncryptionStatus, PeerReport};
 
 /// How peers are built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,42 +91,6 @@ pub fn desired_peers(
         });
     }
     out
-}
-
-/// A peer as `/v1/status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerReport {
-    /// Public key (base64).
-    pub public_key: String,
-    /// Endpoint.
-    pub endpoint: Option<SocketAddr>,
-    /// AllowedIPs.
-    pub allowed_ips: Vec<IpNet>,
-    /// Seconds since the last handshake (None: never).
-    pub last_handshake_seconds_ago: Option<u64>,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-}
-
-/// The encryption part of `/v1/status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EncryptionStatus {
-    /// Whether encryption is on.
-    pub enabled: bool,
-    /// The device's interface.
-    pub interface: Option<String>,
-    /// Its UDP port.
-    pub port: Option<u16>,
-    /// This node's public key.
-    pub public_key: Option<String>,
-    /// Whether the key is on the Node annotation.
-    pub key_published: bool,
-    /// Peers.
-    pub peers: Vec<PeerReport>,
-    /// Peers refused by the last sync, with the reason.
-    pub rejected: Vec<String>,
 }
 
 /// The running device and what was last applied to it.

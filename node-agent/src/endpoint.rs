@@ -10,58 +10,26 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use mesh_api::{Identity, ReservedIdentity};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::datapath::{Datapath, DatapathEndpoint, EndpointId, IpcacheEntry};
 use crate::error::{Error, Result};
 use crate::reconcile::{LOCAL_SOURCE, ObjectRef, ReconcileReport, Reconciler};
 
-/// What the CNI plugin tells the agent about a new endpoint (`POST
-/// /v1/endpoints`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointRegistration {
-    /// The container id (CNI_CONTAINERID).
-    pub container_id: String,
-    /// The interface name in the pod (CNI_IFNAME).
-    pub ifname: String,
-    /// The pod's network namespace path (CNI_NETNS).
-    pub netns: String,
-    /// Host side of the veth.
-    pub host_ifname: String,
-    /// Its interface index in the node's namespace.
-    pub host_ifindex: u32,
-    /// The pod side's MAC address.
-    #[serde(default)]
-    pub pod_mac: Option<String>,
-    /// The pod's addresses.
-    pub ips: Vec<IpAddr>,
-    /// Pod namespace (K8S_POD_NAMESPACE), when the runtime gave it.
-    #[serde(default)]
-    pub pod_namespace: Option<String>,
-    /// Pod name (K8S_POD_NAME), when the runtime gave it.
-    #[serde(default)]
-    pub pod_name: Option<String>,
+/// What the CNI registers and the API lists (crate mesh-agent-api).
+pub use mesh_agent_api::endpoint::{Endpoint, EndpointRegistration};
+
+/// An endpoint as the datapath holds it (the API's [`Endpoint`] is
+/// mesh-agent-api's, so this is a local extension).
+trait EndpointExt {
+    fn datapath(&self) -> DatapathEndpoint;
 }
 
-/// A registered endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    /// Node-local endpoint id.
-    pub id: EndpointId,
-    /// What the CNI registered.
-    #[serde(flatten)]
-    pub registration: EndpointRegistration,
-    /// Security identity (`init` until the labels are resolved).
-    pub identity: Identity,
-}
-
-impl Endpoint {
+impl EndpointExt for Endpoint {
     fn datapath(&self) -> DatapathEndpoint {
         DatapathEndpoint {
             id: self.id,

@@ -76,40 +76,9 @@ pub enum Error {
         /// The IPAM state directory.
         dir: PathBuf,
     },
-    /// The node-agent's local API socket cannot be reached.
-    #[error(
-        "node-agent is not reachable on {}: {source}; is the node-agent running on this node? try again later",
-        socket.display()
-    )]
-    AgentUnreachable {
-        /// The socket path.
-        socket: PathBuf,
-        /// The connection error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The node-agent answered with an error status.
-    #[error("node-agent refused {method} {path}: HTTP {status}: {body}")]
-    AgentRefused {
-        /// HTTP method.
-        method: &'static str,
-        /// Request path.
-        path: String,
-        /// HTTP status code.
-        status: u16,
-        /// The response body (the agent's error message).
-        body: String,
-    },
-    /// The node-agent's answer could not be understood.
-    #[error("node-agent on {}: malformed response to {path}: {reason}", socket.display())]
-    AgentProtocol {
-        /// The socket path.
-        socket: PathBuf,
-        /// Request path.
-        path: String,
-        /// What was wrong.
-        reason: String,
-    },
+    /// A request to the node-agent's local API failed (mesh-cni).
+    #[error(transparent)]
+    Agent(#[from] mesh_agent_api::Error),
     /// A CNI version this plugin does not speak.
     #[error("CNI version {version:?} is not supported; supported versions: {supported}")]
     CniIncompatibleVersion {

@@ -35,13 +35,15 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use mesh_api::{ClusterName, EndpointRecord, Identity, LabelSet, NodeName, NodeRecord};
-use serde::{Deserialize, Serialize};
 
 use crate::datapath::{Datapath, EndpointId, EndpointPolicy, IpcacheEntry};
 use crate::endpoint::EndpointManager;
 use crate::policy::compile::{
-    CompileInputs, CompiledPolicies, PolicyProblem, PolicySource, RuleRef, compile,
+    CompileInputs, CompiledPolicies, PolicyProblem, PolicySource, compile,
 };
+
+/// The policy side of the agent's status (`/v1/status` → `policy`).
+pub use mesh_agent_api::policy::PolicyStatus;
 
 /// The reconciler source name of the mesh's ipcache entries.
 pub const SOURCE: &str = "mesh";
@@ -69,26 +71,6 @@ pub struct LocalView {
     /// Whether encryption is on (sets the ipcache encrypt flag of endpoints
     /// on other nodes).
     pub encryption: bool,
-}
-
-/// The policy side of the agent's status (`/v1/status` → `policy`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyStatus {
-    /// Whether the policy CRDs are watched (Kubernetes reachable).
-    pub watching: bool,
-    /// Policies known (both kinds).
-    pub policies: usize,
-    /// Local endpoints with ingress or egress enforced.
-    pub enforcing_endpoints: usize,
-    /// Every compiled rule, by id (what flow events' `rule_id` refer to).
-    pub rules: Vec<RuleRef>,
-    /// Refused policies, with what to change.
-    pub problems: Vec<PolicyProblem>,
-    /// Identities known across the mesh.
-    pub identities: usize,
-    /// The node-local identity of each CIDR the policies name.
-    #[serde(default)]
-    pub cidr_identities: BTreeMap<String, Identity>,
 }
 
 /// The ipcache entries of the mesh (every cluster's endpoints and nodes).

@@ -18,8 +18,9 @@
 //!   a `Datapath` by diffing against what it holds (never flush and re-add);
 //! - [`endpoint`]: the endpoint manager: endpoints registered by the CNI,
 //!   persisted under the state dir so a restarted agent recovers them;
-//! - [`api`] / [`client`]: the local HTTP/JSON API on a unix socket and its
-//!   small blocking client (used by mesh-cni);
+//! - [`api`]: the local HTTP/JSON API on a unix socket (its JSON types and
+//!   the blocking client mesh-cni and meshctl use are crate mesh-agent-api;
+//!   the modules here re-export the types they share with it);
 //! - [`metrics`]: Prometheus text exposition;
 //! - [`flows`]: the datapath's flow events, named (pod, cluster, node) and
 //!   kept in a bounded log for `GET /v1/flows` and `meshctl observe`;
@@ -34,11 +35,11 @@
 //!   changes apply without a restart.
 //!
 //! What it is not for: the eBPF programs themselves (crate mesh-bpf), the
-//! WireGuard device (mesh-wireguard).
+//! WireGuard device (mesh-wireguard), the local API's contract
+//! (mesh-agent-api), the Export client (mesh-export-client).
 
 pub mod api;
 pub mod bpf_datapath;
-pub mod client;
 pub mod cni;
 pub mod config;
 pub mod config_watch;

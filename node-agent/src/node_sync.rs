@@ -13,15 +13,17 @@
 //! so neither a plaintext window nor a spurious drop opens during a pass.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use mesh_api::NodeRecord;
-use serde::{Deserialize, Serialize};
 
 use crate::encryption::{Encryption, PeerOptions, desired_peers};
 use crate::error::{Error, Result};
 use crate::routes::{LocalNode, NextHop, Route, RouteTable, Tunnel, desired_routes, sync};
+
+/// The routing part of `/v1/status`.
+pub use mesh_agent_api::status::RoutingStatus;
 
 /// The datapath's strict-mode maps (seam: [`BpfEncryptionMap`] for the
 /// kernel, [`MemoryEncryptionMap`] for unit tests).
@@ -168,34 +170,6 @@ pub fn must_encrypt(nodes: &[&NodeRecord], local: &LocalNode) -> BTreeMap<Ipv4Ne
             NextHop::Dev(_) => None,
         })
         .collect()
-}
-
-/// The routing part of `/v1/status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoutingStatus {
-    /// This node's IP (Node InternalIP, else its record from the mesh feed).
-    pub node_ip: Option<IpAddr>,
-    /// The routes the agent wants (and, after a clean pass, holds).
-    pub routes: Vec<Route>,
-    /// Passes run.
-    pub passes: u64,
-    /// Routes written in the last pass that changed something.
-    pub last_changes: Vec<String>,
-    /// Failures of the last pass (retried on the next).
-    pub failures: Vec<String>,
-    /// Whether the datapath enforces strict-mode encryption.
-    #[serde(default)]
-    pub strict_mode: bool,
-    /// CIDRs the datapath requires to leave encrypted (listed even while
-    /// strict mode is off).
-    #[serde(default)]
-    pub must_encrypt: Vec<Ipv4Net>,
-    /// With encryption on: other nodes' pod CIDRs that have no usable
-    /// WireGuard peer (no key yet, removed, refused) and so are routed
-    /// natively — in clear without strict mode, dropped by the datapath
-    /// with it. Never silent: logged when it changes, and a gauge.
-    #[serde(default)]
-    pub unencrypted: Vec<Ipv4Net>,
 }
 
 /// Where a pass writes: the routing table, and the datapath's strict-mode

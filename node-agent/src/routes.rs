@@ -27,43 +27,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Routes as `/v1/status` reports them.
+pub use mesh_agent_api::status::{NextHop, Route};
+
 /// The route protocol number marking the agent's routes (`ip route show
 /// proto 193`); outside the numbers iproute2 names.
 pub const ROUTE_PROTOCOL: u8 = 193;
-
-/// Where a route sends its traffic.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NextHop {
-    /// Native routing: via the node's IP on the underlay.
-    Via(Ipv4Addr),
-    /// Through an interface (the WireGuard device).
-    Dev(String),
-}
-
-impl fmt::Display for NextHop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NextHop::Via(ip) => write!(f, "via {ip}"),
-            NextHop::Dev(dev) => write!(f, "dev {dev}"),
-        }
-    }
-}
-
-/// One route of the agent.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Route {
-    /// Destination (a node's pod CIDR).
-    pub dst: Ipv4Net,
-    /// Next hop.
-    pub next_hop: NextHop,
-}
-
-impl fmt::Display for Route {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.dst, self.next_hop)
-    }
-}
 
 /// The node the agent runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]

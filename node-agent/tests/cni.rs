@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use mesh_agent_api::AgentClient;
 use mesh_testbed::{Bridge, NetNs, require_root, unique_name};
-use node_agent::client::AgentClient;
 use node_agent::endpoint::host_ifname;
 use serde_json::{Value, json};
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use mesh_agent_api::AgentClient;
 use mesh_testbed::{BpfDir, Cgroup, MountDir, NetNs, cgroup2_root, require_root};
-use node_agent::client::AgentClient;
 use serde_json::Value;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_node-agent");

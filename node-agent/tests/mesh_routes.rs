@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mesh_agent_api::AgentClient;
 use mesh_api::{ClusterId, ClusterName, Kind, NodeName, NodeRecord, Record, WireGuardKey};
 use mesh_apiserver::export::{ExportService, LocalCluster, serve};
 use mesh_apiserver::leader::Leadership;
@@ -25,7 +26,6 @@ use mesh_apiserver::testutil::Pki;
 use mesh_certs::{AccessPolicy, Authorizer, TlsIdentity, TrustDomain, Validity};
 use mesh_testbed::{Bridge, NetNs, require_root, unique_name};
 use node_agent::api::AgentStatus;
-use node_agent::client::AgentClient;
 use serde_json::{Value, json};
 
 const CNI: &str = env!("CARGO_BIN_EXE_mesh-cni");

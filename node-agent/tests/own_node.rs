@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
+use mesh_agent_api::AgentClient;
 use mesh_api::WireGuardKey;
 use mesh_test_apiserver::{Config, TestApiServer};
-use node_agent::client::AgentClient;
 use node_agent::feed::node::{WG_PUB_KEY_ANNOTATION, publish_key, read};
 
 async fn server_with_node(dir: &std::path::Path) -> (TestApiServer, kube::Client) {

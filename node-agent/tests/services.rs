@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node as KNode, Pod as KPod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use mesh_agent_api::AgentClient;
 use mesh_test_apiserver::{Config, TestApiServer};
 use mesh_testbed::{BpfDir, Cgroup, NetNs, require_root, unique_name};
-use node_agent::client::AgentClient;
 use serde_json::{Value, json};
 
 const CNI: &str = env!("CARGO_BIN_EXE_mesh-cni");

@@ -23,6 +23,26 @@ pub enum CtDirection {
     NodePort,
 }
 
+impl CtDirection {
+    /// Every entry kind (checked against `conntrack.h` by the C twin test).
+    pub const ALL: [CtDirection; 4] = [
+        CtDirection::Out,
+        CtDirection::In,
+        CtDirection::Service,
+        CtDirection::NodePort,
+    ];
+
+    /// The code in `ct_key.dir` (`CT_DIR_*`).
+    pub fn code(self) -> u8 {
+        match self {
+            CtDirection::Out => 0,
+            CtDirection::In => 1,
+            CtDirection::Service => 2,
+            CtDirection::NodePort => 3,
+        }
+    }
+}
+
 /// One conntrack entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct CtEntry {
@@ -74,12 +94,10 @@ impl ConntrackMap {
                 sport: port_from_be(k.sport),
                 dport: port_from_be(k.dport),
                 proto: Protocol::from_number(k.proto),
-                direction: match k.dir {
-                    0 => CtDirection::Out,
-                    1 => CtDirection::In,
-                    2 => CtDirection::Service,
-                    _ => CtDirection::NodePort,
-                },
+                direction: CtDirection::ALL
+                    .into_iter()
+                    .find(|d| d.code() == k.dir)
+                    .unwrap_or(CtDirection::NodePort),
                 backend_id: v.backend_id,
                 rev_nat_id: v.rev_nat_id,
                 packets: v.packets,

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-const CFG_STRICT: u32 = 0x1;
+/// `ENCRYPT_CFG_STRICT`.
+pub(crate) const CFG_STRICT: u32 = 0x1;
 
 /// The enforcement switch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

@@ -10,7 +10,8 @@ use super::raw::{FlowEventRaw, MetricVal};
 use super::{FLOWS, METRICS, Protocol, dump_err, ip_from_be, open, port_from_be, typed};
 use crate::error::Result;
 
-/// Why a packet was dropped (or `Forwarded`). Same codes as `bpf/include/drop.h`.
+/// Why a packet was dropped (or `Forwarded`). Same codes as `bpf/include/drop.h`
+/// (the C twin test, `maps/c_twins.rs`, compares them both ways).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum DropReason {
     /// Not a drop.
@@ -38,7 +39,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    /// Every known reason.
+    /// Every known reason (checked against `drop.h` by the C twin test).
     pub const ALL: [DropReason; 9] = [
         DropReason::Forwarded,
         DropReason::PolicyDenied,
@@ -105,6 +106,33 @@ pub enum FlowVerdict {
     Unknown(u8),
 }
 
+impl FlowVerdict {
+    /// Every known verdict (checked against `flow.h` by the C twin test).
+    pub const ALL: [FlowVerdict; 3] = [
+        FlowVerdict::Forwarded,
+        FlowVerdict::Dropped,
+        FlowVerdict::Translated,
+    ];
+
+    /// The code in a flow event (`FLOW_VERDICT_*`).
+    pub fn code(self) -> u8 {
+        match self {
+            FlowVerdict::Forwarded => 1,
+            FlowVerdict::Dropped => 2,
+            FlowVerdict::Translated => 3,
+            FlowVerdict::Unknown(c) => c,
+        }
+    }
+
+    /// From the code in a flow event.
+    pub fn from_code(c: u8) -> FlowVerdict {
+        FlowVerdict::ALL
+            .into_iter()
+            .find(|v| v.code() == c)
+            .unwrap_or(FlowVerdict::Unknown(c))
+    }
+}
+
 /// Where the event was observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum FlowObservation {
@@ -118,6 +146,36 @@ pub enum FlowObservation {
     FromNetdev,
     /// Unknown code.
     Unknown(u8),
+}
+
+impl FlowObservation {
+    /// Every known observation point (checked against `flow.h` by the C
+    /// twin test).
+    pub const ALL: [FlowObservation; 4] = [
+        FlowObservation::FromPod,
+        FlowObservation::ToPod,
+        FlowObservation::Socket,
+        FlowObservation::FromNetdev,
+    ];
+
+    /// The code in a flow event (`FLOW_OBS_*`).
+    pub fn code(self) -> u8 {
+        match self {
+            FlowObservation::FromPod => 0,
+            FlowObservation::ToPod => 1,
+            FlowObservation::Socket => 2,
+            FlowObservation::FromNetdev => 3,
+            FlowObservation::Unknown(c) => c,
+        }
+    }
+
+    /// From the code in a flow event.
+    pub fn from_code(c: u8) -> FlowObservation {
+        FlowObservation::ALL
+            .into_iter()
+            .find(|o| o.code() == c)
+            .unwrap_or(FlowObservation::Unknown(c))
+    }
 }
 
 /// One flow event.
@@ -162,19 +220,8 @@ impl FlowEvent {
             sport: port_from_be(r.sport),
             dport: port_from_be(r.dport),
             proto: Protocol::from_number(r.proto),
-            verdict: match r.verdict {
-                1 => FlowVerdict::Forwarded,
-                2 => FlowVerdict::Dropped,
-                3 => FlowVerdict::Translated,
-                v => FlowVerdict::Unknown(v),
-            },
-            observation: match r.observation {
-                0 => FlowObservation::FromPod,
-                1 => FlowObservation::ToPod,
-                2 => FlowObservation::Socket,
-                3 => FlowObservation::FromNetdev,
-                v => FlowObservation::Unknown(v),
-            },
+            verdict: FlowVerdict::from_code(r.verdict),
+            observation: FlowObservation::from_code(r.observation),
             reason: DropReason::from_code(r.reason),
             src_identity: r.src_identity,
             dst_identity: r.dst_identity,

@@ -10,7 +10,8 @@ use super::raw::{IpcacheAddr, IpcacheVal};
 use super::{IPCACHE, dump_err, get_opt, insert_err, ip_be, ip_from_be, open, remove_ok, typed};
 use crate::error::{Error, Result};
 
-const FLAG_ENCRYPT: u8 = 0x1;
+/// `IPCACHE_FLAG_ENCRYPT`.
+pub(crate) const FLAG_ENCRYPT: u8 = 0x1;
 
 /// What the datapath knows about an address range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

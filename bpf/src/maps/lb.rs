@@ -14,8 +14,10 @@ use super::{
 use crate::error::{Error, Result};
 use crate::maglev;
 
-const SVC_FLAG_MAGLEV: u16 = 0x1;
-const SVC_FLAG_AFFINITY: u16 = 0x2;
+/// `SVC_FLAG_MAGLEV`.
+pub(crate) const SVC_FLAG_MAGLEV: u16 = 0x1;
+/// `SVC_FLAG_AFFINITY`.
+pub(crate) const SVC_FLAG_AFFINITY: u16 = 0x2;
 
 /// Identifies one service frontend (and its reverse-NAT entry). Non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -14,6 +14,9 @@ mod lb;
 mod lb_index;
 mod policy;
 
+#[cfg(test)]
+mod c_twins;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 

@@ -20,6 +20,19 @@ pub enum Direction {
     Egress,
 }
 
+impl Direction {
+    /// Both directions (checked against `policy.h` by the C twin test).
+    pub const ALL: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
+    /// The code in a policy key (`POLICY_DIR_*`).
+    pub fn code(self) -> u8 {
+        match self {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
+        }
+    }
+}
+
 /// What a matching entry does. A deny anywhere wins over an allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum PolicyAction {
@@ -27,6 +40,19 @@ pub enum PolicyAction {
     Allow,
     /// Drop it (reason: policy denied).
     Deny,
+}
+
+impl PolicyAction {
+    /// Both actions (checked against `policy.h` by the C twin test).
+    pub const ALL: [PolicyAction; 2] = [PolicyAction::Allow, PolicyAction::Deny];
+
+    /// The code in a policy value (`POLICY_ALLOW`, `POLICY_DENY`).
+    pub fn code(self) -> u8 {
+        match self {
+            PolicyAction::Allow => 1,
+            PolicyAction::Deny => 2,
+        }
+    }
 }
 
 /// Key of a verdict entry. `identity` 0, `port` 0 and `proto` `None` are
@@ -101,10 +127,7 @@ fn key_raw(k: &PolicyKey) -> Result<PolicyKeyRaw> {
         identity: k.identity,
         port: port_be(k.port),
         proto: k.proto.map(Protocol::number).unwrap_or(0),
-        direction: match k.direction {
-            Direction::Ingress => 0,
-            Direction::Egress => 1,
-        },
+        direction: k.direction.code(),
     })
 }
 
@@ -114,7 +137,7 @@ fn key_from(r: PolicyKeyRaw) -> PolicyKey {
         identity: r.identity,
         port: port_from_be(r.port),
         proto: (r.proto != 0).then(|| Protocol::from_number(r.proto)),
-        direction: if r.direction == 0 {
+        direction: if r.direction == Direction::Ingress.code() {
             Direction::Ingress
         } else {
             Direction::Egress
@@ -267,10 +290,7 @@ impl PolicyMap {
     pub fn upsert(&mut self, key: PolicyKey, entry: PolicyEntry) -> Result<()> {
         let k = key_raw(&key)?;
         let v = PolicyValRaw {
-            action: match entry.action {
-                PolicyAction::Allow => 1,
-                PolicyAction::Deny => 2,
-            },
+            action: entry.action.code(),
             pad: [0; 3],
             rule_id: entry.rule_id,
         };
@@ -290,7 +310,7 @@ impl PolicyMap {
         let mut out = Vec::new();
         for item in self.policy.iter() {
             let (k, v) = item.map_err(|e| dump_err(&POLICY, e))?;
-            let action = if v.action == 2 {
+            let action = if v.action == PolicyAction::Deny.code() {
                 PolicyAction::Deny
             } else {
                 PolicyAction::Allow

@@ -1,4 +1,4 @@
-use mesh_api::proto::pb::watch_event::Event;
+use mesh_proto::pb::watch_event::Event;
 
 use super::*;
 use crate::store::KeyValue;
@@ -66,7 +66,7 @@ fn remote_watchers_see_only_global_services_and_shared_backends() {
         .event
     {
         Some(Event::Upsert(u)) => match u.record {
-            Some(mesh_api::proto::pb::upsert::Record::Service(s)) => assert!(s.backends.is_empty()),
+            Some(mesh_proto::pb::upsert::Record::Service(s)) => assert!(s.backends.is_empty()),
             other => panic!("{other:?}"),
         },
         other => panic!("{other:?}"),

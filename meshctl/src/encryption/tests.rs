@@ -1,5 +1,5 @@
 use super::*;
-use node_agent::encryption::{EncryptionStatus, PeerReport};
+use mesh_agent_api::encryption::{EncryptionStatus, PeerReport};
 
 fn node(name: &str, handshake: Option<u64>, published: bool) -> EncryptionReport {
     EncryptionReport {

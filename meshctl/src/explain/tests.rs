@@ -1,5 +1,5 @@
 use super::*;
-use node_agent::datapath::PolicyAllow;
+use mesh_agent_api::datapath::PolicyAllow;
 
 #[test]
 fn targets_parse_with_and_without_port() {
@@ -134,13 +134,13 @@ fn encryption(strict: bool, handshake: Option<u64>) -> meshctl::report::Encrypti
         mode: "wireguard".into(),
         strict_mode: strict,
         node_encryption: false,
-        device: Some(node_agent::encryption::EncryptionStatus {
+        device: Some(mesh_agent_api::encryption::EncryptionStatus {
             enabled: true,
             interface: Some("mesh-wg0".into()),
             port: Some(51871),
             public_key: Some("k".into()),
             key_published: true,
-            peers: vec![node_agent::encryption::PeerReport {
+            peers: vec![mesh_agent_api::encryption::PeerReport {
                 public_key: "PEERKEY0123456789".into(),
                 endpoint: Some("192.168.7.2:51871".parse().unwrap()),
                 allowed_ips: vec!["10.2.1.0/24".parse().unwrap()],

@@ -1,5 +1,5 @@
 use super::*;
-use node_agent::flows::FlowPeer;
+use mesh_agent_api::flows::FlowPeer;
 
 fn flow(node: &str, ms: u64, verdict: Verdict, reason: Option<&str>) -> FlowRecord {
     FlowRecord {
@@ -90,7 +90,7 @@ fn the_filter_carries_every_flag_and_since_is_relative_to_now() {
         follow: false,
     };
     let f = args.filter();
-    let now = node_agent::flows::unix_ms(std::time::SystemTime::now());
+    let now = mesh_agent_api::flows::unix_ms(std::time::SystemTime::now());
     let since = f.since.unwrap();
     assert!(
         since <= now - 60_000 && since > now - 70_000,

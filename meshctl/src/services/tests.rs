@@ -1,5 +1,5 @@
 use super::*;
-use node_agent::datapath::{BackendAddr, Frontend, FrontendKind};
+use mesh_agent_api::datapath::{BackendAddr, Frontend, FrontendKind};
 
 fn svc(ns: &str, name: &str, ip: &str, annotations: &[(&str, &str)]) -> Service {
     serde_json::from_value(serde_json::json!({

@@ -39,10 +39,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net};
+use mesh_agent_api::{AgentClient, Error as AgentError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::client::AgentClient;
 use crate::endpoint::{EndpointRegistration, container_id_problem, host_ifname, ifname_problem};
 use crate::error::{Error, Result};
 use ipam::Ipam;
@@ -271,10 +271,12 @@ pub fn error_code(err: &Error) -> u32 {
         Error::CniInvalidEnv { .. } => 4,
         Error::CniDecode { .. } => 6,
         Error::CniInvalidConfig { .. } => 7,
-        Error::AgentUnreachable { .. } => 11,
+        Error::Agent(AgentError::AgentUnreachable { .. }) => 11,
         Error::PodCidrExhausted { .. } => CODE_POD_CIDR_EXHAUSTED,
         Error::Netlink { .. } | Error::LinkMissing { .. } => CODE_LINK_SETUP,
-        Error::AgentRefused { .. } | Error::AgentProtocol { .. } => CODE_AGENT_REFUSED,
+        Error::Agent(AgentError::AgentRefused { .. } | AgentError::AgentProtocol { .. }) => {
+            CODE_AGENT_REFUSED
+        }
         Error::CniCheckFailed { .. } => CODE_CHECK_FAILED,
         _ => 5,
     }

@@ -12,32 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use mesh_api::{Kind, NodeRecord, Record, ServiceRecord};
-use mesh_apiserver::client::{ExportClient, Mirror};
-use serde::{Deserialize, Serialize};
+use mesh_export_client::{ExportClient, Mirror};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 
 /// The feed's state as `/v1/status` and `/metrics` report it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MeshFeedStatus {
-    /// The mesh-apiserver address.
-    pub address: String,
-    /// Whether a watch is open.
-    pub connected: bool,
-    /// Whether the mirror completed a snapshot or resume.
-    pub synced: bool,
-    /// The last revision applied.
-    pub revision: u64,
-    /// Seconds since the last event (the feed's lag while connected).
-    pub last_event_seconds_ago: Option<u64>,
-    /// Connections opened so far (1 + reconnects).
-    pub connects: u64,
-    /// The last error, if the feed is or was broken.
-    pub last_error: Option<String>,
-    /// Records held, by kind.
-    pub counts: BTreeMap<String, usize>,
-}
+pub use mesh_agent_api::status::MeshFeedStatus;
 
 /// The shared mirror and feed status; the feed task writes, the agent reads.
 #[derive(Debug)]

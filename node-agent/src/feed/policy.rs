@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use kube::{Api, Client};
-use mesh_apiserver::kube_feed::{Reflected, reflect};
+use mesh_export_client::reflect::{Reflected, reflect};
 use tokio::sync::Notify;
 
 use crate::policy::compile::{PolicyProblem, PolicySource};

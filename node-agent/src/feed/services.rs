@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Client};
 use mesh_api::{ClusterName, Protocol};
-use mesh_apiserver::kube_feed::reflect;
+use mesh_export_client::reflect::reflect;
 use tokio::sync::Notify;
 
 use super::global::{GlobalInputs, merge_entries};

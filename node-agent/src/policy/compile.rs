@@ -52,13 +52,15 @@ use mesh_api::labels::{
     CLUSTER_LABEL, LabelSelector, NAMESPACE_LABEL, SelectorOperator, SelectorRequirement,
 };
 use mesh_api::{ClusterName, Identity, LabelSet, Protocol, ReservedIdentity};
-use serde::{Deserialize, Serialize};
 
 use super::crd::{
     EgressRule, IngressRule, MeshClusterwideNetworkPolicySpec, MeshNetworkPolicySpec, PortRule,
     Selector,
 };
 use crate::datapath::{Direction, EndpointPolicy, PolicyAllow};
+
+/// Rule names and refused policies, as `/v1/status` reports them.
+pub use mesh_agent_api::policy::{PolicyProblem, RuleRef};
 
 /// One policy as the compiler takes it: either kind, normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,40 +111,6 @@ impl PolicySource {
             None => self.name.clone(),
         }
     }
-}
-
-/// Names the rule behind a rule id: what flow events and `explain` show.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct RuleRef {
-    /// The id carried by policy map entries and flow events.
-    pub id: u32,
-    /// Policy kind.
-    pub kind: String,
-    /// `namespace/name` (or `name` for cluster-wide policies).
-    pub policy: String,
-    /// Direction.
-    pub direction: Direction,
-    /// Index of the rule in that direction's list.
-    pub index: usize,
-}
-
-impl std::fmt::Display for RuleRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dir = match self.direction {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
-        };
-        write!(f, "{} {} {dir}[{}]", self.kind, self.policy, self.index)
-    }
-}
-
-/// A policy the compiler refused, and why.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct PolicyProblem {
-    /// `Kind namespace/name`.
-    pub policy: String,
-    /// What is wrong and what to change.
-    pub message: String,
 }
 
 /// The compiled policy set: per policy its selector and rules as identity

@@ -1,25 +1,37 @@
-//! The protobuf export/watch API and lossless conversions to and from the
-//! domain types. Conversions from the wire validate every field and name it
-//! in the error; conversions to the wire cannot fail.
+//! Meshwork's wire contract: the protobuf export/watch API
+//! (`meshwork/v1/export.proto`, compiled with protox, no system protoc),
+//! its generated prost messages and tonic client and server stubs, and
+//! lossless conversions to and from mesh-api's domain types. Conversions
+//! from the wire validate every field and name it in the error (mesh-api's
+//! [`Error`]); conversions to the wire cannot fail.
+//!
+//! What it is for: the one place both ends of `Export` (mesh-apiserver's
+//! server and importer, the export client the node-agent uses) take the
+//! messages and their meaning from. What it is not for: domain rules and
+//! validation themselves (mesh-api, which stays free of tonic and prost),
+//! or any connection handling (mesh-export-client, mesh-apiserver).
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-
-use crate::cidr::parse_cidr;
-use crate::cluster::{ClusterName, NodeName};
-use crate::error::{Error, Result};
-use crate::identity::Identity;
-use crate::labels::LabelSet;
-use crate::records::{
-    self, Affinity, Backend, EndpointRecord, IdentityRecord, Kind, NamedPort, NodeRecord, Protocol,
-    Record, ServiceMeshOptions, ServicePort, ServiceRecord, WireGuardKey,
+use mesh_api::cidr::parse_cidr;
+use mesh_api::records;
+use mesh_api::{
+    Affinity, Backend, ClusterName, EndpointRecord, Error, Identity, IdentityRecord, Kind,
+    LabelSet, NamedPort, NodeName, NodeRecord, Protocol, Record, Result, ServiceMeshOptions,
+    ServicePort, ServiceRecord, WireGuardKey,
 };
 
 /// The generated protobuf messages and gRPC stubs (`meshwork.v1`).
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
 pub mod pb {
     tonic::include_proto!("meshwork.v1");
+}
+
+/// The cluster-qualified key used on the wire (`Delete.key`, and what a
+/// watcher's mirror keys records by): `<cluster>/<key>`.
+pub fn wire_key(cluster: &str, key: &str) -> String {
+    format!("{cluster}/{key}")
 }
 
 fn ip(what: &'static str, s: &str) -> Result<IpAddr> {

@@ -1,5 +1,5 @@
-//! The client side of `Export`, for importing mesh-apiservers, node-agents
-//! and meshctl: connect over mutual TLS, `Info`, `Watch`, and a [`Mirror`]
+//! The client side of `Export`, for importing mesh-apiservers and
+//! node-agents: connect over mutual TLS, `Info`, `Watch`, and a [`Mirror`]
 //! that applies a watch to a local copy (snapshots replace, deltas patch,
 //! `Reset` + snapshot removes only what disappeared).
 
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use hyper_util::rt::TokioIo;
-use mesh_api::proto::{WatchEvent, pb};
 use mesh_api::{Kind, Record};
+use mesh_proto::{WatchEvent, pb};
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -37,8 +37,10 @@ impl ExportClient {
     ) -> Result<Self> {
         tls.alpn_protocols = vec![b"h2".to_vec()];
         let connector = TlsConnector::from(Arc::new(tls));
-        let name = mesh_certs::tls::server_name(server_name)
-            .map_err(|e| Error::certs(format!("server name {server_name}"), e))?;
+        let name = mesh_certs::tls::server_name(server_name).map_err(|source| Error::Certs {
+            context: format!("server name {server_name}"),
+            source,
+        })?;
         let endpoint = addrs
             .iter()
             .map(ToString::to_string)
@@ -122,8 +124,10 @@ impl ExportClient {
                 Some(pb::watch_event::Event::Delete(d)) => Some(d.key.clone()),
                 _ => None,
             };
-            WatchEvent::try_from(&ev)
-                .map_err(|e| Error::domain(format!("watch event {}", key.unwrap_or_default()), e))
+            WatchEvent::try_from(&ev).map_err(|source| Error::Domain {
+                context: format!("watch event {}", key.unwrap_or_default()),
+                source,
+            })
         }))
     }
 }
@@ -135,7 +139,7 @@ pub type MirrorKey = (Kind, String);
 pub fn mirror_key(record: &Record) -> MirrorKey {
     (
         record.kind(),
-        crate::export::wire_key(record.cluster().as_str(), &record.key()),
+        mesh_proto::wire_key(record.cluster().as_str(), &record.key()),
     )
 }
 

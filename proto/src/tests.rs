@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use super::*;
-use crate::ClusterId;
+use mesh_api::ClusterId;
 
 fn cluster() -> impl Strategy<Value = ClusterName> {
     "[a-z][a-z0-9-]{0,20}[a-z0-9]".prop_map(|s| ClusterName::new(s).unwrap())
@@ -55,7 +55,7 @@ fn named_port() -> impl Strategy<Value = NamedPort> {
 
 fn identity() -> impl Strategy<Value = Identity> {
     prop_oneof![
-        proptest::sample::select(crate::ReservedIdentity::ALL.to_vec()).prop_map(Identity::from),
+        proptest::sample::select(mesh_api::ReservedIdentity::ALL.to_vec()).prop_map(Identity::from),
         (1i64..=255, Identity::MIN_LOCAL..=u16::MAX).prop_map(|(c, l)| Identity::new(
             ClusterId::new(c).unwrap(),
             l

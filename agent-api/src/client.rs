@@ -1,6 +1,6 @@
 //! A small blocking client of the agent's local API (HTTP/1.1 over the unix
-//! socket), for the CNI plugin (which must not need an async runtime) and
-//! for tests and tools.
+//! socket, std only), for the CNI plugin (which must not need an async
+//! runtime), meshctl, tests and tools.
 
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::api::AgentStatus;
 use crate::endpoint::{Endpoint, EndpointRegistration};
 use crate::error::{Error, Result};
 use crate::flows::{FlowFilter, FlowRecord};
+use crate::status::AgentStatus;
 
 /// Client of one agent's socket.
 #[derive(Debug, Clone)]
@@ -61,17 +61,17 @@ impl AgentClient {
     }
 
     /// `GET /v1/policies`.
-    pub fn policies(&self) -> Result<Vec<crate::api::EndpointPolicyReport>> {
+    pub fn policies(&self) -> Result<Vec<crate::policy::EndpointPolicyReport>> {
         self.json("GET", "/v1/policies", None)
     }
 
     /// `GET /v1/encryption`.
-    pub fn encryption(&self) -> Result<crate::api::EncryptionReport> {
+    pub fn encryption(&self) -> Result<crate::encryption::EncryptionReport> {
         self.json("GET", "/v1/encryption", None)
     }
 
     /// `POST /v1/encryption/rotate-key`.
-    pub fn rotate_key(&self) -> Result<crate::api::RotatedKey> {
+    pub fn rotate_key(&self) -> Result<crate::encryption::RotatedKey> {
         self.json("POST", "/v1/encryption/rotate-key", Some(b""))
     }
 
