@@ -31,8 +31,15 @@ meshctl=target/debug/meshctl
 KUBECONFIG="$(realpath -m "$state")/kubeconfig"
 export KUBECONFIG
 
-say "building (the first time takes several minutes on 2 cores; cargo shows its progress)"
-cargo build --workspace --bins
+# MESHWORK_DEMO_PREBUILT=1: use the binaries already in target/debug (the
+# suite sets it: it has just built and tested them with --all-targets, and a
+# --bins build would compile the workspace again with other features).
+if [ "${MESHWORK_DEMO_PREBUILT:-}" = 1 ]; then
+  say "using the binaries already built in target/debug"
+else
+  say "building (the first time takes several minutes on 2 cores; cargo shows its progress)"
+  cargo build --workspace --bins
+fi
 if [ -f "$state/state.json" ]; then
   say "removing the previous demo lab"
   "${lab[@]}" down

@@ -32,6 +32,7 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || cargo_rc=$?
 step "make demo, then make demo-down, with /sys/fs/bpf empty (a fresh machine)"
 export MESHWORK_DEMO_STATE="$PWD/target/demo-fresh-machine"
 export MESHWORK_DEMO_NAME=fresh
+export MESHWORK_DEMO_PREBUILT=1
 demo_rc=0
 # shellcheck disable=SC2016 # expanded by the inner shell
 unshare --mount --propagation private -- bash -c '
