@@ -367,6 +367,31 @@ fn main() {
             ifl.as_secs_f64() * 1e3
         );
     }
+    // Machine-readable figures, one line per path and size, then per change.
+    println!();
+    for (n, d, s, t, i, dt, ..) in &report {
+        for (path, f) in [
+            ("pod_ip", d),
+            ("socket_lb", s),
+            ("tc_lb", t),
+            ("iptables", i),
+            ("pod_ip_with_iptables_rules", dt),
+        ] {
+            println!(
+                "BENCH socket_lb_connect services={n} path={path} p50_us={:.1} p99_us={:.1} max_us={:.0} conn_per_s={:.0} failed={}",
+                f.p50_us, f.p99_us, f.max_us, f.conn_per_s, f.failed
+            );
+        }
+    }
+    for (n, .., bf, ifl, bc, ic) in &report {
+        println!(
+            "BENCH backend_change services={n} bpf_us={:.1} iptables_restore_us={:.1} bpf_initial_ms={:.0} iptables_initial_ms={:.0}",
+            bc.as_secs_f64() * 1e6,
+            ic.as_secs_f64() * 1e6,
+            bf.as_secs_f64() * 1e3,
+            ifl.as_secs_f64() * 1e3
+        );
+    }
     drop(cg);
     let _ = Command::new("true").status();
 }

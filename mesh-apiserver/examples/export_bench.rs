@@ -425,6 +425,32 @@ async fn run() {
         "  C's feed (100 ms debounce, full reconcile per change) synced {} records in {:.2?}; C mesh-apiserver RSS {:.1} MiB",
         kube.records, kube.synced, kube.rss
     );
+    // Machine-readable figures, one line each.
+    println!();
+    println!(
+        "BENCH mesh_apiserver_sync services={services} endpoints={endpoints} records={expected} synced_s={:.3} rss_a_mib={rss_a:.1} rss_b_mib={rss_b:.1}",
+        synced.as_secs_f64()
+    );
+    for (path, v) in [
+        ("kubernetes_to_agent", &kube.to_client),
+        ("kubernetes_to_store", &kube.to_store),
+        ("store_to_agent", &mesh_lat),
+        ("raw_etcd_watch", &raw_lat),
+    ] {
+        println!(
+            "BENCH mesh_apiserver_propagation path={path} changes={changes} p50_ms={:.2} p99_ms={:.2}",
+            pct(&mut v.clone(), 0.5),
+            pct(&mut v.clone(), 0.99)
+        );
+    }
+    println!(
+        "BENCH mesh_apiserver_kube_feed services={} pods={} records={} synced_s={:.3} rss_c_mib={:.1}",
+        kube.services,
+        kube.pods,
+        kube.records,
+        kube.synced.as_secs_f64(),
+        kube.rss
+    );
 }
 
 fn env_usize(name: &str, default: usize) -> usize {

@@ -138,3 +138,11 @@ for l in plaintext go-go ours-ours ours-go ours-nooff; do
   r4=$(python3 -c "print(f'{${GBPS[$l,4]}/max(${GBPS[go-go,4]},0.001):.2f}x')")
   printf '%-34s %8s G %8s G %12s %12s %10s %10s\n' "$name" "${GBPS[$l,1]}" "${GBPS[$l,4]}" "${CPU[$l,1]}" "${CPU[$l,4]}" "$r1" "$r4"
 done
+
+# Machine-readable figures, one line per path and stream count.
+echo
+for l in plaintext go-go ours-ours ours-go ours-nooff; do
+  for s in 1 4; do
+    echo "BENCH wireguard_throughput path=$l streams=$s gbit_per_s=${GBPS[$l,$s]} cores_per_gbit=${CPU[$l,$s]} seconds=$SECS"
+  done
+done
