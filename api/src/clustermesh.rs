@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{ClusterId, ClusterName};
 use crate::error::{Error, Result};
+use crate::records::Kind;
 
 /// Name of the Secret holding one entry per remote cluster.
 pub const CLUSTERMESH_SECRET: &str = "meshwork-clustermesh";
@@ -121,8 +122,8 @@ pub fn split_endpoint(ep: &str) -> Option<(&str, u16)> {
     (!host.is_empty() && port != 0).then_some((host, port))
 }
 
-/// Counts of what a remote exported.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Counts of what a remote exported (cached records by kind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordCounts {
     /// Nodes.
     pub nodes: u64,
@@ -134,14 +135,44 @@ pub struct RecordCounts {
     pub services: u64,
 }
 
-/// A mesh-apiserver's view of one remote cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl RecordCounts {
+    /// Counts one more record of `kind`.
+    pub fn add(&mut self, kind: Kind) {
+        *self.get_mut(kind) += 1;
+    }
+
+    fn get_mut(&mut self, kind: Kind) -> &mut u64 {
+        match kind {
+            Kind::Node => &mut self.nodes,
+            Kind::Identity => &mut self.identities,
+            Kind::Endpoint => &mut self.endpoints,
+            Kind::Service => &mut self.services,
+        }
+    }
+
+    /// The count of `kind`.
+    pub fn get(&self, kind: Kind) -> u64 {
+        let mut copy = *self;
+        *copy.get_mut(kind)
+    }
+
+    /// `(kind plural, count)` for every kind, in [`Kind::ALL`] order.
+    pub fn by_kind(&self) -> [(&'static str, u64); 4] {
+        Kind::ALL.map(|k| (k.plural(), self.get(k)))
+    }
+}
+
+/// A mesh-apiserver's view of one configured remote cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteStatus {
-    /// The remote's name.
+    /// The remote's name (also its config entry: the Secret key).
     pub name: String,
-    /// Its id, once known.
+    /// Its id.
     #[serde(default)]
     pub id: Option<u8>,
+    /// Its configured `host:port` endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
     /// A watch stream is open.
     pub connected: bool,
     /// Its snapshot arrived completely (sync marker seen) since the last connect.
@@ -155,16 +186,69 @@ pub struct RemoteStatus {
     /// What is cached from it.
     #[serde(default)]
     pub counts: RecordCounts,
-    /// Seconds since its last event.
+    /// Unix seconds of its last event.
+    #[serde(default)]
+    pub last_event: Option<u64>,
+    /// Seconds since its last event (when the document was made).
     #[serde(default)]
     pub last_event_age_secs: Option<u64>,
-    /// The entry is refused (bad config, duplicate id, CIDR overlap): why.
+    /// It is refused (its Info does not match the config, or its pod CIDRs
+    /// overlap ours): why.
     #[serde(default)]
     pub refused: Option<String>,
+    /// Last revision received.
+    #[serde(default)]
+    pub revision: u64,
+    /// Successful connections so far.
+    #[serde(default)]
+    pub connections: u64,
 }
 
-/// What a mesh-apiserver publishes about itself.
+impl RemoteStatus {
+    /// Whether the cached state is usable but out of date.
+    pub fn is_stale(&self) -> bool {
+        self.stale_since.is_some()
+    }
+}
+
+/// A `meshwork-clustermesh` entry that was refused before connecting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedEntry {
+    /// The entry (Secret key or file name).
+    pub entry: String,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+/// The store behind a mesh-apiserver, as it answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// `etcd http://…` or `memory …`.
+    pub backend: String,
+    /// Reachable now.
+    pub reachable: bool,
+    /// Current revision.
+    pub revision: u64,
+    /// Latency of a revision read, seconds.
+    pub latency_seconds: f64,
+    /// The error, when unreachable.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A TLS peer that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRefusal {
+    /// Stable label (`wrong-ca`, `expired`, `cluster-not-allowed`, …).
+    pub reason: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// What a mesh-apiserver reports about itself: the one status document,
+/// served on its `/status` endpoint, published by the leader in the
+/// ConfigMap [`STATUS_CONFIGMAP`], and embedded in `meshctl status -o json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeshStatus {
     /// This cluster.
     pub cluster: String,
@@ -174,16 +258,28 @@ pub struct MeshStatus {
     pub pod_cidrs: Vec<IpNet>,
     /// The mesh-apiserver's version.
     pub version: String,
-    /// The replica that wrote this (the leader).
+    /// The replica that made this document.
     pub replica: String,
-    /// Unix seconds when written; a reader treats an old status as "not running".
+    /// Whether that replica is the writing leader.
+    #[serde(default)]
+    pub leader: bool,
+    /// Unix seconds when made; a reader treats an old status as "not running".
     pub updated_at: u64,
-    /// Node-agents watching.
+    /// The store, as that replica sees it.
+    #[serde(default)]
+    pub store: StoreStatus,
+    /// Open Export watch streams (node-agents and remote clusters).
     #[serde(default)]
     pub watch_clients: u64,
-    /// Remote clusters by name.
+    /// The remote clusters being imported, by name.
     #[serde(default)]
     pub remotes: BTreeMap<String, RemoteStatus>,
+    /// Config entries refused before connecting, with reasons.
+    #[serde(default)]
+    pub refused_entries: Vec<RefusedEntry>,
+    /// Recently refused TLS peers.
+    #[serde(default)]
+    pub refused_peers: Vec<PeerRefusal>,
 }
 
 impl MeshStatus {
@@ -199,6 +295,14 @@ impl MeshStatus {
         self.remotes
             .get(remote)
             .is_some_and(|r| r.connected && r.synced)
+    }
+
+    /// Why the config entry `entry` was refused, if it was.
+    pub fn refused_entry(&self, entry: &str) -> Option<&str> {
+        self.refused_entries
+            .iter()
+            .find(|r| r.entry == entry)
+            .map(|r| r.reason.as_str())
     }
 }
 

@@ -98,6 +98,7 @@ async fn run() -> anyhow::Result<()> {
             nameservers: config.nameservers()?,
         },
         config: feed,
+        replica: replica.clone(),
     })
     .await?;
     if config.kubernetes {
@@ -108,7 +109,6 @@ async fn run() -> anyhow::Result<()> {
             running.status.clone(),
             client,
             config.namespace.clone(),
-            replica.clone(),
         ));
         let feed = mesh_apiserver::kube_feed::KubeFeed::new(
             running.writer.clone(),

@@ -40,6 +40,8 @@ pub struct ServerParts {
     pub import: ImportSettings,
     /// The `meshwork-clustermesh` feed.
     pub config: ConfigFeed,
+    /// This replica's name (in the status document).
+    pub replica: String,
 }
 
 /// A running server; dropping it does not stop it, call [`Running::shutdown`].
@@ -92,6 +94,7 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         trust_domain,
         import,
         config,
+        replica,
     } = parts;
     let mut tasks = Vec::new();
     let leadership = match election {
@@ -154,6 +157,7 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         importer: importer.clone(),
         watchers,
         authorizer: authorizer.clone(),
+        replica,
     };
     let mut status_addr = None;
     if let Some(listener) = status {

@@ -11,73 +11,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
+use mesh_api::clustermesh::{MeshStatus, PeerRefusal, RemoteStatus, StoreStatus};
 use mesh_certs::Authorizer;
-use serde::{Deserialize, Serialize};
 
 use crate::export::LocalCluster;
-use crate::import::{Importer, Refused, RemoteStatus};
+use crate::import::Importer;
 use crate::leader::Leadership;
 use crate::store::Store;
-
-/// This cluster, as reported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterStatus {
-    /// Name.
-    pub name: String,
-    /// Id.
-    pub id: u8,
-    /// Pod CIDRs.
-    pub pod_cidrs: Vec<String>,
-}
-
-/// The store, as reported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoreStatus {
-    /// `etcd http://…` or `memory …`.
-    pub backend: String,
-    /// Reachable now.
-    pub reachable: bool,
-    /// Current revision.
-    pub revision: u64,
-    /// Latency of a revision read, seconds.
-    pub latency_seconds: f64,
-    /// The error, when unreachable.
-    pub error: Option<String>,
-}
-
-/// A refused TLS peer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PeerRefusal {
-    /// Stable label (`wrong-ca`, `expired`, `cluster-not-allowed`, …).
-    pub reason: String,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-/// The whole status document (`GET /status`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusReport {
-    /// This cluster.
-    pub cluster: ClusterStatus,
-    /// mesh-apiserver version.
-    pub version: String,
-    /// This replica writes.
-    pub leader: bool,
-    /// Store health.
-    pub store: StoreStatus,
-    /// Open watch streams.
-    pub watch_clients: usize,
-    /// Each configured remote cluster.
-    pub remotes: Vec<RemoteStatus>,
-    /// Config entries refused, with reasons.
-    pub refused_entries: Vec<Refused>,
-    /// Recent refused TLS peers.
-    pub refused_peers: Vec<PeerRefusal>,
-}
 
 /// What the status endpoints read.
 #[derive(Clone)]
@@ -94,6 +34,8 @@ pub struct StatusSource {
     pub watchers: Arc<AtomicUsize>,
     /// The authorizer (recent refusals).
     pub authorizer: Authorizer,
+    /// This replica's name.
+    pub replica: String,
 }
 
 impl std::fmt::Debug for StatusSource {
@@ -105,24 +47,21 @@ impl std::fmt::Debug for StatusSource {
 }
 
 impl StatusSource {
-    /// Builds the report now.
-    pub async fn report(&self) -> StatusReport {
+    /// The status document now.
+    pub async fn report(&self) -> MeshStatus {
         let t = Instant::now();
         let rev = self.store.revision().await;
         let latency = t.elapsed().as_secs_f64();
-        StatusReport {
-            cluster: ClusterStatus {
-                name: self.local.name.to_string(),
-                id: self.local.id.get(),
-                pod_cidrs: self
-                    .local
-                    .pod_cidrs
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-            },
+        MeshStatus {
+            cluster: self.local.name.to_string(),
+            cluster_id: self.local.id.get(),
+            pod_cidrs: self.local.pod_cidrs.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            replica: self.replica.clone(),
             leader: self.leadership.is_leader(),
+            updated_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             store: StoreStatus {
                 backend: self.store.describe(),
                 reachable: rev.is_ok(),
@@ -130,8 +69,13 @@ impl StatusSource {
                 latency_seconds: latency,
                 error: rev.err().map(|e| e.to_string()),
             },
-            watch_clients: self.watchers.load(Ordering::Relaxed),
-            remotes: self.importer.status(),
+            watch_clients: self.watchers.load(Ordering::Relaxed) as u64,
+            remotes: self
+                .importer
+                .status()
+                .into_iter()
+                .map(|r| (r.name.clone(), r))
+                .collect(),
             refused_entries: self.importer.refused(),
             refused_peers: self
                 .authorizer
@@ -165,7 +109,7 @@ fn cluster_gauge(o: &mut String, c: &str, name: &str, help: &str, value: impl st
 fn remote_gauge<V: std::fmt::Display>(
     o: &mut String,
     c: &str,
-    remotes: &[RemoteStatus],
+    remotes: &[&RemoteStatus],
     name: &str,
     help: &str,
     value: impl Fn(&RemoteStatus) -> Option<V>,
@@ -179,11 +123,12 @@ fn remote_gauge<V: std::fmt::Display>(
 }
 
 /// Prometheus text exposition of a report.
-pub fn metrics_text(r: &StatusReport) -> String {
+pub fn metrics_text(r: &MeshStatus) -> String {
     let mut o = String::new();
     let o = &mut o;
-    let c = r.cluster.name.as_str();
-    let rs = r.remotes.as_slice();
+    let c = r.cluster.as_str();
+    let remotes: Vec<&RemoteStatus> = r.remotes.values().collect();
+    let rs = remotes.as_slice();
     cluster_gauge(
         o,
         c,
@@ -265,7 +210,7 @@ pub fn metrics_text(r: &StatusReport) -> String {
         "Cached records of the remote by kind.",
     );
     for s in rs {
-        for (kind, n) in &s.counts {
+        for (kind, n) in s.counts.by_kind() {
             let _ = writeln!(
                 o,
                 "meshwork_remote_records{{cluster=\"{c}\",remote=\"{}\",kind=\"{kind}\"}} {n}",
@@ -279,7 +224,7 @@ pub fn metrics_text(r: &StatusReport) -> String {
         rs,
         "meshwork_remote_last_event_age_seconds",
         "Seconds since the remote's last event.",
-        |s| s.last_event_age_seconds,
+        |s| s.last_event_age_secs,
     );
     cluster_gauge(
         o,
@@ -312,7 +257,7 @@ async fn metrics(State(s): State<StatusSource>) -> impl IntoResponse {
     )
 }
 
-async fn status(State(s): State<StatusSource>) -> Json<StatusReport> {
+async fn status(State(s): State<StatusSource>) -> Json<MeshStatus> {
     Json(s.report().await)
 }
 
@@ -325,3 +270,6 @@ pub fn router(source: StatusSource) -> Router {
         .route("/status", get(status))
         .with_state(source)
 }
+
+#[cfg(test)]
+mod tests;

@@ -39,6 +39,7 @@ async fn serve(pki: &Pki, store: Arc<dyn Store>) -> mesh_apiserver::server::Runn
         trust_domain: TrustDomain::default(),
         import: ImportSettings::default(),
         config: feed,
+        replica: "r1".into(),
     })
     .await
     .unwrap()

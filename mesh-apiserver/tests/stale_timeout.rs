@@ -48,6 +48,7 @@ async fn cluster(
             ..Default::default()
         },
         config: feed,
+        replica: "r1".into(),
     })
     .await
     .unwrap();
@@ -178,7 +179,7 @@ async fn remote_added_at_run_time_then_stale_then_withdrawn() {
     let st = a.importer.status();
     assert!(
         st.iter()
-            .any(|s| s.name == "b" && s.counts.values().all(|n| *n == 0)),
+            .any(|s| s.name == "b" && s.counts.by_kind().iter().all(|(_, n)| *n == 0)),
         "{st:?}"
     );
     a.shutdown().await;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use mesh_api::clustermesh::MeshStatus;
 use mesh_api::{
     Backend, ClusterId, ClusterName, EndpointRecord, Identity, IdentityRecord, Kind, LabelSet,
     NamedPort, NodeName, NodeRecord, Protocol, Record, ServiceMeshOptions, ServicePort,
@@ -15,7 +16,6 @@ use mesh_api::{
 };
 use mesh_apiserver::leader::Leadership;
 use mesh_apiserver::state::{self, ParsedKey, Writer};
-use mesh_apiserver::status::StatusReport;
 use mesh_apiserver::store::Store;
 use mesh_apiserver::testutil::{EtcdServer, Pki, free_port, init, remote_entry};
 use mesh_export_client::{ExportClient, Mirror, MirrorKey, mirror_key};
@@ -148,7 +148,7 @@ impl ClusterUnderTest {
         Arc::new(self.etcd.store().await)
     }
 
-    async fn status(&self) -> Option<StatusReport> {
+    async fn status(&self) -> Option<MeshStatus> {
         status_at(self.server.as_ref()?.status).await
     }
 
@@ -162,7 +162,7 @@ impl ClusterUnderTest {
     }
 }
 
-async fn status_at(port: u16) -> Option<StatusReport> {
+async fn status_at(port: u16) -> Option<MeshStatus> {
     let out = Command::new("curl")
         .args(["-sf", &format!("http://127.0.0.1:{port}/status")])
         .output()
@@ -434,7 +434,7 @@ async fn two_clusters_export_import_resume_compaction_and_faults() {
     eventually("A reports B connected and synced", 20, || async {
         a.status().await.is_some_and(|s| {
             s.remotes
-                .iter()
+                .values()
                 .any(|r| r.name == "b" && r.connected && r.synced)
         })
     })
@@ -551,7 +551,7 @@ async fn two_clusters_export_import_resume_compaction_and_faults() {
     eventually("A reports B disconnected and stale", 20, || async {
         a.status().await.is_some_and(|s| {
             s.remotes
-                .iter()
+                .values()
                 .any(|r| r.name == "b" && !r.connected && r.stale_since.is_some())
         })
     })
@@ -580,7 +580,7 @@ async fn two_clusters_export_import_resume_compaction_and_faults() {
     eventually("A reports B synced and no longer stale", 20, || async {
         a.status().await.is_some_and(|s| {
             s.remotes
-                .iter()
+                .values()
                 .any(|r| r.name == "b" && r.synced && r.stale_since.is_none())
         })
     })
@@ -783,7 +783,7 @@ async fn killing_the_leader_replica_hands_import_to_the_other() {
         || async {
             status_at(survivor).await.is_some_and(|s| {
                 s.remotes
-                    .iter()
+                    .values()
                     .any(|r| r.name == "b" && r.connected && r.synced)
             })
         },
@@ -939,9 +939,9 @@ async fn remote_endpoints_given_as_dns_names_resolve_through_the_configured_name
             a.status().await.is_some_and(|s| {
                 let b_ok = s
                     .remotes
-                    .iter()
+                    .values()
                     .any(|r| r.name == "b" && r.connected && r.synced);
-                let c_err = s.remotes.iter().any(|r| {
+                let c_err = s.remotes.values().any(|r| {
                     r.name == "c"
                         && !r.connected
                         && r.last_error.as_deref().is_some_and(|e| {
@@ -954,7 +954,7 @@ async fn remote_endpoints_given_as_dns_names_resolve_through_the_configured_name
     )
     .await;
     let report = a.status().await.unwrap();
-    let c = report.remotes.iter().find(|r| r.name == "c").unwrap();
+    let c = report.remotes.values().find(|r| r.name == "c").unwrap();
     eprintln!("remote c: {:?}", c.last_error);
     // B keeps working next to the broken entry: a change still arrives.
     wb.upsert(&service("b", "web", true, true, &["10.2.1.5", "10.2.1.6"]))
@@ -1075,14 +1075,14 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
     eventually("A reports B connected and synced", 20, || async {
         a.status().await.is_some_and(|s| {
             s.remotes
-                .iter()
+                .values()
                 .any(|r| r.name == "b" && r.connected && r.synced)
         })
     })
     .await;
-    let connections = |s: &StatusReport| {
+    let connections = |s: &MeshStatus| {
         s.remotes
-            .iter()
+            .values()
             .find(|r| r.name == "b")
             .map(|r| (r.connected, r.connections))
     };

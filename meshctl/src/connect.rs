@@ -279,16 +279,21 @@ pub(crate) async fn wait_until(
             let st = cluster.status().await?;
             let ok = st.as_ref().is_some_and(|s| done(s, remote));
             all &= ok;
-            let detail = st
-                .as_ref()
-                .and_then(|s| s.remotes.get(remote.as_str()))
-                .map_or("not configured yet".to_string(), |r| {
+            let refused = st.as_ref().and_then(|s| s.refused_entry(remote));
+            let detail = match (
+                refused,
+                st.as_ref().and_then(|s| s.remotes.get(remote.as_str())),
+            ) {
+                (Some(why), _) => format!("connected=false synced=false ({why})"),
+                (None, None) => "not configured yet".to_string(),
+                (None, Some(r)) => {
                     let mut d = format!("connected={} synced={}", r.connected, r.synced);
                     if let Some(e) = r.refused.as_ref().or(r.last_error.as_ref()) {
                         d.push_str(&format!(" ({e})"));
                     }
                     d
-                });
+                }
+            };
             line.push(format!("{} → {remote}: {detail}", cluster.context));
         }
         let line = line.join("; ");
@@ -461,6 +466,17 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
                         .unwrap_or_default(),
                 ]
             })
+            .chain(s.refused_entries.iter().map(|r| {
+                let no = yes_no(false);
+                vec![
+                    r.entry.clone(),
+                    no.clone(),
+                    no,
+                    "-".into(),
+                    "0/0/0/0".into(),
+                    r.reason.clone(),
+                ]
+            }))
             .collect();
         if rows.is_empty() {
             println!("no remote clusters (connect one with `meshctl connect`)");

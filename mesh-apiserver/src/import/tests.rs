@@ -1,5 +1,9 @@
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
+use mesh_api::{ClusterId, ClusterName};
+
 use super::*;
 use crate::testutil::{Pki, remote_entry};
 

@@ -24,8 +24,12 @@ fn side(
             version: version.into(),
             replica: "r".into(),
             updated_at: now - age,
+            leader: true,
+            store: Default::default(),
             watch_clients: 0,
             remotes: Default::default(),
+            refused_entries: Vec::new(),
+            refused_peers: Vec::new(),
         }),
     }
 }

@@ -1025,7 +1025,7 @@ fn c2_refused_peers(lab: &Lab) -> String {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    v["refusedPeers"].to_string()
+    v["refused_peers"].to_string()
 }
 
 /// `meshctl ca rotate --context lab-c2 --context lab-c1` while c1's client keeps a stream to
