@@ -111,6 +111,13 @@ impl RemoteClusterConfig {
     }
 }
 
+/// `t` in unix seconds, the unit of every time in [`MeshStatus`] (0 for a
+/// time before 1970).
+pub fn unix_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Splits `host:port` (IPv6 hosts in brackets).
 pub fn split_endpoint(ep: &str) -> Option<(&str, u16)> {
     let (host, port) = ep.rsplit_once(':')?;
@@ -138,22 +145,23 @@ pub struct RecordCounts {
 impl RecordCounts {
     /// Counts one more record of `kind`.
     pub fn add(&mut self, kind: Kind) {
-        *self.get_mut(kind) += 1;
-    }
-
-    fn get_mut(&mut self, kind: Kind) -> &mut u64 {
-        match kind {
+        let n = match kind {
             Kind::Node => &mut self.nodes,
             Kind::Identity => &mut self.identities,
             Kind::Endpoint => &mut self.endpoints,
             Kind::Service => &mut self.services,
-        }
+        };
+        *n += 1;
     }
 
     /// The count of `kind`.
     pub fn get(&self, kind: Kind) -> u64 {
-        let mut copy = *self;
-        *copy.get_mut(kind)
+        match kind {
+            Kind::Node => self.nodes,
+            Kind::Identity => self.identities,
+            Kind::Endpoint => self.endpoints,
+            Kind::Service => self.services,
+        }
     }
 
     /// `(kind plural, count)` for every kind, in [`Kind::ALL`] order.

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use mesh_api::ClusterName;
-use mesh_api::clustermesh::{RefusedEntry, RemoteClusterConfig, RemoteStatus};
+use mesh_api::clustermesh::{RefusedEntry, RemoteClusterConfig, RemoteStatus, unix_seconds};
 use mesh_certs::LiveTls;
 use tokio::task::JoinHandle;
 
@@ -34,7 +34,6 @@ pub use config::{
     ClusterMeshConfig, ConfigFeed, ImportSettings, directory_feed, parse_clustermesh,
 };
 pub use resolve::EndpointResolver;
-use session::now_unix;
 
 struct Running {
     config: RemoteClusterConfig,
@@ -217,12 +216,13 @@ impl Importer {
 
     /// Status of every configured remote.
     pub fn status(&self) -> Vec<RemoteStatus> {
+        let now = unix_seconds(std::time::SystemTime::now());
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running
             .values()
             .map(|r| {
                 let mut s = r.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                s.last_event_age_secs = s.last_event.map(|t| now_unix().saturating_sub(t));
+                s.last_event_age_secs = s.last_event.map(|t| now.saturating_sub(t));
                 s
             })
             .collect()

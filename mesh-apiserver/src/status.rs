@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use mesh_api::clustermesh::{MeshStatus, PeerRefusal, RemoteStatus, StoreStatus};
+use mesh_api::clustermesh::{MeshStatus, PeerRefusal, RemoteStatus, StoreStatus, unix_seconds};
 use mesh_certs::Authorizer;
 
 use crate::export::LocalCluster;
@@ -59,9 +59,7 @@ impl StatusSource {
             version: env!("CARGO_PKG_VERSION").to_string(),
             replica: self.replica.clone(),
             leader: self.leadership.is_leader(),
-            updated_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            updated_at: unix_seconds(std::time::SystemTime::now()),
             store: StoreStatus {
                 backend: self.store.describe(),
                 reachable: rev.is_ok(),

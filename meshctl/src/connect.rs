@@ -8,7 +8,7 @@
 //! both mesh-apiservers report the other connected and synced.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use mesh_api::clustermesh::{MeshStatus, RemoteClusterConfig};
@@ -85,10 +85,7 @@ fn major_minor(v: &str) -> (&str, &str) {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    mesh_api::clustermesh::unix_seconds(SystemTime::now())
 }
 
 async fn read_side(cluster: &Cluster) -> anyhow::Result<Side> {

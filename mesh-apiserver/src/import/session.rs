@@ -3,11 +3,11 @@
 //! with backoff and keep its last known state, stale, while it is away.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
-use mesh_api::clustermesh::{RecordCounts, RemoteClusterConfig, RemoteStatus};
+use mesh_api::clustermesh::{RecordCounts, RemoteClusterConfig, RemoteStatus, unix_seconds};
 use mesh_api::{ClusterName, Kind};
 use mesh_certs::LiveTls;
 use mesh_export_client::{Change, ExportClient, Mirror};
@@ -90,13 +90,6 @@ pub(super) fn update(status: &Mutex<RemoteStatus>, f: impl FnOnce(&mut RemoteSta
     f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
-/// Unix seconds now.
-pub(super) fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 async fn write_changes(writer: &Writer, remote: &ClusterName, changes: Vec<Change>) -> Result<()> {
     let mut batch = Vec::with_capacity(changes.len());
     for change in changes {
@@ -135,7 +128,7 @@ pub(super) async fn remote_task(
     let mut disconnected_at: Option<(std::time::Instant, u64)> = if mirror.records().is_empty() {
         None
     } else {
-        Some((std::time::Instant::now(), now_unix()))
+        Some((std::time::Instant::now(), unix_seconds(SystemTime::now())))
     };
     update(&status, |s| {
         s.counts = counts(&mirror);
@@ -202,7 +195,7 @@ pub(super) async fn remote_task(
             (s.refused.is_some(), s.connected)
         };
         if disconnected_at.is_none() {
-            disconnected_at = Some((std::time::Instant::now(), now_unix()));
+            disconnected_at = Some((std::time::Instant::now(), unix_seconds(SystemTime::now())));
         }
         tracing::warn!(%remote, error = %err, "remote cluster unreachable; keeping its last known state (stale)");
         update(&status, |s| {
@@ -304,7 +297,7 @@ async fn session(
             }
         }
         update(status, |s| {
-            s.last_event = Some(now_unix());
+            s.last_event = Some(unix_seconds(SystemTime::now()));
             s.revision = mirror.revision();
             s.counts = counts(mirror);
             if synced_now {
