@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{ClusterId, ClusterName};
 use crate::error::{Error, Result};
 use crate::records::Kind;
+use crate::trust::RefusalCode;
 
 /// Name of the Secret holding one entry per remote cluster.
 pub const CLUSTERMESH_SECRET: &str = "meshwork-clustermesh";
@@ -210,6 +211,42 @@ pub struct RemoteStatus {
     /// Successful connections so far.
     #[serde(default)]
     pub connections: u64,
+    /// Records it sends that are refused now (kept out of the store), per kind.
+    #[serde(default)]
+    pub refused_records: RecordCounts,
+    /// Records refused since this mesh-apiserver started, per kind and reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<RefusalCount>,
+    /// The latest refused records, oldest first (a few).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_refusals: Vec<RecordRefusal>,
+    /// Over a quota: what is not cached and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
+}
+
+/// A record a remote sent that was not cached (see [`crate::trust`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordRefusal {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its key within the remote and kind.
+    pub key: String,
+    /// The reason's code.
+    pub code: RefusalCode,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// How many records of a kind were refused for a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalCount {
+    /// The kind.
+    pub kind: Kind,
+    /// The reason's code.
+    pub code: RefusalCode,
+    /// Refusals so far.
+    pub count: u64,
 }
 
 impl RemoteStatus {
@@ -288,6 +325,19 @@ pub struct MeshStatus {
     /// Recently refused TLS peers.
     #[serde(default)]
     pub refused_peers: Vec<PeerRefusal>,
+    /// Objects of this cluster it does not export because it cannot own
+    /// them (a Node whose pod CIDRs lie outside the cluster's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_exports: Vec<RefusedObject>,
+}
+
+/// A local object the exporter refuses (also a Warning Event on it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedObject {
+    /// `Kind [namespace/]name`.
+    pub object: String,
+    /// What is wrong and what to do.
+    pub reason: String,
 }
 
 impl MeshStatus {

@@ -17,6 +17,7 @@ mod identity;
 pub mod labels;
 pub mod merge;
 pub mod records;
+pub mod trust;
 
 pub use cluster::{ClusterId, ClusterName, NodeName, dns_label_problem, dns_subdomain_problem};
 pub use error::{Error, Result, report};

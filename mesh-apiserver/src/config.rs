@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
+use mesh_api::trust::Quotas;
 use mesh_api::{ClusterId, ClusterName};
 
 use crate::error::{Error, Result};
@@ -112,6 +113,25 @@ pub struct Config {
     /// Free an unused identity after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub identity_gc_grace_seconds: u64,
+    /// Most nodes one remote cluster may have cached (0: no limit). Past a
+    /// quota, the remote is marked degraded and what is over is not cached.
+    #[arg(long, default_value_t = Quotas::default().nodes)]
+    pub remote_max_nodes: usize,
+    /// Most identities one remote may have cached (0: no limit).
+    #[arg(long, default_value_t = Quotas::default().identities)]
+    pub remote_max_identities: usize,
+    /// Most endpoints one remote may have cached (0: no limit).
+    #[arg(long, default_value_t = Quotas::default().endpoints)]
+    pub remote_max_endpoints: usize,
+    /// Most global services one remote may have cached (0: no limit).
+    #[arg(long, default_value_t = Quotas::default().services)]
+    pub remote_max_services: usize,
+    /// Most bytes (encoded records) one remote may have cached (0: no limit).
+    #[arg(long, default_value_t = Quotas::default().bytes)]
+    pub remote_max_bytes: usize,
+    /// Most labels on one imported identity (0: no limit).
+    #[arg(long, default_value_t = Quotas::default().labels_per_identity)]
+    pub remote_max_labels_per_identity: usize,
 }
 
 impl Config {
@@ -135,6 +155,18 @@ impl Config {
             .filter_map(|a| a.get_long().map(str::to_string))
             .filter(|k| k != "help" && k != "version")
             .collect()
+    }
+
+    /// The per-remote quotas (`--remote-max-*`).
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            nodes: self.remote_max_nodes,
+            identities: self.remote_max_identities,
+            endpoints: self.remote_max_endpoints,
+            services: self.remote_max_services,
+            bytes: self.remote_max_bytes,
+            labels_per_identity: self.remote_max_labels_per_identity,
+        }
     }
 
     /// The `--dns-nameservers` as socket addresses (port 53 when omitted).

@@ -25,6 +25,7 @@ use crate::leader::Leadership;
 use crate::state::Writer;
 use crate::store::Store;
 
+mod admit;
 pub mod config;
 mod resolve;
 mod session;
@@ -63,6 +64,7 @@ pub struct Importer {
     resolver: EndpointResolver,
     running: Arc<Mutex<BTreeMap<ClusterName, Running>>>,
     refused: Arc<Mutex<Vec<RefusedEntry>>>,
+    declared: session::DeclaredCidrs,
 }
 
 impl std::fmt::Debug for Importer {
@@ -90,6 +92,7 @@ impl Importer {
             resolver,
             running: Arc::default(),
             refused: Arc::default(),
+            declared: Arc::default(),
         }
     }
 
@@ -114,6 +117,17 @@ impl Importer {
             .into_iter()
             .map(|r| (r.name.clone(), r))
             .collect();
+        // Each remote's declared CIDRs, before any task judges a record:
+        // every remote's addresses must be disjoint from the others'.
+        {
+            let mut declared = self.declared.lock().unwrap_or_else(|e| e.into_inner());
+            declared.retain(|name, _| wanted.contains_key(name));
+            for (name, config) in &wanted {
+                if !config.pod_cidrs.is_empty() {
+                    declared.insert(name.clone(), config.pod_cidrs.clone());
+                }
+            }
+        }
         let mut removed = Vec::new();
         let mut refused = Vec::new();
         {
@@ -183,6 +197,7 @@ impl Importer {
                     (self.resolver.clone(), tls.clone()),
                     config.clone(),
                     status.clone(),
+                    self.declared.clone(),
                 ));
                 running.insert(
                     name,

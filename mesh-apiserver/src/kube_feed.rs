@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
+use mesh_api::clustermesh::RefusedObject;
 use mesh_api::{
     Backend, ClusterName, EndpointRecord, Identity, IdentityRecord, Kind, LabelSet, NamedPort,
     NodeName, NodeRecord, Protocol, Record, ServicePort, ServiceRecord, WireGuardKey,
@@ -483,6 +484,9 @@ pub struct Desired {
     pub identities: BTreeSet<u32>,
     /// Problems found.
     pub warnings: Vec<Warning>,
+    /// Objects this cluster cannot own and does not export (a Node whose
+    /// pod CIDRs lie outside the cluster's): each also a Warning Event.
+    pub refused: Vec<Warning>,
 }
 
 /// Computes the desired records (identities allocated on the way).
@@ -501,6 +505,12 @@ pub async fn desired(
         match node_record(c, n) {
             Ok((r, w)) => {
                 d.warnings.extend(w);
+                if let Err(refusal) =
+                    mesh_api::trust::check_own_node_cidrs(c, &local.pod_cidrs, &r.pod_cidrs)
+                {
+                    d.refused.push(Warning::on(n.as_ref(), refusal.detail));
+                    continue;
+                }
                 d.records.insert((Kind::Node, r.key()), Record::Node(r));
             }
             Err(w) => d.warnings.push(w),
@@ -570,16 +580,25 @@ pub struct KubeFeed {
     local: LocalCluster,
     compat: bool,
     grace: Duration,
+    refused: Arc<std::sync::Mutex<Vec<RefusedObject>>>,
 }
 
 impl KubeFeed {
-    /// A feed writing through `writer`.
-    pub fn new(writer: Writer, local: LocalCluster, compat: bool, grace: Duration) -> Self {
+    /// A feed writing through `writer`; the objects it refuses to export
+    /// are kept in `refused` (the status document's `refused_exports`).
+    pub fn new(
+        writer: Writer,
+        local: LocalCluster,
+        compat: bool,
+        grace: Duration,
+        refused: Arc<std::sync::Mutex<Vec<RefusedObject>>>,
+    ) -> Self {
         KubeFeed {
             writer,
             local,
             compat,
             grace,
+            refused,
         }
     }
 
@@ -633,9 +652,18 @@ impl KubeFeed {
                         let now: BTreeSet<(String, String)> = d
                             .warnings
                             .iter()
+                            .chain(&d.refused)
                             .map(|w| (w.object.clone(), w.message.clone()))
                             .collect();
-                        for w in &d.warnings {
+                        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = d
+                            .refused
+                            .iter()
+                            .map(|w| RefusedObject {
+                                object: w.object.clone(),
+                                reason: w.message.clone(),
+                            })
+                            .collect();
+                        for w in d.warnings.iter().chain(&d.refused) {
                             if reported.contains(&(w.object.clone(), w.message.clone())) {
                                 continue;
                             }

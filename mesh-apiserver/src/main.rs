@@ -96,6 +96,7 @@ async fn run() -> anyhow::Result<()> {
             stale_timeout: Duration::from_secs(config.stale_timeout_seconds),
             max_backoff: Duration::from_secs(config.max_backoff_seconds.max(1)),
             nameservers: config.nameservers()?,
+            quotas: config.quotas(),
         },
         config: feed,
         replica: replica.clone(),
@@ -115,6 +116,7 @@ async fn run() -> anyhow::Result<()> {
             local,
             config.compat_cilium_annotations,
             Duration::from_secs(config.identity_gc_grace_seconds),
+            running.status.refused_exports.clone(),
         );
         tokio::spawn(async move {
             if let Err(e) = feed.run().await {

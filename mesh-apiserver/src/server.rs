@@ -158,6 +158,7 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         watchers,
         authorizer: authorizer.clone(),
         replica,
+        refused_exports: Arc::default(),
     };
     let mut status_addr = None;
     if let Some(listener) = status {

@@ -11,7 +11,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use mesh_api::clustermesh::{MeshStatus, PeerRefusal, RemoteStatus, StoreStatus, unix_seconds};
+use mesh_api::clustermesh::{
+    MeshStatus, PeerRefusal, RefusedObject, RemoteStatus, StoreStatus, unix_seconds,
+};
 use mesh_certs::Authorizer;
 
 use crate::export::LocalCluster;
@@ -36,6 +38,8 @@ pub struct StatusSource {
     pub authorizer: Authorizer,
     /// This replica's name.
     pub replica: String,
+    /// Local objects the Kubernetes feed refuses to export.
+    pub refused_exports: Arc<std::sync::Mutex<Vec<RefusedObject>>>,
 }
 
 impl std::fmt::Debug for StatusSource {
@@ -84,6 +88,11 @@ impl StatusSource {
                     message: r.to_string(),
                 })
                 .collect(),
+            refused_exports: self
+                .refused_exports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -95,6 +104,11 @@ fn b(v: bool) -> u8 {
 /// Writes a gauge family's HELP and TYPE lines.
 fn family(o: &mut String, name: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+}
+
+/// Writes a counter family's HELP and TYPE lines.
+fn counter_family(o: &mut String, name: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
 }
 
 /// A gauge with one sample for this cluster.
@@ -216,6 +230,42 @@ pub fn metrics_text(r: &MeshStatus) -> String {
             );
         }
     }
+    family(
+        o,
+        "meshwork_remote_refused_records",
+        "Records the remote sends that are refused now (not cached), by kind.",
+    );
+    for s in rs {
+        for (kind, n) in s.refused_records.by_kind() {
+            let _ = writeln!(
+                o,
+                "meshwork_remote_refused_records{{cluster=\"{c}\",remote=\"{}\",kind=\"{kind}\"}} {n}",
+                s.name
+            );
+        }
+    }
+    counter_family(
+        o,
+        "meshwork_remote_record_refusals_total",
+        "Records of the remote refused at import, by kind and reason.",
+    );
+    for s in rs {
+        for t in &s.refusals {
+            let _ = writeln!(
+                o,
+                "meshwork_remote_record_refusals_total{{cluster=\"{c}\",remote=\"{}\",kind=\"{}\",reason=\"{}\"}} {}",
+                s.name, t.kind, t.code, t.count
+            );
+        }
+    }
+    remote_gauge(
+        o,
+        c,
+        rs,
+        "meshwork_remote_degraded",
+        "Whether some of the remote's records are over a quota.",
+        |s| Some(b(s.degraded.is_some())),
+    );
     remote_gauge(
         o,
         c,
@@ -223,6 +273,13 @@ pub fn metrics_text(r: &MeshStatus) -> String {
         "meshwork_remote_last_event_age_seconds",
         "Seconds since the remote's last event.",
         |s| s.last_event_age_secs,
+    );
+    cluster_gauge(
+        o,
+        c,
+        "meshwork_export_refused_objects",
+        "Local objects not exported because this cluster cannot own them (Warning Events name them).",
+        r.refused_exports.len(),
     );
     cluster_gauge(
         o,

@@ -457,8 +457,10 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
                         "{}/{}/{}/{}",
                         r.counts.nodes, r.counts.identities, r.counts.endpoints, r.counts.services
                     ),
+                    refused_total(&r.refused_records).to_string(),
                     r.refused
                         .clone()
+                        .or(r.degraded.clone())
                         .or(r.last_error.clone())
                         .unwrap_or_default(),
                 ]
@@ -471,6 +473,7 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
                     no,
                     "-".into(),
                     "0/0/0/0".into(),
+                    "-".into(),
                     r.reason.clone(),
                 ]
             }))
@@ -485,12 +488,44 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
                     "SYNCED",
                     "STALE",
                     "NODES/IDS/EPS/SVCS",
+                    "REFUSED",
                     "LAST ERROR",
                 ],
                 &rows,
             );
+            for r in s.remotes.values() {
+                for line in refusal_lines(r) {
+                    println!("{line}");
+                }
+            }
         }
     })
+}
+
+fn refused_total(c: &mesh_api::clustermesh::RecordCounts) -> u64 {
+    c.by_kind().iter().map(|(_, n)| n).sum()
+}
+
+/// Under the table: what a remote sent that is not cached, and why (the
+/// latest few, newest last), so the reason is one command away.
+pub(crate) fn refusal_lines(r: &mesh_api::clustermesh::RemoteStatus) -> Vec<String> {
+    let now = refused_total(&r.refused_records);
+    if now == 0 {
+        return Vec::new();
+    }
+    let mut lines = vec![format!(
+        "{}: {now} record(s) refused, not cached (meshwork_remote_record_refusals_total counts them by reason):",
+        r.name
+    )];
+    lines.extend(
+        r.recent_refusals
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .map(|f| format!("  {} {}: {} ({})", f.kind, f.key, f.reason, f.code)),
+    );
+    lines
 }
 
 /// Asks every node-agent of `c` for its status (in parallel): how many are

@@ -171,6 +171,8 @@ pub struct ImportSettings {
     /// Nameservers for remote endpoints given as DNS names (`ip:port`);
     /// empty: the system's resolver configuration.
     pub nameservers: Vec<SocketAddr>,
+    /// How much each remote may keep in the store.
+    pub quotas: mesh_api::trust::Quotas,
 }
 
 impl Default for ImportSettings {
@@ -179,6 +181,7 @@ impl Default for ImportSettings {
             stale_timeout: Duration::from_secs(600),
             max_backoff: Duration::from_secs(10),
             nameservers: Vec::new(),
+            quotas: mesh_api::trust::Quotas::default(),
         }
     }
 }

@@ -2,16 +2,19 @@
 //! config, then watch its export into the store, batch by batch; reconnect
 //! with backoff and keep its last known state, stale, while it is away.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
-use mesh_api::clustermesh::{RecordCounts, RemoteClusterConfig, RemoteStatus, unix_seconds};
+use mesh_api::clustermesh::{RemoteClusterConfig, RemoteStatus, unix_seconds};
+use mesh_api::trust::RemoteScope;
 use mesh_api::{ClusterName, Kind};
 use mesh_certs::LiveTls;
 use mesh_export_client::{Change, ExportClient, Mirror};
 
+use super::admit::{Admission, Verdict};
 use super::config::ImportSettings;
 use super::resolve::EndpointResolver;
 use crate::error::{Error, Result};
@@ -22,6 +25,45 @@ use crate::store::Store;
 
 /// How a remote is reached: the shared resolver and its live TLS material.
 pub(super) type Reach = (EndpointResolver, LiveTls);
+
+/// The pod CIDRs every configured remote declared (config, else its Info),
+/// shared between the remotes' tasks: each remote's addresses must be
+/// disjoint from the others'.
+pub(super) type DeclaredCidrs = Arc<Mutex<BTreeMap<ClusterName, Vec<IpNet>>>>;
+
+/// What `config`'s remote may speak for: its own declared CIDRs (`own`),
+/// with this cluster's and every other remote's as foreign.
+fn scope(
+    config: &RemoteClusterConfig,
+    local: &LocalCluster,
+    own: &[IpNet],
+    declared: &DeclaredCidrs,
+) -> RemoteScope {
+    let mut foreign = vec![(local.name.clone(), local.pod_cidrs.clone())];
+    foreign.extend(
+        declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(name, _)| **name != config.name)
+            .map(|(name, cidrs)| (name.clone(), cidrs.clone())),
+    );
+    RemoteScope {
+        cluster: config.name.clone(),
+        id: config.id,
+        pod_cidrs: own.to_vec(),
+        foreign,
+    }
+}
+
+/// The remote's declared pod CIDRs: the config's, else what its Info says.
+fn own_cidrs(config: &RemoteClusterConfig, info: Option<&[IpNet]>) -> Vec<IpNet> {
+    if config.pod_cidrs.is_empty() {
+        info.map(<[IpNet]>::to_vec).unwrap_or_default()
+    } else {
+        config.pod_cidrs.clone()
+    }
+}
 
 async fn connect(config: &RemoteClusterConfig, (resolver, tls): &Reach) -> Result<ExportClient> {
     let addrs = resolver
@@ -39,8 +81,9 @@ async fn connect(config: &RemoteClusterConfig, (resolver, tls): &Reach) -> Resul
 fn check_info(
     config: &RemoteClusterConfig,
     local: &LocalCluster,
+    declared: &DeclaredCidrs,
     info: &mesh_proto::pb::ClusterInfo,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Vec<IpNet>, String> {
     if info.name != config.name.as_str() {
         return Err(format!(
             "the server at {:?} is cluster {:?}, not {:?} as configured",
@@ -60,11 +103,24 @@ fn check_info(
         .iter()
         .filter_map(|c| c.parse().ok())
         .collect();
+    let overlap =
+        |e: mesh_api::Error| format!("{e}; pod CIDRs of connected clusters must not overlap");
     mesh_api::cidr::check_pod_cidrs_disjoint(&local.name, &local.pod_cidrs, &config.name, &cidrs)
-        .map_err(|e| format!("{e}; pod CIDRs of connected clusters must not overlap"))
+        .map_err(overlap)?;
+    for (other, theirs) in declared.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if *other != config.name {
+            mesh_api::cidr::check_pod_cidrs_disjoint(other, theirs, &config.name, &cidrs)
+                .map_err(overlap)?;
+        }
+    }
+    Ok(cidrs)
 }
 
-async fn load_cache(writer: &Writer) -> Mirror {
+/// The cached state. With the remote's scope known (its config declares
+/// its pod CIDRs), it is judged again at once: what the store holds and is
+/// refused now (cached by an older version, or before the scope changed) is
+/// withdrawn. Otherwise it is kept as is until the remote's Info is seen.
+async fn load_cache(writer: &Writer, admission: &mut Admission, judge: bool) -> Mirror {
     let mut records = Vec::new();
     for kind in Kind::ALL {
         match writer.list(kind).await {
@@ -74,15 +130,28 @@ async fn load_cache(writer: &Writer) -> Mirror {
             }
         }
     }
-    Mirror::with_records(records)
-}
-
-fn counts(mirror: &Mirror) -> RecordCounts {
-    let mut c = RecordCounts::default();
-    for (kind, _) in mirror.records().keys() {
-        c.add(*kind);
+    admission.clear();
+    for r in &records {
+        admission.assume_kept(r);
     }
-    c
+    if judge {
+        let ops = admission.rejudge(records.clone());
+        let withdrawn: std::collections::BTreeSet<(Kind, String)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Delete(kind, key) => Some((*kind, key.clone())),
+                BatchOp::Upsert(_) => None,
+            })
+            .collect();
+        if !ops.is_empty() {
+            tracing::warn!(remote = %writer.cluster(), records = withdrawn.len(), "cached records refused now: withdrawn");
+            if let Err(e) = writer.write_batch(ops).await {
+                tracing::warn!(remote = %writer.cluster(), error = %e, "withdrawing cached records refused now");
+            }
+        }
+        records.retain(|r| !withdrawn.contains(&(r.kind(), r.key())));
+    }
+    Mirror::with_records(records)
 }
 
 /// Updates the status a remote's task shares with the importer.
@@ -90,26 +159,38 @@ pub(super) fn update(status: &Mutex<RemoteStatus>, f: impl FnOnce(&mut RemoteSta
     f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
-async fn write_changes(writer: &Writer, remote: &ClusterName, changes: Vec<Change>) -> Result<()> {
+/// Writes what `admission` lets through of a batch of changes.
+async fn write_changes(
+    writer: &Writer,
+    admission: &mut Admission,
+    remote: &ClusterName,
+    changes: Vec<Change>,
+) -> Result<()> {
     let mut batch = Vec::with_capacity(changes.len());
     for change in changes {
-        match change {
-            Change::Upsert(record) => {
-                if record.cluster() != remote {
-                    tracing::warn!(remote = %remote, record_cluster = %record.cluster(), key = %record.key(), "remote sent a record of another cluster: ignored");
-                    continue;
-                }
-                batch.push(BatchOp::Upsert(record));
-            }
-            Change::Delete((kind, wire)) => {
-                let Some(key) = wire.strip_prefix(&format!("{remote}/")) else {
-                    continue;
-                };
-                batch.push(BatchOp::Delete(kind, key.to_string()));
-            }
+        let verdict = match change {
+            Change::Upsert(record) => admission.upsert(record),
+            Change::Delete((kind, wire)) => match wire.strip_prefix(&format!("{remote}/")) {
+                Some(key) => admission.delete(kind, key.to_string()),
+                None => Verdict::Nothing,
+            },
+        };
+        match verdict {
+            Verdict::Write(op) | Verdict::Withdraw(op) => batch.push(op),
+            Verdict::Nothing => {}
         }
     }
     writer.write_batch(batch).await
+}
+
+/// Copies the admission's figures into the remote's status.
+fn report(status: &Mutex<RemoteStatus>, admission: &Admission) {
+    update(status, |s| {
+        s.refused_records = admission.refused_now();
+        s.refusals = admission.totals();
+        s.recent_refusals = admission.recent().to_vec();
+        s.degraded = admission.degraded();
+    });
 }
 
 pub(super) async fn remote_task(
@@ -120,20 +201,29 @@ pub(super) async fn remote_task(
     reach: Reach,
     config: RemoteClusterConfig,
     status: Arc<Mutex<RemoteStatus>>,
+    declared: DeclaredCidrs,
 ) {
     let remote = config.name.clone();
     let writer = Writer::new(store, remote.clone(), leadership.clone());
+    // Before its Info is seen, the remote may speak for the CIDRs its config
+    // declares; the cache is judged at once only when there are some.
+    let judge_cache = !config.pod_cidrs.is_empty();
+    let mut admission = Admission::new(
+        scope(&config, &local, &own_cidrs(&config, None), &declared),
+        settings.quotas,
+    );
     leadership.wait_leader().await;
-    let mut mirror = load_cache(&writer).await;
+    let mut mirror = load_cache(&writer, &mut admission, judge_cache).await;
     let mut disconnected_at: Option<(std::time::Instant, u64)> = if mirror.records().is_empty() {
         None
     } else {
         Some((std::time::Instant::now(), unix_seconds(SystemTime::now())))
     };
     update(&status, |s| {
-        s.counts = counts(&mirror);
+        s.counts = admission.kept_counts();
         s.stale_since = disconnected_at.as_ref().map(|d| d.1);
     });
+    report(&status, &admission);
     let mut backoff = Duration::from_millis(200);
     loop {
         if !leadership.is_leader() {
@@ -143,8 +233,8 @@ pub(super) async fn remote_task(
             });
             leadership.wait_leader().await;
             // The previous leader may have written meanwhile: start from the store.
-            mirror = load_cache(&writer).await;
-            update(&status, |s| s.counts = counts(&mirror));
+            mirror = load_cache(&writer, &mut admission, judge_cache).await;
+            update(&status, |s| s.counts = admission.kept_counts());
         }
         if let Some((since, _)) = &disconnected_at
             && since.elapsed() >= settings.stale_timeout
@@ -157,8 +247,9 @@ pub(super) async fn remote_task(
                 Err(e) => tracing::warn!(%remote, error = %e, "withdrawing stale state failed"),
             }
             mirror = Mirror::new();
+            admission.clear();
             update(&status, |s| {
-                s.counts = counts(&mirror);
+                s.counts = admission.kept_counts();
                 s.synced = false;
             });
         }
@@ -168,6 +259,8 @@ pub(super) async fn remote_task(
             &local,
             &writer,
             &mut mirror,
+            &mut admission,
+            &declared,
             &status,
             &mut disconnected_at,
         )
@@ -185,7 +278,7 @@ pub(super) async fn remote_task(
                 ) {
                     // A write failed: what the mirror holds may not be in the
                     // store, so the next session starts from the store.
-                    mirror = load_cache(&writer).await;
+                    mirror = load_cache(&writer, &mut admission, judge_cache).await;
                 }
                 e.to_string()
             }
@@ -234,20 +327,38 @@ async fn session(
     local: &LocalCluster,
     writer: &Writer,
     mirror: &mut Mirror,
+    admission: &mut Admission,
+    declared: &DeclaredCidrs,
     status: &Mutex<RemoteStatus>,
     disconnected_at: &mut Option<(std::time::Instant, u64)>,
 ) -> Result<()> {
     let remote = &config.name;
     let mut client = connect(config, reach).await?;
     let info = client.info().await?;
-    if let Err(reason) = check_info(config, local, &info) {
-        tracing::warn!(%remote, %reason, "remote cluster refused");
-        update(status, |s| s.refused = Some(reason.clone()));
-        return Err(Error::RemoteConfig {
-            entry: config.name.to_string(),
-            reason,
-        });
+    let info_cidrs = match check_info(config, local, declared, &info) {
+        Ok(cidrs) => cidrs,
+        Err(reason) => {
+            tracing::warn!(%remote, %reason, "remote cluster refused");
+            update(status, |s| s.refused = Some(reason.clone()));
+            return Err(Error::RemoteConfig {
+                entry: config.name.to_string(),
+                reason,
+            });
+        }
+    };
+    // What it may speak for from now on; what is cached is judged again
+    // under it (the scope may have changed while it was away).
+    let own = own_cidrs(config, Some(&info_cidrs));
+    declared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(config.name.clone(), own.clone());
+    admission.set_scope(scope(config, local, &own, declared));
+    let ops = admission.rejudge(mirror.records().values().cloned().collect());
+    if !ops.is_empty() {
+        writer.write_batch(ops).await?;
     }
+    report(status, admission);
     let resume = mirror.resume_revision();
     tracing::Span::current().record("resume", resume);
     mirror.begin_watch(resume);
@@ -290,7 +401,8 @@ async fn session(
                 }
             }
         }
-        write_changes(writer, remote, changes).await?;
+        write_changes(writer, admission, remote, changes).await?;
+        report(status, admission);
         if synced_now {
             for kind in Kind::ALL {
                 writer.mark_synced(kind).await?;
@@ -299,7 +411,7 @@ async fn session(
         update(status, |s| {
             s.last_event = Some(unix_seconds(SystemTime::now()));
             s.revision = mirror.revision();
-            s.counts = counts(mirror);
+            s.counts = admission.kept_counts();
             if synced_now {
                 s.synced = true;
                 s.stale_since = None;

@@ -309,3 +309,72 @@ fn local() -> LocalCluster {
         pod_cidrs: vec!["10.1.0.0/16".parse().unwrap()],
     }
 }
+
+fn node_with_cidr(name: &str, cidr: &str) -> Arc<Node> {
+    Arc::new(Node {
+        metadata: meta(None, name, &[], &[]),
+        spec: Some(NodeSpec {
+            pod_cidr: Some(cidr.into()),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: Some(vec![NodeAddress {
+                type_: "InternalIP".into(),
+                address: "192.0.2.1".into(),
+            }]),
+            ..Default::default()
+        }),
+    })
+}
+
+#[tokio::test]
+async fn a_node_outside_the_clusters_pod_cidrs_is_refused_not_exported() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let writer = Writer::new(store.clone(), c(), Leadership::always());
+    let alloc = IdentityAllocator::new(
+        writer.clone(),
+        mesh_api::ClusterId::new(1).unwrap(),
+        Duration::from_secs(60),
+    );
+    let nodes = vec![
+        node_with_cidr("good", "10.1.1.0/24"),
+        node_with_cidr("half-the-internet", "128.0.0.0/1"),
+        node_with_cidr("neighbour", "10.2.0.0/24"),
+    ];
+    let d = desired(&local(), &alloc, false, &nodes, &[], &[], &[])
+        .await
+        .unwrap();
+    let exported: Vec<&String> = d.records.keys().map(|(_, k)| k).collect();
+    assert_eq!(exported, vec!["good"]);
+    let refused: Vec<&str> = d.refused.iter().map(|w| w.object.as_str()).collect();
+    assert_eq!(refused, vec!["Node half-the-internet", "Node neighbour"]);
+    assert!(
+        d.refused[0].message.contains("128.0.0.0/1")
+            && d.refused[0].message.contains("10.1.0.0/16"),
+        "{}",
+        d.refused[0].message
+    );
+    assert_eq!(
+        d.refused[0].reference.name.as_deref(),
+        Some("half-the-internet")
+    );
+    // A node exported before and refused now is withdrawn.
+    apply_desired(
+        &writer,
+        &desired(&local(), &alloc, false, &nodes[..1], &[], &[], &[])
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let moved = vec![node_with_cidr("good", "128.0.0.0/1")];
+    apply_desired(
+        &writer,
+        &desired(&local(), &alloc, false, &moved, &[], &[], &[])
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(writer.list(Kind::Node).await.unwrap().is_empty());
+}

@@ -1,6 +1,9 @@
 use std::collections::BTreeMap;
 
-use mesh_api::clustermesh::{RecordCounts, RefusedEntry};
+use mesh_api::clustermesh::{
+    RecordCounts, RecordRefusal, RefusalCount, RefusedEntry, RefusedObject,
+};
+use mesh_api::trust::RefusalCode;
 
 use super::*;
 
@@ -23,6 +26,22 @@ fn document() -> MeshStatus {
         refused: None,
         revision: 9,
         connections: 1,
+        refused_records: RecordCounts {
+            nodes: 1,
+            ..Default::default()
+        },
+        refusals: vec![RefusalCount {
+            kind: mesh_api::Kind::Node,
+            code: RefusalCode::OutsidePodCidrs,
+            count: 3,
+        }],
+        recent_refusals: vec![RecordRefusal {
+            kind: mesh_api::Kind::Node,
+            key: "evil".into(),
+            code: RefusalCode::OutsidePodCidrs,
+            reason: "node pod CIDR 128.0.0.0/1 is outside".into(),
+        }],
+        degraded: Some("1 record(s) over quota".into()),
     };
     MeshStatus {
         cluster: "c1".into(),
@@ -46,6 +65,10 @@ fn document() -> MeshStatus {
             reason: "pod CIDR overlaps".into(),
         }],
         refused_peers: vec![],
+        refused_exports: vec![RefusedObject {
+            object: "Node evil".into(),
+            reason: "pod CIDR 128.0.0.0/1 is not inside".into(),
+        }],
     }
 }
 
@@ -76,6 +99,10 @@ fn metrics_name_each_remote_and_each_kind() {
         "meshwork_remote_records{cluster=\"c1\",remote=\"c2\",kind=\"identities\"} 0",
         "meshwork_remote_last_event_age_seconds{cluster=\"c1\",remote=\"c2\"} 12",
         "meshwork_clustermesh_refused_entries{cluster=\"c1\"} 1",
+        "meshwork_remote_refused_records{cluster=\"c1\",remote=\"c2\",kind=\"nodes\"} 1",
+        "meshwork_remote_record_refusals_total{cluster=\"c1\",remote=\"c2\",kind=\"nodes\",reason=\"outside_pod_cidrs\"} 3",
+        "meshwork_remote_degraded{cluster=\"c1\",remote=\"c2\"} 1",
+        "meshwork_export_refused_objects{cluster=\"c1\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }

@@ -30,6 +30,7 @@ fn side(
             remotes: Default::default(),
             refused_entries: Vec::new(),
             refused_peers: Vec::new(),
+            refused_exports: Vec::new(),
         }),
     }
 }

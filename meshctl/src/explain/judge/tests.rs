@@ -303,6 +303,7 @@ fn the_remote_cluster_hop_follows_the_mesh_apiserver() {
         remotes: r.into_iter().map(|r| (r.name.clone(), r)).collect(),
         refused_entries: vec![],
         refused_peers: vec![],
+        refused_exports: Vec::new(),
     };
     assert_eq!(
         remote_cluster_hop(Some(&status(None)), "c1", "c1"),
