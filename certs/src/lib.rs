@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod pem;
 mod refusal;
 mod reload;
+pub mod revocation;
 mod spiffe;
 pub mod tls;
 mod validity;

@@ -240,6 +240,32 @@ impl LiveTls {
         Ok(config)
     }
 
+    /// Checks an already connected client's chain again, as a handshake now
+    /// would: against the current bundle and clock, then `authorizer`'s
+    /// current policy. A refusal is recorded like a handshake's.
+    pub fn recheck_client(
+        &self,
+        authorizer: &Authorizer,
+        chain: &[CertificateDer<'static>],
+    ) -> std::result::Result<crate::SpiffeId, crate::Refusal> {
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or(crate::Refusal::NoClientCertificate)?;
+        let id = crate::inspect::spiffe_id(leaf);
+        let peer = id
+            .as_ref()
+            .map_or_else(|| "<no spiffe id>".to_string(), ToString::to_string);
+        let verifier = self.read().client_verifier.clone();
+        let result = verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map_err(|e| crate::Refusal::from_tls_error(&e))
+            .and_then(|_| authorizer.authorize(id));
+        if let Err(refusal) = &result {
+            authorizer.record(refusal, &format!("{peer} (open stream)"));
+        }
+        result
+    }
+
     /// A client configuration presenting the current certificate and
     /// trusting servers that chain to the current bundle.
     pub fn client_config(&self) -> Result<ClientConfig> {

@@ -117,6 +117,8 @@ pub struct Authorizer {
     trust_domain: TrustDomain,
     policy: Arc<RwLock<AccessPolicy>>,
     refusals: Arc<Mutex<VecDeque<Refusal>>>,
+    /// Bumped by every policy change, so open streams know to re-check.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Authorizer {
@@ -126,12 +128,21 @@ impl Authorizer {
             trust_domain,
             policy: Arc::new(RwLock::new(policy)),
             refusals: Arc::default(),
+            generation: Arc::default(),
         }
     }
 
-    /// Replaces the policy; takes effect for the next handshake.
+    /// Replaces the policy; takes effect for the next handshake, and for
+    /// open streams at their next [`crate::revocation`] check.
     pub fn set_policy(&self, policy: AccessPolicy) {
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Counts policy changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The current policy.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mesh_api::{Kind, Record};
-use mesh_certs::{Authorizer, PeerKind, SpiffeId};
+use mesh_certs::{Authorizer, LiveTls, PeerKind, SpiffeId};
 use mesh_proto::{pb, wire_key};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -114,6 +114,9 @@ pub struct PeerInfo {
     pub id: Option<SpiffeId>,
     /// The remote address.
     pub addr: SocketAddr,
+    /// The certificate chain it presented (leaf first): checked again on
+    /// every open stream when the policy, the bundle or the clock moves.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// An accepted, authenticated connection.
@@ -181,6 +184,15 @@ pub struct ExportService {
     watchers: Arc<AtomicUsize>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
     stopping: tokio::sync::watch::Receiver<bool>,
+    revocation: Option<Revocation>,
+}
+
+/// What an open stream's client is checked against again.
+#[derive(Debug, Clone)]
+struct Revocation {
+    live: LiveTls,
+    authorizer: Authorizer,
+    recheck: Duration,
 }
 
 impl ExportService {
@@ -193,7 +205,27 @@ impl ExportService {
             watchers: Arc::default(),
             stop: Arc::new(tx),
             stopping,
+            revocation: None,
         }
+    }
+
+    /// Closes an open watch within seconds once its client would be
+    /// refused by a handshake now: `authorizer`'s policy changed (a remote
+    /// removed from the config, `meshctl disconnect`), `live`'s bundle
+    /// dropped its CA (the last step of a CA rotation), or its certificate
+    /// expired; and re-authorizes every stream at least every `recheck`.
+    pub fn with_revocation(
+        mut self,
+        live: LiveTls,
+        authorizer: Authorizer,
+        recheck: Duration,
+    ) -> Self {
+        self.revocation = Some(Revocation {
+            live,
+            authorizer,
+            recheck,
+        });
+        self
     }
 
     /// Ends every open watch (clients reconnect elsewhere) and refuses new ones.
@@ -454,6 +486,15 @@ impl pb::export_server::Export for ExportService {
         request: Request<pb::WatchRequest>,
     ) -> std::result::Result<Response<Self::WatchStream>, Status> {
         let peer = request.extensions().get::<PeerInfo>().cloned();
+        let revoked = match (&self.revocation, &peer) {
+            (Some(r), Some(p)) => Some(mesh_certs::revocation::until_revoked(
+                r.live.clone(),
+                r.authorizer.clone(),
+                p.chain.clone(),
+                r.recheck,
+            )),
+            _ => None,
+        };
         let id = peer
             .as_ref()
             .and_then(|p| p.id.clone())
@@ -499,11 +540,25 @@ impl pb::export_server::Export for ExportService {
             let stop = async move {
                 let _ = stopping.wait_for(|s| *s).await;
             };
+            let revoked = async move {
+                match revoked {
+                    Some(r) => r.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = run_watch(local, store, scope, kinds, resume, client.clone(), tx) => {}
                 () = stop => {
                     let _ = fail
                         .send(Err(Status::unavailable("the server is shutting down")))
+                        .await;
+                }
+                refusal = revoked => {
+                    tracing::warn!(%client, reason = refusal.label(), "access revoked: closing the open watch ({refusal})");
+                    let _ = fail
+                        .send(Err(Status::permission_denied(format!(
+                            "access revoked on the open stream: {refusal}"
+                        ))))
                         .await;
                 }
             }
@@ -564,12 +619,15 @@ pub async fn serve(
                 let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
                 match handshake.await {
                     Ok(Ok(stream)) => {
-                        let id =
-                            mesh_certs::tls::peer_spiffe_id(stream.get_ref().1.peer_certificates());
+                        let presented = stream.get_ref().1.peer_certificates();
+                        let id = mesh_certs::tls::peer_spiffe_id(presented);
+                        let chain = presented
+                            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                            .unwrap_or_default();
                         let _ = conn_tx
                             .send(Ok(TlsConn {
                                 stream,
-                                peer: PeerInfo { id, addr },
+                                peer: PeerInfo { id, addr, chain },
                             }))
                             .await;
                     }

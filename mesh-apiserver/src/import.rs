@@ -189,16 +189,16 @@ impl Importer {
                     ..Default::default()
                 }));
                 tracing::info!(remote = %name, endpoints = ?config.endpoints, "importing remote cluster");
-                let task = tokio::spawn(session::remote_task(
-                    self.store.clone(),
-                    self.local.clone(),
-                    self.leadership.clone(),
-                    self.settings.clone(),
-                    (self.resolver.clone(), tls.clone()),
-                    config.clone(),
-                    status.clone(),
-                    self.declared.clone(),
-                ));
+                let task = tokio::spawn(session::remote_task(session::RemoteTask {
+                    store: self.store.clone(),
+                    local: self.local.clone(),
+                    leadership: self.leadership.clone(),
+                    settings: self.settings.clone(),
+                    reach: (self.resolver.clone(), tls.clone()),
+                    config: config.clone(),
+                    status: status.clone(),
+                    declared: self.declared.clone(),
+                }));
                 running.insert(
                     name,
                     Running {

@@ -44,6 +44,10 @@ pub struct ServerParts {
     pub replica: String,
 }
 
+/// Every open watch is authorized again at least this often, whatever
+/// changed (policy and bundle changes and expiry act within a second).
+const REAUTHORIZE_EVERY: Duration = Duration::from_secs(60);
+
 /// A running server; dropping it does not stop it, call [`Running::shutdown`].
 #[derive(Debug)]
 pub struct Running {
@@ -106,10 +110,15 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         None => Leadership::always(),
     };
     let authorizer = Authorizer::new(trust_domain, AccessPolicy::nodes_of(local.name.clone()));
+    let live = tls.clone();
     let tls = tls
         .server_config(authorizer.clone())
         .map_err(|e| Error::certs("export server TLS", e))?;
-    let service = ExportService::new(store.clone(), local.clone());
+    let service = ExportService::new(store.clone(), local.clone()).with_revocation(
+        live,
+        authorizer.clone(),
+        REAUTHORIZE_EVERY,
+    );
     let export = service.clone();
     let watchers = service.watcher_gauge();
     let grpc_addr = grpc.local_addr().map_err(|source| Error::Io {

@@ -263,3 +263,49 @@ impl Pki {
             .with_no_client_auth()
     }
 }
+
+/// A mesh-apiserver running in this process on `store`, serving on a
+/// loopback port with a server certificate of `pki`, no status listener
+/// and no election; its remotes come from the returned config sender. The
+/// returned [`mesh_certs::LiveTls`] is its live material (swap the bundle
+/// to rotate its CA).
+pub async fn in_process_cluster(
+    pki: &Pki,
+    name: &str,
+    id: i64,
+    cidr: &str,
+    store: std::sync::Arc<dyn crate::store::Store>,
+    import: crate::import::ImportSettings,
+) -> (
+    crate::server::Running,
+    tokio::sync::watch::Sender<std::collections::BTreeMap<String, String>>,
+    mesh_certs::LiveTls,
+) {
+    let server = pki.server();
+    let (tx, feed) = tokio::sync::watch::channel(std::collections::BTreeMap::new());
+    let tls = mesh_certs::LiveTls::new(
+        mesh_certs::TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key")
+            .unwrap(),
+        &pki.bundle(),
+    )
+    .unwrap();
+    let running = crate::server::start(crate::server::ServerParts {
+        local: crate::export::LocalCluster {
+            name: mesh_api::ClusterName::new(name).unwrap(),
+            id: mesh_api::ClusterId::new(id).unwrap(),
+            pod_cidrs: vec![cidr.parse().unwrap()],
+        },
+        store,
+        election: None,
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        status: None,
+        tls: tls.clone(),
+        trust_domain: mesh_certs::TrustDomain::default(),
+        import,
+        config: feed,
+        replica: "r1".into(),
+    })
+    .await
+    .unwrap();
+    (running, tx, tls)
+}

@@ -12,16 +12,14 @@ use futures::StreamExt;
 use mesh_api::clustermesh::RemoteStatus;
 use mesh_api::trust::{Quotas, RefusalCode};
 use mesh_api::{
-    Backend, ClusterId, ClusterName, EndpointRecord, Identity, IdentityRecord, Kind, LabelSet,
-    NodeName, NodeRecord, Record, ServiceMeshOptions, ServiceRecord,
+    Backend, ClusterName, EndpointRecord, Identity, IdentityRecord, Kind, LabelSet, NodeName,
+    NodeRecord, Record, ServiceMeshOptions, ServiceRecord,
 };
-use mesh_apiserver::export::LocalCluster;
 use mesh_apiserver::import::ImportSettings;
-use mesh_apiserver::server::{Running, ServerParts, start};
+use mesh_apiserver::server::Running;
 use mesh_apiserver::state;
 use mesh_apiserver::store::{MemoryStore, Store};
-use mesh_apiserver::testutil::{Pki, init, remote_entry};
-use mesh_certs::{LiveTls, TlsIdentity, TrustDomain};
+use mesh_apiserver::testutil::{Pki, in_process_cluster, init, remote_entry};
 use mesh_export_client::{ExportClient, Mirror};
 use mesh_proto::WatchEvent;
 use tokio::sync::watch;
@@ -34,35 +32,13 @@ async fn cluster(
     store: Arc<dyn Store>,
     quotas: Quotas,
 ) -> (Running, watch::Sender<BTreeMap<String, String>>) {
-    let server = pki.server();
-    let (tx, feed) = watch::channel(BTreeMap::new());
-    let running = start(ServerParts {
-        local: LocalCluster {
-            name: ClusterName::new(name).unwrap(),
-            id: ClusterId::new(id).unwrap(),
-            pod_cidrs: vec![cidr.parse().unwrap()],
-        },
-        store,
-        election: None,
-        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        status: None,
-        tls: LiveTls::new(
-            TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key").unwrap(),
-            &pki.bundle(),
-        )
-        .unwrap(),
-        trust_domain: TrustDomain::default(),
-        import: ImportSettings {
-            max_backoff: Duration::from_millis(500),
-            quotas,
-            ..Default::default()
-        },
-        config: feed,
-        replica: "r1".into(),
-    })
-    .await
-    .unwrap();
-    (running, tx)
+    let settings = ImportSettings {
+        max_backoff: Duration::from_millis(500),
+        quotas,
+        ..Default::default()
+    };
+    let (running, config, _) = in_process_cluster(pki, name, id, cidr, store, settings).await;
+    (running, config)
 }
 
 fn cn(s: &str) -> ClusterName {
@@ -191,7 +167,7 @@ async fn a_hostile_remote_is_refused_record_by_record_and_its_valid_records_flow
         )
         .unwrap();
 
-    let valid = vec![
+    let valid = [
         node("b-n1", "10.2.1.0/24"),
         identity(B | 300, "b"),
         endpoint("web-1", "10.2.1.5", B | 300),

@@ -6,14 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mesh_api::{ClusterId, ClusterName, Kind, NodeName, NodeRecord, Record};
-use mesh_apiserver::export::LocalCluster;
+use mesh_api::{ClusterName, Kind, NodeName, NodeRecord, Record};
 use mesh_apiserver::import::ImportSettings;
-use mesh_apiserver::server::{Running, ServerParts, start};
+use mesh_apiserver::server::Running;
 use mesh_apiserver::state;
 use mesh_apiserver::store::{MemoryStore, Store};
-use mesh_apiserver::testutil::{Pki, init, remote_entry};
-use mesh_certs::{LiveTls, TlsIdentity, TrustDomain};
+use mesh_apiserver::testutil::{Pki, in_process_cluster, init, remote_entry};
 use tokio::sync::watch;
 
 async fn cluster(
@@ -24,35 +22,13 @@ async fn cluster(
     store: Arc<dyn Store>,
     stale: Duration,
 ) -> (Running, watch::Sender<BTreeMap<String, String>>) {
-    let server = pki.server();
-    let (tx, feed) = watch::channel(BTreeMap::new());
-    let running = start(ServerParts {
-        local: LocalCluster {
-            name: ClusterName::new(name).unwrap(),
-            id: ClusterId::new(id).unwrap(),
-            pod_cidrs: vec![cidr.parse().unwrap()],
-        },
-        store,
-        election: None,
-        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        status: None,
-        tls: LiveTls::new(
-            TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key").unwrap(),
-            &pki.bundle(),
-        )
-        .unwrap(),
-        trust_domain: TrustDomain::default(),
-        import: ImportSettings {
-            stale_timeout: stale,
-            max_backoff: Duration::from_millis(500),
-            ..Default::default()
-        },
-        config: feed,
-        replica: "r1".into(),
-    })
-    .await
-    .unwrap();
-    (running, tx)
+    let settings = ImportSettings {
+        stale_timeout: stale,
+        max_backoff: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (running, config, _) = in_process_cluster(pki, name, id, cidr, store, settings).await;
+    (running, config)
 }
 
 async fn b_records(store: &dyn Store) -> usize {

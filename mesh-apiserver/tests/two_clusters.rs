@@ -981,10 +981,12 @@ fn write_server_tls(dir: &std::path::Path, cert: &mesh_certs::IssuedCert, bundle
 /// A CA rotation across two running clusters without a restart and without
 /// a refused connection: trust old+new everywhere, reissue every leaf
 /// (servers, A's node-agent, each side's client entry) under the new CA,
-/// then drop the old CA. Meanwhile A's import stream of B and an A agent's
-/// watch stay open, and fresh handshakes (A→B with A's current entry, agent
-/// → A with the agent's current files) are made every 100 ms; none may fail.
-/// Afterwards a client with an old-CA certificate is refused.
+/// then drop the old CA. Through the overlap A's import stream of B and an
+/// A agent's watch stay open; fresh handshakes (A→B with A's current entry,
+/// agent → A with the agent's current files) are made every 100 ms and none
+/// may fail. When the old CA is dropped, the streams still authenticated by
+/// old-CA certificates are revoked and reopen once with the new ones; a
+/// client with an old-CA certificate is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_old_ca() {
     init();
@@ -1212,6 +1214,11 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
     write_agent(&both, &new);
     change_b("leaves reissued").await;
     settle("leaves reissued").await;
+    assert_eq!(
+        connections(&a.status().await.unwrap()).unwrap(),
+        before,
+        "through the overlap, A's import stream of B never reconnected (connected, connections)"
+    );
     // 3. The old CA dropped.
     write_server_tls(&b_dir, &new.server(), &new_pem);
     write_server_tls(&a_dir, &new.server(), &new_pem);
@@ -1231,12 +1238,54 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
         ok >= 12,
         "the prober ran through every step: {ok} handshakes"
     );
+    // The old CA dropped, the stream A opened with its old-CA certificate
+    // is revoked: A reconnects once, with the certificate of the new CA.
+    eventually(
+        "A reconnected to B with its new certificate",
+        20,
+        || async {
+            connections(&a.status().await.unwrap()).is_some_and(|(up, n)| up && n > before.1)
+        },
+    )
+    .await;
     let after = connections(&a.status().await.unwrap()).unwrap();
     assert_eq!(
-        after, before,
-        "A's import stream of B never reconnected (connected, connections)"
+        after,
+        (true, before.1 + 1),
+        "one reconnection, refused by no one (connected, connections)"
     );
-    // The agent's watch, opened before the rotation, still delivers B's last change.
+    // The agent's watch, opened with an old-CA certificate before the
+    // rotation, is closed with the reason...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let closed = loop {
+        match tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            agent_stream.next(),
+        )
+        .await
+        .expect("the pre-rotation agent watch is closed within 20 s")
+        {
+            Some(Ok(ev)) => {
+                mirror.apply(&ev);
+            }
+            Some(Err(e)) => break e.to_string(),
+            None => break "ended".to_string(),
+        }
+    };
+    assert!(
+        closed.contains("access revoked"),
+        "closed with the reason: {closed}"
+    );
+    // ...and one opened with its new material delivers B's last change.
+    let mut agent = ExportClient::connect(
+        vec![a_addr],
+        "127.0.0.1",
+        agent_tls.client_config().unwrap(),
+    )
+    .await
+    .unwrap();
+    let resume = mirror.resume_revision();
+    let (_, mut agent_stream) = watch_until_synced(&mut agent, &mut mirror, resume).await;
     let want: Vec<std::net::IpAddr> = backends.iter().map(|b| b.parse().unwrap()).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -1252,7 +1301,7 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
             agent_stream.next(),
         )
         .await
-        .expect("the pre-rotation agent watch delivers B's last change")
+        .expect("the new agent watch delivers B's last change")
         .expect("the agent's watch is still open")
         .expect("valid event");
         mirror.apply(&ev);

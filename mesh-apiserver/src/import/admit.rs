@@ -123,7 +123,7 @@ impl Admission {
             .and_then(|()| self.quotas.check_labels(&record))
             .and_then(|()| match previous {
                 // An update replaces what it held.
-                Some(old) => self.quotas.check_bytes(self.bytes - old, size).map(|()| ()),
+                Some(old) => self.quotas.check_bytes(self.bytes - old, size),
                 None => self
                     .quotas
                     .check_count(id.0, self.kept_per_kind.get(&id.0).copied().unwrap_or(0))

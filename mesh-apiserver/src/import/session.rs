@@ -193,23 +193,81 @@ fn report(status: &Mutex<RemoteStatus>, admission: &Admission) {
     });
 }
 
-pub(super) async fn remote_task(
-    store: Arc<dyn Store>,
-    local: LocalCluster,
-    mut leadership: Leadership,
-    settings: ImportSettings,
-    reach: Reach,
-    config: RemoteClusterConfig,
-    status: Arc<Mutex<RemoteStatus>>,
-    declared: DeclaredCidrs,
-) {
+/// What a failure says about the remote refusing us, for people: it
+/// closed our open stream (revocation), or its handshake refuses our
+/// client certificate. TLS alerts carry no reason, so the text names what
+/// to check on the remote's side.
+pub(super) fn refused_by_remote(
+    remote: &ClusterName,
+    local: &ClusterName,
+    err: &str,
+) -> Option<String> {
+    const REVOKED: &str = "access revoked on the open stream: ";
+    if let Some(i) = err.find(REVOKED) {
+        let why = err[i + REVOKED.len()..]
+            .split(['"', '\''])
+            .next()
+            .unwrap_or_default();
+        return Some(format!(
+            "{remote} revoked our access ({why}): it no longer lists {local} in its clustermesh config, or our client certificate is no longer valid there"
+        ));
+    }
+    const ALERTS: [&str; 5] = [
+        "CertificateUnknown",
+        "AccessDenied",
+        "BadCertificate",
+        "CertificateExpired",
+        "UnknownCA",
+    ];
+    let alert = ALERTS
+        .iter()
+        .find(|a| err.contains(&format!("fatal alert: {a}")))?;
+    Some(format!(
+        "{remote} refuses our client certificate at the handshake (TLS alert {alert}): check that {remote} lists {local} in its clustermesh config and that our certificate is from its current CA and not expired (`meshctl connect` writes both)"
+    ))
+}
+
+/// Everything one remote's task is given.
+pub(super) struct RemoteTask {
+    /// The store it caches into.
+    pub(super) store: Arc<dyn Store>,
+    /// This cluster.
+    pub(super) local: LocalCluster,
+    /// Only the leader imports.
+    pub(super) leadership: Leadership,
+    /// Timeouts and quotas.
+    pub(super) settings: ImportSettings,
+    /// How the remote is reached.
+    pub(super) reach: Reach,
+    /// Its config entry.
+    pub(super) config: RemoteClusterConfig,
+    /// Its status, shared with the importer.
+    pub(super) status: Arc<Mutex<RemoteStatus>>,
+    /// Every remote's declared pod CIDRs.
+    pub(super) declared: DeclaredCidrs,
+}
+
+/// Imports one remote until aborted: connect, watch, reconnect with
+/// backoff, keep its state stale while it is away.
+pub(super) async fn remote_task(task: RemoteTask) {
+    let RemoteTask {
+        store,
+        local,
+        leadership,
+        settings,
+        config,
+        status,
+        declared,
+        ..
+    } = &task;
+    let mut leadership = leadership.clone();
     let remote = config.name.clone();
-    let writer = Writer::new(store, remote.clone(), leadership.clone());
+    let writer = Writer::new(store.clone(), remote.clone(), leadership.clone());
     // Before its Info is seen, the remote may speak for the CIDRs its config
     // declares; the cache is judged at once only when there are some.
     let judge_cache = !config.pod_cidrs.is_empty();
     let mut admission = Admission::new(
-        scope(&config, &local, &own_cidrs(&config, None), &declared),
+        scope(config, local, &own_cidrs(config, None), declared),
         settings.quotas,
     );
     leadership.wait_leader().await;
@@ -219,22 +277,22 @@ pub(super) async fn remote_task(
     } else {
         Some((std::time::Instant::now(), unix_seconds(SystemTime::now())))
     };
-    update(&status, |s| {
+    update(status, |s| {
         s.counts = admission.kept_counts();
         s.stale_since = disconnected_at.as_ref().map(|d| d.1);
     });
-    report(&status, &admission);
+    report(status, &admission);
     let mut backoff = Duration::from_millis(200);
     loop {
         if !leadership.is_leader() {
-            update(&status, |s| {
+            update(status, |s| {
                 s.connected = false;
                 s.last_error = Some("this replica is not the leader; the leader imports".into());
             });
             leadership.wait_leader().await;
             // The previous leader may have written meanwhile: start from the store.
             mirror = load_cache(&writer, &mut admission, judge_cache).await;
-            update(&status, |s| s.counts = admission.kept_counts());
+            update(status, |s| s.counts = admission.kept_counts());
         }
         if let Some((since, _)) = &disconnected_at
             && since.elapsed() >= settings.stale_timeout
@@ -248,20 +306,16 @@ pub(super) async fn remote_task(
             }
             mirror = Mirror::new();
             admission.clear();
-            update(&status, |s| {
+            update(status, |s| {
                 s.counts = admission.kept_counts();
                 s.synced = false;
             });
         }
         let result = session(
-            &config,
-            &reach,
-            &local,
+            &task,
             &writer,
             &mut mirror,
             &mut admission,
-            &declared,
-            &status,
             &mut disconnected_at,
         )
         .await;
@@ -283,6 +337,9 @@ pub(super) async fn remote_task(
                 e.to_string()
             }
         };
+        if let Some(reason) = refused_by_remote(&remote, &local.name, &err) {
+            update(status, |s| s.refused = Some(reason));
+        }
         let (refused, was_up) = {
             let s = status.lock().unwrap_or_else(|e| e.into_inner());
             (s.refused.is_some(), s.connected)
@@ -291,7 +348,7 @@ pub(super) async fn remote_task(
             disconnected_at = Some((std::time::Instant::now(), unix_seconds(SystemTime::now())));
         }
         tracing::warn!(%remote, error = %err, "remote cluster unreachable; keeping its last known state (stale)");
-        update(&status, |s| {
+        update(status, |s| {
             s.connected = false;
             s.last_error = Some(err);
             s.stale_since = disconnected_at.as_ref().map(|d| d.1);
@@ -319,19 +376,23 @@ pub(super) async fn remote_task(
 #[tracing::instrument(
     name = "remote_session",
     skip_all,
-    fields(remote = %config.name, cluster = %local.name, resume = tracing::field::Empty)
+    fields(remote = %task.config.name, cluster = %task.local.name, resume = tracing::field::Empty)
 )]
 async fn session(
-    config: &RemoteClusterConfig,
-    reach: &Reach,
-    local: &LocalCluster,
+    task: &RemoteTask,
     writer: &Writer,
     mirror: &mut Mirror,
     admission: &mut Admission,
-    declared: &DeclaredCidrs,
-    status: &Mutex<RemoteStatus>,
     disconnected_at: &mut Option<(std::time::Instant, u64)>,
 ) -> Result<()> {
+    let RemoteTask {
+        config,
+        reach,
+        local,
+        declared,
+        status,
+        ..
+    } = task;
     let remote = &config.name;
     let mut client = connect(config, reach).await?;
     let info = client.info().await?;

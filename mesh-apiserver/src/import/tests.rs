@@ -107,3 +107,34 @@ async fn endpoints_as_ip_literals_need_no_nameserver_and_bad_ones_are_named() {
         .to_string();
     assert!(e.contains("bad port"), "{e}");
 }
+
+#[test]
+fn a_remote_refusing_us_is_named_with_what_to_check() {
+    let b = mesh_api::ClusterName::new("b").unwrap();
+    let a = mesh_api::ClusterName::new("a").unwrap();
+    let revoked = session::refused_by_remote(
+        &b,
+        &a,
+        r#"export server 127.0.0.1:1: status: PermissionDenied, message: "access revoked on the open stream: cluster a is not configured here", details: []"#,
+    )
+    .unwrap();
+    assert!(
+        revoked.starts_with("b revoked our access (cluster a is not configured here)")
+            && revoked.contains("clustermesh config"),
+        "{revoked}"
+    );
+    let handshake = session::refused_by_remote(
+        &b,
+        &a,
+        "transport error: received fatal alert: CertificateUnknown",
+    )
+    .unwrap();
+    assert!(
+        handshake.contains("TLS alert CertificateUnknown") && handshake.contains("meshctl connect"),
+        "{handshake}"
+    );
+    assert_eq!(
+        session::refused_by_remote(&b, &a, "connection refused"),
+        None
+    );
+}
