@@ -408,7 +408,8 @@ impl IdentityAllocator {
                 labels: labels.clone(),
             });
             let id_key = record_key(cluster, Kind::Identity, &id.get().to_string());
-            let won = store
+            let won = self
+                .writer
                 .txn(
                     vec![
                         Condition::Absent(index.clone()),
@@ -459,7 +460,8 @@ impl IdentityAllocator {
             let Some(kv) = store.get(&id_key).await? else {
                 continue;
             };
-            let done = store
+            let done = self
+                .writer
                 .txn(
                     vec![Condition::ModRevision(id_key.clone(), kv.mod_revision)],
                     vec![Op::Delete(id_key), Op::Delete(index)],

@@ -16,6 +16,10 @@ pub struct Leadership {
     rx: watch::Receiver<bool>,
     /// Keeps a fixed leadership's channel open.
     _fixed: Option<Arc<watch::Sender<bool>>>,
+    /// The condition every write is made under: the leader key still holds
+    /// this replica's identity. A replica that only believes it leads (it
+    /// was paused past its lease) has its writes refused by the store.
+    fence: Option<Condition>,
 }
 
 impl Leadership {
@@ -25,7 +29,26 @@ impl Leadership {
         Leadership {
             rx,
             _fixed: Some(Arc::new(tx)),
+            fence: None,
         }
+    }
+
+    /// A replica that believes it leads under `key` as `identity`, whatever
+    /// the store says: what a leader paused past its lease believes when it
+    /// resumes. For tests of the fence.
+    #[cfg(feature = "test-util")]
+    pub fn believed(key: &str, identity: &str) -> Self {
+        let (tx, rx) = watch::channel(true);
+        Leadership {
+            rx,
+            _fixed: Some(Arc::new(tx)),
+            fence: Some(Condition::Value(key.to_string(), identity.as_bytes().to_vec())),
+        }
+    }
+
+    /// The conditions a write must carry (none without an election).
+    pub fn fence(&self) -> Vec<Condition> {
+        self.fence.iter().cloned().collect()
     }
 
     /// Leader right now.
@@ -61,6 +84,7 @@ pub fn spawn_election(
     config: ElectionConfig,
 ) -> (Leadership, JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
+    let (key, identity) = (config.key.clone(), config.identity.clone().into_bytes());
     let handle = tokio::spawn(async move {
         let ttl = config.ttl_seconds.max(2);
         let refresh = Duration::from_millis((ttl as u64 * 1000) / 3);
@@ -88,13 +112,32 @@ pub fn spawn_election(
                 Ok(Some(_)) => {
                     tracing::info!(identity = %config.identity, key = %config.key, "became the leader");
                     let _ = tx.send(true);
+                    let lease_ttl = Duration::from_secs(ttl as u64);
+                    let mut refreshed = tokio::time::Instant::now();
                     loop {
                         tokio::time::sleep(refresh).await;
-                        if let Err(e) = store.keep_alive(lease).await {
+                        // Paused (or starved) past the lease: another replica
+                        // may lead by now. Stop writing before asking.
+                        if refreshed.elapsed() >= lease_ttl {
+                            tracing::warn!(identity = %config.identity, late = ?refreshed.elapsed(), "lease deadline passed without a refresh: leadership dropped");
+                            let _ = tx.send(false);
+                            let _ = store.revoke_lease(lease).await;
+                            break;
+                        }
+                        let held = match store.keep_alive(lease).await {
+                            Ok(()) => match store.get(&config.key).await {
+                                Ok(Some(kv)) if kv.value == config.identity.as_bytes() => Ok(()),
+                                Ok(_) => Err("the leader key is no longer ours".to_string()),
+                                Err(e) => Err(e.to_string()),
+                            },
+                            Err(e) => Err(e.to_string()),
+                        };
+                        if let Err(e) = held {
                             tracing::warn!(error = %e, identity = %config.identity, "lost leadership");
                             let _ = tx.send(false);
                             break;
                         }
+                        refreshed = tokio::time::Instant::now();
                     }
                 }
                 Ok(None) => {
@@ -110,5 +153,12 @@ pub fn spawn_election(
             }
         }
     });
-    (Leadership { rx, _fixed: None }, handle)
+    (
+        Leadership {
+            rx,
+            _fixed: None,
+            fence: Some(Condition::Value(key, identity)),
+        },
+        handle,
+    )
 }

@@ -15,7 +15,7 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::leader::Leadership;
-use crate::store::{Op, Store};
+use crate::store::{Condition, Op, Store};
 
 /// Root of exported state.
 pub const ROOT: &str = "meshwork/v1/";
@@ -205,7 +205,40 @@ impl Writer {
         {
             return Ok(None);
         }
-        Ok(Some(self.store.put(&key, value).await?))
+        self.txn(Vec::new(), vec![Op::put(key, value)]).await
+    }
+
+    /// A transaction under the leader's fence: `Err(NotLeader)` when this
+    /// replica no longer holds the leader key (its writes are refused by the
+    /// store, not only by its own belief); otherwise the store's answer to
+    /// `conditions`.
+    pub async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<Option<u64>> {
+        if !self.leadership.is_leader() {
+            return Err(Error::NotLeader);
+        }
+        let fence = self.leadership.fence();
+        let fenced = !fence.is_empty();
+        let all = fence.iter().cloned().chain(conditions).collect();
+        match self.store.txn(all, ops).await? {
+            Some(rev) => Ok(Some(rev)),
+            None if fenced && !self.holds(&fence).await? => {
+                tracing::warn!(cluster = %self.cluster, "write fenced: another replica holds the leader key");
+                Err(Error::NotLeader)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn holds(&self, fence: &[Condition]) -> Result<bool> {
+        for c in fence {
+            if let Condition::Value(key, value) = c {
+                let held = self.store.get(key).await?;
+                if held.is_none_or(|kv| kv.value != *value) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Removes a record; returns the revision when it existed.
@@ -213,9 +246,11 @@ impl Writer {
         if !self.leadership.is_leader() {
             return Err(Error::NotLeader);
         }
-        self.store
-            .delete(&record_key(self.cluster.as_str(), kind, key))
-            .await
+        let key = record_key(self.cluster.as_str(), kind, key);
+        if self.store.get(&key).await?.is_none() {
+            return Ok(None);
+        }
+        self.txn(Vec::new(), vec![Op::Delete(key)]).await
     }
 
     /// Writes many changes in few transactions, without reading first
@@ -244,7 +279,7 @@ impl Writer {
         }
         let ops: Vec<Op> = order.into_iter().filter_map(|k| last.remove(&k)).collect();
         for chunk in ops.chunks(BATCH) {
-            self.store.txn(Vec::new(), chunk.to_vec()).await?;
+            self.txn(Vec::new(), chunk.to_vec()).await?;
         }
         Ok(())
     }
@@ -256,7 +291,8 @@ impl Writer {
         }
         let key = synced_key(self.cluster.as_str(), kind);
         if self.store.get(&key).await?.is_none() {
-            self.store.put(&key, b"true".to_vec()).await?;
+            self.txn(Vec::new(), vec![Op::put(key, b"true".to_vec())])
+                .await?;
         }
         Ok(())
     }
@@ -288,8 +324,9 @@ impl Writer {
             .list(&cluster_prefix(self.cluster.as_str()))
             .await?;
         let n = items.len();
-        for kv in items {
-            self.store.delete(&kv.key).await?;
+        let ops: Vec<Op> = items.into_iter().map(|kv| Op::Delete(kv.key)).collect();
+        for chunk in ops.chunks(BATCH) {
+            self.txn(Vec::new(), chunk.to_vec()).await?;
         }
         Ok(n)
     }

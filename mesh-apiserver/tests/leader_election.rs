@@ -68,3 +68,59 @@ async fn follower_takes_over_when_the_leader_dies() {
         .await
         .expect("the new leader writes");
 }
+
+/// A leader paused past its lease (SIGSTOP) resumes believing it leads; a
+/// new leader holds the key by then. Every write carries the fence (the
+/// leader key holds the writer's identity), so the store refuses the old
+/// leader's writes: the new leader's state stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_cannot_write_after_a_new_leader_is_elected() {
+    use mesh_api::{ClusterName, Kind, NodeName, NodeRecord, Record};
+    use mesh_apiserver::leader::Leadership;
+    init();
+    let etcd = EtcdServer::start().await;
+    let store: Arc<dyn Store> = Arc::new(etcd.store().await);
+    let key = "meshwork/internal/a/leader";
+    let (new_leader, _task) = spawn_election(
+        store.clone(),
+        ElectionConfig {
+            key: key.into(),
+            identity: "r2".into(),
+            ttl_seconds: 2,
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !new_leader.is_leader() {
+        assert!(Instant::now() < deadline, "r2 not elected within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = ClusterName::new("a").unwrap();
+    let node = |cidr: &str| {
+        Record::Node(NodeRecord {
+            cluster: a.clone(),
+            name: NodeName::new("n1").unwrap(),
+            ips: vec!["192.0.2.1".parse().unwrap()],
+            pod_cidrs: vec![cidr.parse().unwrap()],
+            wireguard_key: None,
+        })
+    };
+    let current = Writer::new(store.clone(), a.clone(), new_leader.clone());
+    current.upsert(&node("10.1.1.0/24")).await.unwrap();
+    let stale = Writer::new(store.clone(), a.clone(), Leadership::believed(key, "r1"));
+    let before = store.revision().await.unwrap();
+    for (what, result) in [
+        ("upsert", stale.upsert(&node("10.1.9.0/24")).await.map(|_| ())),
+        ("delete", stale.delete(Kind::Node, "n1").await.map(|_| ())),
+        ("batch", stale.delete_all().await.map(|_| ())),
+        ("synced marker", stale.mark_synced(Kind::Service).await),
+    ] {
+        assert!(
+            matches!(result, Err(mesh_apiserver::Error::NotLeader)),
+            "the paused leader's {what} must be fenced: {result:?}"
+        );
+    }
+    assert_eq!(store.revision().await.unwrap(), before, "nothing was written");
+    let (nodes, _) = current.list(Kind::Node).await.map(|l| (l, ())).unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].1, node("10.1.1.0/24"), "the new leader's state stands");
+}
