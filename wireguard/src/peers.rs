@@ -27,7 +27,7 @@ pub struct PeerConfig {
     pub persistent_keepalive: Option<u16>,
 }
 
-/// What one [`Device::apply_peers`] changed and refused.
+/// What one [`Device::apply_peers`](crate::Device::apply_peers) changed and refused.
 #[derive(Debug, Default)]
 #[must_use = "rejected peers carry errors to report"]
 pub struct PeerSync {
