@@ -62,18 +62,24 @@ mod error;
 mod key;
 pub mod netns;
 pub mod offload;
+mod peers;
+mod shared;
 mod sys;
+mod timers;
+mod tun_loop;
 pub mod uapi;
 mod uapi_server;
+mod udp_loop;
+mod udp_socket;
 
 pub use allowed_ips::{AllowedIps, overlaps};
 pub use device::{
-    DEFAULT_IFNAME, DEFAULT_MTU, DEFAULT_PORT, DEFAULT_UAPI_DIR, Device, DeviceConfig, PeerConfig,
-    PeerStatus, PeerSync,
+    DEFAULT_IFNAME, DEFAULT_MTU, DEFAULT_PORT, DEFAULT_UAPI_DIR, Device, DeviceConfig,
 };
 pub use error::{Error, Result};
 pub use key::{KEY_FILE_NAME, KeyStore, PrivateKey};
 pub use mesh_api::WireGuardKey;
+pub use peers::{PeerConfig, PeerStatus, PeerSync};
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use crate::allowed_ips::{AllowedIps, overlaps};
 use crate::key::{KeyStore, PrivateKey};
 use crate::uapi::{DeviceInfo, PeerInfo, format_get, hex_key, parse_hex_key, parse_set};
-use crate::{Error, WireGuardKey};
+use crate::{Error, PeerStatus, WireGuardKey};
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -114,14 +114,16 @@ fn uapi_get_format_matches_the_protocol() {
         listen_port: 51871,
         fwmark: 0,
         peers: vec![PeerInfo {
-            public_key: [2; 32],
+            status: PeerStatus {
+                public_key: WireGuardKey::from_bytes([2; 32]),
+                endpoint: Some("192.0.2.9:51871".parse().unwrap()),
+                allowed_ips: vec![net("10.2.0.0/16")],
+                persistent_keepalive: Some(25),
+                last_handshake: Some(t),
+                rx_bytes: 10,
+                tx_bytes: 20,
+            },
             preshared_key: None,
-            endpoint: Some("192.0.2.9:51871".parse().unwrap()),
-            last_handshake: Some(t),
-            rx_bytes: 10,
-            tx_bytes: 20,
-            persistent_keepalive: 25,
-            allowed_ips: vec![net("10.2.0.0/16")],
         }],
     });
     let expected = format!(

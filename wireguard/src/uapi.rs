@@ -4,11 +4,12 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use ipnet::IpNet;
 
 use crate::error::{Error, Result};
+use crate::peers::PeerStatus;
 
 /// One peer's part of a `set=1` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,25 +172,14 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
     Ok(req)
 }
 
-/// One peer in a `get=1` answer.
+/// One peer in a `get=1` answer: the device's [`PeerStatus`] plus what
+/// only the UAPI shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
-    /// The peer's public key.
-    pub public_key: [u8; 32],
+    /// Key, endpoint, AllowedIPs, keepalive, handshake time and counters.
+    pub status: PeerStatus,
     /// Preshared key, when set.
     pub preshared_key: Option<[u8; 32]>,
-    /// Current endpoint.
-    pub endpoint: Option<SocketAddr>,
-    /// Time of the last completed handshake.
-    pub last_handshake: Option<SystemTime>,
-    /// Bytes received from the peer.
-    pub rx_bytes: u64,
-    /// Bytes sent to the peer.
-    pub tx_bytes: u64,
-    /// Persistent keepalive interval in seconds (0 = off).
-    pub persistent_keepalive: u16,
-    /// AllowedIPs.
-    pub allowed_ips: Vec<IpNet>,
 }
 
 /// The device state of a `get=1` answer.
@@ -216,29 +206,30 @@ pub fn format_get(d: &DeviceInfo) -> String {
         let _ = writeln!(s, "fwmark={}", d.fwmark);
     }
     for p in &d.peers {
-        let _ = writeln!(s, "public_key={}", hex_key(&p.public_key));
+        let st = &p.status;
+        let _ = writeln!(s, "public_key={}", hex_key(st.public_key.as_bytes()));
         if let Some(psk) = &p.preshared_key {
             let _ = writeln!(s, "preshared_key={}", hex_key(psk));
         }
         let _ = writeln!(s, "protocol_version=1");
-        if let Some(ep) = p.endpoint {
+        if let Some(ep) = st.endpoint {
             let _ = writeln!(s, "endpoint={ep}");
         }
-        let (sec, nsec) = p
+        let (sec, nsec) = st
             .last_handshake
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| (d.as_secs(), d.subsec_nanos()))
             .unwrap_or((0, 0));
         let _ = writeln!(s, "last_handshake_time_sec={sec}");
         let _ = writeln!(s, "last_handshake_time_nsec={nsec}");
-        let _ = writeln!(s, "tx_bytes={}", p.tx_bytes);
-        let _ = writeln!(s, "rx_bytes={}", p.rx_bytes);
+        let _ = writeln!(s, "tx_bytes={}", st.tx_bytes);
+        let _ = writeln!(s, "rx_bytes={}", st.rx_bytes);
         let _ = writeln!(
             s,
             "persistent_keepalive_interval={}",
-            p.persistent_keepalive
+            st.persistent_keepalive.unwrap_or(0)
         );
-        for a in &p.allowed_ips {
+        for a in &st.allowed_ips {
             let _ = writeln!(s, "allowed_ip={a}");
         }
     }

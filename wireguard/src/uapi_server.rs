@@ -1,5 +1,8 @@
 //! The UAPI unix socket: `<dir>/<ifname>.sock`, one request after another
 //! per connection, as the `wg` tool and wireguard-go speak it.
+//!
+//! The server knows the device only through [`UapiDevice`]: what a `get=1`
+//! reads and what a `set=1` applies.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -8,9 +11,19 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::device::Shared;
 use crate::error::{Error, Result};
-use crate::{sys, uapi};
+use crate::sys;
+use crate::uapi::{self, DeviceInfo, SetRequest};
+
+/// What the UAPI server needs from a device.
+pub(crate) trait UapiDevice {
+    /// True once the device is shutting down: the server stops accepting.
+    fn is_stopping(&self) -> bool;
+    /// The state a `get=1` answers with.
+    fn device_info(&self) -> DeviceInfo;
+    /// Applies a parsed `set=1` request, all or nothing per section.
+    fn apply_set(&self, req: &SetRequest) -> Result<()>;
+}
 
 /// Binds the socket, replacing a stale one; refuses when a live device
 /// answers on it.
@@ -39,7 +52,7 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-pub(crate) fn serve(s: &Shared, listener: UnixListener) {
+pub(crate) fn serve(s: &impl UapiDevice, listener: UnixListener) {
     while !s.is_stopping() {
         match listener.accept() {
             Ok((conn, _)) => {
@@ -58,7 +71,7 @@ pub(crate) fn serve(s: &Shared, listener: UnixListener) {
     }
 }
 
-fn handle(s: &Shared, conn: UnixStream) -> std::io::Result<()> {
+fn handle(s: &impl UapiDevice, conn: UnixStream) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut w = conn.try_clone()?;

@@ -28,15 +28,18 @@
 //! `mesh-test-apiserver --listen 127.0.0.1:0 --service-cidr 10.96.0.0/16
 //! --kubeconfig-out <path> --context lab-c1 --ready-file <path>`.
 
+pub mod allocator;
 pub mod apps;
 pub mod controllers;
 mod error;
-pub mod events;
+mod intstr;
 pub mod kubeconfig;
+mod meta;
 pub mod patch;
 pub mod protobuf;
 pub mod query;
 pub mod registry;
+pub mod scale;
 pub mod selector;
 pub mod server;
 pub mod status;
@@ -56,7 +59,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::controllers::{EndpointSliceController, ServiceAllocator};
+use crate::allocator::ServiceAllocator;
+use crate::controllers::EndpointSliceController;
 pub use crate::error::{Error, Result};
 use crate::server::App;
 use crate::store::{Store, StoreConfig};

@@ -44,12 +44,33 @@ impl ResourceType {
 
     /// The storage key of the type: versions of one resource share storage,
     /// and so do core and events.k8s.io Events (one store in kube-apiserver;
-    /// `crate::events` converts between their schemas).
+    /// `crate::store::events` converts between their schemas).
     pub fn storage_key(&self) -> (String, String) {
         if self.group == "events.k8s.io" && self.plural == "events" {
             return (String::new(), self.plural.clone());
         }
         (self.group.clone(), self.plural.clone())
+    }
+
+    /// Whether this is a Deployment or a ReplicaSet (the types with a
+    /// `/scale` subresource and apps/v1 defaults).
+    pub fn is_workload(&self) -> bool {
+        self.group == "apps" && matches!(self.plural.as_str(), "deployments" | "replicasets")
+    }
+
+    /// The discovery entry of `<plural>/scale` for the types that have one.
+    fn scale_discovery(&self) -> Option<Value> {
+        self.is_workload().then(|| {
+            json!({
+                "name": format!("{}/scale", self.plural),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            })
+        })
     }
 
     fn discovery_entries(&self) -> Vec<Value> {
@@ -77,7 +98,7 @@ impl ResourceType {
             main["categories"] = json!(self.categories);
         }
         let mut out = vec![main];
-        out.extend(crate::apps::scale_discovery(self));
+        out.extend(self.scale_discovery());
         if self.status {
             out.push(json!({
                 "name": format!("{}/status", self.plural),

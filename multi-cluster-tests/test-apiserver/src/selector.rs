@@ -1,4 +1,5 @@
-//! Label and field selectors as the API server parses them from query strings.
+//! Label and field selectors as the API server parses them from query
+//! strings, and label selectors of objects (`spec.selector`).
 
 use serde_json::Value;
 
@@ -165,6 +166,84 @@ impl FieldSelector {
             (actual == *value) == *eq
         })
     }
+}
+
+/// `spec.selector` (matchLabels and matchExpressions) as a [`LabelSelector`].
+pub fn label_selector(sel: &Value) -> Result<LabelSelector, String> {
+    let mut reqs = Vec::new();
+    if let Some(labels) = sel.get("matchLabels") {
+        let labels = labels
+            .as_object()
+            .ok_or("matchLabels must be a map of strings")?;
+        for (k, v) in labels {
+            let v = v.as_str().ok_or("matchLabels values must be strings")?;
+            reqs.push(LabelReq::Eq(k.clone(), v.to_string()));
+        }
+    }
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or("matchExpressions[].key: Required value")?
+            .to_string();
+        let values: Vec<String> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|vs| {
+                vs.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        reqs.push(match e.get("operator").and_then(Value::as_str) {
+            Some("In") => LabelReq::In(key, values),
+            Some("NotIn") => LabelReq::NotIn(key, values),
+            Some("Exists") => LabelReq::Exists(key),
+            Some("DoesNotExist") => LabelReq::NotExists(key),
+            other => {
+                return Err(format!(
+                    "matchExpressions[].operator: Unsupported value: {other:?}: supported values: \"DoesNotExist\", \"Exists\", \"In\", \"NotIn\""
+                ));
+            }
+        });
+    }
+    Ok(LabelSelector(reqs))
+}
+
+/// `metav1.FormatLabelSelector`: what `Scale.status.selector` and
+/// `kubectl describe` show (`app=web,tier in (a,b)`).
+pub fn format_selector(sel: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(labels) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
+        }
+    }
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|vs| vs.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        parts.push(match e.get("operator").and_then(Value::as_str) {
+            Some("In") => format!("{key} in ({})", values.join(",")),
+            Some("NotIn") => format!("{key} notin ({})", values.join(",")),
+            Some("Exists") => key.to_string(),
+            _ => format!("!{key}"),
+        });
+    }
+    parts.join(",")
 }
 
 #[cfg(test)]

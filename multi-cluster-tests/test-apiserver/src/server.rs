@@ -261,7 +261,7 @@ fn route(
         None => false,
         Some("status") if target.rt.status => true,
         Some("finalize") if target.rt.plural == "namespaces" => false,
-        Some("scale") if crate::apps::is_workload(&target.rt) => false,
+        Some("scale") if target.rt.is_workload() => false,
         Some(sub) => {
             return Err(ApiError::no_route(&format!(
                 "{path} (subresource {sub:?} is not served)"
@@ -287,7 +287,7 @@ fn route(
     let include = IncludeObject::parse(query.get("includeObject"));
     let metadata_only = !table && accept.contains("as=PartialObjectMetadata");
     if let (Some("scale"), Some(name)) = (target.subresource.as_deref(), target.name.as_deref()) {
-        let scale = crate::apps::serve_scale(store, method, rt, ns, name, content_type, body)?;
+        let scale = crate::scale::serve_scale(store, method, rt, ns, name, content_type, body)?;
         return Ok(json_response(200, &scale));
     }
     match (method, target.name.as_deref()) {
@@ -300,7 +300,7 @@ fn route(
                 FieldSelector::parse(query.get("fieldSelector").unwrap_or("")).map_err(|e| {
                     ApiError::bad_request(format!("unable to parse fieldSelector: {e}"))
                 })?;
-            let fields = crate::events::core_field_selector(rt, fields);
+            let fields = crate::store::events::core_field_selector(rt, fields);
             if query.flag("watch") {
                 return watch(
                     app,
@@ -416,7 +416,7 @@ fn route(
                 FieldSelector::parse(query.get("fieldSelector").unwrap_or("")).map_err(|e| {
                     ApiError::bad_request(format!("unable to parse fieldSelector: {e}"))
                 })?;
-            let fields = crate::events::core_field_selector(rt, fields);
+            let fields = crate::store::events::core_field_selector(rt, fields);
             let opts = ListOptions {
                 labels,
                 fields,

@@ -30,6 +30,17 @@ pub struct FieldCause {
     pub message: String,
 }
 
+impl FieldCause {
+    /// A cause of `reason` at `field`.
+    pub fn new(reason: &'static str, field: &str, message: impl Into<String>) -> Self {
+        FieldCause {
+            reason,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: String) -> Self {
         ApiError {

@@ -172,7 +172,7 @@ fn workload_wide(obj: &Value) -> [Value; 3] {
     let names: Vec<&str> = containers.iter().map(|c| s(c, "/name")).collect();
     let images: Vec<&str> = containers.iter().map(|c| s(c, "/image")).collect();
     let selector =
-        crate::apps::format_selector(obj.pointer("/spec/selector").unwrap_or(&Value::Null));
+        crate::selector::format_selector(obj.pointer("/spec/selector").unwrap_or(&Value::Null));
     [
         json!(names.join(",")),
         json!(images.join(",")),
@@ -313,7 +313,7 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             ]
         }
         ("", "events") => event_cells(obj),
-        ("events.k8s.io", "events") => event_cells(&crate::events::events_v1_to_core(obj)),
+        ("events.k8s.io", "events") => event_cells(&crate::store::events::events_v1_to_core(obj)),
         ("apps", "deployments") => {
             let n = |f: &str| crate::apps::status_count(obj, f);
             let [c, i, sel] = workload_wide(obj);

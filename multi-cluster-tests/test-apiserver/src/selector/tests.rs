@@ -51,3 +51,21 @@ fn field_selector_paths() {
     }
     assert!(FieldSelector::parse("nonsense").is_err());
 }
+
+#[test]
+fn selectors_match_and_format_like_kube() {
+    let sel = json!({"matchLabels": {"app": "web"},
+        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
+                             {"key": "canary", "operator": "DoesNotExist"}]});
+    assert_eq!(format_selector(&sel), "app=web,tier in (a,b),!canary");
+    let s = label_selector(&sel).unwrap();
+    let pod = |labels: Value| json!({"metadata": {"labels": labels}});
+    assert!(s.matches(&pod(json!({"app": "web", "tier": "a"}))));
+    assert!(!s.matches(&pod(json!({"app": "web", "tier": "c"}))));
+    assert!(!s.matches(&pod(json!({"app": "web", "tier": "a", "canary": "1"}))));
+    assert!(
+        label_selector(&json!({"matchExpressions": [{"key": "k", "operator": "Near"}]}))
+            .unwrap_err()
+            .contains("Unsupported value")
+    );
+}

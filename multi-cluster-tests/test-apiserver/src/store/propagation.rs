@@ -6,6 +6,8 @@
 //! released) its dependents.
 
 use super::*;
+use crate::meta::now_rfc3339;
+use crate::status::{ApiError, ApiResult, FieldCause};
 
 /// Finalizer of an object whose dependents are deleted first.
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
@@ -121,32 +123,5 @@ impl Store {
             None,
         );
         Ok(Self::present(rt, &stored))
-    }
-}
-
-impl Store {
-    /// What the garbage collector works from, read under one lock so it is
-    /// consistent: every object's uid, and the objects it may act on (those
-    /// with owner references, and those being deleted with its finalizers).
-    pub fn gc_snapshot(
-        &self,
-    ) -> (
-        std::collections::HashSet<String>,
-        Vec<crate::workloads::gc::GcObject>,
-    ) {
-        let inner = self.lock();
-        let mut uids = std::collections::HashSet::new();
-        let mut objects = Vec::new();
-        for ((group, plural), m) in &inner.objects {
-            for ((ns, _), obj) in m {
-                if let Some(uid) = meta_str(obj, "uid") {
-                    uids.insert(uid.to_string());
-                }
-                if let Some(o) = crate::workloads::gc::GcObject::of(group, plural, ns, obj) {
-                    objects.push(o);
-                }
-            }
-        }
-        (uids, objects)
     }
 }

@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::controllers::ServiceAllocator;
+use crate::allocator::ServiceAllocator;
 
 fn store(history: usize) -> Arc<Store> {
     Store::new(StoreConfig {

@@ -70,7 +70,7 @@ fn event_rows_are_the_same_through_both_apis() {
         IncludeObject::None,
         true,
     );
-    let stored = crate::events::events_v1_to_core(&recorded);
+    let stored = crate::store::events::events_v1_to_core(&recorded);
     let through_core = table(core, &[stored], "1", IncludeObject::None, true);
     assert_eq!(through_events, through_core);
     let cells = &through_core["rows"][0]["cells"];

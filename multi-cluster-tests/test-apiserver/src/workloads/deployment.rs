@@ -34,6 +34,7 @@ use crate::apps::{
     surge_and_unavailable,
 };
 use crate::registry::ResourceType;
+use crate::store::defaulting::strip_nulls;
 use crate::store::{Store, StoredEvent};
 
 /// What a Deployment needs, given the ReplicaSets it controls.
@@ -132,7 +133,7 @@ pub fn template_hash(template: &Value, collision_count: Option<i64>) -> String {
 /// A template without its pod-template-hash label.
 fn without_hash(template: &Value) -> Value {
     let mut t = template.clone();
-    apps::strip_nulls(&mut t);
+    strip_nulls(&mut t);
     if let Some(labels) = t
         .pointer_mut("/metadata/labels")
         .and_then(Value::as_object_mut)
@@ -743,7 +744,7 @@ impl DeploymentController {
             }
         });
         let refs: Vec<&Value> = owned.iter().collect();
-        let plan = plan(&d, &refs, &crate::store::now_rfc3339());
+        let plan = plan(&d, &refs, &crate::meta::now_rfc3339());
         let retry = Some(Duration::from_millis(200));
         let mut again = None;
         let mut collided = false;

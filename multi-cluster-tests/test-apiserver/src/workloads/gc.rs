@@ -309,12 +309,29 @@ impl GarbageCollector {
     }
 }
 
+/// What the collector works from, read under one lock so it is consistent:
+/// every object's uid, and the objects it may act on (those with owner
+/// references, and those being deleted with its finalizers).
+fn snapshot(store: &Store) -> (HashSet<String>, Vec<GcObject>) {
+    let mut uids = HashSet::new();
+    let mut objects = Vec::new();
+    store.scan_every(|group, plural, ns, obj| {
+        if let Some(uid) = obj.pointer("/metadata/uid").and_then(Value::as_str) {
+            uids.insert(uid.to_string());
+        }
+        if let Some(o) = GcObject::of(group, plural, ns, obj) {
+            objects.push(o);
+        }
+    });
+    (uids, objects)
+}
+
 impl super::Reconcile for GarbageCollector {
     fn reconcile(&mut self, batch: Option<&[Arc<StoredEvent>]>) -> Option<Duration> {
         if batch.is_some_and(|b| !b.iter().any(|ev| concerns(ev))) {
             return None;
         }
-        let (uids, objects) = self.store.gc_snapshot();
+        let (uids, objects) = snapshot(&self.store);
         let mut again = false;
         for action in plan(&uids, &objects) {
             again |= !self.apply(&action);

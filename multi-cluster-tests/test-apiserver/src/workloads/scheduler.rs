@@ -198,7 +198,7 @@ impl Scheduler {
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let now = crate::store::now_rfc3339();
+        let now = crate::meta::now_rfc3339();
         let cond = match &node {
             Ok(_) => {
                 json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now})
