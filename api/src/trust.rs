@@ -288,6 +288,97 @@ pub fn check_record(scope: &RemoteScope, record: &Record) -> Result<(), Refusal>
     Ok(())
 }
 
+/// The node-agent's second line: what it can check of a record from
+/// another cluster knowing only its own (name, id, pod CIDRs). The
+/// mesh-apiserver judged the record fully with [`check_record`]; this keeps
+/// a bug or a compromise there from relabelling a local identity or
+/// stealing a local address. Records of the local cluster pass.
+pub fn check_foreign_record(
+    local: &ClusterName,
+    local_id: ClusterId,
+    local_cidrs: &[IpNet],
+    record: &Record,
+) -> Result<(), Refusal> {
+    let cluster = record.cluster();
+    if cluster == local {
+        return Ok(());
+    }
+    let identity = |what: &str, id: crate::Identity| -> Result<(), Refusal> {
+        if id.is_reserved() || id.is_node_local() {
+            return refuse(
+                RefusalCode::ReservedIdentity,
+                format!("{what} {} of cluster {cluster} is reserved or node-local", id.get()),
+            );
+        }
+        if id.cluster() == Some(local_id) {
+            return refuse(
+                RefusalCode::ForeignIdentity,
+                format!(
+                    "{what} {} of cluster {cluster} carries this cluster's id {}",
+                    id.get(),
+                    local_id.get()
+                ),
+            );
+        }
+        Ok(())
+    };
+    let address = |what: &str, ip: &IpAddr| -> Result<(), Refusal> {
+        if !usable_unicast(ip) {
+            return refuse(
+                RefusalCode::BadAddress,
+                format!("{what} {ip} of cluster {cluster} is not a unicast host address"),
+            );
+        }
+        match local_cidrs.iter().find(|c| c.contains(ip)) {
+            Some(c) => refuse(
+                RefusalCode::ForeignAddress,
+                format!("{what} {ip} of cluster {cluster} lies in this cluster's pod CIDR {c}"),
+            ),
+            None => Ok(()),
+        }
+    };
+    match record {
+        Record::Node(n) => {
+            for ip in &n.ips {
+                address("node address", ip)?;
+            }
+            for net in &n.pod_cidrs {
+                if let Some(c) = local_cidrs.iter().find(|c| crate::cidr::overlaps(c, net)) {
+                    return refuse(
+                        RefusalCode::ForeignAddress,
+                        format!("node pod CIDR {net} of cluster {cluster} overlaps this cluster's {c}"),
+                    );
+                }
+            }
+        }
+        Record::Identity(i) => {
+            identity("identity", i.id)?;
+            if i.labels.get(CLUSTER_LABEL) != Some(cluster.as_str()) {
+                return refuse(
+                    RefusalCode::ClusterLabel,
+                    format!(
+                        "identity {} of cluster {cluster} has {CLUSTER_LABEL}={}",
+                        i.id.get(),
+                        i.labels.get(CLUSTER_LABEL).unwrap_or("(missing)")
+                    ),
+                );
+            }
+        }
+        Record::Endpoint(e) => {
+            identity("endpoint identity", e.identity)?;
+            for ip in &e.ips {
+                address("endpoint address", ip)?;
+            }
+        }
+        Record::Service(s) => {
+            for b in &s.backends {
+                address("backend address", &b.ip)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The exporter's side of the boundary: a cluster exports only nodes whose
 /// pod CIDRs lie inside the pod CIDRs it declares (`--pod-cidrs`), so that
 /// whoever may create a Node in it cannot steer the mesh's routes. A

@@ -499,6 +499,12 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
                 }
             }
         }
+        if !s.refused_exports.is_empty() {
+            println!("not exported (this cluster cannot own them; each has a Warning Event):");
+            for r in &s.refused_exports {
+                println!("  {}: {}", r.object, r.reason);
+            }
+        }
     })
 }
 

@@ -13,6 +13,8 @@ use mesh_e2e::{Lab, run_scenarios};
 
 #[path = "lab/deployments.rs"]
 mod deployments;
+#[path = "lab/trust_boundary.rs"]
+mod trust_boundary;
 
 const T: Duration = Duration::from_secs(45);
 
@@ -1334,6 +1336,14 @@ fn control_plane_scenarios_on_one_lab() {
                 a_lost_remote_is_kept_stale_then_withdrawn_and_resyncs,
             ),
             ("a third cluster joins", a_third_cluster_joins),
+            (
+                "a Node outside its cluster's pod CIDRs is not exported",
+                trust_boundary::a_node_outside_its_clusters_pod_cidrs_is_not_exported,
+            ),
+            (
+                "a remote removed from the config receives nothing more",
+                trust_boundary::a_remote_removed_from_the_config_receives_nothing_more,
+            ),
             (
                 "disconnect withdraws and reconnect works",
                 disconnect_withdraws_and_reconnect_works,
