@@ -187,7 +187,7 @@ pub fn spawn(
     client: Client,
     node_name: String,
     global: GlobalSource,
-    state: Arc<crate::api::AgentState>,
+    state: Arc<crate::shared_manager::SharedManager>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let counters = state.clone();
