@@ -16,7 +16,7 @@
 //! | GET | `/v1/nodes` | the nodes of every cluster the mesh feed holds (`NodeRecord`s) |
 //! | GET | `/v1/policies` | the compiled policy of every endpoint ([`EndpointPolicyReport`]) |
 //! | GET | `/v1/encryption` | [`EncryptionReport`]: mode, device, key, peers with last handshake |
-//! | POST | `/v1/encryption/rotate-key` | new WireGuard key, published on the Node ([`RotatedKey`]); 409 when encryption is off |
+//! | POST | `/v1/encryption/rotate-key` | new WireGuard key, published on the Node by the node controller ([`RotatedKey`], once its first attempt is done); 409 when encryption is off |
 //!
 //! The `local-api` source is how desired state gets in before the
 //! Kubernetes and mesh feeds exist (and for tests and debugging); it goes
@@ -37,66 +37,32 @@ use axum::routing::{delete, get};
 use ipnet::IpNet;
 
 use crate::config::AgentConfig;
-use crate::datapath::{Datapath, IpcacheEntry, ServiceEntry};
-use crate::endpoint::{Endpoint, EndpointManager, EndpointRegistration};
+use crate::datapath::{IpcacheEntry, ServiceEntry};
+use crate::endpoint::{Endpoint, EndpointRegistration};
 use crate::error::Error;
 use crate::flows::{FlowFilter, FlowLog, FlowRecord};
 use crate::metrics::Metrics;
+use crate::node_controller::annotations::{Outcome, Wanted};
 use crate::reconcile::ReconcileReport;
+use crate::shared_manager::SharedManager;
+use crate::status::StatusFeeds;
 
 /// The shapes this API serves (crate mesh-agent-api, which clients use).
-pub use mesh_agent_api::datapath::ApplyReport;
-pub use mesh_agent_api::encryption::{EncryptionReport, RotatedKey};
-pub use mesh_agent_api::policy::EndpointPolicyReport;
-pub use mesh_agent_api::status::AgentStatus;
+pub use crate::status::{
+    AgentStatus, ApplyReport, EncryptionReport, EndpointPolicyReport, RotatedKey,
+};
 
-/// The agent's long-lived parts beyond the endpoint manager, shown in
-/// status and metrics.
-#[derive(Default)]
-pub struct Feeds {
-    /// The mesh feed.
-    pub mesh: Option<Arc<crate::feed::mesh::MeshFeed>>,
-    /// The WireGuard device (changes when encryption is toggled at runtime).
-    pub encryption: Mutex<Option<Arc<crate::encryption::Encryption>>>,
-    /// The node controller's state.
-    pub routing: Mutex<crate::node_sync::RoutingStatus>,
-    /// The identity and policy controller's state.
-    pub policy: Arc<Mutex<crate::identity_sync::PolicyStatus>>,
-    /// Kubernetes access (to publish a rotated key on the Node).
-    pub kube: Option<kube::Client>,
-}
+/// How long `rotate-key` waits for the node controller's first attempt to
+/// publish the new key before answering.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-impl std::fmt::Debug for Feeds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Feeds")
-            .field("mesh", &self.mesh)
-            .field("encryption", &self.encryption)
-            .field("kube", &self.kube.is_some())
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Feeds {
-    /// The WireGuard device, while encryption is on.
-    pub fn encryption(&self) -> Option<Arc<crate::encryption::Encryption>> {
-        self.encryption.lock().expect("encryption lock").clone()
-    }
-
-    /// Records the device the node controller now runs (None: encryption off).
-    pub fn set_encryption(&self, enc: Option<Arc<crate::encryption::Encryption>>) {
-        *self.encryption.lock().expect("encryption lock") = enc;
-    }
-}
-
-/// Shared state of the API handlers.
+/// Shared state of the API handlers: the endpoint manager (shared with the
+/// controllers) and what the controllers publish.
 pub struct AgentState {
     config: AgentConfig,
-    manager: Mutex<EndpointManager<Box<dyn Datapath>>>,
-    metrics: Metrics,
+    shared: Arc<SharedManager>,
+    status: StatusFeeds,
     metrics_address: Mutex<Option<SocketAddr>>,
-    feeds: Mutex<Arc<Feeds>>,
-    endpoints_changed: tokio::sync::watch::Sender<u64>,
     flows: Arc<FlowLog>,
 }
 
@@ -109,51 +75,15 @@ impl std::fmt::Debug for AgentState {
 }
 
 impl AgentState {
-    /// State over an opened endpoint manager.
-    pub fn new(config: AgentConfig, manager: EndpointManager<Box<dyn Datapath>>) -> Arc<Self> {
+    /// State over the shared endpoint manager and the controllers' state.
+    pub fn new(config: AgentConfig, shared: Arc<SharedManager>, status: StatusFeeds) -> Arc<Self> {
         Arc::new(AgentState {
             config,
-            manager: Mutex::new(manager),
-            metrics: Metrics::default(),
+            shared,
+            status,
             metrics_address: Mutex::new(None),
-            feeds: Mutex::default(),
-            endpoints_changed: tokio::sync::watch::channel(0).0,
             flows: Arc::new(FlowLog::new(crate::flows::DEFAULT_CAPACITY)),
         })
-    }
-
-    /// A receiver that sees a new value whenever an endpoint is registered
-    /// or deregistered.
-    pub fn subscribe_endpoints(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.endpoints_changed.subscribe()
-    }
-
-    /// Runs `f` on the endpoint manager under its lock (controllers that
-    /// set identities, ipcache and policies in one step).
-    pub fn with_manager<R>(
-        &self,
-        f: impl FnOnce(&mut EndpointManager<Box<dyn Datapath>>) -> R,
-    ) -> R {
-        f(&mut self.manager.lock().expect("manager lock"))
-    }
-
-    /// Counts a reconcile pass done by a controller, and its failures.
-    pub fn count_reconcile(&self, report: &ReconcileReport, took: std::time::Duration) {
-        self.metrics.reconcile(took);
-        for (object, err) in &report.failed {
-            self.metrics.error("datapath-update");
-            tracing::warn!(%object, error = %err, "datapath update failed; will retry");
-        }
-    }
-
-    /// Local endpoints whose ingress or egress is policy-enforced.
-    pub fn enforcing_endpoints(&self) -> usize {
-        let mut mgr = self.manager.lock().expect("manager lock");
-        mgr.reconciler()
-            .desired_policies()
-            .values()
-            .filter(|p| p.ingress_enforced || p.egress_enforced)
-            .count()
     }
 
     /// The log of recent flows (`/v1/flows`).
@@ -167,9 +97,8 @@ impl AgentState {
         let node = self.config.node_name.to_string();
         let cluster = self.config.cluster_name.to_string();
         let pods = self
-            .manager
+            .shared
             .lock()
-            .expect("manager lock")
             .list()
             .into_iter()
             .flat_map(|ep| {
@@ -185,7 +114,7 @@ impl AgentState {
             .map(|c| (c, cluster.clone(), node.clone()))
             .into_iter()
             .collect();
-        if let Some(mesh) = &self.feeds().mesh {
+        if let Some(mesh) = &self.status.mesh {
             for n in mesh.nodes() {
                 for c in &n.pod_cidrs {
                     cidrs.push((*c, n.cluster.to_string(), n.name.to_string()));
@@ -202,7 +131,7 @@ impl AgentState {
 
     /// The counters.
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        self.shared.metrics()
     }
 
     /// Records where `/metrics` ended up listening.
@@ -210,42 +139,16 @@ impl AgentState {
         *self.metrics_address.lock().expect("lock") = Some(addr);
     }
 
-    /// Attaches the feeds shown in status and metrics.
-    pub fn set_feeds(&self, feeds: Arc<Feeds>) {
-        *self.feeds.lock().expect("lock") = feeds;
-    }
-
-    /// The attached feeds.
-    pub fn feeds(&self) -> Arc<Feeds> {
-        self.feeds.lock().expect("lock").clone()
-    }
-
-    /// Replaces what `source` wants in the service maps and reconciles
-    /// (used by the Kubernetes service feed).
-    pub fn set_services(&self, source: &str, services: Vec<ServiceEntry>) {
-        self.manager
-            .lock()
-            .expect("manager lock")
-            .reconciler()
-            .set_services(source, services);
-        self.reconcile();
-    }
-
-    /// Runs one reconcile pass and counts its failures.
-    pub fn reconcile(&self) {
-        let start = std::time::Instant::now();
-        let report = self.manager.lock().expect("manager lock").reconcile();
-        self.count_reconcile(&report, start.elapsed());
+    /// The controllers' state.
+    pub fn status_feeds(&self) -> &StatusFeeds {
+        &self.status
     }
 
     fn status(&self) -> AgentStatus {
-        let feeds = self.feeds();
+        let feeds = &self.status;
         let pod_cidr = self.config.pod_cidr;
-        // One lock at a time: controllers hold their own state's lock while
-        // they take the manager's, so holding the manager's here while
-        // taking theirs could deadlock.
         let (datapath, endpoints) = {
-            let mgr = self.manager.lock().expect("manager lock");
+            let mgr = self.shared.lock();
             (mgr.datapath().kind().to_string(), mgr.list().len())
         };
         AgentStatus {
@@ -258,9 +161,9 @@ impl AgentState {
             metrics_address: *self.metrics_address.lock().expect("lock"),
             version: env!("CARGO_PKG_VERSION").to_string(),
             mesh_feed: feeds.mesh.as_ref().map(|m| m.status()),
-            routing: feeds.routing.lock().expect("lock").clone(),
+            routing: feeds.routing(),
             encryption: feeds.encryption().map(|e| e.status()),
-            policy: feeds.policy.lock().expect("lock").clone(),
+            policy: feeds.policy(),
         }
     }
 }
@@ -285,7 +188,7 @@ fn api_error(state: &AgentState, err: &Error) -> ApiError {
         Error::DeviceStopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "device-stopped"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "state"),
     };
-    state.metrics.error(reason);
+    state.metrics().error(reason);
     ApiError(status, reason, err.to_string())
 }
 
@@ -319,7 +222,7 @@ async fn status(State(state): State<Arc<AgentState>>) -> Json<AgentStatus> {
 }
 
 async fn list(State(state): State<Arc<AgentState>>) -> Json<Vec<Endpoint>> {
-    Json(state.manager.lock().expect("manager lock").list())
+    Json(state.shared.lock().list())
 }
 
 async fn register(
@@ -327,15 +230,11 @@ async fn register(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
     let reg: EndpointRegistration = decode(&state, "an endpoint registration", &body)?;
-    let result = state
-        .manager
-        .lock()
-        .expect("manager lock")
-        .register(reg.clone());
+    let result = state.shared.lock().register(reg.clone());
     match result {
         Ok(ep) => {
-            state.metrics.registration();
-            state.endpoints_changed.send_modify(|v| *v += 1);
+            state.metrics().registration();
+            state.shared.endpoints_changed();
             tracing::info!(
                 container = %reg.container_id, ifname = %reg.ifname, id = ep.id, ips = ?reg.ips,
                 pod = ?reg.pod_name, namespace = ?reg.pod_namespace, "endpoint registered"
@@ -353,15 +252,11 @@ async fn deregister(
     State(state): State<Arc<AgentState>>,
     Path((container_id, ifname)): Path<(String, String)>,
 ) -> Result<Json<Endpoint>, ApiError> {
-    let result = state
-        .manager
-        .lock()
-        .expect("manager lock")
-        .deregister(&container_id, &ifname);
+    let result = state.shared.lock().deregister(&container_id, &ifname);
     match result {
         Ok(Some(ep)) => {
-            state.metrics.deregistration();
-            state.endpoints_changed.send_modify(|v| *v += 1);
+            state.metrics().deregistration();
+            state.shared.endpoints_changed();
             tracing::info!(container = %container_id, %ifname, id = ep.id, "endpoint deregistered");
             Ok(Json(ep))
         }
@@ -393,7 +288,7 @@ fn decode<T: serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        state.metrics.error("bad-request");
+        state.metrics().error("bad-request");
         ApiError(
             StatusCode::BAD_REQUEST,
             "bad-request",
@@ -403,14 +298,14 @@ fn decode<T: serde::de::DeserializeOwned>(
 }
 
 fn invalid(state: &AgentState, message: String) -> ApiError {
-    state.metrics.error("invalid-service");
+    state.metrics().error("invalid-service");
     ApiError(StatusCode::BAD_REQUEST, "invalid-service", message)
 }
 
 async fn services(
     State(state): State<Arc<AgentState>>,
 ) -> Result<Json<Vec<ServiceEntry>>, ApiError> {
-    let mgr = state.manager.lock().expect("manager lock");
+    let mgr = state.shared.lock();
     mgr.datapath()
         .services()
         .map(Json)
@@ -446,18 +341,18 @@ async fn put_services(
             ));
         }
     }
-    let mut mgr = state.manager.lock().expect("manager lock");
+    let mut mgr = state.shared.lock();
     mgr.reconciler().set_services(LOCAL_API_SOURCE, services);
     let start = std::time::Instant::now();
     let report = mgr.reconcile();
-    state.metrics.reconcile(start.elapsed());
+    state.metrics().reconcile(start.elapsed());
     Ok(Json(ApplyReport::from(&report)))
 }
 
 async fn ipcache(
     State(state): State<Arc<AgentState>>,
 ) -> Result<Json<Vec<IpcacheEntry>>, ApiError> {
-    let mgr = state.manager.lock().expect("manager lock");
+    let mgr = state.shared.lock();
     mgr.datapath()
         .ipcache()
         .map(Json)
@@ -469,11 +364,11 @@ async fn put_ipcache(
     body: axum::body::Bytes,
 ) -> Result<Json<ApplyReport>, ApiError> {
     let entries: Vec<IpcacheEntry> = decode(&state, "a list of ipcache entries", &body)?;
-    let mut mgr = state.manager.lock().expect("manager lock");
+    let mut mgr = state.shared.lock();
     mgr.reconciler().set_ipcache(LOCAL_API_SOURCE, entries);
     let start = std::time::Instant::now();
     let report = mgr.reconcile();
-    state.metrics.reconcile(start.elapsed());
+    state.metrics().reconcile(start.elapsed());
     Ok(Json(ApplyReport::from(&report)))
 }
 
@@ -484,7 +379,7 @@ async fn flows(
     let filter = match query {
         Ok(q) => q.0,
         Err(e) => {
-            state.metrics.error("bad-request");
+            state.metrics().error("bad-request");
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
                 "bad-request",
@@ -535,7 +430,7 @@ async fn flows(
 async fn nodes(State(state): State<Arc<AgentState>>) -> Json<Vec<mesh_api::NodeRecord>> {
     Json(
         state
-            .feeds()
+            .status
             .mesh
             .as_ref()
             .map(|m| m.nodes())
@@ -547,15 +442,14 @@ async fn policies(
     State(state): State<Arc<AgentState>>,
 ) -> Result<Json<Vec<EndpointPolicyReport>>, ApiError> {
     let names: std::collections::BTreeMap<u32, String> = state
-        .feeds()
+        .status
         .policy
-        .lock()
-        .expect("policy status lock")
+        .borrow()
         .rules
         .iter()
         .map(|r| (r.id, r.to_string()))
         .collect();
-    let mgr = state.manager.lock().expect("manager lock");
+    let mgr = state.shared.lock();
     let mut held = mgr
         .datapath()
         .policies()
@@ -586,9 +480,8 @@ async fn policies(
 }
 
 async fn encryption(State(state): State<Arc<AgentState>>) -> Json<EncryptionReport> {
-    let feeds = state.feeds();
-    let device = feeds.encryption().map(|e| e.status());
-    let strict_mode = feeds.routing.lock().expect("routing lock").strict_mode;
+    let device = state.status.encryption().map(|e| e.status());
+    let strict_mode = state.status.routing.borrow().strict_mode;
     Json(EncryptionReport {
         node: state.config.node_name.to_string(),
         cluster: state.config.cluster_name.to_string(),
@@ -604,8 +497,7 @@ async fn encryption(State(state): State<Arc<AgentState>>) -> Json<EncryptionRepo
 }
 
 async fn rotate_key(State(state): State<Arc<AgentState>>) -> Result<Json<RotatedKey>, ApiError> {
-    let feeds = state.feeds();
-    let Some(enc) = feeds.encryption() else {
+    let Some(enc) = state.status.encryption() else {
         return Err(ApiError(
             StatusCode::CONFLICT,
             "encryption-off",
@@ -619,25 +511,32 @@ async fn rotate_key(State(state): State<Arc<AgentState>>) -> Result<Json<Rotated
         .await
         .expect("rotation task")
         .map_err(|e| api_error(&state, &e))?;
-    let node = state.config.node_name.to_string();
-    let publish_error = match &feeds.kube {
+    // The node controller publishes the new key (woken by the rotation);
+    // the answer says how its first attempt went.
+    let publish_error = match state.status.key_annotation.clone() {
         None => Some("no Kubernetes access: the key cannot be published".to_string()),
-        Some(client) => crate::feed::node::publish_annotations(
-            client,
-            &node,
-            &[(crate::feed::node::WG_PUB_KEY_ANNOTATION, new.to_string())],
-        )
-        .await
-        .err()
-        .map(|e| e.to_string()),
+        Some(mut rx) => {
+            let want = Wanted::Set(new.to_string());
+            let first = tokio::time::timeout(
+                PUBLISH_WAIT,
+                rx.wait_for(|s| s.wanted == want && s.outcome != Outcome::Pending),
+            )
+            .await;
+            match first {
+                Ok(Ok(s)) => match &s.outcome {
+                    Outcome::Failed(e) => Some(e.clone()),
+                    Outcome::Pending | Outcome::Written => None,
+                },
+                Ok(Err(_)) => Some("the node controller stopped: the key is not published".into()),
+                Err(_) => Some(format!(
+                    "the key is not on the Node after {} s; still retrying",
+                    PUBLISH_WAIT.as_secs()
+                )),
+            }
+        }
     };
-    if publish_error.is_none()
-        && let Some(enc) = feeds.encryption()
-    {
-        enc.set_published();
-    }
     Ok(Json(RotatedKey {
-        node,
+        node: state.config.node_name.to_string(),
         old_public_key: old.to_string(),
         new_public_key: new.to_string(),
         published: publish_error.is_none(),
@@ -647,7 +546,7 @@ async fn rotate_key(State(state): State<Arc<AgentState>>) -> Result<Json<Rotated
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
     let gauges = {
-        let mgr = state.manager.lock().expect("manager lock");
+        let mgr = state.shared.lock();
         let dp = mgr.datapath();
         crate::metrics::Gauges {
             endpoints: mgr.list().len(),
@@ -657,12 +556,12 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
             maps: dp.map_usage().unwrap_or_default(),
         }
     };
-    let feeds = state.feeds();
-    let mut text = state.metrics.render(&gauges);
+    let feeds = &state.status;
+    let mut text = state.metrics().render(&gauges);
     text.push_str(&crate::metrics::render_feeds(
         feeds.mesh.as_ref().map(|m| m.status()).as_ref(),
         feeds.encryption().map(|e| e.status()).as_ref(),
-        &feeds.routing.lock().expect("lock"),
+        &feeds.routing(),
     ));
     text.push_str(&crate::metrics::render_flows(state.flows.total()));
     ([("content-type", "text/plain; version=0.0.4")], text)

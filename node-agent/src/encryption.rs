@@ -159,9 +159,10 @@ impl Encryption {
     /// Generates a new key, persists it in the state dir (0600, atomically)
     /// and gives it to the device: sessions restart with the next packet,
     /// and peers accept the new key once they learn it from the Node
-    /// annotation (the API publishes it at once; the node controller,
-    /// woken by [`Encryption::key_rotated`], republishes it too, so a failed
-    /// publish is retried). Returns (old, new) public keys.
+    /// annotation (the node controller, woken by
+    /// [`Encryption::key_rotated`], publishes it, retrying a failed write;
+    /// the API answers once its first attempt is done). Returns (old, new)
+    /// public keys.
     pub fn rotate_key(&self) -> Result<(WireGuardKey, WireGuardKey)> {
         let guard = self.device.lock().expect("device lock");
         let dev = guard.as_ref().ok_or_else(|| Error::DeviceStopped {

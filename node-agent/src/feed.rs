@@ -8,4 +8,5 @@ pub mod global;
 pub mod mesh;
 pub mod node;
 pub mod policy;
+pub mod service_entries;
 pub mod services;

@@ -30,17 +30,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use mesh_api::{ClusterName, EndpointRecord, Identity, LabelSet, NodeName, NodeRecord};
+use mesh_api::{ClusterName, Identity, NodeName};
+use tokio::sync::watch;
 
 use crate::datapath::{Datapath, EndpointId, EndpointPolicy, IpcacheEntry};
 use crate::endpoint::EndpointManager;
+use crate::feed::mesh::{MeshFeed, MeshView};
 use crate::policy::compile::{
     CompileInputs, CompiledPolicies, PolicyProblem, PolicySource, compile,
 };
+use crate::shared_manager::SharedManager;
 
 /// The policy side of the agent's status (`/v1/status` → `policy`).
 pub use mesh_agent_api::policy::PolicyStatus;
@@ -49,17 +52,6 @@ pub use mesh_agent_api::policy::PolicyStatus;
 pub const SOURCE: &str = "mesh";
 /// The reconciler source name of the policies' CIDR identities.
 pub const CIDR_SOURCE: &str = "policy-cidrs";
-
-/// What one pass reads from the mesh feed.
-#[derive(Debug, Clone, Default)]
-pub struct MeshView {
-    /// Every identity of every cluster with its labels.
-    pub identities: BTreeMap<Identity, LabelSet>,
-    /// Every endpoint record of every cluster.
-    pub endpoints: Vec<EndpointRecord>,
-    /// Every node record of every cluster.
-    pub nodes: Vec<NodeRecord>,
-}
 
 /// Who this agent is.
 #[derive(Debug, Clone)]
@@ -220,17 +212,18 @@ pub fn sync<D: Datapath>(
 #[derive(Debug)]
 pub struct Sources {
     /// The mesh feed.
-    pub mesh: Arc<crate::feed::mesh::MeshFeed>,
+    pub mesh: Arc<MeshFeed>,
     /// The policy CRDs (None without Kubernetes).
     pub policies: Option<crate::feed::policy::PolicyFeed>,
 }
 
-/// Runs passes until the task is dropped.
+/// Runs passes until the task is dropped, publishing the policy status
+/// on `status` after each.
 pub async fn run(
-    state: Arc<crate::api::AgentState>,
+    state: Arc<SharedManager>,
     sources: Sources,
     local: LocalView,
-    status: Arc<Mutex<PolicyStatus>>,
+    status: watch::Sender<PolicyStatus>,
 ) {
     let mut mesh_changes = sources.mesh.subscribe();
     let mut endpoint_changes = state.subscribe_endpoints();
@@ -268,11 +261,8 @@ pub async fn run(
                     if let (Some(feed), Some(c)) = (&sources.policies, &compiled) {
                         feed.write_status(&c.problems).await;
                     }
-                    // Before taking the status lock: never hold it while
-                    // taking the manager's (the API takes them the other
-                    // way round).
                     let enforcing = state.enforcing_endpoints();
-                    let mut s = status.lock().expect("policy status lock");
+                    let mut s = status.borrow().clone();
                     s.watching = sources.policies.is_some();
                     s.identities = identities;
                     if let (Some(c), Some(n)) = (compiled, npolicies) {
@@ -293,6 +283,7 @@ pub async fn run(
                         s.problems = c.problems;
                         s.enforcing_endpoints = enforcing;
                     }
+                    status.send_replace(s);
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "identity sync failed; will retry"),
                 Err(e) => tracing::warn!(error = %e, "identity sync task failed"),

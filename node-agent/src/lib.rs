@@ -20,7 +20,8 @@
 //!   persisted under the state dir so a restarted agent recovers them;
 //! - [`api`]: the local HTTP/JSON API on a unix socket (its JSON types and
 //!   the blocking client mesh-cni and meshctl use are crate mesh-agent-api;
-//!   the modules here re-export the types they share with it);
+//!   the modules here re-export the types they share with it), over the
+//!   [`shared_manager`] and the controllers' [`status`] watches;
 //! - [`metrics`]: Prometheus text exposition;
 //! - [`flows`]: the datapath's flow events, named (pod, cluster, node) and
 //!   kept in a bounded log for `GET /v1/flows` and `meshctl observe`;
@@ -30,7 +31,8 @@
 //! - [`routes`], [`encryption`], [`node_sync`]: nodes of every cluster →
 //!   native routes (`<pod CIDR> via <node IP>`) or, with encryption on,
 //!   WireGuard peers and routes through the device, and the datapath's
-//!   strict-mode set;
+//!   strict-mode set; [`node_controller`] runs them (encryption on/off,
+//!   the Node's key annotation) behind traits for its I/O;
 //! - [`config_watch`]: re-reads the config directory so `encryption.*`
 //!   changes apply without a restart.
 //!
@@ -51,9 +53,12 @@ pub mod feed;
 pub mod flows;
 pub mod identity_sync;
 pub mod metrics;
+pub mod node_controller;
 pub mod node_sync;
 pub mod policy;
 pub mod reconcile;
 pub mod routes;
+pub mod shared_manager;
+pub mod status;
 
 pub use error::{Error, Result};

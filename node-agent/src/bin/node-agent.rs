@@ -3,18 +3,25 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use node_agent::api::{self, AgentState, Feeds};
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use node_agent::api::{self, AgentState};
 use node_agent::bpf_datapath::{BpfDatapath, BpfDatapathConfig};
-use node_agent::config::{AgentConfig, ConfigError, EncryptionSettings, LogFormat};
+use node_agent::config::{AgentConfig, ConfigError, LogFormat};
 use node_agent::datapath::Datapath;
-use node_agent::encryption::{Encryption, PeerOptions};
+use node_agent::encryption::Encryption;
 use node_agent::endpoint::EndpointManager;
 use node_agent::feed::{mesh::MeshFeed, node as own_node, services};
-use node_agent::node_sync::{BpfEncryptionMap, EncryptionMap, Targets};
-use node_agent::routes::{LocalNode, NetlinkRoutes};
+use node_agent::node_controller::NodeController;
+use node_agent::node_controller::annotations::{AnnotationWriter, KubeNode, Wanted};
+use node_agent::node_controller::kernel::{EncryptionStarter, KernelRoutes};
+use node_agent::node_sync::RoutingStatus;
+use node_agent::routes::LocalNode;
+use node_agent::shared_manager::SharedManager;
+use node_agent::status::StatusFeeds;
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -110,29 +117,22 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     } else {
         None
     };
-    if let Some(client) = &kube {
-        // Where meshctl finds this agent. (The WireGuard key is published by
-        // the node controller, which also follows rotations and toggles.)
-        let (client, name) = (client.clone(), config.node_name.to_string());
-        let api = own_node::agent_api_value(&config.agent_socket);
-        tokio::spawn(async move {
-            let annotations = [(own_node::AGENT_API_ANNOTATION, api.clone())];
-            let mut backoff = Duration::from_secs(1);
-            loop {
-                match own_node::publish_annotations(&client, &name, &annotations).await {
-                    Ok(()) => {
-                        tracing::info!(node = %name, agent_api = %api, "local API address published on the Node");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot annotate the Node")
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        });
-    }
+    // The agent's annotations on its Node: where meshctl finds this agent
+    // (written once, retried until it is), and the WireGuard key (written
+    // by the node controller, which follows rotations and toggles).
+    let node = kube.clone().map(|client| {
+        Arc::new(KubeNode {
+            client,
+            name: config.node_name.to_string(),
+        })
+    });
+    let _agent_api = node.clone().map(|node| {
+        let writer = AnnotationWriter::spawn(node, own_node::AGENT_API_ANNOTATION);
+        writer.set(Wanted::Set(own_node::agent_api_value(&config.agent_socket)));
+        writer
+    });
+    let key_writer =
+        node.map(|node| AnnotationWriter::spawn(node, own_node::WG_PUB_KEY_ANNOTATION));
     // encryption.* keys are re-read from the config dir while running.
     let settings = node_agent::config_watch::spawn(
         std::env::args_os().collect(),
@@ -173,39 +173,31 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let feeds = Arc::new(Feeds {
-        mesh: mesh.clone(),
-        encryption: Mutex::new(encryption.clone()),
-        routing: Mutex::new(node_agent::node_sync::RoutingStatus {
+    let (controller, outputs) = NodeController::new(
+        config.node_name.to_string(),
+        config.wireguard_port,
+        EncryptionStarter {
+            state_dir: config.state_dir.clone(),
+            ifname: config.wireguard_interface.clone(),
+            port: config.wireguard_port,
+        },
+        KernelRoutes::new(
+            LocalNode {
+                cluster: config.cluster_name.clone(),
+                name: config.node_name.clone(),
+                pod_cidrs: config.pod_cidr.into_iter().collect(),
+            },
+            config.bpf_root.clone(),
+        ),
+        key_writer,
+        encryption,
+        RoutingStatus {
             node_ip,
             ..Default::default()
-        }),
-        policy: Arc::default(),
-        kube: kube.clone(),
-    });
-    let controller = NodeController {
-        local: LocalNode {
-            cluster: config.cluster_name.clone(),
-            name: config.node_name.clone(),
-            pod_cidrs: config.pod_cidr.into_iter().collect(),
         },
-        state_dir: config.state_dir.clone(),
-        bpf_root: config.bpf_root.clone(),
-        ifname: config.wireguard_interface.clone(),
-        port: config.wireguard_port,
-        kube: kube.clone(),
-        node_name: config.node_name.to_string(),
-        feeds: feeds.clone(),
-    };
-    let node_controller = match mesh.clone() {
-        Some(feed) => Some(tokio::spawn(controller.run(feed, settings, encryption))),
-        None => {
-            if let Some(enc) = &encryption {
-                let _ = controller.publish(enc.clone());
-            }
-            None
-        }
-    };
+    );
+    // Without the mesh feed the controller only keeps the key published.
+    let node_controller = tokio::spawn(controller.run(mesh.clone(), settings));
     let datapath: Box<dyn Datapath> = Box::new(
         BpfDatapath::open(&BpfDatapathConfig::from_agent(&config)).context(
             "cannot start the eBPF datapath (--bpf-root needs bpffs, --cgroup-root cgroup v2)",
@@ -260,10 +252,17 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         node: config.node_name.clone(),
         encryption: config.enable_encryption,
     };
-    let policy_status = feeds.policy.clone();
+    let (policy_status, policy) = watch::channel(Default::default());
     let bpf_root = config.bpf_root.clone();
-    let state = AgentState::new(config, manager);
-    state.set_feeds(feeds);
+    let shared = Arc::new(SharedManager::new(manager));
+    let status = StatusFeeds {
+        mesh: mesh.clone(),
+        encryption: outputs.encryption,
+        routing: outputs.routing,
+        policy,
+        key_annotation: outputs.key_annotation,
+    };
+    let state = AgentState::new(config, shared.clone(), status);
     let identity_controller = mesh.clone().map(|feed| {
         let sources = node_agent::identity_sync::Sources {
             mesh: feed,
@@ -272,7 +271,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
                 .map(node_agent::feed::policy::PolicyFeed::start),
         };
         tokio::spawn(node_agent::identity_sync::run(
-            state.clone(),
+            shared.clone(),
             sources,
             local_view,
             policy_status,
@@ -283,7 +282,8 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         node_agent::flows::spawn_reader(&bpf_root, state.flows().clone(), move || s.flow_resolver())
             .context("cannot read the datapath's flow events")?
     };
-    let service_feed = kube.map(|client| services::spawn(client, node_name, global, state.clone()));
+    let service_feed =
+        kube.map(|client| services::spawn(client, node_name, global, shared.clone()));
 
     let tcp = tokio::net::TcpListener::bind(metrics_address)
         .await
@@ -293,12 +293,12 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(socket = %socket.display(), metrics = %bound, "serving");
 
     let reconciler = {
-        let state = state.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             loop {
                 tick.tick().await;
-                let s = state.clone();
+                let s = shared.clone();
                 let _ = tokio::task::spawn_blocking(move || s.reconcile()).await;
             }
         })
@@ -315,228 +315,17 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         t.abort();
     }
     drop(flow_reader);
-    if let Some(t) = node_controller {
-        t.abort();
-    }
+    node_controller.abort();
     if let Some(feed) = service_feed {
         feed.abort();
     }
-    if let Some(enc) = state.feeds().encryption() {
+    if let Some(enc) = state.status_feeds().encryption() {
         // Routes stay (a restarted agent converges on them); the device goes.
         enc.shutdown();
     }
     let _ = std::fs::remove_file(&socket);
     tracing::info!("node-agent stopped");
     result
-}
-
-/// The node controller: keeps the WireGuard device, its peers, the routes
-/// and the strict-mode set equal to the mesh feed's nodes and the runtime
-/// encryption settings.
-struct NodeController {
-    local: LocalNode,
-    state_dir: std::path::PathBuf,
-    bpf_root: std::path::PathBuf,
-    ifname: String,
-    port: u16,
-    kube: Option<kube::Client>,
-    node_name: String,
-    feeds: Arc<Feeds>,
-}
-
-/// The task keeping the Node's key annotation as wanted (replaced on every
-/// toggle, so an old retry loop never undoes a newer decision).
-type Annotator = Option<tokio::task::JoinHandle<()>>;
-
-impl NodeController {
-    /// Publishes the device's key on the Node (retried with backoff).
-    fn publish(&self, enc: Arc<Encryption>) -> Annotator {
-        let client = self.kube.clone()?;
-        let name = self.node_name.clone();
-        Some(tokio::spawn(async move {
-            let mut backoff = Duration::from_secs(1);
-            loop {
-                match own_node::publish_key(&client, &name, &enc.public_key()).await {
-                    Ok(()) => {
-                        enc.set_published();
-                        tracing::info!(node = %name, key = %enc.public_key(), "WireGuard public key published on the Node");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot publish the WireGuard key")
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }))
-    }
-
-    /// Removes the key annotation (encryption turned off): other nodes drop
-    /// their peer for this node and route to it natively, instead of
-    /// encrypting towards a device that no longer exists. The key file
-    /// stays, so turning encryption on again publishes the same key.
-    fn withdraw(&self) -> Annotator {
-        let client = self.kube.clone()?;
-        let name = self.node_name.clone();
-        Some(tokio::spawn(async move {
-            let mut backoff = Duration::from_secs(1);
-            loop {
-                match own_node::withdraw_key(&client, &name).await {
-                    Ok(()) => {
-                        tracing::info!(node = %name, "WireGuard public key withdrawn from the Node (encryption off)");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot withdraw the WireGuard key")
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }))
-    }
-
-    /// A pass on every feed change, every settings change and every 10 s
-    /// (repairs what someone else removed).
-    async fn run(
-        self,
-        feed: Arc<MeshFeed>,
-        mut settings: tokio::sync::watch::Receiver<EncryptionSettings>,
-        mut device: Option<Arc<Encryption>>,
-    ) {
-        if let Err(e) = node_agent::routes::enable_forwarding() {
-            tracing::warn!(error = %e, "cannot enable IPv4 forwarding; pod traffic between nodes will not flow");
-        }
-        let mut annotator: Annotator = device.clone().and_then(|d| self.publish(d));
-        let kernel: Arc<Mutex<Kernel>> = Arc::default();
-        let mut changed = feed.subscribe();
-        let mut ever_synced = false;
-        let mut watching = true;
-        loop {
-            let want = settings.borrow_and_update().clone();
-            if want.enabled && device.is_none() {
-                let (dir, ifname, port) = (self.state_dir.clone(), self.ifname.clone(), self.port);
-                match tokio::task::spawn_blocking(move || Encryption::start(&dir, &ifname, port))
-                    .await
-                {
-                    Ok(Ok(enc)) => {
-                        tracing::info!(interface = enc.ifname(), public_key = %enc.public_key(), "encryption turned on: WireGuard device up");
-                        let enc = Arc::new(enc);
-                        device = Some(enc.clone());
-                        self.feeds.set_encryption(device.clone());
-                        if let Some(a) = annotator.take() {
-                            a.abort();
-                        }
-                        annotator = self.publish(enc);
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "encryption turned on but the WireGuard device cannot start; retrying")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "device start task failed"),
-                }
-            }
-            // Turning off: routes leave the device in this pass, then it goes.
-            let retiring = if want.enabled { None } else { device.take() };
-            let nodes = feed.nodes();
-            // Before the first snapshot completes, a partial mirror would remove
-            // routes a previous agent made for nodes not streamed yet: wait.
-            // Afterwards the mirror keeps its state across reconnects.
-            ever_synced |= feed.status().synced;
-            if ever_synced {
-                let opts = PeerOptions {
-                    port: self.port,
-                    keepalive: want.persistent_keepalive,
-                    node_encryption: want.node_encryption,
-                };
-                let (local, enc, feeds, kernel, bpf_root) = (
-                    self.local.clone(),
-                    device.clone(),
-                    self.feeds.clone(),
-                    kernel.clone(),
-                    self.bpf_root.clone(),
-                );
-                let strict = want.strict_mode;
-                let _ = tokio::task::spawn_blocking(move || {
-                    let mut k = kernel.lock().expect("kernel lock");
-                    k.open(&bpf_root);
-                    let Kernel {
-                        routes: Some(t),
-                        strict: strict_map,
-                    } = &mut *k
-                    else {
-                        return;
-                    };
-                    let mut status = feeds.routing.lock().expect("routing lock");
-                    node_agent::node_sync::sync_nodes(
-                        &nodes,
-                        &local,
-                        enc.as_deref(),
-                        &opts,
-                        Targets {
-                            routes: t,
-                            strict_map: strict_map.as_mut().map(|m| m as &mut dyn EncryptionMap),
-                        },
-                        strict,
-                        &mut status,
-                    );
-                })
-                .await;
-            }
-            if let Some(old) = retiring {
-                if let Some(a) = annotator.take() {
-                    a.abort();
-                }
-                let _ = tokio::task::spawn_blocking(move || old.shutdown()).await;
-                // Status shows encryption off only once the device is gone.
-                self.feeds.set_encryption(None);
-                tracing::info!("encryption turned off: WireGuard device removed, routes native");
-                annotator = self.withdraw();
-            }
-            tokio::select! {
-                r = changed.changed() => if r.is_err() { return },
-                () = async {
-                    match &device {
-                        Some(d) => d.key_rotated().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    // A new key: publish it so the other nodes' peers follow.
-                    if let Some(a) = annotator.take() {
-                        a.abort();
-                    }
-                    annotator = device.clone().and_then(|d| self.publish(d));
-                },
-                // Without --config-dir nothing is watched: the sender is gone.
-                r = settings.changed(), if watching => if r.is_err() { watching = false },
-                () = tokio::time::sleep(Duration::from_secs(10)) => {},
-            }
-        }
-    }
-}
-
-/// The kernel handles of the node controller, opened on first use.
-#[derive(Default)]
-struct Kernel {
-    routes: Option<NetlinkRoutes>,
-    strict: Option<BpfEncryptionMap>,
-}
-
-impl Kernel {
-    fn open(&mut self, bpf_root: &std::path::Path) {
-        if self.routes.is_none() {
-            match NetlinkRoutes::new() {
-                Ok(t) => self.routes = Some(t),
-                Err(e) => tracing::warn!(error = %e, "cannot open netlink"),
-            }
-        }
-        if self.strict.is_none() {
-            match BpfEncryptionMap::open(bpf_root) {
-                Ok(m) => self.strict = Some(m),
-                Err(e) => tracing::warn!(error = %e, "cannot open the strict-mode maps yet"),
-            }
-        }
-    }
 }
 
 /// Whether an endpoint's host veth still exists in this namespace with the

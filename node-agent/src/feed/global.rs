@@ -32,7 +32,7 @@ use mesh_api::merge::{RemoteService, merge_global_backends};
 use mesh_api::records::{Backend, NamedPort, ServiceRecord};
 use mesh_api::{ClusterName, Protocol};
 
-use super::services::Warning;
+use super::service_entries::Warning;
 use crate::datapath::{BackendAddr, FrontendKind, ServiceEntry};
 
 /// What the merge needs beyond the local Services and entries.
@@ -49,7 +49,7 @@ pub struct GlobalInputs<'a> {
 }
 
 /// The entries for the datapath: `local` (from
-/// [`super::services::local_entries`] over `services`) with, for each global
+/// [`super::service_entries::local_entries`] over `services`) with, for each global
 /// Service, its ClusterIP frontends (not NodePorts, which serve this node's
 /// backends only) carrying the merged backends of every
 /// cluster, sorted. Also the warnings for malformed mesh annotations and for

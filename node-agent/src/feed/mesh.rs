@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
-use mesh_api::{Kind, NodeRecord, Record, ServiceRecord};
+use mesh_api::{EndpointRecord, Identity, Kind, LabelSet, NodeRecord, Record, ServiceRecord};
 use mesh_export_client::{ExportClient, Mirror};
 use tokio::sync::watch;
 
@@ -19,6 +19,18 @@ use crate::error::{Error, Result};
 
 /// The feed's state as `/v1/status` and `/metrics` report it.
 pub use mesh_agent_api::status::MeshFeedStatus;
+
+/// Identities, endpoints and nodes of every cluster, read at once (what
+/// one [`crate::identity_sync`] pass works from).
+#[derive(Debug, Clone, Default)]
+pub struct MeshView {
+    /// Every identity of every cluster with its labels.
+    pub identities: BTreeMap<Identity, LabelSet>,
+    /// Every endpoint record of every cluster.
+    pub endpoints: Vec<EndpointRecord>,
+    /// Every node record of every cluster.
+    pub nodes: Vec<NodeRecord>,
+}
 
 /// The shared mirror and feed status; the feed task writes, the agent reads.
 #[derive(Debug)]
@@ -79,8 +91,8 @@ impl MeshFeed {
 
     /// Identities, endpoints and nodes of every cluster, in one consistent
     /// read (what [`crate::identity_sync`] works from).
-    pub fn view(&self) -> crate::identity_sync::MeshView {
-        let mut view = crate::identity_sync::MeshView::default();
+    pub fn view(&self) -> MeshView {
+        let mut view = MeshView::default();
         for r in self.mirror.lock().expect("mirror lock").records().values() {
             match r {
                 Record::Identity(i) => {

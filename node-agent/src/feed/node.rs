@@ -151,14 +151,20 @@ pub async fn publish_key(client: &kube::Client, name: &str, key: &WireGuardKey) 
 /// Removes the key annotation from Node `name` (encryption turned off);
 /// absent already: not an error.
 pub async fn withdraw_key(client: &kube::Client, name: &str) -> Result<()> {
+    remove_annotation(client, name, WG_PUB_KEY_ANNOTATION).await
+}
+
+/// Removes `annotation` from Node `name` (merge patch setting it to null);
+/// absent already: not an error.
+pub async fn remove_annotation(client: &kube::Client, name: &str, annotation: &str) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let patch = serde_json::json!({
-        "metadata": { "annotations": { WG_PUB_KEY_ANNOTATION: null } }
+        "metadata": { "annotations": { annotation: null } }
     });
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| Error::Kube {
-            what: format!("remove {WG_PUB_KEY_ANNOTATION} from Node {name}"),
+            what: format!("remove {annotation} from Node {name}"),
             source: Box::new(e),
         })?;
     Ok(())

@@ -6,6 +6,7 @@ use super::*;
 use crate::datapath::{Direction, MemoryDatapath};
 use crate::endpoint::EndpointRegistration;
 use crate::policy::crd::{IngressRule, MeshNetworkPolicySpec, PortProtocol, PortRule, Selector};
+use mesh_api::{EndpointRecord, NodeRecord};
 
 fn id(cluster: u8, n: u16) -> Identity {
     Identity::new(ClusterId::new(i64::from(cluster)).expect("id"), n).expect("identity")

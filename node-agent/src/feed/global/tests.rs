@@ -1,6 +1,6 @@
 use super::*;
 use crate::datapath::Frontend;
-use crate::feed::services::local_entries;
+use crate::feed::service_entries::local_entries;
 use mesh_api::records::{ServiceMeshOptions, ServicePort};
 use serde_json::json;
 

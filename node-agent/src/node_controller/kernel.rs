@@ -1,0 +1,152 @@
+//! The node controller's seams as the agent runs them: the boringtun
+//! device ([`Encryption`]), netlink routes and the pinned strict-mode maps
+//! ([`KernelRoutes`]), and the mesh feed as the source of nodes.
+//!
+//! What it is for: thin adapters from the traits of
+//! [`crate::node_controller`] to the real things; the logic is in the
+//! controller and in [`crate::node_sync::sync_nodes`].
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use mesh_api::{NodeRecord, WireGuardKey};
+use tokio::sync::watch;
+
+use super::{DeviceStarter, NodeRoutes, NodeSource, WireguardDevice};
+use crate::encryption::{Encryption, PeerOptions};
+use crate::feed::mesh::MeshFeed;
+use crate::node_sync::{BpfEncryptionMap, EncryptionMap, RoutingStatus, Targets};
+use crate::routes::{LocalNode, NetlinkRoutes};
+
+impl WireguardDevice for Encryption {
+    fn ifname(&self) -> &str {
+        Encryption::ifname(self)
+    }
+
+    fn public_key(&self) -> WireGuardKey {
+        Encryption::public_key(self)
+    }
+
+    fn set_published(&self) {
+        Encryption::set_published(self);
+    }
+
+    fn key_rotated(&self) -> impl Future<Output = ()> + Send {
+        Encryption::key_rotated(self)
+    }
+
+    fn shutdown(&self) {
+        Encryption::shutdown(self);
+    }
+}
+
+/// Starts the WireGuard device: key under the state dir, interface and
+/// UDP port from the flags.
+#[derive(Debug, Clone)]
+pub struct EncryptionStarter {
+    /// `--state-dir` (holds the key).
+    pub state_dir: PathBuf,
+    /// `--wireguard-interface`.
+    pub ifname: String,
+    /// `--wireguard-port`.
+    pub port: u16,
+}
+
+impl DeviceStarter for EncryptionStarter {
+    type Device = Encryption;
+
+    fn start(&self) -> crate::Result<Encryption> {
+        Encryption::start(&self.state_dir, &self.ifname, self.port)
+    }
+}
+
+impl NodeSource for MeshFeed {
+    fn nodes(&self) -> Vec<NodeRecord> {
+        MeshFeed::nodes(self)
+    }
+
+    fn synced(&self) -> bool {
+        self.status().synced
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        MeshFeed::subscribe(self)
+    }
+}
+
+/// Netlink routes and the strict-mode maps under `bpf_root`, opened on
+/// first use (the maps appear once the datapath has pinned them).
+#[derive(Debug)]
+pub struct KernelRoutes {
+    local: LocalNode,
+    bpf_root: PathBuf,
+    routes: Option<NetlinkRoutes>,
+    strict: Option<BpfEncryptionMap>,
+}
+
+impl KernelRoutes {
+    /// Routes for the node `local`, strict-mode maps under `bpf_root`.
+    pub fn new(local: LocalNode, bpf_root: PathBuf) -> KernelRoutes {
+        KernelRoutes {
+            local,
+            bpf_root,
+            routes: None,
+            strict: None,
+        }
+    }
+
+    fn open(&mut self) {
+        if self.routes.is_none() {
+            match NetlinkRoutes::new() {
+                Ok(t) => self.routes = Some(t),
+                Err(e) => tracing::warn!(error = %e, "cannot open netlink"),
+            }
+        }
+        if self.strict.is_none() {
+            match BpfEncryptionMap::open(&self.bpf_root) {
+                Ok(m) => self.strict = Some(m),
+                Err(e) => tracing::warn!(error = %e, "cannot open the strict-mode maps yet"),
+            }
+        }
+    }
+}
+
+impl NodeRoutes<Encryption> for KernelRoutes {
+    fn prepare(&mut self) {
+        if let Err(e) = crate::routes::enable_forwarding() {
+            tracing::warn!(error = %e, "cannot enable IPv4 forwarding; pod traffic between nodes will not flow");
+        }
+    }
+
+    fn sync(
+        &mut self,
+        nodes: &[NodeRecord],
+        device: Option<&Encryption>,
+        opts: &PeerOptions,
+        strict: bool,
+        status: &mut RoutingStatus,
+    ) {
+        self.open();
+        let KernelRoutes {
+            local,
+            routes: Some(table),
+            strict: strict_map,
+            ..
+        } = self
+        else {
+            return;
+        };
+        crate::node_sync::sync_nodes(
+            nodes,
+            local,
+            device,
+            opts,
+            Targets {
+                routes: table,
+                strict_map: strict_map.as_mut().map(|m| m as &mut dyn EncryptionMap),
+            },
+            strict,
+            status,
+        );
+    }
+}
