@@ -60,6 +60,11 @@ pub struct MeshFeedStatus {
     pub last_error: Option<String>,
     /// Records held, by kind.
     pub counts: BTreeMap<String, usize>,
+    /// Records of other clusters the agent refuses to use (they would
+    /// relabel a local identity or take a local address), by kind. The
+    /// mesh-apiserver should have refused them first.
+    #[serde(default)]
+    pub refused: BTreeMap<String, usize>,
 }
 
 /// The routing part of `/v1/status`.

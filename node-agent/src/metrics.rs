@@ -233,6 +233,15 @@ pub fn render_feeds(
                 .map(|(k, c)| (format!("{{kind=\"{k}\"}}"), *c as i64))
                 .collect(),
         );
+        family(
+            "meshwork_mesh_feed_refused_records",
+            "gauge",
+            "Records of other clusters this agent refuses to use (they would touch this cluster), by kind.",
+            m.refused
+                .iter()
+                .map(|(k, c)| (format!("{{kind=\"{k}\"}}"), *c as i64))
+                .collect(),
+        );
     }
     family(
         "meshwork_node_routes",

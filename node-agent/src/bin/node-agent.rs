@@ -167,7 +167,8 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             let tls = live
                 .client_config()
                 .context("the node's mesh-apiserver client TLS configuration")?;
-            let feed = MeshFeed::new(address);
+            let feed =
+                MeshFeed::for_cluster(address, config.cluster_name.clone(), config.cluster_id);
             tokio::spawn(feed.clone().run(tls, Duration::from_secs(10)));
             Some(feed)
         }

@@ -11,7 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
-use mesh_api::{EndpointRecord, Identity, Kind, LabelSet, NodeRecord, Record, ServiceRecord};
+use ipnet::IpNet;
+use mesh_api::{
+    ClusterId, ClusterName, EndpointRecord, Identity, Kind, LabelSet, NodeRecord, Record,
+    ServiceRecord,
+};
 use mesh_export_client::{ExportClient, Mirror};
 use tokio::sync::watch;
 
@@ -35,6 +39,12 @@ pub struct MeshView {
 /// The shared mirror and feed status; the feed task writes, the agent reads.
 #[derive(Debug)]
 pub struct MeshFeed {
+    /// This cluster: other clusters' records that would touch it are not
+    /// used ([`mesh_api::trust::check_foreign_record`]). `None`: no screen
+    /// (tests of the plumbing only).
+    local: Option<(ClusterName, ClusterId)>,
+    /// Refusals already logged, so each is logged once.
+    logged: Mutex<std::collections::BTreeSet<(Kind, String)>>,
     mirror: Mutex<Mirror>,
     status: Mutex<MeshFeedStatus>,
     last_event: Mutex<Option<SystemTime>>,
@@ -44,7 +54,20 @@ pub struct MeshFeed {
 impl MeshFeed {
     /// An empty feed for `address`.
     pub fn new(address: &str) -> Arc<MeshFeed> {
+        Self::build(address, None)
+    }
+
+    /// A feed for the agent of `cluster` (id `id`): records of other
+    /// clusters are screened before use, as a second line behind the
+    /// mesh-apiserver's import checks.
+    pub fn for_cluster(address: &str, cluster: ClusterName, id: ClusterId) -> Arc<MeshFeed> {
+        Self::build(address, Some((cluster, id)))
+    }
+
+    fn build(address: &str, local: Option<(ClusterName, ClusterId)>) -> Arc<MeshFeed> {
         Arc::new(MeshFeed {
+            local,
+            logged: Mutex::default(),
             mirror: Mutex::new(Mirror::new()),
             status: Mutex::new(MeshFeedStatus {
                 address: address.to_string(),
@@ -60,49 +83,67 @@ impl MeshFeed {
         self.changed.subscribe()
     }
 
+    /// Calls `use_it` with every record the agent may use: all of its own
+    /// cluster's, and those of other clusters that pass the screen (each
+    /// refused one logged once). Returns how many were refused, by kind.
+    fn screened(&self, mut use_it: impl FnMut(&Record)) -> BTreeMap<String, usize> {
+        let mirror = self.mirror.lock().expect("mirror lock");
+        let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+        let Some((name, id)) = &self.local else {
+            mirror.records().values().for_each(use_it);
+            return refused;
+        };
+        let own = own_pod_cidrs(mirror.records().values(), name);
+        for r in mirror.records().values() {
+            match mesh_api::trust::check_foreign_record(name, *id, &own, r) {
+                Ok(()) => use_it(r),
+                Err(refusal) => {
+                    *refused.entry(r.kind().to_string()).or_default() += 1;
+                    let key = (r.kind(), format!("{}/{}", r.cluster(), r.key()));
+                    if self.logged.lock().expect("lock").insert(key.clone()) {
+                        tracing::warn!(kind = %key.0, record = %key.1, reason = %refusal, "record of another cluster refused: not used");
+                    }
+                }
+            }
+        }
+        refused
+    }
+
     /// The node records of every cluster, sorted by cluster and name.
     pub fn nodes(&self) -> Vec<NodeRecord> {
-        self.mirror
-            .lock()
-            .expect("mirror lock")
-            .records()
-            .values()
-            .filter_map(|r| match r {
-                Record::Node(n) => Some(n.clone()),
-                _ => None,
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.screened(|r| {
+            if let Record::Node(n) = r {
+                out.push(n.clone());
+            }
+        });
+        out
     }
 
     /// The global-service records of every cluster, sorted by cluster and
     /// namespace/name.
     pub fn services(&self) -> Vec<ServiceRecord> {
-        self.mirror
-            .lock()
-            .expect("mirror lock")
-            .records()
-            .values()
-            .filter_map(|r| match r {
-                Record::Service(s) => Some(s.clone()),
-                _ => None,
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.screened(|r| {
+            if let Record::Service(s) = r {
+                out.push(s.clone());
+            }
+        });
+        out
     }
 
     /// Identities, endpoints and nodes of every cluster, in one consistent
     /// read (what [`crate::identity_sync`] works from).
     pub fn view(&self) -> MeshView {
         let mut view = MeshView::default();
-        for r in self.mirror.lock().expect("mirror lock").records().values() {
-            match r {
-                Record::Identity(i) => {
-                    view.identities.insert(i.id, i.labels.clone());
-                }
-                Record::Endpoint(e) => view.endpoints.push(e.clone()),
-                Record::Node(n) => view.nodes.push(n.clone()),
-                Record::Service(_) => {}
+        self.screened(|r| match r {
+            Record::Identity(i) => {
+                view.identities.insert(i.id, i.labels.clone());
             }
-        }
+            Record::Endpoint(e) => view.endpoints.push(e.clone()),
+            Record::Node(n) => view.nodes.push(n.clone()),
+            Record::Service(_) => {}
+        });
         view
     }
 
@@ -124,6 +165,8 @@ impl MeshFeed {
             *counts.entry(kind.to_string()).or_default() += 1;
         }
         s.counts = counts;
+        drop(mirror);
+        s.refused = self.screened(|_| {});
         s
     }
 
@@ -207,6 +250,21 @@ impl MeshFeed {
     }
 }
 
+/// This cluster's pod CIDRs as its own mesh-apiserver exports them (the
+/// pod CIDRs of its nodes; the exporter keeps them inside `--pod-cidrs`).
+fn own_pod_cidrs<'a>(
+    records: impl Iterator<Item = &'a Record>,
+    cluster: &ClusterName,
+) -> Vec<IpNet> {
+    records
+        .filter_map(|r| match r {
+            Record::Node(n) if &n.cluster == cluster => Some(n.pod_cidrs.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 /// The node's client TLS config from the `--mesh-client-*` files.
 pub fn client_tls(cert: &Path, key: &Path, ca: &Path) -> Result<rustls::ClientConfig> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(Error::io("read", p));
@@ -226,3 +284,6 @@ pub fn client_tls(cert: &Path, key: &Path, ca: &Path) -> Result<rustls::ClientCo
         .map_err(|e| bad("mesh-client-ca", &e))?;
     mesh_certs::tls::client_config(id, &bundle).map_err(|e| bad("mesh-client-cert", &e))
 }
+
+#[cfg(test)]
+mod tests;
