@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{T, agent_get, meshctl_typed};
+use super::helpers::{T, meshctl_typed};
+use super::node_agent::agent_get;
 use mesh_e2e::Lab;
 
 const API: &str = r#"
