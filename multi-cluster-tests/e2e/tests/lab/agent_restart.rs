@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use mesh_e2e::Lab;
+use mesh_testbed::Wait;
 
 use super::encryption::wg_show_reads_every_peer_with_a_handshake;
 use super::helpers::{T, eventually};
@@ -67,18 +68,17 @@ fn restart_agent_under_traffic(lab: &Lab, client: &str, server: &str) -> serde_j
         )
     });
     eprintln!("stream across the agent restart: {report}");
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let after = datapath_dump(lab, "c1-n1");
-        if after == before {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "c1-n1's maps did not converge to what they held before the restart:\nbefore {before:?}\nafter {after:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    Wait::new("c1-n1's maps converging to what they held before the restart")
+        .timeout(T)
+        .interval(Duration::from_millis(500))
+        .until_ok(|| {
+            let after = datapath_dump(lab, "c1-n1");
+            if after == before {
+                Ok(())
+            } else {
+                Err(format!("before {before:?}\nafter {after:?}"))
+            }
+        });
     report
 }
 

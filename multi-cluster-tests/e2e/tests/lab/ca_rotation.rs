@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use mesh_e2e::Lab;
+use mesh_testbed::Wait;
 
 use super::helpers::{T, eventually};
 use super::node_agent::agent_get;
@@ -247,15 +248,13 @@ pub(super) fn an_interrupted_ca_rotation_resumes(lab: &Lab) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("run meshctl");
-    let deadline = std::time::Instant::now() + T;
-    while phase() != "trust-both" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "step 1 never recorded: phase {:?}",
-            phase()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    Wait::new("step 1 recorded")
+        .timeout(T)
+        .interval(Duration::from_millis(200))
+        .until_ok(|| match phase() {
+            p if p == "trust-both" => Ok(()),
+            p => Err(format!("phase {p:?}")),
+        });
     child.kill().expect("kill meshctl");
     let _ = child.wait();
     assert_eq!(phase(), "trust-both", "interrupted in step 2");

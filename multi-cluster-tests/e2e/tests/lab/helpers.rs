@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use mesh_e2e::Lab;
+use mesh_testbed::Wait;
 
 pub(super) const T: Duration = Duration::from_secs(45);
 
@@ -80,14 +81,10 @@ pub(super) fn annotate_web(lab: &Lab, ctx: &str, annotation: &str) {
 
 /// Waits (bounded by `T`) until `cond` holds, saying what it waited for.
 pub(super) fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + T;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not after {T:?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    Wait::new(what)
+        .timeout(T)
+        .interval(Duration::from_millis(300))
+        .until(cond);
 }
 
 /// `meshctl <args> -o json`, parsed into `T`; returns it with the exit code.
@@ -115,18 +112,17 @@ pub(super) fn meshctl_until<T: serde::de::DeserializeOwned + std::fmt::Debug>(
     what: &str,
     done: impl Fn(&T, Option<i32>) -> bool,
 ) -> T {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let (v, code) = meshctl_typed::<T>(lab, args);
-        if done(&v, code) {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not reached within {T:?}; last (exit {code:?}): {v:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    Wait::new(what)
+        .timeout(T)
+        .interval(Duration::from_millis(500))
+        .until_ok(|| {
+            let (v, code) = meshctl_typed::<T>(lab, args);
+            if done(&v, code) {
+                Ok(v)
+            } else {
+                Err(format!("exit {code:?}: {v:#?}"))
+            }
+        })
 }
 
 /// `kubectl patch` of one key of cluster `c`'s meshwork-config (the lab's

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use mesh_e2e::Lab;
+use mesh_testbed::Wait;
 
 use super::helpers::T;
 
@@ -49,18 +50,17 @@ pub(super) fn wait_agent(
     what: &str,
     check: impl Fn(&serde_json::Value) -> bool,
 ) {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let st = agent_get(lab, cluster, node, "/v1/status");
-        if check(&st) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{node}: {what} not within {T:?}; status: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    Wait::new(format!("{node}: {what}"))
+        .timeout(T)
+        .interval(Duration::from_millis(300))
+        .until_ok(|| {
+            let st = agent_get(lab, cluster, node, "/v1/status");
+            if check(&st) {
+                Ok(())
+            } else {
+                Err(format!("status: {st}"))
+            }
+        });
 }
 
 /// A counter of node `node`'s `/metrics` (read inside its namespace).

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use mesh_e2e::Lab;
+use mesh_testbed::Wait;
 
 use super::helpers::T;
 
@@ -51,27 +52,26 @@ pub(super) fn ask_until(
     what: &str,
     done: impl Fn(&std::collections::BTreeMap<String, usize>) -> bool,
 ) {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let (mut counts, mut pods) = (
-            std::collections::BTreeMap::new(),
-            std::collections::BTreeMap::new(),
-        );
-        for a in who_answers(lab, addr, 30) {
-            let (cluster, pod) = a.unwrap_or_else(|| ("failed".into(), "-".into()));
-            *counts.entry(cluster).or_insert(0) += 1;
-            *pods.entry(pod).or_insert(0) += 1;
-        }
-        if done(&counts) {
-            eprintln!("{what}: answers by cluster {counts:?}, by pod {pods:?}");
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: still {counts:?} after {T:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    Wait::new(what)
+        .timeout(T)
+        .interval(Duration::from_millis(500))
+        .until_ok(|| {
+            let (mut counts, mut pods) = (
+                std::collections::BTreeMap::new(),
+                std::collections::BTreeMap::new(),
+            );
+            for a in who_answers(lab, addr, 30) {
+                let (cluster, pod) = a.unwrap_or_else(|| ("failed".into(), "-".into()));
+                *counts.entry(cluster).or_insert(0) += 1;
+                *pods.entry(pod).or_insert(0) += 1;
+            }
+            if done(&counts) {
+                eprintln!("{what}: answers by cluster {counts:?}, by pod {pods:?}");
+                Ok(())
+            } else {
+                Err(format!("still {counts:?}"))
+            }
+        });
 }
 
 /// Whether one request from pod `namespace/name` of `cluster` to `addr` is
@@ -101,11 +101,9 @@ pub(super) fn answered(lab: &Lab, from: &str, to: &str) -> bool {
 }
 
 pub(super) fn wait_answered(lab: &Lab, from: &str, to: &str, what: &str) {
-    let deadline = std::time::Instant::now() + T;
-    while !answered(lab, from, to) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: no answer within {T:?}"
-        );
-    }
+    // No pause between looks: each request waits up to 1 s for its answer.
+    Wait::new(format!("{what}: an answer"))
+        .timeout(T)
+        .interval(Duration::ZERO)
+        .until(|| answered(lab, from, to));
 }
