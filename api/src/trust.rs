@@ -307,7 +307,10 @@ pub fn check_foreign_record(
         if id.is_reserved() || id.is_node_local() {
             return refuse(
                 RefusalCode::ReservedIdentity,
-                format!("{what} {} of cluster {cluster} is reserved or node-local", id.get()),
+                format!(
+                    "{what} {} of cluster {cluster} is reserved or node-local",
+                    id.get()
+                ),
             );
         }
         if id.cluster() == Some(local_id) {
@@ -346,7 +349,9 @@ pub fn check_foreign_record(
                 if let Some(c) = local_cidrs.iter().find(|c| crate::cidr::overlaps(c, net)) {
                     return refuse(
                         RefusalCode::ForeignAddress,
-                        format!("node pod CIDR {net} of cluster {cluster} overlaps this cluster's {c}"),
+                        format!(
+                            "node pod CIDR {net} of cluster {cluster} overlaps this cluster's {c}"
+                        ),
                     );
                 }
             }

@@ -42,7 +42,10 @@ impl Leadership {
         Leadership {
             rx,
             _fixed: Some(Arc::new(tx)),
-            fence: Some(Condition::Value(key.to_string(), identity.as_bytes().to_vec())),
+            fence: Some(Condition::Value(
+                key.to_string(),
+                identity.as_bytes().to_vec(),
+            )),
         }
     }
 

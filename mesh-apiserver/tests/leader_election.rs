@@ -109,7 +109,10 @@ async fn a_paused_leader_cannot_write_after_a_new_leader_is_elected() {
     let stale = Writer::new(store.clone(), a.clone(), Leadership::believed(key, "r1"));
     let before = store.revision().await.unwrap();
     for (what, result) in [
-        ("upsert", stale.upsert(&node("10.1.9.0/24")).await.map(|_| ())),
+        (
+            "upsert",
+            stale.upsert(&node("10.1.9.0/24")).await.map(|_| ()),
+        ),
         ("delete", stale.delete(Kind::Node, "n1").await.map(|_| ())),
         ("batch", stale.delete_all().await.map(|_| ())),
         ("synced marker", stale.mark_synced(Kind::Service).await),
@@ -119,8 +122,16 @@ async fn a_paused_leader_cannot_write_after_a_new_leader_is_elected() {
             "the paused leader's {what} must be fenced: {result:?}"
         );
     }
-    assert_eq!(store.revision().await.unwrap(), before, "nothing was written");
+    assert_eq!(
+        store.revision().await.unwrap(),
+        before,
+        "nothing was written"
+    );
     let (nodes, _) = current.list(Kind::Node).await.map(|l| (l, ())).unwrap();
     assert_eq!(nodes.len(), 1);
-    assert_eq!(nodes[0].1, node("10.1.1.0/24"), "the new leader's state stands");
+    assert_eq!(
+        nodes[0].1,
+        node("10.1.1.0/24"),
+        "the new leader's state stands"
+    );
 }

@@ -20,6 +20,7 @@ use mesh_apiserver::store::Store;
 use mesh_apiserver::testutil::{EtcdServer, Pki, free_port, init, remote_entry};
 use mesh_export_client::{ExportClient, Mirror, MirrorKey, mirror_key};
 use mesh_proto::WatchEvent;
+use mesh_testbed::Wait;
 
 struct Apiserver {
     child: Child,
@@ -170,19 +171,15 @@ async fn status_at(port: u16) -> Option<MeshStatus> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F)
+async fn eventually<F, Fut>(what: &str, secs: u64, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within {secs} s: {what}");
+    Wait::new(what)
+        .timeout(Duration::from_secs(secs))
+        .until_async(f)
+        .await;
 }
 
 /// The records under a prefix of a store, keyed like a mirror.
@@ -1117,8 +1114,14 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
             let (mut ok, mut failures) = (0usize, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 // A → B with A's current entry for B (what A's import would dial).
-                let text = std::fs::read_to_string(&entry).unwrap();
-                let cfg = mesh_api::clustermesh::RemoteClusterConfig::parse("b", &text).unwrap();
+                // The rotation rewrites the entry while this runs: a read
+                // can catch it half-written. That is no handshake; read again.
+                let Some(cfg) = std::fs::read_to_string(&entry).ok().and_then(|text| {
+                    mesh_api::clustermesh::RemoteClusterConfig::parse("b", &text).ok()
+                }) else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 let id =
                     mesh_certs::TlsIdentity::from_pem(&cfg.client_cert, &cfg.client_key, "c", "k")
                         .unwrap();

@@ -5,19 +5,19 @@
 //! the datapath saw of it comes back from the agent's flow log.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use mesh_agent_api::AgentClient;
-use mesh_testbed::{Bridge, NetNs, require_root, unique_name};
+use mesh_testbed::{Bridge, NetNs, require_root};
 use node_agent::endpoint::host_ifname;
 use serde_json::{Value, json};
 
-const CNI: &str = env!("CARGO_BIN_EXE_mesh-cni");
-const AGENT: &str = env!("CARGO_BIN_EXE_node-agent");
+mod common;
+
+use common::{AGENT, CniCall, Pod, pod_ip};
 
 /// A node: a namespace, a state dir and socket in a temp dir, the agent.
 struct Node {
@@ -30,15 +30,8 @@ struct Node {
 }
 
 impl Node {
-    /// The agent in the node's network namespace only (nsenter): unlike `ip
-    /// netns exec`, which remounts /sys, it keeps the host's bpffs and
-    /// cgroup mounts, where its maps are pinned and its cgroup lives.
     fn agent_command(&self) -> std::process::Command {
-        let mut c = std::process::Command::new("nsenter");
-        c.arg(format!("--net=/var/run/netns/{}", self.ns.name()))
-            .arg("--")
-            .arg(AGENT);
-        c
+        common::agent_command(&self.ns)
     }
 
     fn new(pod_cidr: &str) -> Node {
@@ -79,64 +72,44 @@ impl Node {
 
     fn start_agent(&mut self) {
         assert!(self.agent.is_none(), "agent already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log())
-            .expect("agent log");
-        let child = self
-            .agent_command()
-            .args([
-                "--cluster-name=c1",
-                "--cluster-id=1",
-                &format!("--node-name={}", self.ns.name()),
-                &format!("--pod-cidr={}", self.pod_cidr),
-                &format!("--state-dir={}", self.state_dir().display()),
-                &format!("--agent-socket={}", self.socket().display()),
-                &format!("--bpf-root={}", self.bpf.path().display()),
-                &format!("--cgroup-root={}", self.cgroup.path().display()),
-                &format!("--wireguard-interface={}", self.ns.name()),
-                "--metrics-address=127.0.0.1:0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start node-agent");
-        self.agent = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.client().status().is_err() {
-            if let Some(Ok(Some(status))) = self.agent.as_mut().map(|c| c.try_wait()) {
-                panic!("node-agent exited ({status}): {}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node-agent did not answer on {} within 15 s: {}",
-                self.socket().display(),
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut cmd = self.agent_command();
+        cmd.args([
+            "--cluster-name=c1",
+            "--cluster-id=1",
+            &format!("--node-name={}", self.ns.name()),
+            &format!("--pod-cidr={}", self.pod_cidr),
+            &format!("--state-dir={}", self.state_dir().display()),
+            &format!("--agent-socket={}", self.socket().display()),
+            &format!("--bpf-root={}", self.bpf.path().display()),
+            &format!("--cgroup-root={}", self.cgroup.path().display()),
+            &format!("--wireguard-interface={}", self.ns.name()),
+            "--metrics-address=127.0.0.1:0",
+        ]);
+        let (socket, log) = (self.socket(), self.log());
+        let agent = self.agent.insert(common::spawn_agent(&mut cmd, &log));
+        common::wait_answering(
+            agent,
+            &socket,
+            &log,
+            Duration::from_secs(15),
+            Duration::from_millis(50),
+        );
     }
 
     /// Kills the agent the hard way (a crash: its socket file stays behind).
     fn kill_agent(&mut self) {
-        if let Some(mut child) = self.agent.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.agent.take() {
+            common::kill(child);
         }
     }
 
     /// Stops the agent with SIGTERM, as the kubelet does; returns its exit status.
     fn stop_agent(&mut self) -> std::process::ExitStatus {
-        let mut child = self.agent.take().expect("agent running");
-        let pid = child.id().to_string();
-        mesh_testbed::run_ok("kill", &["-TERM", &pid]);
-        child.wait().expect("wait for node-agent")
+        common::terminate(self.agent.take().expect("agent running"))
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log()).unwrap_or_default()
+        common::log_text(&self.log())
     }
 
     /// The network configuration a runtime would pass.
@@ -163,33 +136,16 @@ impl Node {
         netns: Option<&Path>,
         stdin: &[u8],
     ) -> (bool, Value) {
-        let mut cmd = self.ns.command(CNI);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", Path::new(CNI).parent().expect("bin dir"))
-            .env(
-                "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={container}"),
-            );
-        if let Some(ns) = netns {
-            cmd.env("CNI_NETNS", ns);
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mesh-cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin)
-            .expect("write stdin");
-        let out = child.wait_with_output().expect("mesh-cni output");
+        let out = common::run_cni(
+            &self.ns,
+            &CniCall {
+                command,
+                container,
+                netns,
+                pod_name: Some(container),
+                stdin,
+            },
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         let value = if stdout.trim().is_empty() {
             Value::Null
@@ -262,12 +218,7 @@ impl Node {
             .expect("status")
             .metrics_address
             .expect("metrics address");
-        let script = format!(
-            "exec 3<>/dev/tcp/{}/{}; printf 'GET /metrics HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3",
-            addr.ip(),
-            addr.port()
-        );
-        self.ns.run_ok("bash", &["-c", &script])
+        common::metrics(&self.ns, addr)
     }
 }
 
@@ -277,31 +228,8 @@ impl Drop for Node {
     }
 }
 
-/// A pod: a namespace and a container id.
-struct Pod {
-    ns: NetNs,
-    id: String,
-}
-
+/// What these tests do with a pod besides ping: TCP echo.
 impl Pod {
-    fn new() -> Pod {
-        Pod {
-            ns: NetNs::new("pod"),
-            id: format!("ctr{}", unique_name("")),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/var/run/netns").join(self.ns.name())
-    }
-
-    fn ping(&self, ip: &str) -> bool {
-        self.ns
-            .run("ping", &["-c", "1", "-W", "2", ip])
-            .status
-            .success()
-    }
-
     /// Starts a TCP echo server on `port`.
     fn serve_echo(&self, port: u16) {
         self.ns.spawn(
@@ -336,19 +264,12 @@ impl Pod {
     }
 }
 
-fn pod_ip(result: &Value) -> String {
-    let addr = result["ips"][0]["address"]
-        .as_str()
-        .expect("ips[0].address");
-    addr.split('/').next().expect("address").to_string()
-}
-
 #[test]
 fn pods_on_one_node_are_wired_registered_reachable_and_deleted() {
     let bridge = Bridge::new();
     let node = Node::with_agent("10.60.1.0/24");
     bridge.attach(&node.ns, "eth0", "192.168.60.1/24");
-    let (a, b) = (Pod::new(), Pod::new());
+    let (a, b) = (Pod::new("pod"), Pod::new("pod"));
     let ra = node.add(&a);
     let rb = node.add(&b);
 
@@ -462,7 +383,7 @@ fn pods_on_one_node_are_wired_registered_reachable_and_deleted() {
 #[test]
 fn twenty_concurrent_adds_get_distinct_addresses() {
     let node = Node::with_agent("10.61.0.0/24");
-    let pods: Vec<Pod> = (0..20).map(|_| Pod::new()).collect();
+    let pods: Vec<Pod> = (0..20).map(|_| Pod::new("pod")).collect();
     let results: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = pods.iter().map(|p| s.spawn(|| node.add(p))).collect();
         handles
@@ -495,7 +416,7 @@ fn twenty_concurrent_adds_get_distinct_addresses() {
 #[test]
 fn exhausted_pod_cidr_is_a_cni_error_and_other_pods_keep_working() {
     let node = Node::with_agent("10.62.0.0/30");
-    let (a, b, c) = (Pod::new(), Pod::new(), Pod::new());
+    let (a, b, c) = (Pod::new("pod"), Pod::new("pod"), Pod::new("pod"));
     let (ra, rb) = (node.add(&a), node.add(&b));
     let (ok, out) = node.cni(
         "ADD",
@@ -531,7 +452,7 @@ fn exhausted_pod_cidr_is_a_cni_error_and_other_pods_keep_working() {
 #[test]
 fn bad_input_gets_the_spec_error_codes() {
     let node = Node::new("10.63.0.0/24");
-    let pod = Pod::new();
+    let pod = Pod::new("pod");
     let conf = node.conf(true);
 
     let (ok, out) = node.cni(
@@ -617,11 +538,11 @@ fn bad_input_gets_the_spec_error_codes() {
 #[test]
 fn agent_down_is_try_again_later_and_nothing_leaks() {
     let mut node = Node::with_agent("10.64.0.0/24");
-    let survivor = Pod::new();
+    let survivor = Pod::new("pod");
     node.add(&survivor);
     node.kill_agent();
 
-    let pod = Pod::new();
+    let pod = Pod::new("pod");
     // With the CIDR in the config, the plugin gets as far as registration
     // (address allocated, veth made), then must undo it all.
     for with_cidr in [true, false] {
@@ -657,7 +578,7 @@ fn agent_down_is_try_again_later_and_nothing_leaks() {
 #[test]
 fn restarted_agent_recovers_endpoints_from_its_state_dir() {
     let mut node = Node::with_agent("10.65.0.0/24");
-    let (a, b, gone) = (Pod::new(), Pod::new(), Pod::new());
+    let (a, b, gone) = (Pod::new("pod"), Pod::new("pod"), Pod::new("pod"));
     let rb = node.add(&b);
     node.add(&a);
     node.add(&gone);
@@ -906,7 +827,7 @@ fn pods_on_two_nodes_reach_each_other_with_native_routing() {
         "ip",
         &["route", "add", "10.66.1.0/24", "via", "192.168.66.1"],
     );
-    let (a, b) = (Pod::new(), Pod::new());
+    let (a, b) = (Pod::new("pod"), Pod::new("pod"));
     let ra = n1.add(&a);
     let rb = n2.add(&b);
     assert!(
@@ -938,7 +859,7 @@ fn del_succeeds_for_unknown_containers_and_vanished_namespaces() {
     assert!(ok, "DEL of an unknown container must succeed: {out}");
 
     // The pod's namespace is gone before DEL (the runtime tore it down).
-    let pod = Pod::new();
+    let pod = Pod::new("pod");
     let id = pod.id.clone();
     let path = pod.path();
     let ip: Ipv4Addr = pod_ip(&node.add(&pod)).parse().expect("ip");
@@ -985,7 +906,7 @@ fn flows_from_real_packets_are_served_named_filtered_and_followed() {
     // A ClusterIP without backends (dialled only from inside a pod).
     let empty_vip = "10.96.73.1";
     let node = Node::with_agent("10.73.0.0/24");
-    let (client, server) = (Pod::new(), Pod::new());
+    let (client, server) = (Pod::new("pod"), Pod::new("pod"));
     let client_ip = pod_ip(&node.add(&client));
     let server_ip = pod_ip(&node.add(&server));
     server.serve_echo(8080);

@@ -6,13 +6,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_agent_api::AgentClient;
 use mesh_testbed::{BpfDir, Cgroup, MountDir, NetNs, cgroup2_root, require_root};
 use serde_json::Value;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_node-agent");
+mod common;
+
+use common::AGENT;
 
 /// An agent without Kubernetes or a mesh: just the datapath and its API.
 struct Agent {
@@ -39,23 +41,26 @@ impl Agent {
     /// (nsenter keeps the host's mounts, unlike `ip netns exec`), optionally
     /// behind `wrapper` (e.g. setpriv), which runs inside the namespace.
     fn command(&self, wrapper: &[&str], bpf: &Path, cgroup: &Path) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/var/run/netns/{}", self.ns.name()))
-            .arg("--")
-            .args(wrapper)
-            .arg(AGENT)
-            .args([
-                "--cluster-name=c1",
-                "--cluster-id=1",
-                "--node-name=n1",
-                &format!("--state-dir={}", self.dir.path().join("state").display()),
-                &format!("--agent-socket={}", self.socket().display()),
-                &format!("--bpf-root={}", bpf.display()),
-                &format!("--cgroup-root={}", cgroup.display()),
-                &format!("--wireguard-interface={}", self.ns.name()),
-                "--metrics-address=127.0.0.1:0",
-            ])
-            .stdin(Stdio::null());
+        let mut c = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = self.ns.nsenter(program);
+                c.args(args).arg(AGENT);
+                c
+            }
+            None => common::agent_command(&self.ns),
+        };
+        c.args([
+            "--cluster-name=c1",
+            "--cluster-id=1",
+            "--node-name=n1",
+            &format!("--state-dir={}", self.dir.path().join("state").display()),
+            &format!("--agent-socket={}", self.socket().display()),
+            &format!("--bpf-root={}", bpf.display()),
+            &format!("--cgroup-root={}", cgroup.display()),
+            &format!("--wireguard-interface={}", self.ns.name()),
+            "--metrics-address=127.0.0.1:0",
+        ])
+        .stdin(Stdio::null());
         c
     }
 
@@ -70,25 +75,13 @@ impl Agent {
             .stderr(log)
             .spawn()
             .expect("start node-agent");
-        let client = AgentClient::new(self.socket());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if client.status().is_ok() {
-                break;
-            }
-            if let Ok(Some(code)) = child.try_wait() {
-                panic!(
-                    "node-agent exited ({code}):\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node-agent did not answer in 20 s:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_answering(
+            &mut child,
+            &self.socket(),
+            &log_path,
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+        );
         self.ns.adopt(child);
     }
 

@@ -9,10 +9,9 @@
 //! the WireGuard port and never the payload marker; with it off, it sees the
 //! marker (so the check can fail).
 
-use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,12 +23,13 @@ use mesh_apiserver::state::Writer;
 use mesh_apiserver::store::{MemoryStore, Store};
 use mesh_apiserver::testutil::Pki;
 use mesh_certs::{AccessPolicy, Authorizer, TlsIdentity, TrustDomain, Validity};
-use mesh_testbed::{Bridge, NetNs, require_root, unique_name};
+use mesh_testbed::{Bridge, Capture, NetNs, Wait, require_root, unique_name};
 use node_agent::api::AgentStatus;
 use serde_json::{Value, json};
 
-const CNI: &str = env!("CARGO_BIN_EXE_mesh-cni");
-const AGENT: &str = env!("CARGO_BIN_EXE_node-agent");
+mod common;
+
+use common::{CniCall, Pod, pod_ip};
 /// The payload marker pinged between pods ("meshwork-secret!" in hex).
 const MARKER_HEX: &str = "6d657368776f726b2d73656372657421";
 const MARKER: &[u8] = b"meshwork-secret!";
@@ -86,7 +86,7 @@ impl Node {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+        common::log_text(&self.dir.path().join("agent.log"))
     }
 
     fn status(&self) -> AgentStatus {
@@ -107,17 +107,9 @@ impl Node {
         )
         .unwrap();
         std::fs::write(d.join("ca.crt"), pki.ca.cert_pem()).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join("agent.log"))
-            .unwrap();
         // nsenter, not `ip netns exec` (which remounts /sys and would hide
         // bpffs and cgroup2 from the agent's eBPF datapath).
-        let mut cmd = std::process::Command::new("nsenter");
-        cmd.arg(format!("--net=/var/run/netns/{}", self.ns.name()))
-            .arg("--")
-            .arg(AGENT);
+        let mut cmd = common::agent_command(&self.ns);
         cmd.env_remove("KUBECONFIG")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env("RUST_LOG", "info,h2=warn,tower=warn,hyper=warn")
@@ -141,42 +133,28 @@ impl Node {
                 format!("--mesh-client-key={}", d.join("node.key").display()),
                 format!("--mesh-client-ca={}", d.join("ca.crt").display()),
                 "--metrics-address=127.0.0.1:0".to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        self.agent = Some(cmd.spawn().expect("start node-agent"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while AgentClient::new(self.socket()).status().is_err() {
-            if let Some(Ok(Some(st))) = self.agent.as_mut().map(Child::try_wait) {
-                panic!("node-agent {} exited ({st}): {}", self.name, self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node-agent {} not answering: {}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            ]);
+        let (socket, log) = (self.socket(), d.join("agent.log"));
+        let agent = self.agent.insert(common::spawn_agent(&mut cmd, &log));
+        common::wait_answering(
+            agent,
+            &socket,
+            &log,
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+        );
     }
 
     fn stop_agent(&mut self) {
-        if let Some(mut child) = self.agent.take() {
-            mesh_testbed::run_ok("kill", &["-TERM", &child.id().to_string()]);
-            let _ = child.wait();
+        if let Some(child) = self.agent.take() {
+            common::terminate(child);
         }
     }
 
     /// GET /metrics from inside the node's namespace (its loopback).
     fn metrics(&self) -> String {
         let addr = self.status().metrics_address.expect("metrics address");
-        let script = format!(
-            "exec 3<>/dev/tcp/{}/{}; printf 'GET /metrics HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3",
-            addr.ip(),
-            addr.port()
-        );
-        self.ns.run_ok("bash", &["-c", &script])
+        common::metrics(&self.ns, addr)
     }
 
     /// Our routes (proto 193) as "dst next-hop" strings.
@@ -212,44 +190,22 @@ impl Node {
 
     /// A pod made by mesh-cni exactly as a runtime would; returns (pod, its IP).
     fn pod(&self) -> (Pod, String) {
-        let pod = Pod {
-            ns: NetNs::new("mrp"),
-            id: format!("ctr{}", unique_name("")),
-        };
+        let pod = Pod::new("mrp");
         let conf = json!({
             "cniVersion": "1.0.0", "name": "meshwork", "type": "mesh-cni",
             "agentSocket": self.socket(), "stateDir": self.dir.path().join("state"),
             "mtu": 1400, "podCIDR": self.pod_cidr,
         });
-        let mut child = self
-            .ns
-            .command(CNI)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", &pod.id)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_NETNS", pod.path())
-            .env("CNI_PATH", Path::new(CNI).parent().unwrap())
-            .env(
-                "CNI_ARGS",
-                format!(
-                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={}",
-                    pod.id
-                ),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mesh-cni");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = common::run_cni(
+            &self.ns,
+            &CniCall {
+                command: "ADD",
+                container: &pod.id,
+                netns: Some(&pod.path()),
+                pod_name: Some(&pod.id),
+                stdin: conf.to_string().as_bytes(),
+            },
+        );
         assert!(
             out.status.success(),
             "mesh-cni ADD on {}: {}\n{}",
@@ -258,13 +214,7 @@ impl Node {
             self.log()
         );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let ip = v["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
+        let ip = pod_ip(&v);
         (pod, ip)
     }
 }
@@ -281,23 +231,8 @@ impl Drop for Node {
     }
 }
 
-struct Pod {
-    ns: NetNs,
-    id: String,
-}
-
+/// What these tests do with a pod besides ping: wait for routes to settle.
 impl Pod {
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/var/run/netns").join(self.ns.name())
-    }
-
-    fn ping(&self, ip: &str) -> bool {
-        self.ns
-            .run("ping", &["-c", "1", "-W", "2", ip])
-            .status
-            .success()
-    }
-
     /// Pings until it answers (routes and handshakes settle), at most `secs`.
     fn ping_eventually(&self, ip: &str, secs: u64) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -307,71 +242,6 @@ impl Pod {
             }
         }
         false
-    }
-}
-
-/// A capture on the underlay bridge, written to a pcap file.
-struct Capture {
-    child: Option<Child>,
-    file: PathBuf,
-}
-
-impl Capture {
-    fn start(bridge: &Bridge, dir: &Path) -> Capture {
-        let file = dir.join(format!("{}.pcap", unique_name("cap")));
-        let child = bridge
-            .ns()
-            .command("tcpdump")
-            .args(["-i", "br0", "--immediate-mode", "-U", "-n", "-s", "0", "-w"])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tcpdump");
-        // tcpdump creates the file once it listens.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !file.exists() {
-            assert!(Instant::now() < deadline, "tcpdump did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        Capture {
-            child: Some(child),
-            file,
-        }
-    }
-
-    /// Stops the capture; returns the raw pcap bytes.
-    fn stop(mut self) -> Vec<u8> {
-        if let Some(mut c) = self.child.take() {
-            std::thread::sleep(Duration::from_millis(300));
-            mesh_testbed::run_ok("kill", &["-INT", &c.id().to_string()]);
-            let _ = c.wait();
-        }
-        std::fs::read(&self.file).expect("pcap")
-    }
-
-    fn count(&self, filter: &str) -> usize {
-        self.text(filter).lines().count()
-    }
-
-    fn text(&self, filter: &str) -> String {
-        let out = Command::new("tcpdump")
-            .args(["-nn", "-r"])
-            .arg(&self.file)
-            .arg(filter)
-            .output()
-            .expect("tcpdump -r");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -391,14 +261,9 @@ fn diag(n: &Node) -> impl Fn() -> String + '_ {
 }
 
 fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool, diag: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: not within {secs} s\n{}", diag());
+    Wait::new(what)
+        .timeout(Duration::from_secs(secs))
+        .until_some_or(|| f().then_some(()), diag);
 }
 
 /// An Export service of `cluster` on a listener inside `node`'s namespace.
@@ -420,13 +285,12 @@ fn start_export(
     let authorizer = Authorizer::new(TrustDomain::default(), AccessPolicy::nodes_of(name.clone()));
     let tls = mesh_certs::tls::server_config(identity, &pki.bundle(), authorizer.clone()).unwrap();
     let ip = node.ip;
-    let listener =
-        mesh_wireguard::netns::run_in(&mesh_wireguard::netns::named(node.ns.name()), move || {
-            let l = std::net::TcpListener::bind((ip, port)).expect("bind in node namespace");
-            l.set_nonblocking(true).unwrap();
-            Ok(l)
-        })
-        .unwrap();
+    let listener = mesh_bpf::netns::in_netns(&node.ns.path(), move || {
+        let l = std::net::TcpListener::bind((ip, port)).expect("bind in node namespace");
+        l.set_nonblocking(true).unwrap();
+        l
+    })
+    .expect("enter node namespace");
     let addr = listener.local_addr().unwrap();
     let service = ExportService::new(
         store,
@@ -446,7 +310,6 @@ fn start_export(
 fn run(encryption: bool) {
     require_root();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let tmp = tempfile::tempdir().unwrap();
     let bridge = Bridge::new();
     let mut a1 = Node::new(
         &bridge,
@@ -590,7 +453,7 @@ fn run(encryption: bool) {
     assert!(pa2.ping(&ip_a1), "c1 node 2 → node 1 pod");
 
     // The wire between clusters.
-    let cap = Capture::start(&bridge, tmp.path());
+    let cap = Capture::start(bridge.ns(), "br0");
     let ok = pa1
         .ns
         .run(
@@ -600,9 +463,8 @@ fn run(encryption: bool) {
         .status
         .success();
     assert!(ok, "marked ping c1 → c2");
-    let file = cap.file.clone();
-    let pcap = cap.stop();
-    let cap = Capture { child: None, file };
+    let cap = cap.stop();
+    let pcap = cap.bytes().to_vec();
     let wg_packets = cap.count(&format!("udp port {WG_PORT}"));
     // The only other traffic between nodes is the agents' TLS watch to the
     // mesh-apiserver (node traffic, not pod traffic: --node-encryption is off).
@@ -841,7 +703,6 @@ fn drops(node: &Node, reason: mesh_bpf::DropReason) -> u64 {
 fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runtime() {
     require_root();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let tmp = tempfile::tempdir().unwrap();
     let bridge = Bridge::new();
     let mut a1 = Node::new(
         &bridge,
@@ -956,7 +817,7 @@ fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runt
     let mut flows = mesh_bpf::FlowReader::open(a1.bpf.path()).expect("flow ring");
     flows.drain();
     let before = drops(&a1, mesh_bpf::DropReason::EncryptionRequired);
-    let cap = Capture::start(&bridge, tmp.path());
+    let cap = Capture::start(bridge.ns(), "br0");
     let ok = pa1
         .ns
         .run(
@@ -969,9 +830,8 @@ fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runt
     // shows the capture works.
     a1.ns
         .run_ok("ping", &["-c", "1", "-W", "2", &b1.ip.to_string()]);
-    let file = cap.file.clone();
-    let pcap = cap.stop();
-    let cap = Capture { child: None, file };
+    let cap = cap.stop();
+    let pcap = cap.bytes().to_vec();
     assert!(!ok, "strict mode let traffic to b1's pod leave in clear");
     assert!(
         cap.count(&format!("icmp and host {}", b1.ip)) >= 1,
@@ -1051,7 +911,7 @@ fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runt
             n.name
         );
     }
-    let cap = Capture::start(&bridge, tmp.path());
+    let cap = Capture::start(bridge.ns(), "br0");
     let ok = pa1.ping_eventually(&ip_b1, 15)
         && pa1
             .ns
@@ -1061,9 +921,8 @@ fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runt
             )
             .status
             .success();
-    let file = cap.file.clone();
-    let pcap = cap.stop();
-    let cap = Capture { child: None, file };
+    let cap = cap.stop();
+    let pcap = cap.bytes().to_vec();
     assert!(ok, "native routing after encryption off\n{}", a1.log());
     assert!(
         contains(&pcap, MARKER),
@@ -1097,7 +956,7 @@ fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runt
         "encrypted again\n{}",
         a1.log()
     );
-    let cap = Capture::start(&bridge, tmp.path());
+    let cap = Capture::start(bridge.ns(), "br0");
     let ok = pa1
         .ns
         .run(
@@ -1106,9 +965,8 @@ fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runt
         )
         .status
         .success();
-    let file = cap.file.clone();
-    let pcap = cap.stop();
-    let cap = Capture { child: None, file };
+    let cap = cap.stop();
+    let pcap = cap.bytes().to_vec();
     assert!(ok, "marked ping through the tunnel");
     assert!(!contains(&pcap, MARKER), "the marker crossed in clear");
     assert!(cap.count(&format!("udp port {WG_PORT}")) >= 6);

@@ -12,17 +12,18 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node as KNode, Pod as KPod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use mesh_agent_api::AgentClient;
 use mesh_test_apiserver::{Config, TestApiServer};
-use mesh_testbed::{BpfDir, Cgroup, NetNs, require_root, unique_name};
+use mesh_testbed::{BpfDir, Cgroup, NetNs, Wait, require_root};
 use serde_json::{Value, json};
 
-const CNI: &str = env!("CARGO_BIN_EXE_mesh-cni");
-const AGENT: &str = env!("CARGO_BIN_EXE_node-agent");
+mod common;
+
+use common::{CniCall, Pod as TestPod, pod_ip};
 const POD_CIDR: &str = "10.71.0.0/24";
 
 /// The node: namespace, test API server on its loopback, the agent.
@@ -38,22 +39,11 @@ struct Node {
 }
 
 impl Node {
-    /// The agent in the node's network namespace only (nsenter): unlike `ip
-    /// netns exec`, which remounts /sys, it keeps the host's bpffs and
-    /// cgroup mounts, where its maps are pinned and its cgroup lives.
-    fn agent_command(&self) -> std::process::Command {
-        let mut c = std::process::Command::new("nsenter");
-        c.arg(format!("--net=/var/run/netns/{}", self.ns.name()))
-            .arg("--")
-            .arg(AGENT);
-        c
-    }
-
     fn new() -> Node {
         require_root();
         let ns = NetNs::new("nd");
         ns.run_ok("ip", &["link", "set", "lo", "up"]);
-        let path = PathBuf::from("/var/run/netns").join(ns.name());
+        let path = ns.path();
         // The server's listener and the runtime's worker threads are created
         // on a thread inside the node namespace: sockets (and threads made
         // by those threads) live there, so the agent reaches the server on
@@ -102,19 +92,13 @@ impl Node {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log()).unwrap_or_default()
+        common::log_text(&self.log())
     }
 
     fn start_agent(&mut self) {
         assert!(self.agent.is_none(), "agent already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log())
-            .expect("agent log");
-        let child = self
-            .agent_command()
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+        let mut cmd = common::agent_command(&self.ns);
+        cmd.env("KUBECONFIG", self.dir.path().join("kubeconfig"))
             .args([
                 "--cluster-name=c1",
                 "--cluster-id=1",
@@ -127,36 +111,21 @@ impl Node {
                 &format!("--wireguard-interface={}", self.ns.name()),
                 "--metrics-address=127.0.0.1:0",
                 "--log-format=json",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start node-agent");
-        self.agent = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let client = AgentClient::new(self.socket());
-        loop {
-            if let Ok(status) = client.status() {
-                assert_eq!(status.datapath, "ebpf");
-                break;
-            }
-            if let Some(Ok(Some(status))) = self.agent.as_mut().map(|c| c.try_wait()) {
-                panic!("node-agent exited ({status}): {}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node-agent did not answer: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            ]);
+        let (socket, log) = (self.socket(), self.log());
+        let agent = self.agent.insert(common::spawn_agent(&mut cmd, &log));
+        let status = common::wait_answering(
+            agent,
+            &socket,
+            &log,
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+        );
+        assert_eq!(status.datapath, "ebpf");
     }
 
     fn stop_agent(&mut self) {
-        let mut child = self.agent.take().expect("agent running");
-        mesh_testbed::run_ok("kill", &["-TERM", &child.id().to_string()]);
-        let status = child.wait().expect("wait for node-agent");
+        let status = common::terminate(self.agent.take().expect("agent running"));
         assert!(
             status.success(),
             "node-agent exit {status}: {}",
@@ -170,41 +139,23 @@ impl Node {
             "agentSocket": self.socket(), "stateDir": self.dir.path().join("state"),
             "mtu": 1500, "podCIDR": POD_CIDR,
         });
-        let mut child = self
-            .ns
-            .command(CNI)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", &pod.id)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_NETNS", pod.path())
-            .env("CNI_PATH", Path::new(CNI).parent().expect("bin dir"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mesh-cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.to_string().as_bytes())
-            .expect("stdin");
-        let out = child.wait_with_output().expect("mesh-cni");
+        let out = common::run_cni(
+            &self.ns,
+            &CniCall {
+                command: "ADD",
+                container: &pod.id,
+                netns: Some(&pod.path()),
+                pod_name: None,
+                stdin: conf.to_string().as_bytes(),
+            },
+        );
         assert!(
             out.status.success(),
             "ADD: {}",
             String::from_utf8_lossy(&out.stdout)
         );
         let v: Value = serde_json::from_slice(&out.stdout).expect("ADD result");
-        v["ips"][0]["address"]
-            .as_str()
-            .expect("address")
-            .split('/')
-            .next()
-            .expect("ip")
-            .to_string()
+        pod_ip(&v)
     }
 
     fn kube<T: Send + 'static>(
@@ -235,19 +186,17 @@ impl Node {
     }
 
     fn wait_backends(&self, vip: &str, port: u16, want: &BTreeSet<String>) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = self.backends_of(vip, port);
-            if &got == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "service {vip}:{port} has backends {got:?}, want {want:?}\nagent log: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        Wait::new(format!("service {vip}:{port} with backends {want:?}"))
+            .timeout(Duration::from_secs(20))
+            .interval(Duration::from_millis(100))
+            .until_ok(|| {
+                let got = self.backends_of(vip, port);
+                if &got == want {
+                    Ok(())
+                } else {
+                    Err(format!("backends {got:?}\nagent log: {}", self.log_text()))
+                }
+            });
     }
 }
 
@@ -273,23 +222,8 @@ fn run_in<T: Send + 'static>(
     rt.block_on(rt.spawn(fut)).expect("task")
 }
 
-struct TestPod {
-    ns: NetNs,
-    id: String,
-}
-
+/// What these tests do with a pod: serve a banner, ask a service.
 impl TestPod {
-    fn new() -> TestPod {
-        TestPod {
-            ns: NetNs::new("pod"),
-            id: format!("ctr{}", unique_name("")),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/var/run/netns").join(self.ns.name())
-    }
-
     /// An echo server on 8080 that first says `name`.
     fn serve(&self, name: &str) {
         self.ns.spawn(
@@ -344,7 +278,11 @@ fn pod_object(name: &str, node: &str) -> KPod {
 fn cluster_ip_is_served_by_ready_pods_and_survives_an_agent_restart() {
     let mut node = Node::new();
     node.start_agent();
-    let (b1, b2, client) = (TestPod::new(), TestPod::new(), TestPod::new());
+    let (b1, b2, client) = (
+        TestPod::new("pod"),
+        TestPod::new("pod"),
+        TestPod::new("pod"),
+    );
     let ip1 = node.add(&b1);
     let ip2 = node.add(&b2);
     node.add(&client);
@@ -574,7 +512,11 @@ fn node_port_on_the_node_address_reaches_the_backends_from_another_node() {
         })
     });
     node.start_agent();
-    let (b1, b2, client) = (TestPod::new(), TestPod::new(), TestPod::new());
+    let (b1, b2, client) = (
+        TestPod::new("pod"),
+        TestPod::new("pod"),
+        TestPod::new("pod"),
+    );
     let ip1 = node.add(&b1);
     let ip2 = node.add(&b2);
     node.add(&client);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Capture, PORT, Pair, summarize, tcp_both_ways};
+use common::{PORT, Pair, capture, summarize, tcp_both_ways};
 
 #[test]
 fn ours_and_wireguard_go_ping_and_tcp_both_ways_with_only_wireguard_on_the_wire() {
@@ -15,12 +15,12 @@ fn ours_and_wireguard_go_ping_and_tcp_both_ways_with_only_wireguard_on_the_wire(
     assert!(sync.rejected.is_empty(), "{:?}", sync.rejected);
     p.b.wg_set_peer(&p.a);
 
-    let cap = Capture::start(&p.bridge, &p.a);
+    let cap = capture(&p.bridge, &p.a);
     // wireguard-go initiates first this time, then ours.
     p.b.ping(p.a.tunnel);
     p.a.ping(p.b.tunnel);
     tcp_both_ways(&p.a, &p.b);
-    let wire = summarize(&cap.stop(), PORT);
+    let wire = summarize(&cap.stop().frames(), PORT);
     assert!(
         wire.wireguard_udp > 20 && wire.other.is_empty() && wire.marker_frames == 0,
         "{wire:?}"

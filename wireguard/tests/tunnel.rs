@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Capture, MARKER, PORT, Pair, summarize, tcp_both_ways};
+use common::{MARKER, PORT, Pair, capture, summarize, tcp_both_ways};
 use mesh_wireguard::{Error, PeerConfig, WireGuardKey, netns};
 
 #[test]
@@ -69,10 +69,10 @@ fn ipv6_underlay_endpoints_carry_the_tunnel() {
 fn wire_carries_only_wireguard_and_the_plaintext_control_shows_the_marker() {
     let p = Pair::ours();
     // Through the tunnel: only UDP to/from the WireGuard port (and ARP).
-    let cap = Capture::start(&p.bridge, &p.a);
+    let cap = capture(&p.bridge, &p.a);
     p.a.ping(p.b.tunnel);
     tcp_both_ways(&p.a, &p.b);
-    let wire = summarize(&cap.stop(), PORT);
+    let wire = summarize(&cap.stop().frames(), PORT);
     assert!(
         wire.wireguard_udp > 20,
         "expected WireGuard packets on the wire: {wire:?}"
@@ -88,12 +88,12 @@ fn wire_carries_only_wireguard_and_the_plaintext_control_shows_the_marker() {
 
     // Control: the same exchange over the underlay addresses (no tunnel)
     // must show the marker, or the check above proves nothing.
-    let cap = Capture::start(&p.bridge, &p.a);
+    let cap = capture(&p.bridge, &p.a);
     let payload = MARKER.repeat(10).into_bytes();
     let (addr, server) = common::echo_server(&p.b, p.b.underlay);
     common::tcp_roundtrip(&p.a, addr, payload.clone());
     assert_eq!(server.join().unwrap(), payload);
-    let plain = summarize(&cap.stop(), PORT);
+    let plain = summarize(&cap.stop().frames(), PORT);
     assert!(
         plain.marker_frames > 0,
         "the capture cannot see plaintext: {plain:?}"
@@ -257,7 +257,7 @@ const PROPAGATION: Duration = Duration::from_secs(1);
 fn key_rotation_under_a_tcp_stream_recovers_with_no_plaintext_on_the_wire() {
     let p = Pair::ours();
     p.a.ping(p.b.tunnel);
-    let cap = Capture::start(&p.bridge, &p.a);
+    let cap = capture(&p.bridge, &p.a);
     let stream = start_stream(&p);
     std::thread::sleep(Duration::from_secs(1));
 
@@ -312,7 +312,7 @@ fn key_rotation_under_a_tcp_stream_recovers_with_no_plaintext_on_the_wire() {
     let b_peers: Vec<WireGuardKey> = p.b.dev().peers().iter().map(|s| s.public_key).collect();
     assert_eq!(b_peers, vec![new]);
 
-    let wire = summarize(&cap.stop(), PORT);
+    let wire = summarize(&cap.stop().frames(), PORT);
     assert!(
         wire.other.is_empty(),
         "non-WireGuard traffic during rotation: {wire:?}"

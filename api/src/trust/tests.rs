@@ -268,16 +268,52 @@ fn an_agent_refuses_what_would_touch_its_own_cluster() {
     let id = ClusterId::new(1).unwrap();
     let cidrs: Vec<IpNet> = vec!["10.1.0.0/16".parse().unwrap()];
     let cases: Vec<(&str, Record, Option<RefusalCode>)> = vec![
-        ("c2's node", node("c2", &["192.168.77.20"], &["10.2.1.0/24"]), None),
-        ("c1's own node, any CIDR", node("c1", &["192.168.77.20"], &["10.1.1.0/24"]), None),
-        ("c2 node over c1's pods", node("c2", &["192.168.77.20"], &["10.0.0.0/8"]), Some(ForeignAddress)),
-        ("c2 node at a c1 pod address", node("c2", &["10.1.0.7"], &["10.2.1.0/24"]), Some(ForeignAddress)),
+        (
+            "c2's node",
+            node("c2", &["192.168.77.20"], &["10.2.1.0/24"]),
+            None,
+        ),
+        (
+            "c1's own node, any CIDR",
+            node("c1", &["192.168.77.20"], &["10.1.1.0/24"]),
+            None,
+        ),
+        (
+            "c2 node over c1's pods",
+            node("c2", &["192.168.77.20"], &["10.0.0.0/8"]),
+            Some(ForeignAddress),
+        ),
+        (
+            "c2 node at a c1 pod address",
+            node("c2", &["10.1.0.7"], &["10.2.1.0/24"]),
+            Some(ForeignAddress),
+        ),
         ("c2 identity", identity(C2 | 300, Some("c2")), None),
-        ("c2 identity with c1's id", identity(C1 | 300, Some("c2")), Some(ForeignIdentity)),
-        ("c2 identity labelled c1", identity(C2 | 300, Some("c1")), Some(ClusterLabel)),
-        ("c2 reserved identity", identity(6, Some("c2")), Some(ReservedIdentity)),
-        ("c2 endpoint in c1's pods", endpoint(C2 | 300, "10.1.3.3"), Some(ForeignAddress)),
-        ("c2 service with a c1 backend", service("10.1.3.3"), Some(ForeignAddress)),
+        (
+            "c2 identity with c1's id",
+            identity(C1 | 300, Some("c2")),
+            Some(ForeignIdentity),
+        ),
+        (
+            "c2 identity labelled c1",
+            identity(C2 | 300, Some("c1")),
+            Some(ClusterLabel),
+        ),
+        (
+            "c2 reserved identity",
+            identity(6, Some("c2")),
+            Some(ReservedIdentity),
+        ),
+        (
+            "c2 endpoint in c1's pods",
+            endpoint(C2 | 300, "10.1.3.3"),
+            Some(ForeignAddress),
+        ),
+        (
+            "c2 service with a c1 backend",
+            service("10.1.3.3"),
+            Some(ForeignAddress),
+        ),
         ("c2 service", service("10.2.3.3"), None),
     ];
     for (what, record, want) in cases {

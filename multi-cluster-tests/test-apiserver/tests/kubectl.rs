@@ -3,93 +3,43 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// Kills the child on drop, so a failing test leaves no process behind.
-struct Killed(Child);
+mod common;
 
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::binary::{BINARY, Killed, ServerProcess};
+use common::kubectl::Kubectl;
 
 struct Lab {
-    _server: Killed,
-    kubeconfig: PathBuf,
-    dir: tempfile::TempDir,
+    server: ServerProcess,
+    kubectl: Kubectl,
 }
 
 fn start_binary() -> Lab {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    let ready = dir.path().join("ready");
-    let child = Command::new(env!("CARGO_BIN_EXE_mesh-test-apiserver"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--service-cidr",
-            "10.96.0.0/16",
-            "--context",
-            "lab-c1",
-        ])
-        .arg("--kubeconfig-out")
-        .arg(&kubeconfig)
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("mesh-test-apiserver binary starts");
-    let server = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "server wrote no ready file within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let addr = std::fs::read_to_string(&ready).unwrap();
+    let server = ServerProcess::start(&["--service-cidr", "10.96.0.0/16"]);
+    let addr = std::fs::read_to_string(&server.ready).unwrap();
     assert!(
         addr.trim().starts_with("127.0.0.1:"),
         "ready file holds the address: {addr}"
     );
     Lab {
-        _server: server,
-        kubeconfig,
-        dir,
+        kubectl: server.kubectl().context("lab-c1"),
+        server,
     }
 }
 
 impl Lab {
     fn kubectl(&self, args: &[&str]) -> std::process::Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--context", "lab-c1"])
-            .arg("--cache-dir")
-            .arg(self.dir.path().join("kube-cache"))
-            .args(args)
-            .output()
-            .expect("kubectl runs (the machine image ships kubectl)")
+        self.kubectl.output(args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.kubectl.ok(args)
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
+        let p = self.server.dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         p
     }
@@ -310,21 +260,9 @@ fn kubectl_get_apply_annotate_watch_delete() {
 
     // get -w: the current pod, then a newly created one.
     let mut watch = Killed(
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&lab.kubeconfig)
-            .arg("--cache-dir")
-            .arg(lab.dir.path().join("kube-cache"))
-            .args([
-                "--context",
-                "lab-c1",
-                "get",
-                "pods",
-                "-n",
-                "demo",
-                "-w",
-                "--no-headers",
-            ])
+        lab.kubectl
+            .command()
+            .args(["get", "pods", "-n", "demo", "-w", "--no-headers"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -436,7 +374,7 @@ fn kubectl_get_apply_annotate_watch_delete() {
 #[test]
 fn binary_refuses_a_service_cidr_too_small_to_allocate_from() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mesh-test-apiserver"))
+    let out = Command::new(BINARY)
         .args(["--service-cidr", "10.96.0.0/30", "--kubeconfig-out"])
         .arg(dir.path().join("kc"))
         .output()
@@ -448,7 +386,7 @@ fn binary_refuses_a_service_cidr_too_small_to_allocate_from() {
         "{err}"
     );
     assert!(!dir.path().join("kc").exists(), "nothing written");
-    let out = Command::new(env!("CARGO_BIN_EXE_mesh-test-apiserver"))
+    let out = Command::new(BINARY)
         .args([
             "--service-cidr",
             "not-a-cidr",
@@ -464,7 +402,8 @@ fn binary_refuses_a_service_cidr_too_small_to_allocate_from() {
 /// A kube-rs client from the kubeconfig the binary wrote.
 async fn kube_client(lab: &Lab) -> kube::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = kube::config::Kubeconfig::read_from(&lab.kubeconfig).expect("kubeconfig parses");
+    let kc =
+        kube::config::Kubeconfig::read_from(&lab.server.kubeconfig).expect("kubeconfig parses");
     let opts = kube::config::KubeConfigOptions {
         context: Some("lab-c1".into()),
         ..Default::default()

@@ -8,46 +8,30 @@
 //! chooses, so it can hold a rollout back and see the old pods stay.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Kills the child on drop, so a failing test leaves no process behind.
-struct Killed(Child);
+mod common;
 
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::binary::ServerProcess;
+use common::kubectl::Kubectl;
+use mesh_testbed::Wait;
 
 struct Cluster {
-    _server: Killed,
-    dir: tempfile::TempDir,
+    server: ServerProcess,
+    kubectl: Kubectl,
 }
 
 impl Cluster {
     /// The server binary and two Ready Nodes, n1 and n2.
     fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let ready = dir.path().join("ready");
-        let child = Command::new(env!("CARGO_BIN_EXE_mesh-test-apiserver"))
-            .args(["--listen", "127.0.0.1:0", "--context", "lab-c1"])
-            .arg("--kubeconfig-out")
-            .arg(dir.path().join("kubeconfig"))
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("mesh-test-apiserver binary starts");
+        let server = ServerProcess::start(&[]);
         let c = Cluster {
-            _server: Killed(child),
-            dir,
+            kubectl: server.kubectl(),
+            server,
         };
-        c.wait("the server's ready file", || ready.exists());
         for n in ["n1", "n2"] {
             c.apply(&format!(
                 "apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}\n"
@@ -66,45 +50,25 @@ impl Cluster {
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.dir.path().join("kubeconfig"))
-            .arg("--cache-dir")
-            .arg(self.dir.path().join("kube-cache"))
-            .args(args)
-            .output()
-            .expect("kubectl runs (the machine image ships kubectl)")
+        self.kubectl.output(args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.kubectl.ok(args)
     }
 
     fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&all)).unwrap()
+        self.kubectl.json(args)
     }
 
     fn apply(&self, yaml: &str) {
-        let path = self.dir.path().join("manifest.yaml");
+        let path = self.server.dir.path().join("manifest.yaml");
         std::fs::write(&path, yaml).unwrap();
         self.ok(&["apply", "-f", path.to_str().unwrap()]);
     }
 
-    fn wait(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cond() {
-            assert!(Instant::now() < deadline, "not within 20 s: {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    fn wait(&self, what: &str, cond: impl FnMut() -> bool) {
+        Wait::new(what).timeout(Duration::from_secs(20)).until(cond);
     }
 
     fn items(&self, kind: &str, selector: &str) -> Vec<Value> {

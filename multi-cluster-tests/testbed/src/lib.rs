@@ -3,9 +3,12 @@
 //!
 //! What it is for: datapath, WireGuard, component and lab tests that need
 //! network namespaces, veth pairs, bridges, cgroup v2 directories and bpffs
-//! pin directories. Every name carries the test process id, so tests running
-//! in parallel (and helpers on the same host) never collide, and every
-//! object is removed when its guard drops.
+//! pin directories, and the test kit they share: bounded waits
+//! ([`Wait`], [`eventually`]) and packet captures ([`Capture`]).
+//!
+//! Every name carries the test process id, so tests running in parallel
+//! (and helpers on the same host) never collide, and every object is removed
+//! when its guard drops.
 //!
 //! What it is not for: production code. The node-agent and the lab manage
 //! their own objects; this crate only isolates tests.
@@ -14,13 +17,17 @@
 //! which have no route to the host's uplink. Nothing here ever touches the
 //! host namespace's routes or joins a bridge to a host interface.
 
+mod capture;
 mod cgroup;
 mod cmd;
+mod eventually;
 mod mount;
 mod netns;
 
+pub use capture::{Capture, Captured, parse_pcap};
 pub use cgroup::{BpfDir, Cgroup, cgroup2_root, ensure_bpffs};
 pub use cmd::{run, run_ok, run_status};
+pub use eventually::{Wait, eventually, eventually_async};
 pub use mount::{MountDir, mount_at};
 pub use netns::{Bridge, NetNs, unique_name, veth};
 

@@ -1,5 +1,7 @@
 //! Network namespaces, veth pairs and bridges.
 
+use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -58,6 +60,25 @@ impl NetNs {
     /// Its name (for `ip netns exec`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Its bind mount, `/var/run/netns/<name>`: what `CNI_NETNS` names, and
+    /// what a thread enters with `mesh_bpf::netns::in_netns` (the one
+    /// `setns` helper; this crate only creates and removes namespaces).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.name)
+    }
+
+    /// A command that runs in the namespace's network only (`nsenter
+    /// --net`): unlike [`NetNs::command`] (`ip netns exec`, which remounts
+    /// /sys), it keeps the host's bpffs and cgroup mounts, where an agent's
+    /// maps are pinned and its cgroup lives.
+    pub fn nsenter(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
+        c
     }
 
     /// A command that runs inside the namespace.

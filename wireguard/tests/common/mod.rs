@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_testbed::{Bridge, NetNs, unique_name};
+use mesh_testbed::{Bridge, Capture, NetNs, Wait, unique_name};
 use mesh_wireguard::{Device, DeviceConfig, KeyStore, PeerConfig, WireGuardKey, netns};
 
 /// The marker string tests send through the tunnel; it must never be seen
@@ -105,15 +105,10 @@ impl Node {
             sock: sock.clone(),
             public_key: key.public_key(),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "wireguard-go did not create {}",
-                sock.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Wait::new(format!("wireguard-go creating {}", sock.display()))
+            .timeout(Duration::from_secs(10))
+            .interval(Duration::from_millis(50))
+            .until(|| sock.exists());
         self.go = Some(go);
         self.ns.run_ok(
             "wg",
@@ -347,97 +342,12 @@ pub fn tcp_both_ways(a: &Node, b: &Node) {
     }
 }
 
-/// tcpdump on a node's port of the underlay bridge, writing a pcap file.
-/// Not on `br0` itself: the bridge device only sees frames addressed to it
-/// (or flooded), not those it forwards between ports once MACs are learned.
-pub struct Capture {
-    child: Child,
-    pub file: tempfile::NamedTempFile,
-}
-
-impl Capture {
-    pub fn start(bridge: &Bridge, node: &Node) -> Capture {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        let mut child = bridge
-            .ns()
-            .command("tcpdump")
-            .args([
-                "-i",
-                &node.bridge_port,
-                "-n",
-                "-U",
-                "--immediate-mode",
-                "-s",
-                "0",
-                "-w",
-            ])
-            .arg(file.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tcpdump");
-        // tcpdump says "listening on" once the capture is armed.
-        let mut err = child.stderr.take().unwrap();
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut b = [0u8; 256];
-        while !String::from_utf8_lossy(&seen).contains("listening on") {
-            assert!(
-                Instant::now() < deadline,
-                "tcpdump did not start: {}",
-                String::from_utf8_lossy(&seen)
-            );
-            let n = err.read(&mut b).unwrap_or(0);
-            assert!(n > 0, "tcpdump exited: {}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&b[..n]);
-        }
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = err.read_to_string(&mut rest);
-            tracing_or_eprint(&String::from_utf8_lossy(&seen), &rest);
-        });
-        Capture { child, file }
-    }
-
-    /// Stops tcpdump (SIGINT flushes it) and returns the captured frames.
-    pub fn stop(mut self) -> Vec<Vec<u8>> {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        let data = std::fs::read(self.file.path()).unwrap();
-        parse_pcap(&data)
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Frames of a classic pcap file (Ethernet link type).
-pub fn parse_pcap(data: &[u8]) -> Vec<Vec<u8>> {
-    assert!(data.len() >= 24, "pcap file too short");
-    let magic = u32::from_le_bytes(data[0..4].try_into().unwrap());
-    assert!(
-        magic == 0xa1b2c3d4 || magic == 0xa1b23c4d,
-        "unexpected pcap magic {magic:x}"
-    );
-    let mut frames = Vec::new();
-    let mut off = 24;
-    while off + 16 <= data.len() {
-        let incl = u32::from_le_bytes(data[off + 8..off + 12].try_into().unwrap()) as usize;
-        off += 16;
-        if off + incl > data.len() {
-            break;
-        }
-        frames.push(data[off..off + incl].to_vec());
-        off += incl;
-    }
-    frames
+/// A capture (tcpdump, full packets) on `node`'s port of the underlay
+/// bridge. Not on `br0` itself: the bridge device only sees frames addressed
+/// to it (or flooded), not those it forwards between ports once MACs are
+/// learned.
+pub fn capture(bridge: &Bridge, node: &Node) -> Capture {
+    Capture::start(bridge.ns(), &node.bridge_port)
 }
 
 /// What a capture holds, by kind.
@@ -492,8 +402,4 @@ pub fn summarize(frames: &[Vec<u8>], port: u16) -> WireSummary {
         }
     }
     s
-}
-
-fn tracing_or_eprint(first: &str, rest: &str) {
-    eprintln!("tcpdump: {first}{rest}");
 }

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{T, agent_get, meshctl_typed};
+use super::helpers::{T, meshctl_typed};
+use super::node_agent::agent_get;
 use mesh_e2e::Lab;
+use mesh_testbed::Wait;
 
 const API: &str = r#"
 apiVersion: v1
@@ -59,19 +61,11 @@ fn json(lab: &Lab, ctx: &str, args: &[&str]) -> Value {
 }
 
 /// Polls `f` until it returns Some (bounded by `T`), saying what it waited for.
-fn wait_for<R>(what: &str, mut f: impl FnMut() -> Option<R>, last: impl Fn() -> String) -> R {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(r) = f() {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {T:?}; last: {}",
-            last()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+fn wait_for<R>(what: &str, f: impl FnMut() -> Option<R>, last: impl Fn() -> String) -> R {
+    Wait::new(what)
+        .timeout(T)
+        .interval(Duration::from_millis(300))
+        .until_some_or(f, last)
 }
 
 /// The Deployment's pods in c1 once there are `n`, all Running and Ready

@@ -55,32 +55,26 @@ pub fn a_node_outside_its_clusters_pod_cidrs_is_not_exported(lab: &Lab) {
         why.contains("128.0.0.0/1") && why.contains("10.2.0.0/16"),
         "{why}"
     );
-    let deadline = Instant::now() + T;
-    loop {
-        let events: serde_json::Value = serde_json::from_str(&lab.kubectl(
-            "lab-c2",
-            &["get", "events.events.k8s.io", "-A", "-o", "json"],
-        ))
-        .expect("events JSON");
-        let warned = events["items"].as_array().is_some_and(|items| {
-            items.iter().any(|e| {
-                e["type"] == "Warning"
-                    && e["regarding"]["kind"] == "Node"
-                    && e["regarding"]["name"] == "evil"
-                    && e["note"]
-                        .as_str()
-                        .is_some_and(|n| n.contains("not exported"))
+    mesh_testbed::eventually::Wait::new("a Warning Event on Node evil")
+        .timeout(T)
+        .interval(Duration::from_millis(300))
+        .until(|| {
+            let events: serde_json::Value = serde_json::from_str(&lab.kubectl(
+                "lab-c2",
+                &["get", "events.events.k8s.io", "-A", "-o", "json"],
+            ))
+            .expect("events JSON");
+            events["items"].as_array().is_some_and(|items| {
+                items.iter().any(|e| {
+                    e["type"] == "Warning"
+                        && e["regarding"]["kind"] == "Node"
+                        && e["regarding"]["name"] == "evil"
+                        && e["note"]
+                            .as_str()
+                            .is_some_and(|n| n.contains("not exported"))
+                })
             })
         });
-        if warned {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no Warning Event on Node evil: {events}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
     // Give a leak every chance to show: c1 has seen c2's changes since.
     std::thread::sleep(Duration::from_secs(3));
     let st = lab.wait_status("c1", "c2 synced", T, |s| s.is_synced_with("c2"));

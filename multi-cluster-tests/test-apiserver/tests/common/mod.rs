@@ -1,6 +1,11 @@
-//! Shared helpers: start a server and a kube-rs client for it.
+//! Shared helpers: start a server (in process, or the binary as the lab
+//! runs it: [`binary`]), a kube-rs client for it, kubectl against it
+//! ([`kubectl`]), and bounded waits.
 
 #![allow(dead_code)]
+
+pub mod binary;
+pub mod kubectl;
 
 use std::time::Duration;
 
@@ -31,19 +36,10 @@ pub async fn client_for(server: &TestApiServer) -> Client {
 }
 
 /// Polls `f` until it returns true or `timeout` passes; panics with `what`.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if f().await {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    mesh_testbed::eventually_async(what, timeout, f).await;
 }
