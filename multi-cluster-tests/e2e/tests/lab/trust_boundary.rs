@@ -55,7 +55,7 @@ pub fn a_node_outside_its_clusters_pod_cidrs_is_not_exported(lab: &Lab) {
         why.contains("128.0.0.0/1") && why.contains("10.2.0.0/16"),
         "{why}"
     );
-    mesh_testbed::eventually::Wait::new("a Warning Event on Node evil")
+    mesh_testbed::Wait::new("a Warning Event on Node evil")
         .timeout(T)
         .interval(Duration::from_millis(300))
         .until(|| {
