@@ -24,9 +24,10 @@ export MESHWORK_DEMO_STATE
 demo-down: ## remove the demo lab
 	@target/debug/mesh-lab --state-dir "$(MESHWORK_DEMO_STATE)" down
 
-lint: setup ## formatting and clippy, warnings are errors
+lint: setup ## formatting, clippy (warnings are errors) and no import circle inside a crate
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/import-cycles.py
 
 test: lint ## the whole suite: unit, datapath, component tests (needs root)
 	@bash scripts/test.sh
