@@ -309,3 +309,29 @@ pub async fn in_process_cluster(
     .unwrap();
     (running, tx, tls)
 }
+
+/// The `meshwork-clustermesh` config of cluster `local` naming `remotes`
+/// (name, id, export address, declared pod CIDRs), each entry with a client
+/// certificate of `local` issued by `pki`.
+pub fn clustermesh_config(
+    pki: &Pki,
+    local: &str,
+    remotes: &[(&str, u8, std::net::SocketAddr, &[&str])],
+) -> std::collections::BTreeMap<String, String> {
+    remotes
+        .iter()
+        .map(|(name, id, addr, cidrs)| {
+            (
+                name.to_string(),
+                remote_entry(
+                    name,
+                    *id,
+                    &[addr.to_string()],
+                    pki.ca.cert_pem(),
+                    &pki.cluster(local),
+                    cidrs,
+                ),
+            )
+        })
+        .collect()
+}

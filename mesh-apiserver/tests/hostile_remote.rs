@@ -19,7 +19,7 @@ use mesh_apiserver::import::ImportSettings;
 use mesh_apiserver::server::Running;
 use mesh_apiserver::state;
 use mesh_apiserver::store::{MemoryStore, Store};
-use mesh_apiserver::testutil::{Pki, in_process_cluster, init, remote_entry};
+use mesh_apiserver::testutil::{Pki, clustermesh_config, in_process_cluster, init};
 use mesh_export_client::{ExportClient, Mirror};
 use mesh_proto::WatchEvent;
 use tokio::sync::watch;
@@ -151,20 +151,7 @@ async fn a_hostile_remote_is_refused_record_by_record_and_its_valid_records_flow
     )
     .await;
     b_cfg
-        .send(
-            [(
-                "a".to_string(),
-                remote_entry(
-                    "a",
-                    1,
-                    &[a.grpc_addr.to_string()],
-                    pki.ca.cert_pem(),
-                    &pki.cluster("b"),
-                    &[],
-                ),
-            )]
-            .into(),
-        )
+        .send(clustermesh_config(&pki, "b", &[("a", 1, a.grpc_addr, &[])]))
         .unwrap();
 
     let valid = [
@@ -209,30 +196,17 @@ async fn a_hostile_remote_is_refused_record_by_record_and_its_valid_records_flow
 
     // A imports B, and knows C (10.3.0.0/16) from its config: C need not
     // answer for its CIDRs to be off limits to B.
-    let mut remotes = BTreeMap::new();
-    remotes.insert(
-        "b".to_string(),
-        remote_entry(
-            "b",
-            2,
-            &[b.grpc_addr.to_string()],
-            pki.ca.cert_pem(),
-            &pki.cluster("a"),
-            &["10.2.0.0/16"],
-        ),
-    );
-    remotes.insert(
-        "c".to_string(),
-        remote_entry(
-            "c",
-            3,
-            &["127.0.0.1:9".to_string()],
-            pki.ca.cert_pem(),
-            &pki.cluster("a"),
-            &["10.3.0.0/16"],
-        ),
-    );
-    a_cfg.send(remotes).unwrap();
+    let nowhere: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    a_cfg
+        .send(clustermesh_config(
+            &pki,
+            "a",
+            &[
+                ("b", 2, b.grpc_addr, &["10.2.0.0/16"]),
+                ("c", 3, nowhere, &["10.3.0.0/16"]),
+            ],
+        ))
+        .unwrap();
 
     let st = b_status(&a, |s| s.synced && s.connected).await;
     let want: BTreeSet<(Kind, String)> = valid.iter().map(|r| (r.kind(), r.key())).collect();

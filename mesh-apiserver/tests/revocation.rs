@@ -14,7 +14,7 @@ use mesh_apiserver::import::ImportSettings;
 use mesh_apiserver::server::Running;
 use mesh_apiserver::state;
 use mesh_apiserver::store::{MemoryStore, Store};
-use mesh_apiserver::testutil::{Pki, in_process_cluster, init, remote_entry};
+use mesh_apiserver::testutil::{Pki, clustermesh_config, in_process_cluster, init};
 use mesh_certs::{CertificateAuthority, LiveTls, TlsIdentity, TrustBundle, TrustDomain, Validity};
 use tokio::sync::watch;
 
@@ -81,36 +81,18 @@ async fn two(pki: &Pki) -> (Running, Config, LiveTls, Running, Arc<dyn Store>) {
     let (b, b_cfg, _) =
         in_process_cluster(pki, "b", 2, "10.2.0.0/16", b_store.clone(), settings).await;
     a_cfg
-        .send(
-            [(
-                "b".to_string(),
-                remote_entry(
-                    "b",
-                    2,
-                    &[b.grpc_addr.to_string()],
-                    pki.ca.cert_pem(),
-                    &pki.cluster("a"),
-                    &["10.2.0.0/16"],
-                ),
-            )]
-            .into(),
-        )
+        .send(clustermesh_config(
+            pki,
+            "a",
+            &[("b", 2, b.grpc_addr, &["10.2.0.0/16"])],
+        ))
         .unwrap();
     b_cfg
-        .send(
-            [(
-                "a".to_string(),
-                remote_entry(
-                    "a",
-                    1,
-                    &[a.grpc_addr.to_string()],
-                    pki.ca.cert_pem(),
-                    &pki.cluster("b"),
-                    &["10.1.0.0/16"],
-                ),
-            )]
-            .into(),
-        )
+        .send(clustermesh_config(
+            pki,
+            "b",
+            &[("a", 1, a.grpc_addr, &["10.1.0.0/16"])],
+        ))
         .unwrap();
     a.writer.upsert(&node("a-n1", "10.1.1.0/24")).await.unwrap();
     for kind in Kind::ALL {
