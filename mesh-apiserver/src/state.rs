@@ -144,6 +144,36 @@ pub enum BatchOp {
 /// Operations per store transaction (etcd's default limit is 128).
 const BATCH: usize = 100;
 
+/// Bytes (keys and values) per transaction at most: well under etcd's
+/// default request limit of 1.5 MiB, so a batch of large records (a
+/// service with many backends) is split instead of refused.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Splits `ops` into transactions of at most `max_ops` operations and
+/// `max_bytes` bytes (one operation larger than that goes alone).
+fn chunk_ops(ops: Vec<Op>, max_ops: usize, max_bytes: usize) -> Vec<Vec<Op>> {
+    let size = |op: &Op| match op {
+        Op::Put { key, value, .. } => key.len() + value.len(),
+        Op::Delete(key) => key.len(),
+    };
+    let mut chunks: Vec<Vec<Op>> = Vec::new();
+    let mut bytes = 0;
+    for op in ops {
+        let n = size(&op);
+        match chunks.last_mut() {
+            Some(c) if c.len() < max_ops && bytes + n <= max_bytes => {
+                bytes += n;
+                c.push(op);
+            }
+            _ => {
+                bytes = n;
+                chunks.push(vec![op]);
+            }
+        }
+    }
+    chunks
+}
+
 /// Writes one cluster's records. Only the leader writes; identical values
 /// are not rewritten (no churn for watchers).
 #[derive(Debug, Clone)]
@@ -278,8 +308,8 @@ impl Writer {
             }
         }
         let ops: Vec<Op> = order.into_iter().filter_map(|k| last.remove(&k)).collect();
-        for chunk in ops.chunks(BATCH) {
-            self.txn(Vec::new(), chunk.to_vec()).await?;
+        for chunk in chunk_ops(ops, BATCH, BATCH_BYTES) {
+            self.txn(Vec::new(), chunk).await?;
         }
         Ok(())
     }
@@ -325,8 +355,8 @@ impl Writer {
             .await?;
         let n = items.len();
         let ops: Vec<Op> = items.into_iter().map(|kv| Op::Delete(kv.key)).collect();
-        for chunk in ops.chunks(BATCH) {
-            self.txn(Vec::new(), chunk.to_vec()).await?;
+        for chunk in chunk_ops(ops, BATCH, BATCH_BYTES) {
+            self.txn(Vec::new(), chunk).await?;
         }
         Ok(n)
     }
