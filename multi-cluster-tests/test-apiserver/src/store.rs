@@ -26,6 +26,8 @@ pub mod admission;
 pub mod defaulting;
 mod delete;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
 mod propagation;
 mod read;
 mod write;

@@ -1,31 +1,6 @@
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::registry::{Registry, ResourceType};
-use crate::status::ApiResult;
-
-fn deployments() -> ResourceType {
-    Registry::new()
-        .get("apps", "v1", "deployments")
-        .cloned()
-        .unwrap()
-}
-
-fn minimal() -> Value {
-    json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "c", "image": "img"}]}},
-        },
-    })
-}
-
-/// A write's defaulting then admission, as the store runs them.
-fn normalize(rt: &ResourceType, body: &mut Value) -> ApiResult<()> {
-    crate::store::defaulting::normalize(rt, body)?;
-    crate::store::admission::validate(rt, body)
-}
+use crate::store::fixtures::{deployments, minimal, normalize};
 
 #[test]
 fn defaults_are_filled_as_the_real_server_fills_them() {
