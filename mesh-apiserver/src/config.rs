@@ -226,6 +226,13 @@ impl Config {
                 reason: "must be at least 2".into(),
             });
         }
+        if self.kubernetes && pod_cidrs.is_empty() {
+            return Err(Error::Config {
+                key: "pod-cidrs".into(),
+                value: String::new(),
+                reason: "required with --kubernetes=true: only Nodes whose pod CIDRs lie inside the cluster's are exported, so without them no Node would be (the chart sets it from ipam.podCIDR)".into(),
+            });
+        }
         Ok(LocalCluster {
             name,
             id,

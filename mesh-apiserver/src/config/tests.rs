@@ -102,3 +102,17 @@ fn dns_nameservers_take_ip_or_ip_port_and_name_the_key_when_bad() {
         "{e}"
     );
 }
+
+#[test]
+fn watching_kubernetes_needs_the_clusters_pod_cidrs() {
+    let base = [("cluster-name", "c1"), ("cluster-id", "1")];
+    let e = Config::from_map(&map(&base))
+        .unwrap()
+        .local()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pod-cidrs") && e.contains("ipam.podCIDR"), "{e}");
+    let mut m = map(&base);
+    m.insert("kubernetes".into(), "false".into());
+    Config::from_map(&m).unwrap().local().unwrap();
+}

@@ -43,7 +43,7 @@ pub struct MeshFeed {
     /// used ([`mesh_api::trust::check_foreign_record`]). `None`: no screen
     /// (tests of the plumbing only).
     local: Option<(ClusterName, ClusterId)>,
-    /// Refusals already logged, so each is logged once.
+    /// Records refused now (each logged once while it stays refused).
     logged: Mutex<std::collections::BTreeSet<(Kind, String)>>,
     mirror: Mutex<Mirror>,
     status: Mutex<MeshFeedStatus>,
@@ -94,18 +94,24 @@ impl MeshFeed {
             return refused;
         };
         let own = own_pod_cidrs(mirror.records().values(), name);
+        let mut logged = self.logged.lock().expect("lock");
+        let mut now = std::collections::BTreeSet::new();
         for r in mirror.records().values() {
             match mesh_api::trust::check_foreign_record(name, *id, &own, r) {
                 Ok(()) => use_it(r),
                 Err(refusal) => {
                     *refused.entry(r.kind().to_string()).or_default() += 1;
                     let key = (r.kind(), format!("{}/{}", r.cluster(), r.key()));
-                    if self.logged.lock().expect("lock").insert(key.clone()) {
+                    if !logged.contains(&key) {
                         tracing::warn!(kind = %key.0, record = %key.1, reason = %refusal, "record of another cluster refused: not used");
                     }
+                    now.insert(key);
                 }
             }
         }
+        // Only what is refused now is remembered: a record that comes back
+        // refused after a valid spell is logged again.
+        *logged = now;
         refused
     }
 
