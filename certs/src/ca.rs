@@ -151,25 +151,39 @@ impl CertificateAuthority {
     }
 
     /// Issues a server certificate for DNS names and IP addresses (`names`
-    /// entries that parse as IPs become IP SANs).
+    /// entries that parse as IPs become IP SANs). For servers that are not
+    /// a cluster's mesh-apiserver (a test Kubernetes API server); a
+    /// mesh-apiserver's certificate comes from
+    /// [`issue_cluster_server`](Self::issue_cluster_server).
     pub fn issue_server(&self, names: &[String], validity: Validity) -> Result<IssuedCert> {
-        if names.is_empty() {
-            return Err(Error::NoServerNames);
-        }
-        let mut sans = Vec::with_capacity(names.len());
-        for name in names {
-            sans.push(match name.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(name.as_str().try_into().map_err(|source| {
-                    Error::InvalidSan {
-                        value: name.clone(),
-                        source,
-                    }
-                })?),
+        self.issue(
+            names.first().ok_or(Error::NoServerNames)?,
+            server_sans(names)?,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            validity,
+        )
+    }
+
+    /// Issues a mesh-apiserver's server certificate: the DNS and IP `names`
+    /// clients dial, plus the cluster's SPIFFE id as a URI SAN, so a client
+    /// can check that the server it reached is the cluster it meant (the
+    /// same CA signs every cluster's certificates in a shared trust domain).
+    pub fn issue_cluster_server(
+        &self,
+        id: &SpiffeId,
+        names: &[String],
+        validity: Validity,
+    ) -> Result<IssuedCert> {
+        if id.kind() != crate::spiffe::PeerKind::Cluster {
+            return Err(Error::InvalidSpiffeId {
+                id: id.to_string(),
+                reason: "a server certificate names a cluster, not a node",
             });
         }
+        let mut sans = server_sans(names)?;
+        sans.push(uri_san(&id.to_string())?);
         self.issue(
-            &names[0],
+            names.first().ok_or(Error::NoServerNames)?,
             sans,
             ExtendedKeyUsagePurpose::ServerAuth,
             validity,
@@ -229,6 +243,24 @@ impl CertificateAuthority {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+fn server_sans(names: &[String]) -> Result<Vec<SanType>> {
+    if names.is_empty() {
+        return Err(Error::NoServerNames);
+    }
+    names
+        .iter()
+        .map(|name| match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName(name.as_str().try_into().map_err(
+                |source| Error::InvalidSan {
+                    value: name.clone(),
+                    source,
+                },
+            )?)),
+        })
+        .collect()
 }
 
 fn uri_san(uri: &str) -> Result<SanType> {

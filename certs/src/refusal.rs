@@ -43,6 +43,14 @@ pub enum Refusal {
         /// The cluster named by the node certificate.
         cluster: String,
     },
+    /// A server whose certificate names another cluster (or none) than the
+    /// one this connection was dialled for.
+    UnexpectedServer {
+        /// The SPIFFE id the server presented, or `<none>`.
+        presented: String,
+        /// The id expected.
+        expected: String,
+    },
     /// Anything else the TLS stack rejected.
     Other {
         /// The TLS stack's description.
@@ -63,6 +71,7 @@ impl Refusal {
             Refusal::ClusterNotAllowed { .. } => "cluster-not-allowed",
             Refusal::WrongKind { .. } => "wrong-kind",
             Refusal::NodeOfOtherCluster { .. } => "node-of-other-cluster",
+            Refusal::UnexpectedServer { .. } => "unexpected-server",
             Refusal::Other { .. } => "other",
         }
     }
@@ -134,6 +143,10 @@ impl fmt::Display for Refusal {
             Refusal::NodeOfOtherCluster { cluster } => write!(
                 f,
                 "node certificate of cluster {cluster:?} presented to another cluster's mesh-apiserver"
+            ),
+            Refusal::UnexpectedServer { presented, expected } => write!(
+                f,
+                "the server presented {presented} where {expected} was expected: the address reaches another cluster's mesh-apiserver, or its certificate predates SPIFFE server ids (reissue it with `meshctl ca rotate` or the chart's certgen)"
             ),
             Refusal::Other { detail } => write!(f, "certificate refused: {detail}"),
         }

@@ -26,7 +26,8 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::bundle::TrustBundle;
 use crate::error::{Error, Result};
 use crate::pem;
-use crate::tls::{Authorizer, SpiffeClientVerifier, TlsIdentity, provider};
+use crate::spiffe::SpiffeId;
+use crate::tls::{Authorizer, SpiffeClientVerifier, SpiffeServerVerifier, TlsIdentity, provider};
 
 /// The certificate, key and CA bundle files of a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,14 +267,28 @@ impl LiveTls {
         result
     }
 
+    /// The SPIFFE id of the current certificate, if it has one.
+    pub fn spiffe_id(&self) -> Option<SpiffeId> {
+        crate::inspect::spiffe_id(self.read().key.cert.first()?)
+    }
+
+    /// The id of the mesh-apiserver of `cluster` in this certificate's
+    /// trust domain: what a client holding this material expects to reach.
+    pub fn server_of(&self, cluster: mesh_api::ClusterName) -> Result<SpiffeId> {
+        crate::tls::server_of(self.spiffe_id(), cluster)
+    }
+
     /// A client configuration presenting the current certificate and
-    /// trusting servers that chain to the current bundle.
-    pub fn client_config(&self) -> Result<ClientConfig> {
+    /// trusting servers that chain to the current bundle and name `expected`.
+    pub fn client_config(&self, expected: &SpiffeId) -> Result<ClientConfig> {
         Ok(ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|source| Error::Tls { source })?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(LiveServerVerifier(self.clone())))
+            .with_custom_certificate_verifier(Arc::new(LiveServerVerifier {
+                live: self.clone(),
+                expected: expected.clone(),
+            }))
             .with_client_cert_resolver(Arc::new(LiveCert(self.clone()))))
     }
 }
@@ -313,8 +328,21 @@ impl ResolvesClientCert for LiveCert {
     }
 }
 
+/// The current bundle's [`SpiffeServerVerifier`].
 #[derive(Debug)]
-struct LiveServerVerifier(LiveTls);
+struct LiveServerVerifier {
+    live: LiveTls,
+    expected: SpiffeId,
+}
+
+impl LiveServerVerifier {
+    fn current(&self) -> SpiffeServerVerifier {
+        SpiffeServerVerifier {
+            chain: self.live.read().server_verifier.clone(),
+            expected: self.expected.clone(),
+        }
+    }
+}
 
 impl ServerCertVerifier for LiveServerVerifier {
     fn verify_server_cert(
@@ -325,8 +353,13 @@ impl ServerCertVerifier for LiveServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let verifier = self.0.read().server_verifier.clone();
-        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        self.current().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
     }
 
     fn verify_tls12_signature(
@@ -335,8 +368,7 @@ impl ServerCertVerifier for LiveServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        let verifier = self.0.read().server_verifier.clone();
-        verifier.verify_tls12_signature(message, cert, dss)
+        self.current().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -345,12 +377,11 @@ impl ServerCertVerifier for LiveServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        let verifier = self.0.read().server_verifier.clone();
-        verifier.verify_tls13_signature(message, cert, dss)
+        self.current().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.read().server_verifier.supported_verify_schemes()
+        self.current().supported_verify_schemes()
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use mesh_api::ClusterName;
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -76,6 +77,12 @@ impl TlsIdentity {
     /// The SPIFFE id of the leaf, if any.
     pub fn spiffe_id(&self) -> Option<SpiffeId> {
         inspect::spiffe_id(&self.chain[0])
+    }
+
+    /// The id of the mesh-apiserver of `cluster` in this certificate's
+    /// trust domain: what a client presenting it expects to reach.
+    pub fn server_of(&self, cluster: ClusterName) -> Result<SpiffeId> {
+        server_of(self.spiffe_id(), cluster)
     }
 }
 
@@ -274,7 +281,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
         self.chain.verify_tls12_signature(message, cert, dss)
     }
 
@@ -283,7 +290,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
         self.chain.verify_tls13_signature(message, cert, dss)
     }
 
@@ -316,21 +323,107 @@ pub fn server_config(
 }
 
 /// A client configuration presenting `identity` and trusting servers whose
-/// certificates chain to `bundle`.
-pub fn client_config(identity: TlsIdentity, bundle: &TrustBundle) -> Result<ClientConfig> {
+/// certificates chain to `bundle` and name `expected` (the cluster whose
+/// mesh-apiserver this client dials).
+pub fn client_config(
+    identity: TlsIdentity,
+    bundle: &TrustBundle,
+    expected: &SpiffeId,
+) -> Result<ClientConfig> {
     let provider = provider();
-    let verifier = WebPkiServerVerifier::builder_with_provider(
+    let chain = WebPkiServerVerifier::builder_with_provider(
         Arc::new(bundle.root_store()?),
         provider.clone(),
     )
     .build()
     .map_err(|source| Error::Verifier { source })?;
+    let verifier = SpiffeServerVerifier {
+        chain,
+        expected: expected.clone(),
+    };
     ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|source| Error::Tls { source })?
-        .with_webpki_verifier(verifier)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(identity.chain, identity.key)
         .map_err(|source| Error::Tls { source })
+}
+
+/// Checks the server's chain and name (webpki), then that its certificate
+/// carries the SPIFFE id the client expects: with one CA per trust domain,
+/// a valid chain only says "some cluster of this mesh".
+#[derive(Debug)]
+pub(crate) struct SpiffeServerVerifier {
+    pub(crate) chain: Arc<WebPkiServerVerifier>,
+    pub(crate) expected: SpiffeId,
+}
+
+/// Whether a server's leaf names `expected`.
+pub fn check_server_id(
+    end_entity: &CertificateDer<'_>,
+    expected: &SpiffeId,
+) -> std::result::Result<(), Refusal> {
+    match inspect::spiffe_id(end_entity) {
+        Some(id) if id == *expected => Ok(()),
+        presented => Err(Refusal::UnexpectedServer {
+            presented: presented
+                .map(|id| id.to_string())
+                .unwrap_or_else(|| "<none>".to_string()),
+            expected: expected.to_string(),
+        }),
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let verified = self.chain.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        check_server_id(end_entity, &self.expected).map_err(Refusal::into_tls_error)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+pub(crate) fn server_of(own: Option<SpiffeId>, cluster: ClusterName) -> Result<SpiffeId> {
+    let own = own.ok_or(Error::InvalidSpiffeId {
+        id: "<none>".into(),
+        reason: "the client certificate carries no spiffe:// URI SAN to take the trust domain from; reissue it",
+    })?;
+    Ok(SpiffeId::cluster(own.trust_domain, cluster))
 }
 
 /// Parses a TLS server name (DNS name or IP address).

@@ -72,7 +72,11 @@ async fn allow_list_changes_take_effect_without_restart() {
     let bundle = TrustBundle::single(ca.cert().clone());
     let day = Validity::days(1).unwrap();
     let cert = ca
-        .issue_server(&["localhost".into()], Validity::days(5).unwrap())
+        .issue_cluster_server(
+            &cluster_id(SERVER_CLUSTER),
+            &["localhost".into()],
+            Validity::days(5).unwrap(),
+        )
         .unwrap();
     let authorizer = Authorizer::new(td(), allow(&["c2"]));
     let config =
@@ -109,7 +113,7 @@ async fn ca_rotation_trusts_both_then_only_the_new_ca() {
     // During the overlap the server (new certificate) accepts both.
     for (name, cert) in [("old", &old_client_cert), ("new", &new_client_cert)] {
         let s = server(&new_ca, &overlap, allow(&["c2"]));
-        let c = tls::client_config(identity(cert), &overlap).unwrap();
+        let c = tls::client_config(identity(cert), &overlap, &cluster_id(SERVER_CLUSTER)).unwrap();
         let verdict = handshake(s.config, &s.authorizer, c).await;
         assert!(
             verdict.is_ok(),
@@ -121,12 +125,82 @@ async fn ca_rotation_trusts_both_then_only_the_new_ca() {
     let finished = cadir.bundle().unwrap();
     assert!(!finished.is_overlap());
     let s = server(&new_ca, &finished, allow(&["c2"]));
-    let c = tls::client_config(identity(&old_client_cert), &overlap).unwrap();
+    let c = tls::client_config(
+        identity(&old_client_cert),
+        &overlap,
+        &cluster_id(SERVER_CLUSTER),
+    )
+    .unwrap();
     assert_eq!(
         handshake(s.config, &s.authorizer, c).await,
         Err(Refusal::WrongCa)
     );
     let s = server(&new_ca, &finished, allow(&["c2"]));
-    let c = tls::client_config(identity(&new_client_cert), &finished).unwrap();
+    let c = tls::client_config(
+        identity(&new_client_cert),
+        &finished,
+        &cluster_id(SERVER_CLUSTER),
+    )
+    .unwrap();
     assert!(handshake(s.config, &s.authorizer, c).await.is_ok());
+}
+
+/// The same CA signs every cluster of a trust domain, so a valid chain only
+/// says "a cluster of this mesh": the client also checks which one.
+#[tokio::test]
+async fn a_client_refuses_a_server_that_is_not_the_cluster_it_dialled() {
+    let ca = new_ca();
+    let bundle = TrustBundle::single(ca.cert().clone());
+    let day = Validity::days(1).unwrap();
+    let cert = ca.issue_client(&cluster_id("c2"), day).unwrap();
+    let expecting =
+        |cluster: &str| tls::client_config(identity(&cert), &bundle, &cluster_id(cluster)).unwrap();
+
+    let s = server(&ca, &bundle, allow(&["c2"]));
+    assert_eq!(
+        client_verdict(s.config, expecting(SERVER_CLUSTER)).await,
+        Ok(())
+    );
+
+    let s = server(&ca, &bundle, allow(&["c2"]));
+    assert_eq!(
+        client_verdict(s.config, expecting("c3")).await,
+        Err(Refusal::UnexpectedServer {
+            presented: cluster_id(SERVER_CLUSTER).to_string(),
+            expected: cluster_id("c3").to_string(),
+        })
+    );
+
+    // A server certificate without a SPIFFE id (issued before they existed,
+    // or for something that is not a mesh-apiserver) is refused too.
+    let anonymous = ca
+        .issue_server(&["localhost".into()], Validity::days(5).unwrap())
+        .unwrap();
+    let authorizer = Authorizer::new(td(), allow(&["c2"]));
+    let config = tls::server_config(identity(&anonymous), &bundle, authorizer).unwrap();
+    let verdict = client_verdict(config, expecting(SERVER_CLUSTER)).await;
+    assert_eq!(
+        verdict,
+        Err(Refusal::UnexpectedServer {
+            presented: "<none>".into(),
+            expected: cluster_id(SERVER_CLUSTER).to_string(),
+        })
+    );
+    assert!(
+        verdict.unwrap_err().to_string().contains("reissue"),
+        "the refusal says what to do"
+    );
+}
+
+#[test]
+fn a_server_certificate_names_a_cluster_not_a_node() {
+    let ca = new_ca();
+    let err = ca
+        .issue_cluster_server(
+            &node_id("c1", "n1"),
+            &["localhost".into()],
+            Validity::days(1).unwrap(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("names a cluster"), "{err}");
 }

@@ -228,7 +228,7 @@ async fn run() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let server = pki.server();
+    let server = pki.server("a");
     std::fs::write(d.join("tls.crt"), &server.cert_pem).unwrap();
     mesh_certs::pem::write_atomic(&d.join("tls.key"), server.key_pem.as_bytes(), 0o600).unwrap();
     std::fs::write(d.join("ca.crt"), pki.ca.cert_pem()).unwrap();
@@ -288,7 +288,7 @@ async fn run() {
     );
     let expected = 50 + 100 + endpoints + services;
     // The A node-agent client: reconnect until A has all of B and the watch is synced.
-    let cfg = pki.client_config(&pki.node("a", "a-n1"));
+    let cfg = pki.client_config(&pki.node("a", "a-n1"), "a");
     let (mut mirror, mut stream) = loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let Ok(mut client) = ExportClient::connect(

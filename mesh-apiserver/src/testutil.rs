@@ -171,22 +171,29 @@ impl Pki {
         mesh_certs::TrustBundle::from_pem(self.ca.cert_pem(), "test CA").unwrap()
     }
 
-    /// A server certificate for 127.0.0.1 and `localhost`.
-    pub fn server(&self) -> mesh_certs::IssuedCert {
+    /// The server certificate of `cluster`'s mesh-apiserver, for 127.0.0.1
+    /// and `localhost`.
+    pub fn server(&self, cluster: &str) -> mesh_certs::IssuedCert {
         self.ca
-            .issue_server(
+            .issue_cluster_server(
+                &Self::cluster_id(cluster),
                 &["127.0.0.1".to_string(), "localhost".to_string()],
                 mesh_certs::Validity::days(30).unwrap(),
             )
             .unwrap()
     }
 
-    /// A cluster client certificate.
-    pub fn cluster(&self, name: &str) -> mesh_certs::IssuedCert {
-        self.client(mesh_certs::SpiffeId::cluster(
+    /// The SPIFFE id of cluster `name` (its client and server certificates).
+    pub fn cluster_id(name: &str) -> mesh_certs::SpiffeId {
+        mesh_certs::SpiffeId::cluster(
             mesh_certs::TrustDomain::default(),
             mesh_api::ClusterName::new(name).unwrap(),
-        ))
+        )
+    }
+
+    /// A cluster client certificate.
+    pub fn cluster(&self, name: &str) -> mesh_certs::IssuedCert {
+        self.client(Self::cluster_id(name))
     }
 
     /// A node-agent client certificate.
@@ -205,11 +212,16 @@ impl Pki {
             .unwrap()
     }
 
-    /// A rustls client config presenting `cert`.
-    pub fn client_config(&self, cert: &mesh_certs::IssuedCert) -> rustls::ClientConfig {
+    /// A rustls client config presenting `cert` to the mesh-apiserver of
+    /// `server` (and accepting no other).
+    pub fn client_config(
+        &self,
+        cert: &mesh_certs::IssuedCert,
+        server: &str,
+    ) -> rustls::ClientConfig {
         let id = mesh_certs::TlsIdentity::from_pem(&cert.cert_pem, &cert.key_pem, "cert", "key")
             .unwrap();
-        mesh_certs::tls::client_config(id, &self.bundle()).unwrap()
+        mesh_certs::tls::client_config(id, &self.bundle(), &Self::cluster_id(server)).unwrap()
     }
 }
 
@@ -245,11 +257,16 @@ pub fn remote_entry(
 }
 
 impl Pki {
-    /// A client config presenting `cert` (issued by any CA) and trusting this CA.
-    pub fn client_config_with_bundle(&self, cert: &mesh_certs::IssuedCert) -> rustls::ClientConfig {
+    /// A client config presenting `cert` (issued by any CA) to `server`,
+    /// trusting this CA.
+    pub fn client_config_with_bundle(
+        &self,
+        cert: &mesh_certs::IssuedCert,
+        server: &str,
+    ) -> rustls::ClientConfig {
         let id = mesh_certs::TlsIdentity::from_pem(&cert.cert_pem, &cert.key_pem, "cert", "key")
             .unwrap();
-        mesh_certs::tls::client_config(id, &self.bundle()).unwrap()
+        mesh_certs::tls::client_config(id, &self.bundle(), &Self::cluster_id(server)).unwrap()
     }
 }
 
@@ -281,7 +298,7 @@ pub async fn in_process_cluster(
     tokio::sync::watch::Sender<std::collections::BTreeMap<String, String>>,
     mesh_certs::LiveTls,
 ) {
-    let server = pki.server();
+    let server = pki.server(name);
     let (tx, feed) = tokio::sync::watch::channel(std::collections::BTreeMap::new());
     let tls = mesh_certs::LiveTls::new(
         mesh_certs::TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key")

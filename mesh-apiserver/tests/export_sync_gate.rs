@@ -19,7 +19,7 @@ use mesh_export_client::{ExportClient, Mirror};
 use mesh_proto::WatchEvent;
 
 async fn serve(pki: &Pki, store: Arc<dyn Store>) -> mesh_apiserver::server::Running {
-    let server = pki.server();
+    let server = pki.server("a");
     let (_tx, feed) = tokio::sync::watch::channel(BTreeMap::new());
     start(ServerParts {
         local: LocalCluster {
@@ -65,7 +65,7 @@ async fn snapshot_waits_for_the_synced_markers() {
     let mut client = ExportClient::connect(
         vec![running.grpc_addr],
         "127.0.0.1",
-        pki.client_config(&pki.node("a", "a-n1")),
+        pki.client_config(&pki.node("a", "a-n1"), "a"),
     )
     .await
     .unwrap();
@@ -124,7 +124,7 @@ async fn sync(client: &mut ExportClient, mirror: &mut Mirror, resume: u64) -> Ve
 async fn resuming_against_a_replaced_store_resets_instead_of_a_gap() {
     init();
     let pki = Pki::new();
-    let agent = pki.client_config(&pki.node("a", "a-n1"));
+    let agent = pki.client_config(&pki.node("a", "a-n1"), "a");
     // First life: one node.
     let first = serve(&pki, Arc::new(MemoryStore::default())).await;
     first.writer.upsert(&node("old-node")).await.unwrap();

@@ -243,7 +243,7 @@ async fn a_hostile_remote_is_refused_record_by_record_and_its_valid_records_flow
     for kind in Kind::ALL {
         a.writer.mark_synced(kind).await.unwrap();
     }
-    let cfg = pki.client_config(&pki.node("a", "a-n1"));
+    let cfg = pki.client_config(&pki.node("a", "a-n1"), "a");
     let mut agent = ExportClient::connect(vec![a.grpc_addr], "127.0.0.1", cfg)
         .await
         .unwrap();
@@ -298,6 +298,88 @@ async fn a_hostile_remote_is_refused_record_by_record_and_its_valid_records_flow
     }
     b.writer.upsert(&node("b-n1", "10.2.1.0/24")).await.unwrap();
     b_status(&a, |s| s.counts.nodes == 1 && s.refused_records.nodes == 3).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// One CA signs every cluster of the trust domain, so a chain that verifies
+/// only says "some cluster of this mesh". A's entry for C that reaches B's
+/// mesh-apiserver (a wrong address, a DNS hijack, a stolen endpoint) must
+/// not import B's records as C's: the server's SPIFFE id is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_importer_refuses_a_server_that_answers_for_another_cluster() {
+    init();
+    let pki = Pki::new();
+    let a_store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let (a, a_cfg) = cluster(
+        &pki,
+        "a",
+        1,
+        "10.1.0.0/16",
+        a_store.clone(),
+        Quotas::default(),
+    )
+    .await;
+    let (b, b_cfg) = cluster(
+        &pki,
+        "b",
+        2,
+        "10.2.0.0/16",
+        Arc::new(MemoryStore::default()),
+        Quotas::default(),
+    )
+    .await;
+    // B serves A (it would accept A's certificate)...
+    b_cfg
+        .send(clustermesh_config(&pki, "b", &[("a", 1, a.grpc_addr, &[])]))
+        .unwrap();
+    b.writer.upsert(&node("b-n1", "10.2.1.0/24")).await.unwrap();
+    for kind in Kind::ALL {
+        b.writer.mark_synced(kind).await.unwrap();
+    }
+    // ...but A's entry names C, at B's address.
+    a_cfg
+        .send(clustermesh_config(
+            &pki,
+            "a",
+            &[("c", 3, b.grpc_addr, &["10.2.0.0/16"])],
+        ))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let c = loop {
+        let st = a.importer.status();
+        if let Some(s) = st.iter().find(|s| s.name == "c" && s.last_error.is_some()) {
+            break s.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "C never reported an error: {st:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = c.last_error.clone().unwrap();
+    assert!(!c.connected, "{c:#?}");
+    assert!(
+        error.contains("spiffe://meshwork.local/cluster/b")
+            && error.contains("spiffe://meshwork.local/cluster/c"),
+        "the error names what was presented and what was expected: {error}"
+    );
+    assert!(
+        keys_in(a_store.as_ref(), "c").await.is_empty()
+            && keys_in(a_store.as_ref(), "b").await.is_empty(),
+        "nothing of B's was imported"
+    );
+    // The same entry pointed at C's real name succeeds: the check is on the
+    // server's identity, not on the connection.
+    a_cfg
+        .send(clustermesh_config(
+            &pki,
+            "a",
+            &[("b", 2, b.grpc_addr, &["10.2.0.0/16"])],
+        ))
+        .unwrap();
+    b_status(&a, |s| s.synced).await;
+    assert_eq!(keys_in(a_store.as_ref(), "b").await.len(), 1);
     a.shutdown().await;
     b.shutdown().await;
 }

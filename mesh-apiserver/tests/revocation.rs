@@ -146,7 +146,11 @@ async fn the_last_step_of_a_ca_rotation_cuts_off_a_client_of_the_old_ca() {
     let new =
         CertificateAuthority::create(TrustDomain::default(), Validity::days(30).unwrap()).unwrap();
     let server = new
-        .issue_server(&["127.0.0.1".into()], Validity::days(5).unwrap())
+        .issue_cluster_server(
+            &Pki::cluster_id("a"),
+            &["127.0.0.1".into()],
+            Validity::days(5).unwrap(),
+        )
         .unwrap();
     let identity =
         || TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key").unwrap();

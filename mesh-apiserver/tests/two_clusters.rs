@@ -51,7 +51,7 @@ impl ClusterUnderTest {
     async fn new(name: &'static str, id: u8, cidr: &'static str, pki: &Pki) -> Self {
         let etcd = EtcdServer::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let server = pki.server();
+        let server = pki.server(name);
         std::fs::write(dir.path().join("tls.crt"), &server.cert_pem).unwrap();
         mesh_certs::pem::write_atomic(
             &dir.path().join("tls.key"),
@@ -78,7 +78,8 @@ impl ClusterUnderTest {
     fn serve_as(&self, pki: &Pki, names: &[&str]) {
         let server = pki
             .ca
-            .issue_server(
+            .issue_cluster_server(
+                &Pki::cluster_id(self.name),
                 &names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                 mesh_certs::Validity::days(30).unwrap(),
             )
@@ -290,7 +291,7 @@ fn seed(cluster: &str, id: u8, subnet: &str) -> Vec<Record> {
 }
 
 async fn agent_client(pki: &Pki, cluster: &ClusterUnderTest, node: &str) -> ExportClient {
-    let cfg = pki.client_config(&pki.node(cluster.name, node));
+    let cfg = pki.client_config(&pki.node(cluster.name, node), cluster.name);
     ExportClient::connect(vec![cluster.endpoint().parse().unwrap()], "127.0.0.1", cfg)
         .await
         .unwrap()
@@ -634,7 +635,7 @@ async fn mtls_negative_matrix_over_the_real_grpc_port() {
         match ExportClient::connect(
             vec![addr],
             "127.0.0.1",
-            pki.client_config(&pki.cluster("a")),
+            pki.client_config(&pki.cluster("a"), "b"),
         )
         .await
         {
@@ -659,18 +660,18 @@ async fn mtls_negative_matrix_over_the_real_grpc_port() {
     let cases = [
         (
             "wrong CA",
-            pki.client_config_with_bundle(&other.cluster("a")),
+            pki.client_config_with_bundle(&other.cluster("a"), "b"),
             "wrong-ca",
         ),
-        ("expired", pki.client_config(&expired), "expired"),
+        ("expired", pki.client_config(&expired, "b"), "expired"),
         (
             "unknown cluster",
-            pki.client_config(&pki.cluster("zzz")),
+            pki.client_config(&pki.cluster("zzz"), "b"),
             "cluster-not-allowed",
         ),
         (
             "node cert used as cluster cert",
-            pki.client_config(&pki.node("a", "a-n1")),
+            pki.client_config(&pki.node("a", "a-n1"), "b"),
             "node-of-other-cluster",
         ),
     ];
@@ -1095,7 +1096,7 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
     let mut agent = ExportClient::connect(
         vec![a_addr],
         "127.0.0.1",
-        agent_tls.client_config().unwrap(),
+        agent_tls.client_config(&Pki::cluster_id("a")).unwrap(),
     )
     .await
     .unwrap();
@@ -1126,10 +1127,15 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
                     mesh_certs::TlsIdentity::from_pem(&cfg.client_cert, &cfg.client_key, "c", "k")
                         .unwrap();
                 let bundle = mesh_certs::TrustBundle::from_pem(&cfg.ca_cert, "ca").unwrap();
-                let tls = mesh_certs::tls::client_config(id, &bundle).unwrap();
+                let tls =
+                    mesh_certs::tls::client_config(id, &bundle, &Pki::cluster_id("b")).unwrap();
                 for (what, addr, tls) in [
                     ("A→B", b_addr, tls),
-                    ("agent→A", a_addr, agent_tls.client_config().unwrap()),
+                    (
+                        "agent→A",
+                        a_addr,
+                        agent_tls.client_config(&Pki::cluster_id("a")).unwrap(),
+                    ),
                 ] {
                     let r = match ExportClient::connect(vec![addr], "127.0.0.1", tls).await {
                         Ok(mut c) => c.info().await.map(|_| ()),
@@ -1204,15 +1210,15 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
         eprintln!("rotation step: {step}");
     };
     // 1. Trust both CAs everywhere.
-    write_server_tls(&a_dir, &old.server(), &both);
-    write_server_tls(&b_dir, &old.server(), &both);
+    write_server_tls(&a_dir, &old.server("a"), &both);
+    write_server_tls(&b_dir, &old.server("b"), &both);
     write_entries(&both, &old);
     write_agent(&both, &old);
     change_b("dual trust").await;
     settle("dual trust").await;
     // 2. Every leaf reissued under the new CA.
-    write_server_tls(&b_dir, &new.server(), &both);
-    write_server_tls(&a_dir, &new.server(), &both);
+    write_server_tls(&b_dir, &new.server("b"), &both);
+    write_server_tls(&a_dir, &new.server("a"), &both);
     write_entries(&both, &new);
     write_agent(&both, &new);
     change_b("leaves reissued").await;
@@ -1223,8 +1229,8 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
         "through the overlap, A's import stream of B never reconnected (connected, connections)"
     );
     // 3. The old CA dropped.
-    write_server_tls(&b_dir, &new.server(), &new_pem);
-    write_server_tls(&a_dir, &new.server(), &new_pem);
+    write_server_tls(&b_dir, &new.server("b"), &new_pem);
+    write_server_tls(&a_dir, &new.server("a"), &new_pem);
     write_entries(&new_pem, &new);
     write_agent(&new_pem, &new);
     change_b("old CA dropped").await;
@@ -1283,7 +1289,7 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
     let mut agent = ExportClient::connect(
         vec![a_addr],
         "127.0.0.1",
-        agent_tls.client_config().unwrap(),
+        agent_tls.client_config(&Pki::cluster_id("a")).unwrap(),
     )
     .await
     .unwrap();
@@ -1317,7 +1323,8 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
         let id =
             mesh_certs::TlsIdentity::from_pem(&cert.cert_pem, &cert.key_pem, "c", "k").unwrap();
         let bundle = mesh_certs::TrustBundle::from_pem(&both, "both").unwrap();
-        let cfg = mesh_certs::tls::client_config(id, &bundle).unwrap();
+        let cfg =
+            mesh_certs::tls::client_config(id, &bundle, &Pki::cluster_id(server.name)).unwrap();
         let refused = match ExportClient::connect(vec![addr], "127.0.0.1", cfg).await {
             Err(_) => true,
             Ok(mut c) => c.info().await.is_err(),
@@ -1334,7 +1341,7 @@ async fn ca_rotation_across_two_clusters_refuses_no_connection_then_refuses_the_
     let mut fresh = ExportClient::connect(
         vec![b_addr],
         "127.0.0.1",
-        new.client_config(&new.cluster("a")),
+        new.client_config(&new.cluster("a"), "b"),
     )
     .await
     .unwrap();

@@ -105,12 +105,17 @@ pub enum CaCommand {
 /// `meshctl ca issue …`
 #[derive(Debug, Subcommand)]
 pub enum IssueCommand {
-    /// A server certificate (for a mesh-apiserver) with DNS and IP SANs.
+    /// A server certificate for a cluster's mesh-apiserver: DNS and IP SANs,
+    /// and the cluster's id (spiffe://<trust-domain>/cluster/<name>), which
+    /// clients check so that one cluster cannot answer for another.
     ///
-    /// Example: meshctl ca issue server --ca-dir mesh-ca --out-dir certs --name c1-apiserver --san mesh.c1.example --san 192.0.2.10
+    /// Example: meshctl ca issue server --ca-dir mesh-ca --out-dir certs --cluster c1 --name c1-apiserver --san mesh.c1.example --san 192.0.2.10
     Server {
         #[command(flatten)]
         common: IssueArgs,
+        /// The cluster whose mesh-apiserver this is.
+        #[arg(long)]
+        cluster: String,
         /// File name (without extension) of the certificate and key.
         #[arg(long)]
         name: String,
@@ -310,13 +315,18 @@ pub fn run(
 
 /// What an `issue` asks for, once its names are validated.
 enum Subject {
-    Server(Vec<String>),
+    Server(SpiffeId, Vec<String>),
     Client(SpiffeId),
 }
 
 fn run_issue(issue: IssueCommand) -> anyhow::Result<IssueReport> {
     let (common, name, cluster, node, sans) = match issue {
-        IssueCommand::Server { common, name, sans } => (common, name, None, None, sans),
+        IssueCommand::Server {
+            common,
+            cluster,
+            name,
+            sans,
+        } => (common, name, Some(ClusterName::new(cluster)?), None, sans),
         IssueCommand::Cluster { common, cluster } => {
             let cluster = ClusterName::new(cluster)?;
             (common, cluster.to_string(), Some(cluster), None, vec![])
@@ -342,13 +352,14 @@ fn run_issue(issue: IssueCommand) -> anyhow::Result<IssueReport> {
     let ca = CaDirectory::new(&common.dir.ca_dir).load()?;
     let td = ca.trust_domain().clone();
     let subject = match (cluster, node) {
-        (None, _) => Subject::Server(sans),
+        (Some(c), None) if !sans.is_empty() => Subject::Server(SpiffeId::cluster(td, c), sans),
         (Some(c), None) => Subject::Client(SpiffeId::cluster(td, c)),
         (Some(c), Some(n)) => Subject::Client(SpiffeId::node(td, c, n)),
+        (None, _) => unreachable!("every issue command names its cluster"),
     };
     let validity = Validity::days(common.days)?;
     let cert: IssuedCert = match &subject {
-        Subject::Server(sans) => ca.issue_server(sans, validity)?,
+        Subject::Server(id, sans) => ca.issue_cluster_server(id, sans, validity)?,
         Subject::Client(id) => ca.issue_client(id, validity)?,
     };
     std::fs::create_dir_all(&common.out_dir)

@@ -426,7 +426,18 @@ async fn reissue(
                 .cloned()
                 .chain(info.ip_addresses.iter().map(ToString::to_string))
                 .collect();
-            new.issue_server(&names, year)?
+            // Certificates from before SPIFFE server ids get this cluster's.
+            let id = inspect::spiffe_id(&der)
+                .filter(|id| id.kind() == mesh_certs::PeerKind::Cluster)
+                .map(|id| SpiffeId::cluster(new.trust_domain().clone(), id.cluster))
+                .map_or_else(
+                    || {
+                        mesh_api::ClusterName::new(name)
+                            .map(|c| SpiffeId::cluster(new.trust_domain().clone(), c))
+                    },
+                    Ok,
+                )?;
+            new.issue_cluster_server(&id, &names, year)?
         } else {
             let id = inspect::spiffe_id(&der).with_context(|| {
                 format!(

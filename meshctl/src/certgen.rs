@@ -164,13 +164,14 @@ pub async fn certgen(args: CertgenArgs, format: OutputFormat) -> anyhow::Result<
         format!("mesh-apiserver.{ns}.svc"),
     ];
     names.extend(args.sans.iter().cloned());
+    let server = SpiffeId::cluster(ca.trust_domain().clone(), cluster.clone());
     let node = SpiffeId::node(
         ca.trust_domain().clone(),
         cluster,
         NodeName::new(NODE_AGENT_IDENTITY)?,
     );
     let made = ensure_cert_secret(&api, APISERVER_TLS, &bundle, || {
-        ca.issue_server(&names, year)
+        ca.issue_cluster_server(&server, &names, year)
     })
     .await?;
     created(&mut report, APISERVER_TLS, made);

@@ -133,6 +133,8 @@ fn create_issue_inspect_rotate_finish() {
         p(&ca),
         "--out-dir",
         p(&certs),
+        "--cluster",
+        "c1",
         "--name",
         "api",
         "--san",
@@ -144,6 +146,10 @@ fn create_issue_inspect_rotate_finish() {
     ]);
     assert_eq!(server["certificate"]["dns_names"][0], "mesh.c1.example");
     assert_eq!(server["certificate"]["ip_addresses"][0], "192.0.2.10");
+    assert_eq!(
+        server["certificate"]["spiffe_id"],
+        "spiffe://lab.example/cluster/c1"
+    );
 
     let c2 = certs.join("c2.crt");
     let bundle = ca.join("bundle.crt");

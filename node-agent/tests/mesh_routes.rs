@@ -278,7 +278,11 @@ fn start_export(
 ) -> String {
     let server = pki
         .ca
-        .issue_server(&[node.ip.to_string()], Validity::days(1).unwrap())
+        .issue_cluster_server(
+            &Pki::cluster_id(cluster),
+            &[node.ip.to_string()],
+            Validity::days(1).unwrap(),
+        )
         .unwrap();
     let identity = TlsIdentity::from_pem(&server.cert_pem, &server.key_pem, "cert", "key").unwrap();
     let name = ClusterName::new(cluster).unwrap();

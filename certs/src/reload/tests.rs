@@ -12,8 +12,16 @@ fn ca() -> CertificateAuthority {
 }
 
 fn server(ca: &CertificateAuthority) -> IssuedCert {
-    ca.issue_server(&["localhost".into()], Validity::days(30).unwrap())
-        .unwrap()
+    ca.issue_cluster_server(
+        &server_id(),
+        &["localhost".into()],
+        Validity::days(30).unwrap(),
+    )
+    .unwrap()
+}
+
+fn server_id() -> SpiffeId {
+    SpiffeId::cluster(TrustDomain::default(), ClusterName::new("srv").unwrap())
 }
 
 fn cluster(ca: &CertificateAuthority, name: &str) -> IssuedCert {
@@ -42,7 +50,7 @@ async fn handshake(
 ) -> Result<(), String> {
     let (s, c) = tokio::io::duplex(64 * 1024);
     let acceptor = TlsAcceptor::from(Arc::new(server.server_config(authorizer.clone()).unwrap()));
-    let connector = TlsConnector::from(Arc::new(client.client_config().unwrap()));
+    let connector = TlsConnector::from(Arc::new(client.client_config(&server_id()).unwrap()));
     let name = ServerName::try_from("localhost").unwrap();
     let (srv, cli) = tokio::join!(acceptor.accept(s), async {
         use tokio::io::AsyncReadExt as _;

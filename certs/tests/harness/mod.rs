@@ -56,6 +56,44 @@ pub async fn handshake(
     verdict
 }
 
+/// The cluster whose mesh-apiserver [`server`] plays.
+pub const SERVER_CLUSTER: &str = "c1";
+
+/// One handshake judged from the client's side: Ok when the client accepted
+/// the server, else the client's refusal.
+pub async fn client_verdict(
+    server: rustls::ServerConfig,
+    client: rustls::ClientConfig,
+) -> Result<(), Refusal> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let server_task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        if let Ok(mut tls) = acceptor.accept(tcp).await {
+            tls.write_all(b"welcome").await.ok();
+            tls.shutdown().await.ok();
+        }
+    });
+    let connector = TlsConnector::from(Arc::new(client));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let verdict = match connector
+        .connect(tls::server_name("localhost").unwrap(), tcp)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+            .map(Refusal::from_tls_error)
+            .unwrap_or_else(|| Refusal::Other {
+                detail: e.to_string(),
+            })),
+    };
+    server_task.await.unwrap();
+    verdict
+}
+
 pub struct Server {
     pub config: rustls::ServerConfig,
     pub authorizer: Authorizer,
@@ -63,7 +101,8 @@ pub struct Server {
 
 pub fn server(ca: &CertificateAuthority, bundle: &TrustBundle, policy: AccessPolicy) -> Server {
     let cert = ca
-        .issue_server(
+        .issue_cluster_server(
+            &cluster_id(SERVER_CLUSTER),
             &["localhost".into(), "127.0.0.1".into()],
             Validity::days(5).unwrap(),
         )
@@ -80,7 +119,7 @@ pub fn client(
     trust: &TrustBundle,
 ) -> rustls::ClientConfig {
     let cert = issuer.issue_client(id, validity).unwrap();
-    tls::client_config(identity(&cert), trust).unwrap()
+    tls::client_config(identity(&cert), trust, &cluster_id(SERVER_CLUSTER)).unwrap()
 }
 
 pub fn allow(names: &[&str]) -> AccessPolicy {

@@ -69,12 +69,17 @@ async fn connect(config: &RemoteClusterConfig, (resolver, tls): &Reach) -> Resul
     let addrs = resolver
         .resolve(config.name.as_str(), &config.endpoints)
         .await?;
-    let tls = tls.client_config().map_err(|e| {
-        Error::certs(
-            format!("clustermesh entry {:?}: TLS", config.name.as_str()),
-            e,
-        )
-    })?;
+    // The server must be the cluster this entry names, not merely signed by
+    // the mesh's CA (which signs every cluster of the trust domain).
+    let tls = tls
+        .server_of(config.name.clone())
+        .and_then(|expected| tls.client_config(&expected))
+        .map_err(|e| {
+            Error::certs(
+                format!("clustermesh entry {:?}: TLS", config.name.as_str()),
+                e,
+            )
+        })?;
     Ok(ExportClient::connect(addrs, config.tls_server_name(), tls).await?)
 }
 

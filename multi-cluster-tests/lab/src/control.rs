@@ -526,7 +526,11 @@ fn issue_certs(files: &ClusterFiles, c: &ClusterPlan) -> anyhow::Result<()> {
     for (secret, cert) in [
         (
             "meshwork-apiserver-tls",
-            ca.issue_server(&names, Validity::days(30)?)?,
+            ca.issue_cluster_server(
+                &SpiffeId::cluster(ca.trust_domain().clone(), c.name.clone()),
+                &names,
+                Validity::days(30)?,
+            )?,
         ),
         (
             "meshwork-node-agent-tls",

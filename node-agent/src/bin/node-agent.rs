@@ -154,7 +154,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             // Checked once with the flags named in errors; then served from
             // a LiveTls that follows the files (CA rotation, renewal): the
             // next connection uses them, the open watch keeps going.
-            node_agent::feed::mesh::client_tls(cert, key, ca)
+            node_agent::feed::mesh::client_tls(cert, key, ca, &config.cluster_name)
                 .context("cannot load the node's mesh-apiserver client certificate")?;
             let files = mesh_certs::TlsFiles {
                 cert: cert.clone(),
@@ -165,7 +165,8 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
                 .context("cannot load the node's mesh-apiserver client certificate")?;
             _tls_watch = Some(live.watch_files(files, Duration::from_secs(5)));
             let tls = live
-                .client_config()
+                .server_of(config.cluster_name.clone())
+                .and_then(|expected| live.client_config(&expected))
                 .context("the node's mesh-apiserver client TLS configuration")?;
             let feed =
                 MeshFeed::for_cluster(address, config.cluster_name.clone(), config.cluster_id);

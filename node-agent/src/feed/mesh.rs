@@ -271,8 +271,14 @@ fn own_pod_cidrs<'a>(
         .collect()
 }
 
-/// The node's client TLS config from the `--mesh-client-*` files.
-pub fn client_tls(cert: &Path, key: &Path, ca: &Path) -> Result<rustls::ClientConfig> {
+/// The node's client TLS config from the `--mesh-client-*` files; it
+/// accepts only the mesh-apiserver of `cluster`.
+pub fn client_tls(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    cluster: &ClusterName,
+) -> Result<rustls::ClientConfig> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(Error::io("read", p));
     let (cert_pem, key_pem, ca_pem) = (read(cert)?, read(key)?, read(ca)?);
     let bad = |flag: &'static str, e: &dyn std::fmt::Display| Error::Config {
@@ -288,7 +294,10 @@ pub fn client_tls(cert: &Path, key: &Path, ca: &Path) -> Result<rustls::ClientCo
     .map_err(|e| bad("mesh-client-cert", &e))?;
     let bundle = mesh_certs::TrustBundle::from_pem(&ca_pem, &ca.display().to_string())
         .map_err(|e| bad("mesh-client-ca", &e))?;
-    mesh_certs::tls::client_config(id, &bundle).map_err(|e| bad("mesh-client-cert", &e))
+    let expected = id
+        .server_of(cluster.clone())
+        .map_err(|e| bad("mesh-client-cert", &e))?;
+    mesh_certs::tls::client_config(id, &bundle, &expected).map_err(|e| bad("mesh-client-cert", &e))
 }
 
 #[cfg(test)]
