@@ -329,6 +329,57 @@ pub struct MeshStatus {
     /// them (a Node whose pod CIDRs lie outside the cluster's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused_exports: Vec<RefusedObject>,
+    /// The certificates this mesh-apiserver uses or renews, with their
+    /// expiry and renewal state.
+    #[serde(default)]
+    pub certificates: Vec<CertificateStatus>,
+}
+
+/// One certificate's expiry and renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// What it is: `server`, `node-agents`, `client/<remote>`.
+    pub name: String,
+    /// The SPIFFE id it carries.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    /// End of validity (unix seconds).
+    pub not_after: u64,
+    /// When renewal is due (two thirds of its lifetime, unix seconds).
+    pub renew_at: u64,
+    /// Whether this process renews it (it has a signer, or its signer
+    /// answers renewals); `false`: a person or another tool must.
+    pub renewed_here: bool,
+    /// Renewals done since start.
+    #[serde(default)]
+    pub renewals: u64,
+    /// The last renewal's failure, until one succeeds.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl CertificateStatus {
+    /// Why it needs a person at `now` (unix seconds), if it does: past
+    /// its renewal time by more than a tenth of the remaining third, or
+    /// expired.
+    pub fn warning(&self, now: u64) -> Option<String> {
+        let grace = (self.not_after.saturating_sub(self.renew_at) / 10).max(1);
+        if now < self.renew_at + grace {
+            return None;
+        }
+        let left = self.not_after as i64 - now as i64;
+        let when = if left <= 0 {
+            format!("expired {} s ago", -left)
+        } else {
+            format!("expires in {left} s")
+        };
+        let why = match (&self.last_error, self.renewed_here) {
+            (Some(e), _) => format!("renewal is failing: {e}"),
+            (None, true) => "it is due for renewal and has not been renewed yet".to_string(),
+            (None, false) => "nothing renews it here: start the mesh-apiserver with --signing-ca-cert/--signing-ca-key (chart: clustermesh.apiserver.tls.autoRenew), or reissue it".to_string(),
+        };
+        Some(format!("certificate {} {when}; {why}", self.name))
+    }
 }
 
 /// A local object the exporter refuses (also a Warning Event on it).

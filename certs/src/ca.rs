@@ -192,13 +192,9 @@ impl CertificateAuthority {
 
     /// Issues a client certificate whose identity is `id`.
     pub fn issue_client(&self, id: &SpiffeId, validity: Validity) -> Result<IssuedCert> {
-        let common_name = match &id.node {
-            Some(node) => format!("{}/{}", id.cluster, node),
-            None => id.cluster.to_string(),
-        };
         let sans = vec![uri_san(&id.to_string())?];
         self.issue(
-            &common_name,
+            &common_name_of(id),
             sans,
             ExtendedKeyUsagePurpose::ClientAuth,
             validity,
@@ -212,13 +208,54 @@ impl CertificateAuthority {
         usage: ExtendedKeyUsagePurpose,
         validity: Validity,
     ) -> Result<IssuedCert> {
-        let what = format!("certificate for {common_name}");
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
             Error::Generate {
                 what: format!("key for {common_name}"),
                 source,
             }
         })?;
+        Ok(IssuedCert {
+            cert_pem: self.sign(common_name, sans, usage, validity, &key)?,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Signs a client certificate for `id` over the public key of a
+    /// certificate signing request (PEM). The request proves its sender
+    /// holds the private key (its signature is checked); what it asks for
+    /// (subject, names) is ignored: the certificate says `id`, which the
+    /// caller took from the requester's authenticated certificate, so a
+    /// renewal can never widen who the requester is.
+    pub fn sign_client_request(
+        &self,
+        csr_pem: &str,
+        id: &SpiffeId,
+        validity: Validity,
+    ) -> Result<String> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|source| {
+            Error::Generate {
+                what: format!("certificate signing request of {id}"),
+                source,
+            }
+        })?;
+        self.sign(
+            &common_name_of(id),
+            vec![uri_san(&id.to_string())?],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            validity,
+            &csr.public_key,
+        )
+    }
+
+    fn sign(
+        &self,
+        common_name: &str,
+        sans: Vec<SanType>,
+        usage: ExtendedKeyUsagePurpose,
+        validity: Validity,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<String> {
+        let what = format!("certificate for {common_name}");
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Meshwork");
@@ -236,12 +273,16 @@ impl CertificateAuthority {
                 source,
             })?;
         let cert = params
-            .signed_by(&key, &issuer)
+            .signed_by(public_key, &issuer)
             .map_err(|source| Error::Generate { what, source })?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(cert.pem())
+    }
+}
+
+fn common_name_of(id: &SpiffeId) -> String {
+    match &id.node {
+        Some(node) => format!("{}/{}", id.cluster, node),
+        None => id.cluster.to_string(),
     }
 }
 

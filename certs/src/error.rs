@@ -113,6 +113,16 @@ pub enum Error {
         /// The requested number of days.
         days: i64,
     },
+    /// A lifetime given as a duration that is too short or too long.
+    #[error(
+        "a certificate lifetime of {seconds} s is not allowed: use at least {min} s and at most 100 years"
+    )]
+    InvalidDuration {
+        /// The requested lifetime.
+        seconds: u64,
+        /// The shortest allowed.
+        min: u64,
+    },
     /// A validity period whose start is not before its end.
     #[error(
         "validity period is empty: not-before {not_before} is not before not-after {not_after}"

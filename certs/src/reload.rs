@@ -162,6 +162,33 @@ impl LiveTls {
         Ok(())
     }
 
+    /// Replaces the certificate and key only (a renewal), keeping the trust
+    /// bundle; the next handshake presents the new certificate.
+    pub fn update_identity(&self, identity: TlsIdentity) -> Result<()> {
+        let key = CertifiedKey::from_der(identity.chain, identity.key, &provider())
+            .map_err(|source| Error::Tls { source })?;
+        let mut material = self.write();
+        material.key = Arc::new(key);
+        material.source = None;
+        drop(material);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The current certificate (the leaf).
+    pub fn certificate(&self) -> Option<CertificateDer<'static>> {
+        self.read().key.cert.first().cloned()
+    }
+
+    /// The validity of the current certificate.
+    pub fn lifetime(&self) -> Result<crate::Lifetime> {
+        let leaf = self.certificate().ok_or(Error::InvalidSpiffeId {
+            id: "<none>".into(),
+            reason: "no certificate is loaded",
+        })?;
+        crate::Lifetime::of(&leaf, "current certificate")
+    }
+
     /// Re-reads `files`; swaps the material when the files changed and
     /// form a valid identity and bundle. Returns whether it swapped.
     pub fn reload(&self, files: &TlsFiles) -> Result<bool> {

@@ -94,6 +94,21 @@ impl ExportClient {
             })
     }
 
+    /// Asks the server to sign `csr_pem` (PKCS#10) for the identity this
+    /// client authenticated with; returns the new certificate (PEM).
+    pub async fn renew(&mut self, csr_pem: &str) -> Result<String> {
+        self.inner
+            .renew(pb::RenewRequest {
+                csr_pem: csr_pem.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner().cert_pem)
+            .map_err(|s| Error::Rpc {
+                endpoint: self.endpoint.clone(),
+                source: Box::new(s),
+            })
+    }
+
     /// Opens a watch (`kinds` empty: all; `resume` 0: snapshot first).
     pub async fn watch(
         &mut self,

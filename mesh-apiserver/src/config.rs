@@ -71,6 +71,24 @@ pub struct Config {
     /// changed files are used by new connections without a restart.
     #[arg(long, default_value_t = 5)]
     pub tls_reload_seconds: u64,
+    /// This cluster's CA certificate (the meshwork-ca Secret's ca.crt). With
+    /// --signing-ca-key, this mesh-apiserver renews certificates before they
+    /// expire: its own server certificate and the node-agents' (Secrets
+    /// meshwork-apiserver-tls and meshwork-node-agent-tls, or the --tls-*
+    /// files without Kubernetes), and the client certificates remote
+    /// clusters hold from this CA (they ask over the mesh's mTLS). Without
+    /// them nothing is renewed here. Read at every renewal (a CA rotation
+    /// swaps them).
+    #[arg(long)]
+    pub signing_ca_cert: Option<PathBuf>,
+    /// This cluster's CA key (the meshwork-ca Secret's ca.key, mode 0600).
+    #[arg(long)]
+    pub signing_ca_key: Option<PathBuf>,
+    /// Lifetime of the certificates renewed here, seconds (default 90
+    /// days). A certificate is renewed once two thirds of its lifetime
+    /// have passed.
+    #[arg(long, default_value_t = 90 * 86_400)]
+    pub cert_lifetime_seconds: u64,
     /// The mesh's SPIFFE trust domain.
     #[arg(long, default_value = "meshwork.local")]
     pub trust_domain: String,
@@ -155,6 +173,36 @@ impl Config {
             .filter_map(|a| a.get_long().map(str::to_string))
             .filter(|k| k != "help" && k != "version")
             .collect()
+    }
+
+    /// The signer of `--signing-ca-cert`/`--signing-ca-key`, if both are set.
+    pub fn signer(&self) -> Result<Option<crate::renew::Signer>> {
+        let bad = |key: &str, value: String, reason: &str| Error::Config {
+            key: key.into(),
+            value,
+            reason: reason.into(),
+        };
+        mesh_certs::Validity::lasting(std::time::Duration::from_secs(self.cert_lifetime_seconds))
+            .map_err(|e| {
+            bad(
+                "cert-lifetime-seconds",
+                self.cert_lifetime_seconds.to_string(),
+                &e.to_string(),
+            )
+        })?;
+        match (&self.signing_ca_cert, &self.signing_ca_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(crate::renew::Signer {
+                cert: cert.clone(),
+                key: key.clone(),
+                lifetime: std::time::Duration::from_secs(self.cert_lifetime_seconds),
+            })),
+            (Some(p), None) | (None, Some(p)) => Err(bad(
+                "signing-ca-cert",
+                p.display().to_string(),
+                "--signing-ca-cert and --signing-ca-key go together: set both (renewal on) or neither (off)",
+            )),
+        }
     }
 
     /// The per-remote quotas (`--remote-max-*`).

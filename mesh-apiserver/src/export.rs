@@ -185,6 +185,7 @@ pub struct ExportService {
     stop: Arc<tokio::sync::watch::Sender<bool>>,
     stopping: tokio::sync::watch::Receiver<bool>,
     revocation: Option<Revocation>,
+    signer: Option<crate::renew::Signer>,
 }
 
 /// What an open stream's client is checked against again.
@@ -206,7 +207,15 @@ impl ExportService {
             stop: Arc::new(tx),
             stopping,
             revocation: None,
+            signer: None,
         }
+    }
+
+    /// Answers `Renew` with this cluster's CA (`None`: refuses, saying how
+    /// to enable it).
+    pub fn with_signer(mut self, signer: Option<crate::renew::Signer>) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// Closes an open watch within seconds once its client would be
@@ -565,6 +574,22 @@ impl pb::export_server::Export for ExportService {
             tracing::info!(%client, "watch closed");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> std::result::Result<Response<pb::RenewResponse>, Status> {
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.id.clone());
+        let cert_pem = crate::renew::answer(
+            self.signer.as_ref(),
+            peer.as_ref(),
+            &request.get_ref().csr_pem,
+        )?;
+        Ok(Response::new(pb::RenewResponse { cert_pem }))
     }
 
     async fn info(

@@ -19,6 +19,7 @@ pub mod import;
 pub mod kube_feed;
 pub mod leader;
 pub mod publish;
+pub mod renew;
 pub mod server;
 pub mod state;
 pub mod status;

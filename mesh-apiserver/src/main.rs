@@ -8,6 +8,9 @@ use clap::Parser as _;
 use mesh_apiserver::config::{Config, StoreKind};
 use mesh_apiserver::import::{ImportSettings, directory_feed};
 use mesh_apiserver::leader::ElectionConfig;
+use mesh_apiserver::renew::{
+    ClientRenewal, DirectoryEntries, EntrySink, OwnCerts, Renewal, SecretEntries,
+};
 use mesh_apiserver::server::{ServerParts, start};
 use mesh_apiserver::store::{EtcdStore, MemoryStore, Store};
 use mesh_certs::{LiveTls, TlsFiles, TrustDomain};
@@ -21,6 +24,52 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// What is renewed here and where renewed certificates are written: the
+/// Kubernetes Secrets, or the files when there is no Kubernetes.
+async fn renewal(config: &Config) -> anyhow::Result<(Renewal, ClientRenewal)> {
+    let signer = config.signer()?;
+    let secrets = if config.kubernetes {
+        let client = kube::Client::try_default()
+            .await
+            .context("Kubernetes client for certificate renewal (in-cluster or KUBECONFIG)")?;
+        Some(kube::Api::namespaced(client, &config.namespace))
+    } else {
+        None
+    };
+    let own = match &secrets {
+        Some(api) => OwnCerts::Secrets {
+            api: Box::new(api.clone()),
+            names: vec![
+                ("server".into(), "meshwork-apiserver-tls".into()),
+                ("node-agents".into(), "meshwork-node-agent-tls".into()),
+            ],
+        },
+        None => OwnCerts::Files(vec![(
+            "server".into(),
+            config.tls_cert.clone(),
+            config.tls_key.clone(),
+        )]),
+    };
+    let sink: Option<Arc<dyn EntrySink>> = match (&config.clustermesh_config_dir, secrets) {
+        (Some(dir), _) => Some(Arc::new(DirectoryEntries(dir.clone()))),
+        (None, Some(api)) => Some(Arc::new(SecretEntries {
+            api,
+            name: config.clustermesh_secret.clone(),
+        })),
+        (None, None) => None,
+    };
+    Ok((
+        Renewal {
+            signer,
+            own: Some(own),
+        },
+        ClientRenewal {
+            certs: Default::default(),
+            sink,
+        },
+    ))
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -84,6 +133,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let tls = LiveTls::from_files(&files)?;
     let _tls_watch = tls.watch_files(files, Duration::from_secs(config.tls_reload_seconds.max(1)));
+    let (renewal, client_renewal) = renewal(&config).await?;
     let running = start(ServerParts {
         local: local.clone(),
         store,
@@ -97,9 +147,11 @@ async fn run() -> anyhow::Result<()> {
             max_backoff: Duration::from_secs(config.max_backoff_seconds.max(1)),
             nameservers: config.nameservers()?,
             quotas: config.quotas(),
+            renewal: client_renewal,
         },
         config: feed,
         replica: replica.clone(),
+        renewal,
     })
     .await?;
     if config.kubernetes {

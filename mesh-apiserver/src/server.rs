@@ -42,6 +42,8 @@ pub struct ServerParts {
     pub config: ConfigFeed,
     /// This replica's name (in the status document).
     pub replica: String,
+    /// Certificate renewal.
+    pub renewal: crate::renew::Renewal,
 }
 
 /// Every open watch is authorized again at least this often, whatever
@@ -99,6 +101,7 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         import,
         config,
         replica,
+        renewal,
     } = parts;
     let mut tasks = Vec::new();
     let leadership = match election {
@@ -114,11 +117,19 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
     let tls = tls
         .server_config(authorizer.clone())
         .map_err(|e| Error::certs("export server TLS", e))?;
-    let service = ExportService::new(store.clone(), local.clone()).with_revocation(
-        live,
-        authorizer.clone(),
-        REAUTHORIZE_EVERY,
-    );
+    let service = ExportService::new(store.clone(), local.clone())
+        .with_revocation(live, authorizer.clone(), REAUTHORIZE_EVERY)
+        .with_signer(renewal.signer.clone());
+    let certs = import.renewal.certs.clone();
+    if let Some(own) = renewal.own {
+        tasks.push(tokio::spawn(crate::renew::renew_own(
+            renewal.signer,
+            own,
+            certs.clone(),
+            leadership.clone(),
+            local.name.clone(),
+        )));
+    }
     let export = service.clone();
     let watchers = service.watcher_gauge();
     let grpc_addr = grpc.local_addr().map_err(|source| Error::Io {
@@ -168,6 +179,7 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         authorizer: authorizer.clone(),
         replica,
         refused_exports: Arc::default(),
+        certificates: certs,
     };
     let mut status_addr = None;
     if let Some(listener) = status {

@@ -40,6 +40,8 @@ pub struct StatusSource {
     pub replica: String,
     /// Local objects the Kubernetes feed refuses to export.
     pub refused_exports: Arc<std::sync::Mutex<Vec<RefusedObject>>>,
+    /// Certificates in use and their renewal.
+    pub certificates: crate::renew::Certificates,
 }
 
 impl std::fmt::Debug for StatusSource {
@@ -93,6 +95,7 @@ impl StatusSource {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            certificates: self.certificates.report(),
         }
     }
 }
@@ -288,6 +291,45 @@ pub fn metrics_text(r: &MeshStatus) -> String {
         "Config entries refused.",
         r.refused_entries.len(),
     );
+    let now = r.updated_at as i64;
+    family(
+        o,
+        "meshwork_certificate_expiry_seconds",
+        "Seconds until the certificate expires (negative once expired).",
+    );
+    for cert in &r.certificates {
+        let _ = writeln!(
+            o,
+            "meshwork_certificate_expiry_seconds{{cluster=\"{c}\",certificate=\"{}\"}} {}",
+            cert.name,
+            cert.not_after as i64 - now
+        );
+    }
+    counter_family(
+        o,
+        "meshwork_certificate_renewals_total",
+        "Renewals of the certificate since start.",
+    );
+    for cert in &r.certificates {
+        let _ = writeln!(
+            o,
+            "meshwork_certificate_renewals_total{{cluster=\"{c}\",certificate=\"{}\"}} {}",
+            cert.name, cert.renewals
+        );
+    }
+    family(
+        o,
+        "meshwork_certificate_renewal_failing",
+        "Whether the certificate's last renewal attempt failed.",
+    );
+    for cert in &r.certificates {
+        let _ = writeln!(
+            o,
+            "meshwork_certificate_renewal_failing{{cluster=\"{c}\",certificate=\"{}\"}} {}",
+            cert.name,
+            b(cert.last_error.is_some())
+        );
+    }
     std::mem::take(o)
 }
 

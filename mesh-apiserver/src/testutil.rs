@@ -298,6 +298,23 @@ pub async fn in_process_cluster(
     tokio::sync::watch::Sender<std::collections::BTreeMap<String, String>>,
     mesh_certs::LiveTls,
 ) {
+    in_process_cluster_renewing(pki, name, id, cidr, store, import, Default::default()).await
+}
+
+/// [`in_process_cluster`] with certificate renewal.
+pub async fn in_process_cluster_renewing(
+    pki: &Pki,
+    name: &str,
+    id: i64,
+    cidr: &str,
+    store: std::sync::Arc<dyn crate::store::Store>,
+    import: crate::import::ImportSettings,
+    renewal: crate::renew::Renewal,
+) -> (
+    crate::server::Running,
+    tokio::sync::watch::Sender<std::collections::BTreeMap<String, String>>,
+    mesh_certs::LiveTls,
+) {
     let server = pki.server(name);
     let (tx, feed) = tokio::sync::watch::channel(std::collections::BTreeMap::new());
     let tls = mesh_certs::LiveTls::new(
@@ -321,6 +338,7 @@ pub async fn in_process_cluster(
         import,
         config: feed,
         replica: "r1".into(),
+        renewal,
     })
     .await
     .unwrap();

@@ -40,6 +40,7 @@ async fn serve(pki: &Pki, store: Arc<dyn Store>) -> mesh_apiserver::server::Runn
         import: ImportSettings::default(),
         config: feed,
         replica: "r1".into(),
+        renewal: Default::default(),
     })
     .await
     .unwrap()

@@ -418,35 +418,14 @@ async fn reissue(
             .get("tls.crt")
             .with_context(|| format!("context {}: {what} is missing", x.context))?;
         let der = pem::parse_certs(current, &what)?.remove(0);
-        let issued = if tls == APISERVER_TLS {
-            let info = inspect::inspect(&der, &what)?;
-            let names: Vec<String> = info
-                .dns_names
-                .iter()
-                .cloned()
-                .chain(info.ip_addresses.iter().map(ToString::to_string))
-                .collect();
-            // Certificates from before SPIFFE server ids get this cluster's.
-            let id = inspect::spiffe_id(&der)
-                .filter(|id| id.kind() == mesh_certs::PeerKind::Cluster)
-                .map(|id| SpiffeId::cluster(new.trust_domain().clone(), id.cluster))
-                .map_or_else(
-                    || {
-                        mesh_api::ClusterName::new(name)
-                            .map(|c| SpiffeId::cluster(new.trust_domain().clone(), c))
-                    },
-                    Ok,
-                )?;
-            new.issue_cluster_server(&id, &names, year)?
-        } else {
-            let id = inspect::spiffe_id(&der).with_context(|| {
-                format!(
-                    "context {}: {what} carries no Meshwork SPIFFE id to reissue",
-                    x.context
-                )
-            })?;
-            new.issue_client(&id, year)?
-        };
+        // The same names and id under the new CA; a server certificate
+        // from before SPIFFE server ids gets this cluster's.
+        let issued = new.reissue(
+            &der,
+            &format!("context {}: {what}", x.context),
+            Some(&mesh_api::ClusterName::new(name)?),
+            year,
+        )?;
         x.patch_secret(
             tls,
             &BTreeMap::from([

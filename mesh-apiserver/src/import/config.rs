@@ -173,6 +173,9 @@ pub struct ImportSettings {
     pub nameservers: Vec<SocketAddr>,
     /// How much each remote may keep in the store.
     pub quotas: mesh_api::trust::Quotas,
+    /// Where each remote's client certificate renewal is reported and
+    /// stored.
+    pub renewal: crate::renew::ClientRenewal,
 }
 
 impl Default for ImportSettings {
@@ -182,6 +185,7 @@ impl Default for ImportSettings {
             max_backoff: Duration::from_secs(10),
             nameservers: Vec::new(),
             quotas: mesh_api::trust::Quotas::default(),
+            renewal: Default::default(),
         }
     }
 }

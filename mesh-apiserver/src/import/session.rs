@@ -401,6 +401,13 @@ async fn session(
     let remote = &config.name;
     let mut client = connect(config, reach).await?;
     let info = client.info().await?;
+    // Renews our client certificate from the remote's CA while connected.
+    let _renewal = crate::renew::ClientRenewalTask::spawn(
+        client.clone(),
+        reach.1.clone(),
+        remote.clone(),
+        &task.settings.renewal,
+    );
     let info_cidrs = match check_info(config, local, declared, &info) {
         Ok(cidrs) => cidrs,
         Err(reason) => {

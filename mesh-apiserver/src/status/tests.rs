@@ -69,6 +69,15 @@ fn document() -> MeshStatus {
             object: "Node evil".into(),
             reason: "pod CIDR 128.0.0.0/1 is not inside".into(),
         }],
+        certificates: vec![mesh_api::clustermesh::CertificateStatus {
+            name: "client/c2".into(),
+            spiffe_id: Some("spiffe://meshwork.local/cluster/c1".into()),
+            not_after: 1_795_496_501,
+            renew_at: 1_795_496_461,
+            renewed_here: true,
+            renewals: 4,
+            last_error: None,
+        }],
     }
 }
 
@@ -103,6 +112,9 @@ fn metrics_name_each_remote_and_each_kind() {
         "meshwork_remote_record_refusals_total{cluster=\"c1\",remote=\"c2\",kind=\"nodes\",reason=\"outside_pod_cidrs\"} 3",
         "meshwork_remote_degraded{cluster=\"c1\",remote=\"c2\"} 1",
         "meshwork_export_refused_objects{cluster=\"c1\"} 1",
+        "meshwork_certificate_expiry_seconds{cluster=\"c1\",certificate=\"client/c2\"} 100",
+        "meshwork_certificate_renewals_total{cluster=\"c1\",certificate=\"client/c2\"} 4",
+        "meshwork_certificate_renewal_failing{cluster=\"c1\",certificate=\"client/c2\"} 0",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }

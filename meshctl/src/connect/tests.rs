@@ -31,6 +31,7 @@ fn side(
             refused_entries: Vec::new(),
             refused_peers: Vec::new(),
             refused_exports: Vec::new(),
+            certificates: Vec::new(),
         }),
     }
 }
