@@ -13,6 +13,11 @@ use mesh_api::{ClusterId, ClusterName};
 
 use crate::error::{Error, Result};
 use crate::export::LocalCluster;
+use crate::store::EtcdConnection;
+
+pub mod etcd;
+
+pub use etcd::{EtcdFlags, EtcdPlan, TlsPlan};
 
 /// Which store backs the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,9 +51,28 @@ pub struct Config {
     /// The store.
     #[arg(long, value_enum, default_value = "memory")]
     pub store: StoreKind,
-    /// etcd endpoints (http://host:port), comma-separated.
+    /// etcd endpoints, comma-separated: all http://host:port (plaintext)
+    /// or all https://host:port (TLS: needs --etcd-ca; --etcd-cert and
+    /// --etcd-key for etcd's --client-cert-auth).
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd_endpoints: Vec<String>,
+    /// CA bundle (PEM) that etcd's server certificate must chain to; only
+    /// it is trusted. Required with https:// endpoints. Read once at start:
+    /// restart to use a changed file.
+    #[arg(long)]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) presented to etcd; needs --etcd-key. Read
+    /// once at start: restart to use a changed file.
+    #[arg(long)]
+    pub etcd_cert: Option<PathBuf>,
+    /// Private key (PEM, not readable by others) of --etcd-cert. Read once
+    /// at start: restart to use a changed file.
+    #[arg(long)]
+    pub etcd_key: Option<PathBuf>,
+    /// The name etcd's server certificate must carry, when it is not the
+    /// endpoints' host (e.g. endpoints given as IP addresses).
+    #[arg(long)]
+    pub etcd_server_name: Option<String>,
     /// Changes the in-memory store keeps for resuming watchers.
     #[arg(long, default_value_t = 100_000)]
     pub memory_history: usize,
@@ -217,6 +241,24 @@ impl Config {
         }
     }
 
+    /// The `--etcd-*` flags, checked against each other (reads no file).
+    pub fn etcd_plan(&self) -> Result<EtcdPlan> {
+        EtcdFlags {
+            endpoints: self.etcd_endpoints.clone(),
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            server_name: self.etcd_server_name.clone(),
+        }
+        .plan()
+    }
+
+    /// How to reach etcd: the checked flags with their files read and
+    /// parsed. `main` connects with it; errors name the flag and the path.
+    pub fn etcd(&self) -> Result<EtcdConnection> {
+        self.etcd_plan()?.load()
+    }
+
     /// The `--dns-nameservers` as socket addresses (port 53 when omitted).
     pub fn nameservers(&self) -> Result<Vec<SocketAddr>> {
         self.dns_nameservers
@@ -267,6 +309,9 @@ impl Config {
             })
             .collect::<Result<Vec<IpNet>>>()?;
         self.nameservers()?;
+        if self.store == StoreKind::Etcd {
+            self.etcd_plan()?;
+        }
         if self.leader_lease_ttl_seconds < 2 {
             return Err(Error::Config {
                 key: "leader-lease-ttl-seconds".into(),

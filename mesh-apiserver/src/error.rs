@@ -9,7 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The etcd client failed.
-    #[error("etcd at {endpoints}: {operation}: {source}")]
+    #[error("etcd at {endpoints}: {operation}: {source}{hint}")]
     Etcd {
         /// The endpoints configured.
         endpoints: String,
@@ -18,6 +18,8 @@ pub enum Error {
         /// The client error.
         #[source]
         source: etcd_client::Error,
+        /// What to check, when the TLS connection failed (else empty).
+        hint: &'static str,
     },
     /// A watch asked for history the store no longer keeps.
     #[error(

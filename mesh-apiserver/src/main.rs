@@ -92,7 +92,7 @@ async fn run() -> anyhow::Result<()> {
     let config = Config::parse_from(args);
     let local = config.local()?;
     let store: Arc<dyn Store> = match config.store {
-        StoreKind::Etcd => Arc::new(EtcdStore::connect(&config.etcd_endpoints).await?),
+        StoreKind::Etcd => Arc::new(EtcdStore::connect_with(&config.etcd()?).await?),
         StoreKind::Memory => Arc::new(MemoryStore::new(config.memory_history)),
     };
     let replica = if config.replica_name.is_empty() {

@@ -19,7 +19,7 @@ mod memory;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdClientPem, EtcdConnection, EtcdStore, EtcdTls};
 pub use memory::MemoryStore;
 
 /// A stored value with its revisions.

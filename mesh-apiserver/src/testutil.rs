@@ -1,13 +1,14 @@
-//! Test helpers (feature `test-util`): a real etcd on loopback, and a
-//! throw-away mesh CA with the certificates the component tests need. The
-//! lab reuses [`EtcdServer`].
+//! Test helpers (feature `test-util`): a real etcd on loopback (plaintext,
+//! or TLS with client-certificate auth), and a throw-away mesh CA with the
+//! certificates the component tests need. The lab reuses [`EtcdServer`].
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::store::{EtcdStore, Store};
+use crate::config::EtcdFlags;
+use crate::store::{EtcdConnection, EtcdStore, Store};
 
 /// A free TCP port on 127.0.0.1 (bound to port 0, read back, released).
 pub fn free_port() -> u16 {
@@ -25,30 +26,89 @@ pub struct EtcdServer {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    tls: Option<EtcdTlsFiles>,
+}
+
+/// The files of an etcd started by [`EtcdServer::start_tls`], in its
+/// temporary directory.
+#[derive(Debug, Clone)]
+pub struct EtcdTlsFiles {
+    /// The CA etcd trusts for client certificates (`--trusted-ca-file`),
+    /// which also issued its server certificate.
+    pub ca: PathBuf,
+    /// etcd's server certificate (for 127.0.0.1 and localhost).
+    pub server_cert: PathBuf,
+    /// Its key.
+    pub server_key: PathBuf,
+    /// A client certificate issued by the same CA, which etcd accepts.
+    pub client_cert: PathBuf,
+    /// Its key (0600).
+    pub client_key: PathBuf,
 }
 
 impl EtcdServer {
     /// Starts etcd and waits until it answers (panics after 20 s).
     pub async fn start() -> EtcdServer {
+        Self::start_with(None).await
+    }
+
+    /// Starts etcd serving clients over TLS only, with
+    /// `--client-cert-auth`: its server certificate and the client
+    /// certificates it accepts are issued by `pki`'s CA.
+    pub async fn start_tls(pki: &Pki) -> EtcdServer {
+        Self::start_with(Some(pki)).await
+    }
+
+    async fn start_with(pki: Option<&Pki>) -> EtcdServer {
         let dir = tempfile::Builder::new()
             .prefix("meshwork-etcd-")
             .tempdir()
             .expect("temp dir for etcd");
+        let tls = pki.map(|pki| {
+            let d = dir.path().join("tls");
+            std::fs::create_dir(&d).expect("etcd tls dir");
+            let ca = d.join("ca.crt");
+            mesh_certs::pem::write_atomic(&ca, pki.ca.cert_pem().as_bytes(), 0o644)
+                .expect("write etcd CA");
+            let (server_cert, server_key) = pki.server().save(&d, "server").expect("server cert");
+            let (client_cert, client_key) = pki
+                .cluster("etcd-client")
+                .save(&d, "client")
+                .expect("client cert");
+            EtcdTlsFiles {
+                ca,
+                server_cert,
+                server_key,
+                client_cert,
+                client_key,
+            }
+        });
         let mut server = EtcdServer {
             child: None,
             dir,
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
         };
         server.spawn().await;
         server
     }
 
     async fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log file");
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some(t) = &self.tls {
+            tls_args = vec![
+                "--client-cert-auth".into(),
+                format!("--trusted-ca-file={}", t.ca.display()),
+                format!("--cert-file={}", t.server_cert.display()),
+                format!("--key-file={}", t.server_key.display()),
+            ];
+        }
         let child = Command::new("/usr/bin/etcd")
+            .args(&tls_args)
             .args([
                 "--name",
                 "meshwork-test",
@@ -75,7 +135,7 @@ impl EtcdServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(store) = EtcdStore::connect(&[self.endpoint()]).await
+            if let Ok(store) = EtcdStore::connect_with(&self.connection()).await
                 && store.revision().await.is_ok()
             {
                 return;
@@ -92,9 +152,31 @@ impl EtcdServer {
         }
     }
 
-    /// Its client URL.
+    /// Its client URL (`https://` when started with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Its TLS files, when started with [`EtcdServer::start_tls`].
+    pub fn tls_files(&self) -> Option<&EtcdTlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// How a client that etcd accepts connects: the `--etcd-*` flags
+    /// (with its CA and the accepted client certificate under TLS), checked
+    /// and read as `main` does.
+    pub fn connection(&self) -> EtcdConnection {
+        EtcdFlags {
+            endpoints: vec![self.endpoint()],
+            ca: self.tls.as_ref().map(|t| t.ca.clone()),
+            cert: self.tls.as_ref().map(|t| t.client_cert.clone()),
+            key: self.tls.as_ref().map(|t| t.client_key.clone()),
+            server_name: None,
+        }
+        .plan()
+        .and_then(|p| p.load())
+        .expect("the test etcd's own client flags")
     }
 
     /// Its data directory.
@@ -104,7 +186,7 @@ impl EtcdServer {
 
     /// A new client store.
     pub async fn store(&self) -> EtcdStore {
-        EtcdStore::connect(&[self.endpoint()])
+        EtcdStore::connect_with(&self.connection())
             .await
             .expect("connect to test etcd")
     }

@@ -29,6 +29,28 @@ mesh-apiserver.{{ .Release.Namespace }}.svc:{{ .Values.clustermesh.apiserver.por
 {{- if and (eq $api.etcd.mode "external") (empty $api.etcd.endpoints) -}}
 {{- fail "clustermesh.apiserver.etcd.mode=external needs clustermesh.apiserver.etcd.endpoints" -}}
 {{- end -}}
+{{- $etcdTls := $api.etcd.tls.existingSecret -}}
+{{- if and $etcdTls (ne $api.etcd.mode "external") -}}
+{{- fail "clustermesh.apiserver.etcd.tls.existingSecret is for etcd.mode=external (the sidecar etcd is reached on loopback): unset it, or use etcd.mode=external" -}}
+{{- end -}}
+{{- if eq $api.etcd.mode "external" -}}
+{{- $https := 0 -}}
+{{- range $api.etcd.endpoints -}}
+{{- if hasPrefix "https://" . -}}{{- $https = add1 $https -}}
+{{- else if not (hasPrefix "http://" .) -}}
+{{- fail (printf "clustermesh.apiserver.etcd.endpoints: %q has no scheme: write http://host:port (plaintext) or https://host:port (TLS, with etcd.tls.existingSecret)" .) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (gt $https 0) (lt $https (len $api.etcd.endpoints)) -}}
+{{- fail "clustermesh.apiserver.etcd.endpoints mixes https:// and http://: the http:// ones would be plaintext; write every endpoint as https://" -}}
+{{- end -}}
+{{- if and (gt $https 0) (not $etcdTls) -}}
+{{- fail "clustermesh.apiserver.etcd.endpoints are https://: set clustermesh.apiserver.etcd.tls.existingSecret to a Secret with ca.crt (the CA of etcd's server certificate) and tls.crt/tls.key (a client certificate etcd trusts)" -}}
+{{- end -}}
+{{- if and $etcdTls (eq $https 0) -}}
+{{- fail "clustermesh.apiserver.etcd.tls.existingSecret is set but the endpoints are http://: the connection would be plaintext; write them as https://" -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.encryption.strictMode.enabled (not .Values.encryption.enabled) -}}
 {{- fail "encryption.strictMode.enabled needs encryption.enabled=true" -}}
 {{- end -}}

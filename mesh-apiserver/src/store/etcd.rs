@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use super::{Condition, EventStream, KeyValue, LeaseId, Op, Store, StoreEvent};
@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 pub struct EtcdStore {
     client: Client,
     endpoints: String,
+    tls_hint: &'static str,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -26,34 +27,139 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+/// Where etcd is and how to reach it: what `--etcd-*` give once checked
+/// and read ([`crate::config::Config::etcd`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConnection {
+    /// Client URLs, all `http://` or all `https://`.
+    pub endpoints: Vec<String>,
+    /// TLS material for `https://` endpoints.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS towards etcd: only `ca_pem` is trusted (no system roots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// CA bundle etcd's server certificate must chain to (PEM).
+    pub ca_pem: String,
+    /// The client certificate, for etcd's `--client-cert-auth`.
+    pub client: Option<EtcdClientPem>,
+    /// The name to verify in etcd's certificate instead of the endpoint's host.
+    pub server_name: Option<String>,
+}
+
+/// A client certificate and its key (PEM).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdClientPem {
+    /// Certificate chain, leaf first.
+    pub cert_pem: String,
+    /// Private key.
+    pub key_pem: String,
+}
+
+impl EtcdConnection {
+    /// Plaintext endpoints.
+    pub fn plain(endpoints: &[String]) -> Self {
+        EtcdConnection {
+            endpoints: endpoints.to_vec(),
+            tls: None,
+        }
+    }
+}
+
+// The key stays out of logs and panics.
+impl std::fmt::Debug for EtcdClientPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdClientPem")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
 impl EtcdStore {
-    /// Connects to etcd (`http://host:port` endpoints).
+    /// Connects to etcd at plaintext `http://host:port` endpoints.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        Self::connect_with(&EtcdConnection::plain(endpoints)).await
+    }
+
+    /// Connects to etcd as `connection` says (the path `main` takes). The
+    /// connection is made lazily: a refused handshake surfaces on the first
+    /// request.
+    pub async fn connect_with(connection: &EtcdConnection) -> Result<Self> {
+        let endpoints = &connection.endpoints;
         let joined = endpoints.join(",");
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
+        if let Some(tls) = &connection.tls {
+            let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            if let Some(client) = &tls.client {
+                options = options.identity(Identity::from_pem(&client.cert_pem, &client.key_pem));
+            }
+            if let Some(name) = &tls.server_name {
+                options = options.domain_name(name.clone());
+            }
+            opts = opts.with_tls(options);
+        }
+        let tls_hint = tls_hint(connection.tls.as_ref());
         let client = Client::connect(endpoints, Some(opts))
             .await
-            .map_err(|source| Error::Etcd {
-                endpoints: joined.clone(),
-                operation: "connect",
-                source,
-            })?;
+            .map_err(|source| etcd_error(&joined, "connect", source, tls_hint))?;
         Ok(EtcdStore {
             client,
             endpoints: joined,
+            tls_hint,
         })
     }
 
     fn err(&self, operation: &'static str) -> impl FnOnce(etcd_client::Error) -> Error + '_ {
-        move |source| Error::Etcd {
-            endpoints: self.endpoints.clone(),
-            operation,
-            source,
+        move |source| etcd_error(&self.endpoints, operation, source, self.tls_hint)
+    }
+}
+
+/// What to check when a TLS connection to etcd fails. etcd's refusal of a
+/// client certificate reads as a TLS alert or, under TLS 1.3 (the client
+/// finishes its handshake before the server has checked its certificate),
+/// as a broken pipe or a closed connection on the first request.
+fn tls_hint(tls: Option<&EtcdTls>) -> &'static str {
+    match tls {
+        None => "",
+        Some(t) if t.client.is_none() => {
+            " (TLS: no client certificate is given with --etcd-cert and --etcd-key, which an etcd started with --client-cert-auth refuses; and --etcd-ca must have issued etcd's server certificate; etcd's log names the reason it refused)"
         }
+        Some(_) => {
+            " (TLS: etcd must trust the issuer of --etcd-cert (its --trusted-ca-file), and --etcd-ca must have issued etcd's server certificate for the endpoint's host or --etcd-server-name; etcd's log names the reason it refused)"
+        }
+    }
+}
+
+/// An [`Error::Etcd`], with `tls_hint` when the failure looks like the TLS
+/// connection's (not, say, a refused TCP connection or a failed condition).
+fn etcd_error(
+    endpoints: &str,
+    operation: &'static str,
+    source: etcd_client::Error,
+    tls_hint: &'static str,
+) -> Error {
+    let text = mesh_api::report(&source).to_lowercase();
+    let tls_failure = [
+        "alert",
+        "certificate",
+        "handshake",
+        "broken pipe",
+        "connection closed",
+        "tls",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
+    Error::Etcd {
+        endpoints: endpoints.to_string(),
+        operation,
+        source,
+        hint: if tls_failure { tls_hint } else { "" },
     }
 }
 
@@ -198,6 +304,7 @@ impl Store for EtcdStore {
         let (_sender, responses) = stream.split();
         let prefix = prefix.to_string();
         let endpoints = self.endpoints.clone();
+        let tls_hint = self.tls_hint;
         // The sender is dropped: etcd keeps the watch open while the
         // response stream lives.
         let s = futures::stream::unfold(
@@ -225,11 +332,9 @@ impl Store for EtcdStore {
                             }
                             Err(source) => {
                                 done = true;
-                                pending.push_back(Err(Error::Etcd {
-                                    endpoints: endpoints.clone(),
-                                    operation: "watch",
-                                    source,
-                                }));
+                                pending.push_back(Err(etcd_error(
+                                    &endpoints, "watch", source, tls_hint,
+                                )));
                                 continue;
                             }
                         };
@@ -303,11 +408,12 @@ impl Store for EtcdStore {
                     });
                 }
                 Err(source) => {
-                    return Err(Error::Etcd {
-                        endpoints: self.endpoints.clone(),
-                        operation: "historical list",
+                    return Err(etcd_error(
+                        &self.endpoints,
+                        "historical list",
                         source,
-                    });
+                        self.tls_hint,
+                    ));
                 }
             }
         };
@@ -385,11 +491,12 @@ impl Store for EtcdStore {
             Err(e) if e.to_string().contains("lease not found") => {
                 Err(Error::LeaseExpired { lease: lease.0 })
             }
-            Err(source) => Err(Error::Etcd {
-                endpoints: self.endpoints.clone(),
-                operation: "lease keep-alive",
+            Err(source) => Err(etcd_error(
+                &self.endpoints,
+                "lease keep-alive",
                 source,
-            }),
+                self.tls_hint,
+            )),
         }
     }
 
@@ -399,11 +506,12 @@ impl Store for EtcdStore {
             Err(e) if e.to_string().contains("lease not found") => {
                 Err(Error::LeaseExpired { lease: lease.0 })
             }
-            Err(source) => Err(Error::Etcd {
-                endpoints: self.endpoints.clone(),
-                operation: "lease revoke",
+            Err(source) => Err(etcd_error(
+                &self.endpoints,
+                "lease revoke",
                 source,
-            }),
+                self.tls_hint,
+            )),
         }
     }
 }

@@ -24,7 +24,15 @@ fn scenarios() -> Vec<(&'static str, Value)> {
         ("maglev", json!({"loadBalancer": {"algorithm": "maglev"}})),
         (
             "external etcd, 3 replicas",
-            json!({"clustermesh": {"apiserver": {"replicas": 3, "etcd": {"mode": "external", "endpoints": ["https://etcd-0:2379", "https://etcd-1:2379"]}}}}),
+            json!({"clustermesh": {"apiserver": {"replicas": 3, "etcd": {"mode": "external", "endpoints": ["https://etcd-0:2379", "https://etcd-1:2379"], "tls": {"existingSecret": "external-etcd-client"}}}}}),
+        ),
+        (
+            "external etcd, server-verified TLS",
+            json!({"clustermesh": {"apiserver": {"etcd": {"mode": "external", "endpoints": ["https://10.0.0.5:2379"], "tls": {"existingSecret": "etcd-ca-only", "clientCertificate": false, "serverName": "etcd.example"}}}}}),
+        ),
+        (
+            "external etcd, plaintext",
+            json!({"clustermesh": {"apiserver": {"etcd": {"mode": "external", "endpoints": ["http://etcd-0:2379"]}}}}),
         ),
         (
             "in-memory",
@@ -264,13 +272,19 @@ fn the_apiserver_config_map_is_read_by_its_own_parser() {
             if mode == "memory" { "memory" } else { "etcd" },
             "{name}"
         );
+        let etcd = &values["clustermesh"]["apiserver"]["etcd"];
         if mode == "external" {
-            assert_eq!(
-                cfg.etcd_endpoints,
-                vec!["https://etcd-0:2379", "https://etcd-1:2379"],
-                "{name}"
-            );
+            let want: Vec<String> = serde_json::from_value(etcd["endpoints"].clone()).unwrap();
+            assert_eq!(cfg.etcd_endpoints, want, "{name}");
         }
+        // The etcd flags agree with each other (what the binary checks
+        // before it serves), and TLS is on exactly when a Secret is given.
+        let plan = cfg.etcd_plan().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            plan.tls.is_some(),
+            etcd["tls"]["existingSecret"].as_str().is_some(),
+            "{name}"
+        );
         assert_eq!(
             cfg.compat_cilium_annotations,
             values["compat"]["ciliumAnnotations"]
@@ -324,6 +338,30 @@ fn bad_values_are_refused_with_helms_message() {
         (
             json!({"clustermesh": {"apiserver": {"etcd": {"mode": "external"}}}}),
             "needs clustermesh.apiserver.etcd.endpoints",
+        ),
+        (
+            json!({"clustermesh": {"apiserver": {"etcd": {"mode": "external", "endpoints": ["https://etcd-0:2379"]}}}}),
+            "set clustermesh.apiserver.etcd.tls.existingSecret",
+        ),
+        (
+            json!({"clustermesh": {"apiserver": {"etcd": {"mode": "external", "endpoints": ["http://etcd-0:2379"], "tls": {"existingSecret": "etcd-client"}}}}}),
+            "would be plaintext",
+        ),
+        (
+            json!({"clustermesh": {"apiserver": {"etcd": {"mode": "external", "endpoints": ["https://etcd-0:2379", "http://etcd-1:2379"], "tls": {"existingSecret": "etcd-client"}}}}}),
+            "mixes https:// and http://",
+        ),
+        (
+            json!({"clustermesh": {"apiserver": {"etcd": {"mode": "external", "endpoints": ["etcd-0:2379"]}}}}),
+            "has no scheme",
+        ),
+        (
+            json!({"clustermesh": {"apiserver": {"etcd": {"tls": {"existingSecret": "etcd-client"}}}}}),
+            "is for etcd.mode=external",
+        ),
+        (
+            json!({"clustermesh": {"apiserver": {"etcd": {"tls": {"secret": "etcd-client"}}}}}),
+            "/clustermesh/apiserver/etcd/tls",
         ),
     ] {
         let err = render(&values).expect_err(&format!("{values} must be refused"));
@@ -430,6 +468,8 @@ fn the_certgen_jobs_arguments_are_accepted_by_meshctl() {
 fn tls_keys_are_mounted_readable_by_the_process_and_nobody_else() {
     for (name, values) in scenarios() {
         let objects = render(&values).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let etcd_secret =
+            values["clustermesh"]["apiserver"]["etcd"]["tls"]["existingSecret"].as_str();
         let mut checked = 0;
         for o in &objects {
             let spec = match o.kind.as_str() {
@@ -440,7 +480,7 @@ fn tls_keys_are_mounted_readable_by_the_process_and_nobody_else() {
                 let Some(secret) = v["secret"]["secretName"].as_str() else {
                     continue;
                 };
-                if !secret.ends_with("-tls") {
+                if !secret.ends_with("-tls") && Some(secret) != etcd_secret {
                     continue;
                 }
                 let mode = v["secret"]["defaultMode"].as_u64().unwrap_or_else(|| {
@@ -465,8 +505,120 @@ fn tls_keys_are_mounted_readable_by_the_process_and_nobody_else() {
             }
         }
         assert_eq!(
-            checked, 2,
-            "{name}: the apiserver's and the agents' TLS mounts"
+            checked,
+            2 + usize::from(etcd_secret.is_some()),
+            "{name}: the apiserver's and the agents' TLS mounts (and the etcd client's)"
         );
     }
+}
+
+/// External etcd over TLS: the ConfigMap's keys are the mesh-apiserver's
+/// flag names, its parser turns them into the paths of the files, and the
+/// Deployment mounts the Secret's keys at exactly those paths.
+#[test]
+fn external_etcd_tls_reaches_the_apiserver_parser_and_the_secret_is_mounted_at_its_paths() {
+    let values = json!({"clustermesh": {"apiserver": {"etcd": {
+        "mode": "external",
+        "endpoints": ["https://etcd-0.etcd:2379", "https://etcd-1.etcd:2379"],
+        "tls": {"existingSecret": "external-etcd-client", "serverName": "etcd.example"}
+    }}}});
+    let objects = render(&values).unwrap();
+    let map = config_map(&objects, "mesh-apiserver-config");
+    let keys = mesh_apiserver::config::Config::keys();
+    for k in ["etcd-ca", "etcd-cert", "etcd-key", "etcd-server-name"] {
+        assert!(map.contains_key(k), "the ConfigMap lacks {k}: {map:?}");
+        assert!(
+            keys.contains(&k.to_string()),
+            "{k} is no mesh-apiserver flag"
+        );
+    }
+    let cfg = mesh_apiserver::config::Config::from_map(&map)
+        .unwrap_or_else(|e| panic!("the mesh-apiserver refuses the ConfigMap: {e}\n{map:?}"));
+    cfg.local().unwrap();
+    let plan = cfg.etcd_plan().unwrap();
+    assert_eq!(
+        plan.endpoints,
+        vec!["https://etcd-0.etcd:2379", "https://etcd-1.etcd:2379"]
+    );
+    let tls = plan.tls.expect("TLS to etcd");
+    let (cert, key) = tls.client.clone().expect("a client certificate");
+    assert_eq!(tls.server_name.as_deref(), Some("etcd.example"));
+
+    let deployment = objects
+        .iter()
+        .find(|o| o.kind == "Deployment" && o.name == "mesh-apiserver")
+        .expect("mesh-apiserver Deployment");
+    let spec = &deployment.value["spec"]["template"]["spec"];
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "external-etcd-client")
+        .unwrap_or_else(|| panic!("no volume of the Secret: {}", spec["volumes"]));
+    let container = spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "mesh-apiserver")
+        .unwrap();
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .unwrap_or_else(|| panic!("the Secret's volume is not mounted: {container}"));
+    assert_eq!(mount["readOnly"], true);
+    let dir = std::path::Path::new(mount["mountPath"].as_str().unwrap());
+    let mounted: Vec<(String, std::path::PathBuf)> = volume["secret"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["key"].as_str().unwrap().to_string(),
+                dir.join(i["path"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mounted,
+        vec![
+            ("ca.crt".to_string(), tls.ca),
+            ("tls.crt".to_string(), cert),
+            ("tls.key".to_string(), key),
+        ],
+        "Secret keys and the paths the flags name"
+    );
+
+    // Verifying the server only: the CA alone is mounted and named.
+    let values = json!({"clustermesh": {"apiserver": {"etcd": {
+        "mode": "external",
+        "endpoints": ["https://etcd-0.etcd:2379"],
+        "tls": {"existingSecret": "etcd-ca-only", "clientCertificate": false}
+    }}}});
+    let objects = render(&values).unwrap();
+    let map = config_map(&objects, "mesh-apiserver-config");
+    assert!(
+        !map.contains_key("etcd-cert") && !map.contains_key("etcd-key"),
+        "{map:?}"
+    );
+    let tls = mesh_apiserver::config::Config::from_map(&map)
+        .unwrap()
+        .etcd_plan()
+        .unwrap()
+        .tls
+        .unwrap();
+    assert_eq!(tls.client, None);
+    let deployment = objects
+        .iter()
+        .find(|o| o.kind == "Deployment" && o.name == "mesh-apiserver")
+        .unwrap();
+    let items = deployment.value["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "etcd-ca-only")
+        .unwrap()["secret"]["items"]
+        .clone();
+    assert_eq!(items, json!([{"key": "ca.crt", "path": "ca.crt"}]));
 }
