@@ -260,7 +260,7 @@ async fn the_binary_uses_the_flags_and_refuses_bad_ones_before_serving() {
     let t = etcd.tls_files().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (tls_cert, tls_key) = pki.server().save(d, "tls").unwrap();
+    let (tls_cert, tls_key) = pki.server("c1").save(d, "tls").unwrap();
     std::fs::write(d.join("ca.crt"), pki.ca.cert_pem()).unwrap();
     std::fs::create_dir(d.join("remotes")).unwrap();
     let status = free_port();
