@@ -38,15 +38,17 @@ async fn renewal(config: &Config) -> anyhow::Result<(Renewal, ClientRenewal)> {
     } else {
         None
     };
-    let own = match &secrets {
-        Some(api) => OwnCerts::Secrets {
+    // With a signer, the Secrets (their files are read-only projections);
+    // without one, only the server certificate is watched, from its file.
+    let own = match (&secrets, &signer) {
+        (Some(api), Some(_)) => OwnCerts::Secrets {
             api: Box::new(api.clone()),
             names: vec![
                 ("server".into(), "meshwork-apiserver-tls".into()),
                 ("node-agents".into(), "meshwork-node-agent-tls".into()),
             ],
         },
-        None => OwnCerts::Files(vec![(
+        _ => OwnCerts::Files(vec![(
             "server".into(),
             config.tls_cert.clone(),
             config.tls_key.clone(),

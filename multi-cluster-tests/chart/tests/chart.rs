@@ -622,3 +622,82 @@ fn external_etcd_tls_reaches_the_apiserver_parser_and_the_secret_is_mounted_at_i
         .clone();
     assert_eq!(items, json!([{"key": "ca.crt", "path": "ca.crt"}]));
 }
+
+#[test]
+fn certificate_renewal_values_reach_the_apiserver_parser_with_the_ca_mounted_and_rbac_to_write_back() {
+    let values = json!({"clustermesh": {"apiserver": {"tls": {"certLifetimeSeconds": 120}}}});
+    let objects = render(&values).unwrap();
+    let map = config_map(&objects, "mesh-apiserver-config");
+    let cfg = mesh_apiserver::config::Config::from_map(&map)
+        .unwrap_or_else(|e| panic!("the mesh-apiserver refuses the ConfigMap: {e}\n{map:?}"));
+    let signer = cfg
+        .signer()
+        .unwrap()
+        .expect("autoRenew (the default) gives the mesh-apiserver its CA");
+    assert_eq!(signer.lifetime, std::time::Duration::from_secs(120));
+    let deployment = objects
+        .iter()
+        .find(|o| o.kind == "Deployment" && o.name == "mesh-apiserver")
+        .expect("mesh-apiserver Deployment");
+    let spec = &deployment.value["spec"]["template"]["spec"];
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "meshwork-ca")
+        .unwrap_or_else(|| panic!("no volume of meshwork-ca: {}", spec["volumes"]));
+    let mount = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the CA volume is mounted");
+    let dir = std::path::Path::new(mount["mountPath"].as_str().unwrap());
+    assert_eq!(signer.cert, dir.join("ca.crt"));
+    assert_eq!(signer.key, dir.join("ca.key"));
+    let role = objects
+        .iter()
+        .find(|o| o.kind == "Role" && o.name == "mesh-apiserver")
+        .expect("mesh-apiserver Role");
+    let writes: Vec<&Value> = role.value["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verbs"].as_array().unwrap().iter().any(|v| v == "update"))
+        .filter(|r| r["resources"][0] == "secrets")
+        .collect();
+    let names: Vec<&str> = writes
+        .iter()
+        .flat_map(|r| r["resourceNames"].as_array().unwrap())
+        .filter_map(Value::as_str)
+        .collect();
+    for secret in [
+        "meshwork-clustermesh",
+        "meshwork-apiserver-tls",
+        "meshwork-node-agent-tls",
+    ] {
+        assert!(names.contains(&secret), "cannot write {secret}: {names:?}");
+    }
+
+    // Off: no CA in the pod, no signer, no Secret writes.
+    let values = json!({"clustermesh": {"apiserver": {"tls": {"autoRenew": false}}}});
+    let objects = render(&values).unwrap();
+    let cfg = mesh_apiserver::config::Config::from_map(&config_map(
+        &objects,
+        "mesh-apiserver-config",
+    ))
+    .unwrap();
+    assert!(cfg.signer().unwrap().is_none());
+    let deployment = objects
+        .iter()
+        .find(|o| o.kind == "Deployment" && o.name == "mesh-apiserver")
+        .unwrap();
+    assert!(
+        !deployment.value["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "meshwork-ca"),
+        "the CA is not mounted"
+    );
+}
