@@ -70,7 +70,8 @@ impl EtcdServer {
             let ca = d.join("ca.crt");
             mesh_certs::pem::write_atomic(&ca, pki.ca.cert_pem().as_bytes(), 0o644)
                 .expect("write etcd CA");
-            let (server_cert, server_key) = pki.server("etcd").save(&d, "server").expect("server cert");
+            let (server_cert, server_key) =
+                pki.server("etcd").save(&d, "server").expect("server cert");
             let (client_cert, client_key) = pki
                 .cluster("etcd-client")
                 .save(&d, "client")

@@ -38,9 +38,14 @@ pub struct CertgenArgs {
     /// a load-balancer DNS name or IP other clusters dial.
     #[arg(long = "san")]
     pub sans: Vec<String>,
-    /// Lifetime of the CA in days (server and client certificates: 1 year).
+    /// Lifetime of the CA in days.
     #[arg(long, default_value_t = 3650)]
     pub ca_days: i64,
+    /// Lifetime of the mesh-apiserver's and node-agents' certificates,
+    /// seconds (default 90 days; the mesh-apiserver renews them when it has
+    /// the CA: clustermesh.apiserver.tls.autoRenew).
+    #[arg(long, default_value_t = 90 * 86_400)]
+    pub cert_lifetime_seconds: u64,
 }
 
 /// What certgen did, per Secret.
@@ -157,7 +162,7 @@ pub async fn certgen(args: CertgenArgs, format: OutputFormat) -> anyhow::Result<
             (ca, bundle)
         }
     };
-    let year = Validity::days(365)?;
+    let year = Validity::lasting(std::time::Duration::from_secs(args.cert_lifetime_seconds))?;
     let mut names = vec![
         "mesh-apiserver".to_string(),
         format!("mesh-apiserver.{ns}"),

@@ -102,12 +102,13 @@ async fn entry_for(
     importer: &ClusterInfo,
     exporter: &Cluster,
     exporter_info: &ClusterInfo,
+    lifetime: Duration,
 ) -> anyhow::Result<RemoteClusterConfig> {
     let (ca_cert, ca_key, bundle) = exporter.ca().await?;
     let ca = CertificateAuthority::from_pem(&ca_cert, &ca_key, "ca.crt", "ca.key")
         .with_context(|| format!("context {}: the mesh CA", exporter.context))?;
     let id = SpiffeId::cluster(ca.trust_domain().clone(), importer.name.clone());
-    let cert = ca.issue_client(&id, Validity::days(365)?)?;
+    let cert = ca.issue_client(&id, Validity::lasting(lifetime)?)?;
     Ok(RemoteClusterConfig {
         name: exporter_info.name.clone(),
         id: exporter_info.id,
@@ -154,20 +155,27 @@ pub struct ConnectArgs {
     /// Do not wait: write the configuration and return.
     #[arg(long)]
     pub no_wait: bool,
+    /// Lifetime of the client certificates written (e.g. 90d, 12h, 2m). The
+    /// importing mesh-apiserver renews each from the CA that issued it once
+    /// two thirds have passed (the issuing side needs
+    /// clustermesh.apiserver.tls.autoRenew).
+    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    pub cert_lifetime: Duration,
 }
 
-/// Parses `90`, `90s`, `5m`, `1h`.
+/// Parses `90`, `90s`, `5m`, `1h`, `90d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration: use e.g. 90s, 5m, 1h"))?;
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 90s, 5m, 1h, 90d"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m or h")),
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h or d")),
     };
     Ok(Duration::from_secs(secs))
 }
@@ -222,7 +230,7 @@ pub async fn connect(
                 .push((si.info.name.to_string(), se.info.name.to_string()));
             continue;
         }
-        writes.push((importer, si, entry_for(&si.info, exporter, &se.info).await?));
+        writes.push((importer, si, entry_for(&si.info, exporter, &se.info, args.cert_lifetime).await?));
     }
     for (importer, si, entry) in writes {
         progress(&format!(
@@ -505,7 +513,49 @@ pub async fn status(kube: &KubeArgs, args: StatusArgs, format: OutputFormat) -> 
                 println!("  {}: {}", r.object, r.reason);
             }
         }
+        for line in certificate_lines(&s.certificates, now_secs()) {
+            println!("{line}");
+        }
     })
+}
+
+/// One line per certificate: when it expires and how often it was renewed;
+/// a warning first for each one that needs a person.
+pub(crate) fn certificate_lines(
+    certs: &[mesh_api::clustermesh::CertificateStatus],
+    now: u64,
+) -> Vec<String> {
+    let mut lines: Vec<String> = certs
+        .iter()
+        .filter_map(|c| c.warning(now))
+        .map(|w| format!("WARNING: {w}"))
+        .collect();
+    if !certs.is_empty() {
+        let list: Vec<String> = certs
+            .iter()
+            .map(|c| {
+                let left = c.not_after as i64 - now as i64;
+                let renewed = if c.renewed_here {
+                    format!("renewed {}x", c.renewals)
+                } else {
+                    "not renewed here".to_string()
+                };
+                format!("{} ({}, {renewed})", c.name, human_left(left))
+            })
+            .collect();
+        lines.push(format!("certificates: {}", list.join(", ")));
+    }
+    lines
+}
+
+fn human_left(secs: i64) -> String {
+    match secs {
+        s if s < 0 => format!("expired {} s ago", -s),
+        s if s < 120 => format!("expires in {s} s"),
+        s if s < 7200 => format!("expires in {} min", s / 60),
+        s if s < 2 * 86_400 => format!("expires in {} h", s / 3600),
+        s => format!("expires in {} days", s / 86_400),
+    }
 }
 
 fn refused_total(c: &mesh_api::clustermesh::RecordCounts) -> u64 {

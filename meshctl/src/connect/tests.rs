@@ -84,6 +84,7 @@ fn durations_parse_with_units() {
     assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
     assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
     assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+    assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86_400));
     assert!(
         parse_duration("5 minutes")
             .unwrap_err()
@@ -94,4 +95,45 @@ fn durations_parse_with_units() {
             .unwrap_err()
             .contains("not a duration")
     );
+}
+
+#[test]
+fn status_warns_about_a_certificate_past_its_renewal_time_and_says_why() {
+    use mesh_api::clustermesh::CertificateStatus;
+    let cert = |name: &str, renewed_here, last_error: Option<&str>| CertificateStatus {
+        name: name.into(),
+        spiffe_id: None,
+        not_after: 10_000,
+        renew_at: 7_000,
+        renewed_here,
+        renewals: 2,
+        last_error: last_error.map(Into::into),
+    };
+    let certs = vec![
+        cert("server", true, None),
+        cert("client/c2", true, Some("c2 refused: no signer")),
+        cert("node-agents", false, None),
+    ];
+    // Before the renewal time: no warning, a summary line.
+    let calm = certificate_lines(&certs, 5_000);
+    assert_eq!(
+        calm,
+        vec![
+            "certificates: server (expires in 83 min, renewed 2x), client/c2 (expires in 83 min, renewed 2x), node-agents (expires in 83 min, not renewed here)"
+        ]
+    );
+    // Well past it: each says why.
+    let late = certificate_lines(&certs, 9_000);
+    assert_eq!(late.len(), 4, "{late:#?}");
+    assert!(
+        late[0].contains("server expires in 1000 s") && late[0].contains("not been renewed yet"),
+        "{}",
+        late[0]
+    );
+    assert!(
+        late[1].contains("renewal is failing: c2 refused"),
+        "{}",
+        late[1]
+    );
+    assert!(late[2].contains("--signing-ca-cert"), "{}", late[2]);
 }

@@ -624,7 +624,8 @@ fn external_etcd_tls_reaches_the_apiserver_parser_and_the_secret_is_mounted_at_i
 }
 
 #[test]
-fn certificate_renewal_values_reach_the_apiserver_parser_with_the_ca_mounted_and_rbac_to_write_back() {
+fn certificate_renewal_values_reach_the_apiserver_parser_with_the_ca_mounted_and_rbac_to_write_back()
+ {
     let values = json!({"clustermesh": {"apiserver": {"tls": {"certLifetimeSeconds": 120}}}});
     let objects = render(&values).unwrap();
     let map = config_map(&objects, "mesh-apiserver-config");
@@ -682,11 +683,9 @@ fn certificate_renewal_values_reach_the_apiserver_parser_with_the_ca_mounted_and
     // Off: no CA in the pod, no signer, no Secret writes.
     let values = json!({"clustermesh": {"apiserver": {"tls": {"autoRenew": false}}}});
     let objects = render(&values).unwrap();
-    let cfg = mesh_apiserver::config::Config::from_map(&config_map(
-        &objects,
-        "mesh-apiserver-config",
-    ))
-    .unwrap();
+    let cfg =
+        mesh_apiserver::config::Config::from_map(&config_map(&objects, "mesh-apiserver-config"))
+            .unwrap();
     assert!(cfg.signer().unwrap().is_none());
     let deployment = objects
         .iter()
