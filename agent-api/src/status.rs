@@ -65,6 +65,10 @@ pub struct MeshFeedStatus {
     /// mesh-apiserver should have refused them first.
     #[serde(default)]
     pub refused: BTreeMap<String, usize>,
+    /// Seconds until the client certificate it presents expires
+    /// (negative once expired; the mesh-apiserver renews it).
+    #[serde(default)]
+    pub certificate_expiry_seconds: Option<i64>,
 }
 
 /// The routing part of `/v1/status`.

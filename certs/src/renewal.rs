@@ -42,6 +42,11 @@ impl Lifetime {
         now >= self.renew_at()
     }
 
+    /// Seconds until expiry now (negative once expired).
+    pub fn seconds_left_now(&self) -> f64 {
+        self.seconds_left(OffsetDateTime::now_utc())
+    }
+
     /// Seconds until expiry at `now` (negative once expired).
     pub fn seconds_left(&self, now: OffsetDateTime) -> f64 {
         (self.not_after - now).as_seconds_f64()

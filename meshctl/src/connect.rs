@@ -230,7 +230,11 @@ pub async fn connect(
                 .push((si.info.name.to_string(), se.info.name.to_string()));
             continue;
         }
-        writes.push((importer, si, entry_for(&si.info, exporter, &se.info, args.cert_lifetime).await?));
+        writes.push((
+            importer,
+            si,
+            entry_for(&si.info, exporter, &se.info, args.cert_lifetime).await?,
+        ));
     }
     for (importer, si, entry) in writes {
         progress(&format!(

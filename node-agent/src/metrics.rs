@@ -242,6 +242,14 @@ pub fn render_feeds(
                 .map(|(k, c)| (format!("{{kind=\"{k}\"}}"), *c as i64))
                 .collect(),
         );
+        if let Some(left) = m.certificate_expiry_seconds {
+            family(
+                "meshwork_certificate_expiry_seconds",
+                "gauge",
+                "Seconds until the certificate expires (negative once expired).",
+                vec![("{certificate=\"node-agent\"}".to_string(), left)],
+            );
+        }
     }
     family(
         "meshwork_node_routes",

@@ -84,7 +84,10 @@ fn durations_parse_with_units() {
     assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
     assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
     assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-    assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86_400));
+    assert_eq!(
+        parse_duration("90d").unwrap(),
+        Duration::from_secs(90 * 86_400)
+    );
     assert!(
         parse_duration("5 minutes")
             .unwrap_err()

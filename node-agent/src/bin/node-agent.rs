@@ -170,6 +170,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
                 .context("the node's mesh-apiserver client TLS configuration")?;
             let feed =
                 MeshFeed::for_cluster(address, config.cluster_name.clone(), config.cluster_id);
+            feed.report_certificate(live.clone());
             tokio::spawn(feed.clone().run(tls, Duration::from_secs(10)));
             Some(feed)
         }

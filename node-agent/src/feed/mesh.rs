@@ -49,6 +49,8 @@ pub struct MeshFeed {
     status: Mutex<MeshFeedStatus>,
     last_event: Mutex<Option<SystemTime>>,
     changed: watch::Sender<u64>,
+    /// The client certificate it presents, followed live.
+    certificate: Mutex<Option<mesh_certs::LiveTls>>,
 }
 
 impl MeshFeed {
@@ -75,7 +77,13 @@ impl MeshFeed {
             }),
             last_event: Mutex::new(None),
             changed: watch::channel(0).0,
+            certificate: Mutex::new(None),
         })
+    }
+
+    /// Reports `tls`'s certificate expiry in the status (and `/metrics`).
+    pub fn report_certificate(&self, tls: mesh_certs::LiveTls) {
+        *self.certificate.lock().expect("certificate lock") = Some(tls);
     }
 
     /// A receiver that sees a new value whenever the records change.
@@ -173,6 +181,13 @@ impl MeshFeed {
         s.counts = counts;
         drop(mirror);
         s.refused = self.screened(|_| {});
+        s.certificate_expiry_seconds = self
+            .certificate
+            .lock()
+            .expect("certificate lock")
+            .as_ref()
+            .and_then(|tls| tls.lifetime().ok())
+            .map(|life| life.seconds_left_now() as i64);
         s
     }
 

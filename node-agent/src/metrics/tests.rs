@@ -14,6 +14,7 @@ fn feed_metrics_are_grouped_under_their_help_and_type() {
         last_event_seconds_ago: None,
         connects: 2,
         counts: BTreeMap::from([("nodes".to_string(), 3), ("services".to_string(), 0)]),
+        certificate_expiry_seconds: Some(3600),
         ..MeshFeedStatus::default()
     };
     let enc = EncryptionStatus {
@@ -53,6 +54,10 @@ fn feed_metrics_are_grouped_under_their_help_and_type() {
         "7"
     );
     assert_eq!(samples["meshwork_node_routes"], "0");
+    assert_eq!(
+        samples["meshwork_certificate_expiry_seconds{certificate=\"node-agent\"}"],
+        "3600"
+    );
     let without = render_feeds(None, None, &RoutingStatus::default());
     assert!(
         !without.contains("mesh_feed") && !without.contains("wireguard"),
