@@ -94,6 +94,26 @@ pub struct AccessPolicy {
     /// Accept node certificates of this cluster (a mesh-apiserver serving its
     /// own node-agents); `None` refuses node certificates.
     pub nodes_of: Option<ClusterName>,
+    /// Whether cluster certificates are served at all (a cluster certificate
+    /// at an endpoint for nodes only is the wrong kind of peer; at one that
+    /// serves clusters, an unlisted one is not configured yet).
+    pub serves_clusters: bool,
+}
+
+impl AccessPolicy {
+    /// A mesh-apiserver's: its own node-agents and the configured remote
+    /// clusters (possibly none yet: an unlisted cluster is then told to
+    /// connect, not that it is the wrong kind of peer).
+    pub fn mesh_apiserver(
+        local: ClusterName,
+        remotes: impl IntoIterator<Item = ClusterName>,
+    ) -> Self {
+        AccessPolicy {
+            clusters: remotes.into_iter().collect(),
+            nodes_of: Some(local),
+            serves_clusters: true,
+        }
+    }
 }
 
 impl AccessPolicy {
@@ -102,6 +122,7 @@ impl AccessPolicy {
         AccessPolicy {
             clusters: clusters.into_iter().collect(),
             nodes_of: None,
+            serves_clusters: true,
         }
     }
 
@@ -110,6 +131,7 @@ impl AccessPolicy {
         AccessPolicy {
             clusters: BTreeSet::new(),
             nodes_of: Some(cluster),
+            serves_clusters: false,
         }
     }
 }
@@ -171,12 +193,10 @@ impl Authorizer {
         let policy = self.policy();
         match id.kind() {
             PeerKind::Cluster if policy.clusters.contains(&id.cluster) => Ok(id),
-            PeerKind::Cluster if policy.clusters.is_empty() && policy.nodes_of.is_some() => {
-                Err(Refusal::WrongKind {
-                    presented: PeerKind::Cluster,
-                    expected: PeerKind::Node,
-                })
-            }
+            PeerKind::Cluster if !policy.serves_clusters => Err(Refusal::WrongKind {
+                presented: PeerKind::Cluster,
+                expected: PeerKind::Node,
+            }),
             PeerKind::Cluster => Err(Refusal::ClusterNotAllowed {
                 cluster: id.cluster.to_string(),
             }),

@@ -204,3 +204,23 @@ fn a_server_certificate_names_a_cluster_not_a_node() {
         .unwrap_err();
     assert!(err.to_string().contains("names a cluster"), "{err}");
 }
+
+/// A mesh-apiserver with no remote configured yet tells a cluster that it
+/// is not connected, not that it is the wrong kind of peer.
+#[tokio::test]
+async fn an_unlisted_cluster_is_told_to_connect_even_before_any_remote_is_configured() {
+    let ca = new_ca();
+    let bundle = TrustBundle::single(ca.cert().clone());
+    let s = server(
+        &ca,
+        &bundle,
+        AccessPolicy::mesh_apiserver(ClusterName::new("c1").unwrap(), []),
+    );
+    let c = client(&ca, &cluster_id("c2"), Validity::days(1).unwrap(), &bundle);
+    assert_eq!(
+        handshake(s.config, &s.authorizer, c).await,
+        Err(Refusal::ClusterNotAllowed {
+            cluster: "c2".into()
+        })
+    );
+}

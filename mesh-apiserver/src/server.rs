@@ -112,7 +112,10 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         }
         None => Leadership::always(),
     };
-    let authorizer = Authorizer::new(trust_domain, AccessPolicy::nodes_of(local.name.clone()));
+    let authorizer = Authorizer::new(
+        trust_domain,
+        AccessPolicy::mesh_apiserver(local.name.clone(), []),
+    );
     let live = tls.clone();
     let tls = tls
         .server_config(authorizer.clone())
@@ -159,10 +162,10 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
             loop {
                 let data = feed.borrow_and_update().clone();
                 let parsed = parse_clustermesh(&data, &local);
-                authorizer.set_policy(AccessPolicy {
-                    clusters: parsed.remotes.iter().map(|r| r.name.clone()).collect(),
-                    nodes_of: Some(local.name.clone()),
-                });
+                authorizer.set_policy(AccessPolicy::mesh_apiserver(
+                    local.name.clone(),
+                    parsed.remotes.iter().map(|r| r.name.clone()),
+                ));
                 importer.apply(&data).await;
                 if feed.changed().await.is_err() {
                     return;

@@ -18,6 +18,10 @@ use serde::Serialize;
 use crate::kube::{Cluster, ClusterInfo, KubeArgs};
 use crate::output::{self, OutputFormat};
 
+/// Lifetime of client certificates when neither --cert-lifetime nor the
+/// issuing cluster says.
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+
 /// A status older than this means the mesh-apiserver is not running.
 pub const STATUS_FRESH: Duration = Duration::from_secs(10);
 
@@ -155,12 +159,13 @@ pub struct ConnectArgs {
     /// Do not wait: write the configuration and return.
     #[arg(long)]
     pub no_wait: bool,
-    /// Lifetime of the client certificates written (e.g. 90d, 12h, 2m). The
-    /// importing mesh-apiserver renews each from the CA that issued it once
-    /// two thirds have passed (the issuing side needs
-    /// clustermesh.apiserver.tls.autoRenew).
-    #[arg(long, default_value = "90d", value_parser = parse_duration)]
-    pub cert_lifetime: Duration,
+    /// Lifetime of the client certificates written (e.g. 90d, 12h, 2m);
+    /// default: what the issuing cluster's mesh-apiserver renews to
+    /// (its cert-lifetime-seconds), else 90d. The importing mesh-apiserver
+    /// renews each from the CA that issued it once two thirds have passed
+    /// (the issuing side needs clustermesh.apiserver.tls.autoRenew).
+    #[arg(long, value_parser = parse_duration)]
+    pub cert_lifetime: Option<Duration>,
 }
 
 /// Parses `90`, `90s`, `5m`, `1h`, `90d`.
@@ -233,7 +238,15 @@ pub async fn connect(
         writes.push((
             importer,
             si,
-            entry_for(&si.info, exporter, &se.info, args.cert_lifetime).await?,
+            entry_for(
+                &si.info,
+                exporter,
+                &se.info,
+                args.cert_lifetime
+                    .or(se.info.cert_lifetime)
+                    .unwrap_or(DEFAULT_CERT_LIFETIME),
+            )
+            .await?,
         ));
     }
     for (importer, si, entry) in writes {

@@ -230,10 +230,22 @@ impl Cluster {
             .map(|s| mesh_api::cidr::parse_cidr("pod-cidrs", s))
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("context {}", self.context))?;
+        // What its mesh-apiserver renews certificates to (absent: the
+        // chart predates renewal).
+        let cert_lifetime = match data.get("cert-lifetime-seconds") {
+            Some(s) => Some(std::time::Duration::from_secs(s.parse().with_context(|| {
+                format!(
+                    "context {}: ConfigMap {APISERVER_CONFIG} key cert-lifetime-seconds={s:?} is not a number of seconds",
+                    self.context
+                )
+            })?)),
+            None => None,
+        };
         Ok(ClusterInfo {
             name,
             id,
             pod_cidrs,
+            cert_lifetime,
         })
     }
 
@@ -507,6 +519,9 @@ pub struct ClusterInfo {
     pub id: ClusterId,
     /// Pod CIDRs.
     pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// Lifetime of the certificates its mesh-apiserver renews
+    /// (`cert-lifetime-seconds`), if set.
+    pub cert_lifetime: Option<std::time::Duration>,
 }
 
 fn format_endpoint(host: &str, port: i32) -> String {

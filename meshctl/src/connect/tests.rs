@@ -13,6 +13,7 @@ fn side(
     Side {
         context: ctx.into(),
         info: ClusterInfo {
+            cert_lifetime: None,
             name: ClusterName::new(name).unwrap(),
             id: ClusterId::new(id).unwrap(),
             pod_cidrs: vec![cidr.parse().unwrap()],

@@ -39,6 +39,8 @@ mod observability;
 mod pod_traffic;
 #[path = "lab/policy.rs"]
 mod policy;
+#[path = "lab/renewal.rs"]
+mod renewal;
 #[path = "lab/requests.rs"]
 mod requests;
 #[path = "lab/services.rs"]
@@ -132,7 +134,9 @@ fn control_plane_scenarios_on_one_lab() {
 
 #[test]
 fn encrypted_datapath_scenarios_on_one_lab() {
-    let lab = Lab::up("enc", 2, 2, true);
+    // Every certificate lives 2 minutes: the mesh renews them all while the
+    // scenarios run, and one scenario measures it under traffic.
+    let lab = Lab::up_with("enc", 2, 2, true, &["--cert-lifetime=120"]);
     // The scenarios that need only kube contexts, as kind-mesh.sh runs them
     // against real clusters (tests/contexts.rs).
     run_scenarios(
@@ -177,6 +181,10 @@ fn encrypted_datapath_scenarios_on_one_lab() {
             (
                 "WireGuard key rotation under traffic",
                 encryption_runtime::wireguard_key_rotation_under_traffic,
+            ),
+            (
+                "certificates renew under cross-cluster traffic",
+                renewal::certificates_renew_under_cross_cluster_traffic,
             ),
         ],
     );

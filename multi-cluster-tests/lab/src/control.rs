@@ -90,7 +90,7 @@ impl Lab {
             let files = ClusterFiles::new(&self.dir, &c);
             std::fs::create_dir_all(&files.dir)?;
             progress(&format!("cluster {}: mesh CA and certificates", c.name));
-            issue_certs(&files, &c)?;
+            issue_certs(&files, &c, self.plan.cert_lifetime_seconds)?;
             progress(&format!(
                 "cluster {}: etcd and Kubernetes API in {}",
                 c.name, c.control_ns
@@ -211,6 +211,9 @@ impl Lab {
             });
             if let Some(t) = self.plan.stale_timeout_seconds {
                 values["clustermesh"]["apiserver"]["staleTimeout"] = json!(t);
+            }
+            if let Some(t) = self.plan.cert_lifetime_seconds {
+                values["clustermesh"]["apiserver"]["tls"]["certLifetimeSeconds"] = json!(t);
             }
             let objects = mesh_chart::render(&values)
                 .map_err(|e| anyhow::anyhow!("render the chart for {}: {e}", c.name))?;
@@ -370,6 +373,15 @@ impl Lab {
                         .display()
                 ),
                 format!("--replica-name={}-apiserver", c.name),
+                // The chart's signing-ca volume: the projected meshwork-ca.
+                format!(
+                    "--signing-ca-cert={}",
+                    files.projected("meshwork-ca", "ca.crt").display()
+                ),
+                format!(
+                    "--signing-ca-key={}",
+                    files.projected("meshwork-ca", "ca.key").display()
+                ),
             ];
             self.spawn(
                 &format!("{}/mesh-apiserver", c.name),
@@ -510,7 +522,15 @@ fn write_config_dir(dir: &Path, data: &BTreeMap<String, String>) -> anyhow::Resu
 /// node-agents' client certificate (one for all nodes, as the chart's
 /// certgen issues it), each with the CA bundle, laid out as
 /// [`ClusterFiles::projected`] names them.
-fn issue_certs(files: &ClusterFiles, c: &ClusterPlan) -> anyhow::Result<()> {
+fn issue_certs(
+    files: &ClusterFiles,
+    c: &ClusterPlan,
+    lifetime_seconds: Option<u64>,
+) -> anyhow::Result<()> {
+    let leaf = || match lifetime_seconds {
+        Some(s) => Validity::lasting(std::time::Duration::from_secs(s)),
+        None => Validity::days(30),
+    };
     let dir = CaDirectory::new(files.ca());
     let ca = dir.create(TrustDomain::default(), Validity::days(30)?)?;
     let bundle = dir.bundle()?;
@@ -529,13 +549,10 @@ fn issue_certs(files: &ClusterFiles, c: &ClusterPlan) -> anyhow::Result<()> {
             ca.issue_cluster_server(
                 &SpiffeId::cluster(ca.trust_domain().clone(), c.name.clone()),
                 &names,
-                Validity::days(30)?,
+                leaf()?,
             )?,
         ),
-        (
-            "meshwork-node-agent-tls",
-            ca.issue_client(&node, Validity::days(30)?)?,
-        ),
+        ("meshwork-node-agent-tls", ca.issue_client(&node, leaf()?)?),
     ] {
         let path = |k: &str| files.projected(secret, k);
         std::fs::create_dir_all(files.tls().join(secret))?;

@@ -46,6 +46,11 @@ enum Cmd {
         /// state before withdrawing it (default: the chart's, 600).
         #[arg(long, value_name = "SECONDS")]
         stale_timeout: Option<u64>,
+        /// Lifetime of every certificate (the lab's, and what the
+        /// mesh-apiservers renew to), e.g. 120 to watch renewals happen;
+        /// default: 30 days for the lab's, the chart's for renewals.
+        #[arg(long, value_name = "SECONDS")]
+        cert_lifetime: Option<u64>,
     },
     /// Remove everything the lab created, also after a crashed `up`.
     Down,
@@ -208,10 +213,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             nodes,
             encryption,
             stale_timeout,
+            cert_lifetime,
         } => {
             mesh_testbed::require_root();
             let mut plan = LabPlan::new(&cli.name, clusters, nodes, encryption)?;
             plan.stale_timeout_seconds = stale_timeout;
+            plan.cert_lifetime_seconds = cert_lifetime;
             let bins = Bins::beside_self()?;
             let mut lab = Lab::start(plan, &cli.state_dir)?;
             lab.build_network()?;

@@ -61,6 +61,11 @@ pub struct LabPlan {
     /// default).
     #[serde(default)]
     pub stale_timeout_seconds: Option<u64>,
+    /// Lifetime of every certificate the lab issues and the mesh renews
+    /// (chart value `clustermesh.apiserver.tls.certLifetimeSeconds`; None:
+    /// 30 days for the lab's, the chart's default for renewals).
+    #[serde(default)]
+    pub cert_lifetime_seconds: Option<u64>,
 }
 
 /// One cluster of the lab.
@@ -153,6 +158,7 @@ impl LabPlan {
             clusters,
             encryption,
             stale_timeout_seconds: None,
+            cert_lifetime_seconds: None,
         })
     }
 
