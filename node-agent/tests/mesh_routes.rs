@@ -439,6 +439,96 @@ fn run(encryption: bool) {
         "{m}"
     );
 
+    // The agent's second line: records of c2 that would touch c1 (as if the
+    // mesh-apiserver had let them through) change no route, no WireGuard
+    // peer and no ipcache entry of c1's nodes, and are counted.
+    let ipcache = |n: &Node| {
+        n.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("meshwork_datapath_ipcache_entries "))
+            .map(str::to_string)
+    };
+    let ipcache_before = ipcache(&a1);
+    let key: WireGuardKey = "aG9zdGlsZS1ub2RlLWtleS0wMTIzNDU2Nzg5YWJjZGU="
+        .parse()
+        .unwrap();
+    let hostile_node = |name: &str, cidr: &str| {
+        Record::Node(NodeRecord {
+            cluster: ClusterName::new("c2").unwrap(),
+            name: NodeName::new(name).unwrap(),
+            ips: vec![Ipv4Addr::new(10, 99, 0, 3).into()],
+            pod_cidrs: vec![cidr.parse().unwrap()],
+            wireguard_key: Some(key.clone()),
+        })
+    };
+    upsert(&c2, hostile_node("b-half", "0.0.0.0/1"));
+    upsert(&c2, hostile_node("b-steals-a1", "10.201.1.0/24"));
+    let hostile_identity = Record::Identity(mesh_api::IdentityRecord {
+        cluster: ClusterName::new("c2").unwrap(),
+        id: mesh_api::Identity::from_u32((1 << 16) | 400).unwrap(),
+        labels: mesh_api::LabelSet::new(
+            [("meshwork.io/cluster".to_string(), "c2".to_string())].into(),
+        )
+        .unwrap(),
+    });
+    upsert(&c2, hostile_identity.clone());
+    eventually(
+        "a1 refuses c2's nodes and identity that touch c1",
+        20,
+        || {
+            let m = a1.metrics();
+            m.lines()
+                .any(|l| l == "meshwork_mesh_feed_refused_records{kind=\"nodes\"} 2")
+                && m.lines()
+                    .any(|l| l == "meshwork_mesh_feed_refused_records{kind=\"identities\"} 1")
+        },
+        diag(&a1),
+    );
+    for (me, others) in [(&a1, [&a2, &b1]), (&a2, [&a1, &b1])] {
+        let mut want: Vec<String> = others.iter().map(|o| hop(o, me)).collect();
+        want.sort();
+        assert_eq!(
+            me.routes(),
+            want,
+            "{} routes after the hostile records",
+            me.name
+        );
+        if encryption {
+            let peers = me.status().encryption.unwrap().peers;
+            assert_eq!(peers.len(), 2, "{}: {peers:?}", me.name);
+            assert!(
+                peers.iter().all(|p| p.public_key != key.to_string()),
+                "{}: {peers:?}",
+                me.name
+            );
+        }
+    }
+    assert_eq!(ipcache(&a1), ipcache_before, "a1's ipcache changed");
+    // They are c2's own records to b1 (one store serves both clusters
+    // here): withdraw them before the traffic checks.
+    let hostile: Vec<Record> = vec![
+        hostile_node("b-half", "0.0.0.0/1"),
+        hostile_node("b-steals-a1", "10.201.1.0/24"),
+    ];
+    for r in &hostile {
+        control
+            .block_on(c2.delete(r.kind(), &r.key()))
+            .expect("withdraw");
+    }
+    control
+        .block_on(c2.delete(hostile_identity.kind(), &hostile_identity.key()))
+        .expect("withdraw");
+    eventually(
+        "b1's routes are its own again",
+        20,
+        || {
+            let mut want: Vec<String> = [&a1, &a2].iter().map(|o| hop(o, &b1)).collect();
+            want.sort();
+            b1.routes() == want
+        },
+        diag(&b1),
+    );
+
     let (pa1, ip_a1) = a1.pod();
     let (pa2, ip_a2) = a2.pod();
     let (pb1, ip_b1) = b1.pod();
