@@ -458,7 +458,7 @@ fn run(encryption: bool) {
             name: NodeName::new(name).unwrap(),
             ips: vec![Ipv4Addr::new(10, 99, 0, 3).into()],
             pod_cidrs: vec![cidr.parse().unwrap()],
-            wireguard_key: Some(key.clone()),
+            wireguard_key: Some(key),
         })
     };
     upsert(&c2, hostile_node("b-half", "0.0.0.0/1"));
