@@ -494,7 +494,22 @@ fn port_list(rules: &[PortRule], where_: &str) -> Result<Vec<(u16, Option<Protoc
                     ));
                 }
             };
-            out.push((port, protocol));
+            match (port, protocol) {
+                // A port means the same port of every protocol that has
+                // ports: the datapath keys ports by protocol, and a port
+                // with no protocol would match nothing (or be refused by
+                // the map and leave the endpoint open).
+                (1.., None) => {
+                    out.push((port, Some(Protocol::Tcp)));
+                    out.push((port, Some(Protocol::Udp)));
+                }
+                (1.., Some(Protocol::Sctp)) => {
+                    return Err(format!(
+                        "{where_}: port {port}/SCTP cannot be enforced (the datapath matches ports of TCP and UDP only); remove the port to allow all SCTP, or use TCP/UDP"
+                    ));
+                }
+                _ => out.push((port, protocol)),
+            }
         }
     }
     Ok(out)

@@ -192,7 +192,9 @@ fn entities_ports_only_rules_and_several_policies_add_up() {
     assert_eq!(
         allowed(&p),
         vec![
-            (None, 80, None),
+            // ANY on a port is that port of TCP and of UDP.
+            (None, 80, Some(Protocol::Tcp)),
+            (None, 80, Some(Protocol::Udp)),
             (
                 Some(ReservedIdentity::Host.identity()),
                 9090,
@@ -407,4 +409,51 @@ fn cidr_rules_get_node_local_identities_nested_cidrs_and_world_included() {
     let peers: Vec<_> = allowed(&p).into_iter().map(|(i, _, _)| i).collect();
     assert_eq!(peers.len(), 4, "{peers:?}");
     assert!(peers.contains(&Some(ReservedIdentity::World.identity())));
+}
+
+/// A port without a protocol must not become a key the datapath cannot
+/// hold (which left the endpoint without enforcement): it is the port of
+/// TCP and of UDP. A port of SCTP, which the datapath cannot match, refuses
+/// the policy and says why.
+#[test]
+fn a_port_without_protocol_means_tcp_and_udp_and_an_sctp_port_is_refused() {
+    let no_protocol = policy(
+        "shop",
+        "web",
+        sel(&[("app", "backend")]),
+        vec![IngressRule {
+            to_ports: vec![PortRule {
+                ports: vec![PortProtocol {
+                    port: "8080".into(),
+                    protocol: None,
+                }],
+            }],
+            ..IngressRule::default()
+        }],
+    );
+    let c = run(&[no_protocol]);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let p = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert_eq!(
+        allowed(&p),
+        vec![
+            (None, 8080, Some(Protocol::Tcp)),
+            (None, 8080, Some(Protocol::Udp))
+        ]
+    );
+    let sctp = policy(
+        "shop",
+        "sctp",
+        sel(&[("app", "backend")]),
+        vec![IngressRule {
+            to_ports: vec![port("3868", "SCTP")],
+            ..IngressRule::default()
+        }],
+    );
+    let c = run(&[sctp]);
+    let problems = format!("{:?}", c.problems);
+    assert!(
+        problems.contains("3868/SCTP cannot be enforced"),
+        "{problems}"
+    );
 }
