@@ -1,5 +1,6 @@
 /* Per-packet datapath on the host side of a pod's veth.
- *   from_pod (TC ingress of the host veth): service DNAT with conntrack,
+ *   from_pod (TC ingress of the host veth): anti-spoofing (the source must
+ *     be the endpoint's own address), service DNAT with conntrack,
  *     strict-mode encryption (traffic to another node's pods that would
  *     not leave through the WireGuard device is dropped), egress policy of
  *     the pod, flow event.
@@ -70,6 +71,13 @@ int from_pod(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (r != PARSE_OK)
 		return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_INVALID_PACKET, 0, 0);
+
+	/* A pod speaks only as itself: policy elsewhere trusts the source
+	 * address (ipcache), so a forged one would borrow another pod's
+	 * identity. A veth with no endpoint record cannot prove anything. */
+	struct policy_endpoint *self = bpf_map_lookup_elem(&mw_endpoints, &endpoint);
+	if (!self || !self->ipv4 || self->ipv4 != p.saddr)
+		return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_SOURCE_SPOOFED, 0, 0);
 
 	if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) {
 		struct lb_svc_val *svc = lb_lookup_service(p.daddr, p.dport, p.proto);

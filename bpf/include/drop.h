@@ -13,6 +13,7 @@ enum mw_reason {
 	REASON_INVALID_PACKET = 6,     /* truncated or malformed headers */
 	REASON_NAT_FAILED = 7,         /* rewriting addresses/checksums failed */
 	REASON_ENCRYPTION_REQUIRED = 8,/* strict mode: would leave the node unencrypted */
+	REASON_SOURCE_SPOOFED = 9,     /* a pod sent with a source address that is not its own */
 	REASON_MAX = 32,               /* size of the metrics array */
 };
 

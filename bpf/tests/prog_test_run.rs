@@ -74,6 +74,25 @@ fn checksums_valid(p: &[u8]) -> bool {
     csum(ip, 0) == 0 && csum(&p[34..54], pseudo(src, dst, 6, 20)) == 0
 }
 
+/// A test run's packets arrive on loopback (ifindex 1): registers it as the
+/// endpoint of the pod `ip`, as the agent registers a pod's veth before it
+/// attaches the programs (anti-spoofing drops anything else).
+fn register_pod(dp: &mut Datapath, ip: Ipv4Addr) {
+    dp.policy()
+        .unwrap()
+        .upsert_endpoint(
+            1,
+            &mesh_bpf::EndpointInfo {
+                endpoint_id: 1,
+                ipv4: Some(ip),
+                mac: None,
+                ifname: "lo".into(),
+            },
+            EndpointPolicy::default(),
+        )
+        .unwrap();
+}
+
 fn run(dp: &mut Datapath, prog: &'static str, pkt: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; pkt.len() + 64];
     let r = dp
@@ -94,6 +113,7 @@ fn from_pod_dnats_a_clusterip_packet_with_valid_checksums() {
     require_root();
     let dir = BpfDir::new();
     let mut dp = Datapath::load(dir.path()).unwrap();
+    register_pod(&mut dp, Ipv4Addr::new(10, 244, 1, 11));
     let vip = Ipv4Addr::new(10, 96, 0, 10);
     let backend = Ipv4Addr::new(10, 244, 1, 13);
     dp.backends()
@@ -153,6 +173,7 @@ fn policy_drop_carries_a_reason_event_and_counter() {
     require_root();
     let dir = BpfDir::new();
     let mut dp = Datapath::load(dir.path()).unwrap();
+    register_pod(&mut dp, Ipv4Addr::new(10, 244, 1, 11));
     dp.policy()
         .unwrap()
         .set_endpoint(
@@ -217,6 +238,7 @@ fn established_flows_pass_until_their_conntrack_entry_expires() {
     require_root();
     let dir = BpfDir::new();
     let mut dp = Datapath::load(dir.path()).unwrap();
+    register_pod(&mut dp, Ipv4Addr::new(10, 244, 1, 11));
     let pkt = tcp_packet(
         Ipv4Addr::new(10, 244, 1, 11),
         40002,
@@ -266,6 +288,7 @@ fn a_new_syn_on_a_closed_tuple_is_judged_by_the_current_policy() {
     require_root();
     let dir = BpfDir::new();
     let mut dp = Datapath::load(dir.path()).unwrap();
+    register_pod(&mut dp, Ipv4Addr::new(10, 244, 1, 11));
     let (src, dst) = (Ipv4Addr::new(10, 244, 1, 11), Ipv4Addr::new(10, 244, 1, 13));
     let allow = PolicyKey {
         endpoint: 1,
@@ -306,4 +329,46 @@ fn a_new_syn_on_a_closed_tuple_is_judged_by_the_current_policy() {
         TC_ACT_SHOT,
         "a new connection on the closed tuple meets the current policy"
     );
+}
+
+/// A pod speaks only as itself: a packet whose source is not its endpoint's
+/// address is dropped (reason source_spoofed, counted, a flow event), and
+/// so is anything from a veth with no endpoint record; its own passes.
+#[test]
+fn a_packet_with_another_source_than_the_pods_is_dropped_as_spoofed() {
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let pod = Ipv4Addr::new(10, 244, 1, 11);
+    let other = Ipv4Addr::new(10, 244, 1, 12);
+    let dst = Ipv4Addr::new(10, 244, 1, 13);
+    let own = tcp_packet(pod, 40100, dst, 8080);
+    let forged = tcp_packet(other, 40100, dst, 8080);
+    // No endpoint record yet: nothing can be proven.
+    assert_eq!(
+        run(&mut dp, "from_pod", &own).0,
+        TC_ACT_SHOT,
+        "no endpoint record"
+    );
+    register_pod(&mut dp, pod);
+    let mut flows = dp.flows().unwrap();
+    assert_eq!(
+        run(&mut dp, "from_pod", &own).0,
+        TC_ACT_OK,
+        "its own address"
+    );
+    assert_eq!(
+        run(&mut dp, "from_pod", &forged).0,
+        TC_ACT_SHOT,
+        "another pod's address"
+    );
+    let (ev, seen) = flows.wait_for(Duration::from_secs(1), |e| {
+        e.verdict == FlowVerdict::Dropped
+            && e.reason == DropReason::SourceSpoofed
+            && e.saddr == other
+    });
+    let ev = ev.unwrap_or_else(|| panic!("no spoofing drop event: {seen:?}"));
+    assert_eq!((ev.daddr, ev.dport), (dst, 8080));
+    let m = dp.metrics().unwrap().read().unwrap();
+    assert_eq!(m.packets(DropReason::SourceSpoofed), 2);
 }

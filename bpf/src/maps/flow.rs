@@ -34,13 +34,16 @@ pub enum DropReason {
     /// left the node outside the WireGuard device (no peer, or a route that
     /// bypasses the tunnel).
     EncryptionRequired,
+    /// A pod sent a packet whose source address is not its own (or from a
+    /// veth with no registered endpoint).
+    SourceSpoofed,
     /// A code this build does not know.
     Unknown(u32),
 }
 
 impl DropReason {
     /// Every known reason (checked against `drop.h` by the C twin test).
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Forwarded,
         DropReason::PolicyDenied,
         DropReason::PolicyDefaultDeny,
@@ -50,6 +53,7 @@ impl DropReason {
         DropReason::InvalidPacket,
         DropReason::NatFailed,
         DropReason::EncryptionRequired,
+        DropReason::SourceSpoofed,
     ];
 
     /// The numeric code.
@@ -64,6 +68,7 @@ impl DropReason {
             DropReason::InvalidPacket => 6,
             DropReason::NatFailed => 7,
             DropReason::EncryptionRequired => 8,
+            DropReason::SourceSpoofed => 9,
             DropReason::Unknown(c) => c,
         }
     }
@@ -88,6 +93,7 @@ impl DropReason {
             DropReason::InvalidPacket => "invalid_packet",
             DropReason::NatFailed => "nat_failed",
             DropReason::EncryptionRequired => "encryption_required",
+            DropReason::SourceSpoofed => "source_spoofed",
             DropReason::Unknown(_) => "unknown",
         }
     }

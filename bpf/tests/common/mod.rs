@@ -138,9 +138,33 @@ impl Node {
         }
     }
 
-    /// Attaches the TC programs to every pod's host veth and registers the
-    /// pods in the ipcache.
+    /// Registers every pod's endpoint (its address: anti-spoofing), attaches
+    /// the TC programs to its host veth, and puts the pods in the ipcache;
+    /// in the agent's order.
     pub fn attach(&self, dp: &mut Datapath, pods: &[&Pod]) {
+        let mut policy = dp.policy().expect("policy maps");
+        for p in pods {
+            let enforcement = policy
+                .endpoint(p.ifindex)
+                .expect("read endpoint")
+                .unwrap_or_default();
+            policy
+                .upsert_endpoint(
+                    p.ifindex,
+                    &mesh_bpf::EndpointInfo {
+                        endpoint_id: p.ifindex as u16,
+                        ipv4: Some(p.ip),
+                        mac: None,
+                        ifname: p.host_if.clone(),
+                    },
+                    mesh_bpf::EndpointPolicy {
+                        identity: p.identity,
+                        ..enforcement
+                    },
+                )
+                .unwrap_or_else(|e| panic!("endpoint of {}: {e}", p.name));
+        }
+        drop(policy);
         let path = self.netns_path();
         in_netns(&path, || {
             for p in pods {
