@@ -14,7 +14,7 @@ use mesh_bpf::{
     FlowObservation, FlowVerdict, Frontend, LbAlgorithm, PolicyAction, PolicyEntry, PolicyKey,
     Protocol, ServiceId,
 };
-use mesh_testbed::{BpfDir, Bridge, Cgroup, NetNs, require_root};
+use mesh_testbed::{BpfDir, Bridge, Capture, Cgroup, NetNs, require_root};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
@@ -940,4 +940,83 @@ fn strict_mode_drops_pod_traffic_that_would_leave_outside_the_tunnel() {
     let sync = enc.sync(&Default::default(), true).unwrap();
     assert_eq!(sync.removed.len(), 1);
     assert!(!enc.covers(Ipv4Addr::new(10, 245, 0, 10)).unwrap());
+}
+
+/// A pod sending TCP SYNs and UDP with another pod's source address (added
+/// to its own interface, as a compromised pod can) towards a backend whose
+/// policy admits only the impersonated pod: nothing arrives in the
+/// backend's namespace, and the drops are counted as source_spoofed. The
+/// impersonated pod itself still gets through.
+#[test]
+fn a_pod_forging_an_admitted_pods_address_reaches_nothing() {
+    let lab = lab();
+    let ep = lab.b1.ifindex;
+    let mut pol = lab.dp.policy().unwrap();
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        pol.upsert(
+            PolicyKey {
+                endpoint: ep,
+                identity: lab.client.identity,
+                port: 8080,
+                proto: Some(proto),
+                direction: Direction::Ingress,
+            },
+            PolicyEntry {
+                action: PolicyAction::Allow,
+                rule_id: 31,
+            },
+        )
+        .unwrap();
+    }
+    pol.set_endpoint(
+        ep,
+        EndpointPolicy {
+            identity: lab.b1.identity,
+            ingress_enforced: true,
+            egress_enforced: false,
+        },
+    )
+    .unwrap();
+    let (name, _) = answer(&lab.client.probe(&["tcp", "10.244.1.13:8080"]));
+    assert_eq!(name, "backend-1", "the admitted pod gets through");
+    let before = lab.dp.metrics().unwrap().read().unwrap();
+
+    let forged = lab.client.ip.to_string();
+    lab.other.ns.run_ok(
+        "ip",
+        &["addr", "add", &format!("{forged}/32"), "dev", "eth0"],
+    );
+    let cap = Capture::start(&lab.b1.ns, "eth0");
+    let script = format!(
+        "import socket\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         u.bind(('{forged}', 0))\n\
+         for _ in range(3): u.sendto(b'forged', ('10.244.1.13', 8080))\n\
+         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+         t.bind(('{forged}', 0)); t.settimeout(2)\n\
+         try:\n    t.connect(('10.244.1.13', 8080)); print('connected')\n\
+         except OSError as e:\n    print('refused', e)\n"
+    );
+    let out = lab.other.ns.run("python3", &["-c", &script]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let cap = cap.stop();
+    assert!(
+        !said.contains("connected"),
+        "a forged SYN was answered: {said}"
+    );
+    assert_eq!(
+        cap.count(&format!("src host {forged} and port 8080")),
+        0,
+        "forged packets reached the backend's namespace"
+    );
+    let after = lab.dp.metrics().unwrap().read().unwrap();
+    let spoofed =
+        after.packets(DropReason::SourceSpoofed) - before.packets(DropReason::SourceSpoofed);
+    assert!(
+        spoofed >= 4,
+        "3 datagrams and at least one SYN counted: {spoofed}"
+    );
+    // The real pod is unaffected.
+    let (name, _) = answer(&lab.client.probe(&["udp", "10.244.1.13:8080"]));
+    assert_eq!(name, "backend-1");
 }
