@@ -83,8 +83,10 @@ static __always_inline __u32 policy_verdict(__u32 endpoint, __u32 peer, __be16 p
 	struct policy_key key = { .endpoint = endpoint, .direction = dir };
 
 	*rule = 0;
+	/* Programs are attached only to registered endpoints: no record means
+	 * it is being removed or was never written. Fail closed. */
 	if (!ep)
-		return REASON_FORWARDED;
+		return REASON_POLICY_DEFAULT_DENY;
 	if (dir == POLICY_DIR_INGRESS ? !ep->ingress_enforced : !ep->egress_enforced)
 		return REASON_FORWARDED;
 

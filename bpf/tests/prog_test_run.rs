@@ -372,3 +372,25 @@ fn a_packet_with_another_source_than_the_pods_is_dropped_as_spoofed() {
     let m = dp.metrics().unwrap().read().unwrap();
     assert_eq!(m.packets(DropReason::SourceSpoofed), 2);
 }
+
+/// A veth whose endpoint record is gone (being removed, never written) gets
+/// nothing: missing state is never "allow".
+#[test]
+fn traffic_to_a_veth_with_no_endpoint_record_is_dropped() {
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let pkt = tcp_packet(
+        Ipv4Addr::new(10, 244, 1, 20),
+        40200,
+        Ipv4Addr::new(10, 244, 1, 11),
+        8080,
+    );
+    assert_eq!(run(&mut dp, "to_pod", &pkt).0, TC_ACT_SHOT, "no record");
+    register_pod(&mut dp, Ipv4Addr::new(10, 244, 1, 11));
+    assert_eq!(
+        run(&mut dp, "to_pod", &pkt).0,
+        TC_ACT_OK,
+        "registered, no policy"
+    );
+}
