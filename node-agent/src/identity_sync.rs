@@ -41,7 +41,8 @@ use crate::datapath::{Datapath, EndpointId, EndpointPolicy, IpcacheEntry};
 use crate::endpoint::EndpointManager;
 use crate::feed::mesh::{MeshFeed, MeshView};
 use crate::policy::compile::{
-    CompileInputs, CompiledPolicies, PolicyProblem, PolicySource, compile,
+    CompileInputs, CompiledPolicies, LastValid, PolicyProblem, PolicySource,
+    compile_keeping_last_valid,
 };
 use crate::shared_manager::SharedManager;
 
@@ -147,6 +148,7 @@ pub fn sync<D: Datapath>(
     view: &MeshView,
     local: &LocalView,
     policies: Option<&[PolicySource]>,
+    last_valid: &mut LastValid,
 ) -> crate::Result<(crate::reconcile::ReconcileReport, Option<CompiledPolicies>)> {
     // Local endpoints: the identity of this cluster's record with the same
     // address.
@@ -171,12 +173,13 @@ pub fn sync<D: Datapath>(
     mgr.reconciler()
         .set_ipcache(SOURCE, ipcache_entries(view, local));
     let compiled = policies.map(|policies| {
-        let compiled = compile(
+        let compiled = compile_keeping_last_valid(
             policies,
             &CompileInputs {
                 cluster: &local.cluster,
                 identities: &view.identities,
             },
+            last_valid,
         );
         let mut per_endpoint = BTreeMap::new();
         for ep in mgr.list() {
@@ -229,6 +232,7 @@ pub async fn run(
     let mut endpoint_changes = state.subscribe_endpoints();
     let mut last_problems: BTreeSet<PolicyProblem> = BTreeSet::new();
     let mut ever_synced = false;
+    let last_valid = Arc::new(std::sync::Mutex::new(LastValid::new()));
     loop {
         ever_synced |= sources.mesh.status().synced;
         let policy_ready = sources.policies.as_ref().map(|p| p.ready());
@@ -240,11 +244,14 @@ pub async fn run(
                 // Without Kubernetes there are no policies: allow all.
                 (None, _) => Some(Vec::new()),
             };
-            let (state2, local2) = (state.clone(), local.clone());
+            let (state2, local2, last_valid2) = (state.clone(), local.clone(), last_valid.clone());
             let start = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || {
                 state2
-                    .with_manager(|mgr| sync(mgr, &view, &local2, policies.as_deref()))
+                    .with_manager(|mgr| {
+                        let mut last_valid = last_valid2.lock().unwrap_or_else(|e| e.into_inner());
+                        sync(mgr, &view, &local2, policies.as_deref(), &mut last_valid)
+                    })
                     .map(|(report, compiled)| {
                         (
                             report,

@@ -166,7 +166,14 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
         },
     );
     // Policies not known yet: identities and ipcache move, policy stays.
-    let (report, compiled) = sync(&mut mgr, &view(), &local(false), None).expect("sync");
+    let (report, compiled) = sync(
+        &mut mgr,
+        &view(),
+        &local(false),
+        None,
+        &mut Default::default(),
+    )
+    .expect("sync");
     assert!(report.is_ok(), "{report:?}");
     assert!(compiled.is_none());
     assert_eq!(mgr.list()[0].identity, id(1, 256));
@@ -184,7 +191,14 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
     assert_eq!(dp.policies[&ep.id], EndpointPolicy::default());
 
     let policies = vec![policy];
-    let (report, compiled) = sync(&mut mgr, &view(), &local(false), Some(&policies)).expect("sync");
+    let (report, compiled) = sync(
+        &mut mgr,
+        &view(),
+        &local(false),
+        Some(&policies),
+        &mut Default::default(),
+    )
+    .expect("sync");
     assert!(report.is_ok(), "{report:?}");
     let compiled = compiled.expect("compiled");
     let p = &mgr.datapath().policies[&ep.id];
@@ -201,7 +215,14 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
     // policy change.
     let mut v = view();
     v.identities.insert(id(2, 300), labels("c2", "frontend"));
-    let (report, _) = sync(&mut mgr, &v, &local(false), Some(&policies)).expect("sync");
+    let (report, _) = sync(
+        &mut mgr,
+        &v,
+        &local(false),
+        Some(&policies),
+        &mut Default::default(),
+    )
+    .expect("sync");
     assert!(report.is_ok(), "{report:?}");
     let peers: Vec<_> = mgr.datapath().policies[&ep.id]
         .allow
@@ -210,7 +231,14 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
         .collect();
     assert_eq!(peers, vec![Some(id(2, 256)), Some(id(2, 300))]);
     // Policies removed: back to allow-all.
-    let (report, _) = sync(&mut mgr, &view(), &local(false), Some(&[])).expect("sync");
+    let (report, _) = sync(
+        &mut mgr,
+        &view(),
+        &local(false),
+        Some(&[]),
+        &mut Default::default(),
+    )
+    .expect("sync");
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(mgr.datapath().policies[&ep.id], EndpointPolicy::default());
 }
@@ -232,7 +260,14 @@ fn policy_cidrs_reach_the_ipcache_with_node_local_identities_and_leave_with_the_
             egress: Vec::new(),
         },
     );
-    let (report, compiled) = sync(&mut mgr, &view(), &local(false), Some(&[policy])).expect("sync");
+    let (report, compiled) = sync(
+        &mut mgr,
+        &view(),
+        &local(false),
+        Some(&[policy]),
+        &mut Default::default(),
+    )
+    .expect("sync");
     assert!(report.is_ok(), "{report:?}");
     let id = compiled.expect("compiled").cidr_identities[&"198.51.100.0/24".parse().expect("net")];
     let entry = &mgr.datapath().ipcache[&"198.51.100.0/24".parse().expect("cidr")];
@@ -241,7 +276,14 @@ fn policy_cidrs_reach_the_ipcache_with_node_local_identities_and_leave_with_the_
         (id, None, false)
     );
     assert!(id.is_node_local());
-    let (report, _) = sync(&mut mgr, &view(), &local(false), Some(&[])).expect("sync");
+    let (report, _) = sync(
+        &mut mgr,
+        &view(),
+        &local(false),
+        Some(&[]),
+        &mut Default::default(),
+    )
+    .expect("sync");
     assert!(report.is_ok(), "{report:?}");
     assert!(
         !mgr.datapath()

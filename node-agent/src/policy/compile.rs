@@ -168,12 +168,88 @@ pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> Compile
     for p in sorted {
         match compile_one(p, inputs, &mut out) {
             Ok(c) => out.policies.push(c),
-            Err(message) => out.problems.push(PolicyProblem {
-                policy: format!("{} {}", p.kind, p.id()),
-                message,
-            }),
+            Err(mut message) => {
+                // Fail closed: what it selects is default-deny in the
+                // directions it has rules for, with nothing allowed.
+                if let Some(closed) = deny_all_of(p) {
+                    out.policies.push(closed);
+                    message.push_str(DENY_NOTE);
+                }
+                out.problems.push(PolicyProblem {
+                    policy: format!("{} {}", p.kind, p.id()),
+                    message,
+                });
+            }
         }
     }
+    out
+}
+
+/// Said of a refused policy whose selector is valid.
+const DENY_NOTE: &str =
+    "; the endpoints it selects allow nothing in its directions until it is fixed";
+
+/// A refused policy's fail-closed stand-in: its subject (when the selector
+/// itself is valid) enforced with no allow, in the directions it has rules.
+fn deny_all_of(p: &PolicySource) -> Option<CompiledPolicy> {
+    let mut subject = to_selector(&p.endpoint_selector).ok()?;
+    if let Some(ns) = &p.namespace {
+        subject
+            .match_labels
+            .insert(NAMESPACE_LABEL.to_string(), ns.clone());
+    }
+    Some(CompiledPolicy {
+        subject,
+        ingress: (!p.ingress.is_empty()).then(Vec::new),
+        egress: (!p.egress.is_empty()).then(Vec::new),
+    })
+}
+
+/// The last version of each policy that compiled, by `Kind namespace/name`:
+/// a policy edited into a form that does not compile keeps its last valid
+/// version enforced (a typo must not remove a default-deny), and its status
+/// says it is stale.
+pub type LastValid = BTreeMap<String, PolicySource>;
+
+/// [`compile`], keeping each refused policy's last valid version from
+/// `last_valid` (updated: valid versions recorded, deleted policies
+/// forgotten).
+pub fn compile_keeping_last_valid(
+    policies: &[PolicySource],
+    inputs: &CompileInputs<'_>,
+    last_valid: &mut LastValid,
+) -> CompiledPolicies {
+    let key = |p: &PolicySource| format!("{} {}", p.kind, p.id());
+    let alone = compile(policies, inputs);
+    let refused: BTreeSet<&str> = alone.problems.iter().map(|p| p.policy.as_str()).collect();
+    let mut chosen = Vec::with_capacity(policies.len());
+    let mut stale = BTreeSet::new();
+    for p in policies {
+        let k = key(p);
+        if !refused.contains(k.as_str()) {
+            last_valid.insert(k, p.clone());
+            chosen.push(p.clone());
+        } else if let Some(last) = last_valid.get(&k) {
+            chosen.push(last.clone());
+            stale.insert(k);
+        }
+    }
+    let present: BTreeSet<String> = policies.iter().map(key).collect();
+    last_valid.retain(|k, _| present.contains(k));
+    let mut out = compile(&chosen, inputs);
+    out.problems = alone
+        .problems
+        .into_iter()
+        .map(|mut problem| {
+            if stale.contains(&problem.policy) {
+                problem.message = problem.message.replace(
+                    DENY_NOTE,
+                    "; its last valid version stays enforced until this is fixed (stale)",
+                );
+            }
+            problem
+        })
+        .collect();
     out
 }
 

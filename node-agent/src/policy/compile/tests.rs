@@ -313,16 +313,19 @@ fn bad_policies_are_refused_alone() {
             .iter()
             .any(|(p, m)| p.ends_with("shop/bad-selector") && m.contains("\"Near\""))
     );
-    // The good policy still works; the refused ones select nothing.
+    // The good policy still works; what the refused ones select (when
+    // their selector is valid) allows nothing: refused, never allow-all.
     let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
     assert_eq!(
         allowed(&backend),
         vec![(Some(ReservedIdentity::World.identity()), 0, None)]
     );
-    assert_eq!(
-        c.endpoint_policy(&labels("c1", "shop", "frontend")),
-        EndpointPolicy::default()
+    let frontend = c.endpoint_policy(&labels("c1", "shop", "frontend"));
+    assert!(
+        frontend.ingress_enforced && !frontend.egress_enforced,
+        "{frontend:?}"
     );
+    assert!(allowed(&frontend).is_empty(), "{frontend:?}");
 }
 
 #[test]
@@ -456,4 +459,67 @@ fn a_port_without_protocol_means_tcp_and_udp_and_an_sctp_port_is_refused() {
         problems.contains("3868/SCTP cannot be enforced"),
         "{problems}"
     );
+}
+
+/// A policy edited into a form that does not compile keeps its last valid
+/// version enforced, and says so; deleting it then removes it.
+#[test]
+fn a_policy_that_stops_compiling_keeps_its_last_valid_version() {
+    let ids = identities();
+    let inputs = CompileInputs {
+        cluster: &cluster("c1"),
+        identities: &ids,
+    };
+    let version = |ports: &str| {
+        policy(
+            "shop",
+            "db",
+            sel(&[("app", "backend")]),
+            vec![IngressRule {
+                to_ports: vec![port(ports, "TCP")],
+                ..IngressRule::default()
+            }],
+        )
+    };
+    let backend = labels("c1", "shop", "backend");
+    let mut last = LastValid::new();
+    let c = compile_keeping_last_valid(&[version("5432")], &inputs, &mut last);
+    assert!(c.problems.is_empty());
+    let enforced = c.endpoint_policy(&backend);
+    assert!(enforced.ingress_enforced);
+
+    // A typo: the old rules keep applying, the status says why and that
+    // it is stale.
+    let c = compile_keeping_last_valid(&[version("54x2")], &inputs, &mut last);
+    assert_eq!(c.endpoint_policy(&backend), enforced);
+    let [problem] = c.problems.as_slice() else {
+        panic!("{:?}", c.problems)
+    };
+    assert!(problem.message.contains("54x2"), "{}", problem.message);
+    assert!(problem.message.contains("stale"), "{}", problem.message);
+    // Without a last valid version (a new policy that never compiled), what
+    // it selects allows nothing: refused, never allow-all.
+    let c = run(&[version("54x2")]);
+    let closed = c.endpoint_policy(&backend);
+    assert!(
+        closed.ingress_enforced && !closed.egress_enforced,
+        "{closed:?}"
+    );
+    assert!(allowed(&closed).is_empty(), "{closed:?}");
+    assert!(
+        c.problems[0].message.contains("allow nothing"),
+        "{:?}",
+        c.problems
+    );
+
+    // Fixed: the new version applies; deleted: nothing is remembered.
+    let c = compile_keeping_last_valid(&[version("6432")], &inputs, &mut last);
+    assert!(c.problems.is_empty());
+    assert_eq!(
+        allowed(&c.endpoint_policy(&backend)),
+        vec![(None, 6432, Some(Protocol::Tcp))]
+    );
+    let c = compile_keeping_last_valid(&[], &inputs, &mut last);
+    assert!(!c.endpoint_policy(&backend).ingress_enforced);
+    assert!(last.is_empty());
 }
