@@ -37,7 +37,7 @@ use ipnet::IpNet;
 use mesh_api::{ClusterName, Identity, NodeName};
 use tokio::sync::watch;
 
-use crate::datapath::{Datapath, EndpointId, EndpointPolicy, IpcacheEntry};
+use crate::datapath::{Datapath, EndpointId, IpcacheEntry};
 use crate::endpoint::EndpointManager;
 use crate::feed::mesh::{MeshFeed, MeshView};
 use crate::policy::compile::{
@@ -185,10 +185,12 @@ pub fn sync<D: Datapath>(
         for ep in mgr.list() {
             let policy = match view.identities.get(&ep.identity) {
                 Some(labels) => compiled.endpoint_policy(labels),
-                // Not resolved yet: only cluster-wide policies selecting
-                // nothing in particular could apply; keep it open until
-                // its identity is known (it cannot be selected by labels).
-                None => EndpointPolicy::default(),
+                // Not resolved yet: it cannot be matched by labels, so
+                // whatever could select it holds it at default-deny until
+                // its identity is known; missing state is never "allow".
+                None => {
+                    compiled.unresolved_endpoint_policy(ep.registration.pod_namespace.as_deref())
+                }
             };
             per_endpoint.insert(ep.id, policy);
         }

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use mesh_api::{ClusterId, Identity, LabelSet, ReservedIdentity};
 
 use super::*;
+use crate::datapath::EndpointPolicy;
 use crate::datapath::{Direction, MemoryDatapath};
 use crate::endpoint::EndpointRegistration;
 use crate::policy::crd::{IngressRule, MeshNetworkPolicySpec, PortProtocol, PortRule, Selector};

@@ -254,6 +254,27 @@ pub fn compile_keeping_last_valid(
 }
 
 impl CompiledPolicies {
+    /// The policy of an endpoint whose identity (labels) is not known yet
+    /// (the mesh-apiserver is down, identities ran out): it cannot be
+    /// matched, so every policy that could select a pod of its namespace
+    /// counts as selecting it, with nothing allowed until its identity
+    /// resolves. A namespace no policy can select stays open.
+    pub fn unresolved_endpoint_policy(&self, namespace: Option<&str>) -> EndpointPolicy {
+        let mut policy = EndpointPolicy::default();
+        for p in &self.policies {
+            let ns = p.subject.match_labels.get(NAMESPACE_LABEL);
+            let could_select = match (ns, namespace) {
+                (Some(theirs), Some(ours)) => theirs == ours,
+                _ => true,
+            };
+            if could_select {
+                policy.ingress_enforced |= p.ingress.is_some();
+                policy.egress_enforced |= p.egress.is_some();
+            }
+        }
+        policy
+    }
+
     /// The policy of an endpoint with identity labels `labels`.
     pub fn endpoint_policy(&self, labels: &LabelSet) -> EndpointPolicy {
         let mut policy = EndpointPolicy::default();

@@ -523,3 +523,28 @@ fn a_policy_that_stops_compiling_keeps_its_last_valid_version() {
     assert!(!c.endpoint_policy(&backend).ingress_enforced);
     assert!(last.is_empty());
 }
+
+/// An endpoint whose identity is not known yet is held by every policy
+/// that could select a pod of its namespace, with nothing allowed; a
+/// namespace no policy can select stays open.
+#[test]
+fn an_endpoint_without_a_resolved_identity_is_default_deny_where_a_policy_could_select_it() {
+    let c = run(&[policy(
+        "shop",
+        "db",
+        sel(&[("app", "db")]),
+        vec![IngressRule {
+            to_ports: vec![port("5432", "TCP")],
+            ..IngressRule::default()
+        }],
+    )]);
+    let held = c.unresolved_endpoint_policy(Some("shop"));
+    assert!(held.ingress_enforced && !held.egress_enforced, "{held:?}");
+    assert!(allowed(&held).is_empty());
+    assert_eq!(
+        c.unresolved_endpoint_policy(Some("other")),
+        EndpointPolicy::default()
+    );
+    // A runtime that did not say the namespace: any policy could.
+    assert!(c.unresolved_endpoint_policy(None).ingress_enforced);
+}
