@@ -333,6 +333,10 @@ pub struct MeshStatus {
     /// expiry and renewal state.
     #[serde(default)]
     pub certificates: Vec<CertificateStatus>,
+    /// Clusters no longer configured whose leftover cached state this
+    /// replica withdrew (removed while it was down or not leading).
+    #[serde(default)]
+    pub swept_clusters: u64,
 }
 
 /// One certificate's expiry and renewal.

@@ -29,6 +29,7 @@ mod admit;
 pub mod config;
 mod resolve;
 mod session;
+mod sweep;
 
 use config::remote_tls;
 pub use config::{
@@ -65,6 +66,8 @@ pub struct Importer {
     running: Arc<Mutex<BTreeMap<ClusterName, Running>>>,
     refused: Arc<Mutex<Vec<RefusedEntry>>>,
     declared: session::DeclaredCidrs,
+    swept: Arc<std::sync::atomic::AtomicU64>,
+    sweep_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Importer {
@@ -93,6 +96,8 @@ impl Importer {
             running: Arc::default(),
             refused: Arc::default(),
             declared: Arc::default(),
+            swept: Arc::default(),
+            sweep_failed: Arc::default(),
         }
     }
 
@@ -112,6 +117,7 @@ impl Importer {
     pub async fn apply(&self, data: &BTreeMap<String, String>) {
         let parsed = parse_clustermesh(data, &self.local);
         *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = parsed.refused.clone();
+        let parsed_names: Vec<String> = parsed.remotes.iter().map(|r| r.name.to_string()).collect();
         let wanted: BTreeMap<ClusterName, RemoteClusterConfig> = parsed
             .remotes
             .into_iter()
@@ -217,16 +223,58 @@ impl Importer {
                 .extend(refused);
         }
         for name in removed {
+            self.settings
+                .renewal
+                .certs
+                .forget(&format!("client/{name}"));
             let writer = Writer::new(self.store.clone(), name.clone(), self.leadership.clone());
             match writer.delete_all().await {
                 Ok(n) => {
                     tracing::info!(remote = %name, records = n, "remote removed from the config: its state is withdrawn")
                 }
                 Err(e) => {
-                    tracing::warn!(remote = %name, error = %e, "withdrawing a removed remote failed")
+                    tracing::warn!(remote = %name, error = %e, "withdrawing a removed remote failed; the sweep retries")
                 }
             }
         }
+        // What the store still holds of clusters not configured (removed
+        // while this replica was down or not leading). A refused entry
+        // keeps its state: a typo must not wipe a remote.
+        let keep: std::collections::BTreeSet<String> = parsed_names
+            .into_iter()
+            .chain(self.refused().into_iter().map(|r| r.entry))
+            .collect();
+        let result = sweep::sweep(&self.store, &self.local.name, &keep, &self.leadership).await;
+        self.sweep_failed
+            .store(result.is_err(), std::sync::atomic::Ordering::Relaxed);
+        match result {
+            Ok(swept) => {
+                let n: usize = swept.iter().map(|(_, n)| n).sum();
+                self.swept
+                    .fetch_add(swept.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if n > 0 {
+                    tracing::info!(
+                        clusters = swept.len(),
+                        records = n,
+                        "stray cluster state swept"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeping unconfigured clusters failed; retried at the next pass")
+            }
+        }
+    }
+
+    /// Whether the last sweep failed (the caller applies the config again
+    /// to retry it).
+    pub fn sweep_failed(&self) -> bool {
+        self.sweep_failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Clusters whose leftover state the sweep has withdrawn since start.
+    pub fn swept(&self) -> u64 {
+        self.swept.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Status of every configured remote.

@@ -721,16 +721,13 @@ pub async fn secret_feed(
     })?;
     let api: Api<Secret> = Api::namespaced(client, namespace);
     let (tx, rx) = watch::channel(BTreeMap::new());
+    let tx = Arc::new(tx);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let (reader, writer) = reflector::store::<Secret>();
     let stream = reflector(writer, watcher(api, config).default_backoff());
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            if let Err(e) = ev {
-                tracing::warn!(error = %e, "watching the clustermesh Secret");
-                continue;
-            }
+    let publish = {
+        let (reader, tx) = (reader.clone(), tx.clone());
+        move || {
             let data: BTreeMap<String, String> = reader
                 .state()
                 .first()
@@ -745,7 +742,28 @@ pub async fn secret_feed(
                 changed
             });
         }
+    };
+    let on_event = publish.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "watching the clustermesh Secret");
+                continue;
+            }
+            on_event();
+        }
     });
+    // The first value is the Secret as first listed (or its absence),
+    // never the empty placeholder: see `ConfigFeed`.
+    reader.wait_until_ready().await.map_err(|e| Error::Config {
+        key: "clustermesh-secret".into(),
+        value: name.to_string(),
+        reason: format!("the watch of Secret {namespace}/{name} ended before its first list: {e}"),
+    })?;
+    publish();
+    let mut rx = rx;
+    rx.borrow_and_update();
     Ok(rx)
 }
 

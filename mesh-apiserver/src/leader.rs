@@ -64,6 +64,12 @@ impl Leadership {
         let _ = self.rx.wait_for(|l| *l).await;
     }
 
+    /// Whether the election ended (its task stopped): leadership no longer
+    /// changes.
+    pub fn ended(&self) -> bool {
+        self.rx.has_changed().is_err()
+    }
+
     /// Waits until this replica stops leading.
     pub async fn wait_lost(&mut self) {
         let _ = self.rx.wait_for(|l| !*l).await;

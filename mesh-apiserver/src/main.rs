@@ -111,7 +111,7 @@ async fn run() -> anyhow::Result<()> {
             ttl_seconds: config.leader_lease_ttl_seconds,
         });
     let feed = match &config.clustermesh_config_dir {
-        Some(dir) => directory_feed(dir.clone(), Duration::from_secs(1)).0,
+        Some(dir) => directory_feed(dir.clone(), Duration::from_secs(1)).await.0,
         None if config.kubernetes => {
             mesh_apiserver::kube_feed::secret_feed(&config.namespace, &config.clustermesh_secret)
                 .await?

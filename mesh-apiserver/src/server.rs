@@ -50,6 +50,22 @@ pub struct ServerParts {
 /// changed (policy and bundle changes and expiry act within a second).
 const REAUTHORIZE_EVERY: Duration = Duration::from_secs(60);
 
+/// How soon a failed sweep of unconfigured clusters is retried.
+const SWEEP_RETRY: Duration = Duration::from_secs(10);
+
+/// Returns when this replica next becomes the leader: at once if it leads
+/// now but did not when the last pass began (`was_leader`), else after it
+/// loses and regains leadership.
+async fn gains(leadership: &mut Leadership, was_leader: bool) {
+    if leadership.ended() {
+        return std::future::pending().await;
+    }
+    if was_leader {
+        leadership.wait_lost().await;
+    }
+    leadership.wait_leader().await;
+}
+
 /// A running server; dropping it does not stop it, call [`Running::shutdown`].
 #[derive(Debug)]
 pub struct Running {
@@ -158,17 +174,25 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         let authorizer = authorizer.clone();
         let local = local.clone();
         let mut feed = config;
+        let mut leadership = leadership.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 let data = feed.borrow_and_update().clone();
+                let was_leader = leadership.is_leader();
                 let parsed = parse_clustermesh(&data, &local);
                 authorizer.set_policy(AccessPolicy::mesh_apiserver(
                     local.name.clone(),
                     parsed.remotes.iter().map(|r| r.name.clone()),
                 ));
                 importer.apply(&data).await;
-                if feed.changed().await.is_err() {
-                    return;
+                // Applied again (the sweep of unconfigured clusters runs
+                // with it) when the config changes, when this replica
+                // becomes the leader, and while the last sweep failed.
+                let retry = importer.sweep_failed();
+                tokio::select! {
+                    changed = feed.changed() => if changed.is_err() { return },
+                    () = gains(&mut leadership, was_leader) => {}
+                    () = tokio::time::sleep(SWEEP_RETRY), if retry => {}
                 }
             }
         }));

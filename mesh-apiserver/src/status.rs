@@ -96,6 +96,7 @@ impl StatusSource {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             certificates: self.certificates.report(),
+            swept_clusters: self.importer.swept(),
         }
     }
 }
@@ -178,6 +179,13 @@ pub fn metrics_text(r: &MeshStatus) -> String {
         "meshwork_apiserver_watch_clients",
         "Open Export watch streams.",
         r.watch_clients,
+    );
+    cluster_gauge(
+        o,
+        c,
+        "meshwork_remote_state_swept_total",
+        "Clusters no longer configured whose leftover cached state was withdrawn.",
+        r.swept_clusters,
     );
     remote_gauge(
         o,

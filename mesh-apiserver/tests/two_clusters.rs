@@ -1365,3 +1365,95 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// A remote removed from the config while the mesh-apiserver is down (or
+/// while another replica led) leaves its records in etcd; the restarted
+/// process compares the store with its config and withdraws them. An entry
+/// that is merely broken keeps its cluster's state (a typo must not wipe a
+/// remote), until the entry is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_removed_while_the_apiserver_was_down_is_withdrawn_at_restart() {
+    init();
+    let pki = Pki::new();
+    let mut a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
+    let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
+    let entry_b = a.dir.path().join("remotes/b");
+    std::fs::write(
+        &entry_b,
+        remote_entry(
+            "b",
+            2,
+            &[b.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("a"),
+            &["10.2.0.0/16"],
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        b.dir.path().join("remotes/a"),
+        remote_entry(
+            "a",
+            1,
+            &[a.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("b"),
+            &["10.1.0.0/16"],
+        ),
+    )
+    .unwrap();
+    b.start();
+    a.start();
+    let a_store = a.store().await;
+    let wb = Writer::new(b.store().await, cn("b"), Leadership::always());
+    for r in seed("b", 2, "10.2") {
+        wb.upsert(&r).await.unwrap();
+    }
+    for kind in Kind::ALL {
+        wb.mark_synced(kind).await.unwrap();
+    }
+    let b_prefix = state::cluster_prefix("b");
+    let b_cached = || async { a_store.list(&b_prefix).await.unwrap().0.len() };
+    eventually("A caches B", 30, || async {
+        a.status().await.is_some_and(|s| s.is_synced_with("b"))
+    })
+    .await;
+    let cached = b_cached().await;
+    assert!(cached > 0);
+
+    // Down, the entry is broken: the restarted A refuses it and keeps B's state.
+    a.kill();
+    std::fs::write(&entry_b, "id: [not a number\n").unwrap();
+    a.start();
+    eventually("A up again, refusing b's entry", 30, || async {
+        a.status()
+            .await
+            .is_some_and(|s| s.refused_entry("b").is_some())
+    })
+    .await;
+    assert_eq!(b_cached().await, cached, "a broken entry wiped B's state");
+    assert_eq!(a.status().await.unwrap().swept_clusters, 0);
+
+    // Down again, the entry is removed: the restarted A withdraws B's state.
+    a.kill();
+    std::fs::remove_file(&entry_b).unwrap();
+    a.start();
+    eventually("B's state withdrawn after the restart", 30, || async {
+        b_cached().await == 0
+    })
+    .await;
+    eventually("the sweep counted", 10, || async {
+        a.status().await.is_some_and(|s| s.swept_clusters == 1)
+    })
+    .await;
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.contains("meshwork_remote_state_swept_total{cluster=\"a\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        a.log().contains("cluster not in the config"),
+        "the withdrawal is not logged:\n{}",
+        a.log()
+    );
+}

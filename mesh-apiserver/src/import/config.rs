@@ -113,13 +113,30 @@ pub fn parse_clustermesh(
 }
 
 /// Where the `meshwork-clustermesh` data comes from: the Secret (watched
-/// with kube-rs) or a directory with one file per remote.
+/// with kube-rs) or a directory with one file per remote. Its first value is
+/// what the source said when first read, never a placeholder: the importer
+/// withdraws the state of clusters it does not list, so "not read yet" must
+/// not look like "no remotes".
 pub type ConfigFeed = watch::Receiver<BTreeMap<String, String>>;
 
 /// Feeds the config from a directory (one file per remote; hidden files,
 /// such as a mounted Secret's `..data`, are ignored), re-read every `poll`.
-pub fn directory_feed(dir: std::path::PathBuf, poll: Duration) -> (ConfigFeed, JoinHandle<()>) {
-    let (tx, rx) = watch::channel(BTreeMap::new());
+/// Returns once the directory was read (retrying every `poll`, each failure
+/// logged).
+pub async fn directory_feed(
+    dir: std::path::PathBuf,
+    poll: Duration,
+) -> (ConfigFeed, JoinHandle<()>) {
+    let first = loop {
+        match read_dir_entries(&dir) {
+            Ok(data) => break data,
+            Err(e) => {
+                tracing::warn!(error = %e, "clustermesh config directory not readable yet; nothing is imported or withdrawn until it is");
+                tokio::time::sleep(poll).await;
+            }
+        }
+    };
+    let (tx, rx) = watch::channel(first);
     let handle = tokio::spawn(async move {
         loop {
             match read_dir_entries(&dir) {

@@ -69,8 +69,9 @@ async fn directory_feed_follows_files() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("b"), "x").unwrap();
     std::fs::write(dir.path().join("..data"), "ignored").unwrap();
-    let (mut rx, task) = directory_feed(dir.path().to_path_buf(), Duration::from_millis(50));
-    rx.wait_for(|d| d.len() == 1).await.unwrap();
+    let (mut rx, task) = directory_feed(dir.path().to_path_buf(), Duration::from_millis(50)).await;
+    // The first value is the first read, not a placeholder.
+    assert_eq!(rx.borrow_and_update().keys().collect::<Vec<_>>(), vec!["b"]);
     std::fs::write(dir.path().join("c"), "y").unwrap();
     rx.wait_for(|d| d.contains_key("c")).await.unwrap();
     std::fs::remove_file(dir.path().join("b")).unwrap();
@@ -137,4 +138,84 @@ fn a_remote_refusing_us_is_named_with_what_to_check() {
         session::refused_by_remote(&b, &a, "connection refused"),
         None
     );
+}
+
+/// A cluster removed from the config while no replica was watching (or
+/// another one led) leaves records behind; the next apply withdraws them,
+/// and leaves alone the local cluster, configured remotes and entries that
+/// are refused (a typo must not wipe a remote's state).
+#[tokio::test]
+async fn apply_sweeps_state_of_clusters_no_longer_configured() {
+    use crate::store::MemoryStore;
+    let store: Arc<dyn crate::store::Store> = Arc::new(MemoryStore::new(1000));
+    for cluster in ["a", "b", "e", "gone"] {
+        Writer::new(
+            store.clone(),
+            ClusterName::new(cluster).unwrap(),
+            Leadership::always(),
+        )
+        .mark_synced(mesh_api::Kind::Node)
+        .await
+        .unwrap();
+    }
+    let pki = Pki::new();
+    let cert = pki.cluster("a");
+    let mut data = BTreeMap::new();
+    data.insert(
+        "b".to_string(),
+        remote_entry(
+            "b",
+            2,
+            &["127.0.0.1:1".to_string()],
+            pki.ca.cert_pem(),
+            &cert,
+            &["10.2.0.0/16"],
+        ),
+    );
+    data.insert("e".to_string(), "endpoints: [unclosed".to_string());
+    let importer = Importer::new(
+        store.clone(),
+        local(),
+        Leadership::always(),
+        ImportSettings::default(),
+    );
+    importer.apply(&data).await;
+    let (left, _) = store.list(crate::state::ROOT).await.unwrap();
+    let mut clusters: Vec<String> = left
+        .iter()
+        .filter_map(|kv| match crate::state::parse_key(&kv.key).unwrap() {
+            crate::state::ParsedKey::Synced { cluster, .. } => Some(cluster),
+            crate::state::ParsedKey::Record { .. } => None,
+        })
+        .collect();
+    clusters.sort();
+    assert_eq!(clusters, vec!["a", "b", "e"]);
+    assert_eq!(importer.swept(), 1);
+    assert!(!importer.sweep_failed());
+
+    // A replica that only believes it leads (paused past its lease) has
+    // its sweep refused by the store's fence: the state stays, the failure
+    // is flagged so the sweep is retried.
+    Writer::new(
+        store.clone(),
+        ClusterName::new("gone").unwrap(),
+        Leadership::always(),
+    )
+    .mark_synced(mesh_api::Kind::Node)
+    .await
+    .unwrap();
+    let paused = Importer::new(
+        store.clone(),
+        local(),
+        Leadership::believed("meshwork/internal/a/leader", "paused-replica"),
+        ImportSettings::default(),
+    );
+    paused.apply(&data).await;
+    assert_eq!(paused.swept(), 0);
+    assert!(paused.sweep_failed());
+    let (left, _) = store
+        .list(&crate::state::cluster_prefix("gone"))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
 }

@@ -78,6 +78,7 @@ fn document() -> MeshStatus {
             renewals: 4,
             last_error: None,
         }],
+        swept_clusters: 1,
     }
 }
 
@@ -115,6 +116,7 @@ fn metrics_name_each_remote_and_each_kind() {
         "meshwork_certificate_expiry_seconds{cluster=\"c1\",certificate=\"client/c2\"} 100",
         "meshwork_certificate_renewals_total{cluster=\"c1\",certificate=\"client/c2\"} 4",
         "meshwork_certificate_renewal_failing{cluster=\"c1\",certificate=\"client/c2\"} 0",
+        "meshwork_remote_state_swept_total{cluster=\"c1\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }

@@ -33,6 +33,7 @@ fn side(
             refused_peers: Vec::new(),
             refused_exports: Vec::new(),
             certificates: Vec::new(),
+            swept_clusters: 0,
         }),
     }
 }

@@ -305,6 +305,7 @@ fn the_remote_cluster_hop_follows_the_mesh_apiserver() {
         refused_peers: vec![],
         refused_exports: Vec::new(),
         certificates: Vec::new(),
+        swept_clusters: 0,
     };
     assert_eq!(
         remote_cluster_hop(Some(&status(None)), "c1", "c1"),
