@@ -253,16 +253,26 @@ impl Mirror {
                 self.revision = 0;
                 Vec::new()
             }
-            WatchEvent::SyncComplete { revision, kinds } => {
+            WatchEvent::SyncComplete {
+                revision,
+                kinds,
+                pending,
+            } => {
                 self.revision = *revision;
                 self.synced = true;
                 let Some(seen) = self.snapshot.take() else {
                     return Vec::new();
                 };
+                // A pending cluster's records are kept: the server does not
+                // hold them yet, their absence is not a withdrawal.
+                let is_pending = |k: &MirrorKey| {
+                    k.1.split_once('/')
+                        .is_some_and(|(cluster, _)| pending.iter().any(|p| p == cluster))
+                };
                 let gone: Vec<MirrorKey> = self
                     .records
                     .keys()
-                    .filter(|k| kinds.contains(&k.0) && !seen.contains(*k))
+                    .filter(|k| kinds.contains(&k.0) && !seen.contains(*k) && !is_pending(k))
                     .cloned()
                     .collect();
                 gone.into_iter()

@@ -11,6 +11,7 @@
 //! node-agents (node certificates) get every cluster's state, local and
 //! imported.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +33,9 @@ use tonic::{Request, Response, Status};
 use crate::error::{Error, Result};
 use crate::state::{self, ParsedKey};
 use crate::store::{Store, StoreEvent};
+
+mod pending;
+pub use pending::PendingRemotes;
 
 /// What a watcher may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +190,7 @@ pub struct ExportService {
     stopping: tokio::sync::watch::Receiver<bool>,
     revocation: Option<Revocation>,
     signer: Option<crate::renew::Signer>,
+    remotes: Option<PendingRemotes>,
 }
 
 /// What an open stream's client is checked against again.
@@ -208,7 +213,16 @@ impl ExportService {
             stopping,
             revocation: None,
             signer: None,
+            remotes: None,
         }
+    }
+
+    /// A node-agent's snapshot waits a little for `remotes` to sync and
+    /// names those still unsynced pending, so the agent keeps their state
+    /// (see [`PendingRemotes`]).
+    pub fn with_pending_remotes(mut self, remotes: PendingRemotes) -> Self {
+        self.remotes = Some(remotes);
+        self
     }
 
     /// Answers `Renew` with this cluster's CA (`None`: refuses, saying how
@@ -304,11 +318,12 @@ async fn send(tx: &Tx, mut ev: pb::WatchEvent) -> bool {
     tx.inner.send(Ok(ev)).await.is_ok()
 }
 
-fn sync_complete(revision: u64, kinds: &[Kind]) -> pb::WatchEvent {
+fn sync_complete(revision: u64, kinds: &[Kind], pending: &BTreeSet<String>) -> pb::WatchEvent {
     pb::WatchEvent {
         event: Some(pb::watch_event::Event::SyncComplete(pb::SyncComplete {
             revision,
             kinds: kinds.iter().map(|k| pb::Kind::from(*k).into()).collect(),
+            pending_clusters: pending.iter().cloned().collect(),
         })),
     }
 }
@@ -349,17 +364,34 @@ async fn wait_synced(store: &dyn Store, local: &str, kinds: &[Kind], tx: &Tx) ->
     }
 }
 
-/// Sends a snapshot and the marker once this cluster is synced; returns the
-/// snapshot revision.
+/// Sends a snapshot and the marker once this cluster is synced (and, to a
+/// node-agent, once configured remotes are, or named pending); returns the
+/// snapshot revision and the pending remotes.
 async fn snapshot(
     store: &dyn Store,
     local: &str,
     scope: &Scope,
     kinds: &[Kind],
+    remotes: Option<&PendingRemotes>,
     tx: &Tx,
-) -> Result<Option<u64>> {
+) -> Result<Option<(u64, BTreeSet<String>)>> {
     if !wait_synced(store, local, kinds, tx).await? {
         return Ok(None);
+    }
+    let pending = match remotes {
+        Some(r) => {
+            tokio::select! {
+                p = r.after_wait(store) => p?,
+                () = tx.closed() => return Ok(None),
+            }
+        }
+        None => BTreeSet::new(),
+    };
+    if !pending.is_empty() {
+        tracing::info!(
+            ?pending,
+            "snapshot names remotes not synced yet pending: the agent keeps their state"
+        );
     }
     let (items, revision) = store.list(&scope.prefix()).await?;
     // Nodes and identities before what refers to them.
@@ -374,10 +406,35 @@ async fn snapshot(
             }
         }
     }
-    if !send(tx, sync_complete(revision, kinds)).await {
+    if !send(tx, sync_complete(revision, kinds, &pending)).await {
         return Ok(None);
     }
-    Ok(Some(revision))
+    Ok(Some((revision, pending)))
+}
+
+/// The pending remote whose last synced marker `ev` wrote, if any.
+async fn synced_now(
+    store: &dyn Store,
+    pending: &BTreeSet<String>,
+    ev: &StoreEvent,
+) -> Option<String> {
+    let StoreEvent::Put(kv) = ev else { return None };
+    let cluster = pending::synced_marker_of(&kv.key)?;
+    if !pending.contains(&cluster) {
+        return None;
+    }
+    // A store error here only delays the reset to the next marker.
+    pending::is_synced(store, &cluster)
+        .await
+        .unwrap_or(false)
+        .then_some(cluster)
+}
+
+async fn pending_window_end(remotes: Option<&PendingRemotes>) {
+    match remotes {
+        Some(r) => tokio::time::sleep_until(r.until()).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -388,10 +445,14 @@ async fn run_watch(
     kinds: Vec<Kind>,
     resume: u64,
     client: String,
+    remotes: Option<PendingRemotes>,
     tx: Tx,
 ) {
     let prefix = scope.prefix();
     let mut from = None;
+    // Remotes the client was told are pending: when one syncs, or the
+    // window ends, a Reset and a complete snapshot follow.
+    let mut pending = BTreeSet::new();
     let (resume_epoch, resume) = split_wire_revision(resume);
     if resume > 0 && resume_epoch != tx.epoch {
         tracing::info!(%client, resume_epoch, epoch = tx.epoch, "resume from another store epoch: reset and snapshot");
@@ -416,7 +477,18 @@ async fn run_watch(
                         return;
                     }
                 }
-                if !send(&tx, sync_complete(current, &kinds)).await {
+                // A resumed client may hold a pending remote's old state.
+                pending = match &remotes {
+                    Some(r) => match r.now(store.as_ref()).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tx.fail(Status::unavailable(e.to_string())).await;
+                            return;
+                        }
+                    },
+                    None => BTreeSet::new(),
+                };
+                if !send(&tx, sync_complete(current, &kinds, &pending)).await {
                     return;
                 }
                 tracing::info!(%client, resume, current, deltas = events.len(), "watch resumed");
@@ -437,8 +509,20 @@ async fn run_watch(
     loop {
         let start = match from {
             Some(f) => f,
-            None => match snapshot(store.as_ref(), &local, &scope, &kinds, &tx).await {
-                Ok(Some(r)) => r + 1,
+            None => match snapshot(
+                store.as_ref(),
+                &local,
+                &scope,
+                &kinds,
+                remotes.as_ref(),
+                &tx,
+            )
+            .await
+            {
+                Ok(Some((r, p))) => {
+                    pending = p;
+                    r + 1
+                }
                 Ok(None) => return,
                 Err(e) => {
                     tx.fail(Status::unavailable(e.to_string())).await;
@@ -462,6 +546,14 @@ async fn run_watch(
                         {
                             return;
                         }
+                        if let Some(cluster) = synced_now(store.as_ref(), &pending, &ev).await {
+                            tracing::info!(%client, %cluster, "pending remote synced: reset and a complete snapshot");
+                            if !send(&tx, reset(format!("remote cluster {cluster} synced: a complete snapshot follows"))).await {
+                                return;
+                            }
+                            from = None;
+                            break;
+                        }
                     }
                     Some(Err(e @ Error::Compacted { .. })) => {
                         tracing::info!(%client, reason = %e, "watcher fell behind compaction: reset and snapshot");
@@ -481,6 +573,14 @@ async fn run_watch(
                     }
                 },
                 () = tx.closed() => return,
+                () = pending_window_end(remotes.as_ref()), if !pending.is_empty() => {
+                    tracing::info!(%client, ?pending, "pending remotes outlived the stale timeout: reset and a complete snapshot");
+                    if !send(&tx, reset("remote clusters pending since this server started outlived the stale timeout: a complete snapshot follows".into())).await {
+                        return;
+                    }
+                    from = None;
+                    break;
+                }
             }
         }
     }
@@ -538,6 +638,10 @@ impl pb::export_server::Export for ExportService {
         let guard = WatcherGuard(self.watchers.clone());
         let store = self.store.clone();
         let local = self.local.name.to_string();
+        let remotes = match scope {
+            Scope::Local => self.remotes.clone(),
+            Scope::Remote { .. } => None,
+        };
         let mut stopping = self.stopping.clone();
         if *stopping.borrow() {
             return Err(Status::unavailable("the server is shutting down"));
@@ -556,7 +660,7 @@ impl pb::export_server::Export for ExportService {
                 }
             };
             tokio::select! {
-                () = run_watch(local, store, scope, kinds, resume, client.clone(), tx) => {}
+                () = run_watch(local, store, scope, kinds, resume, client.clone(), remotes, tx) => {}
                 () = stop => {
                     let _ = fail
                         .send(Err(Status::unavailable("the server is shutting down")))

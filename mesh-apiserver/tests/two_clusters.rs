@@ -1457,3 +1457,141 @@ async fn a_remote_removed_while_the_apiserver_was_down_is_withdrawn_at_restart()
         a.log()
     );
 }
+
+/// A's mesh-apiserver is replaced together with its store (a sidecar etcd
+/// lost with its pod) while B is unreachable: the agent's snapshot from the
+/// new server names B pending, so the agent keeps B's (stale) state instead
+/// of dropping every route and identity of B. Once B is back and synced,
+/// the server resets the watch and a complete snapshot prunes what B no
+/// longer has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_apiserver_does_not_wipe_an_unreachable_remote_from_its_agents() {
+    init();
+    let pki = Pki::new();
+    let mut a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
+    let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
+    std::fs::write(
+        a.dir.path().join("remotes/b"),
+        remote_entry(
+            "b",
+            2,
+            &[b.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("a"),
+            &["10.2.0.0/16"],
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        b.dir.path().join("remotes/a"),
+        remote_entry(
+            "a",
+            1,
+            &[a.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("b"),
+            &["10.1.0.0/16"],
+        ),
+    )
+    .unwrap();
+    b.start();
+    a.start();
+    let seed_local = |store: Arc<dyn Store>, name: &'static str, id: u8, subnet: &'static str| async move {
+        let w = Writer::new(store, cn(name), Leadership::always());
+        for r in seed(name, id, subnet) {
+            w.upsert(&r).await.unwrap();
+        }
+        for kind in Kind::ALL {
+            w.mark_synced(kind).await.unwrap();
+        }
+    };
+    seed_local(b.store().await, "b", 2, "10.2").await;
+    seed_local(a.store().await, "a", 1, "10.1").await;
+    eventually("A synced with B", 30, || async {
+        a.status().await.is_some_and(|s| s.is_synced_with("b"))
+    })
+    .await;
+    let of_b = |m: &Mirror| m.records().keys().filter(|k| k.1.starts_with("b/")).count();
+    let mut mirror = Mirror::new();
+    let mut agent = agent_client(&pki, &a, "a-n1").await;
+    let (_, stream) = watch_until_synced(&mut agent, &mut mirror, 0).await;
+    drop(stream);
+    let held = of_b(&mirror);
+    assert!(
+        held >= 3,
+        "the agent holds B's node, identity, endpoint, services"
+    );
+
+    // B unreachable; A replaced with an empty store.
+    b.kill();
+    a.kill();
+    a.etcd = EtcdServer::start().await;
+    a.start();
+    seed_local(a.store().await, "a", 1, "10.1").await;
+    let mut agent = agent_client_eventually(&pki, &a).await;
+    let resume = mirror.resume_revision();
+    let (seen, stream) = watch_until_synced(&mut agent, &mut mirror, resume).await;
+    assert!(
+        matches!(seen.first(), Some(WatchEvent::Reset { .. })),
+        "a replaced store resets the watch: {seen:?}"
+    );
+    match seen.last() {
+        Some(WatchEvent::SyncComplete { pending, .. }) => {
+            assert_eq!(pending, &vec!["b".to_string()], "B is named pending")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(of_b(&mirror), held, "the agent kept B's state");
+    assert!(a.log().contains("pending"), "{}", a.log());
+
+    // B back without one service: once A has synced B, the watch resets and
+    // the complete snapshot prunes it.
+    let wb = Writer::new(b.store().await, cn("b"), Leadership::always());
+    wb.delete(Kind::Service, "default/private").await.unwrap();
+    b.start();
+    let mut stream = stream;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut reset = false;
+    loop {
+        let ev = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .expect("B synced and the watch reset within 40 s")
+            .expect("stream open")
+            .expect("valid event");
+        reset |= matches!(ev, WatchEvent::Reset { .. });
+        mirror.apply(&ev);
+        if reset && matches!(&ev, WatchEvent::SyncComplete { pending, .. } if pending.is_empty()) {
+            break;
+        }
+    }
+    assert_eq!(
+        of_b(&mirror),
+        held - 1,
+        "the complete snapshot pruned B's removed service"
+    );
+    assert!(
+        !mirror
+            .records()
+            .contains_key(&(Kind::Service, "b/default/private".into()))
+    );
+}
+
+async fn agent_client_eventually(pki: &Pki, cluster: &ClusterUnderTest) -> ExportClient {
+    let cfg = pki.client_config(&pki.node(cluster.name, "a-n1"), cluster.name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match ExportClient::connect(
+            vec![cluster.endpoint().parse().unwrap()],
+            "127.0.0.1",
+            cfg.clone(),
+        )
+        .await
+        {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "server not back: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

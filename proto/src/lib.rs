@@ -381,6 +381,9 @@ pub enum WatchEvent {
         revision: u64,
         /// The kinds now in sync.
         kinds: Vec<Kind>,
+        /// Remote clusters whose state the server does not hold in full
+        /// yet: what the client holds of them is kept, not pruned.
+        pending: Vec<String>,
     },
     /// The client's resume revision is gone; a snapshot follows.
     Reset {
@@ -407,9 +410,14 @@ impl From<&WatchEvent> for pb::WatchEvent {
                 key: key.clone(),
                 revision: *revision,
             }),
-            WatchEvent::SyncComplete { revision, kinds } => Event::SyncComplete(pb::SyncComplete {
+            WatchEvent::SyncComplete {
+                revision,
+                kinds,
+                pending,
+            } => Event::SyncComplete(pb::SyncComplete {
                 revision: *revision,
                 kinds: kinds.iter().map(|k| pb::Kind::from(*k).into()).collect(),
+                pending_clusters: pending.clone(),
             }),
             WatchEvent::Reset { reason } => Event::Reset(pb::Reset {
                 reason: reason.clone(),
@@ -448,6 +456,7 @@ impl TryFrom<&pb::WatchEvent> for WatchEvent {
                     .iter()
                     .map(|k| kind_from_wire("SyncComplete", "kinds", *k))
                     .collect::<Result<_>>()?,
+                pending: s.pending_clusters.clone(),
             },
             Event::Reset(r) => WatchEvent::Reset {
                 reason: r.reason.clone(),

@@ -210,8 +210,16 @@ fn event() -> impl Strategy<Value = WatchEvent> {
             kind,
             key
         }),
-        (any::<u64>(), proptest::collection::vec(kind(), 0..4))
-            .prop_map(|(revision, kinds)| WatchEvent::SyncComplete { revision, kinds }),
+        (
+            any::<u64>(),
+            proptest::collection::vec(kind(), 0..4),
+            proptest::collection::vec("[a-z]{1,8}", 0..3)
+        )
+            .prop_map(|(revision, kinds, pending)| WatchEvent::SyncComplete {
+                revision,
+                kinds,
+                pending
+            }),
         ".{0,30}".prop_map(|reason| WatchEvent::Reset { reason }),
     ]
 }

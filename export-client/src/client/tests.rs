@@ -27,6 +27,7 @@ fn snapshot_after_reset_removes_only_what_disappeared() {
     m.apply(&WatchEvent::SyncComplete {
         revision: 6,
         kinds: Kind::ALL.to_vec(),
+        pending: Vec::new(),
     });
     assert!(m.synced());
     assert_eq!(m.resume_revision(), 6);
@@ -53,6 +54,7 @@ fn snapshot_after_reset_removes_only_what_disappeared() {
     let gone = m.apply(&WatchEvent::SyncComplete {
         revision: 9,
         kinds: Kind::ALL.to_vec(),
+        pending: Vec::new(),
     });
     assert_eq!(
         gone,
@@ -73,4 +75,35 @@ fn deltas_patch_and_deletes_use_cluster_qualified_keys() {
     assert_eq!(ch.len(), 1);
     assert!(m.records().is_empty());
     assert_eq!(m.revision(), 8);
+}
+
+/// A snapshot from a server whose store was replaced names the remote
+/// clusters it does not hold yet: what the mirror holds of them stays.
+#[test]
+fn a_snapshot_keeps_what_it_holds_of_pending_clusters() {
+    let mut m = Mirror::with_records([ident("b", 0x20100), ident("c", 0x30100)]);
+    m.begin_watch(0);
+    let gone = m.apply(&WatchEvent::SyncComplete {
+        revision: 3,
+        kinds: Kind::ALL.to_vec(),
+        pending: vec!["b".into()],
+    });
+    assert_eq!(
+        gone,
+        vec![Change::Delete((Kind::Identity, "c/196864".into()))]
+    );
+    assert_eq!(m.records().len(), 1, "b's identity is kept");
+    // The complete snapshot that follows (b synced) prunes normally.
+    m.apply(&WatchEvent::Reset {
+        reason: "b synced".into(),
+    });
+    let gone = m.apply(&WatchEvent::SyncComplete {
+        revision: 5,
+        kinds: Kind::ALL.to_vec(),
+        pending: Vec::new(),
+    });
+    assert_eq!(
+        gone,
+        vec![Change::Delete((Kind::Identity, "b/131328".into()))]
+    );
 }
