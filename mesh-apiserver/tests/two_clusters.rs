@@ -1595,3 +1595,124 @@ async fn agent_client_eventually(pki: &Pki, cluster: &ClusterUnderTest) -> Expor
         }
     }
 }
+/// The leader replica is paused (SIGSTOP) past its lease: the other one
+/// takes over and imports B's changes; when the paused one resumes, it
+/// drops leadership at once (its lease deadline passed) and the leader key,
+/// and A's cache of B, stay what the new leader made them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_does_not_lead_or_write_when_it_resumes() {
+    init();
+    let pki = Pki::new();
+    let a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
+    let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
+    std::fs::write(
+        a.dir.path().join("remotes/b"),
+        remote_entry(
+            "b",
+            2,
+            &[b.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("a"),
+            &["10.2.0.0/16"],
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        b.dir.path().join("remotes/a"),
+        remote_entry(
+            "a",
+            1,
+            &[a.endpoint()],
+            pki.ca.cert_pem(),
+            &pki.cluster("b"),
+            &["10.1.0.0/16"],
+        ),
+    )
+    .unwrap();
+    b.start();
+    let (g1, s1, g2, s2) = (free_port(), free_port(), free_port(), free_port());
+    let r1 = a.spawn(g1, s1, "a-r1");
+    let r2 = a.spawn(g2, s2, "a-r2");
+    let a_store = a.store().await;
+    let b_store = b.store().await;
+    let wb = Writer::new(b_store.clone(), cn("b"), Leadership::always());
+    for r in seed("b", 2, "10.2") {
+        wb.upsert(&r).await.unwrap();
+    }
+    for kind in Kind::ALL {
+        wb.mark_synced(kind).await.unwrap();
+    }
+    let b_prefix = state::cluster_prefix("b");
+    let in_sync = || async {
+        exported(&store_state(b_store.as_ref(), &b_prefix).await)
+            == store_state(a_store.as_ref(), &b_prefix).await
+    };
+    eventually("A caches B", 30, in_sync).await;
+    eventually("exactly one leader among A's replicas", 20, || async {
+        let l1 = status_at(s1).await.is_some_and(|s| s.leader);
+        let l2 = status_at(s2).await.is_some_and(|s| s.leader);
+        l1 ^ l2
+    })
+    .await;
+    let (paused, paused_status, survivor, survivor_name) =
+        if status_at(s1).await.is_some_and(|s| s.leader) {
+            (&r1, s1, s2, "a-r2")
+        } else {
+            (&r2, s2, s1, "a-r1")
+        };
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &paused.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let resumed = scopeguard_cont(paused.child.id());
+    eventually("the other replica leads", 15, || async {
+        status_at(survivor).await.is_some_and(|s| s.leader)
+    })
+    .await;
+    wb.upsert(&service("b", "web", true, true, &["10.2.1.5", "10.2.1.9"]))
+        .await
+        .unwrap();
+    eventually("B's change reaches A through the new leader", 30, in_sync).await;
+    drop(resumed); // SIGCONT
+    eventually("the resumed replica no longer leads", 5, || async {
+        status_at(paused_status).await.is_some_and(|s| !s.leader)
+    })
+    .await;
+    let leader_key = a_store
+        .get("meshwork/internal/a/leader")
+        .await
+        .unwrap()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+    assert_eq!(leader_key.as_deref(), Some(survivor_name));
+    // A second change, then a few seconds with both running: one writer.
+    wb.delete(Kind::Endpoint, "default/web-1").await.unwrap();
+    eventually("the next change arrives too", 30, in_sync).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(in_sync().await, "A's cache of B diverged after the resume");
+    assert!(status_at(survivor).await.is_some_and(|s| s.leader));
+    assert!(status_at(paused_status).await.is_some_and(|s| !s.leader));
+    let log = std::fs::read_to_string(&paused.log).unwrap_or_default();
+    assert!(
+        log.contains("leadership dropped") || log.contains("lost leadership"),
+        "the resumed replica does not say it stopped leading:\n{log}"
+    );
+}
+
+/// Sends SIGCONT to `pid` when dropped (also when the test fails), so a
+/// stopped process is never left behind.
+fn scopeguard_cont(pid: u32) -> impl Drop {
+    struct Cont(u32);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+        }
+    }
+    Cont(pid)
+}
