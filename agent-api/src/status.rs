@@ -87,6 +87,10 @@ pub struct RoutingStatus {
     /// Whether the datapath enforces strict-mode encryption.
     #[serde(default)]
     pub strict_mode: bool,
+    /// Strict mode is on but no WireGuard device is up: traffic to the
+    /// strict-mode set is dropped (`encryption_required`), never plaintext.
+    #[serde(default)]
+    pub strict_closed: bool,
     /// CIDRs the datapath requires to leave encrypted (listed even while
     /// strict mode is off).
     #[serde(default)]

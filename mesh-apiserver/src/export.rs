@@ -35,7 +35,7 @@ use crate::state::{self, ParsedKey};
 use crate::store::{Store, StoreEvent};
 
 mod pending;
-pub use pending::PendingRemotes;
+pub use pending::{ConfiguredRemote, PendingRemotes};
 
 /// What a watcher may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -698,8 +698,26 @@ impl pb::export_server::Export for ExportService {
 
     async fn info(
         &self,
-        _request: Request<pb::InfoRequest>,
+        request: Request<pb::InfoRequest>,
     ) -> std::result::Result<Response<pb::ClusterInfo>, Status> {
+        // Only this cluster's agents learn which remotes it imports.
+        let agent = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.id.as_ref())
+            .is_some_and(|id| id.kind() == PeerKind::Node);
+        let remotes = match (&self.remotes, agent) {
+            (Some(r), true) => r
+                .configured()
+                .into_iter()
+                .map(|r| pb::RemoteCluster {
+                    name: r.name,
+                    id: u32::from(r.id),
+                    pod_cidrs: r.pod_cidrs.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(Response::new(pb::ClusterInfo {
             name: self.local.name.to_string(),
             id: u32::from(self.local.id.get()),
@@ -710,6 +728,7 @@ impl pb::export_server::Export for ExportService {
                 .map(ToString::to_string)
                 .collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            remotes,
         }))
     }
 }

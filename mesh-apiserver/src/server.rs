@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::export::{ExportService, LocalCluster, PendingRemotes, serve};
+use crate::export::{ConfiguredRemote, ExportService, LocalCluster, PendingRemotes, serve};
 use crate::import::{ConfigFeed, ImportSettings, Importer, parse_clustermesh};
 use crate::leader::{ElectionConfig, Leadership, spawn_election};
 use crate::state::Writer;
@@ -138,14 +138,13 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
         .map_err(|e| Error::certs("export server TLS", e))?;
     // Configured remotes, for agents' snapshots (known before the first
     // watch is served: the config feed's first value is its first read).
-    let configured_names = |data: &std::collections::BTreeMap<String, String>| -> Vec<String> {
-        parse_clustermesh(data, &local)
-            .remotes
-            .iter()
-            .map(|r| r.name.to_string())
-            .collect()
-    };
-    let (configured, configured_rx) = watch::channel(configured_names(&config.borrow()));
+    let configured_of =
+        |remotes: &[mesh_api::clustermesh::RemoteClusterConfig]| -> Vec<ConfiguredRemote> {
+            remotes.iter().map(ConfiguredRemote::from).collect()
+        };
+    let (configured, configured_rx) = watch::channel(configured_of(
+        &parse_clustermesh(&config.borrow(), &local).remotes,
+    ));
     let service = ExportService::new(store.clone(), local.clone())
         .with_revocation(live, authorizer.clone(), REAUTHORIZE_EVERY)
         .with_signer(renewal.signer.clone())
@@ -195,8 +194,7 @@ pub async fn start(parts: ServerParts) -> Result<Running> {
                     local.name.clone(),
                     parsed.remotes.iter().map(|r| r.name.clone()),
                 ));
-                configured
-                    .send_replace(parsed.remotes.iter().map(|r| r.name.to_string()).collect());
+                configured.send_replace(configured_of(&parsed.remotes));
                 importer.apply(&data).await;
                 // Applied again (the sweep of unconfigured clusters runs
                 // with it) when the config changes, when this replica

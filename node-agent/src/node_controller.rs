@@ -82,6 +82,11 @@ pub trait NodeSource: Send + Sync + 'static {
     /// A receiver that sees a new value whenever the nodes may have
     /// changed.
     fn subscribe(&self) -> watch::Receiver<u64>;
+    /// Configured remote clusters' declared IPv4 pod CIDRs (strict mode
+    /// covers them whether or not their nodes are known).
+    fn remote_pod_cidrs(&self) -> Vec<ipnet::Ipv4Net> {
+        Vec::new()
+    }
 }
 
 /// Where the nodes end up: routes, the device's peers, the strict-mode
@@ -89,12 +94,16 @@ pub trait NodeSource: Send + Sync + 'static {
 pub trait NodeRoutes<D>: Send + 'static {
     /// Called once before the first pass (enables forwarding).
     fn prepare(&mut self) {}
-    /// Makes routes, peers and the strict-mode set follow `nodes`, with
-    /// `device` when encryption is on; records the result in `status`
-    /// (blocking: run off the async threads).
+    /// Makes routes, peers and the strict-mode set follow `nodes` (and
+    /// `remote_cidrs`), with `device` when encryption is on; `strict`
+    /// drops what would leave outside it, also while there is no device;
+    /// records the result in `status` (blocking: run off the async
+    /// threads).
+    #[allow(clippy::too_many_arguments)]
     fn sync(
         &mut self,
         nodes: &[NodeRecord],
+        remote_cidrs: &[ipnet::Ipv4Net],
         device: Option<&D>,
         opts: &PeerOptions,
         strict: bool,
@@ -297,12 +306,16 @@ where
                 keepalive: want.persistent_keepalive,
                 node_encryption: want.node_encryption,
             };
-            let strict = want.strict_mode;
+            // Strict mode needs encryption on; on, it holds with or
+            // without a device (a device that failed drops, never leaks).
+            let strict = want.enabled && want.strict_mode;
+            let remote_cidrs = source.remote_pod_cidrs();
             let (routes, enc) = (self.routes.clone(), device.clone());
             let mut status = self.routing.borrow().clone();
             let synced = tokio::task::spawn_blocking(move || {
                 routes.lock().expect("routes lock").sync(
                     &nodes,
+                    &remote_cidrs,
                     enc.as_deref(),
                     &opts,
                     strict,

@@ -31,9 +31,20 @@ pub trait EncryptionMap {
     /// Lists every CIDR of `cidrs` (owned by the node IP given); with
     /// `prune`, unlists the others. Returns the changes as text.
     fn sync(&mut self, cidrs: &BTreeMap<Ipv4Net, Ipv4Addr>, prune: bool) -> Result<Vec<String>>;
-    /// Enforcement on (traffic to a listed CIDR must leave through
-    /// `device`) or off (`None`).
-    fn enforce(&mut self, device: Option<&str>) -> Result<()>;
+    /// Sets enforcement.
+    fn enforce(&mut self, mode: Enforce<'_>) -> Result<()>;
+}
+
+/// What strict mode does with traffic to a listed CIDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforce<'a> {
+    /// Nothing (strict mode off).
+    Off,
+    /// It must leave through this WireGuard device.
+    Through(&'a str),
+    /// It is dropped: strict mode is on but no device is up (it failed
+    /// to start, or went away). Never "off", never plaintext.
+    Closed,
 }
 
 /// [`EncryptionMap`] over the pinned maps of mesh-bpf; the device's
@@ -85,14 +96,19 @@ impl EncryptionMap for BpfEncryptionMap {
             .collect())
     }
 
-    fn enforce(&mut self, device: Option<&str>) -> Result<()> {
-        let want = match device {
-            Some(dev) => mesh_bpf::EncryptConfig {
+    fn enforce(&mut self, mode: Enforce<'_>) -> Result<()> {
+        let want = match mode {
+            Enforce::Through(dev) => mesh_bpf::EncryptConfig {
                 strict: true,
                 wg_ifindex: mesh_bpf::netns::ifindex(dev)
                     .map_err(strict_err("look up WireGuard device", dev.to_string()))?,
             },
-            None => mesh_bpf::EncryptConfig::default(),
+            // No device index: nothing listed may leave at all.
+            Enforce::Closed => mesh_bpf::EncryptConfig {
+                strict: true,
+                wg_ifindex: 0,
+            },
+            Enforce::Off => mesh_bpf::EncryptConfig::default(),
         };
         let have = self.map.config().map_err(strict_err(
             "read strict-mode switch",
@@ -118,9 +134,10 @@ impl EncryptionMap for BpfEncryptionMap {
 pub struct MemoryEncryptionMap {
     /// Listed CIDRs.
     pub cidrs: BTreeMap<Ipv4Net, Ipv4Addr>,
-    /// Enforcement device.
+    /// Enforcement device (`closed`: strict without a device).
     pub device: Option<String>,
-    /// Operations, in order (`list …`, `unlist …`, `enforce …`, `off`).
+    /// Operations, in order (`list …`, `unlist …`, `enforce …`,
+    /// `closed`, `off`).
     pub log: Vec<String>,
 }
 
@@ -148,12 +165,18 @@ impl EncryptionMap for MemoryEncryptionMap {
         Ok(out)
     }
 
-    fn enforce(&mut self, device: Option<&str>) -> Result<()> {
+    fn enforce(&mut self, mode: Enforce<'_>) -> Result<()> {
+        let device = match mode {
+            Enforce::Off => None,
+            Enforce::Through(d) => Some(d),
+            Enforce::Closed => Some("closed"),
+        };
         if self.device.as_deref() != device {
             self.device = device.map(str::to_string);
-            self.log.push(match device {
-                Some(d) => format!("enforce {d}"),
-                None => "off".into(),
+            self.log.push(match mode {
+                Enforce::Through(d) => format!("enforce {d}"),
+                Enforce::Closed => "closed".into(),
+                Enforce::Off => "off".into(),
             });
         }
         Ok(())
@@ -161,15 +184,39 @@ impl EncryptionMap for MemoryEncryptionMap {
 }
 
 /// Every other node's IPv4 pod CIDR (all clusters, with or without a key)
-/// with its node's IP: what strict mode requires to leave encrypted.
-pub fn must_encrypt(nodes: &[&NodeRecord], local: &LocalNode) -> BTreeMap<Ipv4Net, Ipv4Addr> {
-    desired_routes(nodes, local, None)
-        .into_iter()
-        .filter_map(|(net, hop)| match hop {
+/// with its node's IP, and every configured remote cluster's declared pod
+/// CIDR (node IP 0.0.0.0: whether or not its nodes are known): what strict
+/// mode requires to leave encrypted. A remote CIDR that overlaps this
+/// node's own pods is left out (the mesh-apiserver refuses such a remote;
+/// this is the second line).
+pub fn must_encrypt(
+    nodes: &[&NodeRecord],
+    local: &LocalNode,
+    remote_cidrs: &[Ipv4Net],
+) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+    let own: Vec<Ipv4Net> = nodes
+        .iter()
+        .filter(|n| local.is(n))
+        .flat_map(|n| n.pod_cidrs.iter())
+        .chain(local.pod_cidrs.iter())
+        .filter_map(|c| match c {
+            ipnet::IpNet::V4(v4) => Some(*v4),
+            ipnet::IpNet::V6(_) => None,
+        })
+        .collect();
+    let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+    let mut must: BTreeMap<Ipv4Net, Ipv4Addr> = remote_cidrs
+        .iter()
+        .filter(|c| !own.iter().any(|o| overlaps(o, c)))
+        .map(|c| (c.trunc(), Ipv4Addr::UNSPECIFIED))
+        .collect();
+    must.extend(desired_routes(nodes, local, None).into_iter().filter_map(
+        |(net, hop)| match hop {
             NextHop::Via(ip) => Some((net, ip)),
             NextHop::Dev(_) => None,
-        })
-        .collect()
+        },
+    ));
+    must
 }
 
 /// Where a pass writes: the routing table, and the datapath's strict-mode
@@ -189,9 +236,11 @@ impl std::fmt::Debug for Targets<'_> {
     }
 }
 
-/// Runs one pass; updates `status`. Strict mode is enforced when `strict`
-/// and `encryption` (a device) are both given; the strict-mode set is kept
-/// in any case.
+/// Runs one pass; updates `status`. With `strict`, traffic to the
+/// strict-mode set must leave through `encryption`'s device, and is
+/// dropped while there is none; the set (nodes' and `remote_cidrs`) is
+/// kept in any case.
+#[allow(clippy::too_many_arguments)]
 pub fn sync_nodes(
     nodes: &[NodeRecord],
     local: &LocalNode,
@@ -199,6 +248,7 @@ pub fn sync_nodes(
     opts: &PeerOptions,
     targets: Targets<'_>,
     strict: bool,
+    remote_cidrs: &[Ipv4Net],
     status: &mut RoutingStatus,
 ) {
     let Targets {
@@ -232,17 +282,24 @@ pub fn sync_nodes(
         carried: &carried,
     });
     let desired: BTreeMap<Ipv4Net, NextHop> = desired_routes(&refs, local, tunnel);
-    let must = must_encrypt(&refs, local);
+    let must = must_encrypt(&refs, local, remote_cidrs);
     let enforce_dev = encryption.filter(|_| strict).map(Encryption::ifname);
+    // Off and closed act before routes change (closed: the device is gone,
+    // drop now); through the device only after routes lead into it.
+    let early = match (strict, enforce_dev) {
+        (false, _) => Some(Enforce::Off),
+        (true, None) => Some(Enforce::Closed),
+        (true, Some(_)) => None,
+    };
     if let Some(m) = strict_map.as_deref_mut() {
         match m.sync(&must, false) {
             Ok(c) => changes.extend(c),
             Err(e) => failures.push(format!("strict mode: {e}")),
         }
-        if enforce_dev.is_none()
-            && let Err(e) = m.enforce(None)
+        if let Some(mode) = early
+            && let Err(e) = m.enforce(mode)
         {
-            failures.push(format!("strict mode off: {e}"));
+            failures.push(format!("strict mode {mode:?}: {e}"));
         }
     }
     match sync(table, &desired) {
@@ -255,7 +312,7 @@ pub fn sync_nodes(
     }
     if let Some(m) = strict_map {
         if let Some(dev) = enforce_dev
-            && let Err(e) = m.enforce(Some(dev))
+            && let Err(e) = m.enforce(Enforce::Through(dev))
         {
             failures.push(format!("strict mode on: {e}"));
         }
@@ -263,7 +320,20 @@ pub fn sync_nodes(
             Ok(c) => changes.extend(c),
             Err(e) => failures.push(format!("strict mode: {e}")),
         }
-        status.strict_mode = enforce_dev.is_some();
+        status.strict_mode = strict;
+        let closed = early == Some(Enforce::Closed);
+        if closed != status.strict_closed {
+            if closed {
+                tracing::warn!(
+                    "strict mode is on but no WireGuard device is up: traffic to other nodes' and remote clusters' pods is dropped (encryption_required) until it is"
+                );
+            } else {
+                tracing::info!(
+                    "strict mode: traffic to other nodes' pods leaves through the WireGuard device again"
+                );
+            }
+        }
+        status.strict_closed = closed;
     }
     status.must_encrypt = must.keys().copied().collect();
     let unencrypted: Vec<Ipv4Net> = match encryption {

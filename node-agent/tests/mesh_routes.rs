@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use mesh_agent_api::AgentClient;
 use mesh_api::{ClusterId, ClusterName, Kind, NodeName, NodeRecord, Record, WireGuardKey};
-use mesh_apiserver::export::{ExportService, LocalCluster, serve};
+use mesh_apiserver::export::{
+    ConfiguredRemote, ExportService, LocalCluster, PendingRemotes, serve,
+};
 use mesh_apiserver::leader::Leadership;
 use mesh_apiserver::state::Writer;
 use mesh_apiserver::store::{MemoryStore, Store};
@@ -276,6 +278,21 @@ fn start_export(
     node: &Node,
     port: u16,
 ) -> String {
+    start_export_with(rt, pki, store, cluster, id, node, port, Vec::new())
+}
+
+/// [`start_export`] for a cluster configured to import `remotes`.
+#[allow(clippy::too_many_arguments)]
+fn start_export_with(
+    rt: &tokio::runtime::Runtime,
+    pki: &Pki,
+    store: Arc<dyn Store>,
+    cluster: &str,
+    id: u8,
+    node: &Node,
+    port: u16,
+    remotes: Vec<ConfiguredRemote>,
+) -> String {
     let server = pki
         .ca
         .issue_cluster_server(
@@ -296,6 +313,7 @@ fn start_export(
     })
     .expect("enter node namespace");
     let addr = listener.local_addr().unwrap();
+    let (remotes_tx, remotes) = tokio::sync::watch::channel(remotes);
     let service = ExportService::new(
         store,
         LocalCluster {
@@ -303,8 +321,10 @@ fn start_export(
             id: ClusterId::new(i64::from(id)).unwrap(),
             pod_cidrs: vec![],
         },
-    );
+    )
+    .with_pending_remotes(PendingRemotes::new(remotes, Duration::from_secs(600)));
     rt.spawn(async move {
+        let _keep = remotes_tx;
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         let _ = serve(listener, tls, authorizer, service, std::future::pending()).await;
     });
@@ -1064,6 +1084,231 @@ fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runt
     assert!(ok, "marked ping through the tunnel");
     assert!(!contains(&pcap, MARKER), "the marker crossed in clear");
     assert!(cap.count(&format!("udp port {WG_PORT}")) >= 6);
+    drop(pa1);
+    a1.stop_agent();
+    b1.stop_agent();
+    servers.shutdown_background();
+}
+
+/// Strict mode never leaks, with the real agent, device and datapath. c1's
+/// mesh-apiserver is configured to import c2 (pod CIDRs 10.212.0.0/16), and
+/// a1's node has a default route toward b1 (an underlay router that would
+/// carry a leak to c2's pods).
+/// - c2's node records withdrawn: the route into the tunnel goes, but c2's
+///   declared CIDR stays in the strict-mode set: 0 plaintext packets with
+///   b1's pod address on the underlay, drops counted `encryption_required`.
+/// - The WireGuard device deleted at runtime: 0 plaintext.
+/// - The agent restarted while its device cannot start (the WireGuard port
+///   is taken): strict mode holds closed, 0 plaintext, the status says so;
+///   the port freed, the device starts and traffic flows encrypted.
+#[test]
+fn strict_mode_never_leaks_without_nodes_without_a_device() {
+    require_root();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bridge = Bridge::new();
+    let mut a1 = Node::new(
+        &bridge,
+        "c1",
+        1,
+        Ipv4Addr::new(10, 98, 0, 1),
+        "10.211.1.0/24",
+    );
+    let mut b1 = Node::new(
+        &bridge,
+        "c2",
+        2,
+        Ipv4Addr::new(10, 98, 0, 2),
+        "10.212.1.0/24",
+    );
+    for n in [&mut a1, &mut b1] {
+        let dir = n.dir.path().join("config");
+        std::fs::create_dir_all(&dir).unwrap();
+        n.config_dir = Some(dir);
+        set_key(n, "enable-encryption", "true");
+        set_key(n, "encryption-strict-mode", "true");
+    }
+    let pki = Pki::new();
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let w1 = Writer::new(
+        store.clone(),
+        ClusterName::new("c1").unwrap(),
+        Leadership::always(),
+    );
+    let w2 = Writer::new(
+        store.clone(),
+        ClusterName::new("c2").unwrap(),
+        Leadership::always(),
+    );
+    let upsert = |w: &Writer, r: Record| control.block_on(w.upsert(&r)).expect("store upsert");
+    upsert(&w1, a1.record(None));
+    upsert(&w2, b1.record(None));
+    for w in [&w1, &w2] {
+        for kind in Kind::ALL {
+            control.block_on(w.mark_synced(kind)).expect("mark synced");
+        }
+    }
+    let c2 = ConfiguredRemote {
+        name: "c2".into(),
+        id: 2,
+        pod_cidrs: vec!["10.212.0.0/16".parse().unwrap()],
+    };
+    let api_c1 = start_export_with(&servers, &pki, store.clone(), "c1", 1, &a1, 0, vec![c2]);
+    let api_c2 = start_export(&servers, &pki, store.clone(), "c2", 2, &b1, 0);
+    a1.start_agent(&pki, &api_c1, true);
+    b1.start_agent(&pki, &api_c2, true);
+    let key_of = |n: &Node| -> WireGuardKey {
+        n.status()
+            .encryption
+            .and_then(|e| e.public_key)
+            .expect("encryption on with a key")
+            .parse()
+            .unwrap()
+    };
+    let (key_a1, key_b1) = (key_of(&a1), key_of(&b1));
+    upsert(&w1, a1.record(Some(key_a1)));
+    upsert(&w2, b1.record(Some(key_b1)));
+    let tunnel = |n: &Node, via: &Node| vec![format!("{} dev {}", n.pod_cidr, via.wg)];
+    eventually(
+        "a1 routes b1's pods into the tunnel, strict, c2's CIDR listed",
+        20,
+        || {
+            let st = a1.status();
+            a1.routes() == tunnel(&b1, &a1)
+                && st.routing.strict_mode
+                && st.routing.must_encrypt
+                    == vec![
+                        "10.212.0.0/16".parse::<ipnet::Ipv4Net>().unwrap(),
+                        b1.pod_cidr.parse().unwrap(),
+                    ]
+        },
+        diag(&a1),
+    );
+    let (pa1, _) = a1.pod();
+    let (_pb1, ip_b1) = b1.pod();
+    assert!(
+        pa1.ping_eventually(&ip_b1, 15),
+        "encrypted a1 → b1\n{}",
+        a1.log()
+    );
+    // The underlay router a leak would take.
+    a1.ns.run_ok(
+        "ip",
+        &["route", "add", "default", "via", &b1.ip.to_string()],
+    );
+    // Marked pings from a1's pod to b1's pod while the underlay is
+    // captured: none may get through, none may cross in clear.
+    let no_plaintext = |a1: &Node, what: &str| {
+        let before = drops(a1, mesh_bpf::DropReason::EncryptionRequired);
+        let cap = Capture::start(bridge.ns(), "br0");
+        let ok = pa1
+            .ns
+            .run(
+                "ping",
+                &["-c", "3", "-i", "0.2", "-W", "1", "-p", MARKER_HEX, &ip_b1],
+            )
+            .status
+            .success();
+        a1.ns
+            .run_ok("ping", &["-c", "1", "-W", "2", &b1.ip.to_string()]);
+        let cap = cap.stop();
+        assert!(
+            cap.count(&format!("icmp and host {}", b1.ip)) >= 1,
+            "{what}: the capture missed the node-to-node control ping"
+        );
+        assert!(!ok, "{what}: a1's pod reached b1's pod");
+        assert!(
+            !contains(cap.bytes(), MARKER),
+            "{what}: the marker reached the underlay"
+        );
+        assert_eq!(
+            cap.count(&format!("host {ip_b1}")),
+            0,
+            "{what}: plaintext to b1's pod on the underlay:\n{}",
+            cap.text(&format!("host {ip_b1}"))
+        );
+        let after = drops(a1, mesh_bpf::DropReason::EncryptionRequired);
+        assert!(
+            after >= before + 3,
+            "{what}: drops counted {before} → {after}"
+        );
+    };
+
+    // 1. c2's node records withdrawn.
+    control
+        .block_on(w2.delete(Kind::Node, &b1.record(None).key()))
+        .unwrap();
+    eventually(
+        "b1's route gone, c2's CIDR still listed",
+        20,
+        || {
+            a1.routes().is_empty()
+                && a1.status().routing.must_encrypt
+                    == vec!["10.212.0.0/16".parse::<ipnet::Ipv4Net>().unwrap()]
+        },
+        diag(&a1),
+    );
+    no_plaintext(&a1, "c2's nodes withdrawn");
+    upsert(&w2, b1.record(Some(key_b1)));
+    eventually(
+        "back into the tunnel",
+        20,
+        || a1.routes() == tunnel(&b1, &a1),
+        diag(&a1),
+    );
+    assert!(pa1.ping_eventually(&ip_b1, 15), "encrypted again");
+
+    // 2. The device deleted under the agent.
+    a1.ns.run_ok("ip", &["link", "del", &a1.wg]);
+    no_plaintext(&a1, "device deleted at runtime");
+
+    // 3. The agent restarted while its device cannot start.
+    a1.stop_agent();
+    let port_taken = mesh_bpf::netns::in_netns(&a1.ns.path(), || {
+        std::net::UdpSocket::bind(("0.0.0.0", WG_PORT)).expect("take the WireGuard port")
+    })
+    .expect("enter a1's namespace");
+    a1.start_agent(&pki, &api_c1, true);
+    eventually(
+        "a1's agent holds strict mode closed without a device",
+        20,
+        || {
+            let st = a1.status();
+            st.encryption.is_none() && st.routing.strict_mode && st.routing.strict_closed
+        },
+        diag(&a1),
+    );
+    no_plaintext(&a1, "agent restarted, device cannot start");
+    assert!(
+        a1.log().contains("no WireGuard device is up"),
+        "the closed strict mode is not logged:\n{}",
+        a1.log()
+    );
+    drop(port_taken);
+    eventually(
+        "the device starts once the port is free, traffic encrypted",
+        30,
+        || {
+            let st = a1.status();
+            st.encryption.is_some_and(|e| e.peers.len() == 1)
+                && !st.routing.strict_closed
+                && a1.routes() == tunnel(&b1, &a1)
+        },
+        diag(&a1),
+    );
+    assert!(
+        pa1.ping_eventually(&ip_b1, 15),
+        "encrypted after the device came up\n{}",
+        a1.log()
+    );
     drop(pa1);
     a1.stop_agent();
     b1.stop_agent();

@@ -26,21 +26,50 @@ use crate::store::Store;
 /// before it names them pending.
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 
+/// A remote cluster in the config, as node-agents are told of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredRemote {
+    /// Its name.
+    pub name: String,
+    /// Its id.
+    pub id: u8,
+    /// Its declared pod CIDRs.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+}
+
+impl From<&mesh_api::clustermesh::RemoteClusterConfig> for ConfiguredRemote {
+    fn from(r: &mesh_api::clustermesh::RemoteClusterConfig) -> Self {
+        ConfiguredRemote {
+            name: r.name.to_string(),
+            id: r.id.get(),
+            pod_cidrs: r.pod_cidrs.clone(),
+        }
+    }
+}
+
 /// The configured remotes and how long an unsynced one stays pending.
 #[derive(Debug, Clone)]
 pub struct PendingRemotes {
-    configured: watch::Receiver<Vec<String>>,
+    configured: watch::Receiver<Vec<ConfiguredRemote>>,
     until: Instant,
 }
 
 impl PendingRemotes {
     /// Remotes follow `configured`; an unsynced one is pending for
     /// `stale_timeout` from now (the process's start).
-    pub fn new(configured: watch::Receiver<Vec<String>>, stale_timeout: Duration) -> Self {
+    pub fn new(
+        configured: watch::Receiver<Vec<ConfiguredRemote>>,
+        stale_timeout: Duration,
+    ) -> Self {
         PendingRemotes {
             configured,
             until: Instant::now() + stale_timeout,
         }
+    }
+
+    /// The configured remotes now.
+    pub fn configured(&self) -> Vec<ConfiguredRemote> {
+        self.configured.borrow().clone()
     }
 
     /// When pending ends for every remote.
@@ -54,11 +83,10 @@ impl PendingRemotes {
         if Instant::now() >= self.until {
             return Ok(BTreeSet::new());
         }
-        let configured = self.configured.borrow().clone();
         let mut pending = BTreeSet::new();
-        for cluster in configured {
-            if !is_synced(store, &cluster).await? {
-                pending.insert(cluster);
+        for remote in self.configured() {
+            if !is_synced(store, &remote.name).await? {
+                pending.insert(remote.name);
             }
         }
         Ok(pending)
@@ -125,7 +153,12 @@ mod tests {
     #[tokio::test]
     async fn a_remote_is_pending_until_every_kind_is_synced_and_never_after_the_window() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let (_tx, rx) = watch::channel(vec!["b".to_string(), "c".to_string()]);
+        let remote = |name: &str| ConfiguredRemote {
+            name: name.into(),
+            id: 2,
+            pod_cidrs: Vec::new(),
+        };
+        let (_tx, rx) = watch::channel(vec![remote("b"), remote("c")]);
         let remotes = PendingRemotes::new(rx.clone(), Duration::from_secs(600));
         mark(&store, "b", &Kind::ALL).await;
         mark(&store, "c", &[Kind::Node]).await;

@@ -105,15 +105,24 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             Err(e) => tracing::warn!(error = %e, "cannot read the own Node; using --pod-cidr"),
         }
     }
+    // A device that cannot start is not fatal: the node controller retries
+    // it every pass, and strict mode drops what it would carry meanwhile
+    // (exiting would leave the node without CNI and datapath updates).
     let encryption = if config.enable_encryption {
-        let enc = Encryption::start(
+        match Encryption::start(
             &config.state_dir,
             &config.wireguard_interface,
             config.wireguard_port,
-        )
-        .context("cannot start the WireGuard device (--enable-encryption)")?;
-        tracing::info!(interface = enc.ifname(), public_key = %enc.public_key(), "WireGuard device up");
-        Some(Arc::new(enc))
+        ) {
+            Ok(enc) => {
+                tracing::info!(interface = enc.ifname(), public_key = %enc.public_key(), "WireGuard device up");
+                Some(Arc::new(enc))
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{:#}", anyhow::Error::new(e)), "cannot start the WireGuard device (--enable-encryption); retrying, strict mode drops what it would carry");
+                None
+            }
+        }
     } else {
         None
     };

@@ -51,7 +51,14 @@ pub struct MeshFeed {
     changed: watch::Sender<u64>,
     /// The client certificate it presents, followed live.
     certificate: Mutex<Option<mesh_certs::LiveTls>>,
+    /// Configured remote clusters' declared IPv4 pod CIDRs, as this
+    /// cluster's mesh-apiserver last said (kept across disconnects).
+    remote_pod_cidrs: Mutex<Vec<ipnet::Ipv4Net>>,
 }
+
+/// How often the agent asks its mesh-apiserver again which remotes are
+/// configured.
+const INFO_REFRESH: Duration = Duration::from_secs(30);
 
 impl MeshFeed {
     /// An empty feed for `address`.
@@ -78,7 +85,41 @@ impl MeshFeed {
             last_event: Mutex::new(None),
             changed: watch::channel(0).0,
             certificate: Mutex::new(None),
+            remote_pod_cidrs: Mutex::default(),
         })
+    }
+
+    /// Every configured remote cluster's declared IPv4 pod CIDRs (strict
+    /// mode covers them whether or not their nodes are known).
+    pub fn remote_pod_cidrs(&self) -> Vec<ipnet::Ipv4Net> {
+        self.remote_pod_cidrs.lock().expect("lock").clone()
+    }
+
+    /// Learns the configured remotes from `client` (a server too old to
+    /// say leaves what was known).
+    async fn refresh_remotes(&self, client: &mut ExportClient) {
+        match client.info().await {
+            Ok(info) => {
+                let mut cidrs: Vec<ipnet::Ipv4Net> = info
+                    .remotes
+                    .iter()
+                    .flat_map(|r| r.pod_cidrs.iter())
+                    .filter_map(|c| c.parse().ok())
+                    .collect();
+                cidrs.sort();
+                cidrs.dedup();
+                let mut have = self.remote_pod_cidrs.lock().expect("lock");
+                if *have != cidrs {
+                    tracing::info!(?cidrs, "configured remote clusters' pod CIDRs");
+                    *have = cidrs;
+                    drop(have);
+                    self.changed.send_modify(|v| *v += 1);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask the mesh-apiserver which remotes are configured; keeping what was known")
+            }
+        }
     }
 
     /// Reports `tls`'s certificate expiry in the status (and `/metrics`).
@@ -241,6 +282,9 @@ impl MeshFeed {
             m.begin_watch(r);
             r
         };
+        self.refresh_remotes(&mut client).await;
+        let mut refresh = tokio::time::interval(INFO_REFRESH);
+        refresh.tick().await;
         let mut stream = client
             .watch(&[], resume, "node-agent")
             .await
@@ -250,7 +294,17 @@ impl MeshFeed {
             s.connects += 1;
         });
         tracing::info!(%address, resume, "mesh feed connected");
-        while let Some(event) = stream.next().await {
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => match event {
+                    Some(e) => e,
+                    None => break,
+                },
+                _ = refresh.tick() => {
+                    self.refresh_remotes(&mut client).await;
+                    continue;
+                }
+            };
             let event = event.map_err(|e| feed_err(Box::new(e)))?;
             let (changes, synced) = {
                 let mut m = self.mirror.lock().expect("mirror lock");

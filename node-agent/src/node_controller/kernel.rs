@@ -72,6 +72,10 @@ impl NodeSource for MeshFeed {
     fn subscribe(&self) -> watch::Receiver<u64> {
         MeshFeed::subscribe(self)
     }
+
+    fn remote_pod_cidrs(&self) -> Vec<ipnet::Ipv4Net> {
+        MeshFeed::remote_pod_cidrs(self)
+    }
 }
 
 /// Netlink routes and the strict-mode maps under `bpf_root`, opened on
@@ -121,6 +125,7 @@ impl NodeRoutes<Encryption> for KernelRoutes {
     fn sync(
         &mut self,
         nodes: &[NodeRecord],
+        remote_cidrs: &[ipnet::Ipv4Net],
         device: Option<&Encryption>,
         opts: &PeerOptions,
         strict: bool,
@@ -146,6 +151,7 @@ impl NodeRoutes<Encryption> for KernelRoutes {
                 strict_map: strict_map.as_mut().map(|m| m as &mut dyn EncryptionMap),
             },
             strict,
+            remote_cidrs,
             status,
         );
     }

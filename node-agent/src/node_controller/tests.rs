@@ -122,6 +122,7 @@ impl NodeRoutes<FakeDevice> for FakeRoutes {
     fn sync(
         &mut self,
         _nodes: &[NodeRecord],
+        _remote_cidrs: &[ipnet::Ipv4Net],
         device: Option<&FakeDevice>,
         _opts: &PeerOptions,
         strict: bool,

@@ -27,7 +27,7 @@ fn every_other_node_must_be_encrypted_with_or_without_a_key() {
     let m1 = node("c2", "n1", "192.168.0.3", "10.2.1.0/24", Some(KEY_A));
     // A CIDR overlapping the local node's is never listed (nor routed).
     let bad = node("c2", "n9", "192.168.0.9", "10.1.1.128/25", None);
-    let got = must_encrypt(&[&n1, &n2, &m1, &bad], &local());
+    let got = must_encrypt(&[&n1, &n2, &m1, &bad], &local(), &[]);
     let want: BTreeMap<Ipv4Net, Ipv4Addr> = [
         (
             "10.1.2.0/24".parse().unwrap(),
@@ -44,7 +44,7 @@ fn every_other_node_must_be_encrypted_with_or_without_a_key() {
 }
 
 #[test]
-fn the_set_follows_the_nodes_and_enforcement_needs_a_device() {
+fn the_set_follows_the_nodes_and_strict_without_a_device_drops() {
     let n2 = node("c1", "n2", "192.168.0.2", "10.1.2.0/24", None);
     let m1 = node("c2", "n1", "192.168.0.3", "10.2.1.0/24", None);
     let mut table = MemoryRoutes::default();
@@ -53,8 +53,8 @@ fn the_set_follows_the_nodes_and_enforcement_needs_a_device() {
         ..Default::default()
     };
     let mut status = RoutingStatus::default();
-    // Strict requested but no device (encryption off): not enforced, yet
-    // the set is kept so turning encryption on needs no catch-up.
+    // Strict requested but no device (it failed, or is not up yet): what
+    // the set lists is dropped, never sent in clear.
     sync_nodes(
         &[n2.clone(), m1],
         &local(),
@@ -65,11 +65,12 @@ fn the_set_follows_the_nodes_and_enforcement_needs_a_device() {
             strict_map: Some(&mut map),
         },
         true,
+        &[],
         &mut status,
     );
-    assert_eq!(map.device, None, "{:?}", map.log);
+    assert_eq!(map.device.as_deref(), Some("closed"), "{:?}", map.log);
     assert_eq!(map.cidrs.len(), 2);
-    assert!(!status.strict_mode);
+    assert!(status.strict_mode && status.strict_closed);
     assert_eq!(status.must_encrypt.len(), 2);
     assert!(status.failures.is_empty(), "{:?}", status.failures);
 
@@ -84,6 +85,7 @@ fn the_set_follows_the_nodes_and_enforcement_needs_a_device() {
             strict_map: Some(&mut map),
         },
         true,
+        &[],
         &mut status,
     );
     assert_eq!(
@@ -99,9 +101,61 @@ fn the_set_follows_the_nodes_and_enforcement_needs_a_device() {
         [
             "list 10.1.2.0/24",
             "list 10.2.1.0/24",
-            "off",
+            "closed",
             "unlist 10.2.1.0/24"
         ]
         .map(String::from)
     );
+}
+
+/// A configured remote cluster's declared pod CIDRs are listed whether or
+/// not its nodes are known (their records withdrawn, not streamed yet);
+/// a node's own CIDR is more specific and wins the lookup. One overlapping
+/// this node's pods is never listed.
+#[test]
+fn remote_clusters_pod_cidrs_are_listed_without_their_nodes() {
+    let m1 = node("c2", "n1", "192.168.0.3", "10.2.1.0/24", Some(KEY_A));
+    let remotes: Vec<Ipv4Net> = vec![
+        "10.2.0.0/16".parse().unwrap(),
+        "10.3.0.0/16".parse().unwrap(),
+        "10.1.0.0/16".parse().unwrap(),
+    ];
+    let got = must_encrypt(&[&m1], &local(), &remotes);
+    let want: BTreeMap<Ipv4Net, Ipv4Addr> = [
+        ("10.2.0.0/16", "0.0.0.0"),
+        ("10.2.1.0/24", "192.168.0.3"),
+        ("10.3.0.0/16", "0.0.0.0"),
+    ]
+    .into_iter()
+    .map(|(n, ip)| (n.parse().unwrap(), ip.parse().unwrap()))
+    .collect();
+    assert_eq!(got, want);
+}
+
+/// Strict mode turned off (or encryption off) switches enforcement off
+/// before routes change.
+#[test]
+fn strict_off_is_off() {
+    let n2 = node("c1", "n2", "192.168.0.2", "10.1.2.0/24", None);
+    let mut table = MemoryRoutes::default();
+    let mut map = MemoryEncryptionMap {
+        device: Some("closed".into()),
+        ..Default::default()
+    };
+    let mut status = RoutingStatus::default();
+    sync_nodes(
+        &[n2],
+        &local(),
+        None,
+        &opts(),
+        Targets {
+            routes: &mut table,
+            strict_map: Some(&mut map),
+        },
+        false,
+        &[],
+        &mut status,
+    );
+    assert_eq!(map.device, None);
+    assert!(!status.strict_mode && !status.strict_closed);
 }
