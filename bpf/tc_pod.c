@@ -3,7 +3,8 @@
  *     be the endpoint's own address), service DNAT with conntrack,
  *     strict-mode encryption (traffic to another node's pods that would
  *     not leave through the WireGuard device is dropped), egress policy of
- *     the pod, flow event.
+ *     the pod, flow event. Only IPv4 and ARP pass; IPv4 fragments are
+ *     classified by their first fragment (packet.h).
  *   to_pod (TC egress of the host veth): reverse NAT of replies, ingress
  *     policy of the pod (peer identity from the ipcache), flow event.
  *   from_netdev / to_netdev (TC ingress / egress of the node's own
@@ -59,6 +60,25 @@ static __always_inline int pass(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* What a pod's veth does with a packet pkt_parse did not classify: ARP
+ * passes (IPv4 needs it); anything else that is not IPv4 (IPv6 while it is
+ * unsupported) would skip policy and strict mode, so it is dropped; so is
+ * a fragment that cannot be tied to its datagram, and a malformed header. */
+static __always_inline int refuse_unparsed(struct __sk_buff *skb, struct pkt *p, __u8 obs, int r)
+{
+	if (r == PARSE_NOT_IPV4) {
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
+		struct ethhdr *eth = data;
+		if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_ARP))
+			return TC_ACT_OK;
+		return drop(skb, p, obs, REASON_UNSUPPORTED_L3_PROTOCOL, 0, 0);
+	}
+	if (r == PARSE_FRAG_UNKNOWN)
+		return drop(skb, p, obs, REASON_FRAGMENT_UNKNOWN, 0, 0);
+	return drop(skb, p, obs, REASON_INVALID_PACKET, 0, 0);
+}
+
 SEC("classifier")
 int from_pod(struct __sk_buff *skb)
 {
@@ -67,10 +87,8 @@ int from_pod(struct __sk_buff *skb)
 	__u32 svc_id = 0, reason = 0, rule = 0;
 	int r = pkt_parse(skb, &p);
 
-	if (r == PARSE_NOT_IPV4)
-		return TC_ACT_OK;
 	if (r != PARSE_OK)
-		return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_INVALID_PACKET, 0, 0);
+		return refuse_unparsed(skb, &p, FLOW_OBS_FROM_POD, r);
 
 	/* A pod speaks only as itself: policy elsewhere trusts the source
 	 * address (ipcache), so a forged one would borrow another pod's
@@ -146,10 +164,8 @@ int to_pod(struct __sk_buff *skb)
 	__u32 reason, rule = 0;
 	int r = pkt_parse(skb, &p);
 
-	if (r == PARSE_NOT_IPV4)
-		return TC_ACT_OK;
 	if (r != PARSE_OK)
-		return drop(skb, &p, FLOW_OBS_TO_POD, REASON_INVALID_PACKET, 0, 0);
+		return refuse_unparsed(skb, &p, FLOW_OBS_TO_POD, r);
 
 	struct ct_key k = {
 		.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport,

@@ -14,6 +14,8 @@ enum mw_reason {
 	REASON_NAT_FAILED = 7,         /* rewriting addresses/checksums failed */
 	REASON_ENCRYPTION_REQUIRED = 8,/* strict mode: would leave the node unencrypted */
 	REASON_SOURCE_SPOOFED = 9,     /* a pod sent with a source address that is not its own */
+	REASON_FRAGMENT_UNKNOWN = 10,  /* a later IPv4 fragment whose first fragment was not seen */
+	REASON_UNSUPPORTED_L3_PROTOCOL = 11, /* neither IPv4 nor ARP (IPv6 is not supported yet) */
 	REASON_MAX = 32,               /* size of the metrics array */
 };
 

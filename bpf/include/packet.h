@@ -1,5 +1,14 @@
 /* Parsing IPv4/TCP/UDP headers from an skb and rewriting addresses and ports
- * with checksum fix-ups (DNAT and reverse NAT). */
+ * with checksum fix-ups (DNAT and reverse NAT).
+ *
+ * Fragments: only the first fragment of a datagram carries its ports. Its
+ * ports are remembered under (source, destination, IP id, protocol) as it
+ * passes, and a later fragment takes them from there, so it is translated,
+ * tracked and policed exactly like the first (addresses rewritten, its
+ * absent L4 header left alone). A later fragment whose first one was not
+ * seen (lost, reordered, evicted) cannot be classified: PARSE_FRAG_UNKNOWN,
+ * which the pod programs drop with a counted reason, never half-translated.
+ * Rust twin of the map: src/maps/raw.rs (FragKey, FragVal). */
 #ifndef MESHWORK_PACKET_H
 #define MESHWORK_PACKET_H
 
@@ -7,7 +16,11 @@
 
 #define PARSE_OK 0
 #define PARSE_NOT_IPV4 1
+#define PARSE_FRAG_UNKNOWN 2
 #define PARSE_INVALID -1
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
 
 struct pkt {
 	__u32 l3_off;
@@ -18,7 +31,31 @@ struct pkt {
 	__be16 dport;
 	__u8 proto;
 	__u8 tcp_flags; /* FIN/SYN/RST/ACK... of a TCP packet, else 0 */
+	__u8 later_frag; /* a non-first fragment: no L4 header in this packet */
 };
+
+struct frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+MW_ASSERT_SIZE(struct frag_key, 12);
+
+struct frag_val {
+	__be16 sport;
+	__be16 dport;
+};
+MW_ASSERT_SIZE(struct frag_val, 4);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag_key);
+	__type(value, struct frag_val);
+	__uint(max_entries, 8192);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mw_frags SEC(".maps");
 
 static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
 {
@@ -43,15 +80,35 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
 	p->proto = ip->protocol;
 	p->sport = 0;
 	p->dport = 0;
-	/* Non-first fragments carry no L4 header. */
-	if (ip->frag_off & bpf_htons(0x1fff))
+	p->later_frag = 0;
+	__u16 frag = bpf_ntohs(ip->frag_off);
+	int ported = ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP;
+	struct frag_key fk = {
+		.saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol,
+	};
+	if (frag & IP_OFFSET) {
+		/* A later fragment: its ports are the first fragment's. */
+		p->later_frag = 1;
+		p->tcp_flags = 0;
+		if (!ported)
+			return PARSE_OK;
+		struct frag_val *fv = bpf_map_lookup_elem(&mw_frags, &fk);
+		if (!fv)
+			return PARSE_FRAG_UNKNOWN;
+		p->sport = fv->sport;
+		p->dport = fv->dport;
 		return PARSE_OK;
-	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
+	}
+	if (ported) {
 		__be16 ports[2];
 		if (bpf_skb_load_bytes(skb, p->l4_off, ports, sizeof(ports)) < 0)
 			return PARSE_INVALID;
 		p->sport = ports[0];
 		p->dport = ports[1];
+		if (frag & IP_MF) {
+			struct frag_val fv = { .sport = ports[0], .dport = ports[1] };
+			bpf_map_update_elem(&mw_frags, &fk, &fv, BPF_ANY);
+		}
 	}
 	p->tcp_flags = 0;
 	if (ip->protocol == IPPROTO_TCP &&
@@ -76,7 +133,10 @@ static __always_inline int pkt_rewrite(struct __sk_buff *skb, struct pkt *p, int
 	__u64 l4_flags = 0;
 	int ret;
 
-	if (p->proto == IPPROTO_TCP) {
+	/* A later fragment has no L4 header: only its address changes (the
+	 * first fragment's L4 checksum covers the whole datagram). */
+	if (p->later_frag) {
+	} else if (p->proto == IPPROTO_TCP) {
 		csum_off = p->l4_off + offsetof(struct tcphdr, check);
 	} else if (p->proto == IPPROTO_UDP) {
 		csum_off = p->l4_off + offsetof(struct udphdr, check);

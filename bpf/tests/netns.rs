@@ -1020,3 +1020,87 @@ fn a_pod_forging_an_admitted_pods_address_reaches_nothing() {
     let (name, _) = answer(&lab.client.probe(&["udp", "10.244.1.13:8080"]));
     assert_eq!(name, "backend-1");
 }
+
+/// A UDP datagram larger than the MTU, under an ingress policy that admits
+/// the client on its port only: the kernel fragments it, and every fragment
+/// is judged by the datagram's port (the later ones have none of their
+/// own), so it arrives whole. Before fragments were tracked the later ones
+/// were judged as port 0 and dropped: the datagram never arrived.
+#[test]
+fn a_fragmented_datagram_passes_a_port_policy_whole() {
+    let lab = lab();
+    let ep = lab.b1.ifindex;
+    let mut pol = lab.dp.policy().unwrap();
+    pol.upsert(
+        PolicyKey {
+            endpoint: ep,
+            identity: lab.client.identity,
+            port: 9090,
+            proto: Some(Protocol::Udp),
+            direction: Direction::Ingress,
+        },
+        PolicyEntry {
+            action: PolicyAction::Allow,
+            rule_id: 41,
+        },
+    )
+    .unwrap();
+    pol.set_endpoint(
+        ep,
+        EndpointPolicy {
+            identity: lab.b1.identity,
+            ingress_enforced: true,
+            egress_enforced: false,
+        },
+    )
+    .unwrap();
+    let mut receiver = lab
+        .b1
+        .ns
+        .command("python3")
+        .args([
+            "-c",
+            "import socket\n\
+             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             u.bind(('0.0.0.0', 9090)); u.settimeout(5)\n\
+             print('ready', flush=True)\n\
+             try:\n    print(len(u.recv(65535)))\n\
+             except OSError as e:\n    print('nothing', e)\n",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(receiver.stdout.take().unwrap());
+    lab.b1.ns.adopt(receiver);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let before = lab.dp.metrics().unwrap().read().unwrap();
+    lab.client.ns.run_ok(
+        "python3",
+        &[
+            "-c",
+            "import socket\n\
+             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             u.sendto(b'x' * 4000, ('10.244.1.13', 9090))\n",
+        ],
+    );
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "4000",
+        "the fragmented datagram did not arrive whole"
+    );
+    let after = lab.dp.metrics().unwrap().read().unwrap();
+    assert_eq!(
+        after.packets(DropReason::FragmentUnknown) - before.packets(DropReason::FragmentUnknown),
+        0
+    );
+    assert_eq!(
+        after.packets(DropReason::PolicyDefaultDeny)
+            - before.packets(DropReason::PolicyDefaultDeny),
+        0,
+        "a fragment was judged without its port"
+    );
+}

@@ -394,3 +394,157 @@ fn traffic_to_a_veth_with_no_endpoint_record_is_dropped() {
         "registered, no policy"
     );
 }
+
+/// Ethernet + IPv4 fragment of a UDP datagram: `offset` in bytes (a
+/// multiple of 8), `more` the MF flag, `l4` the bytes this fragment carries
+/// of the datagram (its UDP header too when `offset` is 0).
+fn ip_fragment(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    id: u16,
+    offset: usize,
+    more: bool,
+    l4: &[u8],
+) -> Vec<u8> {
+    let mut p = vec![0u8; 14 + 20];
+    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut p[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&id.to_be_bytes());
+    let frag = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+    ip[6..8].copy_from_slice(&frag.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let c = csum(ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(l4);
+    p
+}
+
+/// A UDP datagram to a ClusterIP that the pod's kernel fragmented: the
+/// first fragment is translated as usual, the later one gets the same
+/// backend address (it has no ports of its own; they come from the first),
+/// and the reassembled datagram's checksum holds for the backend. A later
+/// fragment whose first was never seen is dropped, counted, never sent on
+/// half-translated.
+#[test]
+fn a_fragmented_datagram_is_translated_whole_and_a_stray_fragment_is_refused() {
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let client = Ipv4Addr::new(10, 244, 1, 11);
+    register_pod(&mut dp, client);
+    let vip = Ipv4Addr::new(10, 96, 0, 53);
+    let backend = Ipv4Addr::new(10, 244, 1, 13);
+    dp.backends()
+        .unwrap()
+        .upsert(
+            BackendId(7),
+            Backend {
+                addr: backend,
+                port: 5353,
+                proto: Protocol::Udp,
+                cluster_id: 1,
+            },
+        )
+        .unwrap();
+    dp.services()
+        .unwrap()
+        .upsert(
+            Frontend {
+                addr: vip,
+                port: 53,
+                proto: Protocol::Udp,
+            },
+            ServiceId(3),
+            &[BackendId(7)],
+            LbAlgorithm::Random,
+        )
+        .unwrap();
+    // The datagram: UDP header + 32 bytes, split after 16 payload bytes.
+    let payload: Vec<u8> = (0u8..32).collect();
+    let mut udp = vec![0u8; 8];
+    udp[0..2].copy_from_slice(&40001u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&53u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&40u16.to_be_bytes());
+    udp.extend_from_slice(&payload);
+    let c = csum(&udp, pseudo(client.octets(), vip.octets(), 17, 40));
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    let first = ip_fragment(client, vip, 0x1234, 0, true, &udp[..24]);
+    let later = ip_fragment(client, vip, 0x1234, 24, false, &udp[24..]);
+
+    let (rc, out1) = run(&mut dp, "from_pod", &first);
+    assert_eq!(rc, TC_ACT_OK);
+    assert_eq!(
+        &out1[30..34],
+        &backend.octets(),
+        "first fragment to the backend"
+    );
+    assert_eq!(&out1[36..38], &5353u16.to_be_bytes(), "and its port");
+    let (rc, out2) = run(&mut dp, "from_pod", &later);
+    assert_eq!(
+        rc, TC_ACT_OK,
+        "the later fragment of a seen datagram passes"
+    );
+    assert_eq!(
+        &out2[30..34],
+        &backend.octets(),
+        "the later fragment follows its first to the backend"
+    );
+    assert_eq!(&out2[34..], &udp[24..], "its payload untouched");
+    for (what, f) in [("first", &out1), ("later", &out2)] {
+        assert_eq!(csum(&f[14..34], 0), 0, "{what}: IP checksum fixed up");
+    }
+    // Reassembled, the datagram checks out for the backend.
+    let mut whole = out1[34..].to_vec();
+    whole.extend_from_slice(&out2[34..]);
+    assert_eq!(
+        csum(&whole, pseudo(client.octets(), backend.octets(), 17, 40)),
+        0,
+        "the reassembled datagram's UDP checksum is valid for the backend"
+    );
+
+    // A later fragment of a datagram whose first fragment was not seen.
+    let mut flows = dp.flows().unwrap();
+    let stray = ip_fragment(client, vip, 0x4321, 24, false, &udp[24..]);
+    for prog in ["from_pod", "to_pod"] {
+        let (rc, _) = run(&mut dp, prog, &stray);
+        assert_eq!(rc, TC_ACT_SHOT, "{prog}: a stray fragment is refused");
+    }
+    let (ev, seen) = flows.wait_for(Duration::from_secs(1), |e| {
+        e.reason == DropReason::FragmentUnknown
+    });
+    assert!(ev.is_some(), "no fragment_unknown flow event: {seen:?}");
+    let m = dp.metrics().unwrap().read().unwrap();
+    assert_eq!(m.packets(DropReason::FragmentUnknown), 2);
+}
+
+/// IPv6 (and anything else that is neither IPv4 nor ARP) would skip policy
+/// and strict mode: dropped both ways, counted. ARP passes.
+#[test]
+fn frames_that_are_neither_ipv4_nor_arp_are_dropped() {
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    register_pod(&mut dp, Ipv4Addr::new(10, 244, 1, 11));
+    let mut v6 = vec![0u8; 14 + 40 + 8];
+    v6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    v6[14] = 0x60;
+    v6[20] = 17;
+    for prog in ["from_pod", "to_pod"] {
+        let (rc, _) = run(&mut dp, prog, &v6);
+        assert_eq!(rc, TC_ACT_SHOT, "{prog}: IPv6 dropped");
+    }
+    let mut arp = vec![0u8; 14 + 28];
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    for prog in ["from_pod", "to_pod"] {
+        let (rc, out) = run(&mut dp, prog, &arp);
+        assert_eq!(rc, TC_ACT_OK, "{prog}: ARP passes");
+        assert_eq!(out, arp);
+    }
+    let m = dp.metrics().unwrap().read().unwrap();
+    assert_eq!(m.packets(DropReason::UnsupportedL3), 2);
+}

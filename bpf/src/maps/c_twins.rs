@@ -34,6 +34,14 @@ const C_ONLY: &[(&str, &str)] = &[
     ("TCP_FLAG_", "bits of the TCP header (kernel ABI)"),
     ("PARSE_", "return codes of the C packet parser"),
     ("NAT_", "argument of the C address rewrite helper"),
+    (
+        "IP_MF",
+        "the more-fragments bit of the IPv4 header (RFC 791)",
+    ),
+    (
+        "IP_OFFSET",
+        "the fragment-offset mask of the IPv4 header (RFC 791)",
+    ),
     ("__always_inline", "a compiler attribute, not a constant"),
 ];
 

@@ -37,13 +37,19 @@ pub enum DropReason {
     /// A pod sent a packet whose source address is not its own (or from a
     /// veth with no registered endpoint).
     SourceSpoofed,
+    /// A later IPv4 fragment whose first fragment was not seen (lost,
+    /// reordered, evicted): it cannot be classified.
+    FragmentUnknown,
+    /// Neither IPv4 nor ARP, from or to a pod (IPv6 is not supported yet):
+    /// it would skip policy and strict mode.
+    UnsupportedL3,
     /// A code this build does not know.
     Unknown(u32),
 }
 
 impl DropReason {
     /// Every known reason (checked against `drop.h` by the C twin test).
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Forwarded,
         DropReason::PolicyDenied,
         DropReason::PolicyDefaultDeny,
@@ -54,6 +60,8 @@ impl DropReason {
         DropReason::NatFailed,
         DropReason::EncryptionRequired,
         DropReason::SourceSpoofed,
+        DropReason::FragmentUnknown,
+        DropReason::UnsupportedL3,
     ];
 
     /// The numeric code.
@@ -69,6 +77,8 @@ impl DropReason {
             DropReason::NatFailed => 7,
             DropReason::EncryptionRequired => 8,
             DropReason::SourceSpoofed => 9,
+            DropReason::FragmentUnknown => 10,
+            DropReason::UnsupportedL3 => 11,
             DropReason::Unknown(c) => c,
         }
     }
@@ -94,6 +104,8 @@ impl DropReason {
             DropReason::NatFailed => "nat_failed",
             DropReason::EncryptionRequired => "encryption_required",
             DropReason::SourceSpoofed => "source_spoofed",
+            DropReason::FragmentUnknown => "fragment_unknown",
+            DropReason::UnsupportedL3 => "unsupported_l3_protocol",
             DropReason::Unknown(_) => "unknown",
         }
     }

@@ -87,6 +87,7 @@ pub(crate) const METRICS: MapSpec = spec::<u32, MetricVal>("mw_metrics", MapType
 pub(crate) const ENCRYPT: MapSpec =
     spec::<(u32, IpcacheAddr), EncryptVal>("mw_encrypt", MapType::LpmTrie);
 pub(crate) const ENCRYPT_CFG: MapSpec = spec::<u32, EncryptCfg>("mw_encrypt_cfg", MapType::Array);
+pub(crate) const FRAGS: MapSpec = spec::<FragKey, FragVal>("mw_frags", MapType::LruHash);
 
 /// Every map of the datapath, in the order they are checked.
 pub const ALL_MAPS: &[MapSpec] = &[
@@ -106,6 +107,7 @@ pub const ALL_MAPS: &[MapSpec] = &[
     METRICS,
     ENCRYPT,
     ENCRYPT_CFG,
+    FRAGS,
 ];
 
 /// The pin path of `spec` under `pin_root`.

@@ -189,6 +189,25 @@ pub struct EncryptVal {
     pub node_ip: u32,
 }
 
+/// `struct frag_key` (packet.h): a datagram's fragments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub id: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// `struct frag_val`: the ports its first fragment carried.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragVal {
+    pub sport: u16,
+    pub dport: u16,
+}
+
 /// `struct encrypt_cfg`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -245,4 +264,6 @@ pod! {
     MetricVal => 16,
     EncryptVal => 4,
     EncryptCfg => 8,
+    FragKey => 12,
+    FragVal => 4,
 }
