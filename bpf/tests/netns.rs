@@ -285,7 +285,7 @@ fn policy_default_deny_allow_by_identity_and_port_deny_other_identity() {
     let out = lab.other.probe(&["tcp", "10.244.1.13:8080"]);
     assert!(!out.status.success(), "identity 1002 must be dropped");
     let (ev, seen) = flows.wait_for(Duration::from_secs(2), |e| {
-        e.verdict == FlowVerdict::Dropped && e.ifindex == ep
+        e.verdict == FlowVerdict::Dropped && e.ifindex == ep && e.dport == 8080
     });
     let ev = ev.unwrap_or_else(|| panic!("no drop event; saw {seen:?}"));
     assert_eq!(ev.reason, DropReason::PolicyDefaultDeny);
@@ -316,7 +316,7 @@ fn policy_default_deny_allow_by_identity_and_port_deny_other_identity() {
     let out = lab.other.probe(&["tcp", "10.244.1.13:8080"]);
     assert!(!out.status.success());
     let (ev, seen) = flows.wait_for(Duration::from_secs(2), |e| {
-        e.verdict == FlowVerdict::Dropped && e.ifindex == ep
+        e.verdict == FlowVerdict::Dropped && e.ifindex == ep && e.dport == 8080
     });
     let ev = ev.unwrap_or_else(|| panic!("no drop event; saw {seen:?}"));
     assert_eq!(ev.reason, DropReason::PolicyDenied);

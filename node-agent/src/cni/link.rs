@@ -204,6 +204,13 @@ pub fn setup(host: &str, netns: &Path, ifname: &str, addr: Ipv4Addr, mtu: u32) -
         ))?;
     drop(ns_file);
 
+    // IPv6 is not supported yet: neither end gets any (the datapath drops
+    // what is neither IPv4 nor ARP; this keeps router solicitations and
+    // neighbour discovery from being sent at all).
+    disable_ipv6(host);
+    let pod_if = ifname.to_string();
+    let _ = mesh_bpf::netns::in_netns(netns, move || disable_ipv6(&pod_if));
+
     let host_link = nl.link(&nl.node, host)?.ok_or_else(|| Error::LinkMissing {
         name: host.to_string(),
         netns: "the node's namespace".into(),
@@ -289,6 +296,17 @@ pub fn setup(host: &str, netns: &Path, ifname: &str, addr: Ipv4Addr, mtu: u32) -
         pod_ifindex: pod_index,
         pod_mac: mac_text(&link_mac(&pod_link)),
     })
+}
+
+/// Turns IPv6 off on `ifname` in the calling thread's namespace (nothing
+/// to do when the kernel has no IPv6).
+fn disable_ipv6(ifname: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    if let Err(e) = std::fs::write(&path, "1")
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(%path, error = %e, "cannot turn IPv6 off on a pod interface; the datapath drops its IPv6");
+    }
 }
 
 /// Deletes the host veth (and with it the pod end and the host route);
