@@ -4,7 +4,14 @@
  * pre-DNAT tuple of a service flow (remembers the chosen backend),
  * CT_DIR_NODEPORT for the post-DNAT tuple of a flow that arrived on the node's
  * interface for a NodePort (its replies are reverse-translated). Replies
- * match the reversed tuple of an existing entry and skip policy. Rust twin in
+ * match the reversed tuple of an existing entry and skip policy.
+ *
+ * Two tables, so one pod cannot exhaust conntrack for the others: a new
+ * entry goes to mw_ct_new (unconfirmed, short-lived) and moves to mw_ct
+ * when the flow's first reply is seen (with the service entry that chose
+ * its backend). A SYN or UDP flood that is never answered only churns
+ * mw_ct_new; established flows, and the reverse NAT their replies need,
+ * live in mw_ct, which only answered flows fill. Rust twin in
  * src/maps/conntrack.rs. */
 #ifndef MESHWORK_CONNTRACK_H
 #define MESHWORK_CONNTRACK_H
@@ -44,13 +51,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mw_ct SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mw_ct_new SEC(".maps");
+
 #define CT_FLAG_CLOSING 0x1 /* a TCP FIN or RST was seen */
+#define CT_FLAG_REPLIED 0x2 /* a reply was seen: the entry lives in mw_ct */
 
 /* How long an idle entry stays valid. An expired entry counts as absent, so
  * a new flow on a reused tuple is judged by the current policy again. */
 #define CT_LIFETIME_TCP_NS (21600ULL * 1000000000ULL)
 #define CT_LIFETIME_TCP_CLOSING_NS (10ULL * 1000000000ULL)
 #define CT_LIFETIME_OTHER_NS (60ULL * 1000000000ULL)
+/* An entry never answered (a bare SYN, one-way UDP) is dropped sooner. */
+#define CT_LIFETIME_UNREPLIED_NS (30ULL * 1000000000ULL)
 
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
@@ -62,16 +80,23 @@ struct {
  * starts over. */
 static __always_inline struct ct_val *ct_lookup(const struct ct_key *key, __u8 tcp_flags)
 {
+	void *map = &mw_ct;
 	struct ct_val *v = bpf_map_lookup_elem(&mw_ct, key);
+	if (!v) {
+		map = &mw_ct_new;
+		v = bpf_map_lookup_elem(&mw_ct_new, key);
+	}
 	if (!v)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	__u64 life = CT_LIFETIME_OTHER_NS;
 	if (key->proto == IPPROTO_TCP)
 		life = (v->flags & CT_FLAG_CLOSING) ? CT_LIFETIME_TCP_CLOSING_NS : CT_LIFETIME_TCP_NS;
+	if (!(v->flags & CT_FLAG_REPLIED) && life > CT_LIFETIME_UNREPLIED_NS)
+		life = CT_LIFETIME_UNREPLIED_NS;
 	int new_syn = (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
 	if (now - v->last_seen_ns > life || (new_syn && (v->flags & CT_FLAG_CLOSING))) {
-		bpf_map_delete_elem(&mw_ct, key);
+		bpf_map_delete_elem(map, key);
 		return 0;
 	}
 	v->last_seen_ns = now;
@@ -92,6 +117,7 @@ static __always_inline void ct_reverse(const struct ct_key *in, struct ct_key *o
 	out->pad = 0;
 }
 
+/* A new, unconfirmed entry (mw_ct_new). */
 static __always_inline int ct_create(const struct ct_key *key, __u32 backend_id, __u32 rev_nat_id)
 {
 	struct ct_val v = {
@@ -100,7 +126,33 @@ static __always_inline int ct_create(const struct ct_key *key, __u32 backend_id,
 		.rev_nat_id = rev_nat_id,
 		.packets = 1,
 	};
-	return bpf_map_update_elem(&mw_ct, key, &v, BPF_ANY);
+	return bpf_map_update_elem(&mw_ct_new, key, &v, BPF_ANY);
+}
+
+/* The flow of `key` was answered: its entry moves to mw_ct (if it is still
+ * unconfirmed). Returns the entry, wherever it now lives. */
+static __always_inline struct ct_val *ct_confirm(const struct ct_key *key)
+{
+	struct ct_val *v = bpf_map_lookup_elem(&mw_ct, key);
+	if (v)
+		return v;
+	v = bpf_map_lookup_elem(&mw_ct_new, key);
+	if (!v)
+		return 0;
+	struct ct_val copy = *v;
+	copy.flags |= CT_FLAG_REPLIED;
+	if (bpf_map_update_elem(&mw_ct, key, &copy, BPF_ANY) < 0)
+		return v; /* stays unconfirmed: still valid, only shorter-lived */
+	bpf_map_delete_elem(&mw_ct_new, key);
+	return bpf_map_lookup_elem(&mw_ct, key);
+}
+
+/* A reply matched `key`: refresh it as ct_lookup does, and confirm it. */
+static __always_inline struct ct_val *ct_lookup_reply(const struct ct_key *key, __u8 tcp_flags)
+{
+	if (!ct_lookup(key, tcp_flags))
+		return 0;
+	return ct_confirm(key);
 }
 
 #endif

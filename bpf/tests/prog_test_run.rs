@@ -265,16 +265,21 @@ fn established_flows_pass_until_their_conntrack_entry_expires() {
     // Make every entry look like a closed connection (FIN seen) idle for
     // longer than its 10 s lifetime (an open TCP flow lives 6 h: longer than
     // this machine's uptime, so it cannot be aged this way).
-    let data = MapData::from_pin(dir.path().join("mw_ct")).unwrap();
-    let mut ct: HashMap<MapData, CtKey, CtVal> =
-        HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
-    let entries: Vec<(CtKey, CtVal)> = ct.iter().map(|e| e.unwrap()).collect();
-    assert!(!entries.is_empty());
-    for (k, mut v) in entries {
-        v.last_seen_ns = 1;
-        v.flags |= 1;
-        ct.insert(k, v, 0).unwrap();
+    // The flow was never answered: its entry is in mw_ct_new.
+    let mut seen = 0;
+    for table in ["mw_ct", "mw_ct_new"] {
+        let data = MapData::from_pin(dir.path().join(table)).unwrap();
+        let mut ct: HashMap<MapData, CtKey, CtVal> =
+            HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
+        let entries: Vec<(CtKey, CtVal)> = ct.iter().map(|e| e.unwrap()).collect();
+        seen += entries.len();
+        for (k, mut v) in entries {
+            v.last_seen_ns = 1;
+            v.flags |= 1;
+            ct.insert(k, v, 0).unwrap();
+        }
     }
+    assert!(seen > 0);
     assert_eq!(
         run(&mut dp, "from_pod", &pkt).0,
         TC_ACT_SHOT,
@@ -547,4 +552,183 @@ fn frames_that_are_neither_ipv4_nor_arp_are_dropped() {
     }
     let m = dp.metrics().unwrap().read().unwrap();
     assert_eq!(m.packets(DropReason::UnsupportedL3), 2);
+}
+
+/// One pod floods SYNs that are never answered (more than the whole
+/// conntrack capacity): an established service flow opened before keeps
+/// its backend and its reverse NAT, because answered flows live in their
+/// own table (`mw_ct`) and the flood only churns the unconfirmed one
+/// (`mw_ct_new`), whose size bounds it.
+#[test]
+fn a_syn_flood_does_not_evict_established_flows_or_their_reverse_nat() {
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let client = Ipv4Addr::new(10, 244, 1, 11);
+    register_pod(&mut dp, client);
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let backends = [Ipv4Addr::new(10, 244, 1, 13), Ipv4Addr::new(10, 244, 1, 14)];
+    for (i, b) in backends.iter().enumerate() {
+        dp.backends()
+            .unwrap()
+            .upsert(
+                BackendId(20 + i as u32),
+                Backend {
+                    addr: *b,
+                    port: 8080,
+                    proto: Protocol::Tcp,
+                    cluster_id: 1,
+                },
+            )
+            .unwrap();
+    }
+    dp.services()
+        .unwrap()
+        .upsert(
+            Frontend {
+                addr: vip,
+                port: 80,
+                proto: Protocol::Tcp,
+            },
+            ServiceId(9),
+            &[BackendId(20), BackendId(21)],
+            LbAlgorithm::Random,
+        )
+        .unwrap();
+    // The victim: SYN, SYN-ACK (confirms it), then idle through the flood.
+    let (rc, out) = run(&mut dp, "from_pod", &tcp_packet(client, 40000, vip, 80));
+    assert_eq!(rc, TC_ACT_OK);
+    let chosen: [u8; 4] = out[30..34].try_into().unwrap();
+    let backend = Ipv4Addr::from(chosen);
+    assert!(backends.contains(&backend));
+    let synack = tcp_packet_flags(backend, 8080, client, 40000, 0x12);
+    let (rc, _) = run(&mut dp, "to_pod", &synack);
+    assert_eq!(rc, TC_ACT_OK);
+    let ct = dp.conntrack().unwrap();
+    let victim: Vec<_> = ct
+        .dump()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.sport == 40000)
+        .collect();
+    assert_eq!(victim.len(), 2, "service and flow entries: {victim:?}");
+    assert!(
+        victim.iter().all(|e| e.replied),
+        "both confirmed: {victim:?}"
+    );
+
+    // The flood: 300,000 SYNs to a pod address, none answered, each
+    // retransmitted once.
+    let target = Ipv4Addr::new(10, 244, 1, 99);
+    let mut syn = tcp_packet(client, 1, target, 9);
+    for i in 0..300_000u32 {
+        let sport = 1024 + (i % 60_000) as u16;
+        let dport = 1 + (i / 60_000) as u16;
+        syn[34..36].copy_from_slice(&sport.to_be_bytes());
+        syn[36..38].copy_from_slice(&dport.to_be_bytes());
+        // Sent twice, as a SYN is retransmitted: the entry is used, not
+        // only created (LRU keeps used entries longest).
+        for _ in 0..2 {
+            let (rc, _) = run(&mut dp, "from_pod", &syn);
+            assert_eq!(rc, TC_ACT_OK);
+        }
+    }
+    let entries = ct.dump().unwrap();
+    let unanswered = entries.iter().filter(|e| !e.replied).count();
+    assert!(
+        unanswered <= 65_536,
+        "the flood is bounded by mw_ct_new: {unanswered}"
+    );
+    eprintln!(
+        "after a 300,000-SYN flood: {} answered entries, {unanswered} unanswered",
+        entries.len() - unanswered
+    );
+
+    // The victim's next segment keeps its backend; its reply is still
+    // reverse-translated to the ClusterIP.
+    let ack = tcp_packet_flags(client, 40000, vip, 80, 0x10);
+    let (rc, out) = run(&mut dp, "from_pod", &ack);
+    assert_eq!(rc, TC_ACT_OK);
+    assert_eq!(
+        &out[30..34],
+        &backend.octets(),
+        "same backend after the flood"
+    );
+    let reply = tcp_packet_flags(backend, 8080, client, 40000, 0x10);
+    let (rc, out) = run(&mut dp, "to_pod", &reply);
+    assert_eq!(rc, TC_ACT_OK);
+    assert_eq!(
+        &out[26..30],
+        &vip.octets(),
+        "reply still from the ClusterIP"
+    );
+    assert_eq!(&out[34..36], &80u16.to_be_bytes());
+    assert!(checksums_valid(&out));
+}
+
+/// A flow never answered (a bare SYN) lives 30 s idle, not the 6 h of an
+/// established TCP flow: aged past 30 s without any FIN, the unanswered
+/// entry is gone while an answered one aged the same is kept.
+#[test]
+fn an_unanswered_entry_expires_after_30_s_an_answered_one_does_not() {
+    use aya::maps::{HashMap, Map, MapData};
+    use mesh_bpf::maps::raw::{CtKey, CtVal};
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let client = Ipv4Addr::new(10, 244, 1, 11);
+    register_pod(&mut dp, client);
+    let server = Ipv4Addr::new(10, 244, 1, 13);
+    // Answered: SYN out, SYN-ACK back. Unanswered: a SYN only.
+    run(
+        &mut dp,
+        "from_pod",
+        &tcp_packet(client, 41000, server, 8080),
+    );
+    run(
+        &mut dp,
+        "to_pod",
+        &tcp_packet_flags(server, 8080, client, 41000, 0x12),
+    );
+    run(
+        &mut dp,
+        "from_pod",
+        &tcp_packet(client, 41001, server, 8080),
+    );
+    // Idle for 31 s: each entry's last packet moved 31 s back (the
+    // datapath's clock, CLOCK_MONOTONIC, has run longer than that).
+    for table in ["mw_ct", "mw_ct_new"] {
+        let data = MapData::from_pin(dir.path().join(table)).unwrap();
+        let mut ct: HashMap<MapData, CtKey, CtVal> =
+            HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
+        let entries: Vec<(CtKey, CtVal)> = ct.iter().map(|e| e.unwrap()).collect();
+        for (k, mut v) in entries {
+            assert!(v.last_seen_ns > 31_000_000_000, "uptime too short");
+            v.last_seen_ns -= 31_000_000_000;
+            ct.insert(k, v, 0).unwrap();
+        }
+    }
+    // Policy now refuses new flows: only a live entry lets a packet pass.
+    dp.policy()
+        .unwrap()
+        .set_endpoint(
+            1,
+            EndpointPolicy {
+                identity: 1001,
+                ingress_enforced: false,
+                egress_enforced: true,
+            },
+        )
+        .unwrap();
+    let ack = |sport| tcp_packet_flags(client, sport, server, 8080, 0x10);
+    assert_eq!(
+        run(&mut dp, "from_pod", &ack(41000)).0,
+        TC_ACT_OK,
+        "an answered flow idle 31 s is still established"
+    );
+    assert_eq!(
+        run(&mut dp, "from_pod", &ack(41001)).0,
+        TC_ACT_SHOT,
+        "an unanswered entry idle 31 s is gone"
+    );
 }

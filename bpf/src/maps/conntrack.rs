@@ -7,7 +7,7 @@ use std::path::Path;
 use aya::maps::{HashMap, MapData};
 
 use super::raw::{CtKey, CtVal};
-use super::{CONNTRACK, Protocol, dump_err, ip_from_be, open, port_from_be, typed};
+use super::{CONNTRACK, CONNTRACK_NEW, Protocol, dump_err, ip_from_be, open, port_from_be, typed};
 use crate::error::Result;
 
 /// Which entry kind (see conntrack.h).
@@ -66,28 +66,41 @@ pub struct CtEntry {
     pub packets: u32,
     /// Last packet (CLOCK_MONOTONIC ns).
     pub last_seen_ns: u64,
+    /// Whether a reply was seen (the entry lives in `mw_ct`; unanswered
+    /// ones live in `mw_ct_new`, which a flood cannot grow past).
+    pub replied: bool,
 }
 
-/// The conntrack table.
+/// The conntrack tables: answered flows, and those not answered yet.
 #[derive(Debug)]
 pub struct ConntrackMap {
     map: HashMap<MapData, CtKey, CtVal>,
+    new: HashMap<MapData, CtKey, CtVal>,
 }
 
 impl ConntrackMap {
-    /// Opens the pinned map under `pin_root` (checking its layout).
+    /// Opens the pinned maps under `pin_root` (checking their layout).
     pub fn open(pin_root: &Path) -> Result<ConntrackMap> {
         let (m, _) = open(pin_root, &CONNTRACK)?;
+        let (n, _) = open(pin_root, &CONNTRACK_NEW)?;
         Ok(ConntrackMap {
             map: typed(&CONNTRACK, HashMap::try_from(m))?,
+            new: typed(&CONNTRACK_NEW, HashMap::try_from(n))?,
         })
     }
 
-    /// Every entry.
+    /// Every entry of both tables.
     pub fn dump(&self) -> Result<Vec<CtEntry>> {
         let mut out = Vec::new();
-        for item in self.map.iter() {
-            let (k, v) = item.map_err(|e| dump_err(&CONNTRACK, e))?;
+        let tables = [
+            (&self.map, &CONNTRACK, true),
+            (&self.new, &CONNTRACK_NEW, false),
+        ];
+        for (item, spec, replied) in tables
+            .into_iter()
+            .flat_map(|(m, spec, replied)| m.iter().map(move |i| (i, spec, replied)))
+        {
+            let (k, v) = item.map_err(|e| dump_err(spec, e))?;
             out.push(CtEntry {
                 saddr: ip_from_be(k.saddr),
                 daddr: ip_from_be(k.daddr),
@@ -102,6 +115,7 @@ impl ConntrackMap {
                 rev_nat_id: v.rev_nat_id,
                 packets: v.packets,
                 last_seen_ns: v.last_seen_ns,
+                replied,
             });
         }
         Ok(out)

@@ -77,6 +77,7 @@ pub(crate) const IPCACHE: MapSpec =
 pub(crate) const POLICY: MapSpec = spec::<PolicyKeyRaw, PolicyValRaw>("mw_policy", MapType::Hash);
 pub(crate) const ENDPOINTS: MapSpec = spec::<u32, PolicyEndpointRaw>("mw_endpoints", MapType::Hash);
 pub(crate) const CONNTRACK: MapSpec = spec::<CtKey, CtVal>("mw_ct", MapType::LruHash);
+pub(crate) const CONNTRACK_NEW: MapSpec = spec::<CtKey, CtVal>("mw_ct_new", MapType::LruHash);
 pub(crate) const FLOWS: MapSpec = MapSpec {
     name: "mw_flows",
     map_type: MapType::RingBuf,
@@ -103,6 +104,7 @@ pub const ALL_MAPS: &[MapSpec] = &[
     POLICY,
     ENDPOINTS,
     CONNTRACK,
+    CONNTRACK_NEW,
     FLOWS,
     METRICS,
     ENCRYPT,
