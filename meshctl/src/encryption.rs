@@ -211,6 +211,12 @@ pub fn problems(nodes: &[EncryptionReport]) -> Vec<String> {
         ));
     }
     for n in nodes {
+        if n.strict_mode && n.device.is_none() {
+            out.push(format!(
+                "node {}: strict mode is on but its WireGuard device is not up: its pods' traffic to other nodes is dropped (encryption_required) until the device starts; see the agent's log for why it cannot",
+                n.node
+            ));
+        }
         let Some(dev) = &n.device else { continue };
         if !dev.key_published {
             out.push(format!(

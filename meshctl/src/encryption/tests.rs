@@ -66,3 +66,21 @@ fn ages_and_keys_are_short() {
     assert_eq!(short_key("abcdefghijk"), "abcdefgh…");
     assert_eq!(short_key("abc"), "abc");
 }
+
+#[test]
+fn strict_mode_without_a_device_is_named() {
+    let mut closed = node("n2", Some(1), true);
+    closed.strict_mode = true;
+    closed.mode = "off".into();
+    closed.device = None;
+    let mut healthy = node("n1", Some(1), true);
+    healthy.strict_mode = true;
+    let p = problems(&[healthy, closed]);
+    assert!(
+        p.iter().any(|l| l.contains("node n2")
+            && l.contains("device is not up")
+            && l.contains("encryption_required")),
+        "{p:#?}"
+    );
+    assert!(!p.iter().any(|l| l.contains("node n1:")), "{p:#?}");
+}
