@@ -100,6 +100,9 @@ pub struct EndpointManager<D> {
     pod_cidr: Option<IpNet>,
     endpoints: BTreeMap<(String, String), Endpoint>,
     reconciler: Reconciler<D>,
+    /// The policies a new endpoint is held by from its first packet, until
+    /// the policy controller computes its own (None: none known yet).
+    held_by: Option<crate::policy::compile::CompiledPolicies>,
 }
 
 impl<D: Datapath> EndpointManager<D> {
@@ -143,6 +146,7 @@ impl<D: Datapath> EndpointManager<D> {
             pod_cidr,
             endpoints,
             reconciler: Reconciler::new(datapath),
+            held_by: None,
         };
         for source in expected {
             mgr.reconciler.expect_source(source);
@@ -165,6 +169,14 @@ impl<D: Datapath> EndpointManager<D> {
         mgr.push_ipcache();
         let report = mgr.reconciler.reconcile();
         Ok((mgr, report))
+    }
+
+    /// Sets the policies that hold a new endpoint from its registration:
+    /// whatever could select a pod of its namespace makes it default-deny
+    /// until the policy controller's next pass, so no pod starts unenforced
+    /// (also while the mesh feed has not synced after a restart).
+    pub fn hold_new_endpoints_by(&mut self, compiled: crate::policy::compile::CompiledPolicies) {
+        self.held_by = Some(compiled);
     }
 
     /// The reconciler (other sources add services, ipcache, policies here).
@@ -208,6 +220,12 @@ impl<D: Datapath> EndpointManager<D> {
         };
         self.persist(&ep)?;
         self.endpoints.insert(k.clone(), ep.clone());
+        if previous.is_none()
+            && let Some(c) = &self.held_by
+        {
+            let held = c.unresolved_endpoint_policy(ep.registration.pod_namespace.as_deref());
+            self.reconciler.set_policy(id, held);
+        }
         self.reconciler.set_endpoint(ep.datapath());
         self.push_ipcache();
         let report = self.reconciler.reconcile();

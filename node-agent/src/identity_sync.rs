@@ -195,6 +195,7 @@ pub fn sync<D: Datapath>(
             per_endpoint.insert(ep.id, policy);
         }
         mgr.reconciler().set_policies(per_endpoint);
+        mgr.hold_new_endpoints_by(compiled.clone());
         mgr.reconciler().set_ipcache(
             CIDR_SOURCE,
             compiled
@@ -238,6 +239,19 @@ pub async fn run(
     loop {
         ever_synced |= sources.mesh.status().synced;
         let policy_ready = sources.policies.as_ref().map(|p| p.ready());
+        if !ever_synced && let (Some(p), Some(true)) = (&sources.policies, policy_ready) {
+            // No identities yet (the mesh feed has not synced since this
+            // agent started): existing endpoints keep what is installed,
+            // but a pod created now is held by whatever could select it.
+            let compiled = crate::policy::compile::compile(
+                &p.sources(),
+                &CompileInputs {
+                    cluster: &local.cluster,
+                    identities: &Default::default(),
+                },
+            );
+            state.with_manager(|mgr| mgr.hold_new_endpoints_by(compiled));
+        }
         if ever_synced {
             let view = sources.mesh.view();
             let policies = match (&sources.policies, policy_ready) {

@@ -293,3 +293,55 @@ fn policy_cidrs_reach_the_ipcache_with_node_local_identities_and_leave_with_the_
         "the CIDR identity goes with the last policy naming it"
     );
 }
+
+/// A pod registered (CNI ADD) before the policy controller has computed its
+/// policy is held from its first packet by whatever could select a pod of
+/// its namespace: default-deny there, open elsewhere. This also holds for
+/// an agent whose mesh feed has not synced since it started (no
+/// identities): the held-by set is compiled from the policies alone.
+#[test]
+fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut mgr = manager(dir.path());
+    let policy = PolicySource::namespaced(
+        "shop",
+        "backend",
+        &MeshNetworkPolicySpec {
+            endpoint_selector: Selector {
+                match_labels: [("app".to_string(), "backend".to_string())].into(),
+                match_expressions: Vec::new(),
+            },
+            ingress: vec![IngressRule::default()],
+            egress: Vec::new(),
+        },
+    );
+    // Before any policy is known, a new endpoint is open (nothing selects).
+    let open = mgr.register(registration("10.1.1.2")).expect("register");
+    assert_eq!(mgr.datapath().policies[&open.id], EndpointPolicy::default());
+    // The policies alone, without identities (mesh feed not synced).
+    mgr.hold_new_endpoints_by(crate::policy::compile::compile(
+        &[policy],
+        &CompileInputs {
+            cluster: &"c1".parse().expect("cluster"),
+            identities: &Default::default(),
+        },
+    ));
+    let mut in_shop = registration("10.1.1.3");
+    in_shop.container_id = "new-shop-pod".into();
+    in_shop.host_ifname = "mwshop".into();
+    in_shop.host_ifindex = 43;
+    let held = mgr.register(in_shop).expect("register");
+    let p = &mgr.datapath().policies[&held.id];
+    assert!(p.ingress_enforced, "held at default-deny: {p:?}");
+    assert!(p.allow.is_empty(), "nothing allowed before its policy: {p:?}");
+    let mut elsewhere = registration("10.1.1.4");
+    elsewhere.container_id = "other-pod".into();
+    elsewhere.host_ifname = "mwother".into();
+    elsewhere.host_ifindex = 44;
+    elsewhere.pod_namespace = Some("other".into());
+    let free = mgr.register(elsewhere).expect("register");
+    assert_eq!(mgr.datapath().policies[&free.id], EndpointPolicy::default());
+    // The endpoint registered before stays as installed: holding applies
+    // to new registrations only.
+    assert_eq!(mgr.datapath().policies[&open.id], EndpointPolicy::default());
+}
