@@ -290,6 +290,37 @@ fn seed(cluster: &str, id: u8, subnet: &str) -> Vec<Record> {
     ]
 }
 
+/// Lists each cluster in the other's config, with its own cluster
+/// certificate and the other's pod CIDR.
+fn cross_configure(pki: &Pki, a: &ClusterUnderTest, b: &ClusterUnderTest) {
+    for (from, to) in [(a, b), (b, a)] {
+        std::fs::write(
+            from.dir.path().join(format!("remotes/{}", to.name)),
+            remote_entry(
+                to.name,
+                to.id,
+                &[to.endpoint()],
+                pki.ca.cert_pem(),
+                &pki.cluster(from.name),
+                &[to.cidr],
+            ),
+        )
+        .unwrap();
+    }
+}
+
+/// Writes `cluster`'s seed records into `store` as its feed would, and
+/// marks every kind synced.
+async fn seed_synced(store: Arc<dyn Store>, cluster: &str, id: u8, subnet: &str) {
+    let w = Writer::new(store, cn(cluster), Leadership::always());
+    for r in seed(cluster, id, subnet) {
+        w.upsert(&r).await.unwrap();
+    }
+    for kind in Kind::ALL {
+        w.mark_synced(kind).await.unwrap();
+    }
+}
+
 async fn agent_client(pki: &Pki, cluster: &ClusterUnderTest, node: &str) -> ExportClient {
     let cfg = pki.client_config(&pki.node(cluster.name, node), cluster.name);
     ExportClient::connect(vec![cluster.endpoint().parse().unwrap()], "127.0.0.1", cfg)
@@ -331,30 +362,7 @@ async fn two_clusters_export_import_resume_compaction_and_faults() {
     let mut a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
     let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
     // Cross-configure: each lists the other with its own cluster certificate.
-    std::fs::write(
-        a.dir.path().join("remotes/b"),
-        remote_entry(
-            "b",
-            2,
-            &[b.endpoint()],
-            pki.ca.cert_pem(),
-            &pki.cluster("a"),
-            &["10.2.0.0/16"],
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        b.dir.path().join("remotes/a"),
-        remote_entry(
-            "a",
-            1,
-            &[a.endpoint()],
-            pki.ca.cert_pem(),
-            &pki.cluster("b"),
-            &["10.1.0.0/16"],
-        ),
-    )
-    .unwrap();
+    cross_configure(&pki, &a, &b);
     // Bad entries next to the good one: refused with a reason, B keeps working.
     std::fs::write(
         a.dir.path().join("remotes/c"),
@@ -697,30 +705,7 @@ async fn killing_the_leader_replica_hands_import_to_the_other() {
     let pki = Pki::new();
     let a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
     let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
-    std::fs::write(
-        a.dir.path().join("remotes/b"),
-        remote_entry(
-            "b",
-            2,
-            &[b.endpoint()],
-            pki.ca.cert_pem(),
-            &pki.cluster("a"),
-            &["10.2.0.0/16"],
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        b.dir.path().join("remotes/a"),
-        remote_entry(
-            "a",
-            1,
-            &[a.endpoint()],
-            pki.ca.cert_pem(),
-            &pki.cluster("b"),
-            &["10.1.0.0/16"],
-        ),
-    )
-    .unwrap();
+    cross_configure(&pki, &a, &b);
     b.start();
     // Two replicas of A on A's etcd.
     let (g1, s1, g2, s2) = (free_port(), free_port(), free_port(), free_port());
@@ -1377,41 +1362,12 @@ async fn a_remote_removed_while_the_apiserver_was_down_is_withdrawn_at_restart()
     let pki = Pki::new();
     let mut a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
     let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
+    cross_configure(&pki, &a, &b);
     let entry_b = a.dir.path().join("remotes/b");
-    std::fs::write(
-        &entry_b,
-        remote_entry(
-            "b",
-            2,
-            &[b.endpoint()],
-            pki.ca.cert_pem(),
-            &pki.cluster("a"),
-            &["10.2.0.0/16"],
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        b.dir.path().join("remotes/a"),
-        remote_entry(
-            "a",
-            1,
-            &[a.endpoint()],
-            pki.ca.cert_pem(),
-            &pki.cluster("b"),
-            &["10.1.0.0/16"],
-        ),
-    )
-    .unwrap();
     b.start();
     a.start();
     let a_store = a.store().await;
-    let wb = Writer::new(b.store().await, cn("b"), Leadership::always());
-    for r in seed("b", 2, "10.2") {
-        wb.upsert(&r).await.unwrap();
-    }
-    for kind in Kind::ALL {
-        wb.mark_synced(kind).await.unwrap();
-    }
+    seed_synced(b.store().await, "b", 2, "10.2").await;
     let b_prefix = state::cluster_prefix("b");
     let b_cached = || async { a_store.list(&b_prefix).await.unwrap().0.len() };
     eventually("A caches B", 30, || async {
@@ -1470,43 +1426,11 @@ async fn a_replaced_apiserver_does_not_wipe_an_unreachable_remote_from_its_agent
     let pki = Pki::new();
     let mut a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
     let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
-    std::fs::write(
-        a.dir.path().join("remotes/b"),
-        remote_entry(
-            "b",
-            2,
-            &[b.endpoint()],
-            pki.ca.cert_pem(),
-            &pki.cluster("a"),
-            &["10.2.0.0/16"],
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        b.dir.path().join("remotes/a"),
-        remote_entry(
-            "a",
-            1,
-            &[a.endpoint()],
-            pki.ca.cert_pem(),
-            &pki.cluster("b"),
-            &["10.1.0.0/16"],
-        ),
-    )
-    .unwrap();
+    cross_configure(&pki, &a, &b);
     b.start();
     a.start();
-    let seed_local = |store: Arc<dyn Store>, name: &'static str, id: u8, subnet: &'static str| async move {
-        let w = Writer::new(store, cn(name), Leadership::always());
-        for r in seed(name, id, subnet) {
-            w.upsert(&r).await.unwrap();
-        }
-        for kind in Kind::ALL {
-            w.mark_synced(kind).await.unwrap();
-        }
-    };
-    seed_local(b.store().await, "b", 2, "10.2").await;
-    seed_local(a.store().await, "a", 1, "10.1").await;
+    seed_synced(b.store().await, "b", 2, "10.2").await;
+    seed_synced(a.store().await, "a", 1, "10.1").await;
     eventually("A synced with B", 30, || async {
         a.status().await.is_some_and(|s| s.is_synced_with("b"))
     })
@@ -1527,7 +1451,7 @@ async fn a_replaced_apiserver_does_not_wipe_an_unreachable_remote_from_its_agent
     a.kill();
     a.etcd = EtcdServer::start().await;
     a.start();
-    seed_local(a.store().await, "a", 1, "10.1").await;
+    seed_synced(a.store().await, "a", 1, "10.1").await;
     let mut agent = agent_client_eventually(&pki, &a).await;
     let resume = mirror.resume_revision();
     let (seen, stream) = watch_until_synced(&mut agent, &mut mirror, resume).await;
@@ -1605,30 +1529,7 @@ async fn a_leader_paused_past_its_lease_does_not_lead_or_write_when_it_resumes()
     let pki = Pki::new();
     let a = ClusterUnderTest::new("a", 1, "10.1.0.0/16", &pki).await;
     let mut b = ClusterUnderTest::new("b", 2, "10.2.0.0/16", &pki).await;
-    std::fs::write(
-        a.dir.path().join("remotes/b"),
-        remote_entry(
-            "b",
-            2,
-            &[b.endpoint()],
-            pki.ca.cert_pem(),
-            &pki.cluster("a"),
-            &["10.2.0.0/16"],
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        b.dir.path().join("remotes/a"),
-        remote_entry(
-            "a",
-            1,
-            &[a.endpoint()],
-            pki.ca.cert_pem(),
-            &pki.cluster("b"),
-            &["10.1.0.0/16"],
-        ),
-    )
-    .unwrap();
+    cross_configure(&pki, &a, &b);
     b.start();
     let (g1, s1, g2, s2) = (free_port(), free_port(), free_port(), free_port());
     let r1 = a.spawn(g1, s1, "a-r1");

@@ -333,7 +333,10 @@ fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_
     let held = mgr.register(in_shop).expect("register");
     let p = &mgr.datapath().policies[&held.id];
     assert!(p.ingress_enforced, "held at default-deny: {p:?}");
-    assert!(p.allow.is_empty(), "nothing allowed before its policy: {p:?}");
+    assert!(
+        p.allow.is_empty(),
+        "nothing allowed before its policy: {p:?}"
+    );
     let mut elsewhere = registration("10.1.1.4");
     elsewhere.container_id = "other-pod".into();
     elsewhere.host_ifname = "mwother".into();
