@@ -176,7 +176,23 @@ impl<D: Datapath> EndpointManager<D> {
     /// until the policy controller's next pass, so no pod starts unenforced
     /// (also while the mesh feed has not synced after a restart).
     pub fn hold_new_endpoints_by(&mut self, compiled: crate::policy::compile::CompiledPolicies) {
+        // Endpoints registered before any policy was known, and not given
+        // one since, are held now too (a CNI ADD right after a restart can
+        // come before the policies are listed).
+        let unheld: Vec<(EndpointId, Option<String>)> = self
+            .endpoints
+            .values()
+            .filter(|e| !self.reconciler.has_policy(e.id))
+            .map(|e| (e.id, e.registration.pod_namespace.clone()))
+            .collect();
+        for (id, ns) in &unheld {
+            self.reconciler
+                .set_policy(*id, compiled.unresolved_endpoint_policy(ns.as_deref()));
+        }
         self.held_by = Some(compiled);
+        if !unheld.is_empty() {
+            log_failures(&self.reconciler.reconcile());
+        }
     }
 
     /// The reconciler (other sources add services, ipcache, policies here).

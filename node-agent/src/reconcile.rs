@@ -152,6 +152,12 @@ impl<D: Datapath> Reconciler<D> {
         self.policies.insert(id, policy);
     }
 
+    /// Whether `id` has a policy in the desired state (else it gets the
+    /// default).
+    pub fn has_policy(&self, id: EndpointId) -> bool {
+        self.policies.contains_key(&id)
+    }
+
     /// Replaces the policies of every endpoint: endpoints missing from
     /// `policies` get the default (allow all).
     pub fn set_policies(&mut self, policies: BTreeMap<EndpointId, EndpointPolicy>) {

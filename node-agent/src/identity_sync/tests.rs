@@ -315,9 +315,12 @@ fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_
             egress: Vec::new(),
         },
     );
-    // Before any policy is known, a new endpoint is open (nothing selects).
-    let open = mgr.register(registration("10.1.1.2")).expect("register");
-    assert_eq!(mgr.datapath().policies[&open.id], EndpointPolicy::default());
+    // Before any policy is known, a new endpoint is open (nothing selects)...
+    let early = mgr.register(registration("10.1.1.2")).expect("register");
+    assert_eq!(
+        mgr.datapath().policies[&early.id],
+        EndpointPolicy::default()
+    );
     // The policies alone, without identities (mesh feed not synced).
     mgr.hold_new_endpoints_by(crate::policy::compile::compile(
         &[policy],
@@ -344,7 +347,7 @@ fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_
     elsewhere.pod_namespace = Some("other".into());
     let free = mgr.register(elsewhere).expect("register");
     assert_eq!(mgr.datapath().policies[&free.id], EndpointPolicy::default());
-    // The endpoint registered before stays as installed: holding applies
-    // to new registrations only.
-    assert_eq!(mgr.datapath().policies[&open.id], EndpointPolicy::default());
+    // ...and held as soon as the policies are (it had no policy of its own
+    // yet: a CNI ADD that came before the policies were listed).
+    assert!(mgr.datapath().policies[&early.id].ingress_enforced);
 }
