@@ -79,6 +79,18 @@ static __always_inline int refuse_unparsed(struct __sk_buff *skb, struct pkt *p,
 	return drop(skb, p, obs, REASON_INVALID_PACKET, 0, 0);
 }
 
+/* The first reply `p` of a service flow (before its reverse NAT) confirms
+ * the pre-DNAT entry that chose its backend, so the choice outlives a
+ * flood too. */
+static __always_inline void ct_confirm_service(const struct pkt *p, const struct lb_revnat *rn)
+{
+	struct ct_key sk = {
+		.saddr = p->daddr, .daddr = rn->addr, .sport = p->dport,
+		.dport = rn->port, .proto = p->proto, .dir = CT_DIR_SVC,
+	};
+	ct_confirm(&sk);
+}
+
 SEC("classifier")
 int from_pod(struct __sk_buff *skb)
 {
@@ -142,8 +154,9 @@ int from_pod(struct __sk_buff *skb)
 	if (ct_lookup(&k, p.tcp_flags))
 		return pass(skb);
 	struct ct_key rk;
+	int first;
 	ct_reverse(&k, &rk, CT_DIR_IN);
-	if (ct_lookup_reply(&rk, p.tcp_flags))
+	if (ct_lookup_reply(&rk, p.tcp_flags, &first))
 		return pass(skb); /* reply of a flow opened towards this pod */
 
 	reason = policy_verdict(endpoint, ipcache_identity(p.daddr), p.dport, p.proto,
@@ -173,19 +186,16 @@ int to_pod(struct __sk_buff *skb)
 	};
 	struct ct_key rk;
 	ct_reverse(&k, &rk, CT_DIR_OUT);
-	struct ct_val *out = ct_lookup_reply(&rk, p.tcp_flags);
+	int first;
+	struct ct_val *out = ct_lookup_reply(&rk, p.tcp_flags, &first);
 	if (out) {
 		/* Reply of a flow this pod opened; undo the service DNAT. */
 		__u32 id = out->rev_nat_id;
 		if (id) {
 			struct lb_revnat *rn = bpf_map_lookup_elem(&mw_revnat, &id);
 			if (rn) {
-				/* The entry that chose the backend is confirmed too. */
-				struct ct_key sk = {
-					.saddr = p.daddr, .daddr = rn->addr, .sport = p.dport,
-					.dport = rn->port, .proto = p.proto, .dir = CT_DIR_SVC,
-				};
-				ct_confirm(&sk);
+				if (first)
+					ct_confirm_service(&p, rn);
 				if (pkt_rewrite(skb, &p, NAT_SRC, rn->addr, rn->port) < 0)
 					return drop(skb, &p, FLOW_OBS_TO_POD, REASON_NAT_FAILED, id, 0);
 			}
@@ -264,18 +274,16 @@ int to_netdev(struct __sk_buff *skb)
 		.saddr = p.daddr, .daddr = p.saddr, .sport = p.dport,
 		.dport = p.sport, .proto = p.proto, .dir = CT_DIR_NODEPORT,
 	};
-	struct ct_val *np = ct_lookup_reply(&nk, p.tcp_flags);
+	int first;
+	struct ct_val *np = ct_lookup_reply(&nk, p.tcp_flags, &first);
 	if (!np || !np->rev_nat_id)
 		return TC_ACT_OK;
 	__u32 id = np->rev_nat_id;
 	struct lb_revnat *rn = bpf_map_lookup_elem(&mw_revnat, &id);
 	if (!rn)
 		return pass(skb);
-	struct ct_key sk = {
-		.saddr = p.daddr, .daddr = rn->addr, .sport = p.dport,
-		.dport = rn->port, .proto = p.proto, .dir = CT_DIR_SVC,
-	};
-	ct_confirm(&sk);
+	if (first)
+		ct_confirm_service(&p, rn);
 	if (pkt_rewrite(skb, &p, NAT_SRC, rn->addr, rn->port) < 0)
 		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_NAT_FAILED, id, 0);
 	return pass(skb);

@@ -147,11 +147,16 @@ static __always_inline struct ct_val *ct_confirm(const struct ct_key *key)
 	return bpf_map_lookup_elem(&mw_ct, key);
 }
 
-/* A reply matched `key`: refresh it as ct_lookup does, and confirm it. */
-static __always_inline struct ct_val *ct_lookup_reply(const struct ct_key *key, __u8 tcp_flags)
+/* A reply matched `key`: refresh it as ct_lookup does; the flow's first
+ * reply confirms it (`*first` set), later ones cost nothing more. */
+static __always_inline struct ct_val *ct_lookup_reply(const struct ct_key *key, __u8 tcp_flags,
+						      int *first)
 {
-	if (!ct_lookup(key, tcp_flags))
-		return 0;
+	struct ct_val *v = ct_lookup(key, tcp_flags);
+	*first = 0;
+	if (!v || (v->flags & CT_FLAG_REPLIED))
+		return v;
+	*first = 1;
 	return ct_confirm(key);
 }
 

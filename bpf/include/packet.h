@@ -83,15 +83,15 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
 	p->later_frag = 0;
 	__u16 frag = bpf_ntohs(ip->frag_off);
 	int ported = ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP;
-	struct frag_key fk = {
-		.saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol,
-	};
 	if (frag & IP_OFFSET) {
 		/* A later fragment: its ports are the first fragment's. */
 		p->later_frag = 1;
 		p->tcp_flags = 0;
 		if (!ported)
 			return PARSE_OK;
+		struct frag_key fk = {
+			.saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol,
+		};
 		struct frag_val *fv = bpf_map_lookup_elem(&mw_frags, &fk);
 		if (!fv)
 			return PARSE_FRAG_UNKNOWN;
@@ -106,6 +106,10 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
 		p->sport = ports[0];
 		p->dport = ports[1];
 		if (frag & IP_MF) {
+			struct frag_key fk = {
+				.saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id,
+				.proto = ip->protocol,
+			};
 			struct frag_val fv = { .sport = ports[0], .dport = ports[1] };
 			bpf_map_update_elem(&mw_frags, &fk, &fv, BPF_ANY);
 		}
@@ -135,10 +139,9 @@ static __always_inline int pkt_rewrite(struct __sk_buff *skb, struct pkt *p, int
 
 	/* A later fragment has no L4 header: only its address changes (the
 	 * first fragment's L4 checksum covers the whole datagram). */
-	if (p->later_frag) {
-	} else if (p->proto == IPPROTO_TCP) {
+	if (!p->later_frag && p->proto == IPPROTO_TCP) {
 		csum_off = p->l4_off + offsetof(struct tcphdr, check);
-	} else if (p->proto == IPPROTO_UDP) {
+	} else if (!p->later_frag && p->proto == IPPROTO_UDP) {
 		csum_off = p->l4_off + offsetof(struct udphdr, check);
 		l4_flags = BPF_F_MARK_MANGLED_0;
 	}

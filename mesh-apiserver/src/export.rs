@@ -418,6 +418,9 @@ async fn synced_now(
     pending: &BTreeSet<String>,
     ev: &StoreEvent,
 ) -> Option<String> {
+    if pending.is_empty() {
+        return None;
+    }
     let StoreEvent::Put(kv) = ev else { return None };
     let cluster = pending::synced_marker_of(&kv.key)?;
     if !pending.contains(&cluster) {
