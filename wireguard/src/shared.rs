@@ -49,6 +49,10 @@ pub(crate) struct PeerState {
     /// Counters of tunnels replaced by a new one (keepalive/psk change).
     pub(crate) rx_base: u64,
     pub(crate) tx_base: u64,
+    /// A handshake was sent unprompted (peer just added) and not answered:
+    /// the other side may not have known us yet. The first packet to send
+    /// starts a fresh handshake instead of waiting the 5 s retry behind it.
+    pub(crate) speculative: bool,
 }
 
 #[derive(Default)]
@@ -191,6 +195,7 @@ impl Shared {
                         preshared: psk,
                         rx_base: 0,
                         tx_base: 0,
+                        speculative: false,
                     }),
                 });
                 let mut t = self.table.write();
@@ -274,6 +279,7 @@ impl Shared {
         if let TunnResult::WriteToNetwork(p) = st.tunn.format_handshake_initiation(&mut buf, false)
         {
             let _ = self.udps[0].send_to(p, ep);
+            st.speculative = true;
         }
     }
 

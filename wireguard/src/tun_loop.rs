@@ -10,7 +10,7 @@ use std::sync::Arc;
 use boringtun::noise::{Tunn, TunnResult};
 
 use crate::offload::{VNET_HDR_LEN, VnetHdr, segment};
-use crate::shared::{MAX_PACKET, POLL_MS, Peer, Shared};
+use crate::shared::{MAX_PACKET, POLL_MS, Peer, PeerState, Shared};
 use crate::sys;
 use crate::udp_socket::Udp;
 
@@ -75,6 +75,10 @@ pub(crate) fn tun_loop(s: &Shared, q: usize) {
         {
             batch.flush(udp, *prev_ep, s.offload);
         }
+        if st.speculative {
+            st.speculative = false;
+            restart_speculative_handshake(&mut st, udp, batch.room());
+        }
         for r in &ranges {
             let seg = &segs[r.clone()];
             if batch.len() + seg.len() + DATA_OVERHEAD > GSO_MAX_BYTES {
@@ -102,6 +106,22 @@ pub(crate) fn tun_loop(s: &Shared, q: usize) {
             open = None;
             reads = 0;
         }
+    }
+}
+
+/// The first packet for a peer whose only handshake so far was sent
+/// unprompted, at peer creation: that initiation may have reached a side
+/// that did not know us yet and been dropped, and boringtun would hold this
+/// packet until its retry (REKEY_TIMEOUT, 5 s). Like a kernel peer that sends
+/// its first initiation for its first packet, start a new one now. A live
+/// session needs nothing.
+fn restart_speculative_handshake(st: &mut PeerState, udp: &Udp, buf: &mut [u8]) {
+    if st.tunn.time_since_last_handshake().is_some() {
+        return;
+    }
+    let Some(ep) = st.endpoint else { return };
+    if let TunnResult::WriteToNetwork(p) = st.tunn.format_handshake_initiation(buf, true) {
+        let _ = udp.send_to(p, ep);
     }
 }
 
