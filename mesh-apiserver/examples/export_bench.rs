@@ -54,6 +54,20 @@ fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The last lines of both servers' logs, for a failure message.
+fn log_tails(dir: &std::path::Path) -> String {
+    ["a", "b"]
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            format!("--- {n}.log (last lines)\n{tail}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn spawn(
     bin: &str,
     dir: &std::path::Path,
@@ -80,8 +94,14 @@ fn spawn(
             &format!("--etcd-endpoints={etcd}"),
             &format!("--grpc-listen=127.0.0.1:{grpc}"),
             &format!("--status-listen=127.0.0.1:{}", free_port()),
-            &format!("--tls-cert={}", dir.join("tls.crt").display()),
-            &format!("--tls-key={}", dir.join("tls.key").display()),
+            &format!(
+                "--tls-cert={}",
+                dir.join(format!("tls-{name}.crt")).display()
+            ),
+            &format!(
+                "--tls-key={}",
+                dir.join(format!("tls-{name}.key")).display()
+            ),
             &format!("--tls-ca={}", dir.join("ca.crt").display()),
             &format!(
                 "--clustermesh-config-dir={}",
@@ -228,9 +248,17 @@ async fn run() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let server = pki.server("a");
-    std::fs::write(d.join("tls.crt"), &server.cert_pem).unwrap();
-    mesh_certs::pem::write_atomic(&d.join("tls.key"), server.key_pem.as_bytes(), 0o600).unwrap();
+    // Each server presents its own cluster's SPIFFE id, which importers check.
+    for name in ["a", "b", "c"] {
+        let server = pki.server(name);
+        std::fs::write(d.join(format!("tls-{name}.crt")), &server.cert_pem).unwrap();
+        mesh_certs::pem::write_atomic(
+            &d.join(format!("tls-{name}.key")),
+            server.key_pem.as_bytes(),
+            0o600,
+        )
+        .unwrap();
+    }
     std::fs::write(d.join("ca.crt"), pki.ca.cert_pem()).unwrap();
     let (ga, gb) = (free_port(), free_port());
     std::fs::create_dir(d.join("remotes-a")).unwrap();
@@ -319,13 +347,14 @@ async fn run() {
         }
         // Keep following the live stream until everything arrived.
         while mirror.records().len() < expected {
-            match tokio::time::timeout(Duration::from_secs(120), stream.next()).await {
+            match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
                 Ok(Some(Ok(ev))) => {
                     mirror.apply(&ev);
                 }
                 _ => panic!(
-                    "stream stalled at {} of {expected} records",
-                    mirror.records().len()
+                    "stream stalled at {} of {expected} records\n{}",
+                    mirror.records().len(),
+                    log_tails(d)
                 ),
             }
         }
