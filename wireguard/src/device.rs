@@ -14,9 +14,10 @@ use mesh_api::WireGuardKey;
 
 use crate::error::{Error, Result};
 use crate::key::{KeyStore, PrivateKey};
-use crate::peers::{Change, PeerConfig, PeerStatus, PeerSync, plan_peers, screen_peers};
+use crate::peers::{
+    Change, PeerConfig, PeerStatus, PeerSync, plan_peers, screen_peers, uapi_update,
+};
 use crate::shared::Shared;
-use crate::uapi::PeerUpdate;
 use crate::udp_socket::bind_udp;
 use crate::{sys, timers, tun_loop, uapi_server, udp_loop};
 
@@ -288,15 +289,4 @@ impl Drop for Device {
             self.stop();
         }
     }
-}
-
-/// A planned peer as the UAPI section that creates or replaces it: the
-/// endpoint only when given, keepalive and AllowedIPs always.
-fn uapi_update(p: PeerConfig) -> PeerUpdate {
-    let mut up = PeerUpdate::new(*p.public_key.as_bytes());
-    up.endpoint = p.endpoint;
-    up.persistent_keepalive = Some(p.persistent_keepalive.unwrap_or(0));
-    up.replace_allowed_ips = true;
-    up.allowed_ips = p.allowed_ips;
-    up
 }

@@ -174,6 +174,36 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Talking to a device's UAPI socket failed (no device answers there,
+    /// or the connection broke).
+    #[error("UAPI socket {path}: {op}: {source}")]
+    Uapi {
+        /// The socket path.
+        path: PathBuf,
+        /// The step that failed.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A device refused a UAPI request.
+    #[error("UAPI socket {path}: the device refused {op} (errno {errno}: {})", io::Error::from_raw_os_error(*errno))]
+    UapiRefused {
+        /// The socket path.
+        path: PathBuf,
+        /// What was asked.
+        op: &'static str,
+        /// The errno it answered.
+        errno: i32,
+    },
+    /// The device process could not be started or did not come up.
+    #[error("WireGuard device process {program}: {reason}")]
+    DeviceProcess {
+        /// The program run.
+        program: PathBuf,
+        /// What went wrong, with what to do.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -11,6 +11,11 @@
 //! `wg show` and `wg set` work, and it interoperates with other WireGuard
 //! implementations (tested against wireguard-go).
 //!
+//! The node-agent does not embed the device: it runs it in its own process
+//! (the `mesh-wg` program, a thin shell over [`Device`]) and drives it over
+//! that socket with a [`DeviceProcess`], so an agent restart or upgrade
+//! leaves the tunnel, its sessions and counters untouched.
+//!
 //! What it is not for: addresses and routes on the interface (the agent's
 //! routing reconciler owns them), deciding which peers exist (the agent
 //! computes them from node records), kernel WireGuard (not available here).
@@ -58,6 +63,7 @@
 
 mod allowed_ips;
 mod device;
+mod device_process;
 mod error;
 mod key;
 pub mod netns;
@@ -76,6 +82,7 @@ pub use allowed_ips::{AllowedIps, overlaps};
 pub use device::{
     DEFAULT_IFNAME, DEFAULT_MTU, DEFAULT_PORT, DEFAULT_UAPI_DIR, Device, DeviceConfig,
 };
+pub use device_process::{DeviceProcess, Origin, ProcessConfig};
 pub use error::{Error, Result};
 pub use key::{KEY_FILE_NAME, KeyStore, PrivateKey};
 pub use mesh_api::WireGuardKey;

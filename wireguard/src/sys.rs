@@ -363,3 +363,39 @@ pub fn recv_gro(
     let from = from_sockaddr(&addr).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
     Ok((n as usize, from, seg))
 }
+
+/// The pid of the process at the other end of a unix stream socket
+/// (SO_PEERCRED: the process that listened, for a client). None when it is
+/// not visible in this pid namespace.
+pub fn peer_pid(fd: RawFd) -> io::Result<Option<u32>> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the live `cred`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::try_from(cred.pid).ok().filter(|p| *p > 0))
+}
+
+/// Sends `signal` to `pid`.
+pub fn kill(pid: u32, signal: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill(2) takes plain integers.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -5,7 +5,10 @@ use ipnet::IpNet;
 
 use crate::allowed_ips::{AllowedIps, overlaps};
 use crate::key::{KeyStore, PrivateKey};
-use crate::uapi::{DeviceInfo, PeerInfo, format_get, hex_key, parse_hex_key, parse_set};
+use crate::uapi::{
+    DeviceInfo, PeerInfo, PeerUpdate, SetRequest, format_get, format_set, hex_key, parse_answer,
+    parse_get, parse_hex_key, parse_set,
+};
 use crate::{Error, PeerStatus, WireGuardKey};
 
 fn net(s: &str) -> IpNet {
@@ -132,6 +135,72 @@ fn uapi_get_format_matches_the_protocol() {
         "02".repeat(32)
     );
     assert_eq!(s, expected);
+}
+
+/// What the client writes, the server parses back to the same request;
+/// what the server answers, the client parses back to the same state.
+#[test]
+fn uapi_client_side_round_trips_through_the_server_side() {
+    let mut add = PeerUpdate::new([3; 32]);
+    add.endpoint = Some("[2001:db8::1]:51871".parse().unwrap());
+    add.persistent_keepalive = Some(0);
+    add.replace_allowed_ips = true;
+    add.allowed_ips = vec![net("10.3.0.0/24"), net("192.0.2.4/32")];
+    add.preshared_key = Some([9; 32]);
+    let mut gone = PeerUpdate::new([4; 32]);
+    gone.remove = true;
+    let req = SetRequest {
+        private_key: Some([1; 32]),
+        listen_port: Some(51871),
+        fwmark: Some(7),
+        replace_peers: true,
+        peers: vec![add, gone],
+    };
+    let text = format_set(&req);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("set=1"));
+    assert!(text.ends_with("\n\n"), "{text:?}");
+    let body: Vec<&str> = lines.filter(|l| !l.is_empty()).collect();
+    assert_eq!(parse_set(body).unwrap(), req);
+
+    let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
+    let info = DeviceInfo {
+        private_key: Some([1; 32]),
+        listen_port: 51871,
+        fwmark: 3,
+        peers: vec![
+            PeerInfo {
+                status: PeerStatus {
+                    public_key: WireGuardKey::from_bytes([2; 32]),
+                    endpoint: Some("192.0.2.9:51871".parse().unwrap()),
+                    allowed_ips: vec![net("10.2.0.0/16"), net("192.0.2.9/32")],
+                    persistent_keepalive: Some(25),
+                    last_handshake: Some(t),
+                    rx_bytes: 10,
+                    tx_bytes: 20,
+                },
+                preshared_key: Some([8; 32]),
+            },
+            PeerInfo {
+                status: PeerStatus {
+                    public_key: WireGuardKey::from_bytes([5; 32]),
+                    endpoint: None,
+                    allowed_ips: vec![],
+                    persistent_keepalive: None,
+                    last_handshake: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                },
+                preshared_key: None,
+            },
+        ],
+    };
+    let answer = parse_answer(&format_get(&info)).unwrap();
+    assert_eq!(answer.errno, 0);
+    let back = parse_get(answer.lines.iter().map(String::as_str)).unwrap();
+    assert_eq!(back, info);
+    assert_eq!(parse_answer("errno=98\n\n").unwrap().errno, 98);
+    assert!(parse_answer("listen_port=1\n").is_err(), "no errno line");
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The WireGuard cross-platform userspace API (wireguard.com/xplatform):
-//! parsing `set=1` requests and formatting `get=1` answers. Pure: the
-//! device applies what this module parses.
+//! The WireGuard cross-platform userspace API (wireguard.com/xplatform),
+//! both sides: parsing `set=1` requests and formatting `get=1` answers (the
+//! device's server), formatting requests and parsing answers (the client
+//! that drives a device in another process). Pure: no sockets.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -235,4 +236,167 @@ pub fn format_get(d: &DeviceInfo) -> String {
     }
     s.push_str("errno=0\n\n");
     s
+}
+
+/// Formats a `set=1` request, from the `set=1` line to the blank line that
+/// ends it: what [`parse_set`] reads back.
+pub fn format_set(req: &SetRequest) -> String {
+    let mut s = String::from("set=1\n");
+    if let Some(k) = &req.private_key {
+        let _ = writeln!(s, "private_key={}", hex_key(k));
+    }
+    if let Some(p) = req.listen_port {
+        let _ = writeln!(s, "listen_port={p}");
+    }
+    if let Some(m) = req.fwmark {
+        let _ = writeln!(s, "fwmark={m}");
+    }
+    if req.replace_peers {
+        s.push_str("replace_peers=true\n");
+    }
+    for p in &req.peers {
+        let _ = writeln!(s, "public_key={}", hex_key(&p.public_key));
+        if p.remove {
+            s.push_str("remove=true\n");
+            continue;
+        }
+        if p.update_only {
+            s.push_str("update_only=true\n");
+        }
+        if let Some(psk) = &p.preshared_key {
+            let _ = writeln!(s, "preshared_key={}", hex_key(psk));
+        }
+        if let Some(ep) = p.endpoint {
+            let _ = writeln!(s, "endpoint={ep}");
+        }
+        if let Some(k) = p.persistent_keepalive {
+            let _ = writeln!(s, "persistent_keepalive_interval={k}");
+        }
+        if p.replace_allowed_ips {
+            s.push_str("replace_allowed_ips=true\n");
+        }
+        for a in &p.allowed_ips {
+            let _ = writeln!(s, "allowed_ip={a}");
+        }
+    }
+    s.push('\n');
+    s
+}
+
+/// The outcome of one UAPI request: the answer's lines before `errno=`,
+/// and the errno.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// key=value lines before the `errno=` line.
+    pub lines: Vec<String>,
+    /// The `errno=` value (0: success).
+    pub errno: i32,
+}
+
+/// Splits an answer (up to and including its `errno=` line) into lines and
+/// errno. An answer without `errno=` is refused.
+pub fn parse_answer(text: &str) -> Result<Answer> {
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("errno=") {
+            let errno = v
+                .parse()
+                .map_err(|_| invalid(line, "expected errno=<number>"))?;
+            return Ok(Answer { lines, errno });
+        }
+        if line.is_empty() {
+            continue;
+        }
+        lines.push(line.to_string());
+    }
+    Err(invalid(
+        text.lines().last().unwrap_or_default(),
+        "the answer ended without an errno= line",
+    ))
+}
+
+/// Parses the lines of a `get=1` answer (as [`parse_answer`] returns them)
+/// into the device state [`format_get`] wrote. Unknown keys are skipped (a
+/// newer device may report more).
+pub fn parse_get<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<DeviceInfo> {
+    let mut d = DeviceInfo {
+        private_key: None,
+        listen_port: 0,
+        fwmark: 0,
+        peers: Vec::new(),
+    };
+    let mut handshake: Vec<(u64, u32)> = Vec::new();
+    let num = |line: &str, v: &str| -> Result<u64> {
+        v.parse().map_err(|_| invalid(line, "expected a number"))
+    };
+    for line in lines {
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| invalid(line, "expected key=value"))?;
+        if k == "public_key" {
+            d.peers.push(PeerInfo {
+                status: PeerStatus {
+                    public_key: mesh_api::WireGuardKey::from_bytes(parse_hex_key(line, v)?),
+                    endpoint: None,
+                    allowed_ips: Vec::new(),
+                    persistent_keepalive: None,
+                    last_handshake: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                },
+                preshared_key: None,
+            });
+            handshake.push((0, 0));
+            continue;
+        }
+        match (d.peers.last_mut(), handshake.last_mut()) {
+            (None, _) | (_, None) => match k {
+                "private_key" => d.private_key = Some(parse_hex_key(line, v)?),
+                "listen_port" => {
+                    d.listen_port = v
+                        .parse()
+                        .map_err(|_| invalid(line, "expected a port 0-65535"))?
+                }
+                "fwmark" => {
+                    d.fwmark = v
+                        .parse()
+                        .map_err(|_| invalid(line, "expected a 32-bit number"))?
+                }
+                _ => {}
+            },
+            (Some(p), Some(hs)) => match k {
+                "preshared_key" => p.preshared_key = Some(parse_hex_key(line, v)?),
+                "endpoint" => {
+                    p.status.endpoint = Some(
+                        v.parse()
+                            .map_err(|_| invalid(line, "expected IP:port or [IPv6]:port"))?,
+                    )
+                }
+                "allowed_ip" => p.status.allowed_ips.push(
+                    v.parse()
+                        .map_err(|_| invalid(line, "expected an address/prefix-length"))?,
+                ),
+                "persistent_keepalive_interval" => {
+                    let k: u16 = v
+                        .parse()
+                        .map_err(|_| invalid(line, "expected seconds 0-65535"))?;
+                    p.status.persistent_keepalive = (k != 0).then_some(k);
+                }
+                "rx_bytes" => p.status.rx_bytes = num(line, v)?,
+                "tx_bytes" => p.status.tx_bytes = num(line, v)?,
+                "last_handshake_time_sec" => hs.0 = num(line, v)?,
+                "last_handshake_time_nsec" => {
+                    hs.1 = u32::try_from(num(line, v)?)
+                        .map_err(|_| invalid(line, "nanoseconds out of range"))?
+                }
+                _ => {}
+            },
+        }
+    }
+    for (p, (sec, nsec)) in d.peers.iter_mut().zip(handshake) {
+        if (sec, nsec) != (0, 0) {
+            p.status.last_handshake = Some(UNIX_EPOCH + std::time::Duration::new(sec, nsec));
+        }
+    }
+    Ok(d)
 }

@@ -1,7 +1,7 @@
 //! mesh-wg: runs one Meshwork WireGuard device in the current network
 //! namespace until SIGINT/SIGTERM, configured with the `wg` tool over its
-//! UAPI socket. For benchmarks, interop tests and debugging; the node-agent
-//! embeds the library instead.
+//! UAPI socket. The node-agent runs it (and attaches to a running one) so the
+//! tunnel outlives the agent; benchmarks and interop tests run it too.
 
 use std::path::PathBuf;
 
