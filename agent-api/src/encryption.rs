@@ -33,6 +33,10 @@ pub struct EncryptionStatus {
     pub interface: Option<String>,
     /// Its UDP port.
     pub port: Option<u16>,
+    /// The device process (`mesh-wg`), which outlives agent restarts: the
+    /// same pid before and after one means the tunnel never went down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_pid: Option<u32>,
     /// This node's public key.
     pub public_key: Option<String>,
     /// Whether the key is on the Node annotation.

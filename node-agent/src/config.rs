@@ -27,6 +27,7 @@
 //! | `encryption.wireguard.interface` | `wireguard-interface` | `mesh-wg0` |
 //! | `encryption.wireguard.port` | `wireguard-port` | `51871` |
 //! | `encryption.wireguard.persistentKeepalive` | `wireguard-persistent-keepalive` | `0` (seconds, off) |
+//! | (image) | `wireguard-device-program` | `mesh-wg` beside `node-agent` |
 //! | `clustermesh.apiserver.address` | `mesh-apiserver-address` | none |
 //! | `clustermesh.apiserver.tls.client.cert` | `mesh-client-cert` | none |
 //! | `clustermesh.apiserver.tls.client.key` | `mesh-client-key` | none |
@@ -164,6 +165,12 @@ pub struct AgentConfig {
     /// Persistent keepalive towards peers, in seconds (0: off).
     #[arg(long, default_value_t = 0)]
     pub wireguard_persistent_keepalive: u16,
+
+    /// The WireGuard device program, started when no device answers on the
+    /// interface's UAPI socket (default: `mesh-wg` beside this executable).
+    /// The device runs in its own process so it outlives the agent.
+    #[arg(long)]
+    pub wireguard_device_program: Option<PathBuf>,
 
     /// Address (host:port) of this cluster's mesh-apiserver.
     #[arg(long)]

@@ -1,5 +1,11 @@
-//! Transparent encryption: the agent's WireGuard device (mesh-wireguard,
+//! Transparent encryption: the node's WireGuard device (mesh-wireguard,
 //! boringtun on a TUN interface in the agent's namespace) and its peers.
+//!
+//! The device runs in its own process (`mesh-wg`), which the agent attaches
+//! to over its UAPI socket, or starts when none answers: an agent that is
+//! killed, crashes or is upgraded leaves the tunnel, its sessions and
+//! counters running, and the next agent picks them up. Only turning
+//! encryption off stops the device.
 //!
 //! [`desired_peers`] is pure: node records + the local node → one peer per
 //! other node that has published a key (endpoint = node IP:port, AllowedIPs
@@ -14,13 +20,13 @@
 //! datapath drops what would leave unencrypted).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use ipnet::{IpNet, Ipv4Net};
 use mesh_api::{NodeRecord, WireGuardKey};
-use mesh_wireguard::{Device, DeviceConfig, KeyStore, PeerConfig, PeerSync};
+use mesh_wireguard::{DeviceConfig, DeviceProcess, KeyStore, PeerConfig, PeerSync, ProcessConfig};
 
 use crate::error::{Error, Result};
 use crate::routes::{LocalNode, node_ipv4};
@@ -93,9 +99,38 @@ pub fn desired_peers(
     out
 }
 
+/// Where the device is and how to start it.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// `--state-dir` (holds the key, and the device's log).
+    pub state_dir: PathBuf,
+    /// `--wireguard-interface`.
+    pub ifname: String,
+    /// `--wireguard-port`.
+    pub port: u16,
+    /// `--wireguard-device-program` (`mesh-wg`).
+    pub program: PathBuf,
+}
+
+impl DeviceSpec {
+    /// The device's log, beside the key.
+    pub fn log(&self) -> PathBuf {
+        self.state_dir.join(format!("{}.log", self.ifname))
+    }
+}
+
+/// The default device program: `mesh-wg` beside the running executable
+/// (the image and `cargo build` put them together).
+pub fn default_device_program() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("mesh-wg")))
+        .unwrap_or_else(|| PathBuf::from("mesh-wg"))
+}
+
 /// The running device and what was last applied to it.
 pub struct Encryption {
-    device: Mutex<Option<Device>>,
+    device: Mutex<Option<DeviceProcess>>,
     public_key: Mutex<WireGuardKey>,
     state_dir: std::path::PathBuf,
     rotated: tokio::sync::Notify,
@@ -115,35 +150,60 @@ impl std::fmt::Debug for Encryption {
 }
 
 impl Encryption {
-    /// Loads or generates the key under `state_dir` and starts the device
-    /// (interface `ifname`, UDP `port`) in the calling thread's namespace.
-    pub fn start(state_dir: &Path, ifname: &str, port: u16) -> Result<Encryption> {
-        let store = KeyStore::in_state_dir(state_dir);
+    /// Loads or generates the key under the state dir, then attaches to the
+    /// device answering on the interface's UAPI socket (a previous agent's)
+    /// or starts the device program, in the calling thread's namespace.
+    pub fn start(spec: &DeviceSpec) -> Result<Encryption> {
+        let store = KeyStore::in_state_dir(&spec.state_dir);
         let key = store
             .load_or_generate()
             .map_err(|source| Error::Wireguard {
                 what: format!("key in {}", store.path().display()),
                 source: Box::new(source),
             })?;
-        let config = DeviceConfig {
-            ifname: ifname.to_string(),
-            listen_port: port,
-            ..DeviceConfig::default()
+        let config = ProcessConfig {
+            device: DeviceConfig {
+                ifname: spec.ifname.clone(),
+                listen_port: spec.port,
+                ..DeviceConfig::default()
+            },
+            program: spec.program.clone(),
+            state_dir: spec.state_dir.clone(),
+            log: spec.log(),
         };
-        let device = Device::start(&config, key).map_err(|source| Error::Wireguard {
-            what: format!("device {ifname} on UDP port {port}"),
-            source: Box::new(source),
-        })?;
+        let device =
+            DeviceProcess::attach_or_start(&config, &key).map_err(|source| Error::Wireguard {
+                what: format!("device {} on UDP port {}", spec.ifname, spec.port),
+                source: Box::new(source),
+            })?;
         Ok(Encryption {
             public_key: Mutex::new(device.public_key()),
-            state_dir: state_dir.to_path_buf(),
+            state_dir: spec.state_dir.clone(),
             rotated: tokio::sync::Notify::new(),
             port: device.listen_port(),
-            ifname: ifname.to_string(),
+            ifname: spec.ifname.clone(),
             device: Mutex::new(Some(device)),
             rejected: Mutex::default(),
             published: Default::default(),
         })
+    }
+
+    /// Whether the device still answers (its process may have died).
+    pub fn alive(&self) -> bool {
+        self.device
+            .lock()
+            .expect("device lock")
+            .as_ref()
+            .is_some_and(DeviceProcess::alive)
+    }
+
+    /// The device process's pid, when visible.
+    pub fn pid(&self) -> Option<u32> {
+        self.device
+            .lock()
+            .expect("device lock")
+            .as_ref()
+            .and_then(DeviceProcess::pid)
     }
 
     /// The device's interface name.
@@ -194,16 +254,20 @@ impl Encryption {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Makes the device's peers equal to `peers`.
-    pub fn apply(&self, peers: &[PeerConfig]) -> PeerSync {
+    /// Makes the device's peers equal to `peers`. Fails when the device
+    /// does not answer.
+    pub fn apply(&self, peers: &[PeerConfig]) -> Result<PeerSync> {
         let guard = self.device.lock().expect("device lock");
         let Some(dev) = guard.as_ref() else {
-            return PeerSync::default();
+            return Ok(PeerSync::default());
         };
-        let sync = dev.apply_peers(peers);
+        let sync = dev.apply_peers(peers).map_err(|source| Error::Wireguard {
+            what: format!("peers of {}", self.ifname),
+            source: Box::new(source),
+        })?;
         *self.rejected.lock().expect("lock") =
             sync.rejected.iter().map(ToString::to_string).collect();
-        sync
+        Ok(sync)
     }
 
     /// Status with the peers' last handshakes.
@@ -214,7 +278,12 @@ impl Encryption {
             .lock()
             .expect("device lock")
             .as_ref()
-            .map(Device::peers)
+            .map(|d| {
+                d.peers().unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "WireGuard device status");
+                    Vec::new()
+                })
+            })
             .unwrap_or_default()
             .into_iter()
             .map(|p| PeerReport {
@@ -232,6 +301,7 @@ impl Encryption {
             enabled: true,
             interface: Some(self.ifname.clone()),
             port: Some(self.port),
+            device_pid: self.pid(),
             public_key: Some(self.public_key().to_string()),
             key_published: self.published.load(std::sync::atomic::Ordering::Relaxed),
             peers,
@@ -239,10 +309,14 @@ impl Encryption {
         }
     }
 
-    /// Stops the device (removes the TUN and the UAPI socket).
+    /// Stops the device (its process removes the TUN and the UAPI
+    /// socket): encryption turned off. An agent that merely exits leaves it
+    /// running for the next one.
     pub fn shutdown(&self) {
-        if let Some(dev) = self.device.lock().expect("device lock").take() {
-            dev.shutdown();
+        if let Some(dev) = self.device.lock().expect("device lock").take()
+            && let Err(e) = dev.stop()
+        {
+            tracing::warn!(error = %e, "stopping the WireGuard device");
         }
     }
 }

@@ -63,6 +63,11 @@ pub trait WireguardDevice: Send + Sync + 'static {
     fn key_rotated(&self) -> impl Future<Output = ()> + Send;
     /// Stops the device (blocking).
     fn shutdown(&self);
+    /// Whether the device still runs (a device in another process may die
+    /// on its own; the controller then starts it again).
+    fn alive(&self) -> bool {
+        true
+    }
 }
 
 /// Starts the device when encryption is turned on.
@@ -277,6 +282,18 @@ where
         device: &mut Option<Arc<S::Device>>,
         ever_synced: &mut bool,
     ) {
+        if let Some(d) = device.clone() {
+            let alive = tokio::task::spawn_blocking(move || d.alive())
+                .await
+                .unwrap_or(true);
+            if !alive {
+                tracing::warn!(
+                    "the WireGuard device stopped answering; starting it again (strict mode drops what it would carry meanwhile)"
+                );
+                *device = None;
+                self.encryption.send_replace(None);
+            }
+        }
         if want.enabled && device.is_none() {
             let starter = self.starter.clone();
             match tokio::task::spawn_blocking(move || starter.start()).await {

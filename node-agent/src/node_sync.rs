@@ -265,17 +265,21 @@ pub fn sync_nodes(
             .iter()
             .flat_map(|p| p.allowed_ips.iter().copied())
             .collect();
-        let ps = enc.apply(&peers);
-        for k in &ps.added {
-            changes.push(format!("peer added {k}"));
+        match enc.apply(&peers) {
+            Ok(ps) => {
+                for k in &ps.added {
+                    changes.push(format!("peer added {k}"));
+                }
+                for k in &ps.updated {
+                    changes.push(format!("peer updated {k}"));
+                }
+                for k in &ps.removed {
+                    changes.push(format!("peer removed {k}"));
+                }
+                failures.extend(ps.rejected.iter().map(|e| format!("peer refused: {e}")));
+            }
+            Err(e) => failures.push(format!("{e}")),
         }
-        for k in &ps.updated {
-            changes.push(format!("peer updated {k}"));
-        }
-        for k in &ps.removed {
-            changes.push(format!("peer removed {k}"));
-        }
-        failures.extend(ps.rejected.iter().map(|e| format!("peer refused: {e}")));
     }
     let tunnel = encryption.map(|e| Tunnel {
         dev: e.ifname(),

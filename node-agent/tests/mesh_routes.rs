@@ -1266,12 +1266,51 @@ fn strict_mode_never_leaks_without_nodes_without_a_device() {
     );
     assert!(pa1.ping_eventually(&ip_b1, 15), "encrypted again");
 
-    // 2. The device deleted under the agent.
+    // 2. The device deleted under the agent: its process ends, the agent
+    // starts another; from the deletion until traffic is encrypted again,
+    // marked pings cross nothing in clear.
+    let device_pid = |a1: &Node| a1.status().encryption.and_then(|e| e.device_pid);
+    let pid_before = device_pid(&a1).expect("the device process's pid in the status");
+    let cap = Capture::start(bridge.ns(), "br0");
     a1.ns.run_ok("ip", &["link", "del", &a1.wg]);
-    no_plaintext(&a1, "device deleted at runtime");
+    eventually(
+        "a new device process carrying a1's traffic",
+        30,
+        || {
+            let _ = pa1.ns.run(
+                "ping",
+                &["-c", "2", "-i", "0.2", "-W", "1", "-p", MARKER_HEX, &ip_b1],
+            );
+            device_pid(&a1).is_some_and(|p| p != pid_before)
+                && a1.status().encryption.is_some_and(|e| e.peers.len() == 1)
+                && a1.routes() == tunnel(&b1, &a1)
+        },
+        diag(&a1),
+    );
+    assert!(
+        pa1.ping_eventually(&ip_b1, 15),
+        "encrypted after the new device"
+    );
+    let cap = cap.stop();
+    assert!(
+        !contains(cap.bytes(), MARKER),
+        "device deleted at runtime: the marker reached the underlay"
+    );
+    assert_eq!(
+        cap.count(&format!("host {ip_b1}")),
+        0,
+        "device deleted at runtime: plaintext to b1's pod on the underlay:\n{}",
+        cap.text(&format!("host {ip_b1}"))
+    );
 
-    // 3. The agent restarted while its device cannot start.
+    // 3. The agent restarted while its device cannot start: the device
+    // outlives agents, so it is killed too, and its port taken.
+    let pid = device_pid(&a1).expect("device pid");
     a1.stop_agent();
+    mesh_testbed::run_ok("kill", &["-9", &pid.to_string()]);
+    mesh_testbed::Wait::new("a1's device process to be gone")
+        .timeout(Duration::from_secs(5))
+        .until(|| !std::path::Path::new(&format!("/proc/{pid}/stat")).exists());
     let port_taken = mesh_bpf::netns::in_netns(&a1.ns.path(), || {
         std::net::UdpSocket::bind(("0.0.0.0", WG_PORT)).expect("take the WireGuard port")
     })

@@ -259,6 +259,12 @@ impl Device {
         sync
     }
 
+    /// Whether the device stopped on its own because its TUN interface was
+    /// deleted (its threads are ending; shut it down and start a new one).
+    pub fn interface_lost(&self) -> bool {
+        self.shared.lost()
+    }
+
     /// Every peer's state, sorted by public key.
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.shared

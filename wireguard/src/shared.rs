@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     pub(crate) offload: bool,
     pub(crate) next_index: AtomicU32,
     pub(crate) stop: AtomicBool,
+    /// Set when the TUN interface was deleted under the device.
+    lost: AtomicBool,
     /// Serialises configuration changes (UAPI set, apply_peers, rotation).
     pub(crate) config_lock: Mutex<()>,
 }
@@ -118,6 +120,7 @@ impl Shared {
             offload,
             next_index: AtomicU32::new(1),
             stop: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             config_lock: Mutex::new(()),
         }
     }
@@ -125,6 +128,17 @@ impl Shared {
     /// Tells every loop to return at its next poll.
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// The TUN interface was deleted: every loop stops, and
+    /// [`Shared::lost`] says why.
+    pub(crate) fn interface_lost(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.request_stop();
+    }
+
+    pub(crate) fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_stopping(&self) -> bool {

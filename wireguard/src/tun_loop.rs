@@ -39,6 +39,14 @@ pub(crate) fn tun_loop(s: &Shared, q: usize) {
                 sys::wait_readable(tun, POLL_MS);
                 continue;
             }
+            // The interface was deleted under the device: nothing will
+            // ever come again. Stop, so whoever runs the device notices and
+            // starts a new one (instead of a loop spinning on the error).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADFD | libc::ENODEV)) => {
+                tracing::error!(ifname = %s.ifname, error = %e, "the TUN interface is gone; the device stops");
+                s.interface_lost();
+                return;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "TUN read");
                 continue;

@@ -9,6 +9,7 @@ fn node(name: &str, handshake: Option<u64>, published: bool) -> EncryptionReport
         strict_mode: false,
         node_encryption: false,
         device: Some(EncryptionStatus {
+            device_pid: None,
             enabled: true,
             interface: Some("mesh-wg0".into()),
             port: Some(51871),

@@ -12,7 +12,7 @@ use node_agent::api::{self, AgentState};
 use node_agent::bpf_datapath::{BpfDatapath, BpfDatapathConfig};
 use node_agent::config::{AgentConfig, ConfigError, LogFormat};
 use node_agent::datapath::Datapath;
-use node_agent::encryption::Encryption;
+use node_agent::encryption::{DeviceSpec, Encryption};
 use node_agent::endpoint::EndpointManager;
 use node_agent::feed::{mesh::MeshFeed, node as own_node, services};
 use node_agent::node_controller::NodeController;
@@ -108,12 +108,17 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     // A device that cannot start is not fatal: the node controller retries
     // it every pass, and strict mode drops what it would carry meanwhile
     // (exiting would leave the node without CNI and datapath updates).
+    let device_spec = DeviceSpec {
+        state_dir: config.state_dir.clone(),
+        ifname: config.wireguard_interface.clone(),
+        port: config.wireguard_port,
+        program: config
+            .wireguard_device_program
+            .clone()
+            .unwrap_or_else(node_agent::encryption::default_device_program),
+    };
     let encryption = if config.enable_encryption {
-        match Encryption::start(
-            &config.state_dir,
-            &config.wireguard_interface,
-            config.wireguard_port,
-        ) {
+        match Encryption::start(&device_spec) {
             Ok(enc) => {
                 tracing::info!(interface = enc.ifname(), public_key = %enc.public_key(), "WireGuard device up");
                 Some(Arc::new(enc))
@@ -188,11 +193,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     let (controller, outputs) = NodeController::new(
         config.node_name.to_string(),
         config.wireguard_port,
-        EncryptionStarter {
-            state_dir: config.state_dir.clone(),
-            ifname: config.wireguard_interface.clone(),
-            port: config.wireguard_port,
-        },
+        EncryptionStarter(device_spec.clone()),
         KernelRoutes::new(
             LocalNode {
                 cluster: config.cluster_name.clone(),
@@ -331,10 +332,8 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     if let Some(feed) = service_feed {
         feed.abort();
     }
-    if let Some(enc) = state.status_feeds().encryption() {
-        // Routes stay (a restarted agent converges on them); the device goes.
-        enc.shutdown();
-    }
+    // Routes and the WireGuard device stay: the next agent attaches to the
+    // device and converges on the routes, and traffic never stops.
     let _ = std::fs::remove_file(&socket);
     tracing::info!("node-agent stopped");
     result

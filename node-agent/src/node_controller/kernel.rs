@@ -13,7 +13,7 @@ use mesh_api::{NodeRecord, WireGuardKey};
 use tokio::sync::watch;
 
 use super::{DeviceStarter, NodeRoutes, NodeSource, WireguardDevice};
-use crate::encryption::{Encryption, PeerOptions};
+use crate::encryption::{DeviceSpec, Encryption, PeerOptions};
 use crate::feed::mesh::MeshFeed;
 use crate::node_sync::{BpfEncryptionMap, EncryptionMap, RoutingStatus, Targets};
 use crate::routes::{LocalNode, NetlinkRoutes};
@@ -38,25 +38,22 @@ impl WireguardDevice for Encryption {
     fn shutdown(&self) {
         Encryption::shutdown(self);
     }
+
+    fn alive(&self) -> bool {
+        Encryption::alive(self)
+    }
 }
 
-/// Starts the WireGuard device: key under the state dir, interface and
-/// UDP port from the flags.
+/// Starts (or attaches to) the WireGuard device: key under the state dir,
+/// interface, UDP port and program from the flags.
 #[derive(Debug, Clone)]
-pub struct EncryptionStarter {
-    /// `--state-dir` (holds the key).
-    pub state_dir: PathBuf,
-    /// `--wireguard-interface`.
-    pub ifname: String,
-    /// `--wireguard-port`.
-    pub port: u16,
-}
+pub struct EncryptionStarter(pub DeviceSpec);
 
 impl DeviceStarter for EncryptionStarter {
     type Device = Encryption;
 
     fn start(&self) -> crate::Result<Encryption> {
-        Encryption::start(&self.state_dir, &self.ifname, self.port)
+        Encryption::start(&self.0)
     }
 }
 

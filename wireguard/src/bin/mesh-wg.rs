@@ -66,15 +66,25 @@ fn run() -> anyhow::Result<()> {
         },
         key,
     )?;
-    wait_for_signal();
+    let lost = wait_for_signal_or_loss(&dev);
     dev.shutdown();
+    // Whoever runs the device (the node-agent) sees it gone and starts a
+    // new one with a new interface.
+    anyhow::ensure!(!lost, "the TUN interface was deleted; the device stopped");
     Ok(())
 }
 
-fn wait_for_signal() {
+/// Waits for SIGINT/SIGTERM (false) or the interface's deletion (true).
+fn wait_for_signal_or_loss(dev: &Device) -> bool {
     let (tx, rx) = std::sync::mpsc::channel();
     ctrlc_like(tx);
-    let _ = rx.recv();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !dev.interface_lost() => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return true,
+            _ => return false,
+        }
+    }
 }
 
 fn ctrlc_like(tx: std::sync::mpsc::Sender<()>) {

@@ -113,6 +113,7 @@ fn encryption(strict: bool, handshake: Option<u64>) -> meshctl::report::Encrypti
         strict_mode: strict,
         node_encryption: false,
         device: Some(mesh_agent_api::encryption::EncryptionStatus {
+            device_pid: None,
             enabled: true,
             interface: Some("mesh-wg0".into()),
             port: Some(51871),
