@@ -263,7 +263,17 @@ pub type Scenario<C> = (&'static str, fn(&C));
 /// the end naming the scenarios that failed.
 pub fn run_scenarios<C>(ctx: &C, scenarios: &[Scenario<C>]) {
     let mut failed = Vec::new();
+    // While developing: MESH_E2E_SCENARIOS=<text>|<text>… runs only the
+    // scenarios whose name contains one of them (the lab still comes up
+    // whole; include the scenarios that create what later ones use).
+    let only = std::env::var("MESH_E2E_SCENARIOS").ok();
     for (name, f) in scenarios {
+        if let Some(only) = &only
+            && !only.split('|').any(|part| name.contains(part))
+        {
+            eprintln!("scenario {name}: skipped (MESH_E2E_SCENARIOS={only})");
+            continue;
+        }
         let t = Instant::now();
         eprintln!("scenario {name}: start");
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx))) {

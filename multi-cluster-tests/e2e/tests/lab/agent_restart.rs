@@ -1,6 +1,6 @@
-//! A node-agent killed and started again under traffic: without encryption
-//! no connection is lost; with encryption it keeps its key and the stream
-//! recovers.
+//! A node-agent killed and started again under traffic: no connection is
+//! lost, with or without encryption (the WireGuard device runs in its own
+//! process, which the restarted agent attaches to).
 
 use std::time::Duration;
 
@@ -91,31 +91,49 @@ pub(super) fn an_agent_restarted_under_traffic_loses_no_connection(lab: &Lab) {
     assert!(r["verified_bytes"].as_u64() > Some(0), "{r}");
 }
 
-/// With encryption the WireGuard device lives in the agent's process: a
-/// killed agent takes it down. The restarted agent comes back with the same
-/// key, its peers handshake again, the established stream recovers (TCP
-/// retransmits) and nothing crosses the underlay in the clear meanwhile.
+/// With encryption the WireGuard device lives in its own process: the
+/// killed agent leaves it running, the restarted one attaches to it (same
+/// pid, same key, counters continued), and the stream and every new
+/// connection keep going, with nothing in clear on the underlay.
 pub(super) fn an_encrypted_agent_restart_keeps_its_key_and_the_stream_recovers(lab: &Lab) {
-    let key =
-        |lab: &Lab| agent_get(lab, "c1", "c1-n1", "/v1/status")["encryption"]["public_key"].clone();
-    let before = key(lab);
-    assert!(before.is_string(), "c1-n1 has a WireGuard key: {before}");
+    let device = |lab: &Lab| agent_get(lab, "c1", "c1-n1", "/v1/status")["encryption"].clone();
+    let before = device(lab);
+    assert!(
+        before["public_key"].is_string(),
+        "c1-n1 has a WireGuard key: {before}"
+    );
+    assert!(
+        before["device_pid"].is_u64(),
+        "the device process is reported: {before}"
+    );
     let mut report = serde_json::Value::Null;
     let plain = lab.capture("net 10.0.0.0/8", || {
         report = restart_agent_under_traffic(lab, "a", "b");
     });
+    let after = device(lab);
+    eprintln!(
+        "encrypted stream across a SIGKILLed agent: longest stall {} ms (goal <= 50 ms; an agent-embedded device stalled 631-883 ms)",
+        report["longest_stall_ms"]
+    );
     assert_eq!(
         report["broken"], false,
         "the established stream broke: {report}"
     );
-    assert!(
-        report["longest_stall_ms"].as_u64() < Some(10_000),
-        "the stream recovered within 10 s: {report}"
+    assert_eq!(
+        report["new_failures"], 0,
+        "new connections failed: {report}"
     );
     assert_eq!(
         plain.packets, 0,
         "pod addresses appeared on the underlay during the restart"
     );
-    assert_eq!(key(lab), before, "the key persisted across the restart");
+    assert_eq!(
+        after["device_pid"], before["device_pid"],
+        "the device process survived the agent"
+    );
+    assert_eq!(
+        after["public_key"], before["public_key"],
+        "the key persisted across the restart"
+    );
     wg_show_reads_every_peer_with_a_handshake(lab);
 }
