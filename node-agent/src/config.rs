@@ -28,6 +28,7 @@
 //! | `encryption.wireguard.port` | `wireguard-port` | `51871` |
 //! | `encryption.wireguard.persistentKeepalive` | `wireguard-persistent-keepalive` | `0` (seconds, off) |
 //! | (image) | `wireguard-device-program` | `mesh-wg` beside `node-agent` |
+//! | (`false` when the chart runs the `wireguard` container) | `wireguard-device-start` | `true` |
 //! | `clustermesh.apiserver.address` | `mesh-apiserver-address` | none |
 //! | `clustermesh.apiserver.tls.client.cert` | `mesh-client-cert` | none |
 //! | `clustermesh.apiserver.tls.client.key` | `mesh-client-key` | none |
@@ -171,6 +172,13 @@ pub struct AgentConfig {
     /// The device runs in its own process so it outlives the agent.
     #[arg(long)]
     pub wireguard_device_program: Option<PathBuf>,
+
+    /// Start the device program when no device answers on the UAPI socket.
+    /// False when the device runs in a container of its own (the chart's
+    /// `wireguard` container, which an agent container restart leaves up):
+    /// the agent then only attaches to it.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub wireguard_device_start: bool,
 
     /// Address (host:port) of this cluster's mesh-apiserver.
     #[arg(long)]

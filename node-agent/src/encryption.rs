@@ -110,6 +110,9 @@ pub struct DeviceSpec {
     pub port: u16,
     /// `--wireguard-device-program` (`mesh-wg`).
     pub program: PathBuf,
+    /// `--wireguard-device-start`: start the program when no device
+    /// answers (false: attach only).
+    pub start: bool,
 }
 
 impl DeviceSpec {
@@ -170,6 +173,7 @@ impl Encryption {
             program: spec.program.clone(),
             state_dir: spec.state_dir.clone(),
             log: spec.log(),
+            start: spec.start,
         };
         let device =
             DeviceProcess::attach_or_start(&config, &key).map_err(|source| Error::Wireguard {

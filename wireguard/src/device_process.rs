@@ -54,6 +54,9 @@ pub struct ProcessConfig {
     pub state_dir: PathBuf,
     /// Where a started program writes its log (appended).
     pub log: PathBuf,
+    /// Start the program when no device answers. False: the device is run
+    /// by someone else (a container of its own) and is only attached to.
+    pub start: bool,
 }
 
 /// Whether [`DeviceProcess::attach_or_start`] found a device or started one.
@@ -98,6 +101,15 @@ impl DeviceProcess {
             }
             tracing::warn!(ifname = %d.ifname, pid, running = info.listen_port, configured = d.listen_port, "the running WireGuard device listens on another port; restarting it");
             found.stop()?;
+        }
+        if !cfg.start {
+            return Err(Error::DeviceProcess {
+                program: cfg.program.clone(),
+                reason: format!(
+                    "no device answers on {} and starting one is off (the device is run elsewhere, e.g. the chart's wireguard container): check that it runs",
+                    uapi_path.display()
+                ),
+            });
         }
         DeviceProcess::start(cfg, &uapi_path, key)
     }

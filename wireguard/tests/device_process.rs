@@ -20,6 +20,7 @@ fn config(node: &common::Node, port: u16) -> ProcessConfig {
         program: PathBuf::from(env!("CARGO_BIN_EXE_mesh-wg")),
         state_dir: node.state.path().to_path_buf(),
         log: node.state.path().join("mesh-wg.log"),
+        start: true,
     }
 }
 
@@ -154,6 +155,17 @@ fn a_missing_or_failing_program_is_a_clear_error() {
         err.contains("not found") && err.contains("--wireguard-device-program"),
         "{err}"
     );
+
+    // Attach-only (the device runs elsewhere) and none answers.
+    cfg.start = false;
+    let err = DeviceProcess::attach_or_start(&cfg, &key)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no device answers") && err.contains("run elsewhere"),
+        "{err}"
+    );
+    cfg.start = true;
 
     // A program that exits at once: its exit status and log are reported.
     cfg.program = PathBuf::from("/bin/false");

@@ -700,3 +700,82 @@ fn certificate_renewal_values_reach_the_apiserver_parser_with_the_ca_mounted_and
         "the CA is not mounted"
     );
 }
+
+/// With encryption on, the WireGuard device runs in the pod's `wireguard`
+/// container (an agent container restart leaves the tunnel up) and the
+/// agent only attaches to it: the container's device is the one the agent's
+/// config names (interface, port, socket dir, key in the same state dir).
+/// Off, there is no container and an agent turned on at runtime starts the
+/// device itself.
+#[test]
+fn with_encryption_the_device_runs_in_its_own_container_the_agent_attaches_to() {
+    for (name, values) in scenarios() {
+        let objects = render(&values).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let map = config_map(&objects, "meshwork-config");
+        let cfg = node_agent::config::AgentConfig::parse_with_map(
+            &map,
+            ["node-agent", "--node-name=worker-1"],
+        )
+        .unwrap();
+        let enabled = values["encryption"]["enabled"].as_bool().unwrap_or(false);
+        assert_eq!(cfg.wireguard_device_start, !enabled, "{name}");
+        let ds = objects
+            .iter()
+            .find(|o| o.kind == "DaemonSet" && o.name == "node-agent")
+            .expect("the node-agent DaemonSet");
+        let spec = &ds.value["spec"]["template"]["spec"];
+        let containers = spec["containers"].as_array().unwrap();
+        let wg = containers.iter().find(|c| c["name"] == "wireguard");
+        let Some(wg) = wg else {
+            assert!(!enabled, "{name}: encryption on but no wireguard container");
+            continue;
+        };
+        assert!(enabled, "{name}: a wireguard container with encryption off");
+        let args: Vec<&str> = wg["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[0], "/usr/local/bin/mesh-wg", "{name}");
+        for want in [
+            format!("--ifname={}", cfg.wireguard_interface),
+            format!("--port={}", cfg.wireguard_port),
+            format!("--uapi-dir={}", mesh_wireguard::DEFAULT_UAPI_DIR),
+            format!("--state-dir={}", cfg.state_dir.display()),
+        ] {
+            assert!(args.contains(&want.as_str()), "{name}: {want} in {args:?}");
+        }
+        let mounts = |c: &serde_json::Value| -> Vec<String> {
+            c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}={}",
+                        m["name"].as_str().unwrap(),
+                        m["mountPath"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        };
+        let agent = containers
+            .iter()
+            .find(|c| c["name"] == "node-agent")
+            .unwrap();
+        for shared in [
+            format!("wireguard-run={}", mesh_wireguard::DEFAULT_UAPI_DIR),
+            format!("state={}", cfg.state_dir.display()),
+        ] {
+            assert!(
+                mounts(wg).contains(&shared),
+                "{name}: wireguard mounts {shared}"
+            );
+            assert!(
+                mounts(&agent.clone()).contains(&shared),
+                "{name}: node-agent mounts {shared}"
+            );
+        }
+    }
+}

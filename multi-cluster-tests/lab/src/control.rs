@@ -412,6 +412,11 @@ impl Lab {
                     format!("--cgroup-root={}", cgroup.display()),
                     format!("--agent-socket={}", node_dir.join("agent.sock").display()),
                     format!("--wireguard-interface={}", n.wg_interface),
+                    // The chart runs the device in a `wireguard` container
+                    // of the pod; the lab has no container runtime, so the
+                    // agent starts the same program as its own process
+                    // (which outlives it all the same).
+                    "--wireguard-device-start=true".to_string(),
                     format!("--mesh-apiserver-address={}:{MESH_API_PORT}", c.control_ip),
                     format!(
                         "--mesh-client-cert={}",

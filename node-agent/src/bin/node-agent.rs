@@ -116,6 +116,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             .wireguard_device_program
             .clone()
             .unwrap_or_else(node_agent::encryption::default_device_program),
+        start: config.wireguard_device_start,
     };
     let encryption = if config.enable_encryption {
         match Encryption::start(&device_spec) {
