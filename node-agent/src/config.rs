@@ -23,6 +23,7 @@
 //! | `encryption.enabled` | `enable-encryption` | `false` |
 //! | `encryption.type` | `encryption-type` | `wireguard` |
 //! | `encryption.nodeEncryption` | `node-encryption` | `false` |
+//! | `encryption.nodeEncryptionExcludeCIDRs` | `node-encryption-exclude-cidrs` | none |
 //! | `encryption.strictMode.enabled` | `encryption-strict-mode` | `false` |
 //! | `encryption.wireguard.interface` | `wireguard-interface` | `mesh-wg0` |
 //! | `encryption.wireguard.port` | `wireguard-port` | `51871` |
@@ -150,6 +151,12 @@ pub struct AgentConfig {
     /// Also encrypt node-to-node traffic (AllowedIPs include node IPs).
     #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub node_encryption: bool,
+
+    /// Node addresses node encryption leaves in clear (comma-separated
+    /// CIDRs): the API server's, so the agent reaches it whatever the
+    /// tunnel's state (Cilium opts control-plane nodes out the same way).
+    #[arg(long, value_delimiter = ',')]
+    pub node_encryption_exclude_cidrs: Vec<ipnet::Ipv4Net>,
 
     /// Drop pod traffic to remote nodes that would leave unencrypted.
     #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -369,6 +376,8 @@ pub struct EncryptionSettings {
     pub node_encryption: bool,
     /// `wireguard-persistent-keepalive`.
     pub persistent_keepalive: u16,
+    /// `node-encryption-exclude-cidrs`.
+    pub node_encryption_exclude: Vec<ipnet::Ipv4Net>,
 }
 
 impl AgentConfig {
@@ -379,6 +388,7 @@ impl AgentConfig {
             strict_mode: self.encryption_strict_mode,
             node_encryption: self.node_encryption,
             persistent_keepalive: self.wireguard_persistent_keepalive,
+            node_encryption_exclude: self.node_encryption_exclude_cidrs.clone(),
         }
     }
 }

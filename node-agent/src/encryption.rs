@@ -19,6 +19,7 @@
 //! starts and stops the device from the runtime settings), strict mode (the
 //! datapath drops what would leave unencrypted).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -29,7 +30,7 @@ use mesh_api::{NodeRecord, WireGuardKey};
 use mesh_wireguard::{DeviceConfig, DeviceProcess, KeyStore, PeerConfig, PeerSync, ProcessConfig};
 
 use crate::error::{Error, Result};
-use crate::routes::{LocalNode, node_ipv4};
+use crate::routes::{LocalNode, NextHop, node_ipv4};
 
 /// What `/v1/status` and `/v1/encryption` report of the device.
 pub use mesh_agent_api::encryption::{EncryptionStatus, PeerReport};
@@ -43,6 +44,9 @@ pub struct PeerOptions {
     pub keepalive: u16,
     /// Also route node IPs (/32) through the tunnel.
     pub node_encryption: bool,
+    /// Node addresses node encryption leaves alone (the API server's, so
+    /// the agent reaches it whatever the tunnel's state).
+    pub node_encryption_exclude: Vec<Ipv4Net>,
 }
 
 /// One peer per other node with a key. A key equal to `own_key` (a copied
@@ -82,7 +86,7 @@ pub fn desired_peers(
             claimed.push(cidr);
             allowed.push(cidr);
         }
-        if opts.node_encryption {
+        if opts.node_encryption && !opts.node_encryption_exclude.iter().any(|c| c.contains(&ip)) {
             allowed.push(IpNet::V4(Ipv4Net::new(ip, 32).expect("/32")));
         }
         if allowed.is_empty() {
@@ -131,6 +135,23 @@ pub fn default_device_program() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("mesh-wg"))
 }
 
+/// Node encryption's routes: `<node IP>/32 dev <ifname>` for every peer
+/// whose AllowedIPs carry its own endpoint's address (which
+/// [`desired_peers`] adds with node encryption, exclusions left out).
+pub fn node_routes(peers: &[PeerConfig], ifname: &str) -> BTreeMap<Ipv4Net, NextHop> {
+    let mut out = BTreeMap::new();
+    for p in peers {
+        let Some(SocketAddr::V4(ep)) = p.endpoint else {
+            continue;
+        };
+        let host = Ipv4Net::new(*ep.ip(), 32).expect("/32");
+        if p.allowed_ips.contains(&IpNet::V4(host)) {
+            out.insert(host, NextHop::Dev(ifname.to_string()));
+        }
+    }
+    out
+}
+
 /// The running device and what was last applied to it.
 pub struct Encryption {
     device: Mutex<Option<DeviceProcess>>,
@@ -141,6 +162,8 @@ pub struct Encryption {
     port: u16,
     rejected: Mutex<Vec<String>>,
     published: std::sync::atomic::AtomicBool,
+    /// The fwmark last set on the device (None: not set by this agent).
+    fwmark: Mutex<Option<u32>>,
 }
 
 impl std::fmt::Debug for Encryption {
@@ -189,6 +212,7 @@ impl Encryption {
             device: Mutex::new(Some(device)),
             rejected: Mutex::default(),
             published: Default::default(),
+            fwmark: Mutex::default(),
         })
     }
 
@@ -272,6 +296,25 @@ impl Encryption {
         *self.rejected.lock().expect("lock") =
             sync.rejected.iter().map(ToString::to_string).collect();
         Ok(sync)
+    }
+
+    /// Sets the fwmark of the device's own UDP packets (node encryption),
+    /// when it differs from what this agent last set.
+    pub fn set_fwmark(&self, mark: u32) -> Result<()> {
+        let mut last = self.fwmark.lock().expect("fwmark lock");
+        if *last == Some(mark) {
+            return Ok(());
+        }
+        let guard = self.device.lock().expect("device lock");
+        let Some(dev) = guard.as_ref() else {
+            return Ok(());
+        };
+        dev.set_fwmark(mark).map_err(|source| Error::Wireguard {
+            what: format!("fwmark of {}", self.ifname),
+            source: Box::new(source),
+        })?;
+        *last = Some(mark);
+        Ok(())
     }
 
     /// Status with the peers' last handshakes.

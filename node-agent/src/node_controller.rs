@@ -322,6 +322,7 @@ where
                 port: self.port,
                 keepalive: want.persistent_keepalive,
                 node_encryption: want.node_encryption,
+                node_encryption_exclude: want.node_encryption_exclude.clone(),
             };
             // Strict mode needs encryption on; on, it holds with or
             // without a device (a device that failed drops, never leaks).

@@ -20,7 +20,10 @@ use mesh_api::NodeRecord;
 
 use crate::encryption::{Encryption, PeerOptions, desired_peers};
 use crate::error::{Error, Result};
-use crate::routes::{LocalNode, NextHop, Route, RouteTable, Tunnel, desired_routes, sync};
+use crate::routes::{
+    LocalNode, NODE_ENCRYPTION_MARK, NextHop, NodeEncryptionTable, Route, RouteTable, Tunnel,
+    desired_routes, sync,
+};
 
 /// The routing part of `/v1/status`.
 pub use mesh_agent_api::status::RoutingStatus;
@@ -226,6 +229,9 @@ pub struct Targets<'a> {
     pub routes: &'a mut dyn RouteTable,
     /// The strict-mode maps.
     pub strict_map: Option<&'a mut dyn EncryptionMap>,
+    /// Node encryption's table and rule
+    /// ([`crate::routes::NODE_ENCRYPTION_TABLE`]).
+    pub node_encryption: Option<&'a mut dyn NodeEncryptionTable>,
 }
 
 impl std::fmt::Debug for Targets<'_> {
@@ -233,6 +239,62 @@ impl std::fmt::Debug for Targets<'_> {
         f.debug_struct("Targets")
             .field("strict_map", &self.strict_map.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Node encryption on (`device` given): the device marks its own packets,
+/// the rule sends every other packet through the table, the table routes
+/// other nodes' addresses into the device. Off: the same steps undone in
+/// reverse order, so no packet is ever routed into a tunnel that would
+/// carry itself.
+fn sync_node_encryption(
+    device: Option<&Encryption>,
+    hosts: &BTreeMap<Ipv4Net, NextHop>,
+    table: &mut dyn NodeEncryptionTable,
+    changes: &mut Vec<String>,
+    failures: &mut Vec<String>,
+) {
+    let mut routes =
+        |table: &mut dyn NodeEncryptionTable, want: &BTreeMap<Ipv4Net, NextHop>| match sync(
+            table, want,
+        ) {
+            Ok(rs) => {
+                changes.extend(
+                    rs.replaced
+                        .iter()
+                        .map(|r| format!("node encryption route {r}")),
+                );
+                changes.extend(
+                    rs.deleted
+                        .iter()
+                        .map(|r| format!("node encryption route removed {r}")),
+                );
+                rs.failed.is_empty()
+            }
+            Err(e) => {
+                failures.push(format!("node encryption routes: {e}"));
+                false
+            }
+        };
+    match device {
+        Some(dev) => {
+            if let Err(e) = dev.set_fwmark(NODE_ENCRYPTION_MARK) {
+                failures.push(format!("node encryption: {e}"));
+                return;
+            }
+            if let Err(e) = table.set_rule(true) {
+                failures.push(format!("node encryption rule: {e}"));
+                return;
+            }
+            routes(table, hosts);
+        }
+        None => {
+            if routes(table, &BTreeMap::new())
+                && let Err(e) = table.set_rule(false)
+            {
+                failures.push(format!("node encryption rule: {e}"));
+            }
+        }
     }
 }
 
@@ -254,13 +316,16 @@ pub fn sync_nodes(
     let Targets {
         routes: table,
         mut strict_map,
+        node_encryption,
     } = targets;
     let refs: Vec<&NodeRecord> = nodes.iter().collect();
     let mut failures = Vec::new();
     let mut changes = Vec::new();
     let mut carried = Vec::new();
+    let mut node_hosts = BTreeMap::new();
     if let Some(enc) = encryption {
         let peers = desired_peers(&refs, local, &enc.public_key(), opts);
+        node_hosts = crate::encryption::node_routes(&peers, enc.ifname());
         carried = peers
             .iter()
             .flat_map(|p| p.allowed_ips.iter().copied())
@@ -313,6 +378,15 @@ pub fn sync_nodes(
             failures.extend(rs.failed);
         }
         Err(e) => failures.push(format!("list routes: {e}")),
+    }
+    if let Some(node_table) = node_encryption {
+        sync_node_encryption(
+            encryption.filter(|_| opts.node_encryption),
+            &node_hosts,
+            node_table,
+            &mut changes,
+            &mut failures,
+        );
     }
     if let Some(m) = strict_map {
         if let Some(dev) = enforce_dev

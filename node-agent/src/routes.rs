@@ -220,11 +220,35 @@ impl RouteTable for MemoryRoutes {
     }
 }
 
-/// The main routing table of the calling thread's network namespace, over
-/// rtnetlink.
+/// The kernel's main routing table.
+pub const MAIN_TABLE: u32 = 254;
+
+/// Node encryption (`encryption.nodeEncryption`): the table holding
+/// `<other node IP>/32 dev <wireguard interface>`, consulted by one rule for
+/// every packet not marked [`NODE_ENCRYPTION_MARK`] (`ip rule show`: `not
+/// fwmark 0x4d57 lookup 19799`). The WireGuard device marks its own UDP
+/// packets, so they take the main table to the peer's address and the tunnel
+/// never carries itself; every other packet to another node's address goes
+/// into the tunnel. A miss in the table falls through to the main table.
+pub const NODE_ENCRYPTION_TABLE: u32 = 19799;
+/// The fwmark of the WireGuard device's own UDP packets with node encryption.
+pub const NODE_ENCRYPTION_MARK: u32 = 0x4d57;
+/// The priority of the node-encryption rule (before `main`, 32766).
+pub const NODE_ENCRYPTION_RULE_PRIORITY: u32 = 19799;
+
+/// Node encryption's table ([`NODE_ENCRYPTION_TABLE`]) and the rule that
+/// leads into it.
+pub trait NodeEncryptionTable: RouteTable {
+    /// Adds the rule when `present` and it is missing, removes it when not.
+    fn set_rule(&mut self, present: bool) -> Result<()>;
+}
+
+/// A routing table (the main one unless [`NetlinkRoutes::in_table`]) of the
+/// calling thread's network namespace, over rtnetlink.
 pub struct NetlinkRoutes {
     rt: tokio::runtime::Runtime,
     handle: Handle,
+    table: u32,
 }
 
 impl fmt::Debug for NetlinkRoutes {
@@ -243,8 +267,13 @@ const ENODEV: i32 = 19;
 
 impl NetlinkRoutes {
     /// Opens a netlink socket in the calling thread's namespace, with its
-    /// own small runtime (call from a blocking context).
+    /// own small runtime (call from a blocking context), for the main table.
     pub fn new() -> Result<NetlinkRoutes> {
+        NetlinkRoutes::in_table(MAIN_TABLE)
+    }
+
+    /// Like [`NetlinkRoutes::new`], for routing table `table`.
+    pub fn in_table(table: u32) -> Result<NetlinkRoutes> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
@@ -256,7 +285,7 @@ impl NetlinkRoutes {
             rt.spawn(conn);
             handle
         };
-        Ok(NetlinkRoutes { rt, handle })
+        Ok(NetlinkRoutes { rt, handle, table })
     }
 
     fn ifindex(&self, dev: &str) -> Result<u32> {
@@ -299,6 +328,7 @@ impl NetlinkRoutes {
     fn message(&self, route: &Route) -> Result<RouteMessage> {
         let b = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(route.dst.network(), route.dst.prefix_len())
+            .table_id(self.table)
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
         Ok(match &route.next_hop {
             NextHop::Via(gw) => b.gateway(*gw).build(),
@@ -337,13 +367,18 @@ impl RouteTable for NetlinkRoutes {
             let mut dst = None;
             let mut gw = None;
             let mut oif = None;
+            let mut table = u32::from(m.header.table);
             for a in &m.attributes {
                 match a {
+                    RouteAttribute::Table(t) => table = *t,
                     RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
                     RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(*ip),
                     RouteAttribute::Oif(i) => oif = Some(*i),
                     _ => {}
                 }
+            }
+            if table != self.table {
+                continue;
             }
             let Some(dst) = dst else { continue };
             let Ok(dst) = Ipv4Net::new(dst, m.header.destination_prefix_length) else {
@@ -378,6 +413,60 @@ impl RouteTable for NetlinkRoutes {
             Err(e) if matches!(errno(&e), Some(ESRCH | ENODEV)) => Ok(()),
             Err(e) => Err(nl_err("delete route", route.to_string())(e)),
         }
+    }
+}
+
+impl NetlinkRoutes {
+    fn node_encryption_rules(&self) -> Result<Vec<rtnetlink::packet_route::rule::RuleMessage>> {
+        use rtnetlink::packet_route::rule::RuleAttribute;
+        let rules: Vec<rtnetlink::packet_route::rule::RuleMessage> = self
+            .rt
+            .block_on(
+                self.handle
+                    .rule()
+                    .get(rtnetlink::IpVersion::V4)
+                    .execute()
+                    .try_collect(),
+            )
+            .map_err(nl_err("dump rules", "ipv4"))?;
+        Ok(rules
+            .into_iter()
+            .filter(|r| {
+                r.attributes
+                    .contains(&RuleAttribute::Priority(NODE_ENCRYPTION_RULE_PRIORITY))
+                    && r.attributes
+                        .contains(&RuleAttribute::Table(NODE_ENCRYPTION_TABLE))
+            })
+            .collect())
+    }
+}
+
+impl NodeEncryptionTable for NetlinkRoutes {
+    fn set_rule(&mut self, present: bool) -> Result<()> {
+        let have = self.node_encryption_rules()?;
+        if present && have.is_empty() {
+            let mut req = self
+                .handle
+                .rule()
+                .add()
+                .v4()
+                .table_id(NODE_ENCRYPTION_TABLE)
+                .priority(NODE_ENCRYPTION_RULE_PRIORITY)
+                .fw_mark(NODE_ENCRYPTION_MARK)
+                .action(rtnetlink::packet_route::rule::RuleAction::ToTable);
+            req.message_mut().header.flags |= rtnetlink::packet_route::rule::RuleFlags::Invert;
+            self.rt
+                .block_on(req.execute())
+                .map_err(nl_err("add rule", "not fwmark 0x4d57 lookup 19799"))?;
+        }
+        if !present {
+            for r in have {
+                self.rt
+                    .block_on(self.handle.rule().del(r).execute())
+                    .map_err(nl_err("delete rule", "not fwmark 0x4d57 lookup 19799"))?;
+            }
+        }
+        Ok(())
     }
 }
 

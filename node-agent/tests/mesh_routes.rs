@@ -785,6 +785,55 @@ fn with_encryption_pod_traffic_is_wireguard_on_the_wire() {
 
 /// Writes ConfigMap key `key` into `node`'s config dir as the kubelet does
 /// (a new file renamed over the old one).
+/// Node encryption as the kernel holds it in `node`'s namespace: the routes
+/// of its table, and whether its rule is there.
+fn node_encryption_state(node: &Node) -> (Vec<String>, bool) {
+    let table = node_agent::routes::NODE_ENCRYPTION_TABLE.to_string();
+    // A table that never held a route does not exist: no routes.
+    let routes = node.ns.run("ip", &["-4", "route", "show", "table", &table]);
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    let rules = node.ns.run_ok("ip", &["-4", "rule", "show"]);
+    let rule = rules
+        .lines()
+        .any(|l| l.contains("not from all fwmark 0x4d57 lookup 19799"));
+    (
+        routes
+            .lines()
+            .map(|l| l.split(" proto ").next().unwrap_or(l).trim().to_string())
+            .collect(),
+        rule,
+    )
+}
+
+/// A TCP connection from `a`'s node address to `b`'s carrying the marker,
+/// echoed back.
+fn tcp_between_nodes(a: &Node, b: &Node, port: u16) {
+    use std::io::{Read, Write};
+    let listener = mesh_bpf::netns::in_netns(&b.ns.path(), || {
+        std::net::TcpListener::bind((b.ip, port)).expect("listen on b's node address")
+    })
+    .expect("enter b's namespace");
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        let mut got = vec![0u8; MARKER.len()];
+        c.read_exact(&mut got).expect("read");
+        c.write_all(&got).expect("echo");
+    });
+    let target = (b.ip, port);
+    let back = mesh_bpf::netns::in_netns(&a.ns.path(), move || {
+        let mut c = std::net::TcpStream::connect_timeout(&target.into(), Duration::from_secs(5))
+            .expect("connect to b's node address");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(MARKER).expect("send");
+        let mut back = vec![0u8; MARKER.len()];
+        c.read_exact(&mut back).expect("echo back");
+        back
+    })
+    .expect("enter a's namespace");
+    server.join().expect("server");
+    assert_eq!(back, MARKER);
+}
+
 fn set_key(node: &Node, key: &str, value: &str) {
     let dir = node.config_dir.as_ref().expect("node has a config dir");
     let tmp = dir.join(format!(".{key}.new"));
@@ -988,6 +1037,58 @@ fn strict_mode_drops_what_would_leave_unencrypted_and_encryption_toggles_at_runt
         a1.log()
     );
     assert!(a1.status().routing.unencrypted.is_empty());
+
+    // Node encryption at runtime: TCP between the nodes' own addresses goes
+    // through the tunnel (only WireGuard on the underlay); off, it is clear.
+    for n in [&a1, &b1] {
+        set_key(n, "node-encryption", "true");
+    }
+    for (n, other) in [(&a1, &b1), (&b1, &a1)] {
+        eventually(
+            &format!("{} routes {}'s address into the tunnel", n.name, other.name),
+            20,
+            || node_encryption_state(n) == (vec![format!("{} dev {}", other.ip, n.wg)], true),
+            diag(n),
+        );
+    }
+    let node_tcp = |what: &str| {
+        let cap = Capture::start(bridge.ns(), "br0");
+        tcp_between_nodes(&a1, &b1, 7801);
+        // Pod traffic keeps going too.
+        assert!(pa1.ping_eventually(&ip_b1, 15), "{what}: pod traffic");
+        let cap = cap.stop();
+        (
+            cap.count(&format!("tcp and host {} and host {}", a1.ip, b1.ip)),
+            cap.count(&format!("udp port {WG_PORT}")),
+            contains(cap.bytes(), MARKER),
+        )
+    };
+    let (tcp, wg, marker) = node_tcp("node encryption on");
+    assert_eq!(
+        tcp, 0,
+        "node encryption on: TCP between the node addresses in clear"
+    );
+    assert!(!marker, "node encryption on: the marker crossed in clear");
+    assert!(
+        wg > 0,
+        "node encryption on: the capture saw no WireGuard at all"
+    );
+    for n in [&a1, &b1] {
+        set_key(n, "node-encryption", "false");
+    }
+    for n in [&a1, &b1] {
+        eventually(
+            &format!("{}'s node-encryption table and rule removed", n.name),
+            20,
+            || node_encryption_state(n) == (vec![], false),
+            diag(n),
+        );
+    }
+    let (tcp, _, marker) = node_tcp("node encryption off");
+    assert!(
+        tcp > 0 && marker,
+        "node encryption off: the node TCP flow is in clear (the capture works)"
+    );
 
     // A bad edit is refused: nothing changes.
     set_key(&a1, "enable-encryption", "sometimes");

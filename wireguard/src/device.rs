@@ -14,10 +14,9 @@ use mesh_api::WireGuardKey;
 
 use crate::error::{Error, Result};
 use crate::key::{KeyStore, PrivateKey};
-use crate::peers::{
-    Change, PeerConfig, PeerStatus, PeerSync, plan_peers, screen_peers, uapi_update,
-};
+use crate::peers::{Change, PeerConfig, PeerStatus, PeerSync, plan_peers, screen_peers};
 use crate::shared::Shared;
+use crate::uapi::PeerUpdate;
 use crate::udp_socket::bind_udp;
 use crate::{sys, timers, tun_loop, uapi_server, udp_loop};
 
@@ -251,7 +250,7 @@ impl Device {
                 Change::Add => sync.added.push(p.public_key),
                 Change::Update => sync.updated.push(p.public_key),
             }
-            self.shared.upsert_peer(&uapi_update(p));
+            self.shared.upsert_peer(&PeerUpdate::replacing(p));
         }
         if !(sync.added.is_empty() && sync.updated.is_empty() && sync.removed.is_empty()) {
             tracing::info!(ifname = %self.shared.ifname, added = sync.added.len(), updated = sync.updated.len(), removed = sync.removed.len(), rejected = sync.rejected.len(), "peers applied");

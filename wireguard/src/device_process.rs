@@ -28,9 +28,7 @@ use mesh_api::WireGuardKey;
 use crate::device::DeviceConfig;
 use crate::error::{Error, Result};
 use crate::key::{KeyStore, PrivateKey};
-use crate::peers::{
-    Change, PeerConfig, PeerStatus, PeerSync, plan_peers, screen_peers, uapi_update,
-};
+use crate::peers::{Change, PeerConfig, PeerStatus, PeerSync, plan_peers, screen_peers};
 use crate::sys;
 use crate::uapi::{self, DeviceInfo, PeerUpdate, SetRequest};
 
@@ -274,6 +272,18 @@ impl DeviceProcess {
         Ok(())
     }
 
+    /// Sets the fwmark of the device's UDP packets (0: none).
+    pub fn set_fwmark(&self, mark: u32) -> Result<()> {
+        set(
+            &self.uapi_path,
+            "fwmark change",
+            &SetRequest {
+                fwmark: Some(mark),
+                ..SetRequest::default()
+            },
+        )
+    }
+
     /// Generates a new key, persists it in `store`, then gives it to the
     /// device. Returns the new public key.
     pub fn rotate_key(&self, store: &KeyStore) -> Result<WireGuardKey> {
@@ -311,7 +321,7 @@ impl DeviceProcess {
                 Change::Add => sync.added.push(p.public_key),
                 Change::Update => sync.updated.push(p.public_key),
             }
-            req.peers.push(uapi_update(p));
+            req.peers.push(PeerUpdate::replacing(p));
         }
         if !req.peers.is_empty() {
             set(&self.uapi_path, "peer changes", &req)?;

@@ -13,7 +13,6 @@ use mesh_api::WireGuardKey;
 
 use crate::allowed_ips::overlaps;
 use crate::error::Error;
-use crate::uapi::PeerUpdate;
 
 /// A desired peer, as the node-agent computes it from a node record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,17 +162,6 @@ pub(crate) fn plan_peers(current: &[PeerStatus], accepted: &[&PeerConfig]) -> Pe
         ));
     }
     plan
-}
-
-/// A planned peer as the UAPI section that creates or replaces it: the
-/// endpoint only when given, keepalive and AllowedIPs always.
-pub(crate) fn uapi_update(p: PeerConfig) -> PeerUpdate {
-    let mut up = PeerUpdate::new(*p.public_key.as_bytes());
-    up.endpoint = p.endpoint;
-    up.persistent_keepalive = Some(p.persistent_keepalive.unwrap_or(0));
-    up.replace_allowed_ips = true;
-    up.allowed_ips = p.allowed_ips;
-    up
 }
 
 #[cfg(test)]

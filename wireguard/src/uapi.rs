@@ -34,6 +34,17 @@ pub struct PeerUpdate {
 }
 
 impl PeerUpdate {
+    /// A planned peer as the section that creates or replaces it: the
+    /// endpoint only when given, keepalive and AllowedIPs always.
+    pub(crate) fn replacing(p: crate::peers::PeerConfig) -> PeerUpdate {
+        let mut up = PeerUpdate::new(*p.public_key.as_bytes());
+        up.endpoint = p.endpoint;
+        up.persistent_keepalive = Some(p.persistent_keepalive.unwrap_or(0));
+        up.replace_allowed_ips = true;
+        up.allowed_ips = p.allowed_ips;
+        up
+    }
+
     /// An update that only names the peer.
     pub fn new(public_key: [u8; 32]) -> PeerUpdate {
         PeerUpdate {

@@ -19,7 +19,7 @@ fn scenarios() -> Vec<(&'static str, Value)> {
         ("encryption", json!({"encryption": {"enabled": true}})),
         (
             "strict mode",
-            json!({"encryption": {"enabled": true, "nodeEncryption": true, "strictMode": {"enabled": true}, "wireguard": {"persistentKeepalive": 25}}}),
+            json!({"encryption": {"enabled": true, "nodeEncryption": true, "nodeEncryptionExcludeCIDRs": ["192.168.1.10/32", "10.0.0.0/24"], "strictMode": {"enabled": true}, "wireguard": {"persistentKeepalive": 25}}}),
         ),
         ("maglev", json!({"loadBalancer": {"algorithm": "maglev"}})),
         (
@@ -174,6 +174,12 @@ fn the_mounted_config_map_gives_the_runtime_encryption_settings() {
             persistent_keepalive: v(&["encryption", "wireguard", "persistentKeepalive"])
                 .as_u64()
                 .unwrap_or(0) as u16,
+            node_encryption_exclude: v(&["encryption", "nodeEncryptionExcludeCIDRs"])
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c.as_str().unwrap().parse().unwrap())
+                .collect(),
         };
         assert_eq!(got, want, "{name}");
     }

@@ -18,6 +18,7 @@ fn opts(node_encryption: bool) -> PeerOptions {
         port: 51871,
         keepalive: 25,
         node_encryption,
+        node_encryption_exclude: Vec::new(),
     }
 }
 
@@ -64,6 +65,40 @@ fn node_encryption_adds_the_node_ip_and_keepalive_zero_is_off() {
         ]
     );
     assert_eq!(peers[0].persistent_keepalive, None);
+}
+
+/// An excluded node address (the API server's) keeps its pod CIDR in the
+/// tunnel but not its own address; node routes follow the AllowedIPs.
+#[test]
+fn node_encryption_leaves_excluded_addresses_alone_and_routes_the_rest() {
+    let own_key: WireGuardKey = OWN.parse().unwrap();
+    let n2 = node("c1", "n2", "192.168.0.2", "10.1.2.0/24", Some(KEY_A));
+    let cp = node("c1", "cp", "192.168.1.10", "10.1.9.0/24", Some(KEY_B));
+    let o = PeerOptions {
+        node_encryption_exclude: vec!["192.168.1.0/24".parse().unwrap()],
+        ..opts(true)
+    };
+    let peers = desired_peers(&[&n2, &cp], &local(), &own_key, &o);
+    assert_eq!(
+        peers[1].allowed_ips,
+        vec!["10.1.9.0/24".parse::<IpNet>().unwrap()],
+        "the excluded node's address stays out of the tunnel"
+    );
+    let routes = node_routes(&peers, "mesh-wg0");
+    assert_eq!(
+        routes.into_iter().collect::<Vec<_>>(),
+        vec![(
+            "192.168.0.2/32".parse().unwrap(),
+            crate::routes::NextHop::Dev("mesh-wg0".into())
+        )]
+    );
+    assert!(
+        node_routes(
+            &desired_peers(&[&n2], &local(), &own_key, &opts(false)),
+            "x"
+        )
+        .is_empty()
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use super::{DeviceStarter, NodeRoutes, NodeSource, WireguardDevice};
 use crate::encryption::{DeviceSpec, Encryption, PeerOptions};
 use crate::feed::mesh::MeshFeed;
 use crate::node_sync::{BpfEncryptionMap, EncryptionMap, RoutingStatus, Targets};
-use crate::routes::{LocalNode, NetlinkRoutes};
+use crate::routes::{LocalNode, NetlinkRoutes, NodeEncryptionTable};
 
 impl WireguardDevice for Encryption {
     fn ifname(&self) -> &str {
@@ -82,6 +82,8 @@ pub struct KernelRoutes {
     local: LocalNode,
     bpf_root: PathBuf,
     routes: Option<NetlinkRoutes>,
+    /// Node encryption's table and rule.
+    node_table: Option<NetlinkRoutes>,
     strict: Option<BpfEncryptionMap>,
 }
 
@@ -92,6 +94,7 @@ impl KernelRoutes {
             local,
             bpf_root,
             routes: None,
+            node_table: None,
             strict: None,
         }
     }
@@ -100,6 +103,12 @@ impl KernelRoutes {
         if self.routes.is_none() {
             match NetlinkRoutes::new() {
                 Ok(t) => self.routes = Some(t),
+                Err(e) => tracing::warn!(error = %e, "cannot open netlink"),
+            }
+        }
+        if self.node_table.is_none() {
+            match NetlinkRoutes::in_table(crate::routes::NODE_ENCRYPTION_TABLE) {
+                Ok(t) => self.node_table = Some(t),
                 Err(e) => tracing::warn!(error = %e, "cannot open netlink"),
             }
         }
@@ -133,6 +142,7 @@ impl NodeRoutes<Encryption> for KernelRoutes {
             local,
             routes: Some(table),
             strict: strict_map,
+            node_table,
             ..
         } = self
         else {
@@ -146,6 +156,9 @@ impl NodeRoutes<Encryption> for KernelRoutes {
             Targets {
                 routes: table,
                 strict_map: strict_map.as_mut().map(|m| m as &mut dyn EncryptionMap),
+                node_encryption: node_table
+                    .as_mut()
+                    .map(|t| t as &mut dyn NodeEncryptionTable),
             },
             strict,
             remote_cidrs,

@@ -195,6 +195,7 @@ fn settings(enabled: bool, strict_mode: bool) -> EncryptionSettings {
         strict_mode,
         node_encryption: false,
         persistent_keepalive: 0,
+        node_encryption_exclude: Vec::new(),
     }
 }
 

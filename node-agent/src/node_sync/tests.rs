@@ -17,6 +17,7 @@ fn opts() -> PeerOptions {
         port: 51871,
         keepalive: 0,
         node_encryption: false,
+        node_encryption_exclude: Vec::new(),
     }
 }
 
@@ -63,6 +64,7 @@ fn the_set_follows_the_nodes_and_strict_without_a_device_drops() {
         Targets {
             routes: &mut table,
             strict_map: Some(&mut map),
+            node_encryption: None,
         },
         true,
         &[],
@@ -83,6 +85,7 @@ fn the_set_follows_the_nodes_and_strict_without_a_device_drops() {
         Targets {
             routes: &mut table,
             strict_map: Some(&mut map),
+            node_encryption: None,
         },
         true,
         &[],
@@ -151,6 +154,7 @@ fn strict_off_is_off() {
         Targets {
             routes: &mut table,
             strict_map: Some(&mut map),
+            node_encryption: None,
         },
         false,
         &[],
