@@ -92,6 +92,10 @@ fn control_plane_scenarios_on_one_lab() {
                 policy::cross_cluster_policy_admits_only_the_named_clusters_pods,
             ),
             (
+                "a pod created while the mesh-apiserver is down is enforced from its first packet",
+                policy::a_pod_created_while_the_mesh_apiserver_is_down_is_enforced_from_its_first_packet,
+            ),
+            (
                 "an agent restarted under traffic loses no connection",
                 agent_restart::an_agent_restarted_under_traffic_loses_no_connection,
             ),

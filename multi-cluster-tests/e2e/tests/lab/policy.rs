@@ -166,3 +166,85 @@ pub(super) fn cross_cluster_policy_admits_only_the_named_clusters_pods(lab: &Lab
         reaches(lab, "c1", "shop", "client", &db)
     });
 }
+
+const GUARDED_POLICY: &str = r#"
+apiVersion: meshwork.io/v1
+kind: MeshNetworkPolicy
+metadata:
+  name: guarded-from-nobody
+  namespace: shop
+spec:
+  endpointSelector:
+    matchLabels: {app: fo-guarded}
+  ingress:
+    - fromEndpoints:
+        - matchLabels: {app: nobody}
+      toPorts:
+        - ports: [{port: "8080"}]
+"#;
+
+/// A fail-open window closed: with c1's mesh-apiserver stopped, a pod
+/// created under a policy that admits nobody of this cluster is refused
+/// from its very first connection attempt and after. The controls: a pod
+/// created before keeps answering the same client meanwhile, and a pod
+/// created while it was down that no policy selects answers once the
+/// mesh-apiserver is back (until then new pods are held: fail closed), while
+/// the guarded one still refuses.
+pub(super) fn a_pod_created_while_the_mesh_apiserver_is_down_is_enforced_from_its_first_packet(
+    lab: &Lab,
+) {
+    let add = |name: &str| {
+        lab.ok(&[
+            "pod",
+            "add",
+            "--cluster=c1",
+            "--node=c1-n2",
+            "--namespace=shop",
+            &format!("--name={name}"),
+            &format!("--label=app={name}"),
+        ]);
+    };
+    let addr = |name: &str| format!("{}:8080", pod_ip(lab, "lab-c1", "shop", name));
+    add("fo-client");
+    add("fo-open");
+    let open = addr("fo-open");
+    lab.apply("lab-c1", GUARDED_POLICY);
+    eventually("the pod created before answers", || {
+        reaches(lab, "c1", "shop", "fo-client", &open)
+    });
+    lab.ok(&["kill", "c1/mesh-apiserver"]);
+    add("fo-guarded");
+    let guarded = addr("fo-guarded");
+    let first = reaches(lab, "c1", "shop", "fo-client", &guarded);
+    add("fo-late");
+    let late = addr("fo-late");
+    let meanwhile: Vec<bool> = (0..5)
+        .map(|_| reaches(lab, "c1", "shop", "fo-client", &guarded))
+        .collect();
+    let open_meanwhile = reaches(lab, "c1", "shop", "fo-client", &open);
+    lab.ok(&["restart", "c1/mesh-apiserver"]);
+    eventually(
+        "the unselected pod created meanwhile answers once it is back",
+        || reaches(lab, "c1", "shop", "fo-client", &late),
+    );
+    let after: Vec<bool> = (0..3)
+        .map(|_| reaches(lab, "c1", "shop", "fo-client", &guarded))
+        .collect();
+    lab.kubectl(
+        "lab-c1",
+        &["-n", "shop", "delete", "mnp", "guarded-from-nobody"],
+    );
+    assert!(
+        !first,
+        "the guarded pod answered its first connection while the mesh-apiserver was down"
+    );
+    assert!(
+        meanwhile.iter().all(|r| !r),
+        "the guarded pod answered while the mesh-apiserver was down: {meanwhile:?}"
+    );
+    assert!(open_meanwhile, "the pod created before stopped answering");
+    assert!(
+        after.iter().all(|r| !r),
+        "the guarded pod answered once the mesh-apiserver was back: {after:?}"
+    );
+}
