@@ -79,16 +79,18 @@ static __always_inline int refuse_unparsed(struct __sk_buff *skb, struct pkt *p,
 	return drop(skb, p, obs, REASON_INVALID_PACKET, 0, 0);
 }
 
-/* The first reply `p` of a service flow (before its reverse NAT) confirms
- * the pre-DNAT entry that chose its backend, so the choice outlives a
- * flood too. */
+/* The first reply `p` of a service flow (before its reverse NAT) answers
+ * the pre-DNAT entry that chose its backend too, so once established the
+ * choice outlives a flood. */
 static __always_inline void ct_confirm_service(const struct pkt *p, const struct lb_revnat *rn)
 {
 	struct ct_key sk = {
 		.saddr = p->daddr, .daddr = rn->addr, .sport = p->dport,
 		.dport = rn->port, .proto = p->proto, .dir = CT_DIR_SVC,
 	};
-	ct_confirm(&sk);
+	int first;
+	struct ct_val *v = bpf_map_lookup_elem(&mw_ct_new, &sk);
+	ct_answered(&sk, v, &first);
 }
 
 SEC("classifier")

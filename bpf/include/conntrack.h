@@ -8,11 +8,13 @@
  *
  * Two tables, so one pod cannot exhaust conntrack for the others: a new
  * entry goes to mw_ct_new (unconfirmed, short-lived) and moves to mw_ct
- * when the flow's first reply is seen (with the service entry that chose
- * its backend). A SYN or UDP flood that is never answered only churns
- * mw_ct_new; established flows, and the reverse NAT their replies need,
- * live in mw_ct, which only answered flows fill. Rust twin in
- * src/maps/conntrack.rs. */
+ * once the flow is established (with the service entry that chose its
+ * backend): for UDP and other protocols at the first reply, for TCP when
+ * the handshake completes (a segment with ACK and without SYN or RST after
+ * the SYN-ACK). A SYN flood, answered or not (a raw-socket sender answers
+ * each SYN-ACK with a RST), or a one-way UDP flood, only churns mw_ct_new;
+ * established flows, and the reverse NAT their replies need, live in mw_ct,
+ * which only established flows fill. Rust twin in src/maps/conntrack.rs. */
 #ifndef MESHWORK_CONNTRACK_H
 #define MESHWORK_CONNTRACK_H
 
@@ -60,7 +62,8 @@ struct {
 } mw_ct_new SEC(".maps");
 
 #define CT_FLAG_CLOSING 0x1 /* a TCP FIN or RST was seen */
-#define CT_FLAG_REPLIED 0x2 /* a reply was seen: the entry lives in mw_ct */
+#define CT_FLAG_REPLIED 0x2 /* established: the entry lives in mw_ct */
+#define CT_FLAG_ANSWERED 0x4 /* TCP: a reply (the SYN-ACK) was seen, the handshake is not complete */
 
 /* How long an idle entry stays valid. An expired entry counts as absent, so
  * a new flow on a reused tuple is judged by the current policy again. */
@@ -78,6 +81,8 @@ struct {
 /* Looks up and refreshes an entry; `tcp_flags` of the current packet (0 for
  * non-TCP) mark closing connections, and a fresh SYN on a closing entry
  * starts over. */
+static __always_inline struct ct_val *ct_confirm(const struct ct_key *key);
+
 static __always_inline struct ct_val *ct_lookup(const struct ct_key *key, __u8 tcp_flags)
 {
 	void *map = &mw_ct;
@@ -103,6 +108,10 @@ static __always_inline struct ct_val *ct_lookup(const struct ct_key *key, __u8 t
 	__sync_fetch_and_add(&v->packets, 1);
 	if (tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
 		v->flags |= CT_FLAG_CLOSING;
+	/* The handshake completes: answered, and now a plain ACK. */
+	if (map == &mw_ct_new && (v->flags & CT_FLAG_ANSWERED) &&
+	    (tcp_flags & (TCP_FLAG_ACK | TCP_FLAG_SYN | TCP_FLAG_RST)) == TCP_FLAG_ACK)
+		return ct_confirm(key);
 	return v;
 }
 
@@ -129,8 +138,8 @@ static __always_inline int ct_create(const struct ct_key *key, __u32 backend_id,
 	return bpf_map_update_elem(&mw_ct_new, key, &v, BPF_ANY);
 }
 
-/* The flow of `key` was answered: its entry moves to mw_ct (if it is still
- * unconfirmed). Returns the entry, wherever it now lives. */
+/* The flow of `key` is established: its entry moves to mw_ct (if it is
+ * still unconfirmed). Returns the entry, wherever it now lives. */
 static __always_inline struct ct_val *ct_confirm(const struct ct_key *key)
 {
 	struct ct_val *v = bpf_map_lookup_elem(&mw_ct, key);
@@ -147,17 +156,29 @@ static __always_inline struct ct_val *ct_confirm(const struct ct_key *key)
 	return bpf_map_lookup_elem(&mw_ct, key);
 }
 
-/* A reply matched `key`: refresh it as ct_lookup does; the flow's first
- * reply confirms it (`*first` set), later ones cost nothing more. */
+/* The flow of `key` was answered: a TCP entry is marked (its handshake
+ * confirms it later, see ct_lookup), any other is confirmed now. Returns
+ * the entry; `*first` says this was its first answer. */
+static __always_inline struct ct_val *ct_answered(const struct ct_key *key, struct ct_val *v,
+						  int *first)
+{
+	*first = 0;
+	if (!v || (v->flags & (CT_FLAG_REPLIED | CT_FLAG_ANSWERED)))
+		return v;
+	*first = 1;
+	if (key->proto == IPPROTO_TCP) {
+		v->flags |= CT_FLAG_ANSWERED;
+		return v;
+	}
+	return ct_confirm(key);
+}
+
+/* A reply matched `key`: refresh it as ct_lookup does and mark the flow
+ * answered (`*first` set on its first answer). */
 static __always_inline struct ct_val *ct_lookup_reply(const struct ct_key *key, __u8 tcp_flags,
 						      int *first)
 {
-	struct ct_val *v = ct_lookup(key, tcp_flags);
-	*first = 0;
-	if (!v || (v->flags & CT_FLAG_REPLIED))
-		return v;
-	*first = 1;
-	return ct_confirm(key);
+	return ct_answered(key, ct_lookup(key, tcp_flags), first);
 }
 
 #endif

@@ -52,8 +52,8 @@ pub struct MapUsage {
 pub fn usage(pin_root: &Path) -> Result<Vec<MapUsage>> {
     use crate::maps::raw::*;
     use crate::maps::{
-        AFFINITY, AFFINITY_SVC, BACKENDS, CONNTRACK, ENDPOINTS, IPCACHE, MAGLEV, MapSpec, POLICY,
-        REVNAT, SERVICES, SLOTS, count_hash, count_ipcache,
+        AFFINITY, AFFINITY_SVC, BACKENDS, CONNTRACK, CONNTRACK_NEW, ENDPOINTS, IPCACHE, MAGLEV,
+        MapSpec, POLICY, REVNAT, SERVICES, SLOTS, count_hash, count_ipcache,
     };
     let row = |spec: &MapSpec, (entries, max_entries): (u64, u32)| MapUsage {
         name: spec.name,
@@ -84,6 +84,10 @@ pub fn usage(pin_root: &Path) -> Result<Vec<MapUsage>> {
         row(
             &CONNTRACK,
             count_hash::<CtKey, CtVal>(pin_root, &CONNTRACK)?,
+        ),
+        row(
+            &CONNTRACK_NEW,
+            count_hash::<CtKey, CtVal>(pin_root, &CONNTRACK_NEW)?,
         ),
         row(
             &AFFINITY_SVC,

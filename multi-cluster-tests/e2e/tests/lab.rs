@@ -45,6 +45,8 @@ mod renewal;
 mod requests;
 #[path = "lab/services.rs"]
 mod services;
+#[path = "lab/syn_flood.rs"]
+mod syn_flood;
 #[path = "lab/trust_boundary.rs"]
 mod trust_boundary;
 
@@ -86,6 +88,10 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "session affinity ClientIP keeps a client on one pod",
                 services::session_affinity_keeps_a_client_on_one_pod,
+            ),
+            (
+                "a SYN flood from one pod breaks no other pod's connection through a service",
+                syn_flood::a_syn_flood_from_one_pod_breaks_no_other_pods_connection_through_a_service,
             ),
             (
                 "cross-cluster policy admits only the named cluster's pods",

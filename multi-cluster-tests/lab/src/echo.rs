@@ -70,9 +70,29 @@ pub fn parse_greeting(line: &str) -> Option<Answer> {
 }
 
 /// Serves TCP and UDP on `port` (all addresses) until killed.
+/// Serves every port of `ports` (TCP and UDP) until the process ends.
+pub fn serve_all(id: Identity, ports: &[u16]) -> std::io::Result<()> {
+    let (last, others) = ports
+        .split_last()
+        .ok_or_else(|| std::io::Error::other("no port to serve"))?;
+    for port in others {
+        let id = id.clone();
+        let port = *port;
+        // Bind here so a port in use fails the start, not a thread.
+        let tcp = TcpListener::bind(("0.0.0.0", port))?;
+        let udp = UdpSocket::bind(("0.0.0.0", port))?;
+        thread::spawn(move || serve_on(id, tcp, udp));
+    }
+    serve(id, *last)
+}
+
 pub fn serve(id: Identity, port: u16) -> std::io::Result<()> {
     let tcp = TcpListener::bind(("0.0.0.0", port))?;
     let udp = UdpSocket::bind(("0.0.0.0", port))?;
+    serve_on(id, tcp, udp)
+}
+
+fn serve_on(id: Identity, tcp: TcpListener, udp: UdpSocket) -> std::io::Result<()> {
     let uid = id.clone();
     thread::spawn(move || {
         let mut buf = [0u8; 2048];

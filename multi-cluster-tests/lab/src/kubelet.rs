@@ -81,6 +81,9 @@ pub struct Bound {
     pub ready: bool,
     /// Names of its containers (their statuses are reported).
     pub containers: Vec<(String, String)>,
+    /// The port numbers its containers declare, sorted, each served on TCP
+    /// and UDP by the echo server (none declared: [`POD_PORT`]).
+    pub ports: Vec<u16>,
 }
 
 impl Bound {
@@ -112,6 +115,22 @@ impl Bound {
                         .collect()
                 })
                 .unwrap_or_default(),
+            ports: {
+                let mut ports: Vec<u16> = pod
+                    .pointer("/spec/containers")
+                    .and_then(|c| c.as_array())
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|p| u16::try_from(p["containerPort"].as_u64()?).ok())
+                    .collect();
+                ports.sort_unstable();
+                ports.dedup();
+                if ports.is_empty() {
+                    ports.push(POD_PORT);
+                }
+                ports
+            },
         })
     }
 }
@@ -338,9 +357,9 @@ impl Kubelet {
             .arg(format!("--net={}", crate::netns::netns_path(ns).display()))
             .arg("--")
             .arg(self.bins.ours("mesh-echo")?)
+            .arg("serve")
+            .args(b.ports.iter().map(|p| format!("--port={p}")))
             .args([
-                "serve".to_string(),
-                format!("--port={POD_PORT}"),
                 format!("--pod={}/{}", b.namespace, b.name),
                 format!("--node={}", self.node.name),
                 format!("--cluster={}", self.cluster.name),
@@ -358,14 +377,14 @@ impl Kubelet {
 
     /// Whether the pod's server accepts a connection on its port (from
     /// inside its namespace, as a kubelet's TCP probe would).
-    fn probe(&self, namespace: &str, name: &str, timeout: Duration) -> bool {
+    fn probe(&self, namespace: &str, name: &str, port: u16, timeout: Duration) -> bool {
         let ns = self.netns(namespace, name);
         let probe = std::thread::spawn(move || {
             if crate::netns::enter(&ns).is_err() {
                 return false;
             }
             let deadline = Instant::now() + timeout;
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], POD_PORT));
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
             loop {
                 if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                     return true;
@@ -478,10 +497,12 @@ impl Kubelet {
     async fn report(self: Arc<Self>, pods: Api<Pod>, b: Bound, ip: String) {
         let me = self.clone();
         let (ns, name) = (b.namespace.clone(), b.name.clone());
-        let answers =
-            tokio::task::spawn_blocking(move || me.probe(&ns, &name, Duration::from_secs(10)))
-                .await
-                .unwrap_or(false);
+        let port = b.ports.first().copied().unwrap_or(POD_PORT);
+        let answers = tokio::task::spawn_blocking(move || {
+            me.probe(&ns, &name, port, Duration::from_secs(10))
+        })
+        .await
+        .unwrap_or(false);
         let api: Api<Pod> = Api::namespaced(pods.clone().into_client(), &b.namespace);
         let current = api
             .get_opt(&b.name)
@@ -496,7 +517,7 @@ impl Kubelet {
             Some(c) if c.ready && c.ip.as_deref() == Some(ip.as_str()) => {}
             Some(_) if answers => self.write_status(&pods, &b, &ip, true).await,
             Some(_) => progress(&format!(
-                "pod {}/{} does not answer on port {POD_PORT} yet",
+                "pod {}/{} does not answer on port {port} yet",
                 b.namespace, b.name
             )),
         }

@@ -22,5 +22,6 @@ pub mod kubelet;
 pub mod netns;
 pub mod plan;
 pub mod state;
+pub mod syn_flood;
 pub mod teardown;
 pub mod up;

@@ -1,12 +1,13 @@
 //! `mesh-echo`: the lab's pod workload (`serve`) and its clients (`ask`,
-//! `stream`), meant to run inside pod namespaces.
+//! `stream`, and the bounded attacker `syn-flood`), meant to run inside pod
+//! namespaces.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mesh_lab::echo;
+use mesh_lab::{echo, syn_flood};
 
 /// The lab's echo workload: a server that says which pod, node and cluster
 /// answered, and clients that count who answers.
@@ -19,11 +20,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Serve TCP and UDP on a port.
+    /// Serve TCP and UDP on one port or several.
     Serve {
-        /// Port (TCP and UDP).
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
+        /// Port (TCP and UDP); repeat for several.
+        #[arg(long = "port", default_values_t = [8080])]
+        ports: Vec<u16>,
         /// `namespace/name` of this pod.
         #[arg(long)]
         pod: String,
@@ -59,19 +60,31 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         every_ms: u64,
     },
+    /// Send COUNT bare TCP SYNs from this pod's own address (raw socket,
+    /// CAP_NET_RAW), each from another source port; print a JSON report.
+    SynFlood {
+        /// Target address (a service's ClusterIP:port, say).
+        addr: SocketAddrV4,
+        /// How many SYNs.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// At most this many per second (0: as fast as the kernel takes them).
+        #[arg(long, default_value_t = 0)]
+        pps: u64,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
         Cmd::Serve {
-            port,
+            ports,
             pod,
             node,
             cluster,
-        } => match echo::serve(echo::Identity { pod, node, cluster }, port) {
+        } => match echo::serve_all(echo::Identity { pod, node, cluster }, &ports) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("mesh-echo: serve on port {port}: {e}");
+                eprintln!("mesh-echo: serve on ports {ports:?}: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -121,5 +134,15 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        Cmd::SynFlood { addr, count, pps } => match syn_flood::flood(addr, count, Some(pps)) {
+            Ok(r) => {
+                println!("{}", serde_json::to_string(&r).expect("report serializes"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mesh-echo: syn-flood {addr}: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -9,6 +9,7 @@ fn bound(name: &str, uid: &str, ip: Option<&str>, ready: bool) -> Bound {
         ip: ip.map(str::to_string),
         ready,
         containers: vec![("echo".into(), "mesh-echo".into())],
+        ports: vec![POD_PORT],
     }
 }
 
@@ -84,7 +85,8 @@ fn the_kubelet_runs_what_is_bound_and_removes_what_is_not() {
 fn a_pod_object_reads_as_bound() {
     let pod = serde_json::json!({
         "metadata": {"name": "web-abc12", "namespace": "shop", "uid": "u1"},
-        "spec": {"nodeName": "c1-n1", "containers": [{"name": "web", "image": "any"}]},
+        "spec": {"nodeName": "c1-n1", "containers": [{"name": "web", "image": "any",
+            "ports": [{"containerPort": 81, "protocol": "UDP"}, {"containerPort": 80}, {"containerPort": 81}]}]},
         "status": {"podIP": "10.1.1.9", "conditions": [{"type": "Ready", "status": "True"}]},
     });
     assert_eq!(
@@ -97,6 +99,7 @@ fn a_pod_object_reads_as_bound() {
             ip: Some("10.1.1.9".into()),
             ready: true,
             containers: vec![("web".into(), "any".into())],
+            ports: vec![80, 81],
         })
     );
     assert_eq!(
