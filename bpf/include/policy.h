@@ -1,6 +1,7 @@
 /* Identity policy: (endpoint, peer identity, port, protocol, direction) ->
  * verdict, plus the per-endpoint "enforced" flag that turns on default deny.
- * Identity 0 / port 0 / proto 0 in a key are wildcards. A deny anywhere wins
+ * Identity 0 / port 0 / proto 0 in a key are wildcards (port 0 with a
+ * protocol: every port of that protocol). A deny anywhere wins
  * over an allow. Rust twin in src/maps/policy.rs. */
 #ifndef MESHWORK_POLICY_H
 #define MESHWORK_POLICY_H
@@ -90,16 +91,24 @@ static __always_inline __u32 policy_verdict(__u32 endpoint, __u32 peer, __be16 p
 	if (dir == POLICY_DIR_INGRESS ? !ep->ingress_enforced : !ep->egress_enforced)
 		return REASON_FORWARDED;
 
+	/* For the peer, then for any peer: this port of this protocol, every
+	 * port of this protocol, everything. */
 	key.identity = peer; key.port = port; key.proto = proto;
 	if (policy_probe(&key, &allowed, rule))
 		return REASON_POLICY_DENIED;
-	key.port = 0; key.proto = 0;
+	key.port = 0;
+	if (policy_probe(&key, &allowed, rule))
+		return REASON_POLICY_DENIED;
+	key.proto = 0;
 	if (policy_probe(&key, &allowed, rule))
 		return REASON_POLICY_DENIED;
 	key.identity = 0; key.port = port; key.proto = proto;
 	if (policy_probe(&key, &allowed, rule))
 		return REASON_POLICY_DENIED;
-	key.port = 0; key.proto = 0;
+	key.port = 0;
+	if (policy_probe(&key, &allowed, rule))
+		return REASON_POLICY_DENIED;
+	key.proto = 0;
 	if (policy_probe(&key, &allowed, rule))
 		return REASON_POLICY_DENIED;
 	return allowed ? REASON_FORWARDED : REASON_POLICY_DEFAULT_DENY;

@@ -19,6 +19,7 @@
 //! | `cgroup.root` | `cgroup-root` | `/run/meshwork/cgroupv2` |
 //! | `agent.socketPath` | `agent-socket` | `/var/run/meshwork/agent.sock` |
 //! | `kubeProxyReplacement` | `kube-proxy-replacement` | `true` |
+//! | `allowLocalhost` | `allow-localhost` | `always` (or `policy`) |
 //! | `loadBalancer.algorithm` | `lb-algorithm` | `random` (or `maglev`) |
 //! | `encryption.enabled` | `enable-encryption` | `false` |
 //! | `encryption.type` | `encryption-type` | `wireguard` |
@@ -135,6 +136,12 @@ pub struct AgentConfig {
     /// Replace kube-proxy: serve ClusterIP and NodePort services in eBPF.
     #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub kube_proxy_replacement: bool,
+
+    /// The node's own traffic (kubelet probes) to its pods: `always`
+    /// admitted whatever their policies, or only where a `policy` admits
+    /// the `host` entity (Cilium's `allow-localhost`).
+    #[arg(long, default_value = "always", value_parser = ["always", "policy"])]
+    pub allow_localhost: String,
 
     /// Backend selection for services.
     #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]

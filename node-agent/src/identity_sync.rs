@@ -41,7 +41,7 @@ use crate::datapath::{Datapath, EndpointId, IpcacheEntry};
 use crate::endpoint::EndpointManager;
 use crate::feed::mesh::{MeshFeed, MeshView};
 use crate::policy::compile::{
-    CompileInputs, CompiledPolicies, LastValid, PolicyProblem, PolicySource,
+    CompileInputs, CompiledPolicies, LastValid, NamespaceLabels, PolicyProblem, PolicySource,
     compile_keeping_last_valid,
 };
 use crate::shared_manager::SharedManager;
@@ -64,6 +64,9 @@ pub struct LocalView {
     /// Whether encryption is on (sets the ipcache encrypt flag of endpoints
     /// on other nodes).
     pub encryption: bool,
+    /// Admit this node's own traffic (kubelet probes) to every endpoint
+    /// whatever its policy (`--allow-localhost`).
+    pub allow_localhost: bool,
 }
 
 /// The ipcache entries of the mesh (every cluster's endpoints and nodes).
@@ -148,6 +151,7 @@ pub fn sync<D: Datapath>(
     view: &MeshView,
     local: &LocalView,
     policies: Option<&[PolicySource]>,
+    namespaces: &NamespaceLabels,
     last_valid: &mut LastValid,
 ) -> crate::Result<(crate::reconcile::ReconcileReport, Option<CompiledPolicies>)> {
     // Local endpoints: the identity of this cluster's record with the same
@@ -178,6 +182,8 @@ pub fn sync<D: Datapath>(
             &CompileInputs {
                 cluster: &local.cluster,
                 identities: &view.identities,
+                namespaces,
+                allow_localhost: local.allow_localhost,
             },
             last_valid,
         );
@@ -248,6 +254,8 @@ pub async fn run(
                 &CompileInputs {
                     cluster: &local.cluster,
                     identities: &Default::default(),
+                    namespaces: &p.namespace_labels(),
+                    allow_localhost: local.allow_localhost,
                 },
             );
             state.with_manager(|mgr| mgr.hold_new_endpoints_by(compiled));
@@ -260,13 +268,25 @@ pub async fn run(
                 // Without Kubernetes there are no policies: allow all.
                 (None, _) => Some(Vec::new()),
             };
+            let namespaces = sources
+                .policies
+                .as_ref()
+                .map(|p| p.namespace_labels())
+                .unwrap_or_default();
             let (state2, local2, last_valid2) = (state.clone(), local.clone(), last_valid.clone());
             let start = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || {
                 state2
                     .with_manager(|mgr| {
                         let mut last_valid = last_valid2.lock().unwrap_or_else(|e| e.into_inner());
-                        sync(mgr, &view, &local2, policies.as_deref(), &mut last_valid)
+                        sync(
+                            mgr,
+                            &view,
+                            &local2,
+                            policies.as_deref(),
+                            &namespaces,
+                            &mut last_valid,
+                        )
                     })
                     .map(|(report, compiled)| {
                         (

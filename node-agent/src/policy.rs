@@ -7,3 +7,4 @@
 
 pub mod compile;
 pub mod crd;
+pub mod netpol;

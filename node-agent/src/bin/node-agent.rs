@@ -265,6 +265,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         cluster: config.cluster_name.clone(),
         node: config.node_name.clone(),
         encryption: config.enable_encryption,
+        allow_localhost: config.allow_localhost == "always",
     };
     let (policy_status, policy) = watch::channel(Default::default());
     let bpf_root = config.bpf_root.clone();

@@ -1,22 +1,26 @@
-//! The policy feed: MeshNetworkPolicy and MeshClusterwideNetworkPolicy
-//! objects of the agent's cluster, watched with kube-rs.
+//! The policy feed: MeshNetworkPolicy, MeshClusterwideNetworkPolicy and
+//! Kubernetes NetworkPolicy objects of the agent's cluster, and its
+//! Namespaces (whose labels `namespaceSelector` matches), watched with
+//! kube-rs.
 //!
 //! What it is for: handing [`crate::identity_sync`] the current policies as
 //! [`PolicySource`]s, and telling it when they change. It reports "ready"
-//! once both watches have listed, so a restarted agent keeps the installed
+//! once every watch has listed, so a restarted agent keeps the installed
 //! policies until it knows the current ones (never an allow-all window).
 //!
-//! When the CRDs are not installed the watches fail and retry (a warning
-//! names the kind); the agent stays "not ready" for policies and keeps what
-//! is installed.
+//! When the CRDs are not installed (or RBAC refuses a kind) the watches fail
+//! and retry (a warning names the kind); the agent stays "not ready" for
+//! policies and keeps what is installed.
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::{Api, Client};
 use mesh_export_client::reflect::{Reflected, reflect};
 use tokio::sync::Notify;
 
-use crate::policy::compile::{PolicyProblem, PolicySource};
+use crate::policy::compile::{NamespaceLabels, PolicyProblem, PolicySource};
 use crate::policy::crd::{MeshClusterwideNetworkPolicy, MeshNetworkPolicy, PolicyStatus};
 
 async fn patch_status<K>(api: &Api<K>, name: &str, status: &PolicyStatus) -> usize
@@ -41,11 +45,13 @@ where
     }
 }
 
-/// The two watches and their change signal.
+/// The watches and their change signal.
 pub struct PolicyFeed {
     client: Client,
     namespaced: Reflected<MeshNetworkPolicy>,
     clusterwide: Reflected<MeshClusterwideNetworkPolicy>,
+    network_policies: Reflected<NetworkPolicy>,
+    namespaces: Reflected<Namespace>,
     notify: Arc<Notify>,
 }
 
@@ -58,26 +64,45 @@ impl std::fmt::Debug for PolicyFeed {
 }
 
 impl PolicyFeed {
-    /// Starts watching both kinds in every namespace.
+    /// Starts watching every kind in every namespace.
     pub fn start(client: &Client) -> PolicyFeed {
         let notify = Arc::new(Notify::new());
         PolicyFeed {
             client: client.clone(),
             namespaced: reflect(Api::all(client.clone()), notify.clone()),
             clusterwide: reflect(Api::all(client.clone()), notify.clone()),
+            network_policies: reflect(Api::all(client.clone()), notify.clone()),
+            namespaces: reflect(Api::all(client.clone()), notify.clone()),
             notify,
         }
     }
 
-    /// Whether both kinds have been listed at least once.
+    /// Whether every kind has been listed at least once.
     pub fn ready(&self) -> bool {
         use futures::FutureExt as _;
         let listed = |ready: Option<Result<(), _>>| ready.is_some_and(|r| r.is_ok());
         listed(self.namespaced.0.wait_until_ready().now_or_never())
             && listed(self.clusterwide.0.wait_until_ready().now_or_never())
+            && listed(self.network_policies.0.wait_until_ready().now_or_never())
+            && listed(self.namespaces.0.wait_until_ready().now_or_never())
     }
 
-    /// Every policy, both kinds.
+    /// The labels of every namespace, by name.
+    pub fn namespace_labels(&self) -> NamespaceLabels {
+        self.namespaces
+            .0
+            .state()
+            .iter()
+            .filter_map(|ns| {
+                Some((
+                    ns.metadata.name.clone()?,
+                    ns.metadata.labels.clone().unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Every policy, every kind.
     pub fn sources(&self) -> Vec<PolicySource> {
         let mut out: Vec<PolicySource> = self
             .namespaced
@@ -95,6 +120,13 @@ impl PolicyFeed {
         out.extend(self.clusterwide.0.state().iter().map(|p| {
             PolicySource::clusterwide(p.metadata.name.as_deref().unwrap_or_default(), &p.spec)
         }));
+        out.extend(
+            self.network_policies
+                .0
+                .state()
+                .iter()
+                .map(|p| crate::policy::netpol::source(p)),
+        );
         out
     }
 

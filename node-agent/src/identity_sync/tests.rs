@@ -70,6 +70,7 @@ fn local(encryption: bool) -> LocalView {
         cluster: "c1".parse().expect("cluster"),
         node: "n1".parse().expect("node"),
         encryption,
+        allow_localhost: false,
     }
 }
 
@@ -159,11 +160,14 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
                     ports: vec![PortProtocol {
                         port: "8080".into(),
                         protocol: Some("TCP".into()),
+                        ..PortProtocol::default()
                     }],
+                    ..PortRule::default()
                 }],
                 ..IngressRule::default()
             }],
             egress: Vec::new(),
+            ..MeshNetworkPolicySpec::default()
         },
     );
     // Policies not known yet: identities and ipcache move, policy stays.
@@ -172,6 +176,7 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
         &view(),
         &local(false),
         None,
+        &NO_NAMESPACES,
         &mut Default::default(),
     )
     .expect("sync");
@@ -197,6 +202,7 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
         &view(),
         &local(false),
         Some(&policies),
+        &NO_NAMESPACES,
         &mut Default::default(),
     )
     .expect("sync");
@@ -221,6 +227,7 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
         &v,
         &local(false),
         Some(&policies),
+        &NO_NAMESPACES,
         &mut Default::default(),
     )
     .expect("sync");
@@ -237,6 +244,7 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
         &view(),
         &local(false),
         Some(&[]),
+        &NO_NAMESPACES,
         &mut Default::default(),
     )
     .expect("sync");
@@ -259,6 +267,7 @@ fn policy_cidrs_reach_the_ipcache_with_node_local_identities_and_leave_with_the_
                 ..IngressRule::default()
             }],
             egress: Vec::new(),
+            ..MeshNetworkPolicySpec::default()
         },
     );
     let (report, compiled) = sync(
@@ -266,6 +275,7 @@ fn policy_cidrs_reach_the_ipcache_with_node_local_identities_and_leave_with_the_
         &view(),
         &local(false),
         Some(&[policy]),
+        &NO_NAMESPACES,
         &mut Default::default(),
     )
     .expect("sync");
@@ -282,6 +292,7 @@ fn policy_cidrs_reach_the_ipcache_with_node_local_identities_and_leave_with_the_
         &view(),
         &local(false),
         Some(&[]),
+        &NO_NAMESPACES,
         &mut Default::default(),
     )
     .expect("sync");
@@ -313,6 +324,7 @@ fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_
             },
             ingress: vec![IngressRule::default()],
             egress: Vec::new(),
+            ..MeshNetworkPolicySpec::default()
         },
     );
     // Before any policy is known, a new endpoint is open (nothing selects)...
@@ -327,6 +339,8 @@ fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_
         &CompileInputs {
             cluster: &"c1".parse().expect("cluster"),
             identities: &Default::default(),
+            namespaces: &NO_NAMESPACES,
+            allow_localhost: false,
         },
     ));
     let mut in_shop = registration("10.1.1.3");
@@ -351,3 +365,6 @@ fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_
     // yet: a CNI ADD that came before the policies were listed).
     assert!(mgr.datapath().policies[&early.id].ingress_enforced);
 }
+
+/// No namespace labels known.
+static NO_NAMESPACES: crate::policy::compile::NamespaceLabels = std::collections::BTreeMap::new();

@@ -54,8 +54,8 @@ use mesh_api::labels::{
 use mesh_api::{ClusterName, Identity, LabelSet, Protocol, ReservedIdentity};
 
 use super::crd::{
-    EgressRule, IngressRule, MeshClusterwideNetworkPolicySpec, MeshNetworkPolicySpec, PortRule,
-    Selector,
+    CidrRule, EgressRule, IngressRule, MeshClusterwideNetworkPolicySpec, MeshNetworkPolicySpec,
+    PortRule, Selector, Unenforced,
 };
 use crate::datapath::{Direction, EndpointPolicy, PolicyAllow};
 
@@ -77,30 +77,59 @@ pub struct PolicySource {
     pub ingress: Vec<IngressRule>,
     /// Egress rules.
     pub egress: Vec<EgressRule>,
+    /// Why it cannot be enforced as written, found before compiling (a
+    /// field this version keeps but does not enforce): the policy is
+    /// refused as a whole and what it selects allows nothing in its
+    /// directions.
+    pub refusal: Option<String>,
+}
+
+/// The refusal of a spec that uses fields this version does not enforce.
+fn refusal_of(fields: &[String]) -> Option<String> {
+    (!fields.is_empty()).then(|| {
+        format!(
+            "uses {}, which this version does not enforce; refused as a whole so that nothing is allowed that the author did not mean (remove the field to enforce the rest)",
+            fields.join(", ")
+        )
+    })
+}
+
+/// Rules of a refused policy whose only rules in a direction are deny
+/// rules: that direction is still closed while it is refused.
+fn closed_if_denies<R: Default + Clone>(rules: &[R], deny: &Unenforced) -> Vec<R> {
+    if rules.is_empty() && deny.is_some() {
+        vec![R::default()]
+    } else {
+        rules.to_vec()
+    }
 }
 
 impl PolicySource {
     /// A namespaced policy.
     pub fn namespaced(namespace: &str, name: &str, spec: &MeshNetworkPolicySpec) -> Self {
+        let refusal = refusal_of(&spec.unenforced());
         PolicySource {
             kind: "MeshNetworkPolicy",
             namespace: Some(namespace.to_string()),
             name: name.to_string(),
             endpoint_selector: spec.endpoint_selector.clone(),
-            ingress: spec.ingress.clone(),
-            egress: spec.egress.clone(),
+            ingress: closed_if_denies(&spec.ingress, &spec.ingress_deny),
+            egress: closed_if_denies(&spec.egress, &spec.egress_deny),
+            refusal,
         }
     }
 
     /// A cluster-wide policy.
     pub fn clusterwide(name: &str, spec: &MeshClusterwideNetworkPolicySpec) -> Self {
+        let refusal = refusal_of(&spec.unenforced());
         PolicySource {
             kind: "MeshClusterwideNetworkPolicy",
             namespace: None,
             name: name.to_string(),
             endpoint_selector: spec.endpoint_selector.clone(),
-            ingress: spec.ingress.clone(),
-            egress: spec.egress.clone(),
+            ingress: closed_if_denies(&spec.ingress, &spec.ingress_deny),
+            egress: closed_if_denies(&spec.egress, &spec.egress_deny),
+            refusal,
         }
     }
 
@@ -125,7 +154,27 @@ pub struct CompiledPolicies {
     /// The node-local identity of every CIDR the policies name (for the
     /// ipcache).
     pub cidr_identities: BTreeMap<Ipv4Net, Identity>,
+    /// Ingress from this node (kubelet probes) is allowed to every
+    /// endpoint ([`CompileInputs::allow_localhost`]).
+    pub allow_localhost: bool,
 }
+
+/// The rule id of the node's own traffic admitted by
+/// [`CompileInputs::allow_localhost`].
+pub fn localhost_rule() -> RuleRef {
+    RuleRef {
+        id: rule_id("NodeAgent", "allow-localhost", Direction::Ingress, 0),
+        kind: "NodeAgent".into(),
+        policy: "allow-localhost".into(),
+        direction: Direction::Ingress,
+        index: 0,
+    }
+}
+
+/// Identity labels of a pod's namespace, under the key prefix Cilium uses
+/// (`io.cilium.k8s.namespace.labels.<key>`): what a NetworkPolicy's
+/// `namespaceSelector` becomes.
+pub const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
 
 #[derive(Debug, Clone)]
 struct CompiledPolicy {
@@ -134,6 +183,9 @@ struct CompiledPolicy {
     egress: Option<Vec<BTreeSet<PolicyAllow>>>,
 }
 
+/// The labels of this cluster's namespaces, by namespace name.
+pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
+
 /// What the compiler needs to know beyond the policies.
 #[derive(Debug, Clone, Copy)]
 pub struct CompileInputs<'a> {
@@ -141,20 +193,68 @@ pub struct CompileInputs<'a> {
     pub cluster: &'a ClusterName,
     /// Every known identity of every cluster with its labels.
     pub identities: &'a BTreeMap<Identity, LabelSet>,
+    /// The labels of this cluster's namespaces, by name (matched by peer
+    /// selectors under [`NAMESPACE_LABELS_PREFIX`]).
+    pub namespaces: &'a NamespaceLabels,
+    /// Admit the node's own traffic (kubelet probes) to every endpoint,
+    /// whatever its policy (Cilium's `allow-localhost`).
+    pub allow_localhost: bool,
+}
+
+/// `labels` with its namespace's labels added under
+/// [`NAMESPACE_LABELS_PREFIX`], for an identity of this cluster whose
+/// namespace is known (labels whose prefixed key is not a valid label key
+/// are left out: nothing can select them).
+fn with_namespace_labels(labels: &LabelSet, inputs: &CompileInputs<'_>) -> Option<LabelSet> {
+    if labels.get(CLUSTER_LABEL) != Some(inputs.cluster.as_str()) {
+        return None;
+    }
+    let ns = inputs.namespaces.get(labels.get(NAMESPACE_LABEL)?)?;
+    // A pod's own labels never pass for its namespace's.
+    let mut all: BTreeMap<String, String> = labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with(NAMESPACE_LABELS_PREFIX))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (k, v) in ns {
+        let key = format!("{NAMESPACE_LABELS_PREFIX}{k}");
+        if mesh_api::labels::validate_label(&key, v).is_ok() {
+            all.insert(key, v.clone());
+        }
+    }
+    LabelSet::new(all).ok()
 }
 
 /// Compiles every policy against the known identities.
 pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> CompiledPolicies {
-    let mut out = CompiledPolicies::default();
+    let mut out = CompiledPolicies {
+        allow_localhost: inputs.allow_localhost,
+        ..CompiledPolicies::default()
+    };
+    if inputs.allow_localhost {
+        let r = localhost_rule();
+        out.rules.insert(r.id, r);
+    }
     // Node-local identities for every well-formed CIDR named anywhere
     // (numbered in address order; malformed ones refuse their policy below).
+    let sets = |set: &[CidrRule]| -> Vec<String> {
+        set.iter()
+            .flat_map(|c| std::iter::once(c.cidr.clone()).chain(c.except.iter().cloned()))
+            .collect()
+    };
     let named: BTreeSet<Ipv4Net> = policies
         .iter()
+        .filter(|p| p.refusal.is_none())
         .flat_map(|p| {
             p.ingress
                 .iter()
-                .flat_map(|r| r.from_cidr.iter())
-                .chain(p.egress.iter().flat_map(|r| r.to_cidr.iter()))
+                .flat_map(|r| r.from_cidr.iter().cloned().chain(sets(&r.from_cidr_set)))
+                .chain(
+                    p.egress
+                        .iter()
+                        .flat_map(|r| r.to_cidr.iter().cloned().chain(sets(&r.to_cidr_set))),
+                )
+                .collect::<Vec<_>>()
         })
         .filter_map(|c| c.parse::<Ipv4Net>().ok().map(|n| n.trunc()))
         .collect();
@@ -272,7 +372,28 @@ impl CompiledPolicies {
                 policy.egress_enforced |= p.egress.is_some();
             }
         }
+        self.admit_localhost(&mut policy);
         policy
+    }
+
+    /// With [`CompiledPolicies::allow_localhost`], an endpoint enforced for
+    /// ingress admits the node's own traffic.
+    fn admit_localhost(&self, policy: &mut EndpointPolicy) {
+        if self.allow_localhost && policy.ingress_enforced {
+            let allow = PolicyAllow {
+                direction: Direction::Ingress,
+                identity: Some(ReservedIdentity::Host.identity()),
+                port: 0,
+                protocol: None,
+                rule: localhost_rule().id,
+            };
+            if !policy.allow.iter().any(|a| {
+                (a.direction, a.identity, a.port, a.protocol)
+                    == (allow.direction, allow.identity, allow.port, allow.protocol)
+            }) {
+                policy.allow.insert(allow);
+            }
+        }
     }
 
     /// The policy of an endpoint with identity labels `labels`.
@@ -312,6 +433,7 @@ impl CompiledPolicies {
                 },
             )
             .collect();
+        self.admit_localhost(&mut policy);
         policy
     }
 
@@ -337,6 +459,9 @@ fn compile_one(
     inputs: &CompileInputs<'_>,
     out: &mut CompiledPolicies,
 ) -> Result<CompiledPolicy, String> {
+    if let Some(refusal) = &p.refusal {
+        return Err(refusal.clone());
+    }
     let mut subject =
         to_selector(&p.endpoint_selector).map_err(|e| format!("endpointSelector: {e}"))?;
     if let Some(ns) = &p.namespace {
@@ -351,6 +476,7 @@ fn compile_one(
             selectors: &r.from_endpoints,
             entities: &r.from_entities,
             cidrs: &r.from_cidr,
+            cidr_sets: &r.from_cidr_set,
             ports: &r.to_ports,
         })
         .collect();
@@ -361,6 +487,7 @@ fn compile_one(
             selectors: &r.to_endpoints,
             entities: &r.to_entities,
             cidrs: &r.to_cidr,
+            cidr_sets: &r.to_cidr_set,
             ports: &r.to_ports,
         })
         .collect();
@@ -380,6 +507,7 @@ fn compile_one(
                 selectors,
                 entities,
                 cidrs,
+                cidr_sets,
                 ports,
             } = *rule;
             let id = rule_id(p.kind, &p.id(), dir, index);
@@ -393,7 +521,9 @@ fn compile_one(
                 &where_,
             )?;
             let ports = port_list(ports, &where_)?;
-            let by_cidr = cidr_peers(&out.cidr_identities, cidrs, &where_)?;
+            let mut by_cidr = cidr_peers(&out.cidr_identities, cidrs, &where_)?;
+            by_cidr.extend(cidr_set_peers(&out.cidr_identities, cidr_sets, &where_)?);
+            let has_cidrs = !cidrs.is_empty() || !cidr_sets.is_empty();
             let mut set = BTreeSet::new();
             let peers = match peers {
                 Peers::Some(mut ids) => {
@@ -401,9 +531,7 @@ fn compile_one(
                     ids.into_iter().map(Some).collect::<Vec<_>>()
                 }
                 Peers::Any => vec![None],
-                Peers::NoneSpecified if !cidrs.is_empty() => {
-                    by_cidr.into_iter().map(Some).collect()
-                }
+                Peers::NoneSpecified if has_cidrs => by_cidr.into_iter().map(Some).collect(),
                 Peers::NoneSpecified if !ports.is_empty() => vec![None],
                 Peers::NoneSpecified => Vec::new(),
             };
@@ -449,6 +577,7 @@ struct RuleParts<'a> {
     selectors: &'a [Selector],
     entities: &'a [String],
     cidrs: &'a [String],
+    cidr_sets: &'a [CidrRule],
     ports: &'a [PortRule],
 }
 
@@ -489,6 +618,44 @@ fn cidr_peers(
     Ok(out)
 }
 
+fn parse_cidr(c: &str, where_: &str) -> Result<Ipv4Net, String> {
+    c.parse::<Ipv4Net>().map(|n| n.trunc()).map_err(|_| {
+        format!("{where_}: {c:?} is not an IPv4 CIDR such as 192.0.2.0/24 (IPv6 is not supported)")
+    })
+}
+
+/// The node-local identities of the named CIDRs inside each set's `cidr`
+/// and inside none of its `except` ranges (the excepted ranges are named
+/// too, so the ipcache's longest prefix gives their addresses their own
+/// identity, which the rule does not allow).
+fn cidr_set_peers(
+    named: &BTreeMap<Ipv4Net, Identity>,
+    sets: &[CidrRule],
+    where_: &str,
+) -> Result<BTreeSet<Identity>, String> {
+    let mut out = BTreeSet::new();
+    for set in sets {
+        let net = parse_cidr(&set.cidr, where_)?;
+        let mut except = Vec::new();
+        for e in &set.except {
+            let e = parse_cidr(e, where_)?;
+            if !net.contains(&e) {
+                return Err(format!(
+                    "{where_}: except {e} is not inside {net}; list only ranges inside the CIDR"
+                ));
+            }
+            except.push(e);
+        }
+        out.extend(
+            named
+                .iter()
+                .filter(|(n, _)| net.contains(*n) && !except.iter().any(|e| e.contains(*n)))
+                .map(|(_, id)| *id),
+        );
+    }
+    Ok(out)
+}
+
 fn peers(
     p: &PolicySource,
     inputs: &CompileInputs<'_>,
@@ -516,11 +683,22 @@ fn peers(
             sel.match_labels
                 .insert(CLUSTER_LABEL.to_string(), inputs.cluster.to_string());
         }
+        let by_namespace_labels = sel
+            .match_labels
+            .keys()
+            .chain(sel.match_expressions.iter().map(|r| &r.key))
+            .any(|k| k.starts_with(NAMESPACE_LABELS_PREFIX));
         ids.extend(
             inputs
                 .identities
                 .iter()
-                .filter(|(_, labels)| sel.matches(labels))
+                .filter(|(_, labels)| {
+                    if by_namespace_labels {
+                        with_namespace_labels(labels, inputs).is_some_and(|l| sel.matches(&l))
+                    } else {
+                        sel.matches(labels)
+                    }
+                })
                 .map(|(id, _)| *id),
         );
     }
@@ -565,16 +743,42 @@ fn peers(
     Ok(Peers::Some(ids))
 }
 
+/// The longest port range (`port`..=`endPort`) a rule may name: each port
+/// is one policy map entry per peer.
+pub const MAX_PORT_RANGE: usize = 1024;
+
 fn port_list(rules: &[PortRule], where_: &str) -> Result<Vec<(u16, Option<Protocol>)>, String> {
     let mut out = Vec::new();
     for r in rules {
         for pp in &r.ports {
-            let port: u16 = pp.port.parse().map_err(|_| {
-                format!(
-                    "{where_}: port {:?} is not a number from 0 to 65535 (named ports are not supported; write the number)",
-                    pp.port
-                )
-            })?;
+            let port: u16 = match pp.port.as_str() {
+                "" => 0,
+                text => text.parse().map_err(|_| {
+                    format!(
+                        "{where_}: port {text:?} is not a number from 0 to 65535 (named ports are not supported yet; write the number)"
+                    )
+                })?,
+            };
+            let end = match pp.end_port {
+                None => port,
+                Some(end) if port == 0 => {
+                    return Err(format!(
+                        "{where_}: endPort {end} needs a port to start the range"
+                    ));
+                }
+                Some(end) if end < port => {
+                    return Err(format!(
+                        "{where_}: endPort {end} is below port {port}; write the range low to high"
+                    ));
+                }
+                Some(end) if usize::from(end - port) >= MAX_PORT_RANGE => {
+                    return Err(format!(
+                        "{where_}: the range {port}-{end} has {} ports; this version enforces ranges of at most {MAX_PORT_RANGE} ports (one map entry each): split the rule or allow every port",
+                        u32::from(end - port) + 1
+                    ));
+                }
+                Some(end) => end,
+            };
             let protocol = match pp
                 .protocol
                 .as_deref()
@@ -591,21 +795,23 @@ fn port_list(rules: &[PortRule], where_: &str) -> Result<Vec<(u16, Option<Protoc
                     ));
                 }
             };
-            match (port, protocol) {
-                // A port means the same port of every protocol that has
-                // ports: the datapath keys ports by protocol, and a port
-                // with no protocol would match nothing (or be refused by
-                // the map and leave the endpoint open).
-                (1.., None) => {
-                    out.push((port, Some(Protocol::Tcp)));
-                    out.push((port, Some(Protocol::Udp)));
+            for port in port..=end {
+                match (port, protocol) {
+                    // A port means the same port of every protocol that has
+                    // ports: the datapath keys ports by protocol, and a port
+                    // with no protocol would match nothing (or be refused by
+                    // the map and leave the endpoint open).
+                    (1.., None) => {
+                        out.push((port, Some(Protocol::Tcp)));
+                        out.push((port, Some(Protocol::Udp)));
+                    }
+                    (1.., Some(Protocol::Sctp)) => {
+                        return Err(format!(
+                            "{where_}: port {port}/SCTP cannot be enforced (the datapath matches ports of TCP and UDP only); remove the port to allow all SCTP, or use TCP/UDP"
+                        ));
+                    }
+                    _ => out.push((port, protocol)),
                 }
-                (1.., Some(Protocol::Sctp)) => {
-                    return Err(format!(
-                        "{where_}: port {port}/SCTP cannot be enforced (the datapath matches ports of TCP and UDP only); remove the port to allow all SCTP, or use TCP/UDP"
-                    ));
-                }
-                _ => out.push((port, protocol)),
             }
         }
     }
@@ -615,6 +821,10 @@ fn port_list(rules: &[PortRule], where_: &str) -> Result<Vec<(u16, Option<Protoc
 /// The CRD's selector as mesh-api's, validated.
 pub fn to_selector(s: &Selector) -> Result<LabelSelector, String> {
     let mut exprs = Vec::new();
+    let mut match_labels = BTreeMap::new();
+    for (k, v) in &s.match_labels {
+        match_labels.insert(label_key(k), v.clone());
+    }
     for r in &s.match_expressions {
         let operator = match r.operator.as_str() {
             "In" => SelectorOperator::In,
@@ -629,17 +839,32 @@ pub fn to_selector(s: &Selector) -> Result<LabelSelector, String> {
             }
         };
         exprs.push(SelectorRequirement {
-            key: r.key.clone(),
+            key: label_key(&r.key),
             operator,
             values: r.values.clone(),
         });
     }
     let sel = LabelSelector {
-        match_labels: s.match_labels.clone(),
+        match_labels,
         match_expressions: exprs,
     };
     sel.validate().map_err(|e| e.to_string())?;
     Ok(sel)
+}
+
+/// A selector's label key as identities carry it: Cilium's label source
+/// prefixes (`k8s:`, `any:`) dropped, and Cilium's cluster label
+/// (`io.cilium.k8s.policy.cluster`) read as [`CLUSTER_LABEL`], so selectors
+/// written for Cilium select the same pods.
+pub fn label_key(key: &str) -> String {
+    let key = key
+        .strip_prefix("k8s:")
+        .or_else(|| key.strip_prefix("any:"))
+        .unwrap_or(key);
+    match key {
+        "io.cilium.k8s.policy.cluster" => CLUSTER_LABEL.to_string(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

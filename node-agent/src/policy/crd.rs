@@ -31,20 +31,113 @@ pub struct SelectorRequirement {
 }
 
 /// A port and protocol.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PortProtocol {
-    /// Port number, as text (as Cilium writes it), e.g. "8080".
+    /// Port number, as text (as Cilium writes it), e.g. "8080"; "0" or
+    /// empty: every port of the protocol.
+    #[serde(default)]
     pub port: String,
+    /// With `port`, the last port of a range `port`..=`endPort`.
+    #[serde(default, rename = "endPort", skip_serializing_if = "Option::is_none")]
+    pub end_port: Option<u16>,
     /// `TCP`, `UDP`, `SCTP` or `ANY` (default `ANY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
 }
 
+/// A field of Cilium's policy language this version keeps (nothing is
+/// pruned on the way in) but does not enforce: a policy that uses one is
+/// refused as a whole, so nothing is silently widened.
+pub type Unenforced = Option<serde_json::Value>;
+
+fn preserved(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Kept as written; not enforced by this version: a policy using it is refused as a whole.",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// The names of the unenforced fields that are set, in order.
+fn set_fields<'a>(fields: &[(&'a str, &Unenforced)]) -> Vec<&'a str> {
+    fields
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 /// Ports a rule applies to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PortRule {
     /// The ports.
+    #[serde(default)]
     pub ports: Vec<PortProtocol>,
+    /// L7 rules (`http`, `dns`, `kafka`): not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub rules: Unenforced,
+    /// TLS SNI names: not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub server_names: Unenforced,
+    /// An Envoy listener: not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub listener: Unenforced,
+    /// TLS origination: not supported.
+    #[serde(
+        default,
+        rename = "originatingTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "preserved")]
+    pub originating_tls: Unenforced,
+    /// TLS termination: not supported.
+    #[serde(
+        default,
+        rename = "terminatingTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "preserved")]
+    pub terminating_tls: Unenforced,
+}
+
+impl PortRule {
+    /// The unenforced fields it sets (`rules.http` is named as such).
+    pub fn unenforced(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        if let Some(rules) = &self.rules {
+            match rules.as_object() {
+                Some(o) if !o.is_empty() => {
+                    out.extend(o.keys().map(|k| format!("rules.{k}")));
+                }
+                _ => out.push("rules".into()),
+            }
+        }
+        out.extend(
+            set_fields(&[
+                ("serverNames", &self.server_names),
+                ("listener", &self.listener),
+                ("originatingTLS", &self.originating_tls),
+                ("terminatingTLS", &self.terminating_tls),
+            ])
+            .into_iter()
+            .map(String::from),
+        );
+        out
+    }
+}
+
+/// An address range with holes (Cilium's `CIDRRule`, Kubernetes'
+/// `ipBlock`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CidrRule {
+    /// The range, e.g. `10.0.0.0/8`.
+    pub cidr: String,
+    /// Ranges inside it that are not meant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
 }
 
 /// An ingress rule: who may connect to the selected endpoints.
@@ -60,9 +153,56 @@ pub struct IngressRule {
     /// Peers by address range.
     #[serde(default, rename = "fromCIDR", skip_serializing_if = "Vec::is_empty")]
     pub from_cidr: Vec<String>,
+    /// Peers by address range with exceptions.
+    #[serde(default, rename = "fromCIDRSet", skip_serializing_if = "Vec::is_empty")]
+    pub from_cidr_set: Vec<CidrRule>,
     /// Ports allowed (none: all ports).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to_ports: Vec<PortRule>,
+    /// Not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub from_requires: Unenforced,
+    /// Not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub from_nodes: Unenforced,
+    /// Not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub from_groups: Unenforced,
+    /// Not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub icmps: Unenforced,
+    /// Not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub authentication: Unenforced,
+}
+
+impl IngressRule {
+    /// The unenforced fields it (and its port rules) set.
+    pub fn unenforced(&self) -> Vec<String> {
+        let mut out: Vec<String> = set_fields(&[
+            ("fromRequires", &self.from_requires),
+            ("fromNodes", &self.from_nodes),
+            ("fromGroups", &self.from_groups),
+            ("icmps", &self.icmps),
+            ("authentication", &self.authentication),
+        ])
+        .into_iter()
+        .map(String::from)
+        .collect();
+        for (i, p) in self.to_ports.iter().enumerate() {
+            out.extend(
+                p.unenforced()
+                    .into_iter()
+                    .map(|f| format!("toPorts[{i}].{f}")),
+            );
+        }
+        out
+    }
 }
 
 /// An egress rule: where the selected endpoints may connect.
@@ -78,9 +218,66 @@ pub struct EgressRule {
     /// Peers by address range.
     #[serde(default, rename = "toCIDR", skip_serializing_if = "Vec::is_empty")]
     pub to_cidr: Vec<String>,
+    /// Peers by address range with exceptions.
+    #[serde(default, rename = "toCIDRSet", skip_serializing_if = "Vec::is_empty")]
+    pub to_cidr_set: Vec<CidrRule>,
     /// Ports allowed (none: all ports).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to_ports: Vec<PortRule>,
+    /// Peers by DNS name: not enforced yet.
+    #[serde(default, rename = "toFQDNs", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub to_fqdns: Unenforced,
+    /// Not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub to_services: Unenforced,
+    /// Not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub to_requires: Unenforced,
+    /// Not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub to_nodes: Unenforced,
+    /// Not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub to_groups: Unenforced,
+    /// Not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub icmps: Unenforced,
+    /// Not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub authentication: Unenforced,
+}
+
+impl EgressRule {
+    /// The unenforced fields it (and its port rules) set.
+    pub fn unenforced(&self) -> Vec<String> {
+        let mut out: Vec<String> = set_fields(&[
+            ("toFQDNs", &self.to_fqdns),
+            ("toServices", &self.to_services),
+            ("toRequires", &self.to_requires),
+            ("toNodes", &self.to_nodes),
+            ("toGroups", &self.to_groups),
+            ("icmps", &self.icmps),
+            ("authentication", &self.authentication),
+        ])
+        .into_iter()
+        .map(String::from)
+        .collect();
+        for (i, p) in self.to_ports.iter().enumerate() {
+            out.extend(
+                p.unenforced()
+                    .into_iter()
+                    .map(|f| format!("toPorts[{i}].{f}")),
+            );
+        }
+        out
+    }
 }
 
 /// What a policy says: the endpoints it selects are default-deny in each
@@ -109,6 +306,25 @@ pub struct MeshNetworkPolicySpec {
     /// Allowed outgoing connections.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<EgressRule>,
+    /// What the policy is for (free text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Deny rules: not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub ingress_deny: Unenforced,
+    /// Deny rules: not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub egress_deny: Unenforced,
+    /// Not supported (the default deny follows from the rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub enable_default_deny: Unenforced,
+    /// Host policies: not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub node_selector: Unenforced,
 }
 
 /// The same, for endpoints of every namespace.
@@ -135,6 +351,85 @@ pub struct MeshClusterwideNetworkPolicySpec {
     /// Allowed outgoing connections.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<EgressRule>,
+    /// What the policy is for (free text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Deny rules: not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub ingress_deny: Unenforced,
+    /// Deny rules: not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub egress_deny: Unenforced,
+    /// Not supported (the default deny follows from the rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub enable_default_deny: Unenforced,
+    /// Host policies: not enforced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved")]
+    pub node_selector: Unenforced,
+}
+
+/// The unenforced fields a policy's spec uses, with where: what its
+/// refusal names.
+pub fn unenforced_fields(
+    ingress: &[IngressRule],
+    egress: &[EgressRule],
+    spec_level: &[(&str, &Unenforced)],
+) -> Vec<String> {
+    let mut out: Vec<String> = set_fields(spec_level)
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for (i, r) in ingress.iter().enumerate() {
+        out.extend(
+            r.unenforced()
+                .into_iter()
+                .map(|f| format!("ingress[{i}].{f}")),
+        );
+    }
+    for (i, r) in egress.iter().enumerate() {
+        out.extend(
+            r.unenforced()
+                .into_iter()
+                .map(|f| format!("egress[{i}].{f}")),
+        );
+    }
+    out
+}
+
+impl MeshNetworkPolicySpec {
+    /// See [`unenforced_fields`].
+    pub fn unenforced(&self) -> Vec<String> {
+        unenforced_fields(
+            &self.ingress,
+            &self.egress,
+            &[
+                ("ingressDeny", &self.ingress_deny),
+                ("egressDeny", &self.egress_deny),
+                ("enableDefaultDeny", &self.enable_default_deny),
+                ("nodeSelector", &self.node_selector),
+            ],
+        )
+    }
+}
+
+impl MeshClusterwideNetworkPolicySpec {
+    /// See [`unenforced_fields`].
+    pub fn unenforced(&self) -> Vec<String> {
+        unenforced_fields(
+            &self.ingress,
+            &self.egress,
+            &[
+                ("ingressDeny", &self.ingress_deny),
+                ("egressDeny", &self.egress_deny),
+                ("enableDefaultDeny", &self.enable_default_deny),
+                ("nodeSelector", &self.node_selector),
+            ],
+        )
+    }
 }
 
 /// Whether the agent accepted a policy, and why not.

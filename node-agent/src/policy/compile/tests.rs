@@ -46,7 +46,9 @@ fn port(p: &str, proto: &str) -> PortRule {
         ports: vec![PortProtocol {
             port: p.to_string(),
             protocol: Some(proto.to_string()),
+            ..PortProtocol::default()
         }],
+        ..PortRule::default()
     }
 }
 
@@ -58,6 +60,7 @@ fn policy(ns: &str, name: &str, subject: Selector, ingress: Vec<IngressRule>) ->
             endpoint_selector: subject,
             ingress,
             egress: Vec::new(),
+            ..MeshNetworkPolicySpec::default()
         },
     )
 }
@@ -69,6 +72,8 @@ fn run(policies: &[PolicySource]) -> CompiledPolicies {
         &CompileInputs {
             cluster: &cluster("c1"),
             identities: &ids,
+            namespaces: &NO_NAMESPACES,
+            allow_localhost: false,
         },
     )
 }
@@ -233,6 +238,7 @@ fn egress_rules_enforce_egress_only() {
                 to_ports: vec![port("8080", "TCP")],
                 ..EgressRule::default()
             }],
+            ..MeshClusterwideNetworkPolicySpec::default()
         },
     )]);
     // Cluster-wide: frontends of every namespace of this cluster.
@@ -429,7 +435,9 @@ fn a_port_without_protocol_means_tcp_and_udp_and_an_sctp_port_is_refused() {
                 ports: vec![PortProtocol {
                     port: "8080".into(),
                     protocol: None,
+                    ..PortProtocol::default()
                 }],
+                ..PortRule::default()
             }],
             ..IngressRule::default()
         }],
@@ -469,6 +477,8 @@ fn a_policy_that_stops_compiling_keeps_its_last_valid_version() {
     let inputs = CompileInputs {
         cluster: &cluster("c1"),
         identities: &ids,
+        namespaces: &NO_NAMESPACES,
+        allow_localhost: false,
     };
     let version = |ports: &str| {
         policy(
@@ -547,4 +557,84 @@ fn an_endpoint_without_a_resolved_identity_is_default_deny_where_a_policy_could_
     );
     // A runtime that did not say the namespace: any policy could.
     assert!(c.unresolved_endpoint_policy(None).ingress_enforced);
+}
+
+/// No namespace labels known.
+static NO_NAMESPACES: crate::policy::compile::NamespaceLabels = std::collections::BTreeMap::new();
+
+#[test]
+fn a_policy_using_a_field_this_version_does_not_enforce_is_refused_whole_and_stays_closed() {
+    let spec: MeshNetworkPolicySpec = serde_yaml::from_str(
+        r#"
+endpointSelector: {matchLabels: {app: frontend}}
+egress:
+  - toEndpoints: [{matchLabels: {app: backend}}]
+  - toFQDNs: [{matchPattern: "*.stripe.com"}]
+    toPorts: [{ports: [{port: "443"}]}]
+  - toEndpoints: [{}]
+    toPorts: [{ports: [{port: "80"}], rules: {http: [{method: GET}]}}]
+"#,
+    )
+    .expect("a Cilium-shaped spec");
+    let p = PolicySource::namespaced("shop", "fqdn", &spec);
+    let c = run(std::slice::from_ref(&p));
+    assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+    let m = &c.problems[0].message;
+    assert!(
+        m.contains("egress[1].toFQDNs") && m.contains("egress[2].toPorts[0].rules.http"),
+        "the status names each field: {m}"
+    );
+    // What it selects allows nothing in its direction: not the rest of the
+    // rules (toEndpoints backend), not port 443 to anyone.
+    let frontend = c.endpoint_policy(&labels("c1", "shop", "frontend"));
+    assert!(
+        frontend.egress_enforced && frontend.allow.is_empty(),
+        "{frontend:?}"
+    );
+    // The fields survive a round trip (nothing pruned on our side).
+    let back = serde_json::to_value(&spec).expect("serializes");
+    assert!(back["egress"][1]["toFQDNs"].is_array());
+    assert_eq!(
+        back["egress"][2]["toPorts"][0]["rules"]["http"][0]["method"],
+        "GET"
+    );
+}
+
+#[test]
+fn a_deny_only_policy_refused_still_closes_its_direction() {
+    let spec: MeshNetworkPolicySpec = serde_yaml::from_str(
+        r#"
+endpointSelector: {matchLabels: {app: backend}}
+ingressDeny: [{fromEndpoints: [{matchLabels: {app: frontend}}]}]
+"#,
+    )
+    .expect("spec");
+    let c = run(&[PolicySource::namespaced("shop", "deny", &spec)]);
+    assert!(
+        c.problems[0].message.contains("ingressDeny"),
+        "{:?}",
+        c.problems
+    );
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert!(backend.ingress_enforced && backend.allow.is_empty());
+}
+
+#[test]
+fn cilium_label_sources_and_cluster_key_select_as_written_for_cilium() {
+    let c = run(&[policy(
+        "shop",
+        "backend",
+        sel(&[("k8s:app", "backend")]),
+        vec![IngressRule {
+            from_endpoints: vec![sel(&[
+                ("k8s:app", "frontend"),
+                ("io.cilium.k8s.policy.cluster", "c2"),
+                ("k8s:io.kubernetes.pod.namespace", "shop"),
+            ])],
+            ..IngressRule::default()
+        }],
+    )]);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert_eq!(allowed(&backend), vec![(Some(id(2, 256)), 0, None)]);
 }
