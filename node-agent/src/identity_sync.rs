@@ -41,8 +41,8 @@ use crate::datapath::{Datapath, EndpointId, IpcacheEntry};
 use crate::endpoint::EndpointManager;
 use crate::feed::mesh::{MeshFeed, MeshView};
 use crate::policy::compile::{
-    CompileInputs, CompiledPolicies, LastValid, NamespaceLabels, PolicyProblem, PolicySource,
-    compile_keeping_last_valid,
+    CompileInputs, CompiledPolicies, LastValid, NamedPorts, NamespaceLabels, PodPorts,
+    PolicyProblem, PolicySource, compile_keeping_last_valid,
 };
 use crate::shared_manager::SharedManager;
 
@@ -67,6 +67,16 @@ pub struct LocalView {
     /// Admit this node's own traffic (kubelet probes) to every endpoint
     /// whatever its policy (`--allow-localhost`).
     pub allow_localhost: bool,
+}
+
+/// What the cluster's API says beyond the policies themselves.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyContext {
+    /// Labels of every namespace (for `namespaceSelector`).
+    pub namespaces: NamespaceLabels,
+    /// Each pod's address and its named container ports (name, port,
+    /// protocol), for rules on a named port.
+    pub pod_ports: Vec<PodPorts>,
 }
 
 /// The ipcache entries of the mesh (every cluster's endpoints and nodes).
@@ -151,7 +161,7 @@ pub fn sync<D: Datapath>(
     view: &MeshView,
     local: &LocalView,
     policies: Option<&[PolicySource]>,
-    namespaces: &NamespaceLabels,
+    context: &PolicyContext,
     last_valid: &mut LastValid,
 ) -> crate::Result<(crate::reconcile::ReconcileReport, Option<CompiledPolicies>)> {
     // Local endpoints: the identity of this cluster's record with the same
@@ -177,12 +187,22 @@ pub fn sync<D: Datapath>(
     mgr.reconciler()
         .set_ipcache(SOURCE, ipcache_entries(view, local));
     let compiled = policies.map(|policies| {
+        let mut named_ports = NamedPorts::new();
+        for (ip, ports) in &context.pod_ports {
+            if let Some(id) = by_ip.get(ip) {
+                named_ports
+                    .entry(*id)
+                    .or_default()
+                    .extend(ports.iter().cloned());
+            }
+        }
         let compiled = compile_keeping_last_valid(
             policies,
             &CompileInputs {
                 cluster: &local.cluster,
                 identities: &view.identities,
-                namespaces,
+                namespaces: &context.namespaces,
+                named_ports: &named_ports,
                 allow_localhost: local.allow_localhost,
             },
             last_valid,
@@ -256,6 +276,7 @@ pub async fn run(
                     identities: &Default::default(),
                     namespaces: &p.namespace_labels(),
                     allow_localhost: local.allow_localhost,
+                    named_ports: &NamedPorts::new(),
                 },
             );
             state.with_manager(|mgr| mgr.hold_new_endpoints_by(compiled));
@@ -268,10 +289,13 @@ pub async fn run(
                 // Without Kubernetes there are no policies: allow all.
                 (None, _) => Some(Vec::new()),
             };
-            let namespaces = sources
+            let context = sources
                 .policies
                 .as_ref()
-                .map(|p| p.namespace_labels())
+                .map(|p| PolicyContext {
+                    namespaces: p.namespace_labels(),
+                    pod_ports: p.pod_ports(),
+                })
                 .unwrap_or_default();
             let (state2, local2, last_valid2) = (state.clone(), local.clone(), last_valid.clone());
             let start = std::time::Instant::now();
@@ -284,7 +308,7 @@ pub async fn run(
                             &view,
                             &local2,
                             policies.as_deref(),
-                            &namespaces,
+                            &context,
                             &mut last_valid,
                         )
                     })

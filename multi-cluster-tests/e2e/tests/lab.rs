@@ -31,6 +31,8 @@ mod helpers;
 mod lost_remote;
 #[path = "lab/membership.rs"]
 mod membership;
+#[path = "lab/netpol.rs"]
+mod netpol;
 #[path = "lab/node_agent.rs"]
 mod node_agent;
 #[path = "lab/observability.rs"]
@@ -197,5 +199,17 @@ fn encrypted_datapath_scenarios_on_one_lab() {
                 renewal::certificates_renew_under_cross_cluster_traffic,
             ),
         ],
+    );
+}
+
+#[test]
+fn network_policy_scenarios_on_one_lab() {
+    let lab = Lab::up_with("np", 1, 2, false, &[]);
+    run_scenarios(
+        &lab,
+        &[(
+            "the upstream NetworkPolicy cases pass",
+            netpol::the_upstream_network_policy_cases_pass,
+        )],
     );
 }

@@ -148,6 +148,29 @@ pub fn ask_udp(addr: SocketAddr, timeout: Duration) -> std::io::Result<(Answer, 
     Ok((answer, from))
 }
 
+/// Asks every address of `targets` once, all at the same time (TCP, or
+/// UDP with `udp`): whether each answered within `timeout`. A matrix of
+/// reachability then costs one timeout, not one per refused pair.
+pub fn probe_all(targets: &[SocketAddr], udp: bool, timeout: Duration) -> Vec<bool> {
+    thread::scope(|s| {
+        let asks: Vec<_> = targets
+            .iter()
+            .map(|addr| {
+                s.spawn(move || {
+                    if udp {
+                        ask_udp(*addr, timeout).is_ok()
+                    } else {
+                        ask_tcp(*addr, timeout).is_ok()
+                    }
+                })
+            })
+            .collect();
+        asks.into_iter()
+            .map(|a| a.join().unwrap_or(false))
+            .collect()
+    })
+}
+
 /// What [`stream`] saw.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StreamReport {

@@ -14,13 +14,13 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::{Api, Client};
 use mesh_export_client::reflect::{Reflected, reflect};
 use tokio::sync::Notify;
 
-use crate::policy::compile::{NamespaceLabels, PolicyProblem, PolicySource};
+use crate::policy::compile::{NamespaceLabels, PodPorts, PolicyProblem, PolicySource};
 use crate::policy::crd::{MeshClusterwideNetworkPolicy, MeshNetworkPolicy, PolicyStatus};
 
 async fn patch_status<K>(api: &Api<K>, name: &str, status: &PolicyStatus) -> usize
@@ -52,6 +52,9 @@ pub struct PolicyFeed {
     clusterwide: Reflected<MeshClusterwideNetworkPolicy>,
     network_policies: Reflected<NetworkPolicy>,
     namespaces: Reflected<Namespace>,
+    /// Every pod of the cluster, for the named ports of its containers.
+    /// (The whole object is kept: a metadata-and-ports projection would do.)
+    pods: Reflected<Pod>,
     notify: Arc<Notify>,
 }
 
@@ -73,6 +76,7 @@ impl PolicyFeed {
             clusterwide: reflect(Api::all(client.clone()), notify.clone()),
             network_policies: reflect(Api::all(client.clone()), notify.clone()),
             namespaces: reflect(Api::all(client.clone()), notify.clone()),
+            pods: reflect(Api::all(client.clone()), notify.clone()),
             notify,
         }
     }
@@ -85,6 +89,40 @@ impl PolicyFeed {
             && listed(self.clusterwide.0.wait_until_ready().now_or_never())
             && listed(self.network_policies.0.wait_until_ready().now_or_never())
             && listed(self.namespaces.0.wait_until_ready().now_or_never())
+            && listed(self.pods.0.wait_until_ready().now_or_never())
+    }
+
+    /// Each pod's address and the named ports of its containers.
+    pub fn pod_ports(&self) -> Vec<PodPorts> {
+        self.pods
+            .0
+            .state()
+            .iter()
+            .filter_map(|pod| {
+                let ip = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+                let ports: Vec<_> = pod
+                    .spec
+                    .as_ref()?
+                    .containers
+                    .iter()
+                    .flat_map(|c| c.ports.iter().flatten())
+                    .filter_map(|p| {
+                        let proto = match p.protocol.as_deref().unwrap_or("TCP") {
+                            "TCP" => mesh_api::Protocol::Tcp,
+                            "UDP" => mesh_api::Protocol::Udp,
+                            "SCTP" => mesh_api::Protocol::Sctp,
+                            _ => return None,
+                        };
+                        Some((
+                            p.name.clone()?,
+                            u16::try_from(p.container_port).ok()?,
+                            proto,
+                        ))
+                    })
+                    .collect();
+                (!ports.is_empty()).then_some((ip, ports))
+            })
+            .collect()
     }
 
     /// The labels of every namespace, by name.

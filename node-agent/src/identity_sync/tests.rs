@@ -176,7 +176,7 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
         &view(),
         &local(false),
         None,
-        &NO_NAMESPACES,
+        &PolicyContext::default(),
         &mut Default::default(),
     )
     .expect("sync");
@@ -202,7 +202,7 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
         &view(),
         &local(false),
         Some(&policies),
-        &NO_NAMESPACES,
+        &PolicyContext::default(),
         &mut Default::default(),
     )
     .expect("sync");
@@ -227,7 +227,7 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
         &v,
         &local(false),
         Some(&policies),
-        &NO_NAMESPACES,
+        &PolicyContext::default(),
         &mut Default::default(),
     )
     .expect("sync");
@@ -244,7 +244,7 @@ fn a_pass_resolves_local_identities_and_compiles_cross_cluster_policy() {
         &view(),
         &local(false),
         Some(&[]),
-        &NO_NAMESPACES,
+        &PolicyContext::default(),
         &mut Default::default(),
     )
     .expect("sync");
@@ -275,7 +275,7 @@ fn policy_cidrs_reach_the_ipcache_with_node_local_identities_and_leave_with_the_
         &view(),
         &local(false),
         Some(&[policy]),
-        &NO_NAMESPACES,
+        &PolicyContext::default(),
         &mut Default::default(),
     )
     .expect("sync");
@@ -292,7 +292,7 @@ fn policy_cidrs_reach_the_ipcache_with_node_local_identities_and_leave_with_the_
         &view(),
         &local(false),
         Some(&[]),
-        &NO_NAMESPACES,
+        &PolicyContext::default(),
         &mut Default::default(),
     )
     .expect("sync");
@@ -341,6 +341,7 @@ fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_
             identities: &Default::default(),
             namespaces: &NO_NAMESPACES,
             allow_localhost: false,
+            named_ports: &Default::default(),
         },
     ));
     let mut in_shop = registration("10.1.1.3");

@@ -25,7 +25,12 @@
 //!   `init`, `unmanaged`, `kube-apiserver`;
 //! - `toPorts` restricts the rule to those ports; a rule with ports and no
 //!   peers allows any peer on those ports; an empty rule (`{}`) allows
-//!   nothing but still turns on default-deny;
+//!   nothing but still turns on default-deny; a port without a number (or
+//!   "0") with a protocol means every port of that protocol, `endPort`
+//!   closes a range; a named port resolves on the endpoint for ingress and
+//!   on each peer for egress ([`NamedPorts`]);
+//! - CIDR sets (`fromCIDRSet`/`toCIDRSet`, Kubernetes' `ipBlock`) allow the
+//!   named CIDRs inside `cidr` and inside none of its `except` ranges;
 //! - CIDR rules (`fromCIDR`/`toCIDR`, IPv4): every CIDR any policy names
 //!   gets a node-local identity ([`Identity::node_local`]) and an ipcache
 //!   entry ([`CompiledPolicies::cidr_identities`]); a rule allows the
@@ -35,9 +40,11 @@
 //!   and nodes keep their own identities (longest prefix wins), as in
 //!   Cilium, where CIDR rules are for peers outside the mesh;
 //!
-//! Bad input: a policy with an invalid selector, an unknown entity or a
-//! port that is not a number is refused as a whole with a message naming it
-//! and what to change; other policies are compiled as usual.
+//! Bad input: a policy with an invalid selector, an unknown entity, a port
+//! that is neither a number nor a name, or a field this version keeps but
+//! does not enforce ([`PolicySource::refusal`]) is refused as a whole with a
+//! message naming it and what to change, and what it selects allows nothing
+//! in its directions; other policies are compiled as usual.
 //!
 //! Each allow entry carries the id of the rule that allowed it (the lowest
 //! when several do), a stable hash of `kind/namespace/name/direction[index]`,
@@ -157,6 +164,9 @@ pub struct CompiledPolicies {
     /// Ingress from this node (kubelet probes) is allowed to every
     /// endpoint ([`CompileInputs::allow_localhost`]).
     pub allow_localhost: bool,
+    /// Named container ports by the labels of the identity whose pods
+    /// declare them (for ingress rules on a named port).
+    named_by_labels: BTreeMap<LabelSet, BTreeSet<(String, u16, Protocol)>>,
 }
 
 /// The rule id of the node's own traffic admitted by
@@ -181,7 +191,27 @@ struct CompiledPolicy {
     subject: LabelSelector,
     ingress: Option<Vec<BTreeSet<PolicyAllow>>>,
     egress: Option<Vec<BTreeSet<PolicyAllow>>>,
+    /// Ingress allows on a named port: resolved against the container
+    /// ports of the endpoint they are evaluated for.
+    ingress_named: Vec<NamedAllow>,
 }
+
+/// An allow on a named port, waiting for the endpoint that names it.
+#[derive(Debug, Clone)]
+struct NamedAllow {
+    identity: Option<Identity>,
+    name: String,
+    protocol: Option<Protocol>,
+    rule: u32,
+}
+
+/// The named container ports (`name`, port, protocol) the pods of each
+/// identity of this cluster declare.
+pub type NamedPorts = BTreeMap<Identity, BTreeSet<(String, u16, Protocol)>>;
+
+/// One pod's address and the named ports (name, port, protocol) its
+/// containers declare.
+pub type PodPorts = (std::net::IpAddr, Vec<(String, u16, Protocol)>);
 
 /// The labels of this cluster's namespaces, by namespace name.
 pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
@@ -199,6 +229,9 @@ pub struct CompileInputs<'a> {
     /// Admit the node's own traffic (kubelet probes) to every endpoint,
     /// whatever its policy (Cilium's `allow-localhost`).
     pub allow_localhost: bool,
+    /// The named container ports of this cluster's identities (what a
+    /// rule's `port: <name>` resolves to).
+    pub named_ports: &'a NamedPorts,
 }
 
 /// `labels` with its namespace's labels added under
@@ -229,6 +262,11 @@ fn with_namespace_labels(labels: &LabelSet, inputs: &CompileInputs<'_>) -> Optio
 pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> CompiledPolicies {
     let mut out = CompiledPolicies {
         allow_localhost: inputs.allow_localhost,
+        named_by_labels: inputs
+            .named_ports
+            .iter()
+            .filter_map(|(id, ports)| Some((inputs.identities.get(id)?.clone(), ports.clone())))
+            .collect(),
         ..CompiledPolicies::default()
     };
     if inputs.allow_localhost {
@@ -302,6 +340,7 @@ fn deny_all_of(p: &PolicySource) -> Option<CompiledPolicy> {
         subject,
         ingress: (!p.ingress.is_empty()).then(Vec::new),
         egress: (!p.egress.is_empty()).then(Vec::new),
+        ingress_named: Vec::new(),
     })
 }
 
@@ -332,6 +371,10 @@ pub fn compile_keeping_last_valid(
         } else if let Some(last) = last_valid.get(&k) {
             chosen.push(last.clone());
             stale.insert(k);
+        } else {
+            // Never valid: compiled again, it is refused again and stands
+            // in as what it selects denying all in its directions.
+            chosen.push(p.clone());
         }
     }
     let present: BTreeSet<String> = policies.iter().map(key).collect();
@@ -420,6 +463,17 @@ impl CompiledPolicies {
                     *e = (*e).min(allow.rule);
                 }
             }
+            // Named ports of this endpoint's own containers.
+            let declared = self.named_by_labels.get(labels);
+            for n in &p.ingress_named {
+                for (name, port, proto) in declared.into_iter().flatten() {
+                    if *name == n.name && n.protocol.is_none_or(|p| p == *proto) {
+                        let k = (Direction::Ingress, n.identity, *port, Some(*proto));
+                        let e = best.entry(k).or_insert(n.rule);
+                        *e = (*e).min(n.rule);
+                    }
+                }
+            }
         }
         policy.allow = best
             .into_iter()
@@ -495,6 +549,7 @@ fn compile_one(
         subject,
         ingress: None,
         egress: None,
+        ingress_named: Vec::new(),
     };
     let mut rules = Vec::new();
     for (dir, list) in [(Direction::Ingress, &ingress), (Direction::Egress, &egress)] {
@@ -520,7 +575,7 @@ fn compile_one(
                 entities,
                 &where_,
             )?;
-            let ports = port_list(ports, &where_)?;
+            let (ports, named) = port_list(ports, &where_)?;
             let mut by_cidr = cidr_peers(&out.cidr_identities, cidrs, &where_)?;
             by_cidr.extend(cidr_set_peers(&out.cidr_identities, cidr_sets, &where_)?);
             let has_cidrs = !cidrs.is_empty() || !cidr_sets.is_empty();
@@ -532,14 +587,53 @@ fn compile_one(
                 }
                 Peers::Any => vec![None],
                 Peers::NoneSpecified if has_cidrs => by_cidr.into_iter().map(Some).collect(),
-                Peers::NoneSpecified if !ports.is_empty() => vec![None],
+                Peers::NoneSpecified if !ports.is_empty() || !named.is_empty() => vec![None],
                 Peers::NoneSpecified => Vec::new(),
             };
-            let ports = if ports.is_empty() {
+            // No ports at all: every port. Named ports only: those, never
+            // every port.
+            let ports = if ports.is_empty() && named.is_empty() {
                 vec![(0, None)]
             } else {
                 ports
             };
+            for (name, protocol) in &named {
+                match dir {
+                    // The port of the endpoint the rule protects.
+                    Direction::Ingress => {
+                        for identity in &peers {
+                            compiled.ingress_named.push(NamedAllow {
+                                identity: *identity,
+                                name: name.clone(),
+                                protocol: *protocol,
+                                rule: id,
+                            });
+                        }
+                    }
+                    // The port of each peer; for any peer, of every pod.
+                    Direction::Egress => {
+                        for identity in &peers {
+                            let declared = inputs
+                                .named_ports
+                                .iter()
+                                .filter(|(i, _)| identity.is_none_or(|x| x == **i))
+                                .flat_map(|(_, ports)| ports.iter());
+                            for (n, port, proto) in declared {
+                                if n == name && protocol.is_none_or(|p| p == *proto) {
+                                    set.insert(PolicyAllow {
+                                        direction: dir,
+                                        identity: *identity,
+                                        port: *port,
+                                        protocol: Some(*proto),
+                                        rule: id,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+
             for identity in &peers {
                 for (port, protocol) in &ports {
                     set.insert(PolicyAllow {
@@ -747,15 +841,53 @@ fn peers(
 /// is one policy map entry per peer.
 pub const MAX_PORT_RANGE: usize = 1024;
 
-fn port_list(rules: &[PortRule], where_: &str) -> Result<Vec<(u16, Option<Protocol>)>, String> {
+/// A rule's ports: numbered ones (port, protocol), and named ones (name,
+/// protocol) to be resolved against container ports.
+type Ports = (
+    Vec<(u16, Option<Protocol>)>,
+    Vec<(String, Option<Protocol>)>,
+);
+
+fn port_list(rules: &[PortRule], where_: &str) -> Result<Ports, String> {
     let mut out = Vec::new();
+    let mut named = Vec::new();
     for r in rules {
         for pp in &r.ports {
+            let protocol = match pp
+                .protocol
+                .as_deref()
+                .map(str::to_ascii_uppercase)
+                .as_deref()
+            {
+                None | Some("ANY") => None,
+                Some("TCP") => Some(Protocol::Tcp),
+                Some("UDP") => Some(Protocol::Udp),
+                Some("SCTP") => Some(Protocol::Sctp),
+                Some(other) => {
+                    return Err(format!(
+                        "{where_}: protocol {other:?} is not one of TCP, UDP, SCTP, ANY"
+                    ));
+                }
+            };
             let port: u16 = match pp.port.as_str() {
                 "" => 0,
+                text if is_port_name(text) => {
+                    if pp.end_port.is_some() {
+                        return Err(format!(
+                            "{where_}: endPort needs a numbered port, not the name {text:?}"
+                        ));
+                    }
+                    if protocol == Some(Protocol::Sctp) {
+                        return Err(format!(
+                            "{where_}: port {text}/SCTP cannot be enforced (the datapath matches ports of TCP and UDP only)"
+                        ));
+                    }
+                    named.push((text.to_string(), protocol));
+                    continue;
+                }
                 text => text.parse().map_err(|_| {
                     format!(
-                        "{where_}: port {text:?} is not a number from 0 to 65535 (named ports are not supported yet; write the number)"
+                        "{where_}: port {text:?} is neither a number from 0 to 65535 nor a port name (lowercase letters, digits and '-', at most 15, with a letter)"
                     )
                 })?,
             };
@@ -779,22 +911,6 @@ fn port_list(rules: &[PortRule], where_: &str) -> Result<Vec<(u16, Option<Protoc
                 }
                 Some(end) => end,
             };
-            let protocol = match pp
-                .protocol
-                .as_deref()
-                .map(str::to_ascii_uppercase)
-                .as_deref()
-            {
-                None | Some("ANY") => None,
-                Some("TCP") => Some(Protocol::Tcp),
-                Some("UDP") => Some(Protocol::Udp),
-                Some("SCTP") => Some(Protocol::Sctp),
-                Some(other) => {
-                    return Err(format!(
-                        "{where_}: protocol {other:?} is not one of TCP, UDP, SCTP, ANY"
-                    ));
-                }
-            };
             for port in port..=end {
                 match (port, protocol) {
                     // A port means the same port of every protocol that has
@@ -815,7 +931,21 @@ fn port_list(rules: &[PortRule], where_: &str) -> Result<Vec<(u16, Option<Protoc
             }
         }
     }
-    Ok(out)
+    Ok((out, named))
+}
+
+/// Whether `text` is a port name (IANA service name, as Kubernetes
+/// validates container port names).
+fn is_port_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 15
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && text.bytes().any(|b| b.is_ascii_lowercase())
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+        && !text.contains("--")
 }
 
 /// The CRD's selector as mesh-api's, validated.

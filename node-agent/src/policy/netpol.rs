@@ -23,9 +23,10 @@
 //!   blocks are left out (this datapath carries IPv4 only, so they could
 //!   never match: leaving them out narrows nothing).
 //!
-//! Named ports (`port: http`) are not supported yet: a policy naming one is
-//! refused as a whole by the compiler (its endpoints allow nothing in its
-//! directions), never widened.
+//! A named port (`port: http`) resolves on the pod it protects for ingress
+//! and on each peer for egress (every pod's declared ports when any peer is
+//! allowed), as Kubernetes and Cilium resolve it; a name nothing declares
+//! admits nothing.
 
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort as K8sPort,

@@ -1,5 +1,5 @@
 //! `mesh-echo`: the lab's pod workload (`serve`) and its clients (`ask`,
-//! `stream`, and the bounded attacker `syn-flood`), meant to run inside pod
+//! `stream`, `probe`, and the bounded attacker `syn-flood`), meant to run inside pod
 //! namespaces.
 
 use std::net::{SocketAddr, SocketAddrV4};
@@ -59,6 +59,19 @@ enum Cmd {
         /// Open a new connection every this many milliseconds.
         #[arg(long, default_value_t = 200)]
         every_ms: u64,
+    },
+    /// Ask every address once, all at the same time; print a JSON array of
+    /// whether each answered.
+    Probe {
+        /// Server addresses.
+        #[arg(required = true)]
+        addrs: Vec<SocketAddr>,
+        /// Use UDP.
+        #[arg(long)]
+        udp: bool,
+        /// Per-request timeout in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
     },
     /// Send COUNT bare TCP SYNs from this pod's own address (raw socket,
     /// CAP_NET_RAW), each from another source port; print a JSON report.
@@ -133,6 +146,15 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Cmd::Probe {
+            addrs,
+            udp,
+            timeout_ms,
+        } => {
+            let answered = echo::probe_all(&addrs, udp, Duration::from_millis(timeout_ms));
+            println!("{}", serde_json::json!(answered));
+            ExitCode::SUCCESS
         }
         Cmd::SynFlood { addr, count, pps } => match syn_flood::flood(addr, count, Some(pps)) {
             Ok(r) => {

@@ -74,6 +74,7 @@ fn run(policies: &[PolicySource]) -> CompiledPolicies {
             identities: &ids,
             namespaces: &NO_NAMESPACES,
             allow_localhost: false,
+            named_ports: &Default::default(),
         },
     )
 }
@@ -278,7 +279,7 @@ fn bad_policies_are_refused_alone() {
         "bad-port",
         sel(&[("app", "frontend")]),
         vec![IngressRule {
-            to_ports: vec![port("http", "TCP")],
+            to_ports: vec![port("HTTP_8080", "TCP")],
             ..IngressRule::default()
         }],
     );
@@ -312,8 +313,8 @@ fn bad_policies_are_refused_alone() {
         && m.contains("\"everyone\"")
         && m.contains("remote-node")));
     assert!(refused.iter().any(|(p, m)| p.ends_with("shop/bad-port")
-        && m.contains("\"http\"")
-        && m.contains("named ports")));
+        && m.contains("\"HTTP_8080\"")
+        && m.contains("port name")));
     assert!(
         refused
             .iter()
@@ -479,6 +480,7 @@ fn a_policy_that_stops_compiling_keeps_its_last_valid_version() {
         identities: &ids,
         namespaces: &NO_NAMESPACES,
         allow_localhost: false,
+        named_ports: &Default::default(),
     };
     let version = |ports: &str| {
         policy(
@@ -500,16 +502,24 @@ fn a_policy_that_stops_compiling_keeps_its_last_valid_version() {
 
     // A typo: the old rules keep applying, the status says why and that
     // it is stale.
-    let c = compile_keeping_last_valid(&[version("54x2")], &inputs, &mut last);
+    let c = compile_keeping_last_valid(&[version("54.2")], &inputs, &mut last);
     assert_eq!(c.endpoint_policy(&backend), enforced);
     let [problem] = c.problems.as_slice() else {
         panic!("{:?}", c.problems)
     };
-    assert!(problem.message.contains("54x2"), "{}", problem.message);
+    assert!(problem.message.contains("54.2"), "{}", problem.message);
     assert!(problem.message.contains("stale"), "{}", problem.message);
     // Without a last valid version (a new policy that never compiled), what
-    // it selects allows nothing: refused, never allow-all.
-    let c = run(&[version("54x2")]);
+    // it selects allows nothing: refused, never allow-all, also on the path
+    // the agent takes (it dropped such a policy whole: found by the
+    // upstream NetworkPolicy cases, a named port let everything in).
+    let c = compile_keeping_last_valid(&[version("54.2")], &inputs, &mut LastValid::new());
+    let closed = c.endpoint_policy(&backend);
+    assert!(
+        closed.ingress_enforced && allowed(&closed).is_empty(),
+        "{closed:?}"
+    );
+    let c = run(&[version("54.2")]);
     let closed = c.endpoint_policy(&backend);
     assert!(
         closed.ingress_enforced && !closed.egress_enforced,

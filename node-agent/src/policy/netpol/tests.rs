@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use mesh_api::{ClusterId, Identity, LabelSet, Protocol, ReservedIdentity};
@@ -59,6 +59,14 @@ fn netpol(yaml: &str) -> NetworkPolicy {
 }
 
 fn compiled(yaml: &[&str], allow_localhost: bool) -> CompiledPolicies {
+    compiled_with_ports(yaml, allow_localhost, &Default::default())
+}
+
+fn compiled_with_ports(
+    yaml: &[&str],
+    allow_localhost: bool,
+    named_ports: &crate::policy::compile::NamedPorts,
+) -> CompiledPolicies {
     let sources: Vec<_> = yaml.iter().map(|y| source(&netpol(y))).collect();
     compile(
         &sources,
@@ -67,6 +75,7 @@ fn compiled(yaml: &[&str], allow_localhost: bool) -> CompiledPolicies {
             identities: &identities(),
             namespaces: &namespaces(),
             allow_localhost,
+            named_ports,
         },
     )
 }
@@ -203,6 +212,7 @@ spec:
             identities: &ids,
             namespaces: &namespaces,
             allow_localhost: false,
+            named_ports: &Default::default(),
         },
     );
     let xa = c.endpoint_policy(&pod("c1", "x", "a"));
@@ -233,21 +243,83 @@ spec:
     assert_eq!(xa.allow.len(), 5, "{:?}", xa.allow);
 }
 
+/// x/a and x/b declare serve-80-tcp as 80/TCP, y/a declares it as 8080;
+/// only x/a declares serve-81-udp.
+fn declared() -> crate::policy::compile::NamedPorts {
+    let p = |n: &str, port: u16, proto: Protocol| (n.to_string(), port, proto);
+    [
+        (
+            who(XA),
+            [
+                p("serve-80-tcp", 80, Protocol::Tcp),
+                p("serve-81-udp", 81, Protocol::Udp),
+            ]
+            .into(),
+        ),
+        (who(XB), [p("serve-80-tcp", 80, Protocol::Tcp)].into()),
+        (who(YA), [p("serve-80-tcp", 8080, Protocol::Tcp)].into()),
+    ]
+    .into()
+}
+
 #[test]
-fn a_named_port_refuses_the_policy_and_keeps_its_endpoints_closed() {
-    let c = compiled(
+fn an_ingress_named_port_resolves_on_the_protected_pod_and_only_there() {
+    let c = compiled_with_ports(
         &[r#"
 metadata: {name: named, namespace: x}
 spec:
   podSelector: {}
-  ingress: [{ports: [{port: serve-80-tcp}]}]
+  ingress: [{ports: [{port: serve-80-tcp}, {port: serve-81-udp, protocol: UDP}]}]
+"#],
+        false,
+        &declared(),
+    );
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let xa = c.endpoint_policy(&pod("c1", "x", "a"));
+    assert!(admits(&xa, who(ZA), 80, Protocol::Tcp));
+    assert!(admits(&xa, who(ZA), 81, Protocol::Udp));
+    assert!(!admits(&xa, who(ZA), 81, Protocol::Tcp));
+    assert!(!admits(&xa, who(ZA), 8080, Protocol::Tcp));
+    // x/c declares no such name: enforced, nothing admitted (never every
+    // port because the name resolved to nothing).
+    let xc = c.endpoint_policy(&pod("c1", "x", "c"));
+    assert!(xc.ingress_enforced && xc.allow.is_empty(), "{xc:?}");
+}
+
+#[test]
+fn an_egress_named_port_resolves_on_each_peer() {
+    let c = compiled_with_ports(
+        &[r#"
+metadata: {name: named, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: c}}
+  policyTypes: [Egress]
+  egress: [{ports: [{port: serve-80-tcp}]}]
+"#],
+        false,
+        &declared(),
+    );
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let xc = c.endpoint_policy(&pod("c1", "x", "c"));
+    let egress: BTreeSet<_> = xc.allow.iter().map(|a| (a.identity, a.port)).collect();
+    // Any peer: every port the name stands for on some pod (80 and 8080).
+    assert_eq!(egress, [(None, 80), (None, 8080)].into(), "{:?}", xc.allow);
+}
+
+#[test]
+fn a_port_that_is_neither_a_number_nor_a_name_refuses_the_policy_closed() {
+    let c = compiled(
+        &[r#"
+metadata: {name: bad, namespace: x}
+spec:
+  podSelector: {}
+  ingress: [{ports: [{port: "Serve_80"}]}]
 "#],
         false,
     );
     assert_eq!(c.problems.len(), 1);
     assert!(
-        c.problems[0].policy == "NetworkPolicy x/named"
-            && c.problems[0].message.contains("serve-80-tcp"),
+        c.problems[0].policy == "NetworkPolicy x/bad" && c.problems[0].message.contains("Serve_80"),
         "{:?}",
         c.problems
     );
