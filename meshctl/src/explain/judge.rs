@@ -97,6 +97,8 @@ pub fn policy_verdict(
                 .iter()
                 .filter(|a| a.direction == direction)
                 .filter_map(|a| rules.get(&a.rule))
+                // The agent's own default (allow-localhost) selects nothing.
+                .filter(|r| !r.starts_with("NodeAgent "))
                 .filter_map(|r| r.rsplit_once(' ').map(|(policy, _)| policy))
                 .collect();
             selecting.dedup();

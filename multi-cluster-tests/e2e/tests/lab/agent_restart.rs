@@ -45,7 +45,17 @@ fn restart_agent_under_traffic(lab: &Lab, client: &str, server: &str) -> serde_j
     eventually(&format!("c1's {client} reaches c2's {server}"), || {
         reaches(lab, "c1", "shop", client, &target)
     });
-    let before = datapath_dump(lab, "c1-n1");
+    // What the maps hold once they are settled (an earlier scenario may
+    // still be propagating to this node): two looks 2 s apart agree.
+    let mut before = datapath_dump(lab, "c1-n1");
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_secs(2));
+        let again = datapath_dump(lab, "c1-n1");
+        if again == before {
+            break;
+        }
+        before = again;
+    }
     let stream = std::thread::scope(|s| {
         let stream = s.spawn(|| {
             lab.exec(
