@@ -610,23 +610,27 @@ fn compile_one(
                             });
                         }
                     }
-                    // The port of each peer; for any peer, of every pod.
+                    // The port each peer declares under that name. For
+                    // "any peer", each declaring identity on its own port:
+                    // one pod naming a port never opens that number
+                    // towards every other peer.
                     Direction::Egress => {
                         for identity in &peers {
                             let declared = inputs
                                 .named_ports
                                 .iter()
-                                .filter(|(i, _)| identity.is_none_or(|x| x == **i))
-                                .flat_map(|(_, ports)| ports.iter());
-                            for (n, port, proto) in declared {
-                                if n == name && protocol.is_none_or(|p| p == *proto) {
-                                    set.insert(PolicyAllow {
-                                        direction: dir,
-                                        identity: *identity,
-                                        port: *port,
-                                        protocol: Some(*proto),
-                                        rule: id,
-                                    });
+                                .filter(|(i, _)| identity.is_none_or(|x| x == **i));
+                            for (peer, ports) in declared {
+                                for (n, port, proto) in ports {
+                                    if n == name && protocol.is_none_or(|p| p == *proto) {
+                                        set.insert(PolicyAllow {
+                                            direction: dir,
+                                            identity: Some(*peer),
+                                            port: *port,
+                                            protocol: Some(*proto),
+                                            rule: id,
+                                        });
+                                    }
                                 }
                             }
                         }

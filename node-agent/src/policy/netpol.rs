@@ -24,9 +24,9 @@
 //!   never match: leaving them out narrows nothing).
 //!
 //! A named port (`port: http`) resolves on the pod it protects for ingress
-//! and on each peer for egress (every pod's declared ports when any peer is
-//! allowed), as Kubernetes and Cilium resolve it; a name nothing declares
-//! admits nothing.
+//! and on each peer for egress (each pod on its own port when any peer is
+//! allowed), as Kubernetes resolves it; a name nothing declares admits
+//! nothing.
 
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort as K8sPort,
@@ -125,7 +125,8 @@ fn ports(list: Option<&Vec<K8sPort>>) -> Vec<PortRule> {
                 Some(IntOrString::Int(n)) => n.to_string(),
                 Some(IntOrString::String(s)) => s.clone(),
             },
-            end_port: p.end_port.map(|e| u16::try_from(e).unwrap_or(u16::MAX)),
+            // Out of range: 0, which the compiler refuses (never a wider range).
+            end_port: p.end_port.map(|e| u16::try_from(e).unwrap_or(0)),
             protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
         })
         .collect();

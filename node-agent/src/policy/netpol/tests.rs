@@ -302,8 +302,19 @@ spec:
     assert!(c.problems.is_empty(), "{:?}", c.problems);
     let xc = c.endpoint_policy(&pod("c1", "x", "c"));
     let egress: BTreeSet<_> = xc.allow.iter().map(|a| (a.identity, a.port)).collect();
-    // Any peer: every port the name stands for on some pod (80 and 8080).
-    assert_eq!(egress, [(None, 80), (None, 8080)].into(), "{:?}", xc.allow);
+    // Any peer: each pod on the port it declares under that name, never
+    // y/a's 8080 towards x/a (a pod's declaration opens only itself).
+    assert_eq!(
+        egress,
+        [
+            (Some(who(XA)), 80),
+            (Some(who(XB)), 80),
+            (Some(who(YA)), 8080)
+        ]
+        .into(),
+        "{:?}",
+        xc.allow
+    );
 }
 
 #[test]
