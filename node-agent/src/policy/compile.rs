@@ -167,6 +167,9 @@ pub struct CompiledPolicies {
     /// Named container ports by the labels of the identity whose pods
     /// declare them (for ingress rules on a named port).
     named_by_labels: BTreeMap<LabelSet, BTreeSet<(String, u16, Protocol)>>,
+    /// This cluster's identities with their namespace's labels added
+    /// ([`with_namespace_labels`]), built once per compile.
+    namespace_labelled: BTreeMap<Identity, LabelSet>,
 }
 
 /// The rule id of the node's own traffic admitted by
@@ -266,6 +269,11 @@ pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> Compile
             .named_ports
             .iter()
             .filter_map(|(id, ports)| Some((inputs.identities.get(id)?.clone(), ports.clone())))
+            .collect(),
+        namespace_labelled: inputs
+            .identities
+            .iter()
+            .filter_map(|(id, labels)| Some((*id, with_namespace_labels(labels, inputs)?)))
             .collect(),
         ..CompiledPolicies::default()
     };
@@ -571,6 +579,7 @@ fn compile_one(
                 p,
                 inputs,
                 &out.cidr_identities,
+                &out.namespace_labelled,
                 selectors,
                 entities,
                 &where_,
@@ -758,6 +767,7 @@ fn peers(
     p: &PolicySource,
     inputs: &CompileInputs<'_>,
     cidr_identities: &BTreeMap<Ipv4Net, Identity>,
+    namespace_labelled: &BTreeMap<Identity, LabelSet>,
     selectors: &[Selector],
     entities: &[String],
     where_: &str,
@@ -790,9 +800,9 @@ fn peers(
             inputs
                 .identities
                 .iter()
-                .filter(|(_, labels)| {
+                .filter(|(id, labels)| {
                     if by_namespace_labels {
-                        with_namespace_labels(labels, inputs).is_some_and(|l| sel.matches(&l))
+                        namespace_labelled.get(*id).is_some_and(|l| sel.matches(l))
                     } else {
                         sel.matches(labels)
                     }
