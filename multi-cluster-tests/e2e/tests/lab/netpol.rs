@@ -271,6 +271,20 @@ fn reset(lab: &Lab, case: &serde_json::Value) {
     }
 }
 
+/// `kubectl <target…> --overwrite k=v…` for each label of `labels`.
+fn label(lab: &Lab, target: &[&str], labels: &serde_json::Value) {
+    let pairs: Vec<String> = labels
+        .as_object()
+        .expect("labels")
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().expect("value")))
+        .collect();
+    let mut args = target.to_vec();
+    args.push("--overwrite");
+    args.extend(pairs.iter().map(String::as_str));
+    lab.kubectl("lab-c1", &args);
+}
+
 /// Runs one case; the first mismatch, if any.
 fn run_case(
     lab: &Lab,
@@ -281,39 +295,14 @@ fn run_case(
         if let Some(policy) = step.get("apply") {
             lab.apply("lab-c1", &with_pod_ips(policy, model));
         } else if let Some(l) = step.get("label_namespace") {
-            let mut args = vec![
-                "label".to_string(),
-                "namespace".into(),
-                l["namespace"].as_str().expect("namespace").into(),
-                "--overwrite".into(),
-            ];
-            for (k, v) in l["labels"].as_object().expect("labels") {
-                args.push(format!("{k}={}", v.as_str().expect("value")));
-            }
-            lab.kubectl(
-                "lab-c1",
-                &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            );
+            let ns = l["namespace"].as_str().expect("namespace");
+            label(lab, &["label", "namespace", ns], &l["labels"]);
         } else if let Some(l) = step.get("label_pod") {
             let (ns, pod) = l["pod"]
                 .as_str()
                 .and_then(|p| p.split_once('/'))
                 .expect("ns/pod");
-            let mut args = vec![
-                "-n".to_string(),
-                ns.into(),
-                "label".into(),
-                "pod".into(),
-                pod.into(),
-                "--overwrite".into(),
-            ];
-            for (k, v) in l["labels"].as_object().expect("labels") {
-                args.push(format!("{k}={}", v.as_str().expect("value")));
-            }
-            lab.kubectl(
-                "lab-c1",
-                &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            );
+            label(lab, &["-n", ns, "label", "pod", pod], &l["labels"]);
         } else if step.get("delete_all_policies").is_some() {
             for ns in NAMESPACES {
                 lab.kubectl("lab-c1", &["-n", ns, "delete", "networkpolicy", "--all"]);
