@@ -145,11 +145,15 @@ pub fn a_remote_removed_from_the_config_receives_nothing_more(lab: &Lab) {
             .get("c1")
             .is_some_and(|r| r.counts.services == services_before + 1)
     });
-    std::thread::sleep(Duration::from_secs(15));
+    // c3 has it, so an open watch would have delivered it to c2 by now;
+    // give it a few seconds more. c2 may meanwhile withdraw c1's stale
+    // state (the lab's stale timeout is 20 s, and under load the wait above
+    // can take most of it), so "did not grow" is the claim, not "unchanged".
+    std::thread::sleep(Duration::from_secs(5));
     let st2 = lab.status("c2");
     let c1 = &st2.remotes["c1"];
-    assert_eq!(
-        c1.counts.services, services_before,
+    assert!(
+        c1.counts.services <= services_before,
         "the service created after the removal reached c2: {c1:?} (first seen {st:?})"
     );
     let why = c1.refused.clone().unwrap_or_default();
