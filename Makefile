@@ -42,7 +42,7 @@ images: ## container images of node-agent, mesh-apiserver and meshctl (needs Doc
 	done
 
 crds: ## regenerate the chart's CRDs from the Rust types
-	$(CARGO) run -q -p node-agent --example crdgen -- helm/meshwork/crds
+	$(CARGO) run -q -p node-agent --example crdgen -- helm/meshwork
 
 fmt:
 	$(CARGO) fmt --all

@@ -81,9 +81,11 @@ pub enum Direction {
     Egress,
 }
 
-/// One allowed (peer, port) pair of an endpoint's policy.
+/// One (peer, port, protocol) match of an endpoint's policy: allowed or
+/// denied by the set that holds it ([`EndpointPolicy::allow`],
+/// [`EndpointPolicy::deny`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PolicyAllow {
+pub struct PolicyMatch {
     /// Direction.
     pub direction: Direction,
     /// Peer identity (None: any peer).
@@ -92,7 +94,7 @@ pub struct PolicyAllow {
     pub port: u16,
     /// Protocol (None: any).
     pub protocol: Option<Protocol>,
-    /// The rule that allowed it (a rule id, named by
+    /// The rule that allowed or denied it (a rule id, named by
     /// [`crate::policy::RuleRef`]; 0: none known), carried into flow events.
     #[serde(default)]
     pub rule: u32,
@@ -106,7 +108,11 @@ pub struct EndpointPolicy {
     /// Egress is default-deny.
     pub egress_enforced: bool,
     /// What is allowed.
-    pub allow: BTreeSet<PolicyAllow>,
+    pub allow: BTreeSet<PolicyMatch>,
+    /// What is denied: wins over any allow, whichever is more specific
+    /// (`ingressDeny`/`egressDeny`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub deny: BTreeSet<PolicyMatch>,
 }
 
 /// What a PUT of desired state answers: how the reconcile went.

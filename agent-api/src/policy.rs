@@ -41,6 +41,9 @@ pub struct RuleRef {
     pub direction: Direction,
     /// Index of the rule in that direction's list.
     pub index: usize,
+    /// A deny rule (`ingressDeny`/`egressDeny`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deny: bool,
 }
 
 impl std::fmt::Display for RuleRef {
@@ -49,7 +52,12 @@ impl std::fmt::Display for RuleRef {
             Direction::Ingress => "ingress",
             Direction::Egress => "egress",
         };
-        write!(f, "{} {} {dir}[{}]", self.kind, self.policy, self.index)
+        let deny = if self.deny { "Deny" } else { "" };
+        write!(
+            f,
+            "{} {} {dir}{deny}[{}]",
+            self.kind, self.policy, self.index
+        )
     }
 }
 
@@ -77,7 +85,7 @@ pub struct EndpointPolicyReport {
     pub identity: mesh_api::Identity,
     /// What the policy map holds for it (no entry: nothing enforced).
     pub policy: crate::datapath::EndpointPolicy,
-    /// The rules behind its allow entries, by rule id (`Kind ns/name
+    /// The rules behind its allow and deny entries, by rule id (`Kind ns/name
     /// direction[index]`).
     #[serde(default)]
     pub rules: std::collections::BTreeMap<u32, String>,

@@ -462,6 +462,7 @@ async fn policies(
             let rules = policy
                 .allow
                 .iter()
+                .chain(&policy.deny)
                 .filter_map(|a| names.get(&a.rule).map(|n| (a.rule, n.clone())))
                 .collect();
             (ep, policy, rules)

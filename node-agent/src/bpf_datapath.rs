@@ -33,7 +33,7 @@ use mesh_bpf::{Direction as BpfDirection, PolicyAction, PolicyEntry, PolicyKey};
 
 use crate::datapath::{
     BackendAddr, Datapath, DatapathEndpoint, Direction, EndpointId, EndpointPolicy, Frontend,
-    FrontendKind, IpcacheEntry, PolicyAllow, ServiceEntry,
+    FrontendKind, IpcacheEntry, PolicyMatch, ServiceEntry,
 };
 use crate::error::{Error, Result};
 
@@ -292,6 +292,41 @@ fn v4(ip: IpAddr, what: &str) -> Result<Ipv4Addr> {
             "the eBPF datapath is IPv4-only; IPv6 addresses cannot be installed".into(),
         )),
     }
+}
+
+/// The policy map entries of the endpoint with host-side ifindex `ifindex`
+/// for `p`: allows, then denies (a deny with the key of an allow replaces
+/// it: a deny wins). `target` names the endpoint in errors.
+pub fn policy_entries(
+    ifindex: u32,
+    p: &EndpointPolicy,
+    target: &str,
+) -> Result<Vec<(PolicyKey, PolicyEntry)>> {
+    let entries = p
+        .allow
+        .iter()
+        .map(|a| (a, PolicyAction::Allow))
+        .chain(p.deny.iter().map(|a| (a, PolicyAction::Deny)))
+        .map(|(a, action)| {
+            Ok((
+                PolicyKey {
+                    endpoint: ifindex,
+                    identity: a.identity.map(Identity::get).unwrap_or(0),
+                    port: a.port,
+                    proto: a.protocol.map(|p| to_bpf_proto(p, target)).transpose()?,
+                    direction: match a.direction {
+                        Direction::Ingress => BpfDirection::Ingress,
+                        Direction::Egress => BpfDirection::Egress,
+                    },
+                },
+                PolicyEntry {
+                    action,
+                    rule_id: a.rule,
+                },
+            ))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    Ok(entries.into_iter().collect())
 }
 
 fn to_bpf_proto(p: Protocol, what: &str) -> Result<mesh_bpf::Protocol> {
@@ -596,28 +631,7 @@ impl Datapath for BpfDatapath {
                 "the endpoint is not in the datapath".into(),
             ));
         };
-        let entries = p
-            .allow
-            .iter()
-            .map(|a| {
-                Ok((
-                    PolicyKey {
-                        endpoint: ifindex,
-                        identity: a.identity.map(Identity::get).unwrap_or(0),
-                        port: a.port,
-                        proto: a.protocol.map(|p| to_bpf_proto(p, &target)).transpose()?,
-                        direction: match a.direction {
-                            Direction::Ingress => BpfDirection::Ingress,
-                            Direction::Egress => BpfDirection::Egress,
-                        },
-                    },
-                    PolicyEntry {
-                        action: PolicyAction::Allow,
-                        rule_id: a.rule,
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let entries = policy_entries(ifindex, p, &target)?;
         self.policy
             .sync_endpoint(
                 ifindex,
@@ -680,28 +694,31 @@ impl Datapath for BpfDatapath {
             .map_err(bpf_err("dump policy", "policy map"))?;
         let mut out = BTreeMap::new();
         for (ifindex, info, p) in records {
-            let allow = entries
-                .iter()
-                .filter(|(k, v)| k.endpoint == ifindex && v.action == PolicyAction::Allow)
-                .map(|(k, v)| PolicyAllow {
-                    direction: match k.direction {
-                        BpfDirection::Ingress => Direction::Ingress,
-                        BpfDirection::Egress => Direction::Egress,
-                    },
-                    identity: (k.identity != 0)
-                        .then(|| Identity::from_u32(k.identity).ok())
-                        .flatten(),
-                    port: k.port,
-                    protocol: k.proto.and_then(from_bpf_proto),
-                    rule: v.rule_id,
-                })
-                .collect();
+            let of = |action: PolicyAction| {
+                entries
+                    .iter()
+                    .filter(move |(k, v)| k.endpoint == ifindex && v.action == action)
+                    .map(|(k, v)| PolicyMatch {
+                        direction: match k.direction {
+                            BpfDirection::Ingress => Direction::Ingress,
+                            BpfDirection::Egress => Direction::Egress,
+                        },
+                        identity: (k.identity != 0)
+                            .then(|| Identity::from_u32(k.identity).ok())
+                            .flatten(),
+                        port: k.port,
+                        protocol: k.proto.and_then(from_bpf_proto),
+                        rule: v.rule_id,
+                    })
+                    .collect()
+            };
             out.insert(
                 info.endpoint_id,
                 EndpointPolicy {
                     ingress_enforced: p.ingress_enforced,
                     egress_enforced: p.egress_enforced,
-                    allow,
+                    allow: of(PolicyAction::Allow),
+                    deny: of(PolicyAction::Deny),
                 },
             );
         }

@@ -36,6 +36,7 @@
 //! | `clustermesh.apiserver.tls.client.key` | `mesh-client-key` | none |
 //! | `clustermesh.apiserver.tls.ca` | `mesh-client-ca` | none |
 //! | `compat.ciliumAnnotations` | `compat-cilium-annotations` | `false` |
+//! | `compat.ciliumPolicies` | `compat-cilium-policies` | `false` |
 //! | `metrics.address` | `metrics-address` | `127.0.0.1:9962` |
 //! | `logFormat` | `log-format` | `text` (or `json`) |
 //!
@@ -213,6 +214,12 @@ pub struct AgentConfig {
     /// Also honour Cilium's service annotations (service.cilium.io/*).
     #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub compat_cilium_annotations: bool,
+
+    /// Also enforce Cilium's policies (CiliumNetworkPolicy and
+    /// CiliumClusterwideNetworkPolicy, `cilium.io/v2`) as written; their
+    /// CRDs must be installed (the chart does with `compat.ciliumPolicies`).
+    #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub compat_cilium_policies: bool,
 
     /// Address of the Prometheus /metrics listener (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:9962")]

@@ -24,7 +24,7 @@ use crate::error::Result;
 /// `/v1/ipcache`, `/v1/policies` serve them as they are).
 pub use mesh_agent_api::datapath::{
     BackendAddr, Direction, EndpointId, EndpointPolicy, Frontend, FrontendKind, IpcacheEntry,
-    PolicyAllow, ServiceEntry,
+    PolicyMatch, ServiceEntry,
 };
 
 /// What the datapath needs to know about a local pod endpoint.

@@ -64,12 +64,34 @@ pub fn policy_verdict(
     } else {
         format!("port {port}/TCP")
     };
-    let found = policy.allow.iter().find(|a| {
+    let matches = |a: &&mesh_agent_api::datapath::PolicyMatch| {
         a.direction == direction
             && (a.identity.is_none() || a.identity == peer)
             && (a.port == 0 || port == 0 || a.port == port)
             && a.protocol.is_none_or(|p| p == mesh_api::Protocol::Tcp)
-    });
+    };
+    // As the datapath: a matching deny wins over any allow.
+    if let Some(d) = policy.deny.iter().find(matches) {
+        return (
+            HopStatus::Fail,
+            format!(
+                "{who}: {dir} denied for {peer_text} on {port_text} by the deny entry ({}, {}){}: dropped (policy_denied); a deny wins over every allow, so change or remove that rule",
+                d.identity
+                    .map(|i| format!("identity {}", i.get()))
+                    .unwrap_or_else(|| "any identity".into()),
+                if d.port == 0 {
+                    "any port".to_string()
+                } else {
+                    format!("port {}", d.port)
+                },
+                rules
+                    .get(&d.rule)
+                    .map(|r| format!(" of rule {r}"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    let found = policy.allow.iter().find(matches);
     match found {
         Some(a) => (
             HopStatus::Pass,
@@ -95,6 +117,7 @@ pub fn policy_verdict(
             let mut selecting: Vec<&str> = policy
                 .allow
                 .iter()
+                .chain(&policy.deny)
                 .filter(|a| a.direction == direction)
                 .filter_map(|a| rules.get(&a.rule))
                 // The agent's own default (allow-localhost) selects nothing.

@@ -430,6 +430,58 @@ fn the_charts_crds_are_the_ones_generated_from_the_rust_types() {
 }
 
 #[test]
+fn cilium_policy_crds_and_their_rbac_come_only_with_compat_cilium_policies() {
+    let crd_names = |objects: &[Object]| -> Vec<String> {
+        objects
+            .iter()
+            .filter(|o| o.kind == "CustomResourceDefinition")
+            .map(|o| o.name.clone())
+            .collect()
+    };
+    let grants_cilium = |objects: &[Object]| {
+        objects
+            .iter()
+            .filter(|o| o.kind == "ClusterRole")
+            .any(|o| o.value.to_string().contains("ciliumnetworkpolicies"))
+    };
+    let off = render(&json!({})).unwrap();
+    assert!(
+        crd_names(&off).iter().all(|n| !n.ends_with(".cilium.io")),
+        "{:?}",
+        crd_names(&off)
+    );
+    assert!(!grants_cilium(&off), "no cilium.io access unless asked");
+    assert_eq!(
+        mesh_chart::config_map(&off, "meshwork-config")["compat-cilium-policies"],
+        "false"
+    );
+    let on = render(&json!({"compat": {"ciliumPolicies": true}})).unwrap();
+    assert!(grants_cilium(&on));
+    assert_eq!(
+        mesh_chart::config_map(&on, "meshwork-config")["compat-cilium-policies"],
+        "true"
+    );
+    for (file, yaml) in node_agent::policy::crd::cilium_crd_yaml() {
+        let want: Value = serde_yaml::from_str(&yaml).unwrap();
+        let name = want["metadata"]["name"].as_str().unwrap();
+        let got = on
+            .iter()
+            .find(|o| o.kind == "CustomResourceDefinition" && o.name == name)
+            .unwrap_or_else(|| panic!("compat.ciliumPolicies=true installs no CRD {name}"));
+        assert_eq!(
+            got.value, want,
+            "templates/cilium-policy-crds.yaml ({file}) differs from the Rust types: run `make crds`"
+        );
+        assert_eq!(want["spec"]["group"], "cilium.io");
+        assert_eq!(want["spec"]["versions"][0]["name"], "v2");
+        let schema = &want["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        assert!(
+            schema["properties"]["specs"]["items"]["properties"]["endpointSelector"].is_object()
+        );
+    }
+}
+
+#[test]
 fn the_certgen_jobs_arguments_are_accepted_by_meshctl() {
     let objects = render(&json!({})).unwrap();
     let job = objects

@@ -277,13 +277,14 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         policy,
         key_annotation: outputs.key_annotation,
     };
+    let cilium_policies = config.compat_cilium_policies;
     let state = AgentState::new(config, shared.clone(), status);
     let identity_controller = mesh.clone().map(|feed| {
         let sources = node_agent::identity_sync::Sources {
             mesh: feed,
             policies: kube
                 .as_ref()
-                .map(node_agent::feed::policy::PolicyFeed::start),
+                .map(|client| node_agent::feed::policy::PolicyFeed::start(client, cilium_policies)),
         };
         tokio::spawn(node_agent::identity_sync::run(
             shared.clone(),

@@ -1,7 +1,8 @@
 //! The policy feed: MeshNetworkPolicy, MeshClusterwideNetworkPolicy and
-//! Kubernetes NetworkPolicy objects of the agent's cluster, and its
-//! Namespaces (whose labels `namespaceSelector` matches), watched with
-//! kube-rs.
+//! Kubernetes NetworkPolicy objects of the agent's cluster (plus Cilium's
+//! CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy with
+//! `--compat-cilium-policies`), and its Namespaces (whose labels
+//! `namespaceSelector` matches), watched with kube-rs.
 //!
 //! What it is for: handing [`crate::identity_sync`] the current policies as
 //! [`PolicySource`]s, and telling it when they change. It reports "ready"
@@ -21,7 +22,37 @@ use mesh_export_client::reflect::{Reflected, reflect};
 use tokio::sync::Notify;
 
 use crate::policy::compile::{NamespaceLabels, PodPorts, PolicyProblem, PolicySource};
-use crate::policy::crd::{MeshClusterwideNetworkPolicy, MeshNetworkPolicy, PolicyStatus};
+use crate::policy::crd::{
+    CiliumClusterwideNetworkPolicy, CiliumNetworkPolicy, MeshClusterwideNetworkPolicy,
+    MeshNetworkPolicy, PolicyStatus,
+};
+
+/// Cilium's kinds, watched only when asked (their CRDs are installed only
+/// then).
+struct CiliumPolicies {
+    namespaced: Reflected<CiliumNetworkPolicy>,
+    clusterwide: Reflected<CiliumClusterwideNetworkPolicy>,
+}
+
+/// The name of rule `i` of a Cilium policy with several (`specs`): the
+/// object's name, then `specs[i]`.
+fn specs_name(name: &str, i: usize) -> String {
+    format!("{name} specs[{i}]")
+}
+
+/// `spec`, then each of `specs`, with the name each compiles under.
+fn cilium_rules<'a, S>(
+    name: &'a str,
+    spec: &'a Option<S>,
+    specs: &'a [S],
+) -> impl Iterator<Item = (String, &'a S)> + 'a {
+    spec.iter().map(move |s| (name.to_string(), s)).chain(
+        specs
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| (specs_name(name, i), s)),
+    )
+}
 
 async fn patch_status<K>(api: &Api<K>, name: &str, status: &PolicyStatus) -> usize
 where
@@ -55,6 +86,7 @@ pub struct PolicyFeed {
     /// Every pod of the cluster, for the named ports of its containers.
     /// (The whole object is kept: a metadata-and-ports projection would do.)
     pods: Reflected<Pod>,
+    cilium: Option<CiliumPolicies>,
     notify: Arc<Notify>,
 }
 
@@ -67,10 +99,15 @@ impl std::fmt::Debug for PolicyFeed {
 }
 
 impl PolicyFeed {
-    /// Starts watching every kind in every namespace.
-    pub fn start(client: &Client) -> PolicyFeed {
+    /// Starts watching every kind in every namespace (Cilium's too with
+    /// `cilium_policies`).
+    pub fn start(client: &Client, cilium_policies: bool) -> PolicyFeed {
         let notify = Arc::new(Notify::new());
         PolicyFeed {
+            cilium: cilium_policies.then(|| CiliumPolicies {
+                namespaced: reflect(Api::all(client.clone()), notify.clone()),
+                clusterwide: reflect(Api::all(client.clone()), notify.clone()),
+            }),
             client: client.clone(),
             namespaced: reflect(Api::all(client.clone()), notify.clone()),
             clusterwide: reflect(Api::all(client.clone()), notify.clone()),
@@ -90,6 +127,10 @@ impl PolicyFeed {
             && listed(self.network_policies.0.wait_until_ready().now_or_never())
             && listed(self.namespaces.0.wait_until_ready().now_or_never())
             && listed(self.pods.0.wait_until_ready().now_or_never())
+            && self.cilium.as_ref().is_none_or(|c| {
+                listed(c.namespaced.0.wait_until_ready().now_or_never())
+                    && listed(c.clusterwide.0.wait_until_ready().now_or_never())
+            })
     }
 
     /// Each pod's address and the named ports of its containers.
@@ -165,6 +206,21 @@ impl PolicyFeed {
                 .iter()
                 .map(|p| crate::policy::netpol::source(p)),
         );
+        if let Some(c) = &self.cilium {
+            for p in c.namespaced.0.state() {
+                let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+                let name = p.metadata.name.as_deref().unwrap_or_default();
+                out.extend(cilium_rules(name, &p.spec, &p.specs).map(|(name, spec)| {
+                    PolicySource::namespaced_as("CiliumNetworkPolicy", ns, &name, spec)
+                }));
+            }
+            for p in c.clusterwide.0.state() {
+                let name = p.metadata.name.as_deref().unwrap_or_default();
+                out.extend(cilium_rules(name, &p.spec, &p.specs).map(|(name, spec)| {
+                    PolicySource::clusterwide_as("CiliumClusterwideNetworkPolicy", &name, spec)
+                }));
+            }
+        }
         out
     }
 
@@ -175,9 +231,12 @@ impl PolicyFeed {
     /// failures are logged and retried on the next pass.
     pub async fn write_status(&self, problems: &[PolicyProblem]) -> usize {
         let verdict = |kind: &str, id: &str| -> PolicyStatus {
+            // The object's own rule and, for Cilium's, each of its `specs`.
+            let whole = format!("{kind} {id}");
+            let several = format!("{whole} specs[");
             let mine: Vec<&PolicyProblem> = problems
                 .iter()
-                .filter(|p| p.policy == format!("{kind} {id}"))
+                .filter(|p| p.policy == whole || p.policy.starts_with(&several))
                 .collect();
             let refused = !mine.is_empty();
             let message = mine
@@ -211,6 +270,30 @@ impl PolicyFeed {
             if p.status.as_ref() != Some(&want) {
                 let api: Api<MeshClusterwideNetworkPolicy> = Api::all(self.client.clone());
                 written += patch_status(&api, name, &want).await;
+            }
+        }
+        if let Some(c) = &self.cilium {
+            for p in c.namespaced.0.state() {
+                let (Some(ns), Some(name)) =
+                    (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
+                else {
+                    continue;
+                };
+                let want = verdict("CiliumNetworkPolicy", &format!("{ns}/{name}"));
+                if p.status.as_ref() != Some(&want) {
+                    let api: Api<CiliumNetworkPolicy> = Api::namespaced(self.client.clone(), ns);
+                    written += patch_status(&api, name, &want).await;
+                }
+            }
+            for p in c.clusterwide.0.state() {
+                let Some(name) = p.metadata.name.as_deref() else {
+                    continue;
+                };
+                let want = verdict("CiliumClusterwideNetworkPolicy", name);
+                if p.status.as_ref() != Some(&want) {
+                    let api: Api<CiliumClusterwideNetworkPolicy> = Api::all(self.client.clone());
+                    written += patch_status(&api, name, &want).await;
+                }
             }
         }
         written

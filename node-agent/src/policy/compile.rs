@@ -9,9 +9,11 @@
 //! recompiles on every identity change.
 //!
 //! Semantics (those of DESIGN.md, shaped after Cilium):
-//! - an endpoint selected by any policy that has ingress (egress) rules is
-//!   default-deny for ingress (egress); the rules of every selecting policy
-//!   add up (allow only, no deny rules);
+//! - an endpoint selected by any policy that has ingress (egress) rules,
+//!   allow or deny, is default-deny for ingress (egress), unless every such
+//!   policy says `enableDefaultDeny: false` for it; the allow rules of every
+//!   selecting policy add up, and a deny rule (`ingressDeny`/`egressDeny`)
+//!   drops what it matches whatever allows it;
 //! - a MeshNetworkPolicy selects endpoints of its own namespace only, and its
 //!   peer selectors (`fromEndpoints`/`toEndpoints`) without the namespace
 //!   label `io.kubernetes.pod.namespace` select peers of its namespace;
@@ -61,15 +63,15 @@ use mesh_api::labels::{
 use mesh_api::{ClusterName, Identity, LabelSet, Protocol, ReservedIdentity};
 
 use super::crd::{
-    CidrRule, EgressRule, IngressRule, MeshClusterwideNetworkPolicySpec, MeshNetworkPolicySpec,
-    PortRule, Selector, Unenforced,
+    CidrRule, DefaultDeny, EgressRule, IngressRule, MeshClusterwideNetworkPolicySpec,
+    MeshNetworkPolicySpec, PortRule, Selector,
 };
-use crate::datapath::{Direction, EndpointPolicy, PolicyAllow};
+use crate::datapath::{Direction, EndpointPolicy, PolicyMatch};
 
 /// Rule names and refused policies, as `/v1/status` reports them.
 pub use mesh_agent_api::policy::{PolicyProblem, RuleRef};
 
-/// One policy as the compiler takes it: either kind, normalised.
+/// One policy as the compiler takes it: any kind, normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicySource {
     /// `MeshNetworkPolicy` or `MeshClusterwideNetworkPolicy`.
@@ -84,6 +86,13 @@ pub struct PolicySource {
     pub ingress: Vec<IngressRule>,
     /// Egress rules.
     pub egress: Vec<EgressRule>,
+    /// Ingress deny rules: what they match is dropped whatever allows it.
+    pub ingress_deny: Vec<IngressRule>,
+    /// Egress deny rules.
+    pub egress_deny: Vec<EgressRule>,
+    /// Whether it turns on default deny in a direction it has rules in
+    /// (Cilium's `enableDefaultDeny`; ingress, egress).
+    pub default_deny: [bool; 2],
     /// Why it cannot be enforced as written, found before compiling (a
     /// field this version keeps but does not enforce): the policy is
     /// refused as a whole and what it selects allows nothing in its
@@ -101,42 +110,71 @@ fn refusal_of(fields: &[String]) -> Option<String> {
     })
 }
 
-/// Rules of a refused policy whose only rules in a direction are deny
-/// rules: that direction is still closed while it is refused.
-fn closed_if_denies<R: Default + Clone>(rules: &[R], deny: &Unenforced) -> Vec<R> {
-    if rules.is_empty() && deny.is_some() {
-        vec![R::default()]
-    } else {
-        rules.to_vec()
-    }
+/// `enableDefaultDeny` resolved: both directions default to yes.
+fn default_deny_of(d: Option<DefaultDeny>) -> [bool; 2] {
+    let d = d.unwrap_or_default();
+    [d.ingress.unwrap_or(true), d.egress.unwrap_or(true)]
 }
 
 impl PolicySource {
     /// A namespaced policy.
     pub fn namespaced(namespace: &str, name: &str, spec: &MeshNetworkPolicySpec) -> Self {
+        Self::namespaced_as("MeshNetworkPolicy", namespace, name, spec)
+    }
+
+    /// A namespaced policy of another kind with the same shape (Cilium's).
+    pub fn namespaced_as(
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        spec: &MeshNetworkPolicySpec,
+    ) -> Self {
         let refusal = refusal_of(&spec.unenforced());
         PolicySource {
-            kind: "MeshNetworkPolicy",
+            kind,
             namespace: Some(namespace.to_string()),
             name: name.to_string(),
             endpoint_selector: spec.endpoint_selector.clone(),
-            ingress: closed_if_denies(&spec.ingress, &spec.ingress_deny),
-            egress: closed_if_denies(&spec.egress, &spec.egress_deny),
+            ingress: spec.ingress.clone(),
+            egress: spec.egress.clone(),
+            ingress_deny: spec.ingress_deny.clone(),
+            egress_deny: spec.egress_deny.clone(),
+            default_deny: default_deny_of(spec.enable_default_deny),
             refusal,
         }
     }
 
     /// A cluster-wide policy.
     pub fn clusterwide(name: &str, spec: &MeshClusterwideNetworkPolicySpec) -> Self {
+        Self::clusterwide_as("MeshClusterwideNetworkPolicy", name, spec)
+    }
+
+    /// A cluster-wide policy of another kind with the same shape.
+    pub fn clusterwide_as(
+        kind: &'static str,
+        name: &str,
+        spec: &MeshClusterwideNetworkPolicySpec,
+    ) -> Self {
         let refusal = refusal_of(&spec.unenforced());
         PolicySource {
-            kind: "MeshClusterwideNetworkPolicy",
+            kind,
             namespace: None,
             name: name.to_string(),
             endpoint_selector: spec.endpoint_selector.clone(),
-            ingress: closed_if_denies(&spec.ingress, &spec.ingress_deny),
-            egress: closed_if_denies(&spec.egress, &spec.egress_deny),
+            ingress: spec.ingress.clone(),
+            egress: spec.egress.clone(),
+            ingress_deny: spec.ingress_deny.clone(),
+            egress_deny: spec.egress_deny.clone(),
+            default_deny: default_deny_of(spec.enable_default_deny),
             refusal,
+        }
+    }
+
+    /// Whether it has rules (allow or deny) in `dir`.
+    fn has_rules(&self, dir: Direction) -> bool {
+        match dir {
+            Direction::Ingress => !self.ingress.is_empty() || !self.ingress_deny.is_empty(),
+            Direction::Egress => !self.egress.is_empty() || !self.egress_deny.is_empty(),
         }
     }
 
@@ -176,11 +214,12 @@ pub struct CompiledPolicies {
 /// [`CompileInputs::allow_localhost`].
 pub fn localhost_rule() -> RuleRef {
     RuleRef {
-        id: rule_id("NodeAgent", "allow-localhost", Direction::Ingress, 0),
+        id: rule_id("NodeAgent", "allow-localhost", Direction::Ingress, false, 0),
         kind: "NodeAgent".into(),
         policy: "allow-localhost".into(),
         direction: Direction::Ingress,
         index: 0,
+        deny: false,
     }
 }
 
@@ -192,20 +231,41 @@ pub const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
 #[derive(Debug, Clone)]
 struct CompiledPolicy {
     subject: LabelSelector,
-    ingress: Option<Vec<BTreeSet<PolicyAllow>>>,
-    egress: Option<Vec<BTreeSet<PolicyAllow>>>,
-    /// Ingress allows on a named port: resolved against the container
-    /// ports of the endpoint they are evaluated for.
-    ingress_named: Vec<NamedAllow>,
+    /// None: no rules in that direction.
+    ingress: Option<DirectionRules>,
+    egress: Option<DirectionRules>,
 }
 
-/// An allow on a named port, waiting for the endpoint that names it.
+/// One policy's rules in one direction, as identity sets.
+#[derive(Debug, Clone, Default)]
+struct DirectionRules {
+    /// Whether they turn on default deny (`enableDefaultDeny`).
+    closes: bool,
+    allow: BTreeSet<PolicyMatch>,
+    deny: BTreeSet<PolicyMatch>,
+    /// Ingress matches on a named port: resolved against the container
+    /// ports of the endpoint they are evaluated for.
+    named: Vec<NamedMatch>,
+}
+
+impl DirectionRules {
+    /// What a refused policy stands in with: closed, nothing allowed.
+    fn closed() -> Self {
+        DirectionRules {
+            closes: true,
+            ..DirectionRules::default()
+        }
+    }
+}
+
+/// A match on a named port, waiting for the endpoint that names it.
 #[derive(Debug, Clone)]
-struct NamedAllow {
+struct NamedMatch {
     identity: Option<Identity>,
     name: String,
     protocol: Option<Protocol>,
     rule: u32,
+    deny: bool,
 }
 
 /// The named container ports (`name`, port, protocol) the pods of each
@@ -294,10 +354,12 @@ pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> Compile
         .flat_map(|p| {
             p.ingress
                 .iter()
+                .chain(&p.ingress_deny)
                 .flat_map(|r| r.from_cidr.iter().cloned().chain(sets(&r.from_cidr_set)))
                 .chain(
                     p.egress
                         .iter()
+                        .chain(&p.egress_deny)
                         .flat_map(|r| r.to_cidr.iter().cloned().chain(sets(&r.to_cidr_set))),
                 )
                 .collect::<Vec<_>>()
@@ -346,9 +408,8 @@ fn deny_all_of(p: &PolicySource) -> Option<CompiledPolicy> {
     }
     Some(CompiledPolicy {
         subject,
-        ingress: (!p.ingress.is_empty()).then(Vec::new),
-        egress: (!p.egress.is_empty()).then(Vec::new),
-        ingress_named: Vec::new(),
+        ingress: p.has_rules(Direction::Ingress).then(DirectionRules::closed),
+        egress: p.has_rules(Direction::Egress).then(DirectionRules::closed),
     })
 }
 
@@ -431,70 +492,98 @@ impl CompiledPolicies {
     /// ingress admits the node's own traffic.
     fn admit_localhost(&self, policy: &mut EndpointPolicy) {
         if self.allow_localhost && policy.ingress_enforced {
-            let allow = PolicyAllow {
+            let allow = PolicyMatch {
                 direction: Direction::Ingress,
                 identity: Some(ReservedIdentity::Host.identity()),
                 port: 0,
                 protocol: None,
                 rule: localhost_rule().id,
             };
-            if !policy.allow.iter().any(|a| {
-                (a.direction, a.identity, a.port, a.protocol)
-                    == (allow.direction, allow.identity, allow.port, allow.protocol)
-            }) {
+            let key = |a: &PolicyMatch| (a.direction, a.identity, a.port, a.protocol);
+            // A deny of the host on that very key stands (and wins anyway).
+            if !policy
+                .allow
+                .iter()
+                .chain(&policy.deny)
+                .any(|a| key(a) == key(&allow))
+            {
                 policy.allow.insert(allow);
             }
         }
     }
 
-    /// The policy of an endpoint with identity labels `labels`.
+    /// The policy of an endpoint with identity labels `labels`: the union
+    /// of what every selecting policy allows, minus what any denies (a
+    /// deny entry wins in the datapath whichever is more specific; one
+    /// with the very key of an allow replaces it).
     pub fn endpoint_policy(&self, labels: &LabelSet) -> EndpointPolicy {
+        type Key = (Direction, Option<Identity>, u16, Option<Protocol>);
         let mut policy = EndpointPolicy::default();
-        let mut best: BTreeMap<(Direction, Option<Identity>, u16, Option<Protocol>), u32> =
-            BTreeMap::new();
+        let mut allow: BTreeMap<Key, u32> = BTreeMap::new();
+        let mut deny: BTreeMap<Key, u32> = BTreeMap::new();
+        // Per direction: has rules, some selecting policy closes it.
+        let mut seen = [false; 2];
+        let mut closed = [false; 2];
+        let add = |to: &mut BTreeMap<Key, u32>, k: Key, rule: u32| {
+            let e = to.entry(k).or_insert(rule);
+            *e = (*e).min(rule);
+        };
+        let declared = self.named_by_labels.get(labels);
         for p in &self.policies {
             if !p.subject.matches(labels) {
                 continue;
             }
-            for (dir, rules) in [
-                (Direction::Ingress, &p.ingress),
-                (Direction::Egress, &p.egress),
-            ] {
+            for (i, rules) in [&p.ingress, &p.egress].into_iter().enumerate() {
                 let Some(rules) = rules else { continue };
-                match dir {
-                    Direction::Ingress => policy.ingress_enforced = true,
-                    Direction::Egress => policy.egress_enforced = true,
+                seen[i] = true;
+                closed[i] |= rules.closes;
+                for m in &rules.allow {
+                    add(
+                        &mut allow,
+                        (m.direction, m.identity, m.port, m.protocol),
+                        m.rule,
+                    );
                 }
-                for allow in rules.iter().flatten() {
-                    let k = (allow.direction, allow.identity, allow.port, allow.protocol);
-                    let e = best.entry(k).or_insert(allow.rule);
-                    *e = (*e).min(allow.rule);
+                for m in &rules.deny {
+                    add(
+                        &mut deny,
+                        (m.direction, m.identity, m.port, m.protocol),
+                        m.rule,
+                    );
                 }
-            }
-            // Named ports of this endpoint's own containers.
-            let declared = self.named_by_labels.get(labels);
-            for n in &p.ingress_named {
-                for (name, port, proto) in declared.into_iter().flatten() {
-                    if *name == n.name && n.protocol.is_none_or(|p| p == *proto) {
-                        let k = (Direction::Ingress, n.identity, *port, Some(*proto));
-                        let e = best.entry(k).or_insert(n.rule);
-                        *e = (*e).min(n.rule);
+                // Named ports of this endpoint's own containers.
+                for n in &rules.named {
+                    for (name, port, proto) in declared.into_iter().flatten() {
+                        if *name == n.name && n.protocol.is_none_or(|p| p == *proto) {
+                            let k = (Direction::Ingress, n.identity, *port, Some(*proto));
+                            add(if n.deny { &mut deny } else { &mut allow }, k, n.rule);
+                        }
                     }
                 }
             }
         }
-        policy.allow = best
+        for (i, dir) in [Direction::Ingress, Direction::Egress]
             .into_iter()
-            .map(
-                |((direction, identity, port, protocol), rule)| PolicyAllow {
-                    direction,
-                    identity,
-                    port,
-                    protocol,
-                    rule,
-                },
-            )
-            .collect();
+            .enumerate()
+        {
+            // Rules that close nothing (`enableDefaultDeny: false`) only
+            // add: everything else stays allowed, their denies still drop.
+            if seen[i] && !closed[i] {
+                add(&mut allow, (dir, None, 0, None), 0);
+            }
+        }
+        policy.ingress_enforced = seen[0];
+        policy.egress_enforced = seen[1];
+        let entry = |((direction, identity, port, protocol), rule): (Key, u32)| PolicyMatch {
+            direction,
+            identity,
+            port,
+            protocol,
+            rule,
+        };
+        allow.retain(|k, _| !deny.contains_key(k));
+        policy.allow = allow.into_iter().map(entry).collect();
+        policy.deny = deny.into_iter().map(entry).collect();
         self.admit_localhost(&mut policy);
         policy
     }
@@ -506,8 +595,9 @@ impl CompiledPolicies {
 }
 
 /// A stable, non-zero rule id (FNV-1a of the rule's name).
-pub fn rule_id(kind: &str, policy: &str, direction: Direction, index: usize) -> u32 {
-    let text = format!("{kind}/{policy}/{direction:?}[{index}]");
+pub fn rule_id(kind: &str, policy: &str, direction: Direction, deny: bool, index: usize) -> u32 {
+    let deny = if deny { "Deny" } else { "" };
+    let text = format!("{kind}/{policy}/{direction:?}{deny}[{index}]");
     let mut h: u32 = 0x811c_9dc5;
     for b in text.bytes() {
         h ^= u32::from(b);
@@ -531,151 +621,189 @@ fn compile_one(
             .match_labels
             .insert(NAMESPACE_LABEL.to_string(), ns.clone());
     }
-    let ingress: Vec<RuleParts<'_>> = p
-        .ingress
-        .iter()
-        .map(|r| RuleParts {
+    fn ingress_parts(r: &IngressRule) -> RuleParts<'_> {
+        RuleParts {
             selectors: &r.from_endpoints,
             entities: &r.from_entities,
             cidrs: &r.from_cidr,
             cidr_sets: &r.from_cidr_set,
             ports: &r.to_ports,
-        })
-        .collect();
-    let egress: Vec<RuleParts<'_>> = p
-        .egress
-        .iter()
-        .map(|r| RuleParts {
+        }
+    }
+    fn egress_parts(r: &EgressRule) -> RuleParts<'_> {
+        RuleParts {
             selectors: &r.to_endpoints,
             entities: &r.to_entities,
             cidrs: &r.to_cidr,
             cidr_sets: &r.to_cidr_set,
             ports: &r.to_ports,
-        })
-        .collect();
+        }
+    }
+    let ingress: Vec<RuleParts<'_>> = p.ingress.iter().map(ingress_parts).collect();
+    let ingress_deny: Vec<RuleParts<'_>> = p.ingress_deny.iter().map(ingress_parts).collect();
+    let egress: Vec<RuleParts<'_>> = p.egress.iter().map(egress_parts).collect();
+    let egress_deny: Vec<RuleParts<'_>> = p.egress_deny.iter().map(egress_parts).collect();
     let mut compiled = CompiledPolicy {
         subject,
         ingress: None,
         egress: None,
-        ingress_named: Vec::new(),
     };
     let mut rules = Vec::new();
-    for (dir, list) in [(Direction::Ingress, &ingress), (Direction::Egress, &egress)] {
-        if list.is_empty() {
+    for (i, (dir, allows, denies)) in [
+        (Direction::Ingress, &ingress, &ingress_deny),
+        (Direction::Egress, &egress, &egress_deny),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if allows.is_empty() && denies.is_empty() {
             continue;
         }
-        let mut sets = Vec::new();
-        for (index, rule) in list.iter().enumerate() {
-            let RuleParts {
-                selectors,
-                entities,
-                cidrs,
-                cidr_sets,
-                ports,
-            } = *rule;
-            let id = rule_id(p.kind, &p.id(), dir, index);
-            let where_ = format!("{}[{index}]", dir_name(dir));
-            let peers = peers(
-                p,
-                inputs,
-                &out.cidr_identities,
-                &out.namespace_labelled,
-                selectors,
-                entities,
-                &where_,
-            )?;
-            let (ports, named) = port_list(ports, &where_)?;
-            let mut by_cidr = cidr_peers(&out.cidr_identities, cidrs, &where_)?;
-            by_cidr.extend(cidr_set_peers(&out.cidr_identities, cidr_sets, &where_)?);
-            let has_cidrs = !cidrs.is_empty() || !cidr_sets.is_empty();
-            let mut set = BTreeSet::new();
-            let peers = match peers {
-                Peers::Some(mut ids) => {
-                    ids.extend(by_cidr);
-                    ids.into_iter().map(Some).collect::<Vec<_>>()
+        let mut set = DirectionRules {
+            closes: p.default_deny[i],
+            ..DirectionRules::default()
+        };
+        for (deny, list) in [(false, allows), (true, denies)] {
+            for (index, rule) in list.iter().enumerate() {
+                let id = rule_id(p.kind, &p.id(), dir, deny, index);
+                let where_ = format!(
+                    "{}{}[{index}]",
+                    dir_name(dir),
+                    if deny { "Deny" } else { "" }
+                );
+                let (matches, named) = compile_rule(p, inputs, out, dir, *rule, id, &where_)?;
+                if deny {
+                    set.deny.extend(matches);
+                } else {
+                    set.allow.extend(matches);
                 }
-                Peers::Any => vec![None],
-                Peers::NoneSpecified if has_cidrs => by_cidr.into_iter().map(Some).collect(),
-                Peers::NoneSpecified if !ports.is_empty() || !named.is_empty() => vec![None],
-                Peers::NoneSpecified => Vec::new(),
-            };
-            // No ports at all: every port. Named ports only: those, never
-            // every port.
-            let ports = if ports.is_empty() && named.is_empty() {
-                vec![(0, None)]
-            } else {
-                ports
-            };
-            for (name, protocol) in &named {
-                match dir {
-                    // The port of the endpoint the rule protects.
-                    Direction::Ingress => {
-                        for identity in &peers {
-                            compiled.ingress_named.push(NamedAllow {
-                                identity: *identity,
-                                name: name.clone(),
-                                protocol: *protocol,
-                                rule: id,
-                            });
-                        }
-                    }
-                    // The port each peer declares under that name. For
-                    // "any peer", each declaring identity on its own port:
-                    // one pod naming a port never opens that number
-                    // towards every other peer.
-                    Direction::Egress => {
-                        for identity in &peers {
-                            let declared = inputs
-                                .named_ports
-                                .iter()
-                                .filter(|(i, _)| identity.is_none_or(|x| x == **i));
-                            for (peer, ports) in declared {
-                                for (n, port, proto) in ports {
-                                    if n == name && protocol.is_none_or(|p| p == *proto) {
-                                        set.insert(PolicyAllow {
-                                            direction: dir,
-                                            identity: Some(*peer),
-                                            port: *port,
-                                            protocol: Some(*proto),
-                                            rule: id,
-                                        });
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                set.named.extend(named.into_iter().map(|mut n| {
+                    n.deny = deny;
+                    n
+                }));
+                rules.push(RuleRef {
+                    id,
+                    kind: p.kind.to_string(),
+                    policy: p.id(),
+                    direction: dir,
+                    index,
+                    deny,
+                });
             }
-
-            for identity in &peers {
-                for (port, protocol) in &ports {
-                    set.insert(PolicyAllow {
-                        direction: dir,
-                        identity: *identity,
-                        port: *port,
-                        protocol: *protocol,
-                        rule: id,
-                    });
-                }
-            }
-            rules.push(RuleRef {
-                id,
-                kind: p.kind.to_string(),
-                policy: p.id(),
-                direction: dir,
-                index,
-            });
-            sets.push(set);
         }
         match dir {
-            Direction::Ingress => compiled.ingress = Some(sets),
-            Direction::Egress => compiled.egress = Some(sets),
+            Direction::Ingress => compiled.ingress = Some(set),
+            Direction::Egress => compiled.egress = Some(set),
         }
     }
     for r in rules {
         out.rules.insert(r.id, r);
     }
     Ok(compiled)
+}
+
+/// One rule's matches (peers × ports), and its ingress matches on named
+/// ports left to resolve per endpoint.
+fn compile_rule(
+    p: &PolicySource,
+    inputs: &CompileInputs<'_>,
+    out: &CompiledPolicies,
+    dir: Direction,
+    rule: RuleParts<'_>,
+    id: u32,
+    where_: &str,
+) -> Result<(BTreeSet<PolicyMatch>, Vec<NamedMatch>), String> {
+    let RuleParts {
+        selectors,
+        entities,
+        cidrs,
+        cidr_sets,
+        ports,
+    } = rule;
+    let peers = peers(
+        p,
+        inputs,
+        &out.cidr_identities,
+        &out.namespace_labelled,
+        selectors,
+        entities,
+        where_,
+    )?;
+    let (ports, named) = port_list(ports, where_)?;
+    let mut by_cidr = cidr_peers(&out.cidr_identities, cidrs, where_)?;
+    by_cidr.extend(cidr_set_peers(&out.cidr_identities, cidr_sets, where_)?);
+    let has_cidrs = !cidrs.is_empty() || !cidr_sets.is_empty();
+    let mut set = BTreeSet::new();
+    let mut pending = Vec::new();
+    let peers = match peers {
+        Peers::Some(mut ids) => {
+            ids.extend(by_cidr);
+            ids.into_iter().map(Some).collect::<Vec<_>>()
+        }
+        Peers::Any => vec![None],
+        Peers::NoneSpecified if has_cidrs => by_cidr.into_iter().map(Some).collect(),
+        Peers::NoneSpecified if !ports.is_empty() || !named.is_empty() => vec![None],
+        Peers::NoneSpecified => Vec::new(),
+    };
+    // No ports at all: every port. Named ports only: those, never every
+    // port.
+    let ports = if ports.is_empty() && named.is_empty() {
+        vec![(0, None)]
+    } else {
+        ports
+    };
+    for (name, protocol) in &named {
+        match dir {
+            // The port of the endpoint the rule protects.
+            Direction::Ingress => {
+                for identity in &peers {
+                    pending.push(NamedMatch {
+                        identity: *identity,
+                        name: name.clone(),
+                        protocol: *protocol,
+                        rule: id,
+                        deny: false,
+                    });
+                }
+            }
+            // The port each peer declares under that name. For "any peer",
+            // each declaring identity on its own port: one pod naming a
+            // port never opens that number towards every other peer.
+            Direction::Egress => {
+                for identity in &peers {
+                    let declared = inputs
+                        .named_ports
+                        .iter()
+                        .filter(|(i, _)| identity.is_none_or(|x| x == **i));
+                    for (peer, ports) in declared {
+                        for (n, port, proto) in ports {
+                            if n == name && protocol.is_none_or(|p| p == *proto) {
+                                set.insert(PolicyMatch {
+                                    direction: dir,
+                                    identity: Some(*peer),
+                                    port: *port,
+                                    protocol: Some(*proto),
+                                    rule: id,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for identity in &peers {
+        for (port, protocol) in &ports {
+            set.insert(PolicyMatch {
+                direction: dir,
+                identity: *identity,
+                port: *port,
+                protocol: *protocol,
+                rule: id,
+            });
+        }
+    }
+    Ok((set, pending))
 }
 
 /// One rule's parts, whichever its direction.

@@ -280,8 +280,23 @@ impl EgressRule {
     }
 }
 
+/// Cilium's `enableDefaultDeny`: whether a policy puts what it selects into
+/// default deny for a direction it has rules in. `false` makes a policy
+/// that only adds (an allow for a monitoring agent, a deny for one peer)
+/// without closing anything else.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DefaultDeny {
+    /// Ingress (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<bool>,
+    /// Egress (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<bool>,
+}
+
 /// What a policy says: the endpoints it selects are default-deny in each
-/// direction that has rules, and these rules allow.
+/// direction that has rules (allow or deny), these rules allow, and its
+/// deny rules drop whatever any policy allows.
 #[derive(
     CustomResource, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
 )]
@@ -309,18 +324,17 @@ pub struct MeshNetworkPolicySpec {
     /// What the policy is for (free text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Deny rules: not enforced yet.
+    /// Denied incoming connections: a match is dropped whatever any
+    /// policy allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_deny: Vec<IngressRule>,
+    /// Denied outgoing connections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_deny: Vec<EgressRule>,
+    /// Whether the policy turns on default deny in the directions it has
+    /// rules for (default: yes, in both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved")]
-    pub ingress_deny: Unenforced,
-    /// Deny rules: not enforced yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved")]
-    pub egress_deny: Unenforced,
-    /// Not supported (the default deny follows from the rules).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved")]
-    pub enable_default_deny: Unenforced,
+    pub enable_default_deny: Option<DefaultDeny>,
     /// Host policies: not enforced yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved")]
@@ -354,18 +368,17 @@ pub struct MeshClusterwideNetworkPolicySpec {
     /// What the policy is for (free text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Deny rules: not enforced yet.
+    /// Denied incoming connections: a match is dropped whatever any
+    /// policy allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_deny: Vec<IngressRule>,
+    /// Denied outgoing connections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_deny: Vec<EgressRule>,
+    /// Whether the policy turns on default deny in the directions it has
+    /// rules for (default: yes, in both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved")]
-    pub ingress_deny: Unenforced,
-    /// Deny rules: not enforced yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved")]
-    pub egress_deny: Unenforced,
-    /// Not supported (the default deny follows from the rules).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved")]
-    pub enable_default_deny: Unenforced,
+    pub enable_default_deny: Option<DefaultDeny>,
     /// Host policies: not enforced yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved")]
@@ -377,25 +390,31 @@ pub struct MeshClusterwideNetworkPolicySpec {
 pub fn unenforced_fields(
     ingress: &[IngressRule],
     egress: &[EgressRule],
+    ingress_deny: &[IngressRule],
+    egress_deny: &[EgressRule],
     spec_level: &[(&str, &Unenforced)],
 ) -> Vec<String> {
     let mut out: Vec<String> = set_fields(spec_level)
         .into_iter()
         .map(String::from)
         .collect();
-    for (i, r) in ingress.iter().enumerate() {
-        out.extend(
-            r.unenforced()
-                .into_iter()
-                .map(|f| format!("ingress[{i}].{f}")),
-        );
+    for (list, rules) in [("ingress", ingress), ("ingressDeny", ingress_deny)] {
+        for (i, r) in rules.iter().enumerate() {
+            out.extend(
+                r.unenforced()
+                    .into_iter()
+                    .map(|f| format!("{list}[{i}].{f}")),
+            );
+        }
     }
-    for (i, r) in egress.iter().enumerate() {
-        out.extend(
-            r.unenforced()
-                .into_iter()
-                .map(|f| format!("egress[{i}].{f}")),
-        );
+    for (list, rules) in [("egress", egress), ("egressDeny", egress_deny)] {
+        for (i, r) in rules.iter().enumerate() {
+            out.extend(
+                r.unenforced()
+                    .into_iter()
+                    .map(|f| format!("{list}[{i}].{f}")),
+            );
+        }
     }
     out
 }
@@ -406,12 +425,9 @@ impl MeshNetworkPolicySpec {
         unenforced_fields(
             &self.ingress,
             &self.egress,
-            &[
-                ("ingressDeny", &self.ingress_deny),
-                ("egressDeny", &self.egress_deny),
-                ("enableDefaultDeny", &self.enable_default_deny),
-                ("nodeSelector", &self.node_selector),
-            ],
+            &self.ingress_deny,
+            &self.egress_deny,
+            &[("nodeSelector", &self.node_selector)],
         )
     }
 }
@@ -422,12 +438,9 @@ impl MeshClusterwideNetworkPolicySpec {
         unenforced_fields(
             &self.ingress,
             &self.egress,
-            &[
-                ("ingressDeny", &self.ingress_deny),
-                ("egressDeny", &self.egress_deny),
-                ("enableDefaultDeny", &self.enable_default_deny),
-                ("nodeSelector", &self.node_selector),
-            ],
+            &self.ingress_deny,
+            &self.egress_deny,
+            &[("nodeSelector", &self.node_selector)],
         )
     }
 }
@@ -441,6 +454,151 @@ pub struct PolicyStatus {
     /// Why it was refused, and what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// Cilium's `CiliumNetworkPolicy` (`cilium.io/v2`), read as written when
+/// `compat.ciliumPolicies` is on: one rule in `spec`, or several in
+/// `specs`, each shaped as a [`MeshNetworkPolicySpec`] (the shapes are
+/// Cilium's). Enforced by the same compiler; its status gets the same
+/// verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CiliumNetworkPolicy {
+    /// Name, namespace, labels.
+    pub metadata: kube::api::ObjectMeta,
+    /// One rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<MeshNetworkPolicySpec>,
+    /// Several rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub specs: Vec<MeshNetworkPolicySpec>,
+    /// The agents' verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PolicyStatus>,
+}
+
+/// Cilium's `CiliumClusterwideNetworkPolicy` (`cilium.io/v2`): as
+/// [`CiliumNetworkPolicy`], cluster-scoped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CiliumClusterwideNetworkPolicy {
+    /// Name, labels.
+    pub metadata: kube::api::ObjectMeta,
+    /// One rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<MeshClusterwideNetworkPolicySpec>,
+    /// Several rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub specs: Vec<MeshClusterwideNetworkPolicySpec>,
+    /// The agents' verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PolicyStatus>,
+}
+
+/// `kube::Resource` for a `cilium.io/v2` kind (hand-written: a Cilium
+/// policy may have `specs` without `spec`, which the derive cannot say).
+macro_rules! cilium_resource {
+    ($ty:ty, $kind:literal, $plural:literal, $scope:ty) => {
+        impl kube::Resource for $ty {
+            type DynamicType = ();
+            type Scope = $scope;
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                CILIUM_GROUP.into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                CILIUM_VERSION.into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &kube::api::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+/// The API group of Cilium's policies.
+pub const CILIUM_GROUP: &str = "cilium.io";
+/// Their version.
+pub const CILIUM_VERSION: &str = "v2";
+
+cilium_resource!(
+    CiliumNetworkPolicy,
+    "CiliumNetworkPolicy",
+    "ciliumnetworkpolicies",
+    k8s_openapi::NamespaceResourceScope
+);
+cilium_resource!(
+    CiliumClusterwideNetworkPolicy,
+    "CiliumClusterwideNetworkPolicy",
+    "ciliumclusterwidenetworkpolicies",
+    k8s_openapi::ClusterResourceScope
+);
+
+/// The CRD of a Cilium kind, made from ours: same rule schema, under
+/// `cilium.io/v2`, with `specs` beside `spec` and neither required.
+fn cilium_crd(
+    ours: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    kind: &str,
+    plural: &str,
+    short_names: &[&str],
+) -> serde_json::Value {
+    let mut crd = serde_json::to_value(ours).expect("CRD serializes");
+    crd["metadata"]["name"] = format!("{plural}.{CILIUM_GROUP}").into();
+    let spec = &mut crd["spec"];
+    spec["group"] = CILIUM_GROUP.into();
+    spec["names"] = serde_json::json!({
+        "kind": kind,
+        "plural": plural,
+        "singular": kind.to_lowercase(),
+        "shortNames": short_names,
+        "categories": ["cilium", "ciliumpolicy"],
+    });
+    let version = &mut spec["versions"][0];
+    version["name"] = CILIUM_VERSION.into();
+    let schema = &mut version["schema"]["openAPIV3Schema"];
+    let rule = schema["properties"]["spec"].clone();
+    schema["properties"]["specs"] = serde_json::json!({"type": "array", "items": rule});
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("required");
+    }
+    schema["description"] = format!(
+        "Cilium's {kind}, enforced by Meshwork as written (compat.ciliumPolicies): one rule in spec or several in specs."
+    )
+    .into();
+    crd
+}
+
+/// The Cilium CRDs the chart installs with `compat.ciliumPolicies`.
+pub fn cilium_crd_yaml() -> Vec<(&'static str, String)> {
+    use kube::CustomResourceExt as _;
+    vec![
+        (
+            "ciliumnetworkpolicies.cilium.io.yaml",
+            serde_yaml::to_string(&cilium_crd(
+                &MeshNetworkPolicy::crd(),
+                "CiliumNetworkPolicy",
+                "ciliumnetworkpolicies",
+                &["cnp", "ciliumnp"],
+            ))
+            .expect("CRD serializes"),
+        ),
+        (
+            "ciliumclusterwidenetworkpolicies.cilium.io.yaml",
+            serde_yaml::to_string(&cilium_crd(
+                &MeshClusterwideNetworkPolicy::crd(),
+                "CiliumClusterwideNetworkPolicy",
+                "ciliumclusterwidenetworkpolicies",
+                &["ccnp"],
+            ))
+            .expect("CRD serializes"),
+        ),
+    ]
 }
 
 /// The CRDs as YAML documents, in a stable order: what the chart ships.

@@ -237,6 +237,9 @@ pub fn source(np: &NetworkPolicy) -> PolicySource {
         endpoint_selector: spec.pod_selector.as_ref().map(selector).unwrap_or_default(),
         ingress,
         egress,
+        ingress_deny: Vec::new(),
+        egress_deny: Vec::new(),
+        default_deny: [true, true],
         refusal: None,
     }
 }

@@ -4,7 +4,7 @@ use mesh_api::{ClusterId, Identity, Protocol, ReservedIdentity};
 
 use super::*;
 use crate::datapath::{
-    BackendAddr, Direction, FaultyDatapath, FrontendKind, MemoryDatapath, PolicyAllow,
+    BackendAddr, Direction, FaultyDatapath, FrontendKind, MemoryDatapath, PolicyMatch,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -196,7 +196,7 @@ fn policy_changes_write_only_the_endpoint_concerned() {
     let policy = EndpointPolicy {
         ingress_enforced: true,
         egress_enforced: false,
-        allow: [PolicyAllow {
+        allow: [PolicyMatch {
             direction: Direction::Ingress,
             identity: Some(remote_identity()),
             port: 8080,
@@ -205,6 +205,7 @@ fn policy_changes_write_only_the_endpoint_concerned() {
         }]
         .into_iter()
         .collect(),
+        ..EndpointPolicy::default()
     };
     r.set_policy(2, policy.clone());
     let report = r.reconcile();

@@ -1,5 +1,5 @@
 use super::*;
-use mesh_agent_api::datapath::PolicyAllow;
+use mesh_agent_api::datapath::PolicyMatch;
 
 fn id(n: u32) -> Identity {
     Identity::from_u32(n).unwrap()
@@ -8,8 +8,11 @@ fn id(n: u32) -> Identity {
 #[test]
 fn policy_verdicts_follow_enforcement_identity_and_port() {
     let open = EndpointPolicy::default();
-    let rules: std::collections::BTreeMap<u32, String> =
-        [(7, "MeshNetworkPolicy shop/web ingress[0]".to_string())].into();
+    let rules: std::collections::BTreeMap<u32, String> = [
+        (7, "MeshNetworkPolicy shop/web ingress[0]".to_string()),
+        (9, "MeshNetworkPolicy shop/web ingressDeny[0]".to_string()),
+    ]
+    .into();
     let (st, why) = policy_verdict(
         &open,
         &rules,
@@ -25,7 +28,7 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
         ingress_enforced: true,
         ..Default::default()
     };
-    p.allow.insert(PolicyAllow {
+    p.allow.insert(PolicyMatch {
         direction: Direction::Ingress,
         identity: Some(id(0x2_0100)),
         port: 8080,
@@ -72,7 +75,7 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
     // An unknown peer matches only an any-identity entry.
     let (st, _) = policy_verdict(&p, &rules, Direction::Ingress, None, 8080, "shop/web");
     assert_eq!(st, HopStatus::Fail);
-    p.allow.insert(PolicyAllow {
+    p.allow.insert(PolicyMatch {
         direction: Direction::Ingress,
         identity: None,
         port: 0,
@@ -81,6 +84,42 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
     });
     let (st, _) = policy_verdict(&p, &rules, Direction::Ingress, None, 8080, "shop/web");
     assert_eq!(st, HopStatus::Pass);
+    // A deny for one identity on every port wins over the more specific
+    // allow of that identity on 8080, and over the allow of any peer.
+    p.deny.insert(PolicyMatch {
+        direction: Direction::Ingress,
+        identity: Some(id(0x2_0100)),
+        port: 0,
+        protocol: None,
+        rule: 9,
+    });
+    let (st, why) = policy_verdict(
+        &p,
+        &rules,
+        Direction::Ingress,
+        Some(id(0x2_0100)),
+        8080,
+        "shop/web",
+    );
+    assert_eq!(st, HopStatus::Fail, "{why}");
+    assert!(
+        why.contains("policy_denied")
+            && why.contains("rule MeshNetworkPolicy shop/web ingressDeny[0]"),
+        "{why}"
+    );
+    let (st, why) = policy_verdict(
+        &p,
+        &rules,
+        Direction::Ingress,
+        Some(id(0x2_0101)),
+        8080,
+        "shop/web",
+    );
+    assert_eq!(
+        st,
+        HopStatus::Pass,
+        "another identity is still allowed: {why}"
+    );
 }
 
 #[test]

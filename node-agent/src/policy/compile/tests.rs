@@ -337,19 +337,19 @@ fn bad_policies_are_refused_alone() {
 
 #[test]
 fn rule_ids_are_stable_non_zero_and_distinct_per_rule() {
-    let a = rule_id("MeshNetworkPolicy", "shop/x", Direction::Ingress, 0);
+    let a = rule_id("MeshNetworkPolicy", "shop/x", Direction::Ingress, false, 0);
     assert_eq!(
         a,
-        rule_id("MeshNetworkPolicy", "shop/x", Direction::Ingress, 0)
+        rule_id("MeshNetworkPolicy", "shop/x", Direction::Ingress, false, 0)
     );
     assert_ne!(a, 0);
     assert_ne!(
         a,
-        rule_id("MeshNetworkPolicy", "shop/x", Direction::Ingress, 1)
+        rule_id("MeshNetworkPolicy", "shop/x", Direction::Ingress, false, 1)
     );
     assert_ne!(
         a,
-        rule_id("MeshNetworkPolicy", "shop/x", Direction::Egress, 0)
+        rule_id("MeshNetworkPolicy", "shop/x", Direction::Egress, false, 0)
     );
 }
 
@@ -610,23 +610,133 @@ egress:
     );
 }
 
+fn spec(yaml: &str) -> MeshNetworkPolicySpec {
+    serde_yaml::from_str(yaml).expect("a policy spec")
+}
+
+fn denied(p: &EndpointPolicy) -> Vec<(Option<Identity>, u16, Option<Protocol>)> {
+    p.deny
+        .iter()
+        .map(|a| (a.identity, a.port, a.protocol))
+        .collect()
+}
+
 #[test]
-fn a_deny_only_policy_refused_still_closes_its_direction() {
-    let spec: MeshNetworkPolicySpec = serde_yaml::from_str(
+fn a_deny_rule_wins_over_every_allow_and_names_its_rule() {
+    let allow_all = spec(
+        r#"
+endpointSelector: {matchLabels: {app: backend}}
+ingress: [{fromEndpoints: [{}]}, {fromEndpoints: [{matchLabels: {app: frontend}}], toPorts: [{ports: [{port: "8080", protocol: TCP}]}]}]
+"#,
+    );
+    let deny = spec(
+        r#"
+endpointSelector: {matchLabels: {app: backend}}
+ingressDeny: [{fromEndpoints: [{matchLabels: {app: frontend}}], toPorts: [{ports: [{port: "8080", protocol: TCP}]}]}]
+"#,
+    );
+    let c = run(&[
+        PolicySource::namespaced("shop", "all", &allow_all),
+        PolicySource::namespaced("shop", "deny", &deny),
+    ]);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert!(backend.ingress_enforced && !backend.egress_enforced);
+    assert_eq!(
+        denied(&backend),
+        vec![(Some(id(1, 257)), 8080, Some(Protocol::Tcp))]
+    );
+    // The allow with the very key of the deny is gone (the map holds one
+    // verdict per key); the frontend's allow on every port stays (the deny
+    // on 8080 wins there in the datapath).
+    let allows = allowed(&backend);
+    assert!(
+        !allows.contains(&(Some(id(1, 257)), 8080, Some(Protocol::Tcp))),
+        "{allows:?}"
+    );
+    assert!(allows.contains(&(Some(id(1, 257)), 0, None)), "{allows:?}");
+    assert!(allows.contains(&(Some(id(1, 256)), 0, None)), "{allows:?}");
+    let rule = backend.deny.iter().next().expect("a deny").rule;
+    assert_eq!(
+        c.rules[&rule].to_string(),
+        "MeshNetworkPolicy shop/deny ingressDeny[0]"
+    );
+    assert_ne!(
+        rule,
+        rule_id(
+            "MeshNetworkPolicy",
+            "shop/deny",
+            Direction::Ingress,
+            false,
+            0
+        ),
+        "a deny rule's id is not its allow twin's"
+    );
+}
+
+#[test]
+fn a_deny_only_policy_closes_its_direction_unless_default_deny_is_off() {
+    let closing = spec(
         r#"
 endpointSelector: {matchLabels: {app: backend}}
 ingressDeny: [{fromEndpoints: [{matchLabels: {app: frontend}}]}]
 "#,
-    )
-    .expect("spec");
-    let c = run(&[PolicySource::namespaced("shop", "deny", &spec)]);
+    );
+    let c = run(&[PolicySource::namespaced("shop", "deny", &closing)]);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
     assert!(
-        c.problems[0].message.contains("ingressDeny"),
-        "{:?}",
+        backend.ingress_enforced && backend.allow.is_empty(),
+        "{backend:?}"
+    );
+    assert_eq!(denied(&backend), vec![(Some(id(1, 257)), 0, None)]);
+
+    // enableDefaultDeny: false: only the deny applies, the rest stays open.
+    let adding = spec(
+        r#"
+endpointSelector: {matchLabels: {app: backend}}
+enableDefaultDeny: {ingress: false}
+ingressDeny: [{fromEndpoints: [{matchLabels: {app: frontend}}]}]
+"#,
+    );
+    let c = run(&[PolicySource::namespaced("shop", "deny", &adding)]);
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert!(backend.ingress_enforced);
+    assert_eq!(allowed(&backend), vec![(None, 0, None)]);
+    assert_eq!(denied(&backend), vec![(Some(id(1, 257)), 0, None)]);
+
+    // Beside a policy that does close ingress, nothing is opened.
+    let closing_allow = spec(
+        r#"
+endpointSelector: {matchLabels: {app: backend}}
+ingress: [{fromEndpoints: [{matchLabels: {app: backend}}]}]
+"#,
+    );
+    let c = run(&[
+        PolicySource::namespaced("shop", "deny", &adding),
+        PolicySource::namespaced("shop", "own", &closing_allow),
+    ]);
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert_eq!(allowed(&backend), vec![(Some(id(1, 256)), 0, None)]);
+    assert_eq!(denied(&backend), vec![(Some(id(1, 257)), 0, None)]);
+}
+
+#[test]
+fn a_deny_rule_that_does_not_compile_refuses_its_policy_and_stays_closed() {
+    let bad = spec(
+        r#"
+endpointSelector: {matchLabels: {app: backend}}
+egressDeny: [{toEntities: [nowhere]}]
+"#,
+    );
+    let c = run(&[PolicySource::namespaced("shop", "deny", &bad)]);
+    assert!(
+        c.problems[0].message.contains("egressDeny[0]"),
+        "the status names the rule: {:?}",
         c.problems
     );
     let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
-    assert!(backend.ingress_enforced && backend.allow.is_empty());
+    assert!(backend.egress_enforced && backend.allow.is_empty());
 }
 
 #[test]
