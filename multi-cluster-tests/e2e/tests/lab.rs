@@ -41,6 +41,8 @@ mod observability;
 mod pod_traffic;
 #[path = "lab/policy.rs"]
 mod policy;
+#[path = "lab/policy_parity.rs"]
+mod policy_parity;
 #[path = "lab/renewal.rs"]
 mod renewal;
 #[path = "lab/requests.rs"]
@@ -204,12 +206,30 @@ fn encrypted_datapath_scenarios_on_one_lab() {
 
 #[test]
 fn network_policy_scenarios_on_one_lab() {
-    let lab = Lab::up_with("np", 1, 2, false, &[]);
+    let lab = Lab::up_with("np", 1, 2, false, &["--set=compat.ciliumPolicies=true"]);
     run_scenarios(
         &lab,
-        &[(
-            "the upstream NetworkPolicy cases pass",
-            netpol::the_upstream_network_policy_cases_pass,
-        )],
+        &[
+            (
+                "a default-deny NetworkPolicy admits the client on a named port and kubelet probes",
+                policy_parity::a_default_deny_network_policy_admits_the_client_on_a_named_port_and_kubelet_probes,
+            ),
+            (
+                "an ingressDeny refuses one identity under an allow-all",
+                policy_parity::an_ingress_deny_refuses_one_identity_under_an_allow_all,
+            ),
+            (
+                "a policy with toFQDNs is refused and widens nothing",
+                policy_parity::a_policy_with_to_fqdns_is_refused_and_widens_nothing,
+            ),
+            (
+                "a CiliumNetworkPolicy applies as written",
+                policy_parity::a_cilium_network_policy_applies_as_written,
+            ),
+            (
+                "the upstream NetworkPolicy cases pass",
+                netpol::the_upstream_network_policy_cases_pass,
+            ),
+        ],
     );
 }

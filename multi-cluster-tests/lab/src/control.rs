@@ -215,6 +215,9 @@ impl Lab {
             if let Some(t) = self.plan.cert_lifetime_seconds {
                 values["clustermesh"]["apiserver"]["tls"]["certLifetimeSeconds"] = json!(t);
             }
+            for (path, value) in &self.plan.values {
+                crate::plan::set_value(&mut values, path, value.clone());
+            }
             let objects = mesh_chart::render(&values)
                 .map_err(|e| anyhow::anyhow!("render the chart for {}: {e}", c.name))?;
             let ns: Api<Namespace> = Api::all(client.clone());

@@ -51,6 +51,11 @@ enum Cmd {
         /// default: 30 days for the lab's, the chart's for renewals.
         #[arg(long, value_name = "SECONDS")]
         cert_lifetime: Option<u64>,
+        /// A chart value, as `helm --set` takes it (a dotted path; the
+        /// value is JSON when it parses as JSON, else a string), e.g.
+        /// `--set compat.ciliumPolicies=true`. Repeatable.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
     },
     /// Remove everything the lab created, also after a crashed `up`.
     Down,
@@ -214,11 +219,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             encryption,
             stale_timeout,
             cert_lifetime,
+            set,
         } => {
             mesh_testbed::require_root();
             let mut plan = LabPlan::new(&cli.name, clusters, nodes, encryption)?;
             plan.stale_timeout_seconds = stale_timeout;
             plan.cert_lifetime_seconds = cert_lifetime;
+            for s in &set {
+                let (path, value) = mesh_lab::plan::parse_set(s)?;
+                plan.values.insert(path, value);
+            }
             let bins = Bins::beside_self()?;
             let mut lab = Lab::start(plan, &cli.state_dir)?;
             lab.build_network()?;

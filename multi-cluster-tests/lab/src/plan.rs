@@ -66,6 +66,40 @@ pub struct LabPlan {
     /// 30 days for the lab's, the chart's default for renewals).
     #[serde(default)]
     pub cert_lifetime_seconds: Option<u64>,
+    /// Further chart values by dotted path (`mesh-lab up --set`).
+    #[serde(default)]
+    pub values: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// `PATH=VALUE` of `--set`: the value as JSON when it parses (`true`, `3`,
+/// `["a"]`), else as a string.
+pub fn parse_set(s: &str) -> anyhow::Result<(String, serde_json::Value)> {
+    let Some((path, value)) = s.split_once('=') else {
+        anyhow::bail!("--set {s:?}: expected PATH=VALUE, e.g. --set compat.ciliumPolicies=true");
+    };
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        anyhow::bail!("--set {s:?}: the path must be dotted names, e.g. compat.ciliumPolicies");
+    }
+    let value =
+        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.into()));
+    Ok((path.to_string(), value))
+}
+
+/// `values` with `value` put at the dotted `path` (objects created on the
+/// way).
+pub fn set_value(values: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let mut at = values;
+    for key in path.split('.') {
+        if !at.is_object() {
+            *at = serde_json::json!({});
+        }
+        at = at
+            .as_object_mut()
+            .expect("an object")
+            .entry(key.to_string())
+            .or_insert(serde_json::Value::Null);
+    }
+    *at = value;
 }
 
 /// One cluster of the lab.
@@ -159,6 +193,7 @@ impl LabPlan {
             encryption,
             stale_timeout_seconds: None,
             cert_lifetime_seconds: None,
+            values: Default::default(),
         })
     }
 

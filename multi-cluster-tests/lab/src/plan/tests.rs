@@ -93,3 +93,29 @@ fn bad_sizes_are_refused_with_the_limits() {
             .contains("lowercase")
     );
 }
+
+#[test]
+fn set_takes_a_dotted_path_and_json_or_a_string() {
+    let (path, v) = parse_set("compat.ciliumPolicies=true").expect("valid");
+    assert_eq!(
+        (path.as_str(), v),
+        ("compat.ciliumPolicies", serde_json::json!(true))
+    );
+    let (_, v) = parse_set("logFormat=json").expect("valid");
+    assert_eq!(v, serde_json::json!("json"), "not JSON: a string");
+    for bad in ["compat.ciliumPolicies", "=true", "compat..x=1"] {
+        let e = parse_set(bad).expect_err(bad).to_string();
+        assert!(e.contains("--set") && e.contains("e.g."), "{e}");
+    }
+    let mut values = serde_json::json!({"compat": {"ciliumAnnotations": false}, "x": 1});
+    set_value(
+        &mut values,
+        "compat.ciliumPolicies",
+        serde_json::json!(true),
+    );
+    set_value(&mut values, "x.y", serde_json::json!(2));
+    assert_eq!(
+        values,
+        serde_json::json!({"compat": {"ciliumAnnotations": false, "ciliumPolicies": true}, "x": {"y": 2}})
+    );
+}
