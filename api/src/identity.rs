@@ -71,6 +71,13 @@ impl Identity {
     /// numbers below would read as reserved ones.
     pub const MIN_LOCAL: u16 = 256;
 
+    /// Not the identity of any address: in a policy entry, any peer of the
+    /// endpoint's own cluster (its cluster's label-based identities, host,
+    /// remote-node, health, init: the `cluster` entity), so that entity is
+    /// one entry instead of one per identity. Reserved (remotes cannot
+    /// export it); the datapath's twin is `IDENTITY_CLUSTER_PEERS`.
+    pub const CLUSTER_PEERS: Identity = Identity(255);
+
     /// Bit 24 marks node-local identities: CIDR identities a node-agent
     /// allocates for the CIDRs its policies name. They never leave the node.
     pub const NODE_LOCAL: u32 = 1 << 24;
@@ -123,7 +130,9 @@ impl Identity {
             ));
         }
         if value <= 255 {
-            return if ReservedIdentity::ALL.iter().any(|r| *r as u32 == value) {
+            return if value == Self::CLUSTER_PEERS.0
+                || ReservedIdentity::ALL.iter().any(|r| *r as u32 == value)
+            {
                 Ok(Identity(value))
             } else {
                 Err(bad("reserved identity number not assigned"))

@@ -32,5 +32,8 @@
 #define IDENTITY_INIT 5
 #define IDENTITY_REMOTE_NODE 6
 #define IDENTITY_KUBE_APISERVER 7
+/* Never an address's identity: in a policy key, any peer of the endpoint's
+ * own cluster (the `cluster` entity in one entry). */
+#define IDENTITY_CLUSTER_PEERS 255
 
 #endif

@@ -1,7 +1,8 @@
 /* Identity policy: (endpoint, peer identity, port, protocol, direction) ->
  * verdict, plus the per-endpoint "enforced" flag that turns on default deny.
  * Identity 0 / port 0 / proto 0 in a key are wildcards (port 0 with a
- * protocol: every port of that protocol). A deny anywhere wins
+ * protocol: every port of that protocol); identity IDENTITY_CLUSTER_PEERS
+ * stands for every peer of the endpoint's own cluster. A deny anywhere wins
  * over an allow. Rust twin in src/maps/policy.rs. */
 #ifndef MESHWORK_POLICY_H
 #define MESHWORK_POLICY_H
@@ -75,6 +76,19 @@ static __always_inline int policy_probe(struct policy_key *key, int *allowed, __
 	return 0;
 }
 
+/* Whether peer counts as the endpoint's own cluster (identity own): its
+ * cluster's label-based identities, and host, remote-node, health, init. */
+static __always_inline int peer_in_cluster(__u32 peer, __u32 own)
+{
+	__u32 cluster = (own >> 16) & 0xff;
+
+	if (peer == IDENTITY_HOST || peer == IDENTITY_REMOTE_NODE || peer == IDENTITY_HEALTH ||
+	    peer == IDENTITY_INIT)
+		return 1;
+	return (peer >> 24) == 0 && (own >> 24) == 0 && cluster != 0 &&
+	       ((peer >> 16) & 0xff) == cluster;
+}
+
 /* Returns REASON_FORWARDED when the packet may pass, else the drop reason. */
 static __always_inline __u32 policy_verdict(__u32 endpoint, __u32 peer, __be16 port, __u8 proto,
 					    __u8 dir, __u32 *rule)
@@ -91,8 +105,13 @@ static __always_inline __u32 policy_verdict(__u32 endpoint, __u32 peer, __be16 p
 	if (dir == POLICY_DIR_INGRESS ? !ep->ingress_enforced : !ep->egress_enforced)
 		return REASON_FORWARDED;
 
-	/* For the peer, then for any peer: this port of this protocol, every
-	 * port of this protocol, everything. */
+	/* The sentinel is no address's identity; never let one pass for it. */
+	if (peer == IDENTITY_CLUSTER_PEERS)
+		peer = IDENTITY_WORLD;
+
+	/* For the peer, then for any peer of its own cluster, then for any
+	 * peer: this port of this protocol, every port of this protocol,
+	 * everything. */
 	key.identity = peer; key.port = port; key.proto = proto;
 	if (policy_probe(&key, &allowed, rule))
 		return REASON_POLICY_DENIED;
@@ -102,6 +121,17 @@ static __always_inline __u32 policy_verdict(__u32 endpoint, __u32 peer, __be16 p
 	key.proto = 0;
 	if (policy_probe(&key, &allowed, rule))
 		return REASON_POLICY_DENIED;
+	if (peer_in_cluster(peer, ep->identity)) {
+		key.identity = IDENTITY_CLUSTER_PEERS; key.port = port; key.proto = proto;
+		if (policy_probe(&key, &allowed, rule))
+			return REASON_POLICY_DENIED;
+		key.port = 0;
+		if (policy_probe(&key, &allowed, rule))
+			return REASON_POLICY_DENIED;
+		key.proto = 0;
+		if (policy_probe(&key, &allowed, rule))
+			return REASON_POLICY_DENIED;
+	}
 	key.identity = 0; key.port = port; key.proto = proto;
 	if (policy_probe(&key, &allowed, rule))
 		return REASON_POLICY_DENIED;

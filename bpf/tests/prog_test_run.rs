@@ -810,3 +810,94 @@ fn answered_syns_that_never_complete_a_handshake_stay_unconfirmed() {
         "the flood's entries are kept, unconfirmed"
     );
 }
+
+#[test]
+fn a_cluster_entry_admits_every_peer_of_the_endpoints_cluster_and_no_other() {
+    use mesh_bpf::{Direction, IpcacheEntry, PolicyAction, PolicyEntry, PolicyKey};
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let pod = Ipv4Addr::new(10, 244, 1, 11);
+    register_pod(&mut dp, pod);
+    // The endpoint is of cluster 1; one entry for "cluster" on 443.
+    let own = 0x1_0100;
+    let mut pol = dp.policy().unwrap();
+    pol.upsert(
+        PolicyKey {
+            endpoint: 1,
+            identity: mesh_api::Identity::CLUSTER_PEERS.get(),
+            port: 443,
+            proto: Some(Protocol::Tcp),
+            direction: Direction::Egress,
+        },
+        PolicyEntry {
+            action: PolicyAction::Allow,
+            rule_id: 1,
+        },
+    )
+    .unwrap();
+    pol.set_endpoint(
+        1,
+        EndpointPolicy {
+            identity: own,
+            ingress_enforced: false,
+            egress_enforced: true,
+        },
+    )
+    .unwrap();
+    let mut ipc = dp.ipcache().unwrap();
+    let peers = [
+        (
+            Ipv4Addr::new(10, 244, 2, 5),
+            0x1_0205,
+            true,
+            "a pod of the same cluster",
+        ),
+        (Ipv4Addr::new(192, 168, 0, 2), 6, true, "a remote node"),
+        (
+            Ipv4Addr::new(10, 245, 2, 5),
+            0x2_0100,
+            false,
+            "a pod of cluster 2",
+        ),
+        (
+            Ipv4Addr::new(10, 0, 0, 9),
+            7,
+            false,
+            "the kube-apiserver identity",
+        ),
+        (
+            Ipv4Addr::new(10, 0, 0, 10),
+            255,
+            false,
+            "an address claiming the sentinel",
+        ),
+    ];
+    for (addr, identity, _, _) in peers {
+        ipc.upsert(
+            addr,
+            32,
+            IpcacheEntry {
+                identity,
+                tunnel_endpoint: None,
+                encrypt: false,
+                cluster_id: 0,
+            },
+        )
+        .unwrap();
+    }
+    for (i, (addr, _, admitted, who)) in peers.into_iter().enumerate() {
+        let syn = tcp_packet_flags(pod, 41000 + i as u16, addr, 443, 0x02);
+        let want = if admitted { TC_ACT_OK } else { TC_ACT_SHOT };
+        assert_eq!(run(&mut dp, "from_pod", &syn).0, want, "{who} on 443");
+    }
+    // World (no ipcache entry) is not the cluster; nor is another port.
+    let world = tcp_packet_flags(pod, 42000, Ipv4Addr::new(203, 0, 113, 1), 443, 0x02);
+    assert_eq!(run(&mut dp, "from_pod", &world).0, TC_ACT_SHOT, "world");
+    let other_port = tcp_packet_flags(pod, 42001, Ipv4Addr::new(10, 244, 2, 5), 444, 0x02);
+    assert_eq!(
+        run(&mut dp, "from_pod", &other_port).0,
+        TC_ACT_SHOT,
+        "port 444"
+    );
+}

@@ -334,6 +334,10 @@ fn families() -> Vec<Family> {
                 .map(|r| (reserved_identity(*r), i64::from(r.identity().get())))
                 // 0 is no identity: mesh-api refuses it (checked below).
                 .chain([("IDENTITY_UNKNOWN".to_string(), 0)])
+                .chain([(
+                    "IDENTITY_CLUSTER_PEERS".to_string(),
+                    i64::from(Identity::CLUSTER_PEERS.get()),
+                )])
                 .collect(),
         ),
         fam(

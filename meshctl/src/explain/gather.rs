@@ -296,6 +296,7 @@ pub async fn walk(
             &src_policy,
             &src_rules,
             Direction::Egress,
+            src_ep.identity,
             Some(dst_identity),
             port,
             &report.source,

@@ -32,12 +32,14 @@ pub fn hop(step: &str, status: HopStatus, detail: impl Into<String>) -> Hop {
     }
 }
 
-/// Whether `policy` lets traffic with `peer` on `port`/TCP through in
-/// `direction`, and why (pure).
+/// Whether `policy` (of an endpoint with identity `own`) lets traffic with
+/// `peer` on `port`/TCP through in `direction`, and why (pure): as the
+/// datapath decides, a matching deny first, then any allow.
 pub fn policy_verdict(
     policy: &EndpointPolicy,
     rules: &std::collections::BTreeMap<u32, String>,
     direction: Direction,
+    own: Identity,
     peer: Option<Identity>,
     port: u16,
     who: &str,
@@ -66,7 +68,10 @@ pub fn policy_verdict(
     };
     let matches = |a: &&mesh_agent_api::datapath::PolicyMatch| {
         a.direction == direction
-            && (a.identity.is_none() || a.identity == peer)
+            && (a.identity.is_none()
+                || a.identity == peer
+                || (a.identity == Some(Identity::CLUSTER_PEERS)
+                    && peer.is_some_and(|p| in_cluster_of(p, own))))
             && (a.port == 0 || port == 0 || a.port == port)
             && a.protocol.is_none_or(|p| p == mesh_api::Protocol::Tcp)
     };
@@ -224,10 +229,24 @@ pub fn hop_summary(hops: &[Hop]) -> Option<String> {
 
 /// `131328`, or `5 (init)` for a reserved identity.
 pub fn identity_text(id: Identity) -> String {
+    if id == Identity::CLUSTER_PEERS {
+        return format!("{} (any peer of this cluster)", id.get());
+    }
     match id.reserved() {
         Some(r) => format!("{} ({})", id.get(), r.name()),
         None => id.get().to_string(),
     }
+}
+
+/// Whether `peer` counts as the own cluster of an endpoint with identity
+/// `own` (what a `cluster` entity entry admits; the datapath's
+/// `peer_in_cluster`).
+pub fn in_cluster_of(peer: Identity, own: Identity) -> bool {
+    use mesh_api::ReservedIdentity as R;
+    matches!(
+        peer.reserved(),
+        Some(R::Host | R::RemoteNode | R::Health | R::Init)
+    ) || (!peer.is_reserved() && own.cluster().is_some() && peer.cluster() == own.cluster())
 }
 
 /// The reserved identity `world`.
@@ -604,6 +623,7 @@ pub fn far_end_hops(far: &FarEvidence, ip: IpAddr, port: u16, src_ip: IpAddr) ->
         &policy,
         &rules,
         Direction::Ingress,
+        ep.identity,
         Some(src_seen),
         port,
         &pod.pod,

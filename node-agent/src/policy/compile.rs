@@ -23,7 +23,9 @@
 //!   `policy-default-local-cluster`: a new cluster joining the mesh never
 //!   widens an existing policy by itself;
 //! - entities: `all` (any peer), `world`, `host`, `remote-node`, `cluster`
-//!   (the local cluster's identities plus host and remote-node), `health`,
+//!   (the local cluster's identities plus host, remote-node, health and
+//!   init: one entry, [`Identity::CLUSTER_PEERS`], that the datapath
+//!   matches against the endpoint's own cluster), `health`,
 //!   `init`, `unmanaged`, `kube-apiserver`;
 //! - `toPorts` restricts the rule to those ports; a rule with ports and no
 //!   peers allows any peer on those ports; an empty rule (`{}`) allows
@@ -771,10 +773,11 @@ fn compile_rule(
             // port never opens that number towards every other peer.
             Direction::Egress => {
                 for identity in &peers {
-                    let declared = inputs
-                        .named_ports
-                        .iter()
-                        .filter(|(i, _)| identity.is_none_or(|x| x == **i));
+                    // (Named ports are this cluster's identities' own, so
+                    // the `cluster` entity means all of them.)
+                    let declared = inputs.named_ports.iter().filter(|(i, _)| {
+                        identity.is_none_or(|x| x == **i || x == Identity::CLUSTER_PEERS)
+                    });
                     for (peer, ports) in declared {
                         for (n, port, proto) in ports {
                             if n == name && protocol.is_none_or(|p| p == *proto) {
@@ -939,21 +942,13 @@ fn peers(
         );
     }
     for e in entities {
-        let reserved = |r: ReservedIdentity| r.identity();
         match e.as_str() {
             "all" => return Ok(Peers::Any),
+            // One entry, whatever the cluster's size: the datapath matches
+            // every peer of the endpoint's own cluster (its label-based
+            // identities, host, remote-node, health, init) against it.
             "cluster" => {
-                ids.extend(
-                    inputs
-                        .identities
-                        .iter()
-                        .filter(|(_, l)| l.get(CLUSTER_LABEL) == Some(inputs.cluster.as_str()))
-                        .map(|(id, _)| *id),
-                );
-                ids.insert(reserved(ReservedIdentity::Host));
-                ids.insert(reserved(ReservedIdentity::RemoteNode));
-                ids.insert(reserved(ReservedIdentity::Health));
-                ids.insert(reserved(ReservedIdentity::Init));
+                ids.insert(Identity::CLUSTER_PEERS);
             }
             other => match ReservedIdentity::ALL.iter().find(|r| r.name() == other) {
                 Some(r) => {

@@ -17,6 +17,7 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
         &open,
         &rules,
         Direction::Ingress,
+        id(0x1_0100),
         Some(id(0x2_0100)),
         8080,
         "shop/web",
@@ -39,6 +40,7 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
         &p,
         &rules,
         Direction::Ingress,
+        id(0x1_0100),
         Some(id(0x2_0100)),
         8080,
         "shop/web",
@@ -55,7 +57,7 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
         (id(0x2_0101), 8080, Direction::Ingress),
         (id(0x2_0100), 9090, Direction::Ingress),
     ] {
-        let (st, why) = policy_verdict(&p, &rules, dir, Some(peer), port, "shop/web");
+        let (st, why) = policy_verdict(&p, &rules, dir, id(0x1_0100), Some(peer), port, "shop/web");
         assert_eq!(st, HopStatus::Fail, "{why}");
         assert!(why.contains("policy_default_deny"), "{why}");
         assert!(
@@ -67,13 +69,22 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
         &p,
         &rules,
         Direction::Egress,
+        id(0x1_0100),
         Some(id(0x2_0101)),
         1,
         "shop/web",
     );
     assert_eq!(st, HopStatus::Pass, "egress is not enforced");
     // An unknown peer matches only an any-identity entry.
-    let (st, _) = policy_verdict(&p, &rules, Direction::Ingress, None, 8080, "shop/web");
+    let (st, _) = policy_verdict(
+        &p,
+        &rules,
+        Direction::Ingress,
+        id(0x1_0100),
+        None,
+        8080,
+        "shop/web",
+    );
     assert_eq!(st, HopStatus::Fail);
     p.allow.insert(PolicyMatch {
         direction: Direction::Ingress,
@@ -82,7 +93,15 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
         protocol: None,
         rule: 0,
     });
-    let (st, _) = policy_verdict(&p, &rules, Direction::Ingress, None, 8080, "shop/web");
+    let (st, _) = policy_verdict(
+        &p,
+        &rules,
+        Direction::Ingress,
+        id(0x1_0100),
+        None,
+        8080,
+        "shop/web",
+    );
     assert_eq!(st, HopStatus::Pass);
     // A deny for one identity on every port wins over the more specific
     // allow of that identity on 8080, and over the allow of any peer.
@@ -97,6 +116,7 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
         &p,
         &rules,
         Direction::Ingress,
+        id(0x1_0100),
         Some(id(0x2_0100)),
         8080,
         "shop/web",
@@ -111,6 +131,7 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
         &p,
         &rules,
         Direction::Ingress,
+        id(0x1_0100),
         Some(id(0x2_0101)),
         8080,
         "shop/web",
@@ -120,6 +141,41 @@ fn policy_verdicts_follow_enforcement_identity_and_port() {
         HopStatus::Pass,
         "another identity is still allowed: {why}"
     );
+}
+
+#[test]
+fn a_cluster_entry_admits_the_endpoints_own_cluster_and_its_nodes_only() {
+    let mut p = EndpointPolicy {
+        egress_enforced: true,
+        ..Default::default()
+    };
+    p.allow.insert(PolicyMatch {
+        direction: Direction::Egress,
+        identity: Some(Identity::CLUSTER_PEERS),
+        port: 443,
+        protocol: Some(mesh_api::Protocol::Tcp),
+        rule: 7,
+    });
+    let rules = Default::default();
+    let own = id(0x1_0100);
+    for (peer, admitted) in [
+        (id(0x1_0205), true),
+        (id(1), true),
+        (id(6), true),
+        (id(0x2_0100), false),
+        (id(2), false),
+        (id(7), false),
+        (Identity::node_local(3).unwrap(), false),
+    ] {
+        let (st, why) = policy_verdict(&p, &rules, Direction::Egress, own, Some(peer), 443, "a");
+        assert_eq!(
+            st == HopStatus::Pass,
+            admitted,
+            "peer {}: {why}",
+            peer.get()
+        );
+    }
+    assert!(identity_text(Identity::CLUSTER_PEERS).contains("any peer of this cluster"));
 }
 
 #[test]

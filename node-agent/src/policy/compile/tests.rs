@@ -758,3 +758,26 @@ fn cilium_label_sources_and_cluster_key_select_as_written_for_cilium() {
     let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
     assert_eq!(allowed(&backend), vec![(Some(id(2, 256)), 0, None)]);
 }
+
+#[test]
+fn the_cluster_entity_is_one_entry_whatever_the_clusters_size() {
+    let spec = spec(
+        r#"
+endpointSelector: {matchLabels: {app: backend}}
+ingress: [{fromEntities: [cluster], toPorts: [{ports: [{port: "8080", protocol: TCP}]}]}]
+egressDeny: [{toEntities: [cluster], toPorts: [{ports: [{port: "25", protocol: TCP}]}]}]
+"#,
+    );
+    let c = run(&[PolicySource::namespaced("shop", "cluster", &spec)]);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert_eq!(
+        allowed(&backend),
+        vec![(Some(Identity::CLUSTER_PEERS), 8080, Some(Protocol::Tcp))],
+        "not one entry per identity of the cluster"
+    );
+    assert_eq!(
+        denied(&backend),
+        vec![(Some(Identity::CLUSTER_PEERS), 25, Some(Protocol::Tcp))]
+    );
+}
