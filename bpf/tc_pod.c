@@ -161,7 +161,7 @@ int from_pod(struct __sk_buff *skb)
 	if (ct_lookup_reply(&rk, p.tcp_flags, &first))
 		return pass(skb); /* reply of a flow opened towards this pod */
 
-	reason = policy_verdict(endpoint, ipcache_identity(p.daddr), p.dport, p.proto,
+	reason = policy_verdict(endpoint, ipcache_identity(p.daddr), policy_port(&p), p.proto,
 				POLICY_DIR_EGRESS, &rule);
 	if (reason != REASON_FORWARDED)
 		return drop(skb, &p, FLOW_OBS_FROM_POD, reason, svc_id, rule);
@@ -207,7 +207,7 @@ int to_pod(struct __sk_buff *skb)
 	if (ct_lookup(&k, p.tcp_flags))
 		return pass(skb);
 
-	reason = policy_verdict(endpoint, ipcache_identity(p.saddr), p.dport, p.proto,
+	reason = policy_verdict(endpoint, ipcache_identity(p.saddr), policy_port(&p), p.proto,
 				POLICY_DIR_INGRESS, &rule);
 	if (reason != REASON_FORWARDED)
 		return drop(skb, &p, FLOW_OBS_TO_POD, reason, 0, rule);

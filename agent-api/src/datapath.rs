@@ -81,6 +81,11 @@ pub enum Direction {
     Egress,
 }
 
+/// Where an ICMP type stands in a policy match's port: 256 + the type, so
+/// that type 0 (echo reply) is not "any" (the datapath's
+/// `POLICY_ICMP_PORT_BASE`).
+pub const ICMP_TYPE_PORT_BASE: u16 = 256;
+
 /// One (peer, port, protocol) match of an endpoint's policy: allowed or
 /// denied by the set that holds it ([`EndpointPolicy::allow`],
 /// [`EndpointPolicy::deny`]).
@@ -90,7 +95,8 @@ pub struct PolicyMatch {
     pub direction: Direction,
     /// Peer identity (None: any peer).
     pub identity: Option<Identity>,
-    /// Port (0: any port).
+    /// Port (0: any port). For ICMP, [`ICMP_TYPE_PORT_BASE`] plus the ICMP
+    /// type (0: any type).
     pub port: u16,
     /// Protocol (None: any).
     pub protocol: Option<Protocol>,

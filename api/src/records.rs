@@ -26,6 +26,10 @@ pub enum Protocol {
     Udp,
     /// SCTP.
     Sctp,
+    /// ICMP: only in policy, where an ICMP type stands in the port's
+    /// place (Cilium's `icmps`); never a service's (not parsed from text,
+    /// not carried on the wire).
+    Icmp,
 }
 
 impl Protocol {
@@ -35,6 +39,7 @@ impl Protocol {
             Protocol::Tcp => 6,
             Protocol::Udp => 17,
             Protocol::Sctp => 132,
+            Protocol::Icmp => 1,
         }
     }
 }
@@ -59,6 +64,7 @@ impl fmt::Display for Protocol {
             Protocol::Tcp => "TCP",
             Protocol::Udp => "UDP",
             Protocol::Sctp => "SCTP",
+            Protocol::Icmp => "ICMP",
         })
     }
 }

@@ -32,6 +32,8 @@ struct pkt {
 	__u8 proto;
 	__u8 tcp_flags; /* FIN/SYN/RST/ACK... of a TCP packet, else 0 */
 	__u8 later_frag; /* a non-first fragment: no L4 header in this packet */
+	__u8 icmp_type;  /* of an ICMP packet's first fragment, else 0 */
+	__u8 is_icmp_head; /* the packet carries an ICMP header (icmp_type is valid) */
 };
 
 struct frag_key {
@@ -81,6 +83,8 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
 	p->sport = 0;
 	p->dport = 0;
 	p->later_frag = 0;
+	p->icmp_type = 0;
+	p->is_icmp_head = 0;
 	__u16 frag = bpf_ntohs(ip->frag_off);
 	int ported = ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP;
 	if (frag & IP_OFFSET) {
@@ -115,6 +119,11 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
 		}
 	}
 	p->tcp_flags = 0;
+	if (ip->protocol == IPPROTO_ICMP) {
+		if (bpf_skb_load_bytes(skb, p->l4_off, &p->icmp_type, 1) < 0)
+			return PARSE_INVALID;
+		p->is_icmp_head = 1;
+	}
 	if (ip->protocol == IPPROTO_TCP &&
 	    bpf_skb_load_bytes(skb, p->l4_off + 13, &p->tcp_flags, 1) < 0)
 		return PARSE_INVALID;

@@ -9,12 +9,17 @@
 
 #include "common.h"
 #include "drop.h"
+#include "packet.h"
 
 #define POLICY_DIR_INGRESS 0 /* traffic to the endpoint */
 #define POLICY_DIR_EGRESS 1  /* traffic from the endpoint */
 
 #define POLICY_ALLOW 1
 #define POLICY_DENY 2
+
+/* An ICMP packet's type stands in the key's port as this + the type, so
+ * that type 0 (echo reply) is not the wildcard. */
+#define POLICY_ICMP_PORT_BASE 256
 
 struct policy_key {
 	__u32 endpoint;  /* host-side ifindex of the pod's veth */
@@ -74,6 +79,17 @@ static __always_inline int policy_probe(struct policy_key *key, int *allowed, __
 	if (v->action == POLICY_ALLOW)
 		*allowed = 1;
 	return 0;
+}
+
+/* The port a packet is judged on: its destination port, or for ICMP
+ * POLICY_ICMP_PORT_BASE + its type (0 for a later fragment, which carries
+ * no type: only entries for every ICMP type match it; the first fragment's
+ * conntrack entry lets the rest of an admitted one through). */
+static __always_inline __be16 policy_port(const struct pkt *p)
+{
+	if (p->proto == IPPROTO_ICMP)
+		return p->is_icmp_head ? bpf_htons(POLICY_ICMP_PORT_BASE + p->icmp_type) : 0;
+	return p->dport;
 }
 
 /* Whether peer counts as the endpoint's own cluster (identity own): its

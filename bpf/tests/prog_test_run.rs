@@ -901,3 +901,88 @@ fn a_cluster_entry_admits_every_peer_of_the_endpoints_cluster_and_no_other() {
         "port 444"
     );
 }
+
+/// Ethernet + IPv4 + ICMP of `icmp_type` (code 0, an echo-shaped body).
+fn icmp_packet(src: Ipv4Addr, dst: Ipv4Addr, icmp_type: u8) -> Vec<u8> {
+    let mut p = vec![0u8; 14 + 20 + 8];
+    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut p[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&28u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 1;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let c = csum(ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let icmp = &mut p[34..42];
+    icmp[0] = icmp_type;
+    icmp[4..6].copy_from_slice(&7u16.to_be_bytes());
+    let c = csum(icmp, 0);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+#[test]
+fn an_icmp_entry_admits_its_type_only_and_the_reply_comes_back() {
+    use mesh_bpf::{Direction, ICMP_PORT_BASE, PolicyAction, PolicyEntry, PolicyKey};
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let pod = Ipv4Addr::new(10, 244, 1, 11);
+    let peer = Ipv4Addr::new(10, 244, 1, 13);
+    register_pod(&mut dp, pod);
+    let mut pol = dp.policy().unwrap();
+    // Ingress: echo requests (type 8) from any peer; nothing else.
+    pol.upsert(
+        PolicyKey {
+            endpoint: 1,
+            identity: 0,
+            port: ICMP_PORT_BASE + 8,
+            proto: Some(Protocol::Icmp),
+            direction: Direction::Ingress,
+        },
+        PolicyEntry {
+            action: PolicyAction::Allow,
+            rule_id: 1,
+        },
+    )
+    .unwrap();
+    pol.set_endpoint(
+        1,
+        EndpointPolicy {
+            identity: 0x1_0100,
+            ingress_enforced: true,
+            egress_enforced: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        run(&mut dp, "to_pod", &icmp_packet(peer, pod, 8)).0,
+        TC_ACT_OK,
+        "an echo request is admitted"
+    );
+    assert_eq!(
+        run(&mut dp, "from_pod", &icmp_packet(pod, peer, 0)).0,
+        TC_ACT_OK,
+        "its echo reply leaves (conntrack), egress being closed"
+    );
+    // Type 0 is not the wildcard: an echo reply nobody asked for, a
+    // timestamp request and an unreachable are refused.
+    for t in [0u8, 13, 3] {
+        let other = Ipv4Addr::new(10, 244, 1, 20 + t);
+        assert_eq!(
+            run(&mut dp, "to_pod", &icmp_packet(other, pod, t)).0,
+            TC_ACT_SHOT,
+            "ICMP type {t} is refused"
+        );
+    }
+    // A TCP packet to "port 264" is not ICMP type 8.
+    let tcp = tcp_packet(
+        Ipv4Addr::new(10, 244, 1, 30),
+        40000,
+        pod,
+        ICMP_PORT_BASE + 8,
+    );
+    assert_eq!(run(&mut dp, "to_pod", &tcp).0, TC_ACT_SHOT, "TCP to 264");
+}

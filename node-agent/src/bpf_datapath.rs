@@ -333,6 +333,7 @@ fn to_bpf_proto(p: Protocol, what: &str) -> Result<mesh_bpf::Protocol> {
     match p {
         Protocol::Tcp => Ok(mesh_bpf::Protocol::Tcp),
         Protocol::Udp => Ok(mesh_bpf::Protocol::Udp),
+        Protocol::Icmp => Ok(mesh_bpf::Protocol::Icmp),
         Protocol::Sctp => Err(refuse(
             "convert protocol",
             what.to_string(),
@@ -345,6 +346,7 @@ fn from_bpf_proto(p: mesh_bpf::Protocol) -> Option<Protocol> {
     match p {
         mesh_bpf::Protocol::Tcp => Some(Protocol::Tcp),
         mesh_bpf::Protocol::Udp => Some(Protocol::Udp),
+        mesh_bpf::Protocol::Icmp => Some(Protocol::Icmp),
         _ => None,
     }
 }

@@ -23,8 +23,8 @@ use crate::error::Result;
 /// The entries the datapath holds are the local API's types (`/v1/services`,
 /// `/v1/ipcache`, `/v1/policies` serve them as they are).
 pub use mesh_agent_api::datapath::{
-    BackendAddr, Direction, EndpointId, EndpointPolicy, Frontend, FrontendKind, IpcacheEntry,
-    PolicyMatch, ServiceEntry,
+    BackendAddr, Direction, EndpointId, EndpointPolicy, Frontend, FrontendKind,
+    ICMP_TYPE_PORT_BASE, IpcacheEntry, PolicyMatch, ServiceEntry,
 };
 
 /// What the datapath needs to know about a local pod endpoint.

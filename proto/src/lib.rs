@@ -93,6 +93,8 @@ impl From<Protocol> for pb::Protocol {
             Protocol::Tcp => pb::Protocol::Tcp,
             Protocol::Udp => pb::Protocol::Udp,
             Protocol::Sctp => pb::Protocol::Sctp,
+            // Never a service's; a receiver refuses an unspecified one.
+            Protocol::Icmp => pb::Protocol::Unspecified,
         }
     }
 }

@@ -373,6 +373,10 @@ fn families() -> Vec<Family> {
             PolicyAction::ALL
                 .iter()
                 .map(|a| (policy_action(*a).to_string(), i64::from(a.code())))
+                .chain([(
+                    "POLICY_ICMP_PORT_BASE".to_string(),
+                    i64::from(super::policy::ICMP_PORT_BASE),
+                )])
                 .collect(),
         ),
         fam(

@@ -11,6 +11,11 @@ use super::{
 };
 use crate::error::{Error, Result};
 
+/// Where an ICMP packet's type stands in a policy key's port: 256 + the
+/// type, so that type 0 (echo reply) is not the wildcard
+/// (`POLICY_ICMP_PORT_BASE` in `policy.h`).
+pub const ICMP_PORT_BASE: u16 = 256;
+
 /// Direction of traffic relative to the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Direction {
@@ -115,11 +120,15 @@ fn key_raw(k: &PolicyKey) -> Result<PolicyKeyRaw> {
             allowed: "the non-zero ifindex of the pod's host-side veth",
         });
     }
-    if k.port != 0 && !matches!(k.proto, Some(Protocol::Tcp | Protocol::Udp)) {
+    let icmp_type = (ICMP_PORT_BASE..ICMP_PORT_BASE + 256).contains(&k.port);
+    if k.port != 0
+        && !matches!(k.proto, Some(Protocol::Tcp | Protocol::Udp))
+        && !(k.proto == Some(Protocol::Icmp) && icmp_type)
+    {
         return Err(Error::InvalidInput {
             field: "policy port",
             value: format!("{} with protocol {:?}", k.port, k.proto),
-            allowed: "a port only together with TCP or UDP",
+            allowed: "a port only together with TCP or UDP, or 256 + an ICMP type with ICMP",
         });
     }
     Ok(PolicyKeyRaw {

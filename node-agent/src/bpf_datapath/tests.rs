@@ -19,5 +19,18 @@ fn sctp_and_ipv6_are_refused_with_the_reason() {
         to_bpf_proto(Protocol::Udp, "x").unwrap(),
         mesh_bpf::Protocol::Udp
     );
-    assert_eq!(from_bpf_proto(mesh_bpf::Protocol::Icmp), None);
+    // ICMP comes back (policy entries carry it); other protocols do not.
+    assert_eq!(
+        from_bpf_proto(mesh_bpf::Protocol::Icmp),
+        Some(Protocol::Icmp)
+    );
+    assert_eq!(from_bpf_proto(mesh_bpf::Protocol::Other(47)), None);
+}
+
+#[test]
+fn the_icmp_type_port_base_is_the_datapaths() {
+    assert_eq!(
+        crate::datapath::ICMP_TYPE_PORT_BASE,
+        mesh_bpf::ICMP_PORT_BASE
+    );
 }

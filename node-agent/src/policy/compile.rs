@@ -65,10 +65,10 @@ use mesh_api::labels::{
 use mesh_api::{ClusterName, Identity, LabelSet, Protocol, ReservedIdentity};
 
 use super::crd::{
-    CidrRule, DefaultDeny, EgressRule, IngressRule, MeshClusterwideNetworkPolicySpec,
+    CidrRule, DefaultDeny, EgressRule, IcmpRule, IngressRule, MeshClusterwideNetworkPolicySpec,
     MeshNetworkPolicySpec, PortRule, Selector,
 };
-use crate::datapath::{Direction, EndpointPolicy, PolicyMatch};
+use crate::datapath::{Direction, EndpointPolicy, ICMP_TYPE_PORT_BASE, PolicyMatch};
 
 /// Rule names and refused policies, as `/v1/status` reports them.
 pub use mesh_agent_api::policy::{PolicyProblem, RuleRef};
@@ -630,6 +630,7 @@ fn compile_one(
             cidrs: &r.from_cidr,
             cidr_sets: &r.from_cidr_set,
             ports: &r.to_ports,
+            icmps: &r.icmps,
         }
     }
     fn egress_parts(r: &EgressRule) -> RuleParts<'_> {
@@ -639,6 +640,7 @@ fn compile_one(
             cidrs: &r.to_cidr,
             cidr_sets: &r.to_cidr_set,
             ports: &r.to_ports,
+            icmps: &r.icmps,
         }
     }
     let ingress: Vec<RuleParts<'_>> = p.ingress.iter().map(ingress_parts).collect();
@@ -721,6 +723,7 @@ fn compile_rule(
         cidrs,
         cidr_sets,
         ports,
+        icmps,
     } = rule;
     let peers = peers(
         p,
@@ -732,6 +735,7 @@ fn compile_rule(
         where_,
     )?;
     let (ports, named) = port_list(ports, where_)?;
+    let icmp_types = icmp_list(icmps, where_)?;
     let mut by_cidr = cidr_peers(&out.cidr_identities, cidrs, where_)?;
     by_cidr.extend(cidr_set_peers(&out.cidr_identities, cidr_sets, where_)?);
     let has_cidrs = !cidrs.is_empty() || !cidr_sets.is_empty();
@@ -744,16 +748,23 @@ fn compile_rule(
         }
         Peers::Any => vec![None],
         Peers::NoneSpecified if has_cidrs => by_cidr.into_iter().map(Some).collect(),
-        Peers::NoneSpecified if !ports.is_empty() || !named.is_empty() => vec![None],
+        Peers::NoneSpecified if !ports.is_empty() || !named.is_empty() || !icmps.is_empty() => {
+            vec![None]
+        }
         Peers::NoneSpecified => Vec::new(),
     };
-    // No ports at all: every port. Named ports only: those, never every
-    // port.
-    let ports = if ports.is_empty() && named.is_empty() {
+    // No ports at all: every port. Named ports or ICMP types only: those,
+    // never every port.
+    let mut ports = if ports.is_empty() && named.is_empty() && icmps.is_empty() {
         vec![(0, None)]
     } else {
         ports
     };
+    ports.extend(
+        icmp_types
+            .into_iter()
+            .map(|t| (ICMP_TYPE_PORT_BASE + u16::from(t), Some(Protocol::Icmp))),
+    );
     for (name, protocol) in &named {
         match dir {
             // The port of the endpoint the rule protects.
@@ -817,6 +828,7 @@ struct RuleParts<'a> {
     cidrs: &'a [String],
     cidr_sets: &'a [CidrRule],
     ports: &'a [PortRule],
+    icmps: &'a [IcmpRule],
 }
 
 fn dir_name(d: Direction) -> &'static str {
@@ -972,6 +984,23 @@ fn peers(
         }
     }
     Ok(Peers::Some(ids))
+}
+
+/// A rule's IPv4 ICMP types (IPv6 fields match nothing here: the datapath
+/// carries IPv4 only).
+fn icmp_list(icmps: &[IcmpRule], where_: &str) -> Result<BTreeSet<u8>, String> {
+    let mut out = BTreeSet::new();
+    for (i, rule) in icmps.iter().enumerate() {
+        for (j, field) in rule.fields.iter().enumerate() {
+            if let Some(t) = field
+                .ipv4_type()
+                .map_err(|e| format!("{where_}.icmps[{i}].fields[{j}]: {e}"))?
+            {
+                out.insert(t);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The longest port range (`port`..=`endPort`) a rule may name: each port

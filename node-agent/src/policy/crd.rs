@@ -129,6 +129,94 @@ impl PortRule {
     }
 }
 
+/// ICMP types (Cilium's `ICMPRule`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IcmpRule {
+    /// The types.
+    #[serde(default)]
+    pub fields: Vec<IcmpField>,
+}
+
+/// One ICMP type of a family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IcmpField {
+    /// `IPv4` (the default) or `IPv6` (matches nothing: the datapath
+    /// carries IPv4 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// The type: a number (0-255) or a name such as `EchoRequest`.
+    #[serde(rename = "type")]
+    #[schemars(schema_with = "int_or_string")]
+    pub icmp_type: IcmpType,
+}
+
+/// An ICMP type as written: a number or a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IcmpType {
+    /// A number.
+    Number(i64),
+    /// A name (`EchoRequest`, `DestinationUnreachable`, …).
+    Name(String),
+}
+
+fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "An ICMP type: a number (0-255) or a name such as EchoRequest.",
+        "x-kubernetes-int-or-string": true
+    })
+}
+
+/// The IPv4 ICMP types by the names Cilium accepts.
+pub const ICMP_TYPE_NAMES: [(&str, u8); 14] = [
+    ("EchoReply", 0),
+    ("DestinationUnreachable", 3),
+    ("Redirect", 5),
+    ("Echo", 8),
+    ("EchoRequest", 8),
+    ("RouterAdvertisement", 9),
+    ("RouterSelection", 10),
+    ("TimeExceeded", 11),
+    ("ParameterProblem", 12),
+    ("Timestamp", 13),
+    ("TimestampReply", 14),
+    ("Photuris", 40),
+    ("ExtendedEchoRequest", 42),
+    ("ExtendedEchoReply", 43),
+];
+
+impl IcmpField {
+    /// The IPv4 type it names: `Ok(None)` for an IPv6 field (nothing to
+    /// match here), an error naming what is wrong otherwise.
+    pub fn ipv4_type(&self) -> Result<Option<u8>, String> {
+        match self.family.as_deref().unwrap_or("IPv4") {
+            "IPv4" => {}
+            "IPv6" => return Ok(None),
+            other => return Err(format!("ICMP family {other:?} is neither IPv4 nor IPv6")),
+        }
+        match &self.icmp_type {
+            IcmpType::Number(n) => u8::try_from(*n)
+                .map(Some)
+                .map_err(|_| format!("ICMP type {n} is not 0-255")),
+            IcmpType::Name(name) if name.parse::<i64>().is_ok() => IcmpField {
+                family: None,
+                icmp_type: IcmpType::Number(name.parse().unwrap_or(-1)),
+            }
+            .ipv4_type(),
+            IcmpType::Name(name) => ICMP_TYPE_NAMES
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| Some(*t))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown ICMP type {name:?}; use a number or one of {}",
+                        ICMP_TYPE_NAMES.map(|(n, _)| n).join(", ")
+                    )
+                }),
+        }
+    }
+}
+
 /// An address range with holes (Cilium's `CIDRRule`, Kubernetes'
 /// `ipBlock`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -171,10 +259,9 @@ pub struct IngressRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved")]
     pub from_groups: Unenforced,
-    /// Not enforced yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved")]
-    pub icmps: Unenforced,
+    /// ICMP types allowed (or denied), by number or name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub icmps: Vec<IcmpRule>,
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved")]
@@ -188,7 +275,6 @@ impl IngressRule {
             ("fromRequires", &self.from_requires),
             ("fromNodes", &self.from_nodes),
             ("fromGroups", &self.from_groups),
-            ("icmps", &self.icmps),
             ("authentication", &self.authentication),
         ])
         .into_iter()
@@ -244,10 +330,9 @@ pub struct EgressRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved")]
     pub to_groups: Unenforced,
-    /// Not enforced yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved")]
-    pub icmps: Unenforced,
+    /// ICMP types allowed (or denied), by number or name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub icmps: Vec<IcmpRule>,
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved")]
@@ -263,7 +348,6 @@ impl EgressRule {
             ("toRequires", &self.to_requires),
             ("toNodes", &self.to_nodes),
             ("toGroups", &self.to_groups),
-            ("icmps", &self.icmps),
             ("authentication", &self.authentication),
         ])
         .into_iter()

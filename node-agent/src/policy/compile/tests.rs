@@ -781,3 +781,43 @@ egressDeny: [{toEntities: [cluster], toPorts: [{ports: [{port: "25", protocol: T
         vec![(Some(Identity::CLUSTER_PEERS), 25, Some(Protocol::Tcp))]
     );
 }
+
+#[test]
+fn icmp_rules_allow_their_types_by_number_or_name_and_nothing_else() {
+    let ping = spec(
+        r#"
+endpointSelector: {matchLabels: {app: backend}}
+ingress:
+  - fromEndpoints: [{matchLabels: {app: frontend}}]
+    icmps: [{fields: [{type: EchoRequest}, {type: "0"}, {type: 13, family: IPv4}, {type: 128, family: IPv6}]}]
+"#,
+    );
+    let c = run(&[PolicySource::namespaced("shop", "ping", &ping)]);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    let base = ICMP_TYPE_PORT_BASE;
+    assert_eq!(
+        allowed(&backend),
+        vec![
+            (Some(id(1, 257)), base, Some(Protocol::Icmp)),
+            (Some(id(1, 257)), base + 8, Some(Protocol::Icmp)),
+            (Some(id(1, 257)), base + 13, Some(Protocol::Icmp)),
+        ],
+        "the IPv4 types only, and no port opened beside them"
+    );
+    for (bad, says) in [
+        ("{type: Pong}", "unknown ICMP type \"Pong\""),
+        ("{type: 300}", "ICMP type 300 is not 0-255"),
+        ("{type: 8, family: IPX}", "neither IPv4 nor IPv6"),
+    ] {
+        let bad_spec = spec(&format!(
+            "endpointSelector: {{matchLabels: {{app: backend}}}}\negress: [{{icmps: [{{fields: [{bad}]}}]}}]\n"
+        ));
+        let c = run(&[PolicySource::namespaced("shop", "bad", &bad_spec)]);
+        let m = &c.problems.first().expect("refused").message;
+        assert!(
+            m.contains("egress[0].icmps[0].fields[0]") && m.contains(says),
+            "{m}"
+        );
+    }
+}
