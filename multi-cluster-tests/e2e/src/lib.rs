@@ -222,6 +222,12 @@ impl Lab {
         format!("mw{}-{node}", self.name)
     }
 
+    /// The namespace of the host outside every cluster (at
+    /// `mesh_lab::plan::OUTSIDE_IPS`).
+    pub fn outside_ns(&self) -> String {
+        format!("mw{}-out", self.name)
+    }
+
     /// The WireGuard interface of node `c<c>-n<n>`.
     pub fn wg_interface(&self, cluster: u8, node: u8) -> String {
         format!("mwg-mw{}{cluster}{node}", self.name)

@@ -223,6 +223,10 @@ fn network_policy_scenarios_on_one_lab() {
                 policy_parity::a_policy_with_to_fqdns_is_refused_and_widens_nothing,
             ),
             (
+                "an ipBlock with except admits the outside host but not the excepted address",
+                policy_parity::an_ip_block_with_except_admits_the_outside_host_but_not_the_excepted_address,
+            ),
+            (
                 "a CiliumNetworkPolicy applies as written",
                 policy_parity::a_cilium_network_policy_applies_as_written,
             ),

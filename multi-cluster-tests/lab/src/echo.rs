@@ -126,7 +126,29 @@ fn serve_on(id: Identity, tcp: TcpListener, udp: UdpSocket) -> std::io::Result<(
 
 /// Connects once over TCP and reads the greeting.
 pub fn ask_tcp(addr: SocketAddr, timeout: Duration) -> std::io::Result<Answer> {
-    let conn = TcpStream::connect_timeout(&addr, timeout)?;
+    ask_tcp_from(addr, None, timeout)
+}
+
+/// [`ask_tcp`] from the local address `source` (one of this namespace's),
+/// when given.
+pub fn ask_tcp_from(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> std::io::Result<Answer> {
+    let conn: TcpStream = match source {
+        None => TcpStream::connect_timeout(&addr, timeout)?,
+        Some(ip) => {
+            let sock = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            sock.bind(&SocketAddr::new(ip, 0).into())?;
+            sock.connect_timeout(&addr.into(), timeout)?;
+            sock.into()
+        }
+    };
     conn.set_read_timeout(Some(timeout))?;
     let mut line = String::new();
     BufReader::new(conn).read_line(&mut line)?;
@@ -151,7 +173,12 @@ pub fn ask_udp(addr: SocketAddr, timeout: Duration) -> std::io::Result<(Answer, 
 /// Asks every address of `targets` once, all at the same time (TCP, or
 /// UDP with `udp`): whether each answered within `timeout`. A matrix of
 /// reachability then costs one timeout, not one per refused pair.
-pub fn probe_all(targets: &[SocketAddr], udp: bool, timeout: Duration) -> Vec<bool> {
+pub fn probe_all(
+    targets: &[SocketAddr],
+    udp: bool,
+    source: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> Vec<bool> {
     thread::scope(|s| {
         let asks: Vec<_> = targets
             .iter()
@@ -160,7 +187,7 @@ pub fn probe_all(targets: &[SocketAddr], udp: bool, timeout: Duration) -> Vec<bo
                     if udp {
                         ask_udp(*addr, timeout).is_ok()
                     } else {
-                        ask_tcp(*addr, timeout).is_ok()
+                        ask_tcp_from(*addr, source, timeout).is_ok()
                     }
                 })
             })

@@ -8,7 +8,11 @@
 //!   (test API server, etcd, mesh-apiserver); pod CIDR 10.{c}.0.0/16; service
 //!   CIDR 10.96.0.0/16 in every cluster (service CIDRs may overlap);
 //! - node `c{c}-n{n}`: namespace `<prefix>-c{c}-n{n}` at 192.168.77.{20c+n},
-//!   pod CIDR 10.{c}.{n}.0/24.
+//!   pod CIDR 10.{c}.{n}.0/24;
+//! - a host outside every cluster, namespace `<prefix>-out` at
+//!   192.168.77.250 and .251 (two sources, for CIDR rules with exceptions),
+//!   routing each node's pod CIDR via that node: what an external client
+//!   is to the clusters.
 
 use std::net::Ipv4Addr;
 
@@ -22,6 +26,12 @@ pub const MAX_CLUSTERS: u8 = 8;
 pub const MAX_NODES: u8 = 8;
 /// The underlay subnet.
 pub const UNDERLAY: &str = "192.168.77.0/24";
+/// The outside host's addresses (its first is its primary).
+pub const OUTSIDE_IPS: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(192, 168, 77, 250),
+    Ipv4Addr::new(192, 168, 77, 251),
+];
+
 /// Every cluster's service CIDR.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// Port of each cluster's test Kubernetes API server (in its control namespace).
@@ -204,7 +214,13 @@ impl LabPlan {
             out.push(c.control_ns.clone());
             out.extend(c.nodes.iter().map(|n| n.ns.clone()));
         }
+        out.push(self.outside_ns());
         out
+    }
+
+    /// The namespace of the host outside every cluster ([`OUTSIDE_IPS`]).
+    pub fn outside_ns(&self) -> String {
+        format!("{}-out", self.prefix)
     }
 
     /// The cluster named `name`.

@@ -85,6 +85,40 @@ impl Lab {
                 );
             }
         }
+        let out = self.plan.outside_ns();
+        let [primary, second] = crate::plan::OUTSIDE_IPS;
+        progress(&format!(
+            "outside host {out} at {primary} and {second} (in no cluster; routes to every pod CIDR via its node)"
+        ));
+        self.attach(&out, "outside", primary)?;
+        run_ok(
+            "ip",
+            &[
+                "-n",
+                &out,
+                "addr",
+                "add",
+                &format!("{second}/24"),
+                "dev",
+                "eth0",
+            ],
+        );
+        for c in &self.plan.clusters {
+            for n in &c.nodes {
+                run_ok(
+                    "ip",
+                    &[
+                        "-n",
+                        &out,
+                        "route",
+                        "add",
+                        &n.pod_cidr.to_string(),
+                        "via",
+                        &n.ip.to_string(),
+                    ],
+                );
+            }
+        }
         Ok(())
     }
 

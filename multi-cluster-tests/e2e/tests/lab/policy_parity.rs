@@ -434,3 +434,79 @@ specs:
     }
     cleanup(lab);
 }
+
+/// An `ipBlock` with an `except`, probed from the lab's outside host (in no
+/// cluster) from each of its two addresses: the one inside the block is
+/// admitted, the excepted one refused; a pod, whose address is not what
+/// an ipBlock selects, is refused too.
+pub(super) fn an_ip_block_with_except_admits_the_outside_host_but_not_the_excepted_address(
+    lab: &Lab,
+) {
+    use mesh_lab::plan::OUTSIDE_IPS;
+    let ip = model(lab);
+    let outside = lab.outside_ns();
+    let client = lab.pod_ns("c1", NS, "client");
+    let http = format!("{}:8080", ip["server"]);
+    let [inside, excepted] = OUTSIDE_IPS;
+    let from = |source: std::net::Ipv4Addr| -> bool {
+        let out = lab.exec(
+            &outside,
+            &mesh_e2e::bin("mesh-echo"),
+            &[
+                "probe",
+                "--timeout-ms",
+                "1000",
+                "--source",
+                &source.to_string(),
+                &http,
+            ],
+        );
+        let answered: Vec<bool> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "probe from {source}: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        answered[0]
+    };
+    let expect = |what: &str, want: [bool; 3]| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = [
+                from(inside),
+                from(excepted),
+                answers(lab, &client, std::slice::from_ref(&http))[0],
+            ];
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: (outside {inside}, outside {excepted}, client pod) reached {got:?}, expected {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    expect(
+        "without a policy the outside host reaches the pod",
+        [true, true, true],
+    );
+    lab.apply(
+        "lab-c1",
+        &format!(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: from-the-underlay, namespace: {NS}}}
+spec:
+  podSelector: {{matchLabels: {{app: server}}}}
+  ingress:
+    - from: [{{ipBlock: {{cidr: 192.168.77.0/24, except: ["{excepted}/32"]}}}}]
+      ports: [{{port: 8080, protocol: TCP}}]
+"#
+        ),
+    );
+    expect("under the ipBlock with its except", [true, false, false]);
+    cleanup(lab);
+    expect("with the policy deleted", [true, true, true]);
+}

@@ -72,6 +72,9 @@ enum Cmd {
         /// Per-request timeout in milliseconds.
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+        /// Connect from this local address (TCP; one of the namespace's).
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
     },
     /// Send COUNT bare TCP SYNs from this pod's own address (raw socket,
     /// CAP_NET_RAW), each from another source port; print a JSON report.
@@ -151,8 +154,13 @@ fn main() -> ExitCode {
             addrs,
             udp,
             timeout_ms,
+            source,
         } => {
-            let answered = echo::probe_all(&addrs, udp, Duration::from_millis(timeout_ms));
+            if udp && source.is_some() {
+                eprintln!("mesh-echo: probe --source is for TCP only");
+                return ExitCode::FAILURE;
+            }
+            let answered = echo::probe_all(&addrs, udp, source, Duration::from_millis(timeout_ms));
             println!("{}", serde_json::json!(answered));
             ExitCode::SUCCESS
         }

@@ -19,6 +19,8 @@ fn addresses_and_cidrs_are_distinct_and_disjoint() {
         }
         cidrs.push(c.pod_cidr);
     }
+    // The outside host's addresses collide with no cluster's.
+    ips.extend(OUTSIDE_IPS);
     let underlay: Ipv4Net = UNDERLAY.parse().unwrap();
     assert!(ips.iter().all(|ip| underlay.contains(ip)));
     let mut sorted = ips.clone();
@@ -53,7 +55,9 @@ fn names_follow_the_contract() {
     assert_eq!(plan.clusters[1].context, "lab-c2");
     assert_eq!(plan.clusters[1].nodes[0].name.as_str(), "c2-n1");
     assert_eq!(plan.clusters[1].nodes[0].ns, "mwlab-c2-n1");
-    assert_eq!(plan.namespaces().len(), 1 + 2 * 3);
+    // Underlay, per cluster its control and two nodes, the outside host.
+    assert_eq!(plan.namespaces().len(), 1 + 2 * 3 + 1);
+    assert_eq!(plan.outside_ns(), "mwlab-out");
     assert!(plan.namespaces().iter().all(|n| n.starts_with("mwlab-")));
 }
 
