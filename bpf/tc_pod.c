@@ -10,7 +10,18 @@
  *   from_netdev / to_netdev (TC ingress / egress of the node's own
  *     interface): NodePort DNAT of traffic from other nodes to a local
  *     backend, and reverse NAT of its replies as they leave (rewriting the
- *     source to a local address any earlier would make it a martian).
+ *     source to a local address any earlier would make it a martian);
+ *     the host firewall on traffic to and from the node itself.
+ * Host firewall: when a host policy selects the node (its record under
+ * POLICY_HOST_ENDPOINT), traffic to the node (from its interface, and from
+ * its pods in from_pod) is judged by the host's ingress rules and traffic
+ * from the node by its egress rules, with conntrack for both directions;
+ * in audit mode what would be dropped is reported (FLOW_VERDICT_AUDIT)
+ * and passes. A TCP segment without SYN and without a conntrack entry
+ * passes: it cannot open a connection, and it is how connections the node
+ * had before its policy arrived (the kubelet's to the API server) keep
+ * working. Host egress is judged on the node's interface only (not
+ * towards its own pods, whose ingress policy judges it).
  * The endpoint id is the host-side veth's ifindex. */
 #include "include/common.h"
 #include "include/drop.h"
@@ -57,6 +68,74 @@ static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, __u8
 static __always_inline int pass(struct __sk_buff *skb)
 {
 	metrics_count(REASON_FORWARDED, skb->len);
+	return TC_ACT_OK;
+}
+
+/* The host firewall's decision on a new flow in `dir` with `peer`: 0 to go
+ * on, else the TC verdict (a drop, reported). Audit mode reports and goes
+ * on. */
+static __always_inline int host_judge(struct __sk_buff *skb, const struct pkt *p, __u8 obs,
+				      __u32 peer, __u8 dir)
+{
+	__u32 rule;
+	int audit;
+	__u32 reason = host_policy_verdict(peer, policy_port(p), p->proto, dir, &rule, &audit);
+
+	if (reason == REASON_FORWARDED)
+		return 0;
+	if (!audit)
+		return drop(skb, p, obs, reason, 0, rule);
+	report(skb, p, FLOW_VERDICT_AUDIT, obs, reason, 0, rule);
+	return 0;
+}
+
+/* Traffic arriving on the node's interface for the node itself. */
+static __always_inline int host_ingress(struct __sk_buff *skb, struct pkt *p)
+{
+	if (!host_firewall_on() || ipcache_identity(p->daddr) != IDENTITY_HOST)
+		return TC_ACT_OK;
+	struct ct_key k = {
+		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport,
+		.dport = p->dport, .proto = p->proto, .dir = CT_DIR_IN,
+	};
+	struct ct_key rk;
+	int first;
+	ct_reverse(&k, &rk, CT_DIR_OUT);
+	if (ct_lookup_reply(&rk, p->tcp_flags, &first) || ct_lookup(&k, p->tcp_flags))
+		return TC_ACT_OK;
+	if (p->proto == IPPROTO_TCP && !(p->tcp_flags & TCP_FLAG_SYN))
+		return TC_ACT_OK;
+	int verdict = host_judge(skb, p, FLOW_OBS_FROM_NETDEV, ipcache_identity(p->saddr),
+				 POLICY_DIR_INGRESS);
+	if (verdict)
+		return verdict;
+	if (ct_create(&k, 0, 0) < 0)
+		return drop(skb, p, FLOW_OBS_FROM_NETDEV, REASON_CT_MAP_FULL, 0, 0);
+	return TC_ACT_OK;
+}
+
+/* Traffic the node itself sends out of its interface. */
+static __always_inline int host_egress(struct __sk_buff *skb, struct pkt *p)
+{
+	if (!host_firewall_on() || ipcache_identity(p->saddr) != IDENTITY_HOST)
+		return TC_ACT_OK;
+	struct ct_key k = {
+		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport,
+		.dport = p->dport, .proto = p->proto, .dir = CT_DIR_OUT,
+	};
+	struct ct_key rk;
+	int first;
+	ct_reverse(&k, &rk, CT_DIR_IN);
+	if (ct_lookup(&k, p->tcp_flags) || ct_lookup_reply(&rk, p->tcp_flags, &first))
+		return TC_ACT_OK;
+	if (p->proto == IPPROTO_TCP && !(p->tcp_flags & TCP_FLAG_SYN))
+		return TC_ACT_OK;
+	int verdict = host_judge(skb, p, FLOW_OBS_TO_NETDEV, ipcache_identity(p->daddr),
+				 POLICY_DIR_EGRESS);
+	if (verdict)
+		return verdict;
+	if (ct_create(&k, 0, 0) < 0)
+		return drop(skb, p, FLOW_OBS_TO_NETDEV, REASON_CT_MAP_FULL, 0, 0);
 	return TC_ACT_OK;
 }
 
@@ -165,6 +244,13 @@ int from_pod(struct __sk_buff *skb)
 				POLICY_DIR_EGRESS, &rule);
 	if (reason != REASON_FORWARDED)
 		return drop(skb, &p, FLOW_OBS_FROM_POD, reason, svc_id, rule);
+	/* To the node itself: the host firewall's ingress rules too. */
+	if (ipcache_identity(p.daddr) == IDENTITY_HOST) {
+		int verdict = host_judge(skb, &p, FLOW_OBS_FROM_POD, self->identity,
+					 POLICY_DIR_INGRESS);
+		if (verdict)
+			return verdict;
+	}
 	if (ct_create(&k, 0, svc_id) < 0)
 		return drop(skb, &p, FLOW_OBS_FROM_POD, REASON_CT_MAP_FULL, svc_id, rule);
 	report(skb, &p, FLOW_VERDICT_FORWARDED, FLOW_OBS_FROM_POD, REASON_FORWARDED, svc_id, rule);
@@ -224,12 +310,15 @@ int from_netdev(struct __sk_buff *skb)
 	__u32 reason = 0;
 	int r = pkt_parse(skb, &p);
 
-	/* The node's own interface carries everything: never drop what we do not handle. */
-	if (r != PARSE_OK || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
+	/* The node's own interface carries everything: never drop what we
+	 * cannot classify. */
+	if (r != PARSE_OK)
 		return TC_ACT_OK;
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+		return host_ingress(skb, &p);
 	struct lb_svc_val *svc = lb_lookup_service(p.daddr, p.dport, p.proto);
 	if (!svc)
-		return TC_ACT_OK;
+		return host_ingress(skb, &p);
 
 	__u32 svc_id = svc->svc_id;
 	struct ct_key sk = {
@@ -270,8 +359,10 @@ int to_netdev(struct __sk_buff *skb)
 	struct pkt p = {};
 	int r = pkt_parse(skb, &p);
 
-	if (r != PARSE_OK || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
+	if (r != PARSE_OK)
 		return TC_ACT_OK;
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+		return host_egress(skb, &p);
 	struct ct_key nk = {
 		.saddr = p.daddr, .daddr = p.saddr, .sport = p.dport,
 		.dport = p.sport, .proto = p.proto, .dir = CT_DIR_NODEPORT,
@@ -279,7 +370,7 @@ int to_netdev(struct __sk_buff *skb)
 	int first;
 	struct ct_val *np = ct_lookup_reply(&nk, p.tcp_flags, &first);
 	if (!np || !np->rev_nat_id)
-		return TC_ACT_OK;
+		return host_egress(skb, &p);
 	__u32 id = np->rev_nat_id;
 	struct lb_revnat *rn = bpf_map_lookup_elem(&mw_revnat, &id);
 	if (!rn)

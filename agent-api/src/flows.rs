@@ -16,16 +16,20 @@ pub enum Verdict {
     Dropped,
     /// The socket load balancer translated a connect to a backend.
     Translated,
+    /// Policy would have dropped it (see the drop reason); audit mode let
+    /// it pass (Hubble's AUDIT).
+    Audit,
     /// A code this build does not know.
     Unknown,
 }
 
 impl Verdict {
     /// All verdicts, for error messages.
-    pub const ALL: [Verdict; 4] = [
+    pub const ALL: [Verdict; 5] = [
         Verdict::Forwarded,
         Verdict::Dropped,
         Verdict::Translated,
+        Verdict::Audit,
         Verdict::Unknown,
     ];
 
@@ -35,6 +39,7 @@ impl Verdict {
             Verdict::Forwarded => "forwarded",
             Verdict::Dropped => "dropped",
             Verdict::Translated => "translated",
+            Verdict::Audit => "audit",
             Verdict::Unknown => "unknown",
         }
     }

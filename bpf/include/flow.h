@@ -9,11 +9,13 @@
 #define FLOW_VERDICT_FORWARDED 1
 #define FLOW_VERDICT_DROPPED 2
 #define FLOW_VERDICT_TRANSLATED 3 /* socket LB rewrote a connect/sendmsg */
+#define FLOW_VERDICT_AUDIT 4      /* policy would drop it; audit mode let it pass */
 
 #define FLOW_OBS_FROM_POD 0 /* TC ingress on the host veth */
 #define FLOW_OBS_TO_POD 1   /* TC egress on the host veth */
 #define FLOW_OBS_SOCK 2     /* cgroup socket hook */
-#define FLOW_OBS_FROM_NETDEV 3 /* TC ingress of the node's interface (NodePort) */
+#define FLOW_OBS_FROM_NETDEV 3 /* TC ingress of the node's interface (NodePort, host firewall) */
+#define FLOW_OBS_TO_NETDEV 4   /* TC egress of the node's interface (host firewall) */
 
 struct flow_event {
 	__u64 ts_ns;

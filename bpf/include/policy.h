@@ -17,6 +17,10 @@
 #define POLICY_ALLOW 1
 #define POLICY_DENY 2
 
+/* The node itself as a policy endpoint (the host firewall): its record
+ * and entries are keyed by this instead of a veth's ifindex. */
+#define POLICY_HOST_ENDPOINT 0xffffffff
+
 /* An ICMP packet's type stands in the key's port as this + the type, so
  * that type 0 (echo reply) is not the wildcard. */
 #define POLICY_ICMP_PORT_BASE 256
@@ -47,7 +51,8 @@ struct policy_endpoint {
 	__u32 identity;    /* the endpoint's own identity */
 	__be32 ipv4;       /* pod address, 0 unknown */
 	__u8 mac[6];       /* pod-side MAC, zero unknown */
-	__u8 pad[2];
+	__u8 audit;        /* report what policy would drop, and let it pass */
+	__u8 pad;
 	char ifname[16];   /* host-side veth name, NUL-padded */
 };
 MW_ASSERT_SIZE(struct policy_endpoint, 36);
@@ -158,6 +163,32 @@ static __always_inline __u32 policy_verdict(__u32 endpoint, __u32 peer, __be16 p
 	if (policy_probe(&key, &allowed, rule))
 		return REASON_POLICY_DENIED;
 	return allowed ? REASON_FORWARDED : REASON_POLICY_DEFAULT_DENY;
+}
+
+/* The host firewall's verdict on traffic to (ingress) or from (egress) the
+ * node itself. No host record: no host policy selects this node, and the
+ * node's traffic passes (a pod endpoint without a record is denied
+ * instead; the node must keep working before its agent knows its
+ * policies). */
+static __always_inline __u32 host_policy_verdict(__u32 peer, __be16 port, __u8 proto, __u8 dir,
+						 __u32 *rule, int *audit)
+{
+	__u32 host = POLICY_HOST_ENDPOINT;
+	struct policy_endpoint *ep = bpf_map_lookup_elem(&mw_endpoints, &host);
+
+	*rule = 0;
+	*audit = 0;
+	if (!ep)
+		return REASON_FORWARDED;
+	*audit = ep->audit;
+	return policy_verdict(host, peer, port, proto, dir, rule);
+}
+
+/* Whether a host policy selects this node (its traffic is tracked then). */
+static __always_inline int host_firewall_on(void)
+{
+	__u32 host = POLICY_HOST_ENDPOINT;
+	return bpf_map_lookup_elem(&mw_endpoints, &host) != 0;
 }
 
 #endif

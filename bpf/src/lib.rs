@@ -30,7 +30,7 @@ pub use error::{Error, Result};
 pub use maps::{
     Backend, BackendId, BackendMap, ConntrackMap, CtDirection, CtEntry, Direction, DropReason,
     EncryptConfig, EncryptMap, EncryptSync, EndpointInfo, EndpointPolicy, FlowEvent,
-    FlowObservation, FlowReader, FlowVerdict, Frontend, ICMP_PORT_BASE, IpcacheEntry, IpcacheMap,
-    LbAlgorithm, LoadBalancer, Metrics, MetricsReader, PolicyAction, PolicyEntry, PolicyKey,
-    PolicyMap, Protocol, ServiceEntry, ServiceId, ServiceMap, ServiceView,
+    FlowObservation, FlowReader, FlowVerdict, Frontend, HOST_ENDPOINT, ICMP_PORT_BASE,
+    IpcacheEntry, IpcacheMap, LbAlgorithm, LoadBalancer, Metrics, MetricsReader, PolicyAction,
+    PolicyEntry, PolicyKey, PolicyMap, Protocol, ServiceEntry, ServiceId, ServiceMap, ServiceView,
 };

@@ -986,3 +986,152 @@ fn an_icmp_entry_admits_its_type_only_and_the_reply_comes_back() {
     );
     assert_eq!(run(&mut dp, "to_pod", &tcp).0, TC_ACT_SHOT, "TCP to 264");
 }
+
+#[test]
+fn the_host_firewall_judges_new_flows_to_the_node_tracks_its_own_and_audits() {
+    use mesh_bpf::{
+        Direction, FlowObservation, HOST_ENDPOINT, IpcacheEntry, PolicyAction, PolicyEntry,
+        PolicyKey,
+    };
+    require_root();
+    let dir = BpfDir::new();
+    let mut dp = Datapath::load(dir.path()).unwrap();
+    let node = Ipv4Addr::new(192, 168, 77, 21);
+    let pod = Ipv4Addr::new(10, 1, 2, 5);
+    let outside = Ipv4Addr::new(192, 168, 77, 250);
+    let apiserver = Ipv4Addr::new(192, 168, 77, 20);
+    let mut ipc = dp.ipcache().unwrap();
+    for (addr, identity) in [(node, 1), (pod, 0x1_0205)] {
+        ipc.upsert(
+            addr,
+            32,
+            IpcacheEntry {
+                identity,
+                tunnel_endpoint: None,
+                encrypt: false,
+                cluster_id: 1,
+            },
+        )
+        .unwrap();
+    }
+    let syn = |src, sport, dst, dport| tcp_packet_flags(src, sport, dst, dport, 0x02);
+    // No host policy: the node's traffic passes, whoever sends it.
+    assert_eq!(
+        run(&mut dp, "from_netdev", &syn(outside, 40000, node, 22)).0,
+        TC_ACT_OK
+    );
+
+    // Ingress enforced: SSH from the pod's identity only.
+    let mut pol = dp.policy().unwrap();
+    let ssh = PolicyKey {
+        endpoint: HOST_ENDPOINT,
+        identity: 0x1_0205,
+        port: 22,
+        proto: Some(Protocol::Tcp),
+        direction: Direction::Ingress,
+    };
+    let allow = PolicyEntry {
+        action: PolicyAction::Allow,
+        rule_id: 5,
+    };
+    let host = EndpointPolicy {
+        identity: 1,
+        ingress_enforced: true,
+        egress_enforced: false,
+    };
+    pol.sync_host(host, false, &[(ssh, allow)]).unwrap();
+    assert_eq!(pol.host().unwrap(), Some((host, false)));
+    assert!(
+        pol.endpoint_records().unwrap().is_empty(),
+        "the host's record is not a pod endpoint"
+    );
+    assert_eq!(
+        run(&mut dp, "from_netdev", &syn(pod, 40001, node, 22)).0,
+        TC_ACT_OK,
+        "the admitted identity"
+    );
+    assert_eq!(
+        run(&mut dp, "from_netdev", &syn(outside, 40002, node, 22)).0,
+        TC_ACT_SHOT,
+        "anyone else"
+    );
+    assert_eq!(
+        run(&mut dp, "from_netdev", &syn(pod, 40003, node, 2222)).0,
+        TC_ACT_SHOT,
+        "another port"
+    );
+    // Traffic through the node to someone else is not the host's.
+    assert_eq!(
+        run(
+            &mut dp,
+            "from_netdev",
+            &syn(outside, 40004, Ipv4Addr::new(10, 1, 1, 9), 22)
+        )
+        .0,
+        TC_ACT_OK
+    );
+    // The node's own connection out (egress not enforced) is tracked: its
+    // SYN-ACK comes back though ingress admits nothing from there.
+    assert_eq!(
+        run(&mut dp, "to_netdev", &syn(node, 50000, apiserver, 6443)).0,
+        TC_ACT_OK
+    );
+    let syn_ack = tcp_packet_flags(apiserver, 6443, node, 50000, 0x12);
+    assert_eq!(
+        run(&mut dp, "from_netdev", &syn_ack).0,
+        TC_ACT_OK,
+        "the API server's answer to the node"
+    );
+    let unsolicited = tcp_packet_flags(apiserver, 6443, node, 50001, 0x12);
+    assert_eq!(
+        run(&mut dp, "from_netdev", &unsolicited).0,
+        TC_ACT_SHOT,
+        "a SYN-ACK nothing asked for"
+    );
+    // A segment of a connection older than the policy passes (no SYN: it
+    // cannot open one).
+    let old = tcp_packet_flags(apiserver, 6443, node, 50002, 0x10);
+    assert_eq!(run(&mut dp, "from_netdev", &old).0, TC_ACT_OK);
+
+    // A local pod to its own node: the host's ingress rules judge it too.
+    register_pod(&mut dp, pod);
+    pol.set_endpoint(
+        1,
+        EndpointPolicy {
+            identity: 0x1_0205,
+            ingress_enforced: false,
+            egress_enforced: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(run(&mut dp, "from_pod", &syn(pod, 40010, node, 22)).0, TC_ACT_OK);
+    assert_eq!(
+        run(&mut dp, "from_pod", &syn(pod, 40011, node, 2222)).0,
+        TC_ACT_SHOT,
+        "a local pod on a port the host does not admit"
+    );
+
+    // Audit mode: the would-be drop passes and is reported as audited.
+    pol.sync_host(host, true, &[(ssh, allow)]).unwrap();
+    let mut flows = dp.flows().unwrap();
+    assert_eq!(
+        run(&mut dp, "from_netdev", &syn(outside, 40005, node, 22)).0,
+        TC_ACT_OK,
+        "audit lets it pass"
+    );
+    let (ev, seen) = flows.wait_for(Duration::from_secs(1), |e| {
+        e.verdict == FlowVerdict::Audit && e.sport == 40005
+    });
+    let ev = ev.unwrap_or_else(|| panic!("no audit event: {seen:?}"));
+    assert_eq!(ev.reason, DropReason::PolicyDefaultDeny);
+    assert_eq!(ev.observation, FlowObservation::FromNetdev);
+
+    // Off again: the record and its entries are gone.
+    pol.remove_endpoint(HOST_ENDPOINT).unwrap();
+    assert_eq!(pol.host().unwrap(), None);
+    assert!(pol.dump().unwrap().is_empty());
+    assert_eq!(
+        run(&mut dp, "from_netdev", &syn(outside, 40006, node, 22)).0,
+        TC_ACT_OK
+    );
+}

@@ -38,6 +38,7 @@ fn verdict(v: mesh_bpf::FlowVerdict) -> Verdict {
         mesh_bpf::FlowVerdict::Forwarded => Verdict::Forwarded,
         mesh_bpf::FlowVerdict::Dropped => Verdict::Dropped,
         mesh_bpf::FlowVerdict::Translated => Verdict::Translated,
+        mesh_bpf::FlowVerdict::Audit => Verdict::Audit,
         mesh_bpf::FlowVerdict::Unknown(_) => Verdict::Unknown,
     }
 }
@@ -106,6 +107,7 @@ impl Resolver {
                 mesh_bpf::FlowObservation::ToPod => "to-pod".into(),
                 mesh_bpf::FlowObservation::Socket => "socket".into(),
                 mesh_bpf::FlowObservation::FromNetdev => "from-netdev".into(),
+                mesh_bpf::FlowObservation::ToNetdev => "to-netdev".into(),
                 mesh_bpf::FlowObservation::Unknown(c) => format!("unknown-{c}"),
             },
             protocol: match ev.proto {

@@ -273,6 +273,7 @@ fn flow_verdict(v: FlowVerdict) -> &'static str {
         FlowVerdict::Forwarded => "FLOW_VERDICT_FORWARDED",
         FlowVerdict::Dropped => "FLOW_VERDICT_DROPPED",
         FlowVerdict::Translated => "FLOW_VERDICT_TRANSLATED",
+        FlowVerdict::Audit => "FLOW_VERDICT_AUDIT",
         FlowVerdict::Unknown(c) => panic!("FlowVerdict::ALL holds Unknown({c})"),
     }
 }
@@ -283,6 +284,7 @@ fn flow_observation(o: FlowObservation) -> &'static str {
         FlowObservation::ToPod => "FLOW_OBS_TO_POD",
         FlowObservation::Socket => "FLOW_OBS_SOCK",
         FlowObservation::FromNetdev => "FLOW_OBS_FROM_NETDEV",
+        FlowObservation::ToNetdev => "FLOW_OBS_TO_NETDEV",
         FlowObservation::Unknown(c) => panic!("FlowObservation::ALL holds Unknown({c})"),
     }
 }
@@ -373,10 +375,16 @@ fn families() -> Vec<Family> {
             PolicyAction::ALL
                 .iter()
                 .map(|a| (policy_action(*a).to_string(), i64::from(a.code())))
-                .chain([(
-                    "POLICY_ICMP_PORT_BASE".to_string(),
-                    i64::from(super::policy::ICMP_PORT_BASE),
-                )])
+                .chain([
+                    (
+                        "POLICY_ICMP_PORT_BASE".to_string(),
+                        i64::from(super::policy::ICMP_PORT_BASE),
+                    ),
+                    (
+                        "POLICY_HOST_ENDPOINT".to_string(),
+                        i64::from(super::policy::HOST_ENDPOINT),
+                    ),
+                ])
                 .collect(),
         ),
         fam(

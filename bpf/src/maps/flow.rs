@@ -120,16 +120,19 @@ pub enum FlowVerdict {
     Dropped,
     /// The socket LB translated a connect to a backend.
     Translated,
+    /// Policy would have dropped it; audit mode let it pass.
+    Audit,
     /// Unknown code.
     Unknown(u8),
 }
 
 impl FlowVerdict {
     /// Every known verdict (checked against `flow.h` by the C twin test).
-    pub const ALL: [FlowVerdict; 3] = [
+    pub const ALL: [FlowVerdict; 4] = [
         FlowVerdict::Forwarded,
         FlowVerdict::Dropped,
         FlowVerdict::Translated,
+        FlowVerdict::Audit,
     ];
 
     /// The code in a flow event (`FLOW_VERDICT_*`).
@@ -138,6 +141,7 @@ impl FlowVerdict {
             FlowVerdict::Forwarded => 1,
             FlowVerdict::Dropped => 2,
             FlowVerdict::Translated => 3,
+            FlowVerdict::Audit => 4,
             FlowVerdict::Unknown(c) => c,
         }
     }
@@ -160,8 +164,10 @@ pub enum FlowObservation {
     ToPod,
     /// A cgroup socket hook.
     Socket,
-    /// TC ingress of the node's interface (NodePort).
+    /// TC ingress of the node's interface (NodePort, host firewall).
     FromNetdev,
+    /// TC egress of the node's interface (host firewall).
+    ToNetdev,
     /// Unknown code.
     Unknown(u8),
 }
@@ -169,11 +175,12 @@ pub enum FlowObservation {
 impl FlowObservation {
     /// Every known observation point (checked against `flow.h` by the C
     /// twin test).
-    pub const ALL: [FlowObservation; 4] = [
+    pub const ALL: [FlowObservation; 5] = [
         FlowObservation::FromPod,
         FlowObservation::ToPod,
         FlowObservation::Socket,
         FlowObservation::FromNetdev,
+        FlowObservation::ToNetdev,
     ];
 
     /// The code in a flow event (`FLOW_OBS_*`).
@@ -183,6 +190,7 @@ impl FlowObservation {
             FlowObservation::ToPod => 1,
             FlowObservation::Socket => 2,
             FlowObservation::FromNetdev => 3,
+            FlowObservation::ToNetdev => 4,
             FlowObservation::Unknown(c) => c,
         }
     }

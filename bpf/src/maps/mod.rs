@@ -35,8 +35,8 @@ pub use lb::{
 };
 pub use lb_index::{LoadBalancer, ServiceView};
 pub use policy::{
-    Direction, EndpointInfo, EndpointPolicy, ICMP_PORT_BASE, PolicyAction, PolicyEntry, PolicyKey,
-    PolicyMap,
+    Direction, EndpointInfo, EndpointPolicy, HOST_ENDPOINT, ICMP_PORT_BASE, PolicyAction,
+    PolicyEntry, PolicyKey, PolicyMap,
 };
 
 /// A map this build expects, with its layout.

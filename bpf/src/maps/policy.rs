@@ -16,6 +16,11 @@ use crate::error::{Error, Result};
 /// (`POLICY_ICMP_PORT_BASE` in `policy.h`).
 pub const ICMP_PORT_BASE: u16 = 256;
 
+/// The node itself as a policy endpoint (the host firewall): its record
+/// and entries are keyed by this instead of a veth's ifindex
+/// (`POLICY_HOST_ENDPOINT`).
+pub const HOST_ENDPOINT: u32 = u32::MAX;
+
 /// Direction of traffic relative to the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Direction {
@@ -213,7 +218,8 @@ impl PolicyMap {
             identity: p.identity,
             ipv4: info.ipv4.map(super::ip_be).unwrap_or(0),
             mac: info.mac.unwrap_or([0; 6]),
-            pad: [0; 2],
+            audit: 0,
+            pad: 0,
             ifname,
         };
         self.endpoints
@@ -226,12 +232,15 @@ impl PolicyMap {
         Ok(get_opt(&ENDPOINTS, self.endpoints.get(&endpoint, 0))?.map(|v| info_from(&v)))
     }
 
-    /// Every endpoint: (ifindex, record, enforcement), sorted by ifindex.
+    /// Every pod endpoint: (ifindex, record, enforcement), sorted by
+    /// ifindex (the host's record is not one: see [`PolicyMap::host`]).
     pub fn endpoint_records(&self) -> Result<Vec<(u32, EndpointInfo, EndpointPolicy)>> {
         let mut out = Vec::new();
         for item in self.endpoints.iter() {
             let (k, v) = item.map_err(|e| dump_err(&ENDPOINTS, e))?;
-            out.push((k, info_from(&v), policy_from(&v)));
+            if k != HOST_ENDPOINT {
+                out.push((k, info_from(&v), policy_from(&v)));
+            }
         }
         out.sort_by_key(|(k, _, _)| *k);
         Ok(out)
@@ -242,18 +251,68 @@ impl PolicyMap {
         Ok(get_opt(&ENDPOINTS, self.endpoints.get(&endpoint, 0))?.map(|v| policy_from(&v)))
     }
 
-    /// Every endpoint's enforcement, sorted by endpoint id.
+    /// Every pod endpoint's enforcement, sorted by endpoint id.
     pub fn endpoints(&self) -> Result<Vec<(u32, EndpointPolicy)>> {
         let mut out = Vec::new();
         for item in self.endpoints.iter() {
             let (k, v) = item.map_err(|e| dump_err(&ENDPOINTS, e))?;
-            out.push((k, policy_from(&v)));
+            if k != HOST_ENDPOINT {
+                out.push((k, policy_from(&v)));
+            }
         }
         out.sort_by_key(|(k, _)| *k);
         Ok(out)
     }
 
-    /// Removes an endpoint's enforcement and all its verdict entries.
+    /// Converges the host firewall to `policy` (its identity is `host`),
+    /// `audit` and exactly `entries` (keyed by [`HOST_ENDPOINT`]), in the
+    /// order [`PolicyMap::sync_endpoint`] uses. Returns how many stale
+    /// entries were removed.
+    pub fn sync_host(
+        &mut self,
+        policy: EndpointPolicy,
+        audit: bool,
+        entries: &[(PolicyKey, PolicyEntry)],
+    ) -> Result<usize> {
+        if let Some((k, _)) = entries.iter().find(|(k, _)| k.endpoint != HOST_ENDPOINT) {
+            return Err(Error::InvalidInput {
+                field: "host policy entry endpoint",
+                value: k.endpoint.to_string(),
+                allowed: "entries keyed by HOST_ENDPOINT",
+            });
+        }
+        for (k, e) in entries {
+            self.upsert(*k, *e)?;
+        }
+        let v = PolicyEndpointRaw {
+            ingress_enforced: u8::from(policy.ingress_enforced),
+            egress_enforced: u8::from(policy.egress_enforced),
+            identity: policy.identity,
+            audit: u8::from(audit),
+            ..PolicyEndpointRaw::default()
+        };
+        self.endpoints
+            .insert(HOST_ENDPOINT, v, 0)
+            .map_err(|e| insert_err(&ENDPOINTS, self.max[1], e))?;
+        let mut removed = 0;
+        for (k, _) in self.dump()? {
+            if k.endpoint == HOST_ENDPOINT && !entries.iter().any(|(d, _)| *d == k) {
+                self.delete(k)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The host firewall's enforcement and audit flag, when a host policy
+    /// is installed.
+    pub fn host(&self) -> Result<Option<(EndpointPolicy, bool)>> {
+        Ok(get_opt(&ENDPOINTS, self.endpoints.get(&HOST_ENDPOINT, 0))?
+            .map(|v| (policy_from(&v), v.audit != 0)))
+    }
+
+    /// Removes an endpoint's enforcement and all its verdict entries
+    /// ([`HOST_ENDPOINT`]: turns the host firewall off).
     pub fn remove_endpoint(&mut self, endpoint: u32) -> Result<()> {
         remove_ok(&ENDPOINTS, self.endpoints.remove(&endpoint))?;
         for (k, _) in self.dump()? {

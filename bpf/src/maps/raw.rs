@@ -133,7 +133,8 @@ pub struct PolicyEndpointRaw {
     pub identity: u32,
     pub ipv4: u32,
     pub mac: [u8; 6],
-    pub pad: [u8; 2],
+    pub audit: u8,
+    pub pad: u8,
     pub ifname: [u8; 16],
 }
 
