@@ -121,6 +121,17 @@ pub struct EndpointPolicy {
     pub deny: BTreeSet<PolicyMatch>,
 }
 
+/// The host firewall of a node: what the host policies selecting it add up
+/// to, enforced or audited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPolicy {
+    /// The rules, as for an endpoint (peers are who talks to or from the
+    /// node itself).
+    pub policy: EndpointPolicy,
+    /// Audit mode: what would be dropped is reported and passes.
+    pub audit: bool,
+}
+
 /// What a PUT of desired state answers: how the reconcile went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyReport {

@@ -1104,7 +1104,10 @@ fn the_host_firewall_judges_new_flows_to_the_node_tracks_its_own_and_audits() {
         },
     )
     .unwrap();
-    assert_eq!(run(&mut dp, "from_pod", &syn(pod, 40010, node, 22)).0, TC_ACT_OK);
+    assert_eq!(
+        run(&mut dp, "from_pod", &syn(pod, 40010, node, 22)).0,
+        TC_ACT_OK
+    );
     assert_eq!(
         run(&mut dp, "from_pod", &syn(pod, 40011, node, 2222)).0,
         TC_ACT_SHOT,

@@ -33,7 +33,7 @@ use mesh_bpf::{Direction as BpfDirection, PolicyAction, PolicyEntry, PolicyKey};
 
 use crate::datapath::{
     BackendAddr, Datapath, DatapathEndpoint, Direction, EndpointId, EndpointPolicy, Frontend,
-    FrontendKind, IpcacheEntry, PolicyMatch, ServiceEntry,
+    FrontendKind, HostPolicy, IpcacheEntry, PolicyMatch, ServiceEntry,
 };
 use crate::error::{Error, Result};
 
@@ -327,6 +327,22 @@ pub fn policy_entries(
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
     Ok(entries.into_iter().collect())
+}
+
+/// The API's form of a policy map key.
+fn policy_match(k: &PolicyKey, rule: u32) -> PolicyMatch {
+    PolicyMatch {
+        direction: match k.direction {
+            BpfDirection::Ingress => Direction::Ingress,
+            BpfDirection::Egress => Direction::Egress,
+        },
+        identity: (k.identity != 0)
+            .then(|| Identity::from_u32(k.identity).ok())
+            .flatten(),
+        port: k.port,
+        protocol: k.proto.and_then(from_bpf_proto),
+        rule,
+    }
 }
 
 fn to_bpf_proto(p: Protocol, what: &str) -> Result<mesh_bpf::Protocol> {
@@ -648,6 +664,80 @@ impl Datapath for BpfDatapath {
         Ok(())
     }
 
+    fn set_host_policy(
+        &mut self,
+        node_ip: Option<Ipv4Addr>,
+        hp: Option<&HostPolicy>,
+    ) -> Result<()> {
+        let target = "host firewall";
+        let Some(hp) = hp else {
+            if self
+                .policy
+                .host()
+                .map_err(bpf_err("read host policy", target))?
+                .is_some()
+            {
+                self.policy
+                    .remove_endpoint(mesh_bpf::HOST_ENDPOINT)
+                    .map_err(bpf_err("remove host policy", target))?;
+                tracing::info!("host firewall off: no host policy selects this node");
+            }
+            return Ok(());
+        };
+        // The programs that judge the node's traffic sit on its interface.
+        let Some(addr) = node_ip else {
+            return Err(refuse(
+                "set host policy",
+                target,
+                "the node's address is not known yet".into(),
+            ));
+        };
+        self.serve_node_address(addr)?;
+        let entries = policy_entries(mesh_bpf::HOST_ENDPOINT, &hp.policy, target)?;
+        self.policy
+            .sync_host(
+                mesh_bpf::EndpointPolicy {
+                    identity: mesh_api::ReservedIdentity::Host.identity().get(),
+                    ingress_enforced: hp.policy.ingress_enforced,
+                    egress_enforced: hp.policy.egress_enforced,
+                },
+                hp.audit,
+                &entries,
+            )
+            .map_err(bpf_err("write host policy", target))?;
+        Ok(())
+    }
+
+    fn host_policy(&self) -> Result<Option<HostPolicy>> {
+        let Some((p, audit)) = self
+            .policy
+            .host()
+            .map_err(bpf_err("read host policy", "host firewall"))?
+        else {
+            return Ok(None);
+        };
+        let entries = self
+            .policy
+            .dump()
+            .map_err(bpf_err("dump policy", "policy map"))?;
+        let of = |action: PolicyAction| {
+            entries
+                .iter()
+                .filter(|(k, v)| k.endpoint == mesh_bpf::HOST_ENDPOINT && v.action == action)
+                .map(|(k, v)| policy_match(k, v.rule_id))
+                .collect()
+        };
+        Ok(Some(HostPolicy {
+            policy: EndpointPolicy {
+                ingress_enforced: p.ingress_enforced,
+                egress_enforced: p.egress_enforced,
+                allow: of(PolicyAction::Allow),
+                deny: of(PolicyAction::Deny),
+            },
+            audit,
+        }))
+    }
+
     fn map_usage(&self) -> Result<Vec<(String, u64, u64)>> {
         let root = self.dp.pin_root();
         Ok(mesh_bpf::usage(root)
@@ -700,18 +790,7 @@ impl Datapath for BpfDatapath {
                 entries
                     .iter()
                     .filter(move |(k, v)| k.endpoint == ifindex && v.action == action)
-                    .map(|(k, v)| PolicyMatch {
-                        direction: match k.direction {
-                            BpfDirection::Ingress => Direction::Ingress,
-                            BpfDirection::Egress => Direction::Egress,
-                        },
-                        identity: (k.identity != 0)
-                            .then(|| Identity::from_u32(k.identity).ok())
-                            .flatten(),
-                        port: k.port,
-                        protocol: k.proto.and_then(from_bpf_proto),
-                        rule: v.rule_id,
-                    })
+                    .map(|(k, v)| policy_match(k, v.rule_id))
                     .collect()
             };
             out.insert(

@@ -20,6 +20,7 @@
 //! | `agent.socketPath` | `agent-socket` | `/var/run/meshwork/agent.sock` |
 //! | `kubeProxyReplacement` | `kube-proxy-replacement` | `true` |
 //! | `allowLocalhost` | `allow-localhost` | `always` (or `policy`) |
+//! | `policyAuditMode` | `policy-audit-mode` | `false` |
 //! | `loadBalancer.algorithm` | `lb-algorithm` | `random` (or `maglev`) |
 //! | `encryption.enabled` | `enable-encryption` | `false` |
 //! | `encryption.type` | `encryption-type` | `wireguard` |
@@ -143,6 +144,14 @@ pub struct AgentConfig {
     /// the `host` entity (Cilium's `allow-localhost`).
     #[arg(long, default_value = "always", value_parser = ["always", "policy"])]
     pub allow_localhost: String,
+
+    /// Audit the host firewall: what host policies (a
+    /// MeshClusterwideNetworkPolicy with `nodeSelector`) would drop is
+    /// reported as a flow with verdict `audit` and passes, so a policy can
+    /// be tried without locking the node out. (Pod policies are always
+    /// enforced in this version.)
+    #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub policy_audit_mode: bool,
 
     /// Backend selection for services.
     #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]

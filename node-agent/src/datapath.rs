@@ -23,7 +23,7 @@ use crate::error::Result;
 /// The entries the datapath holds are the local API's types (`/v1/services`,
 /// `/v1/ipcache`, `/v1/policies` serve them as they are).
 pub use mesh_agent_api::datapath::{
-    BackendAddr, Direction, EndpointId, EndpointPolicy, Frontend, FrontendKind,
+    BackendAddr, Direction, EndpointId, EndpointPolicy, Frontend, FrontendKind, HostPolicy,
     ICMP_TYPE_PORT_BASE, IpcacheEntry, PolicyMatch, ServiceEntry,
 };
 
@@ -78,6 +78,17 @@ pub trait Datapath: Send + 'static {
     fn set_policy(&mut self, endpoint: EndpointId, policy: &EndpointPolicy) -> Result<()>;
     /// The policies the datapath holds, per endpoint.
     fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>>;
+
+    /// Installs the host firewall (`None`: no host policy selects this
+    /// node, whose traffic is then not judged). `node_ip` is the node's
+    /// address: its interface gets the programs that judge the traffic.
+    fn set_host_policy(
+        &mut self,
+        node_ip: Option<std::net::Ipv4Addr>,
+        policy: Option<&HostPolicy>,
+    ) -> Result<()>;
+    /// The host firewall installed.
+    fn host_policy(&self) -> Result<Option<HostPolicy>>;
 
     /// How full each map is: (map name, entries, capacity); empty when the
     /// datapath has no bounded maps.
@@ -147,6 +158,16 @@ impl<T: Datapath + ?Sized> Datapath for Box<T> {
     fn policies(&self) -> Result<std::collections::BTreeMap<EndpointId, EndpointPolicy>> {
         (**self).policies()
     }
+    fn set_host_policy(
+        &mut self,
+        node_ip: Option<std::net::Ipv4Addr>,
+        policy: Option<&HostPolicy>,
+    ) -> Result<()> {
+        (**self).set_host_policy(node_ip, policy)
+    }
+    fn host_policy(&self) -> Result<Option<HostPolicy>> {
+        (**self).host_policy()
+    }
     fn packet_counters(&self) -> Result<Vec<PacketCounter>> {
         (**self).packet_counters()
     }
@@ -171,6 +192,8 @@ pub struct MemoryDatapath {
     pub ipcache: BTreeMap<IpNet, IpcacheEntry>,
     /// Policies by endpoint.
     pub policies: BTreeMap<EndpointId, EndpointPolicy>,
+    /// The host firewall.
+    pub host: Option<HostPolicy>,
     /// Number of write operations performed (upserts, removals, set_policy).
     pub writes: u64,
 }
@@ -237,6 +260,20 @@ impl Datapath for MemoryDatapath {
 
     fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>> {
         Ok(self.policies.clone())
+    }
+
+    fn set_host_policy(
+        &mut self,
+        _node_ip: Option<std::net::Ipv4Addr>,
+        policy: Option<&HostPolicy>,
+    ) -> Result<()> {
+        self.writes += 1;
+        self.host = policy.cloned();
+        Ok(())
+    }
+
+    fn host_policy(&self) -> Result<Option<HostPolicy>> {
+        Ok(self.host.clone())
     }
 }
 
@@ -311,5 +348,15 @@ impl Datapath for FaultyDatapath {
     }
     fn policies(&self) -> Result<BTreeMap<EndpointId, EndpointPolicy>> {
         self.dump(|d| d.policies())
+    }
+    fn set_host_policy(
+        &mut self,
+        node_ip: Option<std::net::Ipv4Addr>,
+        policy: Option<&HostPolicy>,
+    ) -> Result<()> {
+        self.inner.set_host_policy(node_ip, policy)
+    }
+    fn host_policy(&self) -> Result<Option<HostPolicy>> {
+        self.dump(|d| d.host_policy())
     }
 }

@@ -37,7 +37,7 @@ use ipnet::IpNet;
 use mesh_api::{ClusterName, Identity, NodeName};
 use tokio::sync::watch;
 
-use crate::datapath::{Datapath, EndpointId, IpcacheEntry};
+use crate::datapath::{Datapath, EndpointId, HostPolicy, IpcacheEntry};
 use crate::endpoint::EndpointManager;
 use crate::feed::mesh::{MeshFeed, MeshView};
 use crate::policy::compile::{
@@ -67,6 +67,9 @@ pub struct LocalView {
     /// Admit this node's own traffic (kubelet probes) to every endpoint
     /// whatever its policy (`--allow-localhost`).
     pub allow_localhost: bool,
+    /// Report what the host firewall would drop instead of dropping it
+    /// (`--policy-audit-mode`).
+    pub policy_audit: bool,
 }
 
 /// What the cluster's API says beyond the policies themselves.
@@ -77,6 +80,9 @@ pub struct PolicyContext {
     /// Each pod's address and its named container ports (name, port,
     /// protocol), for rules on a named port.
     pub pod_ports: Vec<PodPorts>,
+    /// This node's labels (for host policies' `nodeSelector`); None until
+    /// its Node is known.
+    pub node_labels: Option<BTreeMap<String, String>>,
 }
 
 /// The ipcache entries of the mesh (every cluster's endpoints and nodes).
@@ -222,6 +228,7 @@ pub fn sync<D: Datapath>(
         }
         mgr.reconciler().set_policies(per_endpoint);
         mgr.hold_new_endpoints_by(compiled.clone());
+        sync_host_policy(mgr, view, local, context, &compiled);
         mgr.reconciler().set_ipcache(
             CIDR_SOURCE,
             compiled
@@ -238,6 +245,56 @@ pub fn sync<D: Datapath>(
         compiled
     });
     Ok((mgr.reconcile(), compiled))
+}
+
+/// Converges the host firewall to what the host policies selecting this
+/// node add up to (none: off). A failure is logged and retried on the next
+/// pass.
+fn sync_host_policy<D: Datapath>(
+    mgr: &mut EndpointManager<D>,
+    view: &MeshView,
+    local: &LocalView,
+    context: &PolicyContext,
+    compiled: &CompiledPolicies,
+) {
+    let labels = context
+        .node_labels
+        .as_ref()
+        .and_then(|l| mesh_api::LabelSet::new(l.clone()).ok());
+    let want = labels
+        .as_ref()
+        .and_then(|l| compiled.host_policy(l))
+        .map(|policy| HostPolicy {
+            policy,
+            audit: local.policy_audit,
+        });
+    let held = match mgr.datapath().host_policy() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the host firewall; will retry");
+            return;
+        }
+    };
+    if held == want {
+        return;
+    }
+    let node_ip = view
+        .nodes
+        .iter()
+        .find(|n| n.cluster == local.cluster && n.name == local.node)
+        .and_then(|n| first_v4(&n.ips));
+    match mgr
+        .reconciler()
+        .datapath_mut()
+        .set_host_policy(node_ip, want.as_ref())
+    {
+        Ok(()) => tracing::info!(
+            on = want.is_some(),
+            audit = local.policy_audit,
+            "host firewall updated"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot write the host firewall; will retry"),
+    }
 }
 
 /// The sources a pass reads, each optional.
@@ -295,6 +352,7 @@ pub async fn run(
                 .map(|p| PolicyContext {
                     namespaces: p.namespace_labels(),
                     pod_ports: p.pod_ports(),
+                    node_labels: p.node_labels(local.node.as_str()),
                 })
                 .unwrap_or_default();
             let (state2, local2, last_valid2) = (state.clone(), local.clone(), last_valid.clone());

@@ -266,6 +266,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         node: config.node_name.clone(),
         encryption: config.enable_encryption,
         allow_localhost: config.allow_localhost == "always",
+        policy_audit: config.policy_audit_mode,
     };
     let (policy_status, policy) = watch::channel(Default::default());
     let bpf_root = config.bpf_root.clone();

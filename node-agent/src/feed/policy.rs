@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::{Api, Client};
 use mesh_export_client::reflect::{Reflected, reflect};
@@ -86,6 +86,8 @@ pub struct PolicyFeed {
     /// Every pod of the cluster, for the named ports of its containers.
     /// (The whole object is kept: a metadata-and-ports projection would do.)
     pods: Reflected<Pod>,
+    /// Nodes, for the labels host policies select by.
+    nodes: Reflected<Node>,
     cilium: Option<CiliumPolicies>,
     notify: Arc<Notify>,
 }
@@ -114,6 +116,7 @@ impl PolicyFeed {
             network_policies: reflect(Api::all(client.clone()), notify.clone()),
             namespaces: reflect(Api::all(client.clone()), notify.clone()),
             pods: reflect(Api::all(client.clone()), notify.clone()),
+            nodes: reflect(Api::all(client.clone()), notify.clone()),
             notify,
         }
     }
@@ -127,6 +130,7 @@ impl PolicyFeed {
             && listed(self.network_policies.0.wait_until_ready().now_or_never())
             && listed(self.namespaces.0.wait_until_ready().now_or_never())
             && listed(self.pods.0.wait_until_ready().now_or_never())
+            && listed(self.nodes.0.wait_until_ready().now_or_never())
             && self.cilium.as_ref().is_none_or(|c| {
                 listed(c.namespaced.0.wait_until_ready().now_or_never())
                     && listed(c.clusterwide.0.wait_until_ready().now_or_never())
@@ -164,6 +168,16 @@ impl PolicyFeed {
                 (!ports.is_empty()).then_some((ip, ports))
             })
             .collect()
+    }
+
+    /// The labels of Node `name`, when it is known.
+    pub fn node_labels(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.nodes
+            .0
+            .state()
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+            .map(|n| n.metadata.labels.clone().unwrap_or_default())
     }
 
     /// The labels of every namespace, by name.

@@ -71,6 +71,7 @@ fn local(encryption: bool) -> LocalView {
         node: "n1".parse().expect("node"),
         encryption,
         allow_localhost: false,
+        policy_audit: false,
     }
 }
 
@@ -369,3 +370,67 @@ fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_
 
 /// No namespace labels known.
 static NO_NAMESPACES: crate::policy::compile::NamespaceLabels = std::collections::BTreeMap::new();
+
+#[test]
+fn a_host_policy_selecting_this_node_becomes_its_firewall_and_goes_with_it() {
+    use crate::policy::crd::MeshClusterwideNetworkPolicySpec;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut mgr = manager(dir.path());
+    let spec: MeshClusterwideNetworkPolicySpec = serde_yaml::from_str(
+        r#"
+nodeSelector: {matchLabels: {role: edge}}
+ingress:
+  - fromEndpoints: [{matchLabels: {app: frontend}}]
+    toPorts: [{ports: [{port: "22", protocol: TCP}]}]
+"#,
+    )
+    .expect("spec");
+    let policy = PolicySource::clusterwide("ssh-from-frontends", &spec);
+    let context = |role: &str| PolicyContext {
+        node_labels: Some([("role".to_string(), role.to_string())].into()),
+        ..PolicyContext::default()
+    };
+    let mut audited = local(false);
+    audited.policy_audit = true;
+    let (report, _) = sync(
+        &mut mgr,
+        &view(),
+        &audited,
+        Some(std::slice::from_ref(&policy)),
+        &context("edge"),
+        &mut Default::default(),
+    )
+    .expect("sync");
+    assert!(report.is_ok(), "{report:?}");
+    let host = mgr.datapath().host.clone().expect("the node is selected");
+    assert!(host.audit && host.policy.ingress_enforced && !host.policy.egress_enforced);
+    let allowed: Vec<_> = host
+        .policy
+        .allow
+        .iter()
+        .map(|a| (a.identity, a.port))
+        .collect();
+    assert_eq!(
+        allowed,
+        vec![(Some(id(1, 257)), 22)],
+        "this cluster's frontends on 22"
+    );
+    // No pod is selected by a host policy.
+    assert!(
+        mgr.datapath()
+            .policies
+            .values()
+            .all(|p| !p.ingress_enforced)
+    );
+    // Another node's labels: off.
+    let _ = sync(
+        &mut mgr,
+        &view(),
+        &audited,
+        Some(std::slice::from_ref(&policy)),
+        &context("worker"),
+        &mut Default::default(),
+    )
+    .expect("sync");
+    assert_eq!(mgr.datapath().host, None);
+}

@@ -84,6 +84,9 @@ pub struct PolicySource {
     pub name: String,
     /// Which endpoints it applies to.
     pub endpoint_selector: Selector,
+    /// A host policy: which nodes (by their labels) it applies to instead
+    /// (`endpoint_selector` is then unused).
+    pub node_selector: Option<Selector>,
     /// Ingress rules.
     pub ingress: Vec<IngressRule>,
     /// Egress rules.
@@ -137,6 +140,7 @@ impl PolicySource {
             namespace: Some(namespace.to_string()),
             name: name.to_string(),
             endpoint_selector: spec.endpoint_selector.clone(),
+            node_selector: None,
             ingress: spec.ingress.clone(),
             egress: spec.egress.clone(),
             ingress_deny: spec.ingress_deny.clone(),
@@ -157,12 +161,32 @@ impl PolicySource {
         name: &str,
         spec: &MeshClusterwideNetworkPolicySpec,
     ) -> Self {
-        let refusal = refusal_of(&spec.unenforced());
+        let mut refusal = refusal_of(&spec.unenforced());
+        match (&spec.endpoint_selector, &spec.node_selector) {
+            (Some(_), Some(_)) => {
+                refusal = Some(
+                    "sets both endpointSelector and nodeSelector; a policy selects pods or nodes, so split it in two"
+                        .into(),
+                )
+            }
+            (None, None) => {
+                refusal = Some(
+                    "sets neither endpointSelector (pods) nor nodeSelector (nodes); name what it applies to (`{}` selects all)"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
         PolicySource {
             kind,
             namespace: None,
             name: name.to_string(),
-            endpoint_selector: spec.endpoint_selector.clone(),
+            // A host policy selects no pod.
+            endpoint_selector: spec
+                .endpoint_selector
+                .clone()
+                .unwrap_or_else(Selector::nobody),
+            node_selector: spec.node_selector.clone(),
             ingress: spec.ingress.clone(),
             egress: spec.egress.clone(),
             ingress_deny: spec.ingress_deny.clone(),
@@ -232,7 +256,11 @@ pub const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
 
 #[derive(Debug, Clone)]
 struct CompiledPolicy {
+    /// Matched against a pod's identity labels, or with `host` a node's
+    /// labels.
     subject: LabelSelector,
+    /// A host policy (`nodeSelector`).
+    host: bool,
     /// None: no rules in that direction.
     ingress: Option<DirectionRules>,
     egress: Option<DirectionRules>,
@@ -381,8 +409,9 @@ pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> Compile
             Err(mut message) => {
                 // Fail closed: what it selects is default-deny in the
                 // directions it has rules for, with nothing allowed.
-                if let Some(closed) = deny_all_of(p) {
-                    out.policies.push(closed);
+                let closed = deny_all_of(p);
+                if !closed.is_empty() {
+                    out.policies.extend(closed);
                     message.push_str(DENY_NOTE);
                 }
                 out.problems.push(PolicyProblem {
@@ -399,20 +428,29 @@ pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> Compile
 const DENY_NOTE: &str =
     "; the endpoints it selects allow nothing in its directions until it is fixed";
 
-/// A refused policy's fail-closed stand-in: its subject (when the selector
-/// itself is valid) enforced with no allow, in the directions it has rules.
-fn deny_all_of(p: &PolicySource) -> Option<CompiledPolicy> {
-    let mut subject = to_selector(&p.endpoint_selector).ok()?;
-    if let Some(ns) = &p.namespace {
-        subject
-            .match_labels
-            .insert(NAMESPACE_LABEL.to_string(), ns.clone());
-    }
-    Some(CompiledPolicy {
+/// A refused policy's fail-closed stand-ins: its subjects (pods, nodes;
+/// each when its selector itself is valid) enforced with no allow, in the
+/// directions it has rules.
+fn deny_all_of(p: &PolicySource) -> Vec<CompiledPolicy> {
+    let closed = |subject, host| CompiledPolicy {
         subject,
+        host,
         ingress: p.has_rules(Direction::Ingress).then(DirectionRules::closed),
         egress: p.has_rules(Direction::Egress).then(DirectionRules::closed),
-    })
+    };
+    let mut out = Vec::new();
+    if let Ok(mut subject) = to_selector(&p.endpoint_selector) {
+        if let Some(ns) = &p.namespace {
+            subject
+                .match_labels
+                .insert(NAMESPACE_LABEL.to_string(), ns.clone());
+        }
+        out.push(closed(subject, false));
+    }
+    if let Some(Ok(subject)) = p.node_selector.as_ref().map(to_selector) {
+        out.push(closed(subject, true));
+    }
+    out
 }
 
 /// The last version of each policy that compiled, by `Kind namespace/name`:
@@ -475,7 +513,7 @@ impl CompiledPolicies {
     /// resolves. A namespace no policy can select stays open.
     pub fn unresolved_endpoint_policy(&self, namespace: Option<&str>) -> EndpointPolicy {
         let mut policy = EndpointPolicy::default();
-        for p in &self.policies {
+        for p in self.policies.iter().filter(|p| !p.host) {
             let ns = p.subject.match_labels.get(NAMESPACE_LABEL);
             let could_select = match (ns, namespace) {
                 (Some(theirs), Some(ours)) => theirs == ours,
@@ -519,6 +557,32 @@ impl CompiledPolicies {
     /// deny entry wins in the datapath whichever is more specific; one
     /// with the very key of an allow replaces it).
     pub fn endpoint_policy(&self, labels: &LabelSet) -> EndpointPolicy {
+        let mut policy = self.merged(
+            |p| !p.host && p.subject.matches(labels),
+            self.named_by_labels.get(labels),
+        );
+        self.admit_localhost(&mut policy);
+        policy
+    }
+
+    /// The host firewall of a node with labels `node_labels`: None when no
+    /// host policy (`nodeSelector`) selects it (its traffic is not
+    /// judged), else what the selecting ones allow and deny.
+    pub fn host_policy(&self, node_labels: &LabelSet) -> Option<EndpointPolicy> {
+        let selects = |p: &CompiledPolicy| p.host && p.subject.matches(node_labels);
+        self.policies
+            .iter()
+            .any(selects)
+            .then(|| self.merged(selects, None))
+    }
+
+    /// What the policies `selects` picks add up to (named ports resolved
+    /// against `declared`, the endpoint's own).
+    fn merged(
+        &self,
+        selects: impl Fn(&CompiledPolicy) -> bool,
+        declared: Option<&BTreeSet<(String, u16, Protocol)>>,
+    ) -> EndpointPolicy {
         type Key = (Direction, Option<Identity>, u16, Option<Protocol>);
         let mut policy = EndpointPolicy::default();
         let mut allow: BTreeMap<Key, u32> = BTreeMap::new();
@@ -530,9 +594,8 @@ impl CompiledPolicies {
             let e = to.entry(k).or_insert(rule);
             *e = (*e).min(rule);
         };
-        let declared = self.named_by_labels.get(labels);
         for p in &self.policies {
-            if !p.subject.matches(labels) {
+            if !selects(p) {
                 continue;
             }
             for (i, rules) in [&p.ingress, &p.egress].into_iter().enumerate() {
@@ -586,7 +649,6 @@ impl CompiledPolicies {
         allow.retain(|k, _| !deny.contains_key(k));
         policy.allow = allow.into_iter().map(entry).collect();
         policy.deny = deny.into_iter().map(entry).collect();
-        self.admit_localhost(&mut policy);
         policy
     }
 
@@ -616,8 +678,16 @@ fn compile_one(
     if let Some(refusal) = &p.refusal {
         return Err(refusal.clone());
     }
-    let mut subject =
-        to_selector(&p.endpoint_selector).map_err(|e| format!("endpointSelector: {e}"))?;
+    let (mut subject, host) = match &p.node_selector {
+        Some(nodes) => (
+            to_selector(nodes).map_err(|e| format!("nodeSelector: {e}"))?,
+            true,
+        ),
+        None => (
+            to_selector(&p.endpoint_selector).map_err(|e| format!("endpointSelector: {e}"))?,
+            false,
+        ),
+    };
     if let Some(ns) = &p.namespace {
         subject
             .match_labels
@@ -649,6 +719,7 @@ fn compile_one(
     let egress_deny: Vec<RuleParts<'_>> = p.egress_deny.iter().map(egress_parts).collect();
     let mut compiled = CompiledPolicy {
         subject,
+        host,
         ingress: None,
         egress: None,
     };

@@ -18,6 +18,21 @@ pub struct Selector {
     pub match_expressions: Vec<SelectorRequirement>,
 }
 
+impl Selector {
+    /// A selector that matches nothing (a label both present and absent).
+    pub fn nobody() -> Selector {
+        let req = |operator: &str| SelectorRequirement {
+            key: mesh_api::labels::NAMESPACE_LABEL.to_string(),
+            operator: operator.into(),
+            values: Vec::new(),
+        };
+        Selector {
+            match_labels: Default::default(),
+            match_expressions: vec![req("Exists"), req("DoesNotExist")],
+        }
+    }
+}
+
 /// One `matchExpressions` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SelectorRequirement {
@@ -441,8 +456,10 @@ pub struct MeshNetworkPolicySpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MeshClusterwideNetworkPolicySpec {
-    /// The endpoints (pods of any namespace) the policy applies to.
-    pub endpoint_selector: Selector,
+    /// The endpoints (pods of any namespace) the policy applies to; or,
+    /// instead, `nodeSelector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_selector: Option<Selector>,
     /// Allowed incoming connections.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<IngressRule>,
@@ -463,10 +480,11 @@ pub struct MeshClusterwideNetworkPolicySpec {
     /// rules for (default: yes, in both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_default_deny: Option<DefaultDeny>,
-    /// Host policies: not enforced yet.
+    /// A host policy: the nodes (by their labels) whose own traffic the
+    /// rules apply to, in and out of their interfaces (host-networked
+    /// pods included): the host firewall.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved")]
-    pub node_selector: Unenforced,
+    pub node_selector: Option<Selector>,
 }
 
 /// The unenforced fields a policy's spec uses, with where: what its
@@ -524,7 +542,7 @@ impl MeshClusterwideNetworkPolicySpec {
             &self.egress,
             &self.ingress_deny,
             &self.egress_deny,
-            &[("nodeSelector", &self.node_selector)],
+            &[],
         )
     }
 }

@@ -140,19 +140,6 @@ fn ports(list: Option<&Vec<K8sPort>>) -> Vec<PortRule> {
     }
 }
 
-/// A selector no identity matches.
-fn nobody() -> Selector {
-    let req = |operator: &str| SelectorRequirement {
-        key: NAMESPACE_LABEL.to_string(),
-        operator: operator.into(),
-        values: Vec::new(),
-    };
-    Selector {
-        match_labels: Default::default(),
-        match_expressions: vec![req("Exists"), req("DoesNotExist")],
-    }
-}
-
 /// One rule: its peers (every peer when none are listed; nobody when all
 /// listed peers were left out) on its ports.
 fn rule(
@@ -167,7 +154,7 @@ fn rule(
         Vec::new()
     };
     if !list.is_empty() && selectors.is_empty() && cidrs.is_empty() {
-        selectors.push(nobody());
+        selectors.push(Selector::nobody());
     }
     (selectors, entities, cidrs, ports(port_list))
 }
@@ -235,6 +222,7 @@ pub fn source(np: &NetworkPolicy) -> PolicySource {
         ),
         name: np.metadata.name.clone().unwrap_or_default(),
         endpoint_selector: spec.pod_selector.as_ref().map(selector).unwrap_or_default(),
+        node_selector: None,
         ingress,
         egress,
         ingress_deny: Vec::new(),

@@ -232,7 +232,7 @@ fn egress_rules_enforce_egress_only() {
     let c = run(&[PolicySource::clusterwide(
         "frontends-to-backend",
         &MeshClusterwideNetworkPolicySpec {
-            endpoint_selector: sel(&[("app", "frontend")]),
+            endpoint_selector: Some(sel(&[("app", "frontend")])),
             ingress: Vec::new(),
             egress: vec![EgressRule {
                 to_endpoints: vec![sel(&[("app", "backend")])],
@@ -819,5 +819,55 @@ ingress:
             m.contains("egress[0].icmps[0].fields[0]") && m.contains(says),
             "{m}"
         );
+    }
+}
+
+#[test]
+fn a_cluster_wide_policy_selects_pods_or_nodes_never_both_or_neither() {
+    use crate::policy::crd::MeshClusterwideNetworkPolicySpec;
+    let cw = |yaml: &str| {
+        let spec: MeshClusterwideNetworkPolicySpec = serde_yaml::from_str(yaml).expect("spec");
+        PolicySource::clusterwide("p", &spec)
+    };
+    let host =
+        cw("nodeSelector: {matchLabels: {role: edge}}\ningress: [{fromEntities: [cluster]}]\n");
+    let c = run(std::slice::from_ref(&host));
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+    assert_eq!(
+        backend,
+        EndpointPolicy::default(),
+        "a host policy selects no pod"
+    );
+    let edge = LabelSet::new([("role".to_string(), "edge".to_string())].into()).expect("labels");
+    let fw = c.host_policy(&edge).expect("the node is selected");
+    assert!(fw.ingress_enforced && !fw.egress_enforced);
+    assert_eq!(allowed(&fw), vec![(Some(Identity::CLUSTER_PEERS), 0, None)]);
+    let worker =
+        LabelSet::new([("role".to_string(), "worker".to_string())].into()).expect("labels");
+    assert_eq!(c.host_policy(&worker), None);
+
+    for (yaml, says) in [
+        (
+            "endpointSelector: {}\nnodeSelector: {}\ningress: [{}]\n",
+            "both endpointSelector and nodeSelector",
+        ),
+        ("ingress: [{}]\n", "neither endpointSelector"),
+    ] {
+        let c = run(&[cw(yaml)]);
+        let m = &c.problems.first().expect("refused").message;
+        assert!(m.contains(says), "{m}");
+        // Neither selector: nothing is known to be selected, nothing closes.
+        if says.starts_with("neither") {
+            let backend = c.endpoint_policy(&labels("c1", "shop", "backend"));
+            assert!(!backend.ingress_enforced);
+        } else {
+            // Both: what each names is closed while refused.
+            assert!(
+                c.endpoint_policy(&labels("c1", "shop", "backend"))
+                    .ingress_enforced
+            );
+            assert!(c.host_policy(&edge).is_some_and(|p| p.allow.is_empty()));
+        }
     }
 }
