@@ -26,6 +26,10 @@ pub struct PolicyStatus {
     /// The node-local identity of each CIDR the policies name.
     #[serde(default)]
     pub cidr_identities: BTreeMap<String, Identity>,
+    /// The host firewall installed (None: no host policy selects this
+    /// node).
+    #[serde(default)]
+    pub host_firewall: Option<crate::datapath::HostPolicy>,
 }
 
 /// Names the rule behind a rule id: what flow events and `explain` show.

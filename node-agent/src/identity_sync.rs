@@ -387,6 +387,7 @@ pub async fn run(
                         feed.write_status(&c.problems).await;
                     }
                     let enforcing = state.enforcing_endpoints();
+                    let host_firewall = state.host_firewall();
                     let mut s = status.borrow().clone();
                     s.watching = sources.policies.is_some();
                     s.identities = identities;
@@ -407,6 +408,7 @@ pub async fn run(
                             .collect();
                         s.problems = c.problems;
                         s.enforcing_endpoints = enforcing;
+                        s.host_firewall = host_firewall;
                     }
                     status.send_replace(s);
                 }

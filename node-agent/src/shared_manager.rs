@@ -88,6 +88,18 @@ impl SharedManager {
         }
     }
 
+    /// The host firewall the datapath holds (None also when it cannot be
+    /// read, which is logged).
+    pub fn host_firewall(&self) -> Option<crate::datapath::HostPolicy> {
+        use crate::datapath::Datapath as _;
+        self.lock()
+            .datapath()
+            .host_policy()
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot read the host firewall"))
+            .ok()
+            .flatten()
+    }
+
     /// Local endpoints whose ingress or egress is policy-enforced.
     pub fn enforcing_endpoints(&self) -> usize {
         self.lock()

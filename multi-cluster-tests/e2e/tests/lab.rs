@@ -27,6 +27,8 @@ mod encryption;
 mod encryption_runtime;
 #[path = "lab/helpers.rs"]
 mod helpers;
+#[path = "lab/host_firewall.rs"]
+mod host_firewall;
 #[path = "lab/lost_remote.rs"]
 mod lost_remote;
 #[path = "lab/membership.rs"]
@@ -229,6 +231,10 @@ fn network_policy_scenarios_on_one_lab() {
             (
                 "a CiliumNetworkPolicy applies as written",
                 policy_parity::a_cilium_network_policy_applies_as_written,
+            ),
+            (
+                "the host firewall audits, then enforces, and keeps the API server",
+                host_firewall::the_host_firewall_audits_then_enforces_and_keeps_the_api_server,
             ),
             (
                 "the upstream NetworkPolicy cases pass",

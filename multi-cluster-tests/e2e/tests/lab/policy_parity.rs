@@ -18,7 +18,7 @@ use super::helpers::meshctl_typed;
 use super::node_agent::datapath_packets;
 use super::requests::pod_ip;
 
-const NS: &str = "parity";
+pub(super) const NS: &str = "parity";
 
 fn pod(name: &str, app: &str, node: &str) -> String {
     format!(
@@ -39,7 +39,7 @@ spec:
 }
 
 /// The pods, Ready; their addresses by name.
-fn model(lab: &Lab) -> std::collections::BTreeMap<&'static str, String> {
+pub(super) fn model(lab: &Lab) -> std::collections::BTreeMap<&'static str, String> {
     lab.apply(
         "lab-c1",
         &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: \"{NS}\"}}\n"),
@@ -81,7 +81,7 @@ fn model(lab: &Lab) -> std::collections::BTreeMap<&'static str, String> {
 }
 
 /// Which of `targets` answer TCP from inside the network namespace `ns`.
-fn answers(lab: &Lab, ns: &str, targets: &[String]) -> Vec<bool> {
+pub(super) fn answers(lab: &Lab, ns: &str, targets: &[String]) -> Vec<bool> {
     let mut args = vec!["probe", "--timeout-ms", "1000"];
     args.extend(targets.iter().map(String::as_str));
     let out = lab.exec(ns, &mesh_e2e::bin("mesh-echo"), &args);
