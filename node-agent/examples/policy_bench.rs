@@ -129,6 +129,8 @@ fn main() {
         namespaces: &no_ns,
         allow_localhost: true,
         named_ports: &no_ports,
+        apiserver_on_this_node: false,
+        apiserver_on_remote_node: false,
     };
     let set = policies(n_policies, namespaces, 0);
     let (compiled, compile_time) = timed(|| compile(&set, &inputs));

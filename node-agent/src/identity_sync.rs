@@ -83,10 +83,21 @@ pub struct PolicyContext {
     /// This node's labels (for host policies' `nodeSelector`); None until
     /// its Node is known.
     pub node_labels: Option<BTreeMap<String, String>>,
+    /// The API server's addresses (the `kubernetes` Service's endpoints).
+    pub apiserver_ips: Vec<Ipv4Addr>,
 }
 
-/// The ipcache entries of the mesh (every cluster's endpoints and nodes).
-pub fn ipcache_entries(view: &MeshView, local: &LocalView) -> Vec<IpcacheEntry> {
+/// The ipcache entries of the mesh (every cluster's endpoints and nodes),
+/// and this cluster's API server addresses (`apiserver`, the `kubernetes`
+/// Service's endpoints) with the identity `kube-apiserver`: an address
+/// that is also a pod's keeps the pod's, this node's keeps `host`, and a
+/// remote node's becomes `kube-apiserver` (the `remote-node` entity then
+/// covers it too: [`CompileInputs::apiserver_on_remote_node`]).
+pub fn ipcache_entries(
+    view: &MeshView,
+    local: &LocalView,
+    apiserver: &[Ipv4Addr],
+) -> Vec<IpcacheEntry> {
     let node_ip = |cluster: &ClusterName, node: &NodeName| -> Option<Ipv4Addr> {
         view.nodes
             .iter()
@@ -94,6 +105,19 @@ pub fn ipcache_entries(view: &MeshView, local: &LocalView) -> Vec<IpcacheEntry> 
             .and_then(|n| first_v4(&n.ips))
     };
     let mut out: BTreeMap<IpNet, IpcacheEntry> = BTreeMap::new();
+    let kube_apiserver = mesh_api::ReservedIdentity::KubeApiserver.identity();
+    for ip in apiserver {
+        let cidr = IpNet::from(IpAddr::V4(*ip));
+        out.insert(
+            cidr,
+            IpcacheEntry {
+                cidr,
+                identity: kube_apiserver,
+                node_ip: None,
+                encrypt: false,
+            },
+        );
+    }
     for ep in &view.endpoints {
         let here = ep.cluster == local.cluster && ep.node == local.node;
         let host = if here {
@@ -120,12 +144,16 @@ pub fn ipcache_entries(view: &MeshView, local: &LocalView) -> Vec<IpcacheEntry> 
     // its node.
     for n in &view.nodes {
         let here = n.cluster == local.cluster && n.name == local.node;
-        let identity = if here {
-            mesh_api::ReservedIdentity::Host.identity()
-        } else {
-            mesh_api::ReservedIdentity::RemoteNode.identity()
-        };
         for ip in n.ips.iter().filter(|ip| ip.is_ipv4()) {
+            let identity = if here {
+                mesh_api::ReservedIdentity::Host.identity()
+            } else if n.cluster == local.cluster
+                && matches!(ip, IpAddr::V4(v4) if apiserver.contains(v4))
+            {
+                kube_apiserver
+            } else {
+                mesh_api::ReservedIdentity::RemoteNode.identity()
+            };
             out.insert(
                 IpNet::from(*ip),
                 IpcacheEntry {
@@ -190,8 +218,19 @@ pub fn sync<D: Datapath>(
         })
         .collect();
     mgr.set_identities(&identities)?;
-    mgr.reconciler()
-        .set_ipcache(SOURCE, ipcache_entries(view, local));
+    let entries = ipcache_entries(view, local, &context.apiserver_ips);
+    // Where the API server runs, as the compiler needs it for the
+    // `kube-apiserver` and `remote-node` entities.
+    let on_node = |ip: &Ipv4Addr, this: bool| {
+        view.nodes.iter().any(|n| {
+            n.cluster == local.cluster
+                && (n.name == local.node) == this
+                && n.ips.contains(&IpAddr::V4(*ip))
+        })
+    };
+    let apiserver_on_this_node = context.apiserver_ips.iter().any(|ip| on_node(ip, true));
+    let apiserver_on_remote_node = context.apiserver_ips.iter().any(|ip| on_node(ip, false));
+    mgr.reconciler().set_ipcache(SOURCE, entries);
     let compiled = policies.map(|policies| {
         let mut named_ports = NamedPorts::new();
         for (ip, ports) in &context.pod_ports {
@@ -210,6 +249,8 @@ pub fn sync<D: Datapath>(
                 namespaces: &context.namespaces,
                 named_ports: &named_ports,
                 allow_localhost: local.allow_localhost,
+                apiserver_on_this_node,
+                apiserver_on_remote_node,
             },
             last_valid,
         );
@@ -334,6 +375,8 @@ pub async fn run(
                     namespaces: &p.namespace_labels(),
                     allow_localhost: local.allow_localhost,
                     named_ports: &NamedPorts::new(),
+                    apiserver_on_this_node: false,
+                    apiserver_on_remote_node: false,
                 },
             );
             state.with_manager(|mgr| mgr.hold_new_endpoints_by(compiled));
@@ -353,6 +396,7 @@ pub async fn run(
                     namespaces: p.namespace_labels(),
                     pod_ports: p.pod_ports(),
                     node_labels: p.node_labels(local.node.as_str()),
+                    apiserver_ips: p.apiserver_ips(),
                 })
                 .unwrap_or_default();
             let (state2, local2, last_valid2) = (state.clone(), local.clone(), last_valid.clone());

@@ -229,6 +229,10 @@ fn network_policy_scenarios_on_one_lab() {
                 policy_parity::an_ip_block_with_except_admits_the_outside_host_but_not_the_excepted_address,
             ),
             (
+                "the kube-apiserver entity is the API server's address",
+                policy_parity::the_kube_apiserver_entity_is_the_api_servers_address,
+            ),
+            (
                 "a CiliumNetworkPolicy applies as written",
                 policy_parity::a_cilium_network_policy_applies_as_written,
             ),

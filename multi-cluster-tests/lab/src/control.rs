@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use mesh_certs::{CaDirectory, SpiffeId, TrustDomain, Validity};
@@ -301,6 +302,27 @@ impl Lab {
                     .await
                     .with_context(|| format!("Node {} status", n.name))?;
             }
+            // What a real API server keeps: the `kubernetes` Service in
+            // `default`, its endpoints the API server's own address (the
+            // agents' `kube-apiserver` entity).
+            let default_svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+            apply(
+                &default_svcs,
+                "kubernetes",
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                    "spec": {"ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": KUBE_API_PORT}]}}),
+            )
+            .await?;
+            let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+            apply(
+                &slices,
+                "kubernetes",
+                json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [c.control_ip.to_string()], "conditions": {"ready": true}}],
+                    "ports": [{"name": "https", "port": KUBE_API_PORT, "protocol": "TCP"}]}),
+            )
+            .await?;
         }
         Ok(())
     }

@@ -85,6 +85,26 @@ impl Lab {
                 );
             }
         }
+        // Control namespaces answer pods (the API server, reached as the
+        // `kube-apiserver` entity): routes to every pod CIDR via its node.
+        for c in &self.plan.clusters {
+            for other in &self.plan.clusters {
+                for n in &other.nodes {
+                    run_ok(
+                        "ip",
+                        &[
+                            "-n",
+                            &c.control_ns,
+                            "route",
+                            "add",
+                            &n.pod_cidr.to_string(),
+                            "via",
+                            &n.ip.to_string(),
+                        ],
+                    );
+                }
+            }
+        }
         let out = self.plan.outside_ns();
         let [primary, second] = crate::plan::OUTSIDE_IPS;
         progress(&format!(

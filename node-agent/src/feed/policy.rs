@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::{Api, Client};
 use mesh_export_client::reflect::{Reflected, reflect};
@@ -88,6 +89,9 @@ pub struct PolicyFeed {
     pods: Reflected<Pod>,
     /// Nodes, for the labels host policies select by.
     nodes: Reflected<Node>,
+    /// The `default` namespace's EndpointSlices, for the API server's
+    /// addresses (the `kubernetes` Service's).
+    default_slices: Reflected<EndpointSlice>,
     cilium: Option<CiliumPolicies>,
     notify: Arc<Notify>,
 }
@@ -117,6 +121,7 @@ impl PolicyFeed {
             namespaces: reflect(Api::all(client.clone()), notify.clone()),
             pods: reflect(Api::all(client.clone()), notify.clone()),
             nodes: reflect(Api::all(client.clone()), notify.clone()),
+            default_slices: reflect(Api::namespaced(client.clone(), "default"), notify.clone()),
             notify,
         }
     }
@@ -131,6 +136,7 @@ impl PolicyFeed {
             && listed(self.namespaces.0.wait_until_ready().now_or_never())
             && listed(self.pods.0.wait_until_ready().now_or_never())
             && listed(self.nodes.0.wait_until_ready().now_or_never())
+            && listed(self.default_slices.0.wait_until_ready().now_or_never())
             && self.cilium.as_ref().is_none_or(|c| {
                 listed(c.namespaced.0.wait_until_ready().now_or_never())
                     && listed(c.clusterwide.0.wait_until_ready().now_or_never())
@@ -168,6 +174,29 @@ impl PolicyFeed {
                 (!ports.is_empty()).then_some((ip, ports))
             })
             .collect()
+    }
+
+    /// The API server's IPv4 addresses: the endpoints of the `kubernetes`
+    /// Service in `default` (what the `kube-apiserver` entity matches).
+    pub fn apiserver_ips(&self) -> Vec<std::net::Ipv4Addr> {
+        let mut out: Vec<std::net::Ipv4Addr> = self
+            .default_slices
+            .0
+            .state()
+            .iter()
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name"))
+                    .is_some_and(|n| n == "kubernetes")
+            })
+            .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.iter()))
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The labels of Node `name`, when it is known.

@@ -102,7 +102,7 @@ fn manager(dir: &std::path::Path) -> EndpointManager<MemoryDatapath> {
 
 #[test]
 fn ipcache_holds_every_clusters_endpoints_and_nodes_with_where_they_live() {
-    let entries = ipcache_entries(&view(), &local(true));
+    let entries = ipcache_entries(&view(), &local(true), &[]);
     let by: BTreeMap<String, &IpcacheEntry> =
         entries.iter().map(|e| (e.cidr.to_string(), e)).collect();
     let remote = by["10.2.1.2/32"];
@@ -128,7 +128,7 @@ fn ipcache_holds_every_clusters_endpoints_and_nodes_with_where_they_live() {
     assert_eq!(entries.len(), 7);
     // Without encryption nothing is flagged.
     assert!(
-        ipcache_entries(&view(), &local(false))
+        ipcache_entries(&view(), &local(false), &[])
             .iter()
             .all(|e| !e.encrypt)
     );
@@ -343,6 +343,8 @@ fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_
             namespaces: &NO_NAMESPACES,
             allow_localhost: false,
             named_ports: &Default::default(),
+            apiserver_on_this_node: false,
+            apiserver_on_remote_node: false,
         },
     ));
     let mut in_shop = registration("10.1.1.3");
@@ -433,4 +435,35 @@ ingress:
     )
     .expect("sync");
     assert_eq!(mgr.datapath().host, None);
+}
+
+#[test]
+fn the_api_servers_addresses_get_the_kube_apiserver_identity_unless_this_node_or_a_pod_has_them() {
+    let ip = |s: &str| -> Ipv4Addr { s.parse().expect("ip") };
+    // Off the nodes, on c1's other node, on this node, on a pod, and on a
+    // node of another cluster (not ours: that one stays remote-node).
+    let apiserver = [
+        ip("192.168.77.20"),
+        ip("192.168.77.12"),
+        ip("192.168.77.11"),
+        ip("10.1.2.2"),
+        ip("192.168.77.21"),
+    ];
+    let entries = ipcache_entries(&view(), &local(false), &apiserver);
+    let by: BTreeMap<String, Identity> = entries
+        .iter()
+        .map(|e| (e.cidr.to_string(), e.identity))
+        .collect();
+    let kube = ReservedIdentity::KubeApiserver.identity();
+    assert_eq!(by["192.168.77.20/32"], kube);
+    assert_eq!(
+        by["192.168.77.12/32"], kube,
+        "a remote node of this cluster"
+    );
+    assert_eq!(by["192.168.77.11/32"], ReservedIdentity::Host.identity());
+    assert_eq!(by["10.1.2.2/32"], id(1, 257), "a pod keeps its own");
+    assert_eq!(
+        by["192.168.77.21/32"],
+        ReservedIdentity::RemoteNode.identity()
+    );
 }

@@ -25,7 +25,9 @@
 //! - entities: `all` (any peer), `world`, `host`, `remote-node`, `cluster`
 //!   (the local cluster's identities plus host, remote-node, health and
 //!   init: one entry, [`Identity::CLUSTER_PEERS`], that the datapath
-//!   matches against the endpoint's own cluster), `health`,
+//!   matches against the endpoint's own cluster), `kube-apiserver` (the
+//!   addresses of the `kubernetes` Service's endpoints, see
+//!   [`crate::identity_sync::ipcache_entries`]), `health`,
 //!   `init`, `unmanaged`, `kube-apiserver`;
 //! - `toPorts` restricts the rule to those ports; a rule with ports and no
 //!   peers allows any peer on those ports; an empty rule (`{}`) allows
@@ -325,6 +327,13 @@ pub struct CompileInputs<'a> {
     /// The named container ports of this cluster's identities (what a
     /// rule's `port: <name>` resolves to).
     pub named_ports: &'a NamedPorts,
+    /// The API server has an address of this node: the `kube-apiserver`
+    /// entity covers `host` (that address keeps it).
+    pub apiserver_on_this_node: bool,
+    /// The API server has an address of another node of this cluster,
+    /// which carries `kube-apiserver`: the `remote-node` entity covers
+    /// that identity too.
+    pub apiserver_on_remote_node: bool,
 }
 
 /// `labels` with its namespace's labels added under
@@ -1036,6 +1045,13 @@ fn peers(
             other => match ReservedIdentity::ALL.iter().find(|r| r.name() == other) {
                 Some(r) => {
                     ids.insert(r.identity());
+                    // Where the API server shares a node's address.
+                    if *r == ReservedIdentity::KubeApiserver && inputs.apiserver_on_this_node {
+                        ids.insert(ReservedIdentity::Host.identity());
+                    }
+                    if *r == ReservedIdentity::RemoteNode && inputs.apiserver_on_remote_node {
+                        ids.insert(ReservedIdentity::KubeApiserver.identity());
+                    }
                     // Addresses with a CIDR identity are outside the mesh too.
                     if *r == ReservedIdentity::World {
                         ids.extend(cidr_identities.values().copied());

@@ -510,3 +510,76 @@ spec:
     cleanup(lab);
     expect("with the policy deleted", [true, true, true]);
 }
+
+/// `toEntities: [kube-apiserver]` admits the API server's address (the
+/// `kubernetes` Service's endpoint, in the cluster's control namespace)
+/// and nothing else; `world` does not cover it.
+pub(super) fn the_kube_apiserver_entity_is_the_api_servers_address(lab: &Lab) {
+    let ip = model(lab);
+    let client = lab.pod_ns("c1", NS, "client");
+    let slice = lab.kubectl(
+        "lab-c1",
+        &[
+            "-n",
+            "default",
+            "get",
+            "endpointslice",
+            "kubernetes",
+            "-o",
+            "jsonpath={.endpoints[0].addresses[0]}:{.ports[0].port}",
+        ],
+    );
+    let api = slice.trim().to_string();
+    let connects = |target: &str| -> bool {
+        let out = lab.exec(
+            &client,
+            &mesh_e2e::bin("mesh-echo"),
+            &["probe", "--connect", "--timeout-ms", "1000", target],
+        );
+        let v: Vec<bool> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "probe {target}: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        v[0]
+    };
+    let server = format!("{}:8080", ip["server"]);
+    let expect = |what: &str, want: [bool; 2]| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = [connects(&api), connects(&server)];
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: (API server {api}, server pod) reached {got:?}, expected {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    expect("without a policy", [true, true]);
+    let policy = |entity: &str| {
+        format!(
+            r#"
+apiVersion: meshwork.io/v1
+kind: MeshNetworkPolicy
+metadata: {{name: client-to-api, namespace: {NS}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: client}}}}
+  egress:
+    - toEntities: [{entity}]
+"#
+        )
+    };
+    lab.apply("lab-c1", &policy("kube-apiserver"));
+    expect("toEntities kube-apiserver", [true, false]);
+    lab.apply("lab-c1", &policy("world"));
+    expect(
+        "toEntities world does not cover the API server",
+        [false, false],
+    );
+    cleanup(lab);
+    expect("with the policy deleted", [true, true]);
+}

@@ -75,6 +75,10 @@ enum Cmd {
         /// Connect from this local address (TCP; one of the namespace's).
         #[arg(long)]
         source: Option<std::net::IpAddr>,
+        /// TCP: a completed connect counts, whatever the server says (for
+        /// servers that are not mesh-echo).
+        #[arg(long)]
+        connect: bool,
     },
     /// Send COUNT bare TCP SYNs from this pod's own address (raw socket,
     /// CAP_NET_RAW), each from another source port; print a JSON report.
@@ -155,12 +159,21 @@ fn main() -> ExitCode {
             udp,
             timeout_ms,
             source,
+            connect,
         } => {
             if udp && source.is_some() {
                 eprintln!("mesh-echo: probe --source is for TCP only");
                 return ExitCode::FAILURE;
             }
-            let answered = echo::probe_all(&addrs, udp, source, Duration::from_millis(timeout_ms));
+            let timeout = Duration::from_millis(timeout_ms);
+            let answered: Vec<bool> = if connect {
+                addrs
+                    .iter()
+                    .map(|a| std::net::TcpStream::connect_timeout(a, timeout).is_ok())
+                    .collect()
+            } else {
+                echo::probe_all(&addrs, udp, source, timeout)
+            };
             println!("{}", serde_json::json!(answered));
             ExitCode::SUCCESS
         }

@@ -75,6 +75,8 @@ fn run(policies: &[PolicySource]) -> CompiledPolicies {
             namespaces: &NO_NAMESPACES,
             allow_localhost: false,
             named_ports: &Default::default(),
+            apiserver_on_this_node: false,
+            apiserver_on_remote_node: false,
         },
     )
 }
@@ -481,6 +483,8 @@ fn a_policy_that_stops_compiling_keeps_its_last_valid_version() {
         namespaces: &NO_NAMESPACES,
         allow_localhost: false,
         named_ports: &Default::default(),
+        apiserver_on_this_node: false,
+        apiserver_on_remote_node: false,
     };
     let version = |ports: &str| {
         policy(
@@ -870,4 +874,46 @@ fn a_cluster_wide_policy_selects_pods_or_nodes_never_both_or_neither() {
             assert!(c.host_policy(&edge).is_some_and(|p| p.allow.is_empty()));
         }
     }
+}
+
+#[test]
+fn kube_apiserver_and_remote_node_follow_where_the_api_server_runs() {
+    let spec = spec(
+        r#"
+endpointSelector: {matchLabels: {app: backend}}
+egress: [{toEntities: [kube-apiserver]}, {toEntities: [remote-node], toPorts: [{ports: [{port: "10250", protocol: TCP}]}]}]
+"#,
+    );
+    let ids = identities();
+    let eval = |on_this: bool, on_remote: bool| {
+        let c = compile(
+            &[PolicySource::namespaced("shop", "api", &spec)],
+            &CompileInputs {
+                cluster: &cluster("c1"),
+                identities: &ids,
+                namespaces: &NO_NAMESPACES,
+                allow_localhost: false,
+                named_ports: &Default::default(),
+                apiserver_on_this_node: on_this,
+                apiserver_on_remote_node: on_remote,
+            },
+        );
+        allowed(&c.endpoint_policy(&labels("c1", "shop", "backend")))
+    };
+    let kube = Some(ReservedIdentity::KubeApiserver.identity());
+    let host = Some(ReservedIdentity::Host.identity());
+    let remote = Some(ReservedIdentity::RemoteNode.identity());
+    assert_eq!(
+        eval(false, false),
+        vec![(remote, 10250, Some(Protocol::Tcp)), (kube, 0, None)],
+        "off the nodes: exactly its own identity"
+    );
+    assert!(
+        eval(true, false).contains(&(host, 0, None)),
+        "on this node: host"
+    );
+    assert!(
+        eval(false, true).contains(&(kube, 10250, Some(Protocol::Tcp))),
+        "on a remote node: remote-node covers it"
+    );
 }

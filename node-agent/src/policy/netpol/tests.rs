@@ -76,6 +76,8 @@ fn compiled_with_ports(
             namespaces: &namespaces(),
             allow_localhost,
             named_ports,
+            apiserver_on_this_node: false,
+            apiserver_on_remote_node: false,
         },
     )
 }
@@ -213,6 +215,8 @@ spec:
             namespaces: &namespaces,
             allow_localhost: false,
             named_ports: &Default::default(),
+            apiserver_on_this_node: false,
+            apiserver_on_remote_node: false,
         },
     );
     let xa = c.endpoint_policy(&pod("c1", "x", "a"));
