@@ -168,19 +168,30 @@ pub(super) fn the_host_firewall_audits_then_enforces_and_keeps_the_api_server(la
         st["policy"]["host_firewall"]["audit"] == true
     });
     expect(lab, "audit mode drops nothing", &target, [true, true, true]);
-    let flows = agent_get(lab, "c1", NODE, "/v1/flows?verdict=audit");
-    let audited: Vec<&serde_json::Value> = flows
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| f["destination"]["port"] == PORT)
-        .collect();
-    assert!(
-        audited
-            .iter()
-            .any(|f| f["drop_reason"] == "policy_default_deny"),
-        "the would-be drops are reported as audited: {flows}"
-    );
+    // The agent reads flow events asynchronously: probe again until the
+    // audited ones show (a fresh agent may still be starting its reader).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let flows = agent_get(lab, "c1", NODE, "/v1/flows?verdict=audit");
+        let audited =
+            flows.as_array().into_iter().flatten().any(|f| {
+                f["destination"]["port"] == PORT && f["drop_reason"] == "policy_default_deny"
+            });
+        if audited {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the would-be drops are reported as audited: {flows}"
+        );
+        let other = lab.pod_ns("c1", NS, "other");
+        assert_eq!(
+            answers(lab, &other, std::slice::from_ref(&target)),
+            [true],
+            "audit drops nothing"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     restart_agent_with_audit(lab, false);
     wait_agent(lab, "c1", NODE, "the host firewall enforced", |st| {
