@@ -129,6 +129,7 @@ fn main() {
         namespaces: &no_ns,
         allow_localhost: true,
         named_ports: &no_ports,
+        services: &Default::default(),
         apiserver_on_this_node: false,
         apiserver_on_remote_node: false,
     };

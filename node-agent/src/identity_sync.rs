@@ -85,6 +85,8 @@ pub struct PolicyContext {
     pub node_labels: Option<BTreeMap<String, String>>,
     /// The API server's addresses (the `kubernetes` Service's endpoints).
     pub apiserver_ips: Vec<Ipv4Addr>,
+    /// This cluster's Services (for `toServices`).
+    pub services: crate::policy::compile::Services,
 }
 
 /// The ipcache entries of the mesh (every cluster's endpoints and nodes),
@@ -249,6 +251,7 @@ pub fn sync<D: Datapath>(
                 namespaces: &context.namespaces,
                 named_ports: &named_ports,
                 allow_localhost: local.allow_localhost,
+                services: &context.services,
                 apiserver_on_this_node,
                 apiserver_on_remote_node,
             },
@@ -375,6 +378,7 @@ pub async fn run(
                     namespaces: &p.namespace_labels(),
                     allow_localhost: local.allow_localhost,
                     named_ports: &NamedPorts::new(),
+                    services: &Default::default(),
                     apiserver_on_this_node: false,
                     apiserver_on_remote_node: false,
                 },
@@ -397,6 +401,7 @@ pub async fn run(
                     pod_ports: p.pod_ports(),
                     node_labels: p.node_labels(local.node.as_str()),
                     apiserver_ips: p.apiserver_ips(),
+                    services: p.services(),
                 })
                 .unwrap_or_default();
             let (state2, local2, last_valid2) = (state.clone(), local.clone(), last_valid.clone());

@@ -233,6 +233,10 @@ fn network_policy_scenarios_on_one_lab() {
                 policy_parity::the_kube_apiserver_entity_is_the_api_servers_address,
             ),
             (
+                "toServices admits the pods of the named Service",
+                policy_parity::to_services_admits_the_pods_of_the_named_service,
+            ),
+            (
                 "a CiliumNetworkPolicy applies as written",
                 policy_parity::a_cilium_network_policy_applies_as_written,
             ),

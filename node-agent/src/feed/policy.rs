@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::{Api, Client};
@@ -89,9 +89,10 @@ pub struct PolicyFeed {
     pods: Reflected<Pod>,
     /// Nodes, for the labels host policies select by.
     nodes: Reflected<Node>,
-    /// The `default` namespace's EndpointSlices, for the API server's
+    /// Services and EndpointSlices, for `toServices` and the API server's
     /// addresses (the `kubernetes` Service's).
-    default_slices: Reflected<EndpointSlice>,
+    services: Reflected<Service>,
+    slices: Reflected<EndpointSlice>,
     cilium: Option<CiliumPolicies>,
     notify: Arc<Notify>,
 }
@@ -121,7 +122,8 @@ impl PolicyFeed {
             namespaces: reflect(Api::all(client.clone()), notify.clone()),
             pods: reflect(Api::all(client.clone()), notify.clone()),
             nodes: reflect(Api::all(client.clone()), notify.clone()),
-            default_slices: reflect(Api::namespaced(client.clone(), "default"), notify.clone()),
+            services: reflect(Api::all(client.clone()), notify.clone()),
+            slices: reflect(Api::all(client.clone()), notify.clone()),
             notify,
         }
     }
@@ -136,7 +138,8 @@ impl PolicyFeed {
             && listed(self.namespaces.0.wait_until_ready().now_or_never())
             && listed(self.pods.0.wait_until_ready().now_or_never())
             && listed(self.nodes.0.wait_until_ready().now_or_never())
-            && listed(self.default_slices.0.wait_until_ready().now_or_never())
+            && listed(self.services.0.wait_until_ready().now_or_never())
+            && listed(self.slices.0.wait_until_ready().now_or_never())
             && self.cilium.as_ref().is_none_or(|c| {
                 listed(c.namespaced.0.wait_until_ready().now_or_never())
                     && listed(c.clusterwide.0.wait_until_ready().now_or_never())
@@ -179,17 +182,23 @@ impl PolicyFeed {
     /// The API server's IPv4 addresses: the endpoints of the `kubernetes`
     /// Service in `default` (what the `kube-apiserver` entity matches).
     pub fn apiserver_ips(&self) -> Vec<std::net::Ipv4Addr> {
+        self.slice_addresses("default", "kubernetes")
+    }
+
+    /// The IPv4 addresses of the EndpointSlices of Service `ns/name`.
+    fn slice_addresses(&self, ns: &str, name: &str) -> Vec<std::net::Ipv4Addr> {
         let mut out: Vec<std::net::Ipv4Addr> = self
-            .default_slices
+            .slices
             .0
             .state()
             .iter()
             .filter(|s| {
-                s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("kubernetes.io/service-name"))
-                    .is_some_and(|n| n == "kubernetes")
+                s.metadata.namespace.as_deref() == Some(ns)
+                    && s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        .is_some_and(|n| n == name)
             })
             .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.iter()))
             .filter_map(|a| a.parse().ok())
@@ -197,6 +206,63 @@ impl PolicyFeed {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// Every Service with what `toServices` needs of it (the addresses
+    /// only for Services without a selector).
+    pub fn services(&self) -> crate::policy::compile::Services {
+        let mut by_service: std::collections::BTreeMap<(String, String), Vec<std::net::Ipv4Addr>> =
+            Default::default();
+        for s in self.slices.0.state() {
+            let (Some(ns), Some(name)) = (
+                s.metadata.namespace.clone(),
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name"))
+                    .cloned(),
+            ) else {
+                continue;
+            };
+            by_service.entry((ns, name)).or_default().extend(
+                s.endpoints
+                    .iter()
+                    .flat_map(|e| e.addresses.iter())
+                    .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok()),
+            );
+        }
+        self.services
+            .0
+            .state()
+            .iter()
+            .filter_map(|s| {
+                let ns = s.metadata.namespace.clone()?;
+                let name = s.metadata.name.clone()?;
+                let selector = s
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.selector.clone())
+                    .filter(|sel| !sel.is_empty());
+                let mut addresses = if selector.is_none() {
+                    by_service
+                        .get(&(ns.clone(), name.clone()))
+                        .cloned()
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                addresses.sort();
+                addresses.dedup();
+                Some((
+                    (ns, name),
+                    crate::policy::compile::ServiceInfo {
+                        labels: s.metadata.labels.clone().unwrap_or_default(),
+                        selector,
+                        addresses,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// The labels of Node `name`, when it is known.

@@ -343,6 +343,7 @@ fn a_new_endpoint_is_enforced_from_its_registration_where_a_policy_could_select_
             namespaces: &NO_NAMESPACES,
             allow_localhost: false,
             named_ports: &Default::default(),
+            services: &Default::default(),
             apiserver_on_this_node: false,
             apiserver_on_remote_node: false,
         },

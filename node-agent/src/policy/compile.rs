@@ -308,6 +308,22 @@ pub type NamedPorts = BTreeMap<Identity, BTreeSet<(String, u16, Protocol)>>;
 /// containers declare.
 pub type PodPorts = (std::net::IpAddr, Vec<(String, u16, Protocol)>);
 
+/// What `toServices` resolves against: this cluster's Services by
+/// (namespace, name).
+pub type Services = BTreeMap<(String, String), ServiceInfo>;
+
+/// One Service, as `toServices` needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Its labels (what `k8sServiceSelector` matches).
+    pub labels: BTreeMap<String, String>,
+    /// Its pod selector (None: a Service without one).
+    pub selector: Option<BTreeMap<String, String>>,
+    /// The IPv4 addresses of its EndpointSlices (what a Service without a
+    /// selector means).
+    pub addresses: Vec<std::net::Ipv4Addr>,
+}
+
 /// The labels of this cluster's namespaces, by namespace name.
 pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
 
@@ -327,6 +343,8 @@ pub struct CompileInputs<'a> {
     /// The named container ports of this cluster's identities (what a
     /// rule's `port: <name>` resolves to).
     pub named_ports: &'a NamedPorts,
+    /// This cluster's Services (for `toServices`).
+    pub services: &'a Services,
     /// The API server has an address of this node: the `kube-apiserver`
     /// entity covers `host` (that address keeps it).
     pub apiserver_on_this_node: bool,
@@ -360,8 +378,80 @@ fn with_namespace_labels(labels: &LabelSet, inputs: &CompileInputs<'_>) -> Optio
     LabelSet::new(all).ok()
 }
 
+/// `p` with its `toServices` written as what they mean: a Service with a
+/// selector becomes a peer selector (its selector in its namespace), one
+/// without becomes `/32` CIDRs of its endpoints' addresses. A rule whose
+/// Services match nothing (yet) allows no peer, never "any peer on its
+/// ports".
+fn with_services_resolved(p: &PolicySource, services: &Services) -> PolicySource {
+    if p.egress
+        .iter()
+        .chain(&p.egress_deny)
+        .all(|r| r.to_services.is_empty())
+    {
+        return p.clone();
+    }
+    let resolve = |r: &EgressRule| -> EgressRule {
+        if r.to_services.is_empty() {
+            return r.clone();
+        }
+        let mut out = r.clone();
+        for s in &r.to_services {
+            let matched: Vec<(&(String, String), &ServiceInfo)> = services
+                .iter()
+                .filter(|((ns, name), info)| {
+                    if let Some(n) = &s.k8s_service {
+                        let want_ns = n.namespace.as_ref().or(p.namespace.as_ref());
+                        Some(ns) == want_ns && *name == n.service_name
+                    } else if let Some(sel) = &s.k8s_service_selector {
+                        let want_ns = sel.namespace.as_ref().or(p.namespace.as_ref());
+                        want_ns.is_none_or(|w| w == ns)
+                            && to_selector(&sel.selector).is_ok_and(|ls| {
+                                LabelSet::new(info.labels.clone()).is_ok_and(|l| ls.matches(&l))
+                            })
+                    } else {
+                        false
+                    }
+                })
+                .collect();
+            for ((ns, _), info) in matched {
+                match &info.selector {
+                    Some(selector) => {
+                        let mut match_labels = selector.clone();
+                        match_labels.insert(NAMESPACE_LABEL.to_string(), ns.clone());
+                        out.to_endpoints.push(Selector {
+                            match_labels,
+                            match_expressions: Vec::new(),
+                        });
+                    }
+                    None => out
+                        .to_cidr
+                        .extend(info.addresses.iter().map(|a| format!("{a}/32"))),
+                }
+            }
+        }
+        if out.to_endpoints.is_empty()
+            && out.to_cidr.is_empty()
+            && r.to_cidr_set.is_empty()
+            && r.to_entities.is_empty()
+        {
+            out.to_endpoints.push(Selector::nobody());
+        }
+        out
+    };
+    let mut resolved = p.clone();
+    resolved.egress = p.egress.iter().map(resolve).collect();
+    resolved.egress_deny = p.egress_deny.iter().map(resolve).collect();
+    resolved
+}
+
 /// Compiles every policy against the known identities.
 pub fn compile(policies: &[PolicySource], inputs: &CompileInputs<'_>) -> CompiledPolicies {
+    let resolved: Vec<PolicySource> = policies
+        .iter()
+        .map(|p| with_services_resolved(p, inputs.services))
+        .collect();
+    let policies = resolved.as_slice();
     let mut out = CompiledPolicies {
         allow_localhost: inputs.allow_localhost,
         named_by_labels: inputs

@@ -232,6 +232,41 @@ impl IcmpField {
     }
 }
 
+/// One `toServices` entry: a Service by name, or Services by their labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRef {
+    /// A Service by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s_service: Option<ServiceName>,
+    /// Services by labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s_service_selector: Option<ServiceSelector>,
+}
+
+/// A Service's name and namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceName {
+    /// Its name.
+    pub service_name: String,
+    /// Its namespace (default: the policy's; a cluster-wide policy must
+    /// name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Services by their labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceSelector {
+    /// The Services' labels.
+    pub selector: Selector,
+    /// Their namespace (default: the policy's; for a cluster-wide policy,
+    /// every namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
 /// An address range with holes (Cilium's `CIDRRule`, Kubernetes'
 /// `ipBlock`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -329,10 +364,11 @@ pub struct EgressRule {
     #[serde(default, rename = "toFQDNs", skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved")]
     pub to_fqdns: Unenforced,
-    /// Not enforced yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved")]
-    pub to_services: Unenforced,
+    /// Peers by Kubernetes Service: a Service with a selector means the
+    /// pods it selects, one without means the addresses of its
+    /// EndpointSlices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to_services: Vec<ServiceRef>,
     /// Not enforced yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved")]
@@ -359,7 +395,6 @@ impl EgressRule {
     pub fn unenforced(&self) -> Vec<String> {
         let mut out: Vec<String> = set_fields(&[
             ("toFQDNs", &self.to_fqdns),
-            ("toServices", &self.to_services),
             ("toRequires", &self.to_requires),
             ("toNodes", &self.to_nodes),
             ("toGroups", &self.to_groups),

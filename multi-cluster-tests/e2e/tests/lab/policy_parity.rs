@@ -583,3 +583,41 @@ spec:
     cleanup(lab);
     expect("with the policy deleted", [true, true]);
 }
+
+/// `toServices` naming a Service with a selector admits the pods it
+/// selects and no other.
+pub(super) fn to_services_admits_the_pods_of_the_named_service(lab: &Lab) {
+    let ip = model(lab);
+    let client = lab.pod_ns("c1", NS, "client");
+    lab.apply(
+        "lab-c1",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: server, namespace: {NS}}}
+spec:
+  selector: {{app: server}}
+  ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]
+---
+apiVersion: meshwork.io/v1
+kind: MeshNetworkPolicy
+metadata: {{name: client-to-server-svc, namespace: {NS}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: client}}}}
+  egress:
+    - toServices: [{{k8sService: {{serviceName: server}}}}]
+"#
+        ),
+    );
+    expect_reach(
+        lab,
+        "toServices: the Service's pods only",
+        &[
+            (client.clone(), format!("{}:8080", ip["server"]), true),
+            (client.clone(), format!("{}:8080", ip["other"]), false),
+        ],
+    );
+    cleanup(lab);
+    lab.kubectl("lab-c1", &["-n", NS, "delete", "service", "server"]);
+}

@@ -75,6 +75,7 @@ fn run(policies: &[PolicySource]) -> CompiledPolicies {
             namespaces: &NO_NAMESPACES,
             allow_localhost: false,
             named_ports: &Default::default(),
+            services: &Default::default(),
             apiserver_on_this_node: false,
             apiserver_on_remote_node: false,
         },
@@ -483,6 +484,7 @@ fn a_policy_that_stops_compiling_keeps_its_last_valid_version() {
         namespaces: &NO_NAMESPACES,
         allow_localhost: false,
         named_ports: &Default::default(),
+        services: &Default::default(),
         apiserver_on_this_node: false,
         apiserver_on_remote_node: false,
     };
@@ -894,6 +896,7 @@ egress: [{toEntities: [kube-apiserver]}, {toEntities: [remote-node], toPorts: [{
                 namespaces: &NO_NAMESPACES,
                 allow_localhost: false,
                 named_ports: &Default::default(),
+                services: &Default::default(),
                 apiserver_on_this_node: on_this,
                 apiserver_on_remote_node: on_remote,
             },
@@ -915,5 +918,63 @@ egress: [{toEntities: [kube-apiserver]}, {toEntities: [remote-node], toPorts: [{
     assert!(
         eval(false, true).contains(&(kube, 10250, Some(Protocol::Tcp))),
         "on a remote node: remote-node covers it"
+    );
+}
+
+#[test]
+fn to_services_means_the_pods_a_service_selects_or_its_endpoints_addresses() {
+    let services: Services = [
+        (
+            ("shop".to_string(), "backend".to_string()),
+            ServiceInfo {
+                labels: [("tier".to_string(), "data".to_string())].into(),
+                selector: Some([("app".to_string(), "backend".to_string())].into()),
+                addresses: Vec::new(),
+            },
+        ),
+        (
+            ("shop".to_string(), "partner".to_string()),
+            ServiceInfo {
+                labels: Default::default(),
+                selector: None,
+                addresses: vec!["198.51.100.7".parse().expect("ip")],
+            },
+        ),
+    ]
+    .into();
+    let policy = spec(
+        r#"
+endpointSelector: {matchLabels: {app: frontend}}
+egress:
+  - toServices: [{k8sService: {serviceName: partner}}, {k8sServiceSelector: {selector: {matchLabels: {tier: data}}}}]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+  - toServices: [{k8sService: {serviceName: gone}}]
+    toPorts: [{ports: [{port: "25", protocol: TCP}]}]
+"#,
+    );
+    let ids = identities();
+    let c = compile(
+        &[PolicySource::namespaced("shop", "svc", &policy)],
+        &CompileInputs {
+            cluster: &cluster("c1"),
+            identities: &ids,
+            namespaces: &NO_NAMESPACES,
+            allow_localhost: false,
+            named_ports: &Default::default(),
+            services: &services,
+            apiserver_on_this_node: false,
+            apiserver_on_remote_node: false,
+        },
+    );
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let partner = c.cidr_identities[&"198.51.100.7/32".parse().expect("net")];
+    let frontend = c.endpoint_policy(&labels("c1", "shop", "frontend"));
+    assert_eq!(
+        allowed(&frontend),
+        vec![
+            (Some(id(1, 256)), 443, Some(Protocol::Tcp)),
+            (Some(partner), 443, Some(Protocol::Tcp)),
+        ],
+        "the selected pods and the endpoint's address, on 443; a Service that does not exist opens nothing (not port 25 to anyone)"
     );
 }
