@@ -232,6 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let bins = Bins::beside_self()?;
             let mut lab = Lab::start(plan, &cli.state_dir)?;
             lab.build_network()?;
+            lab.start_outside(&bins)?;
             lab.start_apis(&bins)?;
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

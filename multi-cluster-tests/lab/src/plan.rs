@@ -32,6 +32,9 @@ pub const OUTSIDE_IPS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(192, 168, 77, 251),
 ];
 
+/// The port of the outside host's echo server.
+pub const OUTSIDE_ECHO_PORT: u16 = 8080;
+
 /// Every cluster's service CIDR.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// Port of each cluster's test Kubernetes API server (in its control namespace).

@@ -48,6 +48,24 @@ pub struct LabState {
     pub kube_api_ports: std::collections::BTreeMap<String, u16>,
     /// Set once `up` finished.
     pub ready: bool,
+    /// The host outside every cluster (`mesh-lab status -o json` →
+    /// `external.ip`), once its echo server runs.
+    #[serde(default)]
+    pub external: Option<External>,
+}
+
+/// The host outside every cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct External {
+    /// Its primary address.
+    pub ip: std::net::Ipv4Addr,
+    /// Its second address (for CIDR exceptions).
+    pub second_ip: std::net::Ipv4Addr,
+    /// Its network namespace.
+    pub netns: String,
+    /// The port of its echo server (TCP and UDP; answers with the source
+    /// address it saw).
+    pub echo_port: u16,
 }
 
 impl LabState {

@@ -164,6 +164,38 @@ impl Lab {
         Ok(())
     }
 
+    /// Runs the echo server on the outside host (port
+    /// [`crate::plan::OUTSIDE_ECHO_PORT`]) and records the host in the
+    /// state.
+    pub fn start_outside(&mut self, bins: &crate::bins::Bins) -> anyhow::Result<()> {
+        let ns = self.plan.outside_ns();
+        let [ip, second_ip] = crate::plan::OUTSIDE_IPS;
+        let port = crate::plan::OUTSIDE_ECHO_PORT;
+        progress(&format!("outside host: echo server on {ip}:{port}"));
+        let args = vec![
+            "serve".to_string(),
+            format!("--port={port}"),
+            "--pod=outside/echo".to_string(),
+            "--node=outside".to_string(),
+            "--cluster=none".to_string(),
+        ];
+        self.spawn(
+            "outside/echo",
+            Some(&ns),
+            &bins.ours("mesh-echo")?,
+            &args,
+            &[],
+        )?;
+        self.state.external = Some(crate::state::External {
+            ip,
+            second_ip,
+            netns: ns,
+            echo_port: port,
+        });
+        self.state.save(&self.dir)?;
+        Ok(())
+    }
+
     /// Starts `program args…` (inside `ns` when given), detached, logging to
     /// `logs/<role>.log`, and records it.
     pub fn spawn(

@@ -491,6 +491,16 @@ pub(super) fn an_ip_block_with_except_admits_the_outside_host_but_not_the_except
         "without a policy the outside host reaches the pod",
         [true, true, true],
     );
+    // The lab reports the outside host, whose echo server pods reach.
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["status", "--json"])).expect("status JSON");
+    assert_eq!(status["external"]["ip"], inside.to_string(), "{status}");
+    let echo = format!("{inside}:{}", status["external"]["echo_port"]);
+    assert_eq!(
+        answers(lab, &client, std::slice::from_ref(&echo)),
+        [true],
+        "a pod reaches the outside host's echo server"
+    );
     lab.apply(
         "lab-c1",
         &format!(
