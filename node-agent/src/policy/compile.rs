@@ -27,8 +27,9 @@
 //!   init: one entry, [`Identity::CLUSTER_PEERS`], that the datapath
 //!   matches against the endpoint's own cluster), `kube-apiserver` (the
 //!   addresses of the `kubernetes` Service's endpoints, see
-//!   [`crate::identity_sync::ipcache_entries`]), `health`,
-//!   `init`, `unmanaged`, `kube-apiserver`;
+//!   [`crate::identity_sync::ipcache_entries`]), `health`, `init`,
+//!   `unmanaged`; in a host policy `cluster` is the identities themselves
+//!   (the node carries no cluster id for the datapath to compare);
 //! - `toPorts` restricts the rule to those ports; a rule with ports and no
 //!   peers allows any peer on those ports; an empty rule (`{}`) allows
 //!   nothing but still turns on default-deny; a port without a number (or
@@ -78,7 +79,8 @@ pub use mesh_agent_api::policy::{PolicyProblem, RuleRef};
 /// One policy as the compiler takes it: any kind, normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicySource {
-    /// `MeshNetworkPolicy` or `MeshClusterwideNetworkPolicy`.
+    /// `MeshNetworkPolicy`, `MeshClusterwideNetworkPolicy`,
+    /// `NetworkPolicy`, or one of Cilium's kinds.
     pub kind: &'static str,
     /// Its namespace (None: cluster-wide).
     pub namespace: Option<String>,
@@ -1129,6 +1131,27 @@ fn peers(
             // One entry, whatever the cluster's size: the datapath matches
             // every peer of the endpoint's own cluster (its label-based
             // identities, host, remote-node, health, init) against it.
+            // A host policy's endpoint (the node) carries no cluster id
+            // for the datapath to compare: its one endpoint gets the
+            // identities themselves.
+            "cluster" if p.node_selector.is_some() => {
+                ids.extend(
+                    inputs
+                        .identities
+                        .iter()
+                        .filter(|(_, l)| l.get(CLUSTER_LABEL) == Some(inputs.cluster.as_str()))
+                        .map(|(id, _)| *id),
+                );
+                ids.extend(
+                    [
+                        ReservedIdentity::Host,
+                        ReservedIdentity::RemoteNode,
+                        ReservedIdentity::Health,
+                        ReservedIdentity::Init,
+                    ]
+                    .map(ReservedIdentity::identity),
+                );
+            }
             "cluster" => {
                 ids.insert(Identity::CLUSTER_PEERS);
             }

@@ -848,7 +848,19 @@ fn a_cluster_wide_policy_selects_pods_or_nodes_never_both_or_neither() {
     let edge = LabelSet::new([("role".to_string(), "edge".to_string())].into()).expect("labels");
     let fw = c.host_policy(&edge).expect("the node is selected");
     assert!(fw.ingress_enforced && !fw.egress_enforced);
-    assert_eq!(allowed(&fw), vec![(Some(Identity::CLUSTER_PEERS), 0, None)]);
+    // The node has no cluster id to match a CLUSTER_PEERS entry against:
+    // the cluster's identities are listed.
+    let peers: Vec<_> = allowed(&fw).into_iter().map(|(id, _, _)| id).collect();
+    assert!(
+        peers.contains(&Some(id(1, 256)))
+            && peers.contains(&Some(ReservedIdentity::RemoteNode.identity())),
+        "{peers:?}"
+    );
+    assert!(
+        !peers.contains(&Some(id(2, 256))),
+        "not another cluster's: {peers:?}"
+    );
+    assert!(!peers.contains(&Some(Identity::CLUSTER_PEERS)), "{peers:?}");
     let worker =
         LabelSet::new([("role".to_string(), "worker".to_string())].into()).expect("labels");
     assert_eq!(c.host_policy(&worker), None);
