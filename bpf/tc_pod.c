@@ -71,71 +71,50 @@ static __always_inline int pass(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-/* The host firewall's decision on a new flow in `dir` with `peer`: 0 to go
- * on, else the TC verdict (a drop, reported). Audit mode reports and goes
- * on. */
+/* The host firewall's decision on a new flow in `dir` with `peer` (host:
+ * its record): 0 to go on, else the TC verdict (a drop, reported). Audit
+ * mode reports and goes on. */
 static __always_inline int host_judge(struct __sk_buff *skb, const struct pkt *p, __u8 obs,
-				      __u32 peer, __u8 dir)
+				      const struct policy_endpoint *host, __u32 peer, __u8 dir)
 {
 	__u32 rule;
-	int audit;
-	__u32 reason = host_policy_verdict(peer, policy_port(p), p->proto, dir, &rule, &audit);
+	__u32 reason = policy_verdict(POLICY_HOST_ENDPOINT, peer, policy_port(p), p->proto, dir,
+				      &rule);
 
 	if (reason == REASON_FORWARDED)
 		return 0;
-	if (!audit)
+	if (!host->audit)
 		return drop(skb, p, obs, reason, 0, rule);
 	report(skb, p, FLOW_VERDICT_AUDIT, obs, reason, 0, rule);
 	return 0;
 }
 
-/* Traffic arriving on the node's interface for the node itself. */
-static __always_inline int host_ingress(struct __sk_buff *skb, struct pkt *p)
+/* A packet on the node's interface to (ingress) or from (egress) the node
+ * itself: tracked both ways, new flows judged by the host firewall. */
+static __always_inline int host_flow(struct __sk_buff *skb, struct pkt *p, __u8 dir)
 {
-	if (!host_firewall_on() || ipcache_identity(p->daddr) != IDENTITY_HOST)
-		return TC_ACT_OK;
-	struct ct_key k = {
-		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport,
-		.dport = p->dport, .proto = p->proto, .dir = CT_DIR_IN,
-	};
-	struct ct_key rk;
-	int first;
-	ct_reverse(&k, &rk, CT_DIR_OUT);
-	if (ct_lookup_reply(&rk, p->tcp_flags, &first) || ct_lookup(&k, p->tcp_flags))
-		return TC_ACT_OK;
-	if (p->proto == IPPROTO_TCP && !(p->tcp_flags & TCP_FLAG_SYN))
-		return TC_ACT_OK;
-	int verdict = host_judge(skb, p, FLOW_OBS_FROM_NETDEV, ipcache_identity(p->saddr),
-				 POLICY_DIR_INGRESS);
-	if (verdict)
-		return verdict;
-	if (ct_create(&k, 0, 0) < 0)
-		return drop(skb, p, FLOW_OBS_FROM_NETDEV, REASON_CT_MAP_FULL, 0, 0);
-	return TC_ACT_OK;
-}
+	int in = dir == POLICY_DIR_INGRESS;
+	struct policy_endpoint *host = host_record();
 
-/* Traffic the node itself sends out of its interface. */
-static __always_inline int host_egress(struct __sk_buff *skb, struct pkt *p)
-{
-	if (!host_firewall_on() || ipcache_identity(p->saddr) != IDENTITY_HOST)
+	if (!host || ipcache_identity(in ? p->daddr : p->saddr) != IDENTITY_HOST)
 		return TC_ACT_OK;
+	__u8 obs = in ? FLOW_OBS_FROM_NETDEV : FLOW_OBS_TO_NETDEV;
 	struct ct_key k = {
 		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport,
-		.dport = p->dport, .proto = p->proto, .dir = CT_DIR_OUT,
+		.dport = p->dport, .proto = p->proto, .dir = in ? CT_DIR_IN : CT_DIR_OUT,
 	};
 	struct ct_key rk;
 	int first;
-	ct_reverse(&k, &rk, CT_DIR_IN);
+	ct_reverse(&k, &rk, in ? CT_DIR_OUT : CT_DIR_IN);
 	if (ct_lookup(&k, p->tcp_flags) || ct_lookup_reply(&rk, p->tcp_flags, &first))
 		return TC_ACT_OK;
 	if (p->proto == IPPROTO_TCP && !(p->tcp_flags & TCP_FLAG_SYN))
 		return TC_ACT_OK;
-	int verdict = host_judge(skb, p, FLOW_OBS_TO_NETDEV, ipcache_identity(p->daddr),
-				 POLICY_DIR_EGRESS);
+	int verdict = host_judge(skb, p, obs, host, ipcache_identity(in ? p->saddr : p->daddr), dir);
 	if (verdict)
 		return verdict;
 	if (ct_create(&k, 0, 0) < 0)
-		return drop(skb, p, FLOW_OBS_TO_NETDEV, REASON_CT_MAP_FULL, 0, 0);
+		return drop(skb, p, obs, REASON_CT_MAP_FULL, 0, 0);
 	return TC_ACT_OK;
 }
 
@@ -240,13 +219,14 @@ int from_pod(struct __sk_buff *skb)
 	if (ct_lookup_reply(&rk, p.tcp_flags, &first))
 		return pass(skb); /* reply of a flow opened towards this pod */
 
-	reason = policy_verdict(endpoint, ipcache_identity(p.daddr), policy_port(&p), p.proto,
-				POLICY_DIR_EGRESS, &rule);
+	__u32 dst = ipcache_identity(p.daddr);
+	reason = policy_verdict(endpoint, dst, policy_port(&p), p.proto, POLICY_DIR_EGRESS, &rule);
 	if (reason != REASON_FORWARDED)
 		return drop(skb, &p, FLOW_OBS_FROM_POD, reason, svc_id, rule);
 	/* To the node itself: the host firewall's ingress rules too. */
-	if (ipcache_identity(p.daddr) == IDENTITY_HOST) {
-		int verdict = host_judge(skb, &p, FLOW_OBS_FROM_POD, self->identity,
+	struct policy_endpoint *host = dst == IDENTITY_HOST ? host_record() : 0;
+	if (host) {
+		int verdict = host_judge(skb, &p, FLOW_OBS_FROM_POD, host, self->identity,
 					 POLICY_DIR_INGRESS);
 		if (verdict)
 			return verdict;
@@ -315,10 +295,10 @@ int from_netdev(struct __sk_buff *skb)
 	if (r != PARSE_OK)
 		return TC_ACT_OK;
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
-		return host_ingress(skb, &p);
+		return host_flow(skb, &p, POLICY_DIR_INGRESS);
 	struct lb_svc_val *svc = lb_lookup_service(p.daddr, p.dport, p.proto);
 	if (!svc)
-		return host_ingress(skb, &p);
+		return host_flow(skb, &p, POLICY_DIR_INGRESS);
 
 	__u32 svc_id = svc->svc_id;
 	struct ct_key sk = {
@@ -362,7 +342,7 @@ int to_netdev(struct __sk_buff *skb)
 	if (r != PARSE_OK)
 		return TC_ACT_OK;
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
-		return host_egress(skb, &p);
+		return host_flow(skb, &p, POLICY_DIR_EGRESS);
 	struct ct_key nk = {
 		.saddr = p.daddr, .daddr = p.saddr, .sport = p.dport,
 		.dport = p.sport, .proto = p.proto, .dir = CT_DIR_NODEPORT,
@@ -370,7 +350,7 @@ int to_netdev(struct __sk_buff *skb)
 	int first;
 	struct ct_val *np = ct_lookup_reply(&nk, p.tcp_flags, &first);
 	if (!np || !np->rev_nat_id)
-		return host_egress(skb, &p);
+		return host_flow(skb, &p, POLICY_DIR_EGRESS);
 	__u32 id = np->rev_nat_id;
 	struct lb_revnat *rn = bpf_map_lookup_elem(&mw_revnat, &id);
 	if (!rn)

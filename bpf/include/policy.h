@@ -165,30 +165,14 @@ static __always_inline __u32 policy_verdict(__u32 endpoint, __u32 peer, __be16 p
 	return allowed ? REASON_FORWARDED : REASON_POLICY_DEFAULT_DENY;
 }
 
-/* The host firewall's verdict on traffic to (ingress) or from (egress) the
- * node itself. No host record: no host policy selects this node, and the
- * node's traffic passes (a pod endpoint without a record is denied
- * instead; the node must keep working before its agent knows its
- * policies). */
-static __always_inline __u32 host_policy_verdict(__u32 peer, __be16 port, __u8 proto, __u8 dir,
-						 __u32 *rule, int *audit)
+/* The host firewall's record, when a host policy selects this node. None:
+ * the node's traffic is neither judged nor tracked (a pod endpoint without
+ * a record is denied instead; the node must keep working before its agent
+ * knows its policies). */
+static __always_inline struct policy_endpoint *host_record(void)
 {
 	__u32 host = POLICY_HOST_ENDPOINT;
-	struct policy_endpoint *ep = bpf_map_lookup_elem(&mw_endpoints, &host);
-
-	*rule = 0;
-	*audit = 0;
-	if (!ep)
-		return REASON_FORWARDED;
-	*audit = ep->audit;
-	return policy_verdict(host, peer, port, proto, dir, rule);
-}
-
-/* Whether a host policy selects this node (its traffic is tracked then). */
-static __always_inline int host_firewall_on(void)
-{
-	__u32 host = POLICY_HOST_ENDPOINT;
-	return bpf_map_lookup_elem(&mw_endpoints, &host) != 0;
+	return bpf_map_lookup_elem(&mw_endpoints, &host);
 }
 
 #endif

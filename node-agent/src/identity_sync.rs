@@ -301,10 +301,17 @@ fn sync_host_policy<D: Datapath>(
     context: &PolicyContext,
     compiled: &CompiledPolicies,
 ) {
-    let labels = context
-        .node_labels
-        .as_ref()
-        .and_then(|l| mesh_api::LabelSet::new(l.clone()).ok());
+    // A label this build's validator refuses is left out, not the node's
+    // labels as a whole (which would turn the firewall off).
+    let labels = context.node_labels.as_ref().and_then(|l| {
+        mesh_api::LabelSet::new(
+            l.iter()
+                .filter(|(k, v)| mesh_api::labels::validate_label(k, v).is_ok())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+        .ok()
+    });
     let want = labels
         .as_ref()
         .and_then(|l| compiled.host_policy(l))

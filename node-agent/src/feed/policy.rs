@@ -180,25 +180,24 @@ impl PolicyFeed {
     }
 
     /// The API server's IPv4 addresses: the endpoints of the `kubernetes`
-    /// Service in `default` (what the `kube-apiserver` entity matches).
+    /// Service in `default` (what the `kube-apiserver` entity matches), as
+    /// the API server writes them: in its slice named `kubernetes` (another
+    /// slice carrying the Service's label does not make an address the API
+    /// server).
     pub fn apiserver_ips(&self) -> Vec<std::net::Ipv4Addr> {
-        self.slice_addresses("default", "kubernetes")
-    }
-
-    /// The IPv4 addresses of the EndpointSlices of Service `ns/name`.
-    fn slice_addresses(&self, ns: &str, name: &str) -> Vec<std::net::Ipv4Addr> {
         let mut out: Vec<std::net::Ipv4Addr> = self
             .slices
             .0
             .state()
             .iter()
             .filter(|s| {
-                s.metadata.namespace.as_deref() == Some(ns)
+                s.metadata.namespace.as_deref() == Some("default")
+                    && s.metadata.name.as_deref() == Some("kubernetes")
                     && s.metadata
                         .labels
                         .as_ref()
                         .and_then(|l| l.get("kubernetes.io/service-name"))
-                        .is_some_and(|n| n == name)
+                        .is_some_and(|n| n == "kubernetes")
             })
             .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.iter()))
             .filter_map(|a| a.parse().ok())

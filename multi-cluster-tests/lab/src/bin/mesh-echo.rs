@@ -161,8 +161,12 @@ fn main() -> ExitCode {
             source,
             connect,
         } => {
-            if udp && source.is_some() {
-                eprintln!("mesh-echo: probe --source is for TCP only");
+            if udp && (source.is_some() || connect) {
+                eprintln!("mesh-echo: probe --source and --connect are for TCP only; drop --udp");
+                return ExitCode::FAILURE;
+            }
+            if connect && source.is_some() {
+                eprintln!("mesh-echo: probe --connect does not take --source yet; drop one");
                 return ExitCode::FAILURE;
             }
             let timeout = Duration::from_millis(timeout_ms);
