@@ -10,12 +10,33 @@ use std::time::{Duration, Instant};
 use crate::config::EtcdFlags;
 use crate::store::{EtcdConnection, EtcdStore, Store};
 
-/// A free TCP port on 127.0.0.1 (bound to port 0, read back, released).
+/// Where [`free_port`] looks: below Linux's default ephemeral range
+/// (32768–60999), so no outgoing connection is ever given one of these
+/// ports between the check and the server's own bind.
+const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A free TCP port on 127.0.0.1, outside the ephemeral range: each call
+/// tries the next port of [`TEST_PORTS`] (starting at a place chosen by
+/// the process id, so two test binaries rarely walk the same ports) until
+/// one binds, then releases it for the caller.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port on 127.0.0.1 in {TEST_PORTS:?}")
 }
 
 /// A real `/usr/bin/etcd` on loopback with a temporary data directory;
@@ -91,11 +112,34 @@ impl EtcdServer {
             peer_port: free_port(),
             tls,
         };
+        // A port read back from `free_port` is free only until someone
+        // else takes it (another test's listener, or any outgoing
+        // connection's ephemeral port): when etcd loses that race, it
+        // starts over on fresh ports with an empty data directory.
+        for _ in 0..4 {
+            match server.try_spawn().await {
+                Ok(()) => return server,
+                Err(log) if log.contains("address already in use") => {
+                    let _ = std::fs::remove_dir_all(server.dir.path().join("data"));
+                    server.client_port = free_port();
+                    server.peer_port = free_port();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
         server.spawn().await;
         server
     }
 
     async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts etcd and waits until it answers; `Err` carries why it
+    /// exited, with its log.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log file");
@@ -139,10 +183,11 @@ impl EtcdServer {
             if let Ok(store) = EtcdStore::connect_with(&self.connection()).await
                 && store.revision().await.is_ok()
             {
-                return;
+                return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("etcd exited with {status}; log: {}", self.log());
+                self.child = None;
+                return Err(format!("etcd exited with {status}; log: {}", self.log()));
             }
             assert!(
                 Instant::now() < deadline,
