@@ -8,10 +8,13 @@
  *   to_pod (TC egress of the host veth): reverse NAT of replies, ingress
  *     policy of the pod (peer identity from the ipcache), flow event.
  *   from_netdev / to_netdev (TC ingress / egress of the node's own
- *     interface): NodePort DNAT of traffic from other nodes to a local
+ *     interface): BPF masquerade (nat.h: pod traffic leaving the cluster
+ *     network gets the node's address, its replies get the pod's back,
+ *     first of all), NodePort DNAT of traffic from other nodes to a local
  *     backend, and reverse NAT of its replies as they leave (rewriting the
  *     source to a local address any earlier would make it a martian);
- *     the host firewall on traffic to and from the node itself.
+ *     the host firewall on traffic to and from the node itself (never on
+ *     masqueraded traffic: the pod's policy judged it).
  * Host firewall: when a host policy selects the node (its record under
  * POLICY_HOST_ENDPOINT), traffic to the node (from its interface, and from
  * its pods in from_pod) is judged by the host's ingress rules and traffic
@@ -32,6 +35,7 @@
 #include "include/policy.h"
 #include "include/flow.h"
 #include "include/encrypt.h"
+#include "include/nat.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -294,6 +298,11 @@ int from_netdev(struct __sk_buff *skb)
 	 * cannot classify. */
 	if (r != PARSE_OK)
 		return TC_ACT_OK;
+	__u32 masq = masq_ingress(skb, &p);
+	if (masq == 1)
+		return pass(skb);
+	if (masq)
+		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, masq, 0, 0);
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return host_flow(skb, &p, POLICY_DIR_INGRESS);
 	struct lb_svc_val *svc = lb_lookup_service(p.daddr, p.dport, p.proto);
@@ -349,8 +358,14 @@ int to_netdev(struct __sk_buff *skb)
 	};
 	int first;
 	struct ct_val *np = ct_lookup_reply(&nk, p.tcp_flags, &first);
-	if (!np || !np->rev_nat_id)
+	if (!np || !np->rev_nat_id) {
+		__u32 masq = masq_egress(skb, &p);
+		if (masq == 1)
+			return pass(skb);
+		if (masq)
+			return drop(skb, &p, FLOW_OBS_TO_NETDEV, masq, 0, 0);
 		return host_flow(skb, &p, POLICY_DIR_EGRESS);
+	}
 	__u32 id = np->rev_nat_id;
 	struct lb_revnat *rn = bpf_map_lookup_elem(&mw_revnat, &id);
 	if (!rn)

@@ -16,6 +16,7 @@ enum mw_reason {
 	REASON_SOURCE_SPOOFED = 9,     /* a pod sent with a source address that is not its own */
 	REASON_FRAGMENT_UNKNOWN = 10,  /* a later IPv4 fragment whose first fragment was not seen */
 	REASON_UNSUPPORTED_L3_PROTOCOL = 11, /* neither IPv4 nor ARP (IPv6 is not supported yet) */
+	REASON_SNAT_PORTS_EXHAUSTED = 12, /* masquerade: no free port towards this destination */
 	REASON_MAX = 32,               /* size of the metrics array */
 };
 

@@ -26,8 +26,8 @@ use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::maps::{
-    ALL_MAPS, BackendMap, ConntrackMap, EncryptMap, FlowReader, IpcacheMap, MetricsReader,
-    PolicyMap, ServiceMap, check_pinned_layouts, pin_path,
+    ALL_MAPS, BackendMap, ConntrackMap, EncryptMap, FlowReader, IpcacheMap, MasqueradeMap,
+    MetricsReader, PolicyMap, ServiceMap, check_pinned_layouts, pin_path,
 };
 
 /// The default pin root (DESIGN.md); configurable because several agents
@@ -135,6 +135,8 @@ impl Datapath {
     /// port, upserted like any service) is translated to a backend on this
     /// node and its replies leave from the node address. Idempotent; pinned.
     /// Backends on other nodes are not reachable this way (no SNAT yet).
+    /// The same programs masquerade pod traffic leaving through it (when
+    /// [`MasqueradeMap::set_config`] turned it on).
     pub fn attach_node_interface(&mut self, ifname: &str) -> Result<()> {
         self.attach_tc(ifname, &NODE_PROGRAMS)
     }
@@ -371,6 +373,10 @@ impl Datapath {
     /// Opens the strict-mode encryption maps.
     pub fn encryption(&self) -> Result<EncryptMap> {
         EncryptMap::open(&self.pin_root)
+    }
+    /// Opens the masquerade maps.
+    pub fn masquerade(&self) -> Result<MasqueradeMap> {
+        MasqueradeMap::open(&self.pin_root)
     }
     /// Opens the counters.
     pub fn metrics(&self) -> Result<MetricsReader> {

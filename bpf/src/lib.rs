@@ -31,6 +31,7 @@ pub use maps::{
     Backend, BackendId, BackendMap, ConntrackMap, CtDirection, CtEntry, Direction, DropReason,
     EncryptConfig, EncryptMap, EncryptSync, EndpointInfo, EndpointPolicy, FlowEvent,
     FlowObservation, FlowReader, FlowVerdict, Frontend, HOST_ENDPOINT, ICMP_PORT_BASE,
-    IpcacheEntry, IpcacheMap, LbAlgorithm, LoadBalancer, Metrics, MetricsReader, PolicyAction,
-    PolicyEntry, PolicyKey, PolicyMap, Protocol, ServiceEntry, ServiceId, ServiceMap, ServiceView,
+    IpcacheEntry, IpcacheMap, LbAlgorithm, LoadBalancer, MASQ_PORT_TRIES, MasqueradeConfig,
+    MasqueradeMap, Metrics, MetricsReader, PolicyAction, PolicyEntry, PolicyKey, PolicyMap,
+    Protocol, ServiceEntry, ServiceId, ServiceMap, ServiceView, SnatEntry, ports_outside,
 };

@@ -1104,3 +1104,138 @@ fn a_fragmented_datagram_passes_a_port_policy_whole() {
         "a fragment was judged without its port"
     );
 }
+
+/// Starts the probe server in `ns` answering `<name>@<the source it saw>`,
+/// and waits until it listens.
+fn serve_with_peer(ns: &NetNs, name: &str, port: u16) {
+    ns.spawn(
+        env!("CARGO_BIN_EXE_mesh-bpf-probe"),
+        &[
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--name",
+            name,
+            "--with-peer",
+        ],
+    );
+    eventually("server listening", || {
+        !ns.run_ok("ss", &["-Hltn", &format!("sport = :{port}")])
+            .trim()
+            .is_empty()
+    });
+}
+
+/// "<name>@<addr>:<port>" as the server saw it.
+fn seen_by(out: &std::process::Output) -> (String, Ipv4Addr, u16) {
+    let (payload, _) = answer(out);
+    let (name, peer) = payload.split_once('@').expect("name@peer");
+    let peer: std::net::SocketAddrV4 = peer.parse().expect("peer address");
+    (name.to_string(), *peer.ip(), peer.port())
+}
+
+#[test]
+fn masquerade_gives_outside_destinations_the_node_address_and_keeps_pod_addresses_inside() {
+    let mut lab = lab();
+    // The underlay: this node, another node (exempt, routes the pod CIDR
+    // back), and an outside host that knows nothing of pod addresses.
+    let underlay = Bridge::new();
+    underlay.attach(&lab.node.ns, "eth0", "192.168.77.1/24");
+    let peer_node = NetNs::new("nd");
+    underlay.attach(&peer_node, "eth0", "192.168.77.2/24");
+    peer_node.run_ok(
+        "ip",
+        &["route", "add", "10.244.1.0/24", "via", "192.168.77.1"],
+    );
+    let outside = NetNs::new("out");
+    underlay.attach(&outside, "eth0", "192.168.77.9/24");
+    lab.client.ns.run_ok(
+        "ip",
+        &["route", "add", "192.168.77.0/24", "via", "169.254.1.1"],
+    );
+    serve_with_peer(&outside, "outside", 8080);
+    serve_with_peer(&outside, "outside", 8090);
+    serve_with_peer(&peer_node, "peer", 8080);
+    let path = lab.node.netns_path();
+    mesh_bpf::netns::in_netns(&path, || lab.dp.attach_node_interface("eth0"))
+        .unwrap()
+        .expect("attach node programs");
+
+    // Off: the outside host cannot answer a pod address.
+    let off = lab.client.probe(&["tcp", "192.168.77.9:8080"]);
+    assert!(!off.status.success(), "reached outside without masquerade");
+
+    let mut masq = lab.dp.masquerade().unwrap();
+    let exempt = [
+        (Ipv4Addr::new(10, 244, 0, 0), 16),
+        (Ipv4Addr::new(192, 168, 77, 2), 32),
+    ];
+    masq.sync_exempt(&exempt.into_iter().collect()).unwrap();
+    let node_ip = Ipv4Addr::new(192, 168, 77, 1);
+    let config = mesh_bpf::MasqueradeConfig {
+        node_addr: node_ip,
+        pod_cidr: (Ipv4Addr::new(10, 244, 1, 0), 24),
+        ports: 61000..=65535,
+    };
+    masq.set_config(Some(&config)).unwrap();
+    assert_eq!(masq.config().unwrap(), Some(config.clone()));
+
+    for mode in ["tcp", "udp"] {
+        let (name, addr, port) = seen_by(&lab.client.probe(&[mode, "192.168.77.9:8080"]));
+        assert_eq!(name, "outside");
+        assert_eq!(addr, node_ip, "{mode}: the outside host sees the node");
+        assert!((61000..=65535).contains(&port), "{mode}: port {port}");
+    }
+    let snat = masq.translations().unwrap();
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        assert!(
+            snat.iter().any(|e| e.proto == proto
+                && e.original.0 == lab.client.ip
+                && e.translated.0 == node_ip
+                && e.destination == (Ipv4Addr::new(192, 168, 77, 9), 8080)
+                && e.replied),
+            "{proto:?}: {snat:?}"
+        );
+    }
+    // An exempt destination (another node) sees the pod.
+    let (name, addr, _) = seen_by(&lab.client.probe(&["tcp", "192.168.77.2:8080"]));
+    assert_eq!((name.as_str(), addr), ("peer", lab.client.ip));
+    // A flow the outside host opens towards the pod is answered by the pod's
+    // own address (a reply is never masqueraded).
+    outside.run_ok(
+        "ip",
+        &["route", "add", "10.244.1.0/24", "via", "192.168.77.1"],
+    );
+    lab.client.serve(9090);
+    let probe = env!("CARGO_BIN_EXE_mesh-bpf-probe");
+    let (name, peer) = answer(&outside.run(probe, &["udp", "10.244.1.11:9090"]));
+    assert_eq!(
+        (name.as_str(), peer.as_str()),
+        ("client", "10.244.1.11:9090")
+    );
+
+    // One port in the range: the second flow to a destination finds none
+    // free (a destination no earlier flow used, so 61000 is free for the
+    // first) and is dropped with its reason; the first keeps working.
+    let one = mesh_bpf::MasqueradeConfig {
+        ports: 61000..=61000,
+        ..config
+    };
+    masq.set_config(Some(&one)).unwrap();
+    let first = lab.client.probe(&["udp", "192.168.77.9:8090"]);
+    assert_eq!(seen_by(&first).2, 61000);
+    let before = lab.dp.metrics().unwrap().read().unwrap();
+    let second = lab.client.probe(&["udp", "192.168.77.9:8090"]);
+    assert!(!second.status.success(), "a second flow got the only port");
+    let after = lab.dp.metrics().unwrap().read().unwrap();
+    assert!(
+        after.packets(DropReason::SnatPortsExhausted)
+            > before.packets(DropReason::SnatPortsExhausted),
+        "{after:?}"
+    );
+    // Off again: new flows leave untranslated (the outside host routes pod
+    // addresses by now, so it answers the pod itself).
+    masq.set_config(None).unwrap();
+    let (_, addr, _) = seen_by(&lab.client.probe(&["tcp", "192.168.77.9:8080"]));
+    assert_eq!(addr, lab.client.ip);
+}

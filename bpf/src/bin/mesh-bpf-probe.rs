@@ -39,6 +39,10 @@ enum Cmd {
         /// What to answer.
         #[arg(long)]
         name: String,
+        /// Answer `<name>@<peer>` instead: the source address the server
+        /// saw (what masquerade must get right).
+        #[arg(long)]
+        with_peer: bool,
     },
     /// Benchmark: open and close `count` TCP connections; print latencies.
     Connect {
@@ -86,7 +90,11 @@ fn main() {
             };
             println!("{} {peer}", String::from_utf8_lossy(&buf[..n]).trim());
         }
-        Cmd::Serve { port, name } => {
+        Cmd::Serve {
+            port,
+            name,
+            with_peer,
+        } => {
             let tcp = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
             let udp = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
             let echo = std::net::TcpListener::bind(("0.0.0.0", port + 1)).expect("bind echo");
@@ -106,16 +114,20 @@ fn main() {
                     });
                 }
             });
-            let reply = format!("{name}\n");
+            let reply = move |peer: std::net::SocketAddr| match with_peer {
+                true => format!("{name}@{peer}\n"),
+                false => format!("{name}\n"),
+            };
             let r = reply.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];
                 while let Ok((_, peer)) = udp.recv_from(&mut buf) {
-                    let _ = udp.send_to(r.as_bytes(), peer);
+                    let _ = udp.send_to(r(peer).as_bytes(), peer);
                 }
             });
             for mut s in tcp.incoming().flatten() {
-                let _ = s.write_all(reply.as_bytes());
+                let peer = s.peer_addr().expect("peer");
+                let _ = s.write_all(reply(peer).as_bytes());
             }
         }
         Cmd::Connect { target, count } => {

@@ -421,6 +421,39 @@ fn families() -> Vec<Family> {
                 i64::try_from(super::raw::MAGLEV_TABLE_SIZE).expect("fits"),
             )],
         ),
+        fam(
+            "SNAT_DIR_",
+            vec![
+                (
+                    "SNAT_DIR_OUT".into(),
+                    i64::from(super::masquerade::SNAT_DIR_OUT),
+                ),
+                (
+                    "SNAT_DIR_IN".into(),
+                    i64::from(super::masquerade::SNAT_DIR_IN),
+                ),
+            ],
+        ),
+        fam(
+            "SNAT_FLAG_",
+            vec![
+                (
+                    "SNAT_FLAG_REPLIED".into(),
+                    i64::from(super::masquerade::SNAT_FLAG_REPLIED),
+                ),
+                (
+                    "SNAT_FLAG_CLOSING".into(),
+                    i64::from(super::masquerade::SNAT_FLAG_CLOSING),
+                ),
+            ],
+        ),
+        fam(
+            "MASQ_PORT_TRIES",
+            vec![(
+                "MASQ_PORT_TRIES".into(),
+                i64::from(super::masquerade::MASQ_PORT_TRIES),
+            )],
+        ),
         // The family the encryption map's keys carry (the kernel's AF_INET).
         fam(
             "MW_AF_INET",

@@ -43,13 +43,16 @@ pub enum DropReason {
     /// Neither IPv4 nor ARP, from or to a pod (IPv6 is not supported yet):
     /// it would skip policy and strict mode.
     UnsupportedL3,
+    /// Masquerade: every port tried towards this destination (address,
+    /// port, protocol) was taken; the flow cannot leave the node.
+    SnatPortsExhausted,
     /// A code this build does not know.
     Unknown(u32),
 }
 
 impl DropReason {
     /// Every known reason (checked against `drop.h` by the C twin test).
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Forwarded,
         DropReason::PolicyDenied,
         DropReason::PolicyDefaultDeny,
@@ -62,6 +65,7 @@ impl DropReason {
         DropReason::SourceSpoofed,
         DropReason::FragmentUnknown,
         DropReason::UnsupportedL3,
+        DropReason::SnatPortsExhausted,
     ];
 
     /// The numeric code.
@@ -79,6 +83,7 @@ impl DropReason {
             DropReason::SourceSpoofed => 9,
             DropReason::FragmentUnknown => 10,
             DropReason::UnsupportedL3 => 11,
+            DropReason::SnatPortsExhausted => 12,
             DropReason::Unknown(c) => c,
         }
     }
@@ -106,6 +111,7 @@ impl DropReason {
             DropReason::SourceSpoofed => "source_spoofed",
             DropReason::FragmentUnknown => "fragment_unknown",
             DropReason::UnsupportedL3 => "unsupported_l3_protocol",
+            DropReason::SnatPortsExhausted => "snat_ports_exhausted",
             DropReason::Unknown(_) => "unknown",
         }
     }

@@ -12,6 +12,7 @@ mod flow;
 mod ipcache;
 mod lb;
 mod lb_index;
+mod masquerade;
 mod policy;
 
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub use lb::{
     Backend, BackendId, BackendMap, Frontend, LbAlgorithm, ServiceEntry, ServiceId, ServiceMap,
 };
 pub use lb_index::{LoadBalancer, ServiceView};
+pub use masquerade::{MASQ_PORT_TRIES, MasqueradeConfig, MasqueradeMap, SnatEntry, ports_outside};
 pub use policy::{
     Direction, EndpointInfo, EndpointPolicy, HOST_ENDPOINT, ICMP_PORT_BASE, PolicyAction,
     PolicyEntry, PolicyKey, PolicyMap,
@@ -90,6 +92,11 @@ pub(crate) const ENCRYPT: MapSpec =
     spec::<(u32, IpcacheAddr), EncryptVal>("mw_encrypt", MapType::LpmTrie);
 pub(crate) const ENCRYPT_CFG: MapSpec = spec::<u32, EncryptCfg>("mw_encrypt_cfg", MapType::Array);
 pub(crate) const FRAGS: MapSpec = spec::<FragKey, FragVal>("mw_frags", MapType::LruHash);
+pub(crate) const MASQ_CONFIG: MapSpec =
+    spec::<u32, MasqConfigRaw>("mw_masq_config", MapType::Array);
+pub(crate) const MASQ_EXEMPT: MapSpec =
+    spec::<(u32, IpcacheAddr), u8>("mw_masq_exempt", MapType::LpmTrie);
+pub(crate) const SNAT: MapSpec = spec::<SnatKey, SnatVal>("mw_snat", MapType::LruHash);
 
 /// Every map of the datapath, in the order they are checked.
 pub const ALL_MAPS: &[MapSpec] = &[
@@ -111,6 +118,9 @@ pub const ALL_MAPS: &[MapSpec] = &[
     ENCRYPT,
     ENCRYPT_CFG,
     FRAGS,
+    MASQ_CONFIG,
+    MASQ_EXEMPT,
+    SNAT,
 ];
 
 /// The pin path of `spec` under `pin_root`.

@@ -217,6 +217,41 @@ pub struct EncryptCfg {
     pub flags: u32,
 }
 
+/// `struct masq_config` (nat.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MasqConfigRaw {
+    pub node_addr: u32,
+    pub pod_net: u32,
+    pub pod_mask: u32,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+/// `struct snat_key` (nat.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnatKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub dir: u8,
+    pub pad: u16,
+}
+
+/// `struct snat_val` (nat.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnatVal {
+    pub last_seen_ns: u64,
+    pub addr: u32,
+    pub port: u16,
+    pub flags: u8,
+    pub pad: u8,
+}
+
 /// `struct metric_val`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -267,4 +302,7 @@ pod! {
     EncryptCfg => 8,
     FragKey => 12,
     FragVal => 4,
+    MasqConfigRaw => 16,
+    SnatKey => 16,
+    SnatVal => 16,
 }
