@@ -101,6 +101,24 @@ pub struct RoutingStatus {
     /// with it. Never silent: logged when it changes, and a gauge.
     #[serde(default)]
     pub unencrypted: Vec<Ipv4Net>,
+    /// BPF masquerade (None: `--enable-bpf-masquerade=false`).
+    #[serde(default)]
+    pub masquerade: Option<MasqueradeStatus>,
+}
+
+/// BPF masquerade as the last pass left it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasqueradeStatus {
+    /// The datapath masquerades now.
+    pub active: bool,
+    /// The address masqueraded traffic leaves with.
+    pub node_ip: Option<Ipv4Addr>,
+    /// The ports translated flows get (`61000-65535`).
+    pub ports: String,
+    /// Destinations that keep the pod's address.
+    pub exempt: Vec<Ipv4Net>,
+    /// Why it is not active.
+    pub reason: Option<String>,
 }
 
 /// Where a route sends its traffic.

@@ -65,6 +65,10 @@ pub struct BpfDatapathConfig {
     pub state_dir: PathBuf,
     /// Backend selection for every service.
     pub maglev: bool,
+    /// The node address whose interface gets the node programs at once
+    /// (masquerade needs them whether or not a NodePort exists); None:
+    /// only when a NodePort or host policy needs them.
+    pub node_address: Option<Ipv4Addr>,
 }
 
 fn bpf_err(op: &'static str, target: impl Into<String>) -> impl FnOnce(mesh_bpf::Error) -> Error {
@@ -142,7 +146,7 @@ impl BpfDatapath {
         };
         this.migrate_algorithm()?;
         let addrs: BTreeSet<Ipv4Addr> = this.nodeports.iter().map(|(a, _, _)| *a).collect();
-        for addr in addrs {
+        for addr in addrs.into_iter().chain(config.node_address) {
             this.serve_node_address(addr)?;
         }
         Ok(this)
@@ -818,6 +822,7 @@ impl BpfDatapathConfig {
                 .then(|| config.cgroup_root.clone()),
             state_dir: config.state_dir.clone(),
             maglev: config.lb_algorithm == crate::config::LbAlgorithm::Maglev,
+            node_address: None,
         }
     }
 }

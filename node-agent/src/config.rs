@@ -21,6 +21,8 @@
 //! | `kubeProxyReplacement` | `kube-proxy-replacement` | `true` |
 //! | `allowLocalhost` | `allow-localhost` | `always` (or `policy`) |
 //! | `policyAuditMode` | `policy-audit-mode` | `false` |
+//! | `bpf.masquerade` | `enable-bpf-masquerade` | `true` |
+//! | `ipMasqAgent.config.nonMasqueradeCIDRs` | `non-masquerade-cidrs` | none |
 //! | `loadBalancer.algorithm` | `lb-algorithm` | `random` (or `maglev`) |
 //! | `encryption.enabled` | `enable-encryption` | `false` |
 //! | `encryption.type` | `encryption-type` | `wireguard` |
@@ -152,6 +154,22 @@ pub struct AgentConfig {
     /// enforced in this version.)
     #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub policy_audit_mode: bool,
+
+    /// Masquerade in eBPF: pod traffic to destinations outside the cluster
+    /// network (not in any known pod CIDR, not a node, not in
+    /// --non-masquerade-cidrs) leaves with the node's address (Cilium's
+    /// `enable-bpf-masquerade`; here on by default, as there is no
+    /// iptables masquerade to fall back to). Ports come from above the
+    /// node's ephemeral range.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_bpf_masquerade: bool,
+
+    /// Destinations pods reach with their own address besides the pod
+    /// CIDRs and node addresses the agent knows (comma-separated IPv4
+    /// CIDRs; ip-masq-agent's nonMasqueradeCIDRs): a routed underlay
+    /// that knows pod addresses, a peered VPC.
+    #[arg(long, value_delimiter = ',')]
+    pub non_masquerade_cidrs: Vec<ipnet::Ipv4Net>,
 
     /// Backend selection for services.
     #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]

@@ -33,6 +33,8 @@
 //!   WireGuard peers and routes through the device, and the datapath's
 //!   strict-mode set; [`node_controller`] runs them (encryption on/off,
 //!   the Node's key annotation) behind traits for its I/O;
+//! - [`masquerade`]: BPF masquerade's exempt set (every known pod CIDR and
+//!   node address) and switch, kept by the same passes;
 //! - [`config_watch`]: re-reads the config directory so `encryption.*`
 //!   changes apply without a restart.
 //!
@@ -52,6 +54,7 @@ mod error;
 pub mod feed;
 pub mod flows;
 pub mod identity_sync;
+pub mod masquerade;
 pub mod metrics;
 pub mod node_controller;
 pub mod node_sync;

@@ -5,7 +5,7 @@
 //! membership (connect, status, idempotence, refusals, a third cluster,
 //! disconnect), services, pod traffic, a Deployment backing a global service
 //! ([`deployments`]), policy, agent restarts, a lost remote, CA rotation,
-//! observability (meshctl observe/explain), encryption and encryption changed
+//! observability (meshctl observe/explain), egress (masquerade), encryption and encryption changed
 //! at runtime. What several scenarios share is in [`helpers`] (the lab's
 //! commands), [`requests`] (requests from pods and who answers them) and
 //! [`node_agent`] (what a node's agent reports).
@@ -21,6 +21,8 @@ mod agent_restart;
 mod ca_rotation;
 #[path = "lab/deployments.rs"]
 mod deployments;
+#[path = "lab/egress.rs"]
+mod egress;
 #[path = "lab/encryption.rs"]
 mod encryption;
 #[path = "lab/encryption_runtime.rs"]
@@ -86,6 +88,10 @@ fn control_plane_scenarios_on_one_lab() {
             (
                 "pod to pod on the same node, across nodes and across clusters",
                 pod_traffic::pod_to_pod_on_the_same_node_across_nodes_and_across_clusters,
+            ),
+            (
+                "a pod reaches the outside host as its node, and other clusters' pods as itself",
+                egress::a_pod_reaches_the_outside_host_as_its_node_and_other_clusters_pods_as_itself,
             ),
             (
                 "a NodePort answers on each node's address",

@@ -105,6 +105,21 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             Err(e) => tracing::warn!(error = %e, "cannot read the own Node; using --pod-cidr"),
         }
     }
+    // Masquerade's ports are read from this namespace's ephemeral range
+    // once: a range that leaves no room is a configuration error.
+    let masquerade = if config.enable_bpf_masquerade {
+        let ports = node_agent::masquerade::ports_for_this_node()?;
+        Some(node_agent::masquerade::MasqueradeSettings {
+            node_ip: node_ip.and_then(|ip| match ip {
+                std::net::IpAddr::V4(v4) => Some(v4),
+                std::net::IpAddr::V6(_) => None,
+            }),
+            ports,
+            extra_exempt: config.non_masquerade_cidrs.clone(),
+        })
+    } else {
+        None
+    };
     // A device that cannot start is not fatal: the node controller retries
     // it every pass, and strict mode drops what it would carry meanwhile
     // (exiting would leave the node without CNI and datapath updates).
@@ -191,18 +206,22 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let mut kernel_routes = KernelRoutes::new(
+        LocalNode {
+            cluster: config.cluster_name.clone(),
+            name: config.node_name.clone(),
+            pod_cidrs: config.pod_cidr.into_iter().collect(),
+        },
+        config.bpf_root.clone(),
+    );
+    if let Some(settings) = masquerade.clone() {
+        kernel_routes = kernel_routes.with_masquerade(settings);
+    }
     let (controller, outputs) = NodeController::new(
         config.node_name.to_string(),
         config.wireguard_port,
         EncryptionStarter(device_spec.clone()),
-        KernelRoutes::new(
-            LocalNode {
-                cluster: config.cluster_name.clone(),
-                name: config.node_name.clone(),
-                pod_cidrs: config.pod_cidr.into_iter().collect(),
-            },
-            config.bpf_root.clone(),
-        ),
+        kernel_routes,
         key_writer,
         encryption,
         RoutingStatus {
@@ -212,11 +231,13 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     );
     // Without the mesh feed the controller only keeps the key published.
     let node_controller = tokio::spawn(controller.run(mesh.clone(), settings));
-    let datapath: Box<dyn Datapath> = Box::new(
-        BpfDatapath::open(&BpfDatapathConfig::from_agent(&config)).context(
-            "cannot start the eBPF datapath (--bpf-root needs bpffs, --cgroup-root cgroup v2)",
-        )?,
-    );
+    let datapath_config = BpfDatapathConfig {
+        node_address: masquerade.as_ref().and_then(|m| m.node_ip),
+        ..BpfDatapathConfig::from_agent(&config)
+    };
+    let datapath: Box<dyn Datapath> = Box::new(BpfDatapath::open(&datapath_config).context(
+        "cannot start the eBPF datapath (--bpf-root needs bpffs, --cgroup-root cgroup v2; with --enable-bpf-masquerade the Node's InternalIP must be on an interface of this node)",
+    )?);
     // Services come from Kubernetes when it is reachable: until that source
     // has delivered once, the restored maps are kept as they are.
     let mut expected: Vec<&str> = Vec::new();

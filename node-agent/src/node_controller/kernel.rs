@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::{DeviceStarter, NodeRoutes, NodeSource, WireguardDevice};
 use crate::encryption::{DeviceSpec, Encryption, PeerOptions};
 use crate::feed::mesh::MeshFeed;
+use crate::masquerade::{BpfMasqueradeTable, MasqueradeSettings, MasqueradeStatus};
 use crate::node_sync::{BpfEncryptionMap, EncryptionMap, RoutingStatus, Targets};
 use crate::routes::{LocalNode, NetlinkRoutes, NodeEncryptionTable};
 
@@ -85,6 +86,9 @@ pub struct KernelRoutes {
     /// Node encryption's table and rule.
     node_table: Option<NetlinkRoutes>,
     strict: Option<BpfEncryptionMap>,
+    /// BPF masquerade (None: off by flag).
+    masquerade: Option<MasqueradeSettings>,
+    masq_table: Option<BpfMasqueradeTable>,
 }
 
 impl KernelRoutes {
@@ -96,7 +100,15 @@ impl KernelRoutes {
             routes: None,
             node_table: None,
             strict: None,
+            masquerade: None,
+            masq_table: None,
         }
+    }
+
+    /// Also keeps BPF masquerade's exempt set and switch, each pass.
+    pub fn with_masquerade(mut self, settings: MasqueradeSettings) -> KernelRoutes {
+        self.masquerade = Some(settings);
+        self
     }
 
     fn open(&mut self) {
@@ -116,6 +128,12 @@ impl KernelRoutes {
             match BpfEncryptionMap::open(&self.bpf_root) {
                 Ok(m) => self.strict = Some(m),
                 Err(e) => tracing::warn!(error = %e, "cannot open the strict-mode maps yet"),
+            }
+        }
+        if self.masquerade.is_some() && self.masq_table.is_none() {
+            match BpfMasqueradeTable::open(&self.bpf_root) {
+                Ok(m) => self.masq_table = Some(m),
+                Err(e) => tracing::warn!(error = %e, "cannot open the masquerade maps yet"),
             }
         }
     }
@@ -143,6 +161,8 @@ impl NodeRoutes<Encryption> for KernelRoutes {
             routes: Some(table),
             strict: strict_map,
             node_table,
+            masquerade,
+            masq_table,
             ..
         } = self
         else {
@@ -164,5 +184,40 @@ impl NodeRoutes<Encryption> for KernelRoutes {
             remote_cidrs,
             status,
         );
+        if let Some(settings) = masquerade {
+            let mut changes = Vec::new();
+            let mut failures = Vec::new();
+            let masq = match masq_table {
+                Some(t) => crate::masquerade::sync(
+                    settings,
+                    nodes,
+                    local,
+                    remote_cidrs,
+                    t,
+                    &mut changes,
+                    &mut failures,
+                ),
+                None => MasqueradeStatus {
+                    reason: Some("the masquerade maps are not pinned yet".into()),
+                    ..Default::default()
+                },
+            };
+            let was_active = status.masquerade.as_ref().map(|m| m.active);
+            if !masq.active && was_active != Some(false) {
+                tracing::warn!(
+                    reason = masq.reason.as_deref().unwrap_or("unknown"),
+                    "BPF masquerade is not active: pods leave with their own address"
+                );
+            }
+            for f in &failures {
+                tracing::warn!(failure = %f, "masquerade");
+            }
+            if !changes.is_empty() {
+                tracing::info!(changes = ?changes, "nodes → masquerade exempt set");
+                status.last_changes.extend(changes);
+            }
+            status.failures.extend(failures);
+            status.masquerade = Some(masq);
+        }
     }
 }
