@@ -191,7 +191,8 @@ int from_pod(struct __sk_buff *skb)
 			}
 			if (!be) {
 				/* New flow, or its backend was removed: choose again. */
-				backend_id = lb_select_backend(svc, bpf_get_hash_recalc(skb), p.saddr, 0, &reason);
+				__u32 hash = lb_flow_hash(p.saddr, p.daddr, p.sport, p.dport, p.proto);
+				backend_id = lb_select_backend(svc, hash, p.saddr, 0, &reason);
 				if (!backend_id)
 					return drop(skb, &p, FLOW_OBS_FROM_POD, reason, svc_id, 0);
 				be = lb_lookup_backend(backend_id);
@@ -322,7 +323,8 @@ int from_netdev(struct __sk_buff *skb)
 		be = lb_lookup_backend(backend_id);
 	}
 	if (!be) {
-		backend_id = lb_select_backend(svc, bpf_get_hash_recalc(skb), p.saddr, 0, &reason);
+		__u32 hash = lb_flow_hash(p.saddr, p.daddr, p.sport, p.dport, p.proto);
+		backend_id = lb_select_backend(svc, hash, p.saddr, 0, &reason);
 		if (!backend_id)
 			return drop(skb, &p, FLOW_OBS_FROM_NETDEV, reason, svc_id, 0);
 		be = lb_lookup_backend(backend_id);

@@ -147,6 +147,49 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mw_affinity SEC(".maps");
 
+/* Settings every node of a cluster shares: the seed of the flow hash Maglev
+ * indexes with, so every node picks the same backend for the same flow (the
+ * agent writes it from --bpf-lb-maglev-hash-seed). */
+struct lb_config {
+	__u32 maglev_seed;
+	__u32 pad;
+};
+MW_ASSERT_SIZE(struct lb_config, 8);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mw_lb_config SEC(".maps");
+
+static __always_inline __u32 lb_mix(__u32 h)
+{
+	/* murmur3's finaliser: every input bit reaches every output bit. */
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h;
+}
+
+/* The flow's hash: the same on every node with the same seed (unlike the
+ * skb hash, which the kernel seeds per boot). Rust twin: maglev::flow_hash. */
+static __always_inline __u32 lb_flow_hash(__be32 saddr, __be32 daddr, __be16 sport, __be16 dport,
+					  __u8 proto)
+{
+	__u32 zero = 0;
+	struct lb_config *cfg = bpf_map_lookup_elem(&mw_lb_config, &zero);
+	__u32 h = cfg ? cfg->maglev_seed : 0;
+
+	h = lb_mix(h ^ bpf_ntohl(saddr));
+	h = lb_mix(h ^ bpf_ntohl(daddr));
+	h = lb_mix(h ^ (((__u32)bpf_ntohs(sport) << 16) | bpf_ntohs(dport)));
+	return lb_mix(h ^ proto);
+}
+
 static __always_inline struct lb_svc_val *lb_lookup_service(__be32 addr, __be16 port, __u8 proto)
 {
 	struct lb_svc_key key = { .addr = addr, .port = port, .proto = proto };

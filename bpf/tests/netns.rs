@@ -479,7 +479,13 @@ fn maglev_service_uses_the_generated_table() {
         .maglev_table(ServiceId(1))
         .unwrap()
         .expect("maglev table");
-    assert_eq!(table, mesh_bpf::maglev::table(&entry.backends, 16381));
+    let backends = lab.dp.backends().unwrap();
+    let addressed: Vec<(BackendId, Backend)> = entry
+        .backends
+        .iter()
+        .map(|id| (*id, backends.get(*id).unwrap().expect("backend")))
+        .collect();
+    assert_eq!(table, mesh_bpf::maglev::table(&addressed, 16381));
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..20 {
         let (name, _) = answer(&lab.client.probe(&["tcp", "10.96.0.10:80"]));

@@ -1138,3 +1138,107 @@ fn the_host_firewall_judges_new_flows_to_the_node_tracks_its_own_and_audits() {
         TC_ACT_OK
     );
 }
+
+/// A node for the Maglev test: its own datapath with `seed`, a Maglev
+/// NodePort on 192.168.77.1:30080 over `backends` (id, address), ids as
+/// this node numbers them.
+fn maglev_node(seed: u32, backends: &[(u32, Ipv4Addr)]) -> (BpfDir, Datapath) {
+    let dir = BpfDir::new();
+    let dp = Datapath::load(dir.path()).unwrap();
+    let mut b = dp.backends().unwrap();
+    for (id, addr) in backends {
+        b.upsert(
+            BackendId(*id),
+            Backend {
+                addr: *addr,
+                port: 8080,
+                proto: Protocol::Tcp,
+                cluster_id: 1,
+            },
+        )
+        .unwrap();
+    }
+    let mut services = dp.services().unwrap();
+    services.set_maglev_seed(seed).unwrap();
+    let ids: Vec<BackendId> = backends.iter().map(|(id, _)| BackendId(*id)).collect();
+    let frontend = Frontend {
+        addr: Ipv4Addr::new(192, 168, 77, 1),
+        port: 30080,
+        proto: Protocol::Tcp,
+    };
+    services
+        .upsert(frontend, ServiceId(1), &ids, LbAlgorithm::Maglev)
+        .unwrap();
+    (dir, dp)
+}
+
+/// The backend `from_netdev` sends each of `flows` new connections from
+/// the outside host to (the packet's new destination).
+fn maglev_choices(dp: &mut Datapath, flows: u16) -> Vec<Ipv4Addr> {
+    (0..flows)
+        .map(|i| {
+            let pkt = tcp_packet(
+                Ipv4Addr::new(192, 168, 77, 9),
+                20000 + i,
+                Ipv4Addr::new(192, 168, 77, 1),
+                30080,
+            );
+            let (rc, out) = run(dp, "from_netdev", &pkt);
+            assert_eq!(rc, TC_ACT_OK);
+            Ipv4Addr::new(out[30], out[31], out[32], out[33])
+        })
+        .collect()
+}
+
+#[test]
+fn maglev_with_one_seed_picks_the_same_backend_on_every_node_and_removing_one_moves_its_share() {
+    require_root();
+    let addr = |i: u8| Ipv4Addr::new(10, 244, 2, i);
+    let seed = mesh_bpf::maglev::seed_of("meshwork");
+    let five: Vec<(u32, Ipv4Addr)> = (1..=5).map(|i| (u32::from(i), addr(i))).collect();
+    // Node B numbers the same backends otherwise, and lists them reversed.
+    let renumbered: Vec<(u32, Ipv4Addr)> = (1..=5u8)
+        .rev()
+        .map(|i| (90 + u32::from(i), addr(i)))
+        .collect();
+    let removed = addr(3);
+    let four: Vec<(u32, Ipv4Addr)> = five
+        .iter()
+        .copied()
+        .filter(|(_, a)| *a != removed)
+        .collect();
+    const FLOWS: u16 = 2000;
+    let (_a, mut a) = maglev_node(seed, &five);
+    let (_b, mut b) = maglev_node(seed, &renumbered);
+    let (_c, mut c) = maglev_node(seed, &four);
+    let (_d, mut d) = maglev_node(mesh_bpf::maglev::seed_of("another cluster"), &five);
+    let on_a = maglev_choices(&mut a, FLOWS);
+    assert_eq!(on_a, maglev_choices(&mut b, FLOWS), "two nodes, one seed");
+    let used: std::collections::BTreeSet<_> = on_a.iter().collect();
+    assert_eq!(used.len(), 5, "every backend serves flows: {used:?}");
+
+    let on_c = maglev_choices(&mut c, FLOWS);
+    let moved = on_a.iter().zip(&on_c).filter(|(x, y)| x != y).count();
+    let moved_from_survivors = on_a
+        .iter()
+        .zip(&on_c)
+        .filter(|(x, y)| x != y && **x != removed)
+        .count();
+    let share = moved as f64 / f64::from(FLOWS);
+    let survivors = moved_from_survivors as f64 / f64::from(FLOWS);
+    let differ = on_a
+        .iter()
+        .zip(maglev_choices(&mut d, FLOWS))
+        .filter(|(x, y)| **x != *y)
+        .count() as f64
+        / f64::from(FLOWS);
+    println!(
+        "maglev across nodes: removing 1 of 5 backends moved {share:.3} of {FLOWS} flows (ideal 0.200; {survivors:.4} from surviving backends); another seed changes {differ:.3}"
+    );
+    assert!((0.12..0.30).contains(&share), "moved {share:.3}");
+    assert!(
+        survivors < 0.05,
+        "flows of surviving backends moved: {survivors:.4}"
+    );
+    assert!(differ > 0.5, "the seed decides: only {differ:.3} differ");
+}

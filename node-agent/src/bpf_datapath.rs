@@ -65,6 +65,8 @@ pub struct BpfDatapathConfig {
     pub state_dir: PathBuf,
     /// Backend selection for every service.
     pub maglev: bool,
+    /// Maglev's flow hash seed (`--bpf-lb-maglev-hash-seed`).
+    pub maglev_seed: u32,
     /// The node address whose interface gets the node programs at once
     /// (masquerade needs them whether or not a NodePort exists); None:
     /// only when a NodePort or host policy needs them.
@@ -114,6 +116,9 @@ impl BpfDatapath {
         if !pruned.is_empty() {
             tracing::info!(?pruned, "removed TC links of interfaces that are gone");
         }
+        dp.services()
+            .and_then(|mut s| s.set_maglev_seed(config.maglev_seed))
+            .map_err(bpf_err("set the Maglev hash seed", &target))?;
         let lb = dp
             .load_balancer()
             .map_err(bpf_err("open service maps", &target))?;
@@ -822,6 +827,7 @@ impl BpfDatapathConfig {
                 .then(|| config.cgroup_root.clone()),
             state_dir: config.state_dir.clone(),
             maglev: config.lb_algorithm == crate::config::LbAlgorithm::Maglev,
+            maglev_seed: mesh_bpf::maglev::seed_of(&config.bpf_lb_maglev_hash_seed),
             node_address: None,
         }
     }

@@ -24,6 +24,7 @@
 //! | `bpf.masquerade` | `enable-bpf-masquerade` | `true` |
 //! | `ipMasqAgent.config.nonMasqueradeCIDRs` | `non-masquerade-cidrs` | none |
 //! | `loadBalancer.algorithm` | `lb-algorithm` | `random` (or `maglev`) |
+//! | `maglev.hashSeed` | `bpf-lb-maglev-hash-seed` | `meshwork` |
 //! | `encryption.enabled` | `enable-encryption` | `false` |
 //! | `encryption.type` | `encryption-type` | `wireguard` |
 //! | `encryption.nodeEncryption` | `node-encryption` | `false` |
@@ -174,6 +175,13 @@ pub struct AgentConfig {
     /// Backend selection for services.
     #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]
     pub lb_algorithm: LbAlgorithm,
+
+    /// The seed of the flow hash Maglev indexes with (any string). Every
+    /// node of a cluster, and of the clusters sharing global services,
+    /// must have the same one to pick the same backend for the same flow;
+    /// change it from the default so outsiders cannot predict choices.
+    #[arg(long, default_value = "meshwork")]
+    pub bpf_lb_maglev_hash_seed: String,
 
     /// Encrypt pod traffic between nodes.
     #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

@@ -4,12 +4,14 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData};
 
-use super::raw::{BackendVal, MAGLEV_TABLE_SIZE, MaglevVal, RevNatVal, SlotKey, SvcKey, SvcVal};
+use super::raw::{
+    BackendVal, LbConfigRaw, MAGLEV_TABLE_SIZE, MaglevVal, RevNatVal, SlotKey, SvcKey, SvcVal,
+};
 use super::{
-    AFFINITY_SVC, BACKENDS, MAGLEV, Protocol, REVNAT, SERVICES, SLOTS, dump_err, get_opt,
-    insert_err, ip_be, ip_from_be, open, port_be, port_from_be, remove_ok, typed,
+    AFFINITY_SVC, BACKENDS, LB_CONFIG, MAGLEV, Protocol, REVNAT, SERVICES, SLOTS, dump_err,
+    get_opt, insert_err, ip_be, ip_from_be, open, port_be, port_from_be, remove_ok, typed,
 };
 use crate::error::{Error, Result};
 use crate::maglev;
@@ -104,14 +106,24 @@ fn check_frontend(f: &Frontend) -> Result<()> {
 }
 
 /// Frontends → backend slots, reverse NAT and Maglev tables.
-#[derive(Debug)]
 pub struct ServiceMap {
     services: HashMap<MapData, SvcKey, SvcVal>,
     slots: HashMap<MapData, SlotKey, u32>,
     revnat: HashMap<MapData, u32, RevNatVal>,
     maglev: HashMap<MapData, u32, MaglevVal>,
     affinity: HashMap<MapData, u32, u32>,
+    /// Read only: Maglev tables are built from the backends' addresses.
+    backends: HashMap<MapData, u32, BackendVal>,
+    config: Array<MapData, LbConfigRaw>,
     max: [u32; 5],
+}
+
+impl std::fmt::Debug for ServiceMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceMap")
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServiceMap {
@@ -122,13 +134,42 @@ impl ServiceMap {
         let (r, mr) = open(pin_root, &REVNAT)?;
         let (m, mm) = open(pin_root, &MAGLEV)?;
         let (a, ma) = open(pin_root, &AFFINITY_SVC)?;
+        let (b, _) = open(pin_root, &BACKENDS)?;
+        let (c, _) = open(pin_root, &LB_CONFIG)?;
         Ok(ServiceMap {
             services: typed(&SERVICES, HashMap::try_from(s))?,
             slots: typed(&SLOTS, HashMap::try_from(sl))?,
             revnat: typed(&REVNAT, HashMap::try_from(r))?,
             maglev: typed(&MAGLEV, HashMap::try_from(m))?,
             affinity: typed(&AFFINITY_SVC, HashMap::try_from(a))?,
+            backends: typed(&BACKENDS, HashMap::try_from(b))?,
+            config: typed(&LB_CONFIG, Array::try_from(c))?,
             max: [ms, msl, mr, mm, ma],
+        })
+    }
+
+    /// The flow hash seed Maglev lookups use (see [`crate::maglev::seed_of`]).
+    pub fn maglev_seed(&self) -> Result<u32> {
+        let v = self.config.get(&0, 0).map_err(|source| Error::Map {
+            map: LB_CONFIG.name,
+            op: "lookup",
+            source: Box::new(source),
+        })?;
+        Ok(v.maglev_seed)
+    }
+
+    /// Sets the flow hash seed: every node of a cluster must use the same
+    /// one to pick the same backend for the same flow. Takes effect for
+    /// new flows.
+    pub fn set_maglev_seed(&mut self, seed: u32) -> Result<()> {
+        let v = LbConfigRaw {
+            maglev_seed: seed,
+            pad: 0,
+        };
+        self.config.set(0, v, 0).map_err(|source| Error::Map {
+            map: LB_CONFIG.name,
+            op: "update",
+            source: Box::new(source),
         })
     }
 
@@ -177,7 +218,18 @@ impl ServiceMap {
                 .map_err(|e| insert_err(&SLOTS, self.max[1], e))?;
         }
         if algorithm == LbAlgorithm::Maglev && !backends.is_empty() {
-            let table = maglev::table(backends, MAGLEV_TABLE_SIZE);
+            let mut addressed = Vec::with_capacity(backends.len());
+            for id in backends {
+                let Some(v) = get_opt(&BACKENDS, self.backends.get(&id.0, 0))? else {
+                    return Err(Error::InvalidInput {
+                        field: "Maglev backend",
+                        value: id.0.to_string(),
+                        allowed: "backend ids present in mw_backends (upsert backends first)",
+                    });
+                };
+                addressed.push((*id, backend_from(v)));
+            }
+            let table = maglev::table(&addressed, MAGLEV_TABLE_SIZE);
             let mut val = MaglevVal {
                 backend_ids: [0; MAGLEV_TABLE_SIZE],
             };

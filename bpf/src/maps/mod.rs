@@ -92,6 +92,7 @@ pub(crate) const ENCRYPT: MapSpec =
     spec::<(u32, IpcacheAddr), EncryptVal>("mw_encrypt", MapType::LpmTrie);
 pub(crate) const ENCRYPT_CFG: MapSpec = spec::<u32, EncryptCfg>("mw_encrypt_cfg", MapType::Array);
 pub(crate) const FRAGS: MapSpec = spec::<FragKey, FragVal>("mw_frags", MapType::LruHash);
+pub(crate) const LB_CONFIG: MapSpec = spec::<u32, LbConfigRaw>("mw_lb_config", MapType::Array);
 pub(crate) const MASQ_CONFIG: MapSpec =
     spec::<u32, MasqConfigRaw>("mw_masq_config", MapType::Array);
 pub(crate) const MASQ_EXEMPT: MapSpec =
@@ -118,6 +119,7 @@ pub const ALL_MAPS: &[MapSpec] = &[
     ENCRYPT,
     ENCRYPT_CFG,
     FRAGS,
+    LB_CONFIG,
     MASQ_CONFIG,
     MASQ_EXEMPT,
     SNAT,

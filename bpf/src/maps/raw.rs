@@ -217,6 +217,14 @@ pub struct EncryptCfg {
     pub flags: u32,
 }
 
+/// `struct lb_config` (lb.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbConfigRaw {
+    pub maglev_seed: u32,
+    pub pad: u32,
+}
+
 /// `struct masq_config` (nat.h).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -302,6 +310,7 @@ pod! {
     EncryptCfg => 8,
     FragKey => 12,
     FragVal => 4,
+    LbConfigRaw => 8,
     MasqConfigRaw => 16,
     SnatKey => 16,
     SnatVal => 16,
