@@ -10,9 +10,11 @@
  *   from_netdev / to_netdev (TC ingress / egress of the node's own
  *     interface): BPF masquerade (nat.h: pod traffic leaving the cluster
  *     network gets the node's address, its replies get the pod's back,
- *     first of all), NodePort DNAT of traffic from other nodes to a local
- *     backend, and reverse NAT of its replies as they leave (rewriting the
- *     source to a local address any earlier would make it a martian);
+ *     first of all), NodePort DNAT of traffic from outside to a backend
+ *     (one on another node also gets the node's address as its source in
+ *     to_netdev, so it answers here), and reverse NAT of its replies as
+ *     they leave (rewriting the source to a local address any earlier
+ *     would make it a martian);
  *     the host firewall on traffic to and from the node itself (never on
  *     masqueraded traffic: the pod's policy judged it).
  * Host firewall: when a host policy selects the node (its record under
@@ -337,8 +339,17 @@ int from_netdev(struct __sk_buff *skb)
 		.saddr = p.saddr, .daddr = be->addr, .sport = p.sport,
 		.dport = be->port, .proto = p.proto, .dir = CT_DIR_NODEPORT,
 	};
-	if (!ct_lookup(&nk, p.tcp_flags) && ct_create(&nk, backend_id, svc_id) < 0)
-		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_CT_MAP_FULL, svc_id, 0);
+	if (!ct_lookup(&nk, p.tcp_flags)) {
+		/* A backend on another node answers this node only if the flow
+		 * leaves with its address (to_netdev SNATs it). */
+		int path = nodeport_path(skb, &p, be->addr, be->port);
+		if (path == NODEPORT_PATH_NONE)
+			return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_NODEPORT_NO_SNAT_PATH,
+				    svc_id, 0);
+		__u32 flags = path == NODEPORT_PATH_SNAT ? CT_FLAG_NODEPORT_SNAT : 0;
+		if (ct_create_flags(&nk, backend_id, svc_id, flags) < 0)
+			return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_CT_MAP_FULL, svc_id, 0);
+	}
 	if (pkt_rewrite(skb, &p, NAT_DST, be->addr, be->port) < 0)
 		return drop(skb, &p, FLOW_OBS_FROM_NETDEV, REASON_NAT_FAILED, svc_id, 0);
 	return pass(skb);
@@ -361,7 +372,9 @@ int to_netdev(struct __sk_buff *skb)
 	int first;
 	struct ct_val *np = ct_lookup_reply(&nk, p.tcp_flags, &first);
 	if (!np || !np->rev_nat_id) {
-		__u32 masq = masq_egress(skb, &p);
+		__u32 masq = nodeport_snat(skb, &p);
+		if (!masq)
+			masq = masq_egress(skb, &p);
 		if (masq == 1)
 			return pass(skb);
 		if (masq)

@@ -101,7 +101,7 @@ pub struct RoutingStatus {
     /// with it. Never silent: logged when it changes, and a gauge.
     #[serde(default)]
     pub unencrypted: Vec<Ipv4Net>,
-    /// BPF masquerade (None: `--enable-bpf-masquerade=false`).
+    /// BPF masquerade and NodePort SNAT (None: before the first pass).
     #[serde(default)]
     pub masquerade: Option<MasqueradeStatus>,
 }
@@ -109,9 +109,12 @@ pub struct RoutingStatus {
 /// BPF masquerade as the last pass left it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasqueradeStatus {
+    /// `--enable-bpf-masquerade`.
+    pub enabled: bool,
     /// The datapath masquerades now.
     pub active: bool,
-    /// The address masqueraded traffic leaves with.
+    /// The address masqueraded traffic, and NodePort traffic to other
+    /// nodes, leaves with (None: no SNAT at all).
     pub node_ip: Option<Ipv4Addr>,
     /// The ports translated flows get (`61000-65535`).
     pub ports: String,

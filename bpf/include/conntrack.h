@@ -64,6 +64,7 @@ struct {
 #define CT_FLAG_CLOSING 0x1 /* a TCP FIN or RST was seen */
 #define CT_FLAG_REPLIED 0x2 /* established: the entry lives in mw_ct */
 #define CT_FLAG_ANSWERED 0x4 /* TCP: a reply (the SYN-ACK) was seen, the handshake is not complete */
+#define CT_FLAG_NODEPORT_SNAT 0x8 /* CT_DIR_NODEPORT: the backend is on another node; to_netdev SNATs */
 
 /* How long an idle entry stays valid. An expired entry counts as absent, so
  * a new flow on a reused tuple is judged by the current policy again. */
@@ -126,16 +127,24 @@ static __always_inline void ct_reverse(const struct ct_key *in, struct ct_key *o
 	out->pad = 0;
 }
 
-/* A new, unconfirmed entry (mw_ct_new). */
-static __always_inline int ct_create(const struct ct_key *key, __u32 backend_id, __u32 rev_nat_id)
+/* A new, unconfirmed entry (mw_ct_new) with CT_FLAG_* `flags`. */
+static __always_inline int ct_create_flags(const struct ct_key *key, __u32 backend_id,
+					   __u32 rev_nat_id, __u32 flags)
 {
 	struct ct_val v = {
 		.last_seen_ns = bpf_ktime_get_ns(),
 		.backend_id = backend_id,
 		.rev_nat_id = rev_nat_id,
 		.packets = 1,
+		.flags = flags,
 	};
 	return bpf_map_update_elem(&mw_ct_new, key, &v, BPF_ANY);
+}
+
+/* A new, unconfirmed entry (mw_ct_new). */
+static __always_inline int ct_create(const struct ct_key *key, __u32 backend_id, __u32 rev_nat_id)
+{
+	return ct_create_flags(key, backend_id, rev_nat_id, 0);
 }
 
 /* The flow of `key` is established: its entry moves to mw_ct (if it is

@@ -17,6 +17,7 @@ enum mw_reason {
 	REASON_FRAGMENT_UNKNOWN = 10,  /* a later IPv4 fragment whose first fragment was not seen */
 	REASON_UNSUPPORTED_L3_PROTOCOL = 11, /* neither IPv4 nor ARP (IPv6 is not supported yet) */
 	REASON_SNAT_PORTS_EXHAUSTED = 12, /* masquerade: no free port towards this destination */
+	REASON_NODEPORT_NO_SNAT_PATH = 13, /* NodePort backend on another node reached through a device without SNAT (WireGuard) */
 	REASON_MAX = 32,               /* size of the metrics array */
 };
 

@@ -34,6 +34,8 @@
 #include "drop.h"
 #include "packet.h"
 #include "conntrack.h"
+#include "encrypt.h"
+#include "policy.h"
 
 #define SNAT_DIR_OUT 0 /* original tuple (pod side) -> the translated source */
 #define SNAT_DIR_IN 1  /* reply tuple (to the node) -> the original source: the claim */
@@ -42,15 +44,19 @@
 #define SNAT_FLAG_CLOSING 0x2
 
 #define MASQ_PORT_TRIES 16
+#define MASQ_CFG_MASQUERADE 0x1 /* masquerade pod traffic (else only NodePort SNAT) */
 
+/* How this node SNATs: masqueraded pod traffic, and NodePort flows to a
+ * backend on another node (so its replies come back here). */
 struct masq_config {
-	__be32 node_addr; /* the source masqueraded packets get; 0: masquerade off */
+	__be32 node_addr; /* the source SNATed packets get; 0: no SNAT at all */
 	__be32 pod_net;   /* this node's pod CIDR (network, mask) */
 	__be32 pod_mask;
 	__u16 port_min;   /* host byte order, inclusive */
 	__u16 port_max;
+	__u32 flags;      /* MASQ_CFG_* */
 };
-MW_ASSERT_SIZE(struct masq_config, 16);
+MW_ASSERT_SIZE(struct masq_config, 20);
 
 struct masq_exempt_key {
 	__u32 prefixlen;
@@ -191,24 +197,11 @@ static __always_inline int snat_claim(const struct pkt *p, const struct masq_con
 	return -1;
 }
 
-/* to_netdev: masquerades `p` if it must be. Returns 0 when the packet is
- * not masqueraded (go on as before), 1 when it was (pass it), or a drop
- * reason (> 1) when it must be but cannot. */
-static __always_inline __u32 masq_egress(struct __sk_buff *skb, struct pkt *p)
+/* Translates `p`'s source to the node address and a claimed port (the
+ * flow's claim, or a new one). Returns 1, or a drop reason. */
+static __always_inline __u32 snat_apply(struct __sk_buff *skb, struct pkt *p,
+					const struct masq_config *cfg)
 {
-	__u32 zero = 0;
-	struct masq_config *cfg = bpf_map_lookup_elem(&mw_masq_config, &zero);
-
-	if (!cfg || !cfg->node_addr)
-		return 0;
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
-		return 0;
-	if ((p->saddr & cfg->pod_mask) != cfg->pod_net || p->saddr == cfg->node_addr)
-		return 0;
-	struct masq_exempt_key ek = { .prefixlen = 32, .addr = p->daddr };
-	if (bpf_map_lookup_elem(&mw_masq_exempt, &ek) || masq_is_reply(p))
-		return 0;
-
 	__u64 now = bpf_ktime_get_ns();
 	struct snat_key out = {
 		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport,
@@ -236,6 +229,84 @@ static __always_inline __u32 masq_egress(struct __sk_buff *skb, struct pkt *p)
 	if (pkt_rewrite(skb, p, NAT_SRC, cfg->node_addr, port) < 0)
 		return REASON_NAT_FAILED;
 	return 1;
+}
+
+static __always_inline struct masq_config *snat_config(void)
+{
+	__u32 zero = 0;
+	struct masq_config *cfg = bpf_map_lookup_elem(&mw_masq_config, &zero);
+	return cfg && cfg->node_addr ? cfg : 0;
+}
+
+/* to_netdev: masquerades `p` if it must be. Returns 0 when the packet is
+ * not masqueraded (go on as before), 1 when it was (pass it), or a drop
+ * reason (> 1) when it must be but cannot. */
+static __always_inline __u32 masq_egress(struct __sk_buff *skb, struct pkt *p)
+{
+	struct masq_config *cfg = snat_config();
+
+	if (!cfg || !(cfg->flags & MASQ_CFG_MASQUERADE))
+		return 0;
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+		return 0;
+	if ((p->saddr & cfg->pod_mask) != cfg->pod_net || p->saddr == cfg->node_addr)
+		return 0;
+	struct masq_exempt_key ek = { .prefixlen = 32, .addr = p->daddr };
+	if (bpf_map_lookup_elem(&mw_masq_exempt, &ek) || masq_is_reply(p))
+		return 0;
+	return snat_apply(skb, p, cfg);
+}
+
+/* to_netdev: a NodePort flow from_netdev sent to a backend on another node
+ * (CT_FLAG_NODEPORT_SNAT) leaves with the node's address, so the backend
+ * answers this node, which translates the reply back (masq_ingress, then
+ * the NodePort reverse NAT). Returns 0 (not such a flow), 1, or a reason. */
+static __always_inline __u32 nodeport_snat(struct __sk_buff *skb, struct pkt *p)
+{
+	struct ct_key k = {
+		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport,
+		.dport = p->dport, .proto = p->proto, .dir = CT_DIR_NODEPORT,
+	};
+	struct ct_val *v = bpf_map_lookup_elem(&mw_ct, &k);
+	if (!v)
+		v = bpf_map_lookup_elem(&mw_ct_new, &k);
+	if (!v || !(v->flags & CT_FLAG_NODEPORT_SNAT))
+		return 0;
+	struct masq_config *cfg = snat_config();
+	if (!cfg)
+		return REASON_NAT_FAILED;
+	return snat_apply(skb, p, cfg);
+}
+
+#define NODEPORT_PATH_LOCAL 0  /* the backend is on this node (or is the node) */
+#define NODEPORT_PATH_SNAT 1   /* on another node, through the interface it came in on */
+#define NODEPORT_PATH_NONE 2   /* elsewhere (the WireGuard device), or no route: dropped */
+
+/* Where the kernel will send a NodePort flow from `p`'s client to backend
+ * `addr`:`port` that arrived on skb's interface. */
+static __always_inline int nodeport_path(struct __sk_buff *skb, const struct pkt *p, __be32 addr,
+					 __be16 port)
+{
+	struct bpf_fib_lookup fib = {
+		.family = MW_AF_INET,
+		.l4_protocol = p->proto,
+		.sport = p->sport,
+		.dport = port,
+		.ifindex = skb->ifindex,
+		.ipv4_src = p->saddr,
+		.ipv4_dst = addr,
+	};
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+		return NODEPORT_PATH_LOCAL; /* a local address: the node itself */
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return NODEPORT_PATH_NONE;
+	__u32 out = fib.ifindex;
+	if (bpf_map_lookup_elem(&mw_endpoints, &out))
+		return NODEPORT_PATH_LOCAL; /* a pod's veth */
+	if (out == skb->ifindex)
+		return NODEPORT_PATH_SNAT;
+	return NODEPORT_PATH_NONE;
 }
 
 /* from_netdev: a reply to a masqueraded flow gets its original destination

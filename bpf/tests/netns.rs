@@ -1180,6 +1180,7 @@ fn masquerade_gives_outside_destinations_the_node_address_and_keeps_pod_addresse
     let node_ip = Ipv4Addr::new(192, 168, 77, 1);
     let config = mesh_bpf::MasqueradeConfig {
         node_addr: node_ip,
+        masquerade: true,
         pod_cidr: (Ipv4Addr::new(10, 244, 1, 0), 24),
         ports: 61000..=65535,
     };
@@ -1244,4 +1245,115 @@ fn masquerade_gives_outside_destinations_the_node_address_and_keeps_pod_addresse
     masq.set_config(None).unwrap();
     let (_, addr, _) = seen_by(&lab.client.probe(&["tcp", "192.168.77.9:8080"]));
     assert_eq!(addr, lab.client.ip);
+}
+
+#[test]
+fn nodeport_to_a_backend_on_another_node_is_snated_and_answered_through_this_node() {
+    let mut lab = lab();
+    // The underlay: this node, a second node which is the backend (a
+    // host-network one: a UDP server there answers from this one address),
+    // and an outside client on the same segment (so without SNAT the
+    // backend would answer it directly, from an address it never spoke to).
+    let underlay = Bridge::new();
+    underlay.attach(&lab.node.ns, "eth0", "192.168.77.1/24");
+    let other_node = NetNs::new("nd");
+    underlay.attach(&other_node, "eth0", "192.168.77.2/24");
+    let client = NetNs::new("out");
+    underlay.attach(&client, "eth0", "192.168.77.9/24");
+    // A third "node" behind another interface of this node: a path the
+    // node programs cannot SNAT on (as the WireGuard device).
+    let side = Bridge::new();
+    side.attach(&lab.node.ns, "eth1", "192.168.78.1/24");
+    let far_node = NetNs::new("nd");
+    side.attach(&far_node, "eth0", "192.168.78.2/24");
+    lab.node.ns.run_ok(
+        "ip",
+        &["route", "add", "10.244.3.0/24", "via", "192.168.78.2"],
+    );
+    serve_with_peer(&other_node, "remote", 8080);
+    let path = lab.node.netns_path();
+    mesh_bpf::netns::in_netns(&path, || lab.dp.attach_node_interface("eth0"))
+        .unwrap()
+        .expect("attach node programs");
+    let node_ip = Ipv4Addr::new(192, 168, 77, 1);
+    let mut backends = lab.dp.backends().unwrap();
+    let mut services = lab.dp.services().unwrap();
+    for (id, addr, port) in [
+        (1u32, Ipv4Addr::new(192, 168, 77, 2), 30080u16),
+        (2, Ipv4Addr::new(10, 244, 3, 5), 30090),
+    ] {
+        for (proto, offset) in [(Protocol::Tcp, 0), (Protocol::Udp, 100)] {
+            let bid = BackendId(id * 10 + offset);
+            backends
+                .upsert(
+                    bid,
+                    Backend {
+                        addr,
+                        port: 8080,
+                        proto,
+                        cluster_id: 1,
+                    },
+                )
+                .unwrap();
+            let frontend = Frontend {
+                addr: node_ip,
+                port,
+                proto,
+            };
+            services
+                .upsert(
+                    frontend,
+                    ServiceId(id * 10 + offset),
+                    &[bid],
+                    LbAlgorithm::Random,
+                )
+                .unwrap();
+        }
+    }
+    // NodePort SNAT without masquerade: the node's address and ports, and
+    // pods keep theirs.
+    let mut masq = lab.dp.masquerade().unwrap();
+    masq.set_config(Some(&mesh_bpf::MasqueradeConfig {
+        node_addr: node_ip,
+        masquerade: false,
+        pod_cidr: (Ipv4Addr::new(10, 244, 1, 0), 24),
+        ports: 61000..=65535,
+    }))
+    .unwrap();
+    let probe = env!("CARGO_BIN_EXE_mesh-bpf-probe");
+    for mode in ["tcp", "udp"] {
+        let out = client.run(probe, &[mode, "192.168.77.1:30080"]);
+        let (payload, peer) = answer(&out);
+        assert_eq!(
+            peer, "192.168.77.1:30080",
+            "{mode}: the reply comes from the NodePort"
+        );
+        let (name, seen) = payload.split_once('@').expect("name@peer");
+        let seen: std::net::SocketAddrV4 = seen.parse().unwrap();
+        assert_eq!(name, "remote");
+        assert_eq!(*seen.ip(), node_ip, "{mode}: the backend saw this node");
+        assert!((61000..=65535).contains(&seen.port()), "{mode}: {seen}");
+    }
+    let ct = lab.dp.conntrack().unwrap().dump().unwrap();
+    assert!(
+        ct.iter().any(|e| e.direction == CtDirection::NodePort
+            && e.saddr == Ipv4Addr::new(192, 168, 77, 9)
+            && e.daddr == Ipv4Addr::new(192, 168, 77, 2)),
+        "{ct:?}"
+    );
+    // Through the other interface: dropped with its reason, not sent off
+    // to be answered from elsewhere.
+    let before = lab.dp.metrics().unwrap().read().unwrap();
+    assert!(
+        !client
+            .run(probe, &["udp", "192.168.77.1:30090"])
+            .status
+            .success()
+    );
+    let after = lab.dp.metrics().unwrap().read().unwrap();
+    assert!(
+        after.packets(DropReason::NodePortNoSnatPath)
+            > before.packets(DropReason::NodePortNoSnatPath),
+        "{after:?}"
+    );
 }

@@ -4,6 +4,10 @@
 //! and `--non-masquerade-cidrs`, like ip-masq-agent's nonMasqueradeCIDRs),
 //! and the switch with this node's address, pod CIDR and port range.
 //!
+//! The same switch carries the address and ports NodePort flows to a
+//! backend on another node are SNATed with, which happens whether or not
+//! masquerade is on.
+//!
 //! One pass ([`sync`]) writes the exempt set first and turns masquerade on
 //! only once it holds, so the datapath never masquerades traffic to a pod
 //! it was not told about yet; when the set cannot be written, masquerade is
@@ -25,9 +29,12 @@ use crate::routes::LocalNode;
 /// The masquerade part of `/v1/status`.
 pub use mesh_agent_api::status::MasqueradeStatus;
 
-/// What the flags and the node give masquerade.
+/// What the flags and the node give masquerade (and NodePort SNAT, which
+/// uses the same address and ports whether or not masquerade is on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasqueradeSettings {
+    /// `--enable-bpf-masquerade`.
+    pub masquerade: bool,
     /// The node's address (its Node's first InternalIP, read at start-up:
     /// the node programs are attached to the interface holding it).
     pub node_ip: Option<Ipv4Addr>,
@@ -86,6 +93,7 @@ pub fn plan(
         .ok_or("this node has no IPv4 pod CIDR")?;
     Ok(mesh_bpf::MasqueradeConfig {
         node_addr,
+        masquerade: settings.masquerade,
         pod_cidr: (pod_cidr.network(), pod_cidr.prefix_len()),
         ports: settings.ports.clone(),
     })
@@ -112,6 +120,7 @@ pub fn sync(
 ) -> MasqueradeStatus {
     let set = exempt(nodes, local, remote_cidrs, &settings.extra_exempt);
     let mut status = MasqueradeStatus {
+        enabled: settings.masquerade,
         active: false,
         node_ip: None,
         ports: format!("{}-{}", settings.ports.start(), settings.ports.end()),
@@ -137,8 +146,14 @@ pub fn sync(
     match plan(settings, local) {
         Ok(config) => match table.set_config(Some(&config)) {
             Ok(()) => {
-                status.active = true;
+                status.active = config.masquerade;
                 status.node_ip = Some(config.node_addr);
+                if !config.masquerade {
+                    status.reason = Some(
+                        "--enable-bpf-masquerade is off (NodePort SNAT still uses the node's address)"
+                            .into(),
+                    );
+                }
             }
             Err(e) => {
                 failures.push(format!("masquerade on: {e}"));

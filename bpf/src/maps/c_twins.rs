@@ -32,6 +32,10 @@ const C_ONLY: &[(&str, &str)] = &[
         "conntrack timeouts the datapath applies; the agent never expires entries",
     ),
     ("TCP_FLAG_", "bits of the TCP header (kernel ABI)"),
+    (
+        "NODEPORT_PATH_",
+        "return codes of a C helper (where a NodePort backend is reached)",
+    ),
     ("PARSE_", "return codes of the C packet parser"),
     ("NAT_", "argument of the C address rewrite helper"),
     (
@@ -446,6 +450,13 @@ fn families() -> Vec<Family> {
                     i64::from(super::masquerade::SNAT_FLAG_CLOSING),
                 ),
             ],
+        ),
+        fam(
+            "MASQ_CFG_",
+            vec![(
+                "MASQ_CFG_MASQUERADE".into(),
+                i64::from(super::masquerade::MASQ_CFG_MASQUERADE),
+            )],
         ),
         fam(
             "MASQ_PORT_TRIES",

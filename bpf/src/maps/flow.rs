@@ -46,13 +46,17 @@ pub enum DropReason {
     /// Masquerade: every port tried towards this destination (address,
     /// port, protocol) was taken; the flow cannot leave the node.
     SnatPortsExhausted,
+    /// A NodePort flow whose backend is on another node and reached
+    /// through a device the node programs do not SNAT on (the WireGuard
+    /// device): its replies could not come back, so it is dropped.
+    NodePortNoSnatPath,
     /// A code this build does not know.
     Unknown(u32),
 }
 
 impl DropReason {
     /// Every known reason (checked against `drop.h` by the C twin test).
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Forwarded,
         DropReason::PolicyDenied,
         DropReason::PolicyDefaultDeny,
@@ -66,6 +70,7 @@ impl DropReason {
         DropReason::FragmentUnknown,
         DropReason::UnsupportedL3,
         DropReason::SnatPortsExhausted,
+        DropReason::NodePortNoSnatPath,
     ];
 
     /// The numeric code.
@@ -84,6 +89,7 @@ impl DropReason {
             DropReason::FragmentUnknown => 10,
             DropReason::UnsupportedL3 => 11,
             DropReason::SnatPortsExhausted => 12,
+            DropReason::NodePortNoSnatPath => 13,
             DropReason::Unknown(c) => c,
         }
     }
@@ -112,6 +118,7 @@ impl DropReason {
             DropReason::FragmentUnknown => "fragment_unknown",
             DropReason::UnsupportedL3 => "unsupported_l3_protocol",
             DropReason::SnatPortsExhausted => "snat_ports_exhausted",
+            DropReason::NodePortNoSnatPath => "nodeport_no_snat_path",
             DropReason::Unknown(_) => "unknown",
         }
     }

@@ -29,16 +29,21 @@ pub(crate) const SNAT_DIR_IN: u8 = 1;
 pub(crate) const SNAT_FLAG_REPLIED: u8 = 0x1;
 /// `SNAT_FLAG_CLOSING`.
 pub(crate) const SNAT_FLAG_CLOSING: u8 = 0x2;
+/// `MASQ_CFG_MASQUERADE`.
+pub(crate) const MASQ_CFG_MASQUERADE: u32 = 0x1;
 /// `MASQ_PORT_TRIES`: ports tried per new flow before it is dropped
 /// (`snat_ports_exhausted`).
 pub const MASQ_PORT_TRIES: u32 = 16;
 
-/// Masquerade on: what leaves the node's pod CIDR for a destination not
-/// exempt gets `node_addr` and a port of `ports`.
+/// How the node SNATs: NodePort flows to backends on other nodes always,
+/// and with `masquerade`, what leaves the node's pod CIDR for a destination
+/// not exempt; both get `node_addr` and a port of `ports`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MasqueradeConfig {
-    /// The source masqueraded packets leave with.
+    /// The source SNATed packets leave with.
     pub node_addr: Ipv4Addr,
+    /// Masquerade pod traffic (else only NodePort SNAT).
+    pub masquerade: bool,
     /// This node's pod CIDR (network, prefix length).
     pub pod_cidr: (Ipv4Addr, u8),
     /// The ports translated flows get.
@@ -103,7 +108,7 @@ impl MasqueradeMap {
         })
     }
 
-    /// The current switch (None: off).
+    /// The current switch (None: no SNAT at all).
     pub fn config(&self) -> Result<Option<MasqueradeConfig>> {
         let v = self.config.get(&0, 0).map_err(|source| Error::Map {
             map: MASQ_CONFIG.name,
@@ -116,12 +121,13 @@ impl MasqueradeMap {
         let m = u32::from_be(v.pod_mask);
         Ok(Some(MasqueradeConfig {
             node_addr: ip_from_be(v.node_addr),
+            masquerade: v.flags & MASQ_CFG_MASQUERADE != 0,
             pod_cidr: (ip_from_be(v.pod_net), m.count_ones() as u8),
             ports: v.port_min..=v.port_max,
         }))
     }
 
-    /// Turns masquerade on with `c`, or off (`None`); takes effect on the
+    /// Sets how the node SNATs (`None`: not at all); takes effect on the
     /// next packet. Refuses an empty port range, an unspecified node
     /// address and a pod CIDR with host bits.
     pub fn set_config(&mut self, c: Option<&MasqueradeConfig>) -> Result<()> {
@@ -143,6 +149,7 @@ impl MasqueradeMap {
                     pod_mask: m.to_be(),
                     port_min: *c.ports.start(),
                     port_max: *c.ports.end(),
+                    flags: if c.masquerade { MASQ_CFG_MASQUERADE } else { 0 },
                 }
             }
         };

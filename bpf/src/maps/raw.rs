@@ -234,6 +234,7 @@ pub struct MasqConfigRaw {
     pub pod_mask: u32,
     pub port_min: u16,
     pub port_max: u16,
+    pub flags: u32,
 }
 
 /// `struct snat_key` (nat.h).
@@ -311,7 +312,7 @@ pod! {
     FragKey => 12,
     FragVal => 4,
     LbConfigRaw => 8,
-    MasqConfigRaw => 16,
+    MasqConfigRaw => 20,
     SnatKey => 16,
     SnatVal => 16,
 }

@@ -98,6 +98,10 @@ fn control_plane_scenarios_on_one_lab() {
                 services::node_port_answers_on_each_node_address,
             ),
             (
+                "NodePort traffic policies from the outside host: Cluster through any node, Local only where a backend runs",
+                services::node_port_traffic_policies_from_the_outside_host,
+            ),
+            (
                 "session affinity ClientIP keeps a client on one pod",
                 services::session_affinity_keeps_a_client_on_one_pod,
             ),

@@ -105,21 +105,27 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             Err(e) => tracing::warn!(error = %e, "cannot read the own Node; using --pod-cidr"),
         }
     }
-    // Masquerade's ports are read from this namespace's ephemeral range
-    // once: a range that leaves no room is a configuration error.
-    let masquerade = if config.enable_bpf_masquerade {
-        let ports = node_agent::masquerade::ports_for_this_node()?;
-        Some(node_agent::masquerade::MasqueradeSettings {
-            node_ip: node_ip.and_then(|ip| match ip {
-                std::net::IpAddr::V4(v4) => Some(v4),
-                std::net::IpAddr::V6(_) => None,
-            }),
-            ports,
-            extra_exempt: config.non_masquerade_cidrs.clone(),
-        })
-    } else {
-        None
+    // SNAT ports (masquerade, NodePort to other nodes) come from outside
+    // this namespace's ephemeral range, read once; with masquerade on, a
+    // range that leaves no room is a configuration error.
+    let snat_ports = match node_agent::masquerade::ports_for_this_node() {
+        Ok(p) => Some(p),
+        Err(e) if config.enable_bpf_masquerade => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "no SNAT ports: NodePort flows to backends on other nodes are dropped");
+            None
+        }
     };
+    let node_ipv4 = node_ip.and_then(|ip| match ip {
+        std::net::IpAddr::V4(v4) => Some(v4),
+        std::net::IpAddr::V6(_) => None,
+    });
+    let masquerade = snat_ports.map(|ports| node_agent::masquerade::MasqueradeSettings {
+        masquerade: config.enable_bpf_masquerade,
+        node_ip: node_ipv4,
+        ports,
+        extra_exempt: config.non_masquerade_cidrs.clone(),
+    });
     // A device that cannot start is not fatal: the node controller retries
     // it every pass, and strict mode drops what it would carry meanwhile
     // (exiting would leave the node without CNI and datapath updates).
@@ -232,11 +238,11 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     // Without the mesh feed the controller only keeps the key published.
     let node_controller = tokio::spawn(controller.run(mesh.clone(), settings));
     let datapath_config = BpfDatapathConfig {
-        node_address: masquerade.as_ref().and_then(|m| m.node_ip),
+        node_address: node_ipv4,
         ..BpfDatapathConfig::from_agent(&config)
     };
     let datapath: Box<dyn Datapath> = Box::new(BpfDatapath::open(&datapath_config).context(
-        "cannot start the eBPF datapath (--bpf-root needs bpffs, --cgroup-root cgroup v2; with --enable-bpf-masquerade the Node's InternalIP must be on an interface of this node)",
+        "cannot start the eBPF datapath (--bpf-root needs bpffs, --cgroup-root cgroup v2, and the Node's InternalIP must be on an interface of this node)",
     )?);
     // Services come from Kubernetes when it is reachable: until that source
     // has delivered once, the restored maps are kept as they are.

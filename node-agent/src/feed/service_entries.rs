@@ -36,8 +36,8 @@ pub struct Warning {
 /// The local service entries (ClusterIP and NodePort frontends with their
 /// ready backends, backends sorted so the slot order is stable across
 /// restarts) and the warnings for services skipped or served partially.
-/// NodePort frontends on `node_ips` of this node (`node_name`) get only the
-/// backends on this node when `externalTrafficPolicy: Local`.
+/// NodePort frontends on `node_ips` of this node (`node_name`) get every
+/// backend, or only those on this node when `externalTrafficPolicy: Local`.
 pub fn local_entries(
     services: &[Service],
     slices: &[EndpointSlice],
@@ -115,16 +115,17 @@ pub fn local_entries(
             let located = ready_backends(slices, &ns, &name, p.name.as_deref(), proto_text);
             let mut backends: Vec<BackendAddr> = located.iter().map(|(b, _)| b.clone()).collect();
             backends.dedup(); // sorted by address: one slot per address
-            // NodePort: this node's backends only, whatever the
-            // externalTrafficPolicy. The datapath does not SNAT, so a
-            // backend on another node would answer the client from its own
-            // address and the client would drop the reply.
-            let node_backends: Vec<BackendAddr> = located
+            // NodePort: with `externalTrafficPolicy: Local` this node's
+            // backends only (the client's address is kept, and a node
+            // without one answers nothing); with `Cluster` (the default)
+            // every backend, those on other nodes reached with the node's
+            // address as source (the datapath SNATs them).
+            let local_only = spec.external_traffic_policy.as_deref() == Some("Local");
+            let mut node_backends: Vec<BackendAddr> = located
                 .iter()
-                .filter(|(_, n)| n.as_deref() == Some(node_name))
+                .filter(|(_, n)| !local_only || n.as_deref() == Some(node_name))
                 .map(|(b, _)| b.clone())
                 .collect();
-            let mut node_backends = node_backends;
             node_backends.dedup();
             let frontend = Frontend {
                 ip: IpAddr::V4(vip),

@@ -31,6 +31,7 @@ fn net(s: &str) -> Ipv4Net {
 
 fn settings() -> MasqueradeSettings {
     MasqueradeSettings {
+        masquerade: true,
         node_ip: Some(Ipv4Addr::new(192, 168, 77, 11)),
         ports: 61000..=65535,
         extra_exempt: vec![net("172.16.0.0/12")],
@@ -122,6 +123,7 @@ fn a_pass_writes_the_exempt_set_then_turns_masquerade_on() {
         table.config,
         Some(mesh_bpf::MasqueradeConfig {
             node_addr: Ipv4Addr::new(192, 168, 77, 11),
+            masquerade: true,
             pod_cidr: (Ipv4Addr::new(10, 1, 1, 0), 24),
             ports: 61000..=65535,
         })
@@ -137,6 +139,7 @@ fn an_exempt_set_that_cannot_be_written_turns_masquerade_off() {
         fail_exempt: true,
         config: Some(mesh_bpf::MasqueradeConfig {
             node_addr: Ipv4Addr::new(192, 168, 77, 11),
+            masquerade: true,
             pod_cidr: (Ipv4Addr::new(10, 1, 1, 0), 24),
             ports: 61000..=65535,
         }),
@@ -173,4 +176,20 @@ fn without_a_node_address_or_an_ipv4_pod_cidr_it_stays_off_and_says_why() {
     };
     let (st, _, _) = run(&settings(), &[], &v6, &mut table);
     assert!(st.reason.unwrap().contains("IPv4 pod CIDR"));
+}
+
+#[test]
+fn masquerade_off_still_gives_nodeport_snat_its_address_and_ports() {
+    let mut table = Table::default();
+    let off = MasqueradeSettings {
+        masquerade: false,
+        ..settings()
+    };
+    let (st, _, failures) = run(&off, &[], &local(), &mut table);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(!st.active && !st.enabled);
+    assert_eq!(st.node_ip, Some(Ipv4Addr::new(192, 168, 77, 11)));
+    let c = table.config.expect("SNAT config written");
+    assert!(!c.masquerade);
+    assert_eq!(c.ports, 61000..=65535);
 }

@@ -142,7 +142,8 @@ spec:
 "#;
 
 /// A NodePort Service in c2 answers on each c2 node's address, from a pod of
-/// c1 (another node, another cluster), with the node's local backend.
+/// c1 (another node, another cluster), with c2's backends (any node's:
+/// `externalTrafficPolicy` defaults to Cluster).
 pub(super) fn node_port_answers_on_each_node_address(lab: &Lab) {
     lab.apply("lab-c2", NODE_PORT);
     for (node, pod) in [("c2-n1", "shop/web-1"), ("c2-n2", "shop/web-2")] {
@@ -160,16 +161,148 @@ pub(super) fn node_port_answers_on_each_node_address(lab: &Lab) {
         eventually(&format!("{addr} ({node}) answers"), || {
             reaches(lab, "c1", "shop", "client", &addr)
         });
-        for a in lab.ask("c1", "shop", "client", &addr, 3) {
-            assert_eq!(
-                (a["cluster"].as_str(), a["pod"].as_str()),
-                (Some("c2"), Some(pod)),
-                "NodePort on {node} is served by its local backend: {a}"
-            );
-            assert_eq!(a["node"].as_str(), Some(node), "answered on {node}: {a}");
+        let mut pods = std::collections::BTreeSet::new();
+        for a in lab.ask("c1", "shop", "client", &addr, 12) {
+            assert_eq!(a["cluster"].as_str(), Some("c2"), "NodePort on {node}: {a}");
+            pods.insert(a["pod"].as_str().unwrap_or_default().to_string());
         }
+        assert!(
+            pods.contains(pod) || pods.len() > 1,
+            "NodePort on {node} answered by {pods:?}"
+        );
     }
     lab.kubectl("lab-c2", &["-n", "shop", "delete", "svc", "web-np"]);
+}
+
+const NODE_PORT_ONE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: np-one
+  namespace: np
+spec:
+  type: NodePort
+  selector: {app: np-one}
+  ports: [{port: 8080, targetPort: 8080, nodePort: 30081, protocol: TCP}]
+"#;
+
+/// `mesh-echo ask` from the lab's outside host (in no cluster): each
+/// request's answer, or None.
+fn ask_from_outside(lab: &Lab, addr: &str, n: u32) -> Vec<Option<serde_json::Value>> {
+    let out = lab.exec(
+        &lab.outside_ns(),
+        &mesh_e2e::bin("mesh-echo"),
+        &["ask", addr, "-c", &n.to_string(), "--timeout-ms", "1000"],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("mesh-echo JSON");
+            v.get("answer").cloned()
+        })
+        .collect()
+}
+
+fn node_address(lab: &Lab, ctx: &str, node: &str) -> String {
+    lab.kubectl(
+        ctx,
+        &[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+        ],
+    )
+    .trim()
+    .to_string()
+}
+
+/// A NodePort whose one backend runs on c2-n1, asked from the outside
+/// host: with `externalTrafficPolicy: Cluster` the node without a backend
+/// (c2-n2) answers every request too, and the backend sees that node's
+/// address (SNAT, so replies come back through it); with `Local` only
+/// c2-n1 answers, and the backend sees the client's own address.
+pub(super) fn node_port_traffic_policies_from_the_outside_host(lab: &Lab) {
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c2",
+        "--node=c2-n1",
+        "--namespace=np",
+        "--name=np-one",
+        "--label=app=np-one",
+    ]);
+    lab.apply("lab-c2", NODE_PORT_ONE);
+    let (with, without) = (
+        node_address(lab, "lab-c2", "c2-n1"),
+        node_address(lab, "lab-c2", "c2-n2"),
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["status", "--json"])).expect("status JSON");
+    let outside = status["external"]["ip"]
+        .as_str()
+        .expect("external.ip")
+        .to_string();
+    let at = |ip: &str| format!("{ip}:30081");
+    eventually("the NodePort answers on the node without a backend", || {
+        ask_from_outside(lab, &at(&without), 1)[0].is_some()
+    });
+    let seen = |ip: &str| -> Vec<Option<(String, String)>> {
+        ask_from_outside(lab, &at(ip), 6)
+            .into_iter()
+            .map(|a| {
+                a.map(|a| {
+                    (
+                        a["pod"].as_str().unwrap_or_default().to_string(),
+                        a["peer"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+            })
+            .collect()
+    };
+    let all = |who: (&str, &str)| vec![Some((who.0.to_string(), who.1.to_string())); 6];
+    assert_eq!(
+        seen(&without),
+        all(("np/np-one", &without)),
+        "Cluster: through c2-n2 every request is answered, the backend sees c2-n2"
+    );
+    assert_eq!(
+        seen(&with),
+        all(("np/np-one", &outside)),
+        "Cluster: through c2-n1 (local backend) the backend sees the client"
+    );
+    lab.kubectl(
+        "lab-c2",
+        &[
+            "-n",
+            "np",
+            "patch",
+            "svc",
+            "np-one",
+            "-p",
+            r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+        ],
+    );
+    eventually("Local: the node without a backend stops answering", || {
+        ask_from_outside(lab, &at(&without), 3)
+            .iter()
+            .all(Option::is_none)
+    });
+    assert_eq!(
+        seen(&with),
+        all(("np/np-one", &outside)),
+        "Local: c2-n1 answers, and the backend sees the client's address"
+    );
+    lab.kubectl("lab-c2", &["-n", "np", "delete", "svc", "np-one"]);
+    lab.ok(&[
+        "pod",
+        "del",
+        "--cluster=c2",
+        "--node=c2-n1",
+        "--namespace=np",
+        "--name=np-one",
+    ]);
 }
 
 /// `sessionAffinity: ClientIP` on c1's global Service keeps c1's client on

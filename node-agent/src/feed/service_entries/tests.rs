@@ -100,10 +100,14 @@ fn slices_of_other_services_namespaces_or_ports_are_ignored() {
 }
 
 #[test]
-fn node_ports_carry_only_this_nodes_backends_whatever_the_policy() {
-    for policy in ["Local", "Cluster"] {
+fn node_ports_carry_every_backend_with_policy_cluster_and_this_nodes_with_local() {
+    for (policy, want) in [
+        (Some("Local"), vec!["10.1.0.7"]),
+        (Some("Cluster"), vec!["10.1.0.3", "10.1.0.7"]),
+        (None, vec!["10.1.0.3", "10.1.0.7"]),
+    ] {
         let mut svc = web();
-        svc.spec.as_mut().unwrap().external_traffic_policy = Some(policy.into());
+        svc.spec.as_mut().unwrap().external_traffic_policy = policy.map(String::from);
         let mut sl = web_slice();
         sl.endpoints[0].node_name = Some("n1".into()); // 10.1.0.7 here
         sl.endpoints[1].node_name = Some("n2".into()); // 10.1.0.3 elsewhere
@@ -122,7 +126,7 @@ fn node_ports_carry_only_this_nodes_backends_whatever_the_policy() {
                 .unwrap()
         };
         assert_eq!(by_kind(FrontendKind::ClusterIp), ["10.1.0.3", "10.1.0.7"]);
-        assert_eq!(by_kind(FrontendKind::NodePort), ["10.1.0.7"], "{policy}");
+        assert_eq!(by_kind(FrontendKind::NodePort), want, "{policy:?}");
     }
 }
 
