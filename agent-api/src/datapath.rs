@@ -23,6 +23,10 @@ pub enum FrontendKind {
     ClusterIp,
     /// A NodePort on the node's addresses.
     NodePort,
+    /// One of a Service's `spec.externalIPs`.
+    ExternalIp,
+    /// A LoadBalancer address (`status.loadBalancer.ingress`).
+    LoadBalancer,
 }
 
 /// A service frontend: what clients connect to.
@@ -34,7 +38,7 @@ pub struct Frontend {
     pub port: u16,
     /// The protocol.
     pub protocol: Protocol,
-    /// ClusterIP or NodePort.
+    /// ClusterIP, NodePort, external IP or LoadBalancer address.
     pub kind: FrontendKind,
 }
 

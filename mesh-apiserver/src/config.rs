@@ -152,6 +152,11 @@ pub struct Config {
     /// Watch the local Kubernetes API (Nodes, Pods, Services, EndpointSlices).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub kubernetes: bool,
+    /// LB-IPAM pools, `NAME=CIDR[,CIDR...]` separated by `;` (chart
+    /// `lbIPAM.pools`): LoadBalancer Services get their address from
+    /// them. Empty: no LB-IPAM (a cloud load balancer, or none).
+    #[arg(long, value_delimiter = ';')]
+    pub lb_ipam_pools: Vec<String>,
     /// Free an unused identity after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub identity_gc_grace_seconds: u64,
@@ -257,6 +262,26 @@ impl Config {
     /// parsed. `main` connects with it; errors name the flag and the path.
     pub fn etcd(&self) -> Result<EtcdConnection> {
         self.etcd_plan()?.load()
+    }
+
+    /// The `--lb-ipam-pools`, parsed and checked (no name twice, no
+    /// overlap).
+    pub fn lb_ipam_pools(&self) -> Result<Vec<crate::lb_ipam::Pool>> {
+        let bad = |reason: String| Error::Config {
+            key: "lb-ipam-pools".into(),
+            value: self.lb_ipam_pools.join(";"),
+            reason,
+        };
+        let pools = self
+            .lb_ipam_pools
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(crate::lb_ipam::Pool::parse)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        crate::lb_ipam::check_pools(&pools).map_err(bad)?;
+        Ok(pools)
     }
 
     /// The `--dns-nameservers` as socket addresses (port 53 when omitted).

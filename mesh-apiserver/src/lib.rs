@@ -17,6 +17,7 @@ mod error;
 pub mod export;
 pub mod import;
 pub mod kube_feed;
+pub mod lb_ipam;
 pub mod leader;
 pub mod publish;
 pub mod renew;

@@ -93,6 +93,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let config = Config::parse_from(args);
     let local = config.local()?;
+    let lb_pools = config.lb_ipam_pools()?;
     let store: Arc<dyn Store> = match config.store {
         StoreKind::Etcd => Arc::new(EtcdStore::connect_with(&config.etcd()?).await?),
         StoreKind::Memory => Arc::new(MemoryStore::new(config.memory_history)),
@@ -162,9 +163,16 @@ async fn run() -> anyhow::Result<()> {
             .context("Kubernetes client for publishing status (in-cluster or KUBECONFIG)")?;
         tokio::spawn(mesh_apiserver::publish::run(
             running.status.clone(),
-            client,
+            client.clone(),
             config.namespace.clone(),
         ));
+        if !lb_pools.is_empty() {
+            tokio::spawn(mesh_apiserver::lb_ipam::controller::run(
+                client,
+                lb_pools,
+                running.leadership.clone(),
+            ));
+        }
         let feed = mesh_apiserver::kube_feed::KubeFeed::new(
             running.writer.clone(),
             local,

@@ -13,8 +13,10 @@
 //!   re-attaches it (or removes it when it is no longer wanted);
 //! - services: [`mesh_bpf::LoadBalancer`] (random or Maglev, from the flag).
 //!   The maps do not know whether a frontend is a ClusterIP or a NodePort, so
-//!   the NodePort frontends are recorded in `<state-dir>/datapath/nodeports.json`
-//!   (written atomically); everything else reads back as ClusterIP;
+//!   the kinds of the other frontends (NodePort, external IP, LoadBalancer)
+//!   are recorded in `<state-dir>/datapath/frontends.json` (written
+//!   atomically; `nodeports.json` of earlier versions is read once);
+//!   everything else reads back as ClusterIP;
 //! - ipcache: [`mesh_bpf::IpcacheMap`]; policy: [`mesh_bpf::PolicyMap`].
 //!
 //! - ClientIP session affinity: per service, in `mw_affinity_svc` (timeout)
@@ -49,8 +51,9 @@ pub struct BpfDatapath {
     ipcache: mesh_bpf::IpcacheMap,
     policy: mesh_bpf::PolicyMap,
     algorithm: mesh_bpf::LbAlgorithm,
-    nodeports_file: PathBuf,
-    nodeports: BTreeSet<(Ipv4Addr, u16, Protocol)>,
+    kinds_file: PathBuf,
+    /// Frontends that are not ClusterIPs, with their kind.
+    kinds: BTreeMap<(Ipv4Addr, u16, Protocol), FrontendKind>,
     node_interfaces: BTreeSet<String>,
 }
 
@@ -126,15 +129,8 @@ impl BpfDatapath {
         let policy = dp.policy().map_err(bpf_err("open policy maps", &target))?;
         let dir = config.state_dir.join("datapath");
         std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-        let nodeports_file = dir.join("nodeports.json");
-        let nodeports = match std::fs::read_to_string(&nodeports_file) {
-            Ok(text) => serde_json::from_str(&text).map_err(|source| Error::StateCorrupt {
-                path: nodeports_file.clone(),
-                source,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
-            Err(e) => return Err(Error::io("read", &nodeports_file)(e)),
-        };
+        let kinds_file = dir.join("frontends.json");
+        let kinds = read_kinds(&kinds_file, &dir.join("nodeports.json"))?;
         let mut this = BpfDatapath {
             dp,
             lb,
@@ -145,12 +141,17 @@ impl BpfDatapath {
             } else {
                 mesh_bpf::LbAlgorithm::Random
             },
-            nodeports_file,
-            nodeports,
+            kinds_file,
+            kinds,
             node_interfaces: BTreeSet::new(),
         };
         this.migrate_algorithm()?;
-        let addrs: BTreeSet<Ipv4Addr> = this.nodeports.iter().map(|(a, _, _)| *a).collect();
+        let addrs: BTreeSet<Ipv4Addr> = this
+            .kinds
+            .iter()
+            .filter(|(_, k)| **k == FrontendKind::NodePort)
+            .map(|((a, _, _), _)| *a)
+            .collect();
         for addr in addrs.into_iter().chain(config.node_address) {
             this.serve_node_address(addr)?;
         }
@@ -201,11 +202,12 @@ impl BpfDatapath {
         Ok(())
     }
 
-    fn save_nodeports(&self) -> Result<()> {
-        let tmp = self.nodeports_file.with_extension("json.tmp");
-        let body = serde_json::to_vec(&self.nodeports).expect("nodeports serialize");
+    fn save_kinds(&self) -> Result<()> {
+        let tmp = self.kinds_file.with_extension("json.tmp");
+        let list: Vec<_> = self.kinds.iter().collect();
+        let body = serde_json::to_vec(&list).expect("frontend kinds serialize");
         std::fs::write(&tmp, body).map_err(Error::io("write", &tmp))?;
-        std::fs::rename(&tmp, &self.nodeports_file).map_err(Error::io("rename", &tmp))
+        std::fs::rename(&tmp, &self.kinds_file).map_err(Error::io("rename", &tmp))
     }
 
     fn links_present(&self, ifindex: u32, ifname: &str) -> bool {
@@ -227,6 +229,39 @@ impl BpfDatapath {
             .into_iter()
             .filter(|(_, info, _)| info.endpoint_id == id)
             .collect())
+    }
+}
+
+/// The recorded frontend kinds: `frontends.json`, or, from an agent of an
+/// earlier version, its `nodeports.json` (every entry a NodePort).
+fn read_kinds(
+    file: &std::path::Path,
+    legacy: &std::path::Path,
+) -> Result<BTreeMap<(Ipv4Addr, u16, Protocol), FrontendKind>> {
+    let corrupt = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::StateCorrupt { path, source }
+    };
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            let list: Vec<((Ipv4Addr, u16, Protocol), FrontendKind)> =
+                serde_json::from_str(&text).map_err(corrupt(file))?;
+            return Ok(list.into_iter().collect());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("read", file)(e)),
+    }
+    match std::fs::read_to_string(legacy) {
+        Ok(text) => {
+            let set: BTreeSet<(Ipv4Addr, u16, Protocol)> =
+                serde_json::from_str(&text).map_err(corrupt(legacy))?;
+            Ok(set
+                .into_iter()
+                .map(|k| (k, FrontendKind::NodePort))
+                .collect())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(Error::io("read", legacy)(e)),
     }
 }
 
@@ -532,11 +567,11 @@ impl Datapath for BpfDatapath {
             .map_err(bpf_err("set session affinity", &target))?;
         let key = (frontend.addr, f.port, f.protocol);
         let changed = match f.kind {
-            FrontendKind::NodePort => self.nodeports.insert(key),
-            FrontendKind::ClusterIp => self.nodeports.remove(&key),
+            FrontendKind::ClusterIp => self.kinds.remove(&key).is_some(),
+            kind => self.kinds.insert(key, kind) != Some(kind),
         };
         if changed {
-            self.save_nodeports()?;
+            self.save_kinds()?;
         }
         Ok(())
     }
@@ -551,8 +586,12 @@ impl Datapath for BpfDatapath {
         self.lb
             .delete(frontend)
             .map_err(bpf_err("remove service", &target))?;
-        if self.nodeports.remove(&(frontend.addr, f.port, f.protocol)) {
-            self.save_nodeports()?;
+        if self
+            .kinds
+            .remove(&(frontend.addr, f.port, f.protocol))
+            .is_some()
+        {
+            self.save_kinds()?;
         }
         Ok(())
     }
@@ -572,11 +611,11 @@ impl Datapath for BpfDatapath {
                         ip: IpAddr::V4(v.frontend.addr),
                         port: v.frontend.port,
                         protocol,
-                        kind: if self.nodeports.contains(&key) {
-                            FrontendKind::NodePort
-                        } else {
-                            FrontendKind::ClusterIp
-                        },
+                        kind: self
+                            .kinds
+                            .get(&key)
+                            .copied()
+                            .unwrap_or(FrontendKind::ClusterIp),
                     },
                     backends: v
                         .backends

@@ -102,6 +102,10 @@ fn control_plane_scenarios_on_one_lab() {
                 services::node_port_traffic_policies_from_the_outside_host,
             ),
             (
+                "LoadBalancer addresses come from the pool, and externalIPs are served",
+                services::load_balancer_addresses_come_from_the_pool_and_external_ips_are_served,
+            ),
+            (
                 "session affinity ClientIP keeps a client on one pod",
                 services::session_affinity_keeps_a_client_on_one_pod,
             ),

@@ -209,6 +209,7 @@ impl Lab {
                 "ipam": {"podCIDR": c.pod_cidr.to_string()},
                 "encryption": {"enabled": self.plan.encryption},
                 "clustermesh": {"apiserver": {"service": {"type": "LoadBalancer"}}},
+                "lbIPAM": {"pools": [{"name": "lab", "cidrs": [crate::plan::lb_pool(c.id.get()).to_string()]}]},
             });
             if let Some(t) = self.plan.stale_timeout_seconds {
                 values["clustermesh"]["apiserver"]["staleTimeout"] = json!(t);

@@ -9,6 +9,9 @@
 //!   CIDR 10.96.0.0/16 in every cluster (service CIDRs may overlap);
 //! - node `c{c}-n{n}`: namespace `<prefix>-c{c}-n{n}` at 192.168.77.{20c+n},
 //!   pod CIDR 10.{c}.{n}.0/24;
+//! - cluster `c{c}`'s LB-IPAM pool `lab`: 192.168.77.{176+4(c-1)}/30 (two
+//!   addresses, so a test can exhaust it), which the outside host reaches
+//!   through whichever node a test routes it to;
 //! - a host outside every cluster, namespace `<prefix>-out` at
 //!   192.168.77.250 and .251 (two sources, for CIDR rules with exceptions),
 //!   routing each node's pod CIDR via that node: what an external client
@@ -31,6 +34,12 @@ pub const OUTSIDE_IPS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(192, 168, 77, 250),
     Ipv4Addr::new(192, 168, 77, 251),
 ];
+
+/// Cluster `cluster`'s (1-8) LB-IPAM pool (chart `lbIPAM.pools`, name
+/// `lab`).
+pub fn lb_pool(cluster: u8) -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(192, 168, 77, 176 + 4 * (cluster - 1)), 30).expect("/30")
+}
 
 /// The port of the outside host's echo server.
 pub const OUTSIDE_ECHO_PORT: u16 = 8080;

@@ -238,11 +238,36 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
                         .collect()
                 })
                 .unwrap_or_default();
+            // As kube-apiserver prints it: spec.externalIPs, and for a
+            // LoadBalancer its ingress addresses first, `<pending>` while
+            // it has none.
+            let strings = |path: &str, field: Option<&str>| -> Vec<String> {
+                obj.pointer(path)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| match field {
+                        Some(f) => v[f].as_str().map(String::from),
+                        None => v.as_str().map(String::from),
+                    })
+                    .collect()
+            };
+            let mut external = Vec::new();
+            if s(obj, "/spec/type") == "LoadBalancer" {
+                external.extend(strings("/status/loadBalancer/ingress", Some("ip")));
+                external.extend(strings("/status/loadBalancer/ingress", Some("hostname")));
+            }
+            external.extend(strings("/spec/externalIPs", None));
+            let external = match (external.is_empty(), s(obj, "/spec/type")) {
+                (true, "LoadBalancer") => "<pending>".to_string(),
+                (true, _) => "<none>".to_string(),
+                (false, _) => external.join(","),
+            };
             vec![
                 name,
                 json!(s(obj, "/spec/type")),
                 json!(or_none(s(obj, "/spec/clusterIP"))),
-                json!("<none>"),
+                json!(external),
                 json!(or_none(&ports.join(","))),
                 json!(age(obj)),
                 json!(or_none(&selector.join(","))),

@@ -34,3 +34,34 @@ fn the_icmp_type_port_base_is_the_datapaths() {
         mesh_bpf::ICMP_PORT_BASE
     );
 }
+
+#[test]
+fn frontend_kinds_are_read_from_frontends_json_or_an_older_nodeports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, legacy) = (
+        dir.path().join("frontends.json"),
+        dir.path().join("nodeports.json"),
+    );
+    assert!(read_kinds(&file, &legacy).unwrap().is_empty());
+    std::fs::write(&legacy, r#"[["192.0.2.1",30080,"TCP"]]"#).unwrap();
+    let kinds = read_kinds(&file, &legacy).unwrap();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [(
+            ("192.0.2.1".parse().unwrap(), 30080, Protocol::Tcp),
+            FrontendKind::NodePort
+        )]
+    );
+    std::fs::write(&file, r#"[[["198.51.100.7",80,"TCP"],"external-ip"]]"#).unwrap();
+    let kinds = read_kinds(&file, &legacy).unwrap();
+    assert_eq!(
+        kinds.values().collect::<Vec<_>>(),
+        [&FrontendKind::ExternalIp]
+    );
+    std::fs::write(&file, "{").unwrap();
+    let e = read_kinds(&file, &legacy).unwrap_err().to_string();
+    assert!(
+        e.contains("frontends.json") && e.contains("move it away"),
+        "{e}"
+    );
+}

@@ -3,8 +3,9 @@
 //! Services get their remote backends ([`super::global`]).
 //!
 //! What it is for: the pure step of the kube-proxy replacement. One
-//! [`ServiceEntry`] per ClusterIP:port, and one per NodePort on each of the
-//! node's IPv4 addresses, with the ready backends of the Service's
+//! [`ServiceEntry`] per ClusterIP:port, one per NodePort on each of the
+//! node's IPv4 addresses, one per external IP and LoadBalancer address
+//! (`status.loadBalancer.ingress`), with the ready backends of the Service's
 //! EndpointSlices; a [`Warning`] for each Service skipped or served
 //! partially. Both the service feed ([`super::services`]) and the global
 //! merge ([`super::global`]) use these types, so neither depends on the
@@ -33,11 +34,14 @@ pub struct Warning {
     pub message: String,
 }
 
-/// The local service entries (ClusterIP and NodePort frontends with their
-/// ready backends, backends sorted so the slot order is stable across
-/// restarts) and the warnings for services skipped or served partially.
-/// NodePort frontends on `node_ips` of this node (`node_name`) get every
-/// backend, or only those on this node when `externalTrafficPolicy: Local`.
+/// The local service entries (ClusterIP, NodePort, external IP and
+/// LoadBalancer frontends with their ready backends, backends sorted so the
+/// slot order is stable across restarts) and the warnings for services
+/// skipped or served partially. NodePort frontends on `node_ips` of this
+/// node (`node_name`), external IPs and LoadBalancer addresses get every
+/// backend, or only those on this node when `externalTrafficPolicy:
+/// Local`; the ClusterIP only this node's with `internalTrafficPolicy:
+/// Local`.
 pub fn local_entries(
     services: &[Service],
     slices: &[EndpointSlice],
@@ -76,6 +80,30 @@ pub fn local_entries(
             continue;
         };
         let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        let mut external_ips = Vec::new();
+        for text in spec.external_ips.iter().flatten() {
+            match text.parse::<Ipv4Addr>() {
+                Ok(ip) => external_ips.push(ip),
+                Err(_) => warn(
+                    &mut warnings,
+                    format!(
+                        "externalIPs entry {text:?} is not an IPv4 address; the datapath serves IPv4 only, the others are served"
+                    ),
+                ),
+            }
+        }
+        let lb_ips: Vec<Ipv4Addr> = if spec.type_.as_deref() == Some("LoadBalancer") {
+            svc.status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut svc_entries = Vec::new();
         let mut bad = None;
         for p in spec.ports.iter().flatten() {
@@ -121,12 +149,28 @@ pub fn local_entries(
             // every backend, those on other nodes reached with the node's
             // address as source (the datapath SNATs them).
             let local_only = spec.external_traffic_policy.as_deref() == Some("Local");
+            let on_this_node =
+                |(_, n): &&(BackendAddr, Option<String>)| n.as_deref() == Some(node_name);
             let mut node_backends: Vec<BackendAddr> = located
                 .iter()
-                .filter(|(_, n)| !local_only || n.as_deref() == Some(node_name))
+                .filter(|b| !local_only || on_this_node(b))
                 .map(|(b, _)| b.clone())
                 .collect();
             node_backends.dedup();
+            // `internalTrafficPolicy: Local`: the ClusterIP serves this
+            // node's backends only (none here: nothing answers).
+            let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+            let cluster_backends = if internal_local {
+                let mut mine: Vec<BackendAddr> = located
+                    .iter()
+                    .filter(on_this_node)
+                    .map(|(b, _)| b.clone())
+                    .collect();
+                mine.dedup();
+                mine
+            } else {
+                backends.clone()
+            };
             let frontend = Frontend {
                 ip: IpAddr::V4(vip),
                 port,
@@ -135,7 +179,7 @@ pub fn local_entries(
             };
             svc_entries.push(ServiceEntry {
                 frontend,
-                backends: backends.clone(),
+                backends: cluster_backends,
                 affinity_timeout: None,
             });
             if let Some(np) = node_port {
@@ -151,6 +195,25 @@ pub fn local_entries(
                         affinity_timeout: None,
                     });
                 }
+            }
+            // External IPs and LoadBalancer addresses: served on every
+            // node for traffic arriving from outside, with the external
+            // traffic policy's backends.
+            for (ip, kind) in external_ips
+                .iter()
+                .map(|ip| (*ip, FrontendKind::ExternalIp))
+                .chain(lb_ips.iter().map(|ip| (*ip, FrontendKind::LoadBalancer)))
+            {
+                svc_entries.push(ServiceEntry {
+                    frontend: Frontend {
+                        ip: IpAddr::V4(ip),
+                        port,
+                        protocol,
+                        kind,
+                    },
+                    backends: node_backends.clone(),
+                    affinity_timeout: None,
+                });
             }
         }
         if let Some(message) = bad {

@@ -350,3 +350,165 @@ pub(super) fn session_affinity_keeps_a_client_on_one_pod(lab: &Lab) {
         pods(lab).len() > 1
     });
 }
+
+fn lb_service(name: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: lb}}
+spec:
+  type: LoadBalancer
+  selector: {{app: lb-one}}
+  ports: [{{port: 8080, targetPort: 8080, protocol: TCP}}]
+"#
+    )
+}
+
+/// The LoadBalancer address LB-IPAM wrote (None while pending).
+fn lb_address(lab: &Lab, name: &str) -> Option<String> {
+    let ip = lab.kubectl(
+        "lab-c2",
+        &[
+            "-n",
+            "lb",
+            "get",
+            "svc",
+            name,
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ],
+    );
+    let ip = ip.trim();
+    (!ip.is_empty()).then(|| ip.to_string())
+}
+
+/// The outside host reaches `ip` through `node` (a static route, as a BGP
+/// or L2 announcement would make).
+fn route_from_outside(lab: &Lab, ip: &str, node: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.outside_ns(), "ip", "route", "replace"])
+        .args([&format!("{ip}/32"), "via", node])
+        .output()
+        .expect("ip route");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// LB-IPAM in c2 (pool `lab`, two addresses): a LoadBalancer Service gets
+/// an address of the pool, `kubectl get svc` shows it, and the outside
+/// host reaches it through every node (the backend runs on one); a second
+/// gets the other address; a third stays pending with a Warning Event
+/// naming the pool, and gets an address once one is freed. An externalIP
+/// is served the same way.
+pub(super) fn load_balancer_addresses_come_from_the_pool_and_external_ips_are_served(lab: &Lab) {
+    let pool = mesh_lab::plan::lb_pool(2);
+    let in_pool = |name: &str| {
+        lb_address(lab, name)
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+            .is_some_and(|ip| pool.contains(&ip))
+    };
+    lab.ok(&[
+        "pod",
+        "add",
+        "--cluster=c2",
+        "--node=c2-n1",
+        "--namespace=lb",
+        "--name=lb-one",
+        "--label=app=lb-one",
+    ]);
+    lab.apply("lab-c2", &lb_service("lb-a"));
+    eventually("lb-a gets an address", || in_pool("lb-a"));
+    let a = lb_address(lab, "lb-a").expect("address");
+    let table = lab.kubectl("lab-c2", &["-n", "lb", "get", "svc", "lb-a"]);
+    assert!(table.contains(&a), "kubectl get svc shows {a}: {table}");
+    let nodes = [
+        node_address(lab, "lab-c2", "c2-n1"),
+        node_address(lab, "lab-c2", "c2-n2"),
+    ];
+    let served_through_every_node = |ip: &str, port: u16| {
+        for node in &nodes {
+            route_from_outside(lab, ip, node);
+            let addr = format!("{ip}:{port}");
+            eventually(&format!("{addr} through {node}"), || {
+                ask_from_outside(lab, &addr, 1)[0].is_some()
+            });
+            for answer in ask_from_outside(lab, &addr, 3) {
+                let a = answer.unwrap_or_else(|| panic!("{addr} through {node}: unanswered"));
+                assert_eq!(a["pod"], "lb/lb-one", "{addr} through {node}: {a}");
+            }
+        }
+    };
+    served_through_every_node(&a, 8080);
+
+    lab.apply("lab-c2", &lb_service("lb-b"));
+    eventually("lb-b gets the other address", || in_pool("lb-b"));
+    let b = lb_address(lab, "lb-b").expect("address");
+    assert_ne!(a, b);
+    lab.apply("lab-c2", &lb_service("lb-c"));
+    eventually(
+        "lb-c is refused with a Warning Event naming the pool",
+        || {
+            let events = lab.kubectl("lab-c2", &["-n", "lb", "get", "events", "-o", "json"]);
+            events.contains("AllocationFailed")
+                && events.contains("pool lab")
+                && events.contains("lb-c")
+        },
+    );
+    assert_eq!(lb_address(lab, "lb-c"), None, "lb-c stays pending");
+    let table = lab.kubectl("lab-c2", &["-n", "lb", "get", "svc", "lb-c"]);
+    assert!(table.contains("<pending>"), "{table}");
+    assert_eq!(
+        lb_address(lab, "lb-a").as_deref(),
+        Some(a.as_str()),
+        "nothing else changed"
+    );
+    assert_eq!(
+        lb_address(lab, "lb-b").as_deref(),
+        Some(b.as_str()),
+        "nothing else changed"
+    );
+    lab.kubectl("lab-c2", &["-n", "lb", "delete", "svc", "lb-a"]);
+    eventually("lb-c gets the freed address", || {
+        lb_address(lab, "lb-c").as_deref() == Some(a.as_str())
+    });
+
+    // An externalIP (outside the pools), served on every node too.
+    let external = "192.168.77.212";
+    lab.apply(
+        "lab-c2",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: ext, namespace: lb}}
+spec:
+  selector: {{app: lb-one}}
+  externalIPs: ["{external}"]
+  ports: [{{port: 8081, targetPort: 8080, protocol: TCP}}]
+"#
+        ),
+    );
+    served_through_every_node(external, 8081);
+
+    for svc in ["lb-b", "lb-c", "ext"] {
+        lab.kubectl("lab-c2", &["-n", "lb", "delete", "svc", svc]);
+    }
+    for ip in [a.as_str(), b.as_str(), external] {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.outside_ns(), "ip", "route", "del"])
+            .arg(format!("{ip}/32"))
+            .output();
+    }
+    lab.ok(&[
+        "pod",
+        "del",
+        "--cluster=c2",
+        "--node=c2-n1",
+        "--namespace=lb",
+        "--name=lb-one",
+    ]);
+}

@@ -162,3 +162,90 @@ fn client_ip_session_affinity_reaches_every_frontend_with_its_timeout() {
         "{warnings:?}"
     );
 }
+
+/// (kind, address) → backend addresses of every frontend.
+fn frontends(entries: &[ServiceEntry]) -> Vec<(FrontendKind, String, Vec<String>)> {
+    let mut out: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.frontend.kind,
+                e.frontend.ip.to_string(),
+                e.backends.iter().map(|b| b.ip.to_string()).collect(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn external_ips_and_load_balancer_addresses_follow_the_external_traffic_policy() {
+    let lb = |policy: &str| {
+        svc(json!({
+            "metadata": {"namespace": "default", "name": "web"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.10",
+                     "externalIPs": ["198.51.100.7", "2001:db8::7"],
+                     "externalTrafficPolicy": policy,
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.168.77.200"}, {"hostname": "lb.example"}]}}
+        }))
+    };
+    let mut sl = web_slice();
+    sl.endpoints[1].node_name = Some("n2".into()); // 10.1.0.3 elsewhere
+    let node = "192.0.2.1".parse().unwrap();
+    let all = vec!["10.1.0.3".to_string(), "10.1.0.7".to_string()];
+    let here = vec!["10.1.0.7".to_string()];
+    for (policy, outside) in [("Cluster", &all), ("Local", &here)] {
+        let (entries, warnings) = local_entries(&[lb(policy)], &[sl.clone()], "n1", &[node]);
+        assert_eq!(
+            frontends(&entries),
+            vec![
+                (FrontendKind::ClusterIp, "10.96.0.10".into(), all.clone()),
+                (FrontendKind::NodePort, "192.0.2.1".into(), outside.clone()),
+                (
+                    FrontendKind::ExternalIp,
+                    "198.51.100.7".into(),
+                    outside.clone()
+                ),
+                (
+                    FrontendKind::LoadBalancer,
+                    "192.168.77.200".into(),
+                    outside.clone()
+                ),
+            ],
+            "{policy}"
+        );
+        assert_eq!(warnings.len(), 1, "the IPv6 external IP: {warnings:?}");
+        assert!(warnings[0].message.contains("2001:db8::7"));
+    }
+    // A NodePort Service's stale status is not a LoadBalancer address.
+    let mut np = lb("Cluster");
+    np.spec.as_mut().unwrap().type_ = Some("NodePort".into());
+    let (entries, _) = local_entries(&[np], &[sl], "n1", &[node]);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.frontend.kind != FrontendKind::LoadBalancer)
+    );
+}
+
+#[test]
+fn internal_traffic_policy_local_serves_the_cluster_ip_with_this_nodes_backends() {
+    let mut svc = web();
+    svc.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
+    let mut sl = web_slice();
+    sl.endpoints[1].node_name = Some("n2".into());
+    let (entries, _) = local_entries(&[svc.clone()], &[sl.clone()], "n1", &[]);
+    assert_eq!(
+        frontends(&entries),
+        vec![(
+            FrontendKind::ClusterIp,
+            "10.96.0.10".into(),
+            vec!["10.1.0.7".into()]
+        )]
+    );
+    // On a node with none: no backend, nothing answers (never another node's).
+    let (entries, _) = local_entries(&[svc], &[sl], "n3", &[]);
+    assert!(entries[0].backends.is_empty());
+}
