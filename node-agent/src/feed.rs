@@ -5,6 +5,7 @@
 //! (kube-proxy replacement).
 
 pub mod global;
+pub mod health_check;
 pub mod mesh;
 pub mod node;
 pub mod policy;

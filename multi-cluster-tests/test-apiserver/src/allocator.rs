@@ -226,6 +226,47 @@ impl ServiceAllocator {
                     p["nodePort"] = json!(np);
                 }
             }
+            // As kube-apiserver: a LoadBalancer Service with
+            // externalTrafficPolicy Local gets a health-check node port
+            // (the one given, else the one it had, else a free one).
+            let local = spec.get("externalTrafficPolicy").and_then(Value::as_str) == Some("Local");
+            if ty == "LoadBalancer" && local {
+                let kept = old
+                    .and_then(|o| o.pointer("/spec/healthCheckNodePort"))
+                    .and_then(Value::as_u64);
+                let hc = match (
+                    spec.get("healthCheckNodePort").and_then(Value::as_u64),
+                    kept,
+                ) {
+                    (Some(n), _) => match u16::try_from(n)
+                        .ok()
+                        .filter(|n| NODE_PORT_RANGE.contains(n))
+                    {
+                        Some(n16) if !used.contains(&n16) || kept == Some(n) => n16,
+                        _ => {
+                            return Err(vec![invalid(
+                                "spec.healthCheckNodePort",
+                                format!(
+                                    "Invalid value: {n}: provided port is not in the valid range or already allocated"
+                                ),
+                            )]);
+                        }
+                    },
+                    (None, Some(k)) => k as u16,
+                    (None, None) => NODE_PORT_RANGE
+                        .clone()
+                        .find(|n| !used.contains(n))
+                        .ok_or_else(|| {
+                            vec![invalid(
+                                "spec.healthCheckNodePort",
+                                "Invalid value: 0: range is full".into(),
+                            )]
+                        })?,
+                };
+                spec["healthCheckNodePort"] = json!(hc);
+            } else if let Some(o) = spec.as_object_mut() {
+                o.remove("healthCheckNodePort");
+            }
         }
         Ok(())
     }
@@ -244,6 +285,11 @@ fn used_node_ports(services: &[&Value]) -> HashSet<u16> {
         .filter_map(|s| s.pointer("/spec/ports")?.as_array())
         .flatten()
         .filter_map(|p| p.get("nodePort")?.as_u64())
+        .chain(
+            services
+                .iter()
+                .filter_map(|s| s.pointer("/spec/healthCheckNodePort")?.as_u64()),
+        )
         .filter_map(|n| u16::try_from(n).ok())
         .collect()
 }

@@ -12,6 +12,10 @@
 //! not serve is skipped as a whole, with a warning naming it and saying what
 //! is allowed; every other service keeps working.
 //!
+//! Health-check node ports of LoadBalancer Services with
+//! `externalTrafficPolicy: Local` are served alongside
+//! ([`super::health_check`]).
+//!
 //! Global services: [`to_datapath`] merges remote clusters' backends (from
 //! the mesh feed) into the entries of global Services
 //! ([`super::global::merge_entries`]); the feed re-runs on changes of either
@@ -76,6 +80,7 @@ pub async fn run(
     apply: impl Fn(Vec<ServiceEntry>) + Send,
     on_new_warning: impl Fn(&Warning) + Send,
 ) {
+    let health = super::health_check::HealthCheckServer::new();
     let notify = Arc::new(Notify::new());
     let services = reflect::<Service>(Api::all(client.clone()), notify.clone());
     let slices = reflect::<EndpointSlice>(Api::all(client.clone()), notify.clone());
@@ -111,6 +116,7 @@ pub async fn run(
         let svcs: Vec<Service> = services.0.state().iter().map(|s| (**s).clone()).collect();
         let sls: Vec<EndpointSlice> = slices.0.state().iter().map(|s| (**s).clone()).collect();
         let (entries, mut warnings) = local_entries(&svcs, &sls, &node_name, &node_ips);
+        health.set(super::health_check::health_checks(&svcs, &sls, &node_name));
         let records = global
             .mesh
             .as_ref()

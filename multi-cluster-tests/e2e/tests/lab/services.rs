@@ -476,6 +476,54 @@ pub(super) fn load_balancer_addresses_come_from_the_pool_and_external_ips_are_se
         lb_address(lab, "lb-c").as_deref() == Some(a.as_str())
     });
 
+    // externalTrafficPolicy Local: a health-check node port that says on
+    // which node a backend runs (200 with its count) and where none does
+    // (503), asked from the outside host as a load balancer would.
+    lab.kubectl(
+        "lab-c2",
+        &[
+            "-n",
+            "lb",
+            "patch",
+            "svc",
+            "lb-b",
+            "-p",
+            r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+        ],
+    );
+    let hc = lab.kubectl(
+        "lab-c2",
+        &[
+            "-n",
+            "lb",
+            "get",
+            "svc",
+            "lb-b",
+            "-o",
+            "jsonpath={.spec.healthCheckNodePort}",
+        ],
+    );
+    let hc = hc.trim().to_string();
+    assert!(!hc.is_empty(), "a healthCheckNodePort was allocated");
+    let health = |node: &str| -> String {
+        let script = format!(
+            "exec 3<>/dev/tcp/{node}/{hc} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 3 cat <&3"
+        );
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.outside_ns(), "bash", "-c", &script])
+            .output()
+            .expect("bash");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually("c2-n1 reports its local backend", || {
+        let r = health(&nodes[0]);
+        r.starts_with("HTTP/1.1 200") && r.contains("\"localEndpoints\":1")
+    });
+    eventually("c2-n2 reports none", || {
+        let r = health(&nodes[1]);
+        r.starts_with("HTTP/1.1 503") && r.contains("\"localEndpoints\":0")
+    });
+
     // An externalIP (outside the pools), served on every node too.
     let external = "192.168.77.212";
     lab.apply(

@@ -101,3 +101,45 @@ fn node_ports_are_allocated_and_kept_on_update() {
         "spec.type"
     );
 }
+
+#[test]
+fn a_local_load_balancer_gets_a_health_check_node_port_kept_on_update() {
+    let a = ServiceAllocator::new("10.96.0.0/24".parse().unwrap());
+    let mut s = svc(
+        "lb",
+        json!({ "type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [ { "port": 80 } ] }),
+    );
+    a.allocate(&mut s, None, &[] as &[Value]).unwrap();
+    let np = s["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    let hc = s["spec"]["healthCheckNodePort"]
+        .as_u64()
+        .expect("allocated");
+    assert!((30000..=32767).contains(&hc) && hc != np);
+    let mut upd = s.clone();
+    upd["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("healthCheckNodePort");
+    a.allocate(&mut upd, Some(&s), std::slice::from_ref(&s))
+        .unwrap();
+    assert_eq!(
+        upd["spec"]["healthCheckNodePort"].as_u64(),
+        Some(hc),
+        "kept"
+    );
+    // Another Service cannot take it as a node port.
+    let mut other = svc(
+        "np",
+        json!({ "type": "NodePort", "ports": [ { "port": 80, "nodePort": hc } ] }),
+    );
+    assert!(
+        a.allocate(&mut other, None, std::slice::from_ref(&s))
+            .is_err()
+    );
+    // Back to Cluster: the port goes.
+    let mut cluster = s.clone();
+    cluster["spec"]["externalTrafficPolicy"] = json!("Cluster");
+    a.allocate(&mut cluster, Some(&s), std::slice::from_ref(&s))
+        .unwrap();
+    assert!(cluster["spec"].get("healthCheckNodePort").is_none());
+}
