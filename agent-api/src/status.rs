@@ -39,6 +39,23 @@ pub struct AgentStatus {
     /// Identities and policies: rules by id, refused policies.
     #[serde(default)]
     pub policy: crate::policy::PolicyStatus,
+    /// The MTUs the agent derived (None: an agent of an earlier version).
+    #[serde(default)]
+    pub mtu: Option<MtuStatus>,
+}
+
+/// The MTUs of this node: its interface's, the WireGuard device's, and the
+/// one pods get (the CNI plugin asks for it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MtuStatus {
+    /// The node interface's MTU (the underlay).
+    pub underlay: u32,
+    /// The WireGuard device's: the underlay's less the encryption overhead.
+    pub tunnel: u32,
+    /// The pods' veth MTU.
+    pub pod: u32,
+    /// `--mtu` set it (else derived).
+    pub configured: bool,
 }
 
 /// The feed's state as `/v1/status` and `/metrics` report it.

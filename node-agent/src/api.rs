@@ -164,6 +164,7 @@ impl AgentState {
             routing: feeds.routing(),
             encryption: feeds.encryption().map(|e| e.status()),
             policy: feeds.policy(),
+            mtu: feeds.mtu,
         }
     }
 }

@@ -185,7 +185,7 @@ impl BpfDatapath {
     /// restart swaps the pinned links' programs in place).
     fn serve_node_address(&mut self, addr: Ipv4Addr) -> Result<()> {
         let target = format!("NodePort address {addr}");
-        let Some(ifname) = interface_with_address(addr)? else {
+        let Some(ifname) = crate::netdev::interface_with_address(addr)?.map(|i| i.name) else {
             return Err(refuse(
                 "attach NodePort programs",
                 &target,
@@ -263,64 +263,6 @@ fn read_kinds(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(Error::io("read", legacy)(e)),
     }
-}
-
-/// The name of the interface that holds `addr` in the calling process's
-/// network namespace (rtnetlink, on a short-lived thread with its own
-/// runtime: callers may be inside the agent's runtime).
-fn interface_with_address(addr: Ipv4Addr) -> Result<Option<String>> {
-    use futures::TryStreamExt as _;
-    use rtnetlink::packet_route::address::AddressAttribute;
-    use rtnetlink::packet_route::link::LinkAttribute;
-    let target = format!("address {addr}");
-    let nl = |e: rtnetlink::Error| refuse("look up node interface", &target, e.to_string());
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()
-                .map_err(Error::io("start netlink runtime", "/proc/self"))?;
-            rt.block_on(async {
-                let (conn, handle, _) = rtnetlink::new_connection()
-                    .map_err(Error::io("open netlink socket", "/proc/self/ns/net"))?;
-                tokio::spawn(conn);
-                let addrs: Vec<_> = handle
-                    .address()
-                    .get()
-                    .execute()
-                    .try_collect()
-                    .await
-                    .map_err(nl)?;
-                let Some(index) = addrs
-                    .iter()
-                    .find(|m| {
-                        m.attributes.iter().any(|a| {
-                            matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) if *ip == addr)
-                        })
-                    })
-                    .map(|m| m.header.index)
-                else {
-                    return Ok(None);
-                };
-                let link = handle
-                    .link()
-                    .get()
-                    .match_index(index)
-                    .execute()
-                    .try_next()
-                    .await
-                    .map_err(nl)?;
-                Ok(link.and_then(|l| {
-                    l.attributes.into_iter().find_map(|a| match a {
-                        LinkAttribute::IfName(n) => Some(n),
-                        _ => None,
-                    })
-                }))
-            })
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
 }
 
 fn fe_text(f: &mesh_bpf::Frontend) -> String {

@@ -23,6 +23,7 @@
 //! | `policyAuditMode` | `policy-audit-mode` | `false` |
 //! | `bpf.masquerade` | `enable-bpf-masquerade` | `true` |
 //! | `ipMasqAgent.config.nonMasqueradeCIDRs` | `non-masquerade-cidrs` | none |
+//! | `mtu` | `mtu` | `0` (derive from the node interface) |
 //! | `loadBalancer.algorithm` | `lb-algorithm` | `random` (or `maglev`) |
 //! | `maglev.hashSeed` | `bpf-lb-maglev-hash-seed` | `meshwork` |
 //! | `encryption.enabled` | `enable-encryption` | `false` |
@@ -171,6 +172,13 @@ pub struct AgentConfig {
     /// that knows pod addresses, a peered VPC.
     #[arg(long, value_delimiter = ',')]
     pub non_masquerade_cidrs: Vec<ipnet::Ipv4Net>,
+
+    /// The pods' MTU (0: derived from the node interface's MTU, less the
+    /// WireGuard overhead when encryption is on at start-up). The
+    /// WireGuard device always gets the node interface's less the
+    /// overhead.
+    #[arg(long, default_value_t = 0)]
+    pub mtu: u32,
 
     /// Backend selection for services.
     #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]
@@ -330,6 +338,15 @@ impl AgentConfig {
 
     /// Checks what clap's per-flag parsers cannot: combinations.
     pub fn validate(&self) -> Result<()> {
+        if self.mtu != 0 && !(576..=65535).contains(&self.mtu) {
+            return Err(Error::Config {
+                flag: "mtu",
+                reason: format!(
+                    "{} is out of range: use 576-65535, or 0 to derive it from the node interface",
+                    self.mtu
+                ),
+            });
+        }
         if self.wireguard_port == 0 {
             return Err(Error::Config {
                 flag: "wireguard-port",

@@ -117,6 +117,9 @@ pub struct DeviceSpec {
     /// `--wireguard-device-start`: start the program when no device
     /// answers (false: attach only).
     pub start: bool,
+    /// The device's MTU when it is started ([`crate::mtu`]: the node
+    /// interface's less the overhead).
+    pub mtu: u32,
 }
 
 impl DeviceSpec {
@@ -191,6 +194,7 @@ impl Encryption {
             device: DeviceConfig {
                 ifname: spec.ifname.clone(),
                 listen_port: spec.port,
+                mtu: spec.mtu,
                 ..DeviceConfig::default()
             },
             program: spec.program.clone(),

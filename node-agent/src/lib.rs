@@ -56,6 +56,8 @@ pub mod flows;
 pub mod identity_sync;
 pub mod masquerade;
 pub mod metrics;
+pub mod mtu;
+pub mod netdev;
 pub mod node_controller;
 pub mod node_sync;
 pub mod policy;

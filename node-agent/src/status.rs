@@ -38,6 +38,8 @@ pub struct StatusFeeds {
     /// The Node's key annotation (None without Kubernetes access: the key
     /// cannot be published).
     pub key_annotation: Option<watch::Receiver<AnnotationState>>,
+    /// The MTUs derived at start-up ([`crate::mtu`]).
+    pub mtu: Option<crate::mtu::MtuStatus>,
 }
 
 impl StatusFeeds {

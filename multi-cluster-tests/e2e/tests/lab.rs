@@ -166,7 +166,15 @@ fn control_plane_scenarios_on_one_lab() {
 fn encrypted_datapath_scenarios_on_one_lab() {
     // Every certificate lives 2 minutes: the mesh renews them all while the
     // scenarios run, and one scenario measures it under traffic.
-    let lab = Lab::up_with("enc", 2, 2, true, &["--cert-lifetime=120"]);
+    // A 1400-byte underlay, as on many cloud networks: the MTUs the
+    // agents derive from it are checked, and every scenario runs over it.
+    let lab = Lab::up_with(
+        "enc",
+        2,
+        2,
+        true,
+        &["--cert-lifetime=120", "--underlay-mtu=1400"],
+    );
     // The scenarios that need only kube contexts, as kind-mesh.sh runs them
     // against real clusters (tests/contexts.rs).
     run_scenarios(
@@ -187,6 +195,10 @@ fn encrypted_datapath_scenarios_on_one_lab() {
             (
                 "meshctl status reports WireGuard on every agent",
                 encryption::status_reports_wireguard_on_every_agent,
+            ),
+            (
+                "a smaller underlay MTU gives pods the tunnel's, and 10 MB crosses nodes",
+                encryption::a_smaller_underlay_mtu_gives_pods_the_tunnels_and_10_mb_cross_nodes,
             ),
             (
                 "an encrypted agent restart keeps its key and the stream recovers",

@@ -124,6 +124,86 @@ fn serve_on(id: Identity, tcp: TcpListener, udp: UdpSocket) -> std::io::Result<(
     Ok(())
 }
 
+/// What [`transfer`] measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferReport {
+    /// Who answered.
+    pub answer: Answer,
+    /// Bytes sent.
+    pub sent: u64,
+    /// Bytes echoed back, equal to what was sent, in order.
+    pub echoed: u64,
+    /// Seconds from the greeting to the last echoed byte.
+    pub seconds: f64,
+}
+
+/// Sends `bytes` bytes (a counting pattern) over one TCP connection to the
+/// echo server at `addr` and reads them back, checking every byte: a
+/// transfer that stalls (a black hole: a packet too big for the path,
+/// dropped) fails after `timeout` without progress.
+pub fn transfer(
+    addr: SocketAddr,
+    bytes: u64,
+    timeout: Duration,
+) -> std::io::Result<TransferReport> {
+    let conn = TcpStream::connect_timeout(&addr, timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let answer = parse_greeting(&line).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("greeting {line:?}"),
+        )
+    })?;
+    let start = Instant::now();
+    let mut writer = conn;
+    let sender = thread::spawn(move || -> std::io::Result<u64> {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        while sent < bytes {
+            let n = (bytes - sent).min(chunk.len() as u64) as usize;
+            for (i, b) in chunk[..n].iter_mut().enumerate() {
+                *b = ((sent + i as u64) % 251) as u8;
+            }
+            writer.write_all(&chunk[..n])?;
+            sent += n as u64;
+        }
+        Ok(sent)
+    });
+    let mut echoed = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    while echoed < bytes {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the connection closed after {echoed} of {bytes} bytes"),
+            ));
+        }
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b != ((echoed + i as u64) % 251) as u8 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("byte {} came back changed", echoed + i as u64),
+                ));
+            }
+        }
+        echoed += n as u64;
+    }
+    let sent = sender
+        .join()
+        .map_err(|_| std::io::Error::other("sender panicked"))??;
+    Ok(TransferReport {
+        answer,
+        sent,
+        echoed,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
 /// Connects once over TCP and reads the greeting.
 pub fn ask_tcp(addr: SocketAddr, timeout: Duration) -> std::io::Result<Answer> {
     ask_tcp_from(addr, None, timeout)

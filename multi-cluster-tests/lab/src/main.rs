@@ -51,6 +51,11 @@ enum Cmd {
         /// default: 30 days for the lab's, the chart's for renewals.
         #[arg(long, value_name = "SECONDS")]
         cert_lifetime: Option<u64>,
+        /// MTU of the underlay (every interface on the lab's bridge), e.g.
+        /// 1400 for a cloud network with a smaller MTU than Ethernet's;
+        /// the agents derive the pods' and the tunnel's from it.
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1280..=9000))]
+        underlay_mtu: Option<u32>,
         /// A chart value, as `helm --set` takes it (a dotted path; the
         /// value is JSON when it parses as JSON, else a string), e.g.
         /// `--set compat.ciliumPolicies=true`. Repeatable.
@@ -219,10 +224,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             encryption,
             stale_timeout,
             cert_lifetime,
+            underlay_mtu,
             set,
         } => {
             mesh_testbed::require_root();
             let mut plan = LabPlan::new(&cli.name, clusters, nodes, encryption)?;
+            plan.underlay_mtu = underlay_mtu;
             plan.stale_timeout_seconds = stale_timeout;
             plan.cert_lifetime_seconds = cert_lifetime;
             for s in &set {

@@ -83,6 +83,10 @@ pub struct LabPlan {
     /// default).
     #[serde(default)]
     pub stale_timeout_seconds: Option<u64>,
+    /// MTU of every underlay interface (`mesh-lab up --underlay-mtu`;
+    /// None: the kernel's 1500).
+    #[serde(default)]
+    pub underlay_mtu: Option<u32>,
     /// Lifetime of every certificate the lab issues and the mesh renews
     /// (chart value `clustermesh.apiserver.tls.certLifetimeSeconds`; None:
     /// 30 days for the lab's, the chart's default for renewals).
@@ -214,6 +218,7 @@ impl LabPlan {
             clusters,
             encryption,
             stale_timeout_seconds: None,
+            underlay_mtu: None,
             cert_lifetime_seconds: None,
             values: Default::default(),
         })

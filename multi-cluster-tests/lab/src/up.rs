@@ -152,6 +152,11 @@ impl Lab {
                 "-n", ul, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns,
             ],
         );
+        if let Some(mtu) = self.plan.underlay_mtu {
+            let mtu = mtu.to_string();
+            run_ok("ip", &["-n", ul, "link", "set", &port, "mtu", &mtu]);
+            run_ok("ip", &["-n", ns, "link", "set", "eth0", "mtu", &mtu]);
+        }
         run_ok(
             "ip",
             &["-n", ul, "link", "set", &port, "master", "br0", "up"],

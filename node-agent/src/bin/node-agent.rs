@@ -120,12 +120,53 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         std::net::IpAddr::V4(v4) => Some(v4),
         std::net::IpAddr::V6(_) => None,
     });
+    // The node interface: the one holding the node address. The node
+    // programs (masquerade, NodePort, host firewall) attach there and the
+    // MTUs derive from it; an address on no interface of this namespace
+    // leaves those off (said once), never the agent.
+    let node_interface = match node_ipv4.map(node_agent::netdev::interface_with_address) {
+        Some(Ok(Some(i))) => Some(i),
+        Some(Ok(None)) => {
+            tracing::error!(node_ip = ?node_ipv4, "the Node's InternalIP is on no interface of this node: masquerade, NodePort and the host firewall are off, MTUs assume 1500 (fix the Node's address)");
+            None
+        }
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot look up the node interface: masquerade, NodePort and the host firewall are off");
+            None
+        }
+        None => None,
+    };
+    let local_node_ip = node_interface.as_ref().and(node_ipv4);
     let masquerade = snat_ports.map(|ports| node_agent::masquerade::MasqueradeSettings {
         masquerade: config.enable_bpf_masquerade,
-        node_ip: node_ipv4,
+        node_ip: local_node_ip,
         ports,
         extra_exempt: config.non_masquerade_cidrs.clone(),
     });
+    let underlay_mtu = match &node_interface {
+        Some(node_agent::netdev::NodeInterface {
+            name,
+            mtu: Some(mtu),
+        }) => {
+            tracing::info!(interface = name, mtu, "node interface MTU");
+            *mtu
+        }
+        _ => {
+            tracing::warn!(
+                fallback = node_agent::mtu::FALLBACK_UNDERLAY_MTU,
+                "the node interface's MTU is not known; assuming the fallback (set --mtu to be sure)"
+            );
+            node_agent::mtu::FALLBACK_UNDERLAY_MTU
+        }
+    };
+    let mtu = node_agent::mtu::plan(underlay_mtu, config.mtu, config.enable_encryption);
+    tracing::info!(
+        underlay = mtu.underlay,
+        tunnel = mtu.tunnel,
+        pod = mtu.pod,
+        configured = mtu.configured,
+        "MTUs"
+    );
     // A device that cannot start is not fatal: the node controller retries
     // it every pass, and strict mode drops what it would carry meanwhile
     // (exiting would leave the node without CNI and datapath updates).
@@ -138,6 +179,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(node_agent::encryption::default_device_program),
         start: config.wireguard_device_start,
+        mtu: mtu.tunnel,
     };
     let encryption = if config.enable_encryption {
         match Encryption::start(&device_spec) {
@@ -238,11 +280,11 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     // Without the mesh feed the controller only keeps the key published.
     let node_controller = tokio::spawn(controller.run(mesh.clone(), settings));
     let datapath_config = BpfDatapathConfig {
-        node_address: node_ipv4,
+        node_address: local_node_ip,
         ..BpfDatapathConfig::from_agent(&config)
     };
     let datapath: Box<dyn Datapath> = Box::new(BpfDatapath::open(&datapath_config).context(
-        "cannot start the eBPF datapath (--bpf-root needs bpffs, --cgroup-root cgroup v2, and the Node's InternalIP must be on an interface of this node)",
+        "cannot start the eBPF datapath (--bpf-root needs bpffs, --cgroup-root cgroup v2)",
     )?);
     // Services come from Kubernetes when it is reachable: until that source
     // has delivered once, the restored maps are kept as they are.
@@ -304,6 +346,7 @@ async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         routing: outputs.routing,
         policy,
         key_annotation: outputs.key_annotation,
+        mtu: Some(mtu),
     };
     let cilium_policies = config.compat_cilium_policies;
     let state = AgentState::new(config, shared.clone(), status);

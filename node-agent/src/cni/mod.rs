@@ -11,7 +11,7 @@
 //! | `agentSocket` | `/var/run/meshwork/agent.sock` | the node-agent's local API |
 //! | `stateDir` | `/var/lib/meshwork` | IPAM state lives under `<stateDir>/ipam/` |
 //! | `podCIDR` | asked from the agent | the node's pod CIDR (IPv4) |
-//! | `mtu` | 1500 | MTU of both veth ends |
+//! | `mtu` | the node-agent's pod MTU | MTU of both veth ends |
 //!
 //! A conflist as the chart installs it (`/etc/cni/net.d/05-meshwork.conflist`):
 //!
@@ -333,12 +333,23 @@ fn pod_cidr(conf: &NetConf, agent: &AgentClient) -> Result<Ipv4Net> {
     }
 }
 
+/// The veth MTU: the configuration's `mtu`, else the one the node-agent
+/// derived (its node interface's, less the encryption overhead), else 1500
+/// from an agent that does not say.
+fn pod_mtu(conf: &NetConf, agent: &AgentClient) -> Result<u32> {
+    if let Some(mtu) = conf.mtu {
+        return Ok(mtu);
+    }
+    Ok(agent.status()?.mtu.map_or(1500, |m| m.pod))
+}
+
 fn add(env: &CniEnv, conf: &NetConf) -> Result<Value> {
     let container_id = env.container_id()?;
     let ifname = env.ifname()?;
     let netns = env.netns()?;
     let agent = AgentClient::new(&conf.agent_socket);
     let cidr = pod_cidr(conf, &agent)?;
+    let mtu = pod_mtu(conf, &agent)?;
     let host = host_ifname(container_id, ifname);
     let ipam = Ipam::open(&conf.state_dir, cidr)?;
 
@@ -346,7 +357,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value> {
     link::teardown(&host)?;
     let addr = ipam.allocate(container_id, ifname)?;
     let attempt = || -> Result<link::Links> {
-        let links = link::setup(&host, netns, ifname, addr, conf.mtu.unwrap_or(1500))?;
+        let links = link::setup(&host, netns, ifname, addr, mtu)?;
         agent.register(&EndpointRegistration {
             container_id: container_id.to_string(),
             ifname: ifname.to_string(),

@@ -1,9 +1,11 @@
 //! The encrypted lab as it stands: only WireGuard on the wire, every agent
-//! and peer reported, and meshctl encryption status and explain.
+//! and peer reported, meshctl encryption status and explain, and the MTUs
+//! over a smaller underlay.
 
 use mesh_e2e::Lab;
 
 use super::helpers::{connect, eventually, meshctl_typed};
+use super::node_agent::agent_get;
 use super::requests::{pod_ip, reaches};
 
 pub(super) fn encrypted_pod_traffic_is_only_wireguard_on_the_wire(lab: &Lab) {
@@ -200,4 +202,77 @@ pub(super) fn meshctl_encryption_status_and_explain_see_the_wireguard_peers(lab:
                 .contains(&format!("dev {}", lab.wg_interface(1, 1))),
         "pod traffic to c2 goes through the WireGuard device: {route:#?}"
     );
+}
+
+/// The lab's underlay is 1400 bytes: the agents give the WireGuard device
+/// and pods 1320 (less the tunnel's overhead), the pods' interfaces carry
+/// it, and 10 MB between pods on two nodes goes through the tunnel whole.
+pub(super) fn a_smaller_underlay_mtu_gives_pods_the_tunnels_and_10_mb_cross_nodes(lab: &Lab) {
+    for (node, name) in [("c1-n1", "mtu-a"), ("c1-n2", "mtu-b")] {
+        lab.ok(&[
+            "pod",
+            "add",
+            "--cluster=c1",
+            &format!("--node={node}"),
+            "--namespace=mtu",
+            &format!("--name={name}"),
+            &format!("--label=app={name}"),
+        ]);
+    }
+    let link_mtu = |ns: &str, ifname: &str| -> serde_json::Value {
+        // /sys shows the namespace of whoever mounted it: ask ip instead.
+        let link = std::process::Command::new("ip")
+            .args(["-n", ns, "-j", "link", "show", ifname])
+            .output()
+            .expect("ip link");
+        let v: serde_json::Value = serde_json::from_slice(&link.stdout).expect("ip -j");
+        v[0]["mtu"].clone()
+    };
+    for node in ["c1-n1", "c1-n2"] {
+        let status = agent_get(lab, "c1", node, "/v1/status");
+        let wg = status["encryption"]["interface"]
+            .as_str()
+            .expect("a WireGuard device");
+        assert_eq!(link_mtu(&lab.node_ns(node), wg), 1320, "{node}'s {wg}");
+        let mtu = status["mtu"].clone();
+        assert_eq!(
+            (
+                mtu["underlay"].as_u64(),
+                mtu["tunnel"].as_u64(),
+                mtu["pod"].as_u64()
+            ),
+            (Some(1400), Some(1320), Some(1320)),
+            "{node}: {mtu}"
+        );
+    }
+    for name in ["mtu-a", "mtu-b"] {
+        let ns = lab.pod_ns("c1", "mtu", name);
+        assert_eq!(link_mtu(&ns, "eth0"), 1320, "{name}'s eth0");
+    }
+    // 10 MB to mtu-b's echo server and back, every byte checked: full-size
+    // segments both ways through the tunnel.
+    let server = format!("{}:8080", pod_ip(lab, "lab-c1", "mtu", "mtu-b"));
+    let out = lab.exec(
+        &lab.pod_ns("c1", "mtu", "mtu-a"),
+        &mesh_e2e::bin("mesh-echo"),
+        &["transfer", &server, "--bytes", "10485760"],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "transfer report: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(report["echoed"], 10485760, "{report}");
+    assert_eq!(report["answer"]["pod"], "mtu/mtu-b", "{report}");
+    for (node, name) in [("c1-n1", "mtu-a"), ("c1-n2", "mtu-b")] {
+        lab.ok(&[
+            "pod",
+            "del",
+            "--cluster=c1",
+            &format!("--node={node}"),
+            "--namespace=mtu",
+            &format!("--name={name}"),
+        ]);
+    }
 }

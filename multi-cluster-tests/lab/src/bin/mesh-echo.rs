@@ -49,6 +49,18 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Send BYTES over one connection and read them back, checking each;
+    /// print a JSON report (fails on a stall of --timeout-ms).
+    Transfer {
+        /// Server address.
+        addr: SocketAddr,
+        /// How many bytes.
+        #[arg(long, default_value_t = 10 * 1024 * 1024)]
+        bytes: u64,
+        /// Longest wait without progress, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+    },
     /// Keep one connection echoing and open new ones meanwhile; print a JSON report.
     Stream {
         /// Server address.
@@ -137,6 +149,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Cmd::Transfer {
+            addr,
+            bytes,
+            timeout_ms,
+        } => match echo::transfer(addr, bytes, Duration::from_millis(timeout_ms)) {
+            Ok(r) => {
+                println!("{}", serde_json::to_string(&r).expect("report serializes"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("{}", serde_json::json!({ "error": e.to_string() }));
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Stream {
             addr,
             seconds,
