@@ -95,6 +95,7 @@ up() {
       --kube-context "kind-$name" --namespace "$namespace" --create-namespace \
       --set "cluster.name=c$i" --set "cluster.id=$i" --set "ipam.podCIDR=10.$i.0.0/16" \
       --set "encryption.enabled=$encryption" \
+      --set "k8sServiceHost=$name-control-plane" --set "k8sServicePort=6443" \
       --set "image.repository=$repository" --set "image.tag=$tag" --set "image.pullPolicy=Never" \
       --wait --timeout 5m
   done

@@ -55,3 +55,18 @@ mesh-apiserver.{{ .Release.Namespace }}.svc:{{ .Values.clustermesh.apiserver.por
 {{- fail "encryption.strictMode.enabled needs encryption.enabled=true" -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+The API server's address for in-cluster configuration, when k8sServiceHost
+is set: without kube-proxy nothing translates the kubernetes Service's
+ClusterIP until the agents have read it from this very API server, so the
+agents (and the mesh-apiserver) must reach it directly.
+*/}}
+{{- define "meshwork.k8sServiceEnv" -}}
+{{- if .Values.k8sServiceHost }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ .Values.k8sServiceHost | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ .Values.k8sServicePort | quote }}
+{{- end }}
+{{- end }}

@@ -50,6 +50,13 @@ fn scenarios() -> Vec<(&'static str, Value)> {
             "cilium annotations",
             json!({"compat": {"ciliumAnnotations": true}, "cluster": {"name": "east", "id": 7}}),
         ),
+        (
+            "services and egress",
+            json!({"bpf": {"masquerade": false}, "ipMasqAgent": {"config": {"nonMasqueradeCIDRs": ["172.16.0.0/12", "192.168.0.0/16"]}},
+                   "maglev": {"hashSeed": "my-cluster-seed"}, "MTU": 1450,
+                   "lbIPAM": {"pools": [{"name": "blue", "cidrs": ["192.168.10.240/29", "192.168.11.0/30"]}, {"name": "green", "cidrs": ["10.200.0.0/28"]}]},
+                   "k8sServiceHost": "api.internal", "k8sServicePort": 443}),
+        ),
     ]
 }
 
@@ -836,4 +843,91 @@ fn with_encryption_the_device_runs_in_its_own_container_the_agent_attaches_to() 
             );
         }
     }
+}
+
+#[test]
+fn services_and_egress_values_reach_the_agent_and_apiserver_parsers_and_the_pods() {
+    let values = &scenarios()
+        .into_iter()
+        .find(|(n, _)| *n == "services and egress")
+        .unwrap()
+        .1;
+    let objects = render(values).unwrap();
+    let agent = node_agent::config::AgentConfig::parse_with_map(
+        &config_map(&objects, "meshwork-config"),
+        ["node-agent", "--node-name=n1"],
+    )
+    .expect("the agent parses its ConfigMap");
+    assert!(!agent.enable_bpf_masquerade);
+    assert_eq!(
+        agent
+            .non_masquerade_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["172.16.0.0/12", "192.168.0.0/16"]
+    );
+    assert_eq!(agent.bpf_lb_maglev_hash_seed, "my-cluster-seed");
+    assert_eq!(agent.mtu, 1450);
+    let apiserver =
+        mesh_apiserver::config::Config::from_map(&config_map(&objects, "mesh-apiserver-config"))
+            .unwrap();
+    let pools = apiserver.lb_ipam_pools().expect("pools parse");
+    assert_eq!(
+        pools
+            .iter()
+            .map(|p| (p.name.as_str(), p.cidrs.len()))
+            .collect::<Vec<_>>(),
+        [("blue", 2), ("green", 1)]
+    );
+    let rbac = objects
+        .iter()
+        .find(|o| o.kind == "ClusterRole" && o.name == "meshwork-mesh-apiserver")
+        .unwrap();
+    assert!(
+        rbac.value.to_string().contains("services/status"),
+        "LB-IPAM may write Service status: {}",
+        rbac.value
+    );
+    // kube-proxy-free bootstrap: both dial the API server directly.
+    for (kind, name, container) in [
+        ("DaemonSet", "node-agent", "node-agent"),
+        ("Deployment", "mesh-apiserver", "mesh-apiserver"),
+    ] {
+        let o = objects
+            .iter()
+            .find(|o| o.kind == kind && o.name == name)
+            .unwrap_or_else(|| panic!("{kind} {name}"));
+        let containers = o.value["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap();
+        let c = containers
+            .iter()
+            .find(|c| c["name"] == container)
+            .unwrap_or_else(|| panic!("{container} in {}", o.value));
+        let env: std::collections::BTreeMap<String, String> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| Some((e["name"].as_str()?.into(), e["value"].as_str()?.into())))
+            .collect();
+        assert_eq!(
+            env.get("KUBERNETES_SERVICE_HOST").map(String::as_str),
+            Some("api.internal"),
+            "{name}"
+        );
+        assert_eq!(
+            env.get("KUBERNETES_SERVICE_PORT").map(String::as_str),
+            Some("443"),
+            "{name}"
+        );
+    }
+    // Defaults: no pools, no status RBAC, no override of in-cluster config.
+    let defaults = render(&json!({})).unwrap();
+    assert!(!config_map(&defaults, "mesh-apiserver-config").contains_key("lb-ipam-pools"));
+    assert!(
+        !serde_json::to_string(&defaults.iter().map(|o| &o.value).collect::<Vec<_>>())
+            .unwrap()
+            .contains("KUBERNETES_SERVICE_HOST")
+    );
 }
