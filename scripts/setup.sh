@@ -16,6 +16,7 @@ DEB_PACKAGES=(
   curl                                            # mesh-apiserver tests read /status and /metrics over HTTP
   protobuf-compiler libprotobuf-dev               # etcd-client's build script needs protoc and the well-known .proto files
   etcd-server                                     # the real store for component tests and the lab
+  containernetworking-plugins                     # the reference portmap plugin the lab chains for hostPort
   wireguard-tools wireguard-go                    # `wg` and an independent WireGuard peer
   python3-kubernetes                              # the official Python client drives the lab's test API server in tests
 )

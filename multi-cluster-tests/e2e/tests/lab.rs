@@ -106,6 +106,10 @@ fn control_plane_scenarios_on_one_lab() {
                 services::load_balancer_addresses_come_from_the_pool_and_external_ips_are_served,
             ),
             (
+                "a hostPort is served on the pod's node",
+                services::a_host_port_is_served_on_the_pods_node,
+            ),
+            (
                 "session affinity ClientIP keeps a client on one pod",
                 services::session_affinity_keeps_a_client_on_one_pod,
             ),

@@ -44,6 +44,9 @@ use crate::up::{Lab, progress};
 /// Port every lab pod serves on (TCP and UDP).
 pub const POD_PORT: u16 = 8080;
 
+/// The reference portmap plugin (Debian's containernetworking-plugins).
+pub const PORTMAP: &str = "/usr/lib/cni/portmap";
+
 /// A pod to create with `mesh-lab pod add`.
 #[derive(Debug, Clone)]
 pub struct PodSpec {
@@ -84,6 +87,21 @@ pub struct Bound {
     /// The port numbers its containers declare, sorted, each served on TCP
     /// and UDP by the echo server (none declared: [`POD_PORT`]).
     pub ports: Vec<u16>,
+    /// Its `hostPort`s, for the portmap plugin chained after mesh-cni.
+    pub host_ports: Vec<HostPort>,
+}
+
+/// One `hostPort` of a pod: the CNI `portMappings` runtime entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostPort {
+    /// The node's port.
+    #[serde(rename = "hostPort")]
+    pub host_port: u16,
+    /// The pod's.
+    #[serde(rename = "containerPort")]
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
 }
 
 impl Bound {
@@ -131,6 +149,25 @@ impl Bound {
                 }
                 ports
             },
+            host_ports: {
+                let mut hp: Vec<HostPort> = pod
+                    .pointer("/spec/containers")
+                    .and_then(|c| c.as_array())
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|p| {
+                        Some(HostPort {
+                            host_port: u16::try_from(p["hostPort"].as_u64()?).ok()?,
+                            container_port: u16::try_from(p["containerPort"].as_u64()?).ok()?,
+                            protocol: p["protocol"].as_str().unwrap_or("TCP").to_lowercase(),
+                        })
+                    })
+                    .collect();
+                hp.sort();
+                hp.dedup();
+                hp
+            },
         })
     }
 }
@@ -146,6 +183,9 @@ pub struct Running {
     pub uid: String,
     /// Its address, once CNI ADD gave one.
     pub ip: Option<String>,
+    /// Its hostPorts (portmap's DEL needs them again).
+    #[serde(default)]
+    pub host_ports: Vec<HostPort>,
 }
 
 /// What the kubelet does for one pod.
@@ -275,6 +315,42 @@ impl Kubelet {
             "podCIDR": self.node.pod_cidr.to_string(),
         });
         let plugin = self.bins.ours("mesh-cni")?;
+        self.run_plugin(&plugin, command, namespace, name, &conf)
+    }
+
+    /// The reference portmap plugin, chained after mesh-cni as the chart's
+    /// conflist does (`prev` is mesh-cni's result on ADD).
+    fn portmap(
+        &self,
+        command: &str,
+        namespace: &str,
+        name: &str,
+        host_ports: &[HostPort],
+        prev: Option<&serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut conf = json!({
+            "cniVersion": "1.0.0", "name": "meshwork", "type": "portmap", "snat": true,
+            "runtimeConfig": {"portMappings": host_ports},
+        });
+        if let Some(prev) = prev {
+            conf["prevResult"] = prev.clone();
+        }
+        self.run_plugin(Path::new(PORTMAP), command, namespace, name, &conf)
+    }
+
+    fn run_plugin(
+        &self,
+        plugin: &Path,
+        command: &str,
+        namespace: &str,
+        name: &str,
+        conf: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        anyhow::ensure!(
+            plugin.exists(),
+            "CNI plugin {} is missing (scripts/setup.sh installs containernetworking-plugins)",
+            plugin.display()
+        );
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.node.ns])
             .arg(&plugin)
@@ -306,7 +382,8 @@ impl Kubelet {
         let stdout: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(json!({}));
         anyhow::ensure!(
             out.status.success(),
-            "mesh-cni {command} for pod {namespace}/{name} on {}: {} {}",
+            "{} {command} for pod {namespace}/{name} on {}: {} {}",
+            plugin.file_name().unwrap_or_default().to_string_lossy(),
             self.node.name,
             stdout,
             String::from_utf8_lossy(&out.stderr)
@@ -323,6 +400,7 @@ impl Kubelet {
             name: b.name.clone(),
             uid: b.uid.clone(),
             ip: None,
+            host_ports: Vec::new(),
         };
         self.save(&record)?;
         let added = mesh_testbed::run("ip", &["netns", "add", &ns]);
@@ -333,6 +411,11 @@ impl Kubelet {
         );
         mesh_testbed::run_ok("ip", &["-n", &ns, "link", "set", "lo", "up"]);
         let result = self.cni("ADD", &b.namespace, &b.name)?;
+        if !b.host_ports.is_empty() {
+            record.host_ports = b.host_ports.clone();
+            self.save(&record)?;
+            self.portmap("ADD", &b.namespace, &b.name, &b.host_ports, Some(&result))?;
+        }
         let ip = result["ips"][0]["address"]
             .as_str()
             .and_then(|a| a.split('/').next())
@@ -405,8 +488,14 @@ impl Kubelet {
         for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
             let _ = mesh_testbed::run("kill", &["-9", pid]);
         }
+        let unmapped = if r.host_ports.is_empty() {
+            Ok(json!({}))
+        } else {
+            self.portmap("DEL", &r.namespace, &r.name, &r.host_ports, None)
+        };
         let del = self.cni("DEL", &r.namespace, &r.name);
         let _ = mesh_testbed::run("ip", &["netns", "del", &ns]);
+        unmapped?;
         // The namespace is gone either way; a failed DEL is reported, and
         // the record kept only when the agent may still hold the endpoint.
         del?;
@@ -459,6 +548,7 @@ impl Kubelet {
                             name: pod.name.clone(),
                             uid: pod.uid.clone(),
                             ip: None,
+                            host_ports: pod.host_ports.clone(),
                         };
                         let _ = me.tear_down(&record);
                         let _ = std::fs::remove_file(me.record_path(&pod.namespace, &pod.name));

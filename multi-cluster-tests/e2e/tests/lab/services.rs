@@ -560,3 +560,47 @@ spec:
         "--name=lb-one",
     ]);
 }
+
+/// A pod's `hostPort` is served on its node's address (mesh-cni chained
+/// with the reference portmap plugin, as the chart's conflist does): the
+/// outside host reaches the pod through that node, not through another,
+/// and the port closes when the pod goes.
+pub(super) fn a_host_port_is_served_on_the_pods_node(lab: &Lab) {
+    lab.apply(
+        "lab-c1",
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: hostport}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hp, namespace: hostport, labels: {app: hp}}
+spec:
+  nodeName: c1-n1
+  containers:
+    - name: echo
+      image: mesh-echo
+      ports: [{containerPort: 8080, hostPort: 18080, protocol: TCP}]
+"#,
+    );
+    let (with, without) = (
+        node_address(lab, "lab-c1", "c1-n1"),
+        node_address(lab, "lab-c1", "c1-n2"),
+    );
+    eventually("the hostPort answers on c1-n1", || {
+        ask_from_outside(lab, &format!("{with}:18080"), 1)[0]
+            .as_ref()
+            .is_some_and(|a| a["pod"] == "hostport/hp")
+    });
+    assert!(
+        ask_from_outside(lab, &format!("{without}:18080"), 2)
+            .iter()
+            .all(Option::is_none),
+        "c1-n2 has no such hostPort"
+    );
+    lab.kubectl("lab-c1", &["-n", "hostport", "delete", "pod", "hp"]);
+    eventually("the hostPort closes with the pod", || {
+        ask_from_outside(lab, &format!("{with}:18080"), 1)[0].is_none()
+    });
+}

@@ -10,6 +10,7 @@ fn bound(name: &str, uid: &str, ip: Option<&str>, ready: bool) -> Bound {
         ready,
         containers: vec![("echo".into(), "mesh-echo".into())],
         ports: vec![POD_PORT],
+        host_ports: vec![],
     }
 }
 
@@ -19,6 +20,7 @@ fn running(name: &str, uid: &str, ip: Option<&str>) -> Running {
         name: name.into(),
         uid: uid.into(),
         ip: ip.map(str::to_string),
+        host_ports: vec![],
     }
 }
 
@@ -86,7 +88,7 @@ fn a_pod_object_reads_as_bound() {
     let pod = serde_json::json!({
         "metadata": {"name": "web-abc12", "namespace": "shop", "uid": "u1"},
         "spec": {"nodeName": "c1-n1", "containers": [{"name": "web", "image": "any",
-            "ports": [{"containerPort": 81, "protocol": "UDP"}, {"containerPort": 80}, {"containerPort": 81}]}]},
+            "ports": [{"containerPort": 81, "protocol": "UDP", "hostPort": 18081}, {"containerPort": 80}, {"containerPort": 81}]}]},
         "status": {"podIP": "10.1.1.9", "conditions": [{"type": "Ready", "status": "True"}]},
     });
     assert_eq!(
@@ -100,6 +102,11 @@ fn a_pod_object_reads_as_bound() {
             ready: true,
             containers: vec![("web".into(), "any".into())],
             ports: vec![80, 81],
+            host_ports: vec![HostPort {
+                host_port: 18081,
+                container_port: 81,
+                protocol: "udp".into()
+            }],
         })
     );
     assert_eq!(
