@@ -353,7 +353,7 @@ impl Kubelet {
         );
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.node.ns])
-            .arg(&plugin)
+            .arg(plugin)
             .env("CNI_COMMAND", command)
             .env(
                 "CNI_CONTAINERID",
