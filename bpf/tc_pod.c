@@ -363,8 +363,14 @@ int to_netdev(struct __sk_buff *skb)
 
 	if (r != PARSE_OK)
 		return TC_ACT_OK;
-	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
+		__u32 masq = masq_egress(skb, &p); /* ICMP echo requests */
+		if (masq == 1)
+			return pass(skb);
+		if (masq)
+			return drop(skb, &p, FLOW_OBS_TO_NETDEV, masq, 0, 0);
 		return host_flow(skb, &p, POLICY_DIR_EGRESS);
+	}
 	struct ct_key nk = {
 		.saddr = p.daddr, .daddr = p.saddr, .sport = p.dport,
 		.dport = p.sport, .proto = p.proto, .dir = CT_DIR_NODEPORT,

@@ -3,7 +3,8 @@
  * replies are translated back as they arrive (from_netdev), before the
  * host firewall or NodePort see them.
  *
- * What is masqueraded: a TCP or UDP packet whose source is in this node's
+ * What is masqueraded: a TCP or UDP packet, or an ICMP echo request (its
+ * identifier claimed like a port), whose source is in this node's
  * pod CIDR, whose destination is not exempt (mw_masq_exempt: the pod CIDRs
  * of every node of every connected cluster and the node addresses, plus
  * the operator's CIDRs, like ip-masq-agent's nonMasqueradeCIDRs), and
@@ -238,21 +239,100 @@ static __always_inline struct masq_config *snat_config(void)
 	return cfg && cfg->node_addr ? cfg : 0;
 }
 
+#define ICMP_ECHO_REPLY 0
+#define ICMP_ECHO_REQUEST 8
+
+/* An ICMP echo's identifier (network order) into *id; 0, or -1. */
+static __always_inline int icmp_echo_id(struct __sk_buff *skb, const struct pkt *p, __be16 *id)
+{
+	return bpf_skb_load_bytes(skb, p->l4_off + 4, id, sizeof(*id));
+}
+
+/* Rewrites an ICMP echo's source (egress) or destination (ingress)
+ * address and its identifier, with both checksums (ICMP's covers no
+ * addresses). */
+static __always_inline int icmp_echo_rewrite(struct __sk_buff *skb, struct pkt *p, int which,
+					     __be32 addr, __be16 old_id, __be16 new_id)
+{
+	__be32 old_addr = which == NAT_DST ? p->daddr : p->saddr;
+	__u32 addr_off = p->l3_off + (which == NAT_DST ? offsetof(struct iphdr, daddr)
+						       : offsetof(struct iphdr, saddr));
+	if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), old_addr, addr,
+				sizeof(addr)) < 0 ||
+	    bpf_skb_store_bytes(skb, addr_off, &addr, sizeof(addr), 0) < 0)
+		return -1;
+	if (old_id != new_id &&
+	    (bpf_l4_csum_replace(skb, p->l4_off + 2, old_id, new_id, sizeof(new_id)) < 0 ||
+	     bpf_skb_store_bytes(skb, p->l4_off + 4, &new_id, sizeof(new_id), 0) < 0))
+		return -1;
+	if (which == NAT_DST)
+		p->daddr = addr;
+	else
+		p->saddr = addr;
+	return 0;
+}
+
+/* Masquerades an ICMP echo request: its identifier stands for the source
+ * port (claimed like one; the reply's is the destination port of the
+ * claim). Returns 1 or a drop reason. */
+static __always_inline __u32 masq_icmp_echo(struct __sk_buff *skb, struct pkt *p,
+					    const struct masq_config *cfg)
+{
+	__be16 id;
+	if (icmp_echo_id(skb, p, &id) < 0)
+		return REASON_INVALID_PACKET;
+	/* Claimed as a flow whose ports are (id, 0). */
+	struct pkt flow = *p;
+	flow.sport = id;
+	flow.dport = 0;
+	__u64 now = bpf_ktime_get_ns();
+	struct snat_key out = {
+		.saddr = p->saddr, .daddr = p->daddr, .sport = id,
+		.proto = p->proto, .dir = SNAT_DIR_OUT,
+	};
+	__be16 nat_id = 0;
+	struct snat_val *fwd = bpf_map_lookup_elem(&mw_snat, &out);
+	struct snat_val *claim = 0;
+	if (fwd && fwd->addr == cfg->node_addr)
+		claim = snat_claim_of(&flow, fwd, now);
+	if (claim) {
+		nat_id = fwd->port;
+		fwd->last_seen_ns = now;
+		snat_touch(claim, 0, 0, now);
+	} else {
+		if (snat_claim(&flow, cfg, &nat_id, now) < 0)
+			return REASON_SNAT_PORTS_EXHAUSTED;
+		struct snat_val v = { .last_seen_ns = now, .addr = cfg->node_addr, .port = nat_id };
+		if (bpf_map_update_elem(&mw_snat, &out, &v, BPF_ANY) < 0)
+			return REASON_SNAT_PORTS_EXHAUSTED;
+	}
+	if (icmp_echo_rewrite(skb, p, NAT_SRC, cfg->node_addr, id, nat_id) < 0)
+		return REASON_NAT_FAILED;
+	return 1;
+}
+
 /* to_netdev: masquerades `p` if it must be. Returns 0 when the packet is
  * not masqueraded (go on as before), 1 when it was (pass it), or a drop
- * reason (> 1) when it must be but cannot. */
+ * reason (> 1) when it must be but cannot. TCP, UDP and ICMP echo requests
+ * are masqueraded; other protocols leave as they are. */
 static __always_inline __u32 masq_egress(struct __sk_buff *skb, struct pkt *p)
 {
 	struct masq_config *cfg = snat_config();
 
 	if (!cfg || !(cfg->flags & MASQ_CFG_MASQUERADE))
 		return 0;
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+	int echo = p->proto == IPPROTO_ICMP && p->is_icmp_head &&
+		   p->icmp_type == ICMP_ECHO_REQUEST;
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && !echo)
 		return 0;
 	if ((p->saddr & cfg->pod_mask) != cfg->pod_net || p->saddr == cfg->node_addr)
 		return 0;
 	struct masq_exempt_key ek = { .prefixlen = 32, .addr = p->daddr };
-	if (bpf_map_lookup_elem(&mw_masq_exempt, &ek) || masq_is_reply(p))
+	if (bpf_map_lookup_elem(&mw_masq_exempt, &ek))
+		return 0;
+	if (echo)
+		return masq_icmp_echo(skb, p, cfg);
+	if (masq_is_reply(p))
 		return 0;
 	return snat_apply(skb, p, cfg);
 }
@@ -313,6 +393,23 @@ static __always_inline int nodeport_path(struct __sk_buff *skb, const struct pkt
  * back. Returns 0 when `p` is none, 1 when translated, or a drop reason. */
 static __always_inline __u32 masq_ingress(struct __sk_buff *skb, struct pkt *p)
 {
+	if (p->proto == IPPROTO_ICMP && p->is_icmp_head && p->icmp_type == ICMP_ECHO_REPLY) {
+		__be16 id;
+		if (icmp_echo_id(skb, p, &id) < 0)
+			return 0;
+		struct snat_key in = {
+			.saddr = p->saddr, .daddr = p->daddr, .dport = id,
+			.proto = p->proto, .dir = SNAT_DIR_IN,
+		};
+		struct snat_val *claim = bpf_map_lookup_elem(&mw_snat, &in);
+		__u64 now = bpf_ktime_get_ns();
+		if (!claim || snat_expired(&in, claim, now))
+			return 0;
+		snat_touch(claim, 0, 1, now);
+		if (icmp_echo_rewrite(skb, p, NAT_DST, claim->addr, id, claim->port) < 0)
+			return REASON_NAT_FAILED;
+		return 1;
+	}
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return 0;
 	struct snat_key in = {

@@ -1204,6 +1204,18 @@ fn masquerade_gives_outside_destinations_the_node_address_and_keeps_pod_addresse
             "{proto:?}: {snat:?}"
         );
     }
+    // ping: an ICMP echo is masqueraded too (its identifier claimed like a
+    // port) and the reply finds its way back.
+    lab.client
+        .ns
+        .run_ok("ping", &["-c", "2", "-W", "2", "192.168.77.9"]);
+    assert!(
+        masq.translations()
+            .unwrap()
+            .iter()
+            .any(|e| e.proto == Protocol::Icmp && e.original.0 == lab.client.ip && e.replied),
+        "an ICMP echo translation"
+    );
     // An exempt destination (another node) sees the pod.
     let (name, addr, _) = seen_by(&lab.client.probe(&["tcp", "192.168.77.2:8080"]));
     assert_eq!((name.as_str(), addr), ("peer", lab.client.ip));

@@ -32,6 +32,7 @@ const C_ONLY: &[(&str, &str)] = &[
         "conntrack timeouts the datapath applies; the agent never expires entries",
     ),
     ("TCP_FLAG_", "bits of the TCP header (kernel ABI)"),
+    ("ICMP_ECHO_", "ICMP message types (RFC 792)"),
     (
         "NODEPORT_PATH_",
         "return codes of a C helper (where a NodePort backend is reached)",
