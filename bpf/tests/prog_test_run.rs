@@ -1173,21 +1173,28 @@ fn maglev_node(seed: u32, backends: &[(u32, Ipv4Addr)]) -> (BpfDir, Datapath) {
 }
 
 /// The backend `from_netdev` sends each of `flows` new connections from
-/// the outside host to (the packet's new destination).
-fn maglev_choices(dp: &mut Datapath, flows: u16) -> Vec<Ipv4Addr> {
-    (0..flows)
-        .map(|i| {
-            let pkt = tcp_packet(
-                Ipv4Addr::new(192, 168, 77, 9),
-                20000 + i,
-                Ipv4Addr::new(192, 168, 77, 1),
-                30080,
-            );
-            let (rc, out) = run(dp, "from_netdev", &pkt);
-            assert_eq!(rc, TC_ACT_OK);
-            Ipv4Addr::new(out[30], out[31], out[32], out[33])
-        })
-        .collect()
+/// the outside host to (the packet's new destination). Run in `ns`, where
+/// the backends are routed back out of the interface test packets arrive
+/// on (loopback): from_netdev asks the FIB where a backend is, as for a
+/// backend on another node.
+fn maglev_choices(ns: &mesh_testbed::NetNs, dp: &mut Datapath, flows: u16) -> Vec<Ipv4Addr> {
+    let path = std::path::PathBuf::from("/var/run/netns").join(ns.name());
+    mesh_bpf::netns::in_netns(&path, || {
+        (0..flows)
+            .map(|i| {
+                let pkt = tcp_packet(
+                    Ipv4Addr::new(192, 168, 77, 9),
+                    20000 + i,
+                    Ipv4Addr::new(192, 168, 77, 1),
+                    30080,
+                );
+                let (rc, out) = run(dp, "from_netdev", &pkt);
+                assert_eq!(rc, TC_ACT_OK);
+                Ipv4Addr::new(out[30], out[31], out[32], out[33])
+            })
+            .collect()
+    })
+    .expect("enter the test namespace")
 }
 
 #[test]
@@ -1208,16 +1215,24 @@ fn maglev_with_one_seed_picks_the_same_backend_on_every_node_and_removing_one_mo
         .filter(|(_, a)| *a != removed)
         .collect();
     const FLOWS: u16 = 2000;
+    let ns = mesh_testbed::NetNs::new("mg");
+    ns.run_ok("ip", &["link", "set", "lo", "up"]);
+    ns.run_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    ns.run_ok("ip", &["route", "add", "10.244.2.0/24", "dev", "lo"]);
     let (_a, mut a) = maglev_node(seed, &five);
     let (_b, mut b) = maglev_node(seed, &renumbered);
     let (_c, mut c) = maglev_node(seed, &four);
     let (_d, mut d) = maglev_node(mesh_bpf::maglev::seed_of("another cluster"), &five);
-    let on_a = maglev_choices(&mut a, FLOWS);
-    assert_eq!(on_a, maglev_choices(&mut b, FLOWS), "two nodes, one seed");
+    let on_a = maglev_choices(&ns, &mut a, FLOWS);
+    assert_eq!(
+        on_a,
+        maglev_choices(&ns, &mut b, FLOWS),
+        "two nodes, one seed"
+    );
     let used: std::collections::BTreeSet<_> = on_a.iter().collect();
     assert_eq!(used.len(), 5, "every backend serves flows: {used:?}");
 
-    let on_c = maglev_choices(&mut c, FLOWS);
+    let on_c = maglev_choices(&ns, &mut c, FLOWS);
     let moved = on_a.iter().zip(&on_c).filter(|(x, y)| x != y).count();
     let moved_from_survivors = on_a
         .iter()
@@ -1228,7 +1243,7 @@ fn maglev_with_one_seed_picks_the_same_backend_on_every_node_and_removing_one_mo
     let survivors = moved_from_survivors as f64 / f64::from(FLOWS);
     let differ = on_a
         .iter()
-        .zip(maglev_choices(&mut d, FLOWS))
+        .zip(maglev_choices(&ns, &mut d, FLOWS))
         .filter(|(x, y)| **x != *y)
         .count() as f64
         / f64::from(FLOWS);
