@@ -7,8 +7,8 @@ use std::path::Path;
 use crate::error::Result;
 use crate::maps::{
     Backend, BackendId, BackendMap, ConntrackMap, EncryptConfig, EncryptMap, EndpointInfo,
-    EndpointPolicy, IpcacheEntry, IpcacheMap, Metrics, MetricsReader, PolicyEntry, PolicyKey,
-    PolicyMap, ServiceEntry, ServiceMap,
+    EndpointPolicy, IpcacheEntry, IpcacheMap, MasqueradeConfig, MasqueradeMap, Metrics,
+    MetricsReader, PolicyEntry, PolicyKey, PolicyMap, ServiceEntry, ServiceMap, SnatEntry,
 };
 
 /// Contents of the pinned maps under one pin root (conntrack as a count:
@@ -34,6 +34,14 @@ pub struct Dump {
     pub encrypt_cidrs: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
     /// Strict-mode enforcement and the device's ifindex.
     pub encrypt_config: EncryptConfig,
+    /// How the node SNATs (masquerade, NodePort to other nodes); None: not
+    /// at all.
+    pub masquerade: Option<MasqueradeConfig>,
+    /// Destinations that keep a pod's own address (network, prefix length).
+    pub masquerade_exempt: Vec<(Ipv4Addr, u8)>,
+    /// Every SNAT translation (masqueraded flows, NodePort flows to other
+    /// nodes), as `cilium bpf nat list` shows them.
+    pub snat: Vec<SnatEntry>,
 }
 
 /// How full one map is (for map-pressure metrics).
@@ -48,12 +56,13 @@ pub struct MapUsage {
 }
 
 /// Entry counts of the maps a reconciler fills (services, slots, backends,
-/// reverse NAT, Maglev, ipcache, policy, endpoints, conntrack, affinity).
+/// reverse NAT, Maglev, ipcache, policy, endpoints, conntrack, affinity)
+/// and of the SNAT table.
 pub fn usage(pin_root: &Path) -> Result<Vec<MapUsage>> {
     use crate::maps::raw::*;
     use crate::maps::{
         AFFINITY, AFFINITY_SVC, BACKENDS, CONNTRACK, CONNTRACK_NEW, ENDPOINTS, IPCACHE, MAGLEV,
-        MapSpec, POLICY, REVNAT, SERVICES, SLOTS, count_hash, count_ipcache,
+        MapSpec, POLICY, REVNAT, SERVICES, SLOTS, SNAT, count_hash, count_ipcache,
     };
     let row = |spec: &MapSpec, (entries, max_entries): (u64, u32)| MapUsage {
         name: spec.name,
@@ -97,6 +106,7 @@ pub fn usage(pin_root: &Path) -> Result<Vec<MapUsage>> {
             &AFFINITY,
             count_hash::<AffinityKey, AffinityVal>(pin_root, &AFFINITY)?,
         ),
+        row(&SNAT, count_hash::<SnatKey, SnatVal>(pin_root, &SNAT)?),
     ])
 }
 
@@ -105,6 +115,7 @@ pub fn usage(pin_root: &Path) -> Result<Vec<MapUsage>> {
 pub fn dump(pin_root: &Path) -> Result<Dump> {
     let policy = PolicyMap::open(pin_root)?;
     let encrypt = EncryptMap::open(pin_root)?;
+    let masq = MasqueradeMap::open(pin_root)?;
     Ok(Dump {
         services: ServiceMap::open(pin_root)?.dump()?,
         backends: BackendMap::open(pin_root)?.dump()?,
@@ -115,5 +126,8 @@ pub fn dump(pin_root: &Path) -> Result<Dump> {
         metrics: MetricsReader::open(pin_root)?.read()?,
         encrypt_cidrs: encrypt.dump()?,
         encrypt_config: encrypt.config()?,
+        masquerade: masq.config()?,
+        masquerade_exempt: masq.exempt()?,
+        snat: masq.translations()?,
     })
 }

@@ -1204,6 +1204,17 @@ fn masquerade_gives_outside_destinations_the_node_address_and_keeps_pod_addresse
             "{proto:?}: {snat:?}"
         );
     }
+    // Operators see the table fill and every translation.
+    let usage = mesh_bpf::usage(lab.dp.pin_root()).unwrap();
+    let snat = usage.iter().find(|u| u.name == "mw_snat").unwrap();
+    assert!(snat.entries >= 4, "two flows, two entries each: {snat:?}");
+    let dump = mesh_bpf::dump(lab.dp.pin_root()).unwrap();
+    assert_eq!(dump.masquerade, Some(config.clone()));
+    assert!(
+        dump.snat.iter().any(|e| e.original.0 == lab.client.ip),
+        "{:?}",
+        dump.snat
+    );
     // ping: an ICMP echo is masqueraded too (its identifier claimed like a
     // port) and the reply finds its way back.
     lab.client
