@@ -45,8 +45,14 @@ fn restart_agent_under_traffic(lab: &Lab, client: &str, server: &str) -> serde_j
     eventually(&format!("c1's {client} reaches c2's {server}"), || {
         reaches(lab, "c1", "shop", client, &target)
     });
-    // What the maps hold once they are settled (an earlier scenario may
-    // still be propagating to this node): two looks 2 s apart agree.
+    // What the maps hold once they are settled: the agent's mesh feed is
+    // connected (after an earlier scenario restarted the mesh-apiserver it
+    // may still be backing off, holding a state that stops changing without
+    // being complete), and two looks 2 s apart agree.
+    eventually("c1-n1's mesh feed is connected and synced", || {
+        let feed = &agent_get(lab, "c1", "c1-n1", "/v1/status")["mesh_feed"];
+        feed["connected"] == true && feed["synced"] == true
+    });
     let mut before = datapath_dump(lab, "c1-n1");
     for _ in 0..15 {
         std::thread::sleep(Duration::from_secs(2));
