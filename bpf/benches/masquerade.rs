@@ -13,42 +13,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/connect_figures.rs"]
+mod connect_figures;
+
+use connect_figures::parse;
 
 use std::net::Ipv4Addr;
 
 use common::Node;
 use mesh_bpf::{Datapath, MasqueradeConfig};
 use mesh_testbed::{BpfDir, Bridge, NetNs, require_root};
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Figures {
-    p50_us: f64,
-    p99_us: f64,
-    conn_per_s: f64,
-    failed: u64,
-}
-
-fn parse(out: &std::process::Output) -> Figures {
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "probe failed: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut f = Figures::default();
-    for kv in text.split_whitespace() {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        let v: f64 = v.parse().unwrap_or(f64::NAN);
-        match k {
-            "p50_us" => f.p50_us = v,
-            "p99_us" => f.p99_us = v,
-            "conn_per_s" => f.conn_per_s = v,
-            "failed" => f.failed = v as u64,
-            _ => {}
-        }
-    }
-    f
-}
 
 fn main() {
     require_root();

@@ -8,23 +8,9 @@ use mesh_e2e::Lab;
 
 use super::node_agent::agent_get;
 use super::requests::pod_ip;
+use super::services::node_address;
 
 const NODE: &str = "c1-n2";
-
-fn internal_ip(lab: &Lab, node: &str) -> String {
-    lab.kubectl(
-        "lab-c1",
-        &[
-            "get",
-            "node",
-            node,
-            "-o",
-            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
-        ],
-    )
-    .trim()
-    .to_string()
-}
 
 /// A pod reaches the lab's outside host (in no cluster) and the echo
 /// server there sees the pod's node; a pod in another cluster sees the pod
@@ -45,7 +31,7 @@ pub(super) fn a_pod_reaches_the_outside_host_as_its_node_and_other_clusters_pods
         ]);
     }
     let me = pod_ip(lab, "lab-c1", "egress", "egress");
-    let node_ip = internal_ip(lab, NODE);
+    let node_ip = node_address(lab, "lab-c1", NODE);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = agent_get(lab, "c1", NODE, "/v1/status")["routing"]["masquerade"].clone();

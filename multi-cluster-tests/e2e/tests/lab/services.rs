@@ -203,7 +203,8 @@ fn ask_from_outside(lab: &Lab, addr: &str, n: u32) -> Vec<Option<serde_json::Val
         .collect()
 }
 
-fn node_address(lab: &Lab, ctx: &str, node: &str) -> String {
+/// A node's InternalIP, as kubectl reads it.
+pub(super) fn node_address(lab: &Lab, ctx: &str, node: &str) -> String {
     lab.kubectl(
         ctx,
         &[
